@@ -1,0 +1,45 @@
+//! `bpfgate`: inspect BPF objects, check them against a load policy, and enforce the policy in the kernel.
+//!
+//! Exit codes: 0 success (for `check`: every program allowed), 1 a program was denied, 2 an error.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod check;
+mod inspect;
+mod policy;
+
+#[derive(Parser)]
+#[command(name = "bpfgate", version, about = "Gate BPF program loads by what the programs can do")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report each program's capabilities, helpers, kfuncs and map accesses.
+    Inspect(inspect::Args),
+    /// Decide, per program, whether a policy allows loading it.
+    Check(check::Args),
+    /// Lint or compile a policy file.
+    #[command(subcommand)]
+    Policy(policy::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Policy(cmd) => policy::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("bpfgate: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The in-kernel gate (issue 5).

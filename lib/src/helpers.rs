@@ -1,0 +1,1 @@
+//! Helper and kfunc catalogue (generated from catalogue/).

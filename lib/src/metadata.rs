@@ -1,0 +1,263 @@
+//! Capability metadata: what a program can do, as the analysis found it.
+//!
+//! These types are the product of the library and the wire format of `bpfgate inspect --format json|cbor`.
+//! The JSON schema is documented in `docs/schema.md`; [`SCHEMA_VERSION`] changes whenever a field changes meaning
+//! or disappears (adding a field does not bump it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::progtype::{AttachType, ProgType};
+
+/// Version of the metadata schema carried in every [`ObjectReport`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A class of things a program can do that a load policy cares about.
+///
+/// The declaration order is the bit order of [`ClassSet`] and of the in-kernel gate's bitmasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Reads arbitrary kernel memory: `bpf_probe_read_kernel` and friends, or loads through BTF-typed pointers.
+    KernelRead,
+    /// Reads user memory of the current (or another) task.
+    UserRead,
+    /// Writes user memory (`bpf_probe_write_user`).
+    UserWrite,
+    /// Sends a signal to a task.
+    SendSignal,
+    /// Overrides the return value of a kernel function (`bpf_override_return`, `fmod_ret`).
+    OverrideReturn,
+    /// Issues bpf() syscalls from BPF (`BPF_PROG_TYPE_SYSCALL` helpers).
+    SysBpf,
+    /// Writes to a map: by helper, by a store through a map value pointer, or by a helper writing into map memory.
+    MapWrite,
+    /// Transfers control to another program through a prog array.
+    TailCall,
+    /// Can take the machine down (`KF_DESTRUCTIVE` kfuncs such as `crash_kexec`).
+    Destructive,
+    /// Writes to the trace pipe (`bpf_trace_printk`, `bpf_trace_vprintk`).
+    TracePrintk,
+    /// Modifies packet contents or shape (stores through packet pointers, `bpf_skb_store_bytes`, ...).
+    PacketWrite,
+    /// Redirects packets or messages to another device, socket or CPU.
+    Redirect,
+    /// Calls a helper id or kfunc that the catalogue does not know.
+    Unknown,
+}
+
+impl Capability {
+    /// Every class, in bit order.
+    pub const ALL: [Capability; 13] = [
+        Capability::KernelRead,
+        Capability::UserRead,
+        Capability::UserWrite,
+        Capability::SendSignal,
+        Capability::OverrideReturn,
+        Capability::SysBpf,
+        Capability::MapWrite,
+        Capability::TailCall,
+        Capability::Destructive,
+        Capability::TracePrintk,
+        Capability::PacketWrite,
+        Capability::Redirect,
+        Capability::Unknown,
+    ];
+
+    /// The snake_case name used in JSON, policies and the catalogue.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::KernelRead => "kernel_read",
+            Capability::UserRead => "user_read",
+            Capability::UserWrite => "user_write",
+            Capability::SendSignal => "send_signal",
+            Capability::OverrideReturn => "override_return",
+            Capability::SysBpf => "sys_bpf",
+            Capability::MapWrite => "map_write",
+            Capability::TailCall => "tail_call",
+            Capability::Destructive => "destructive",
+            Capability::TracePrintk => "trace_printk",
+            Capability::PacketWrite => "packet_write",
+            Capability::Redirect => "redirect",
+            Capability::Unknown => "unknown",
+        }
+    }
+
+    /// The bit of this class in a [`ClassSet`].
+    pub fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A capability name that is not one of [`Capability::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown capability class `{0}`")]
+pub struct UnknownCapability(pub String);
+
+impl FromStr for Capability {
+    type Err = UnknownCapability;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Capability::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| UnknownCapability(s.to_owned()))
+    }
+}
+
+/// A set of [`Capability`] classes as a bitmask (bit `c as u32`), the form the in-kernel gate uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClassSet(pub u32);
+
+impl ClassSet {
+    pub const EMPTY: ClassSet = ClassSet(0);
+
+    pub fn contains(self, c: Capability) -> bool {
+        self.0 & c.bit() != 0
+    }
+    pub fn insert(&mut self, c: Capability) {
+        self.0 |= c.bit();
+    }
+    pub fn union(self, other: ClassSet) -> ClassSet {
+        ClassSet(self.0 | other.0)
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = Capability> {
+        Capability::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+impl FromIterator<Capability> for ClassSet {
+    fn from_iter<I: IntoIterator<Item = Capability>>(iter: I) -> Self {
+        let mut s = ClassSet::EMPTY;
+        for c in iter {
+            s.insert(c);
+        }
+        s
+    }
+}
+
+/// Everything `inspect` learned about one ELF object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectReport {
+    pub schema_version: u32,
+    /// The path as given by the caller.
+    pub file: String,
+    /// `license` section contents, if any.
+    pub license: Option<String>,
+    /// Map definitions found in the object (legacy, BTF-defined and global data).
+    pub maps: Vec<MapDef>,
+    pub programs: Vec<ProgramMetadata>,
+    /// Problems that stopped the analysis of one program or of the whole object, in the order found.
+    pub errors: Vec<String>,
+}
+
+/// How a map was declared in the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapKind {
+    /// `struct bpf_map_def` (libbpf legacy) in a `maps` section.
+    Legacy,
+    /// iproute2 `struct bpf_elf_map` in a `maps` section.
+    Iproute2,
+    /// BTF-defined map in `.maps`.
+    Btf,
+    /// Global data (`.data`, `.bss`, `.rodata*`, `.kconfig`, custom `.data.*`), an array of one element.
+    GlobalData,
+}
+
+/// A map declared by the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapDef {
+    pub name: String,
+    pub kind: MapKind,
+    /// Kernel `enum bpf_map_type` value (`BPF_MAP_TYPE_ARRAY` for global data).
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    /// Pinning mode: 0 none, 1 by name (`LIBBPF_PIN_BY_NAME`, iproute2 `PIN_GLOBAL_NS`), 2 object namespace.
+    pub pinning: u32,
+    /// Global data that the program cannot write (`.rodata*`, `.kconfig`).
+    pub read_only: bool,
+}
+
+/// A helper call target, by id and catalogue name (`unknown` when the id is not in the catalogue).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HelperRef {
+    pub id: u32,
+    pub name: String,
+}
+
+/// What one program does with one map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MapAccess {
+    pub name: String,
+    pub read: bool,
+    pub write: bool,
+}
+
+/// A tail call site and the prog array it goes through, when the analysis could tell.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TailCall {
+    pub insn: u32,
+    pub map: Option<String>,
+}
+
+/// A subprogram linked into a program, and where it starts in the program's linked layout.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Subprogram {
+    pub name: String,
+    pub section: String,
+    /// First instruction in the linked program.
+    pub start: u32,
+    /// Instruction offset within its section.
+    pub section_offset: u32,
+}
+
+/// The capability metadata of one program: reachable code only (entry plus the subprograms it calls).
+///
+/// Instruction offsets are in the program's linked layout, the one the kernel sees: the entry function first, then
+/// each subprogram (see [`ProgramMetadata::subprograms`]) in order of first reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramMetadata {
+    pub name: String,
+    pub section: String,
+    pub prog_type: ProgType,
+    pub attach_type: Option<AttachType>,
+    /// Kernel function, tracepoint or other target named by the section (`do_sys_open` for `kprobe/do_sys_open`).
+    pub attach_target: Option<String>,
+    pub sleepable: bool,
+    /// Why the program type is `unspec`, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unspec_reason: Option<String>,
+    pub license: Option<String>,
+    /// Instructions in the linked program (ld_imm64 counts as two, as in the kernel).
+    pub insn_count: u32,
+    pub helpers: Vec<HelperRef>,
+    pub kfuncs: Vec<String>,
+    pub subprograms: Vec<Subprogram>,
+    pub tail_calls: Vec<TailCall>,
+    pub maps: Vec<MapAccess>,
+    pub capabilities: Vec<Capability>,
+    /// For each capability, the instructions that prove it.
+    pub evidence: BTreeMap<Capability, Vec<u32>>,
+}
+
+impl ProgramMetadata {
+    /// The capability classes as a bitmask.
+    pub fn class_set(&self) -> ClassSet {
+        self.capabilities.iter().copied().collect()
+    }
+}

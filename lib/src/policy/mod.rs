@@ -1,0 +1,1 @@
+//! Load policy (see issue 3).
