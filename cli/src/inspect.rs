@@ -1,9 +1,136 @@
-//! `bpfgate inspect`.
+//! `bpfgate inspect`: capability reports for BPF objects.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context as _;
+use bpfgate::elf::Object;
+use bpfgate::metadata::{to_cbor, ObjectReport};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("inspect is not implemented yet")
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// A readable report per program.
+    Text,
+    /// One JSON object per file; with several files, one per line (JSON Lines).
+    Json,
+    /// One CBOR item per file, concatenated (a CBOR sequence, RFC 8742).
+    Cbor,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// BPF ELF objects to inspect.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let (report, bytes) = match std::fs::read(path) {
+            Ok(bytes) => (bpfgate::inspect(&name, &bytes), Some(bytes)),
+            Err(e) => {
+                let mut r = bpfgate::inspect(&name, &[]);
+                r.errors = vec![format!("{name}: cannot read file: {e}")];
+                (r, None)
+            }
+        };
+        failed |= !report.errors.is_empty();
+        match args.format {
+            Format::Json if args.files.len() == 1 => {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            }
+            Format::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+            Format::Cbor => out.write_all(&to_cbor(&report).context("encoding the report")?)?,
+            Format::Text => {
+                let obj = bytes.as_deref().and_then(|b| Object::parse(b).ok());
+                out.write_all(text_report(&report, obj.as_ref()).as_bytes())?;
+            }
+        }
+        for e in &report.errors {
+            if !matches!(args.format, Format::Text) {
+                eprintln!("bpfgate: {e}");
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+fn text_report(report: &ObjectReport, obj: Option<&Object>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{}", report.file);
+    if let Some(l) = &report.license {
+        let _ = writeln!(s, "  license: {l}");
+    }
+    for m in &report.maps {
+        let _ = writeln!(
+            s,
+            "  map {}: type {} key {} value {} entries {}{}{}",
+            m.name,
+            m.map_type,
+            m.key_size,
+            m.value_size,
+            m.max_entries,
+            if m.pinning != 0 { " pinned" } else { "" },
+            if m.read_only { " read-only" } else { "" }
+        );
+    }
+    for p in &report.programs {
+        let _ = writeln!(s, "\n  program {} (section {})", p.name, p.section);
+        let _ = write!(s, "    type {}", p.prog_type);
+        if let Some(a) = p.attach_type {
+            let _ = write!(s, ", attach {a}");
+        }
+        if let Some(t) = &p.attach_target {
+            let _ = write!(s, ", target {t}");
+        }
+        if p.sleepable {
+            let _ = write!(s, ", sleepable");
+        }
+        let _ = writeln!(s, ", {} instructions", p.insn_count);
+        if let Some(r) = &p.unspec_reason {
+            let _ = writeln!(s, "    unspec: {r}");
+        }
+        if !p.helpers.is_empty() {
+            let names: Vec<String> = p.helpers.iter().map(|h| format!("bpf_{}#{}", h.name, h.id)).collect();
+            let _ = writeln!(s, "    helpers: {}", names.join(", "));
+        }
+        if !p.kfuncs.is_empty() {
+            let _ = writeln!(s, "    kfuncs: {}", p.kfuncs.join(", "));
+        }
+        for sub in &p.subprograms {
+            let _ = writeln!(s, "    calls {} ({}+{}) at insn {}", sub.name, sub.section, sub.section_offset, sub.start);
+        }
+        if !p.maps.is_empty() {
+            let maps: Vec<String> = p
+                .maps
+                .iter()
+                .map(|m| format!("{} ({}{})", m.name, if m.read { "r" } else { "-" }, if m.write { "w" } else { "-" }))
+                .collect();
+            let _ = writeln!(s, "    maps: {}", maps.join(", "));
+        }
+        if p.capabilities.is_empty() {
+            let _ = writeln!(s, "    capabilities: none");
+        } else {
+            let _ = writeln!(s, "    capabilities:");
+        }
+        for (cap, insns) in &p.evidence {
+            let first = insns.first().copied().unwrap_or(0);
+            let (sec, off) = p.locate(first);
+            let dis = obj.and_then(|o| o.disassemble(sec, off as usize)).unwrap_or_default();
+            let more = if insns.len() > 1 { format!(" (and {} more)", insns.len() - 1) } else { String::new() };
+            let _ = writeln!(s, "      {:<16} insn {first}: {dis}{more}", cap.name());
+        }
+    }
+    for e in &report.errors {
+        let _ = writeln!(s, "  error: {e}");
+    }
+    s
 }

@@ -1,1 +1,1100 @@
-//! TODO
+//! Capability analysis: reachable code, then an abstract interpretation of pointer provenance.
+//!
+//! For each program, the functions it can reach (BPF-to-BPF calls and callback addresses) are laid out the way
+//! libbpf links them. Each function is then interpreted over a lattice of pointer kinds per register and per
+//! 8-byte stack slot (context, own stack, a caller's stack, packet, BTF-typed kernel memory, map pointers, map
+//! values, arena, function addresses), to a fixpoint across functions (context-insensitive: a function's inputs
+//! are the join of all its call sites). Stores and helper arguments are then judged by what they may point to,
+//! which is what tells a map write through a spilled pointer from a store to the stack.
+//!
+//! The analysis over-approximates: a capability the program cannot have may be reported (for code the verifier
+//! would reject anyway), but one it has is not missed, within the limits documented on [`analyze`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use crate::elf::{Object, ProgramEntry, RelocTarget, MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
+use crate::helpers::{self, Effect};
+use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
+use crate::metadata::{
+    AttachType, Capability, ClassSet, HelperRef, MapAccess, ProgType, ProgramMetadata, Subprogram, TailCall,
+};
+
+/// The kernel's limit on the instructions of one program (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const MAX_INSNS: usize = 1_000_000;
+/// More functions than this in one program is not a real program.
+pub const MAX_FUNCS: usize = 4096;
+/// Bound on fixpoint rounds across functions; each round can only grow the lattice, so this is never hit by
+/// programs under the limits above, but it keeps hostile input from looping.
+const MAX_ROUNDS: usize = 64;
+
+/// Why a program could not be analyzed. `insn` is the instruction offset within `section`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("section {section} insn {insn}: {source}")]
+    Insn { section: String, insn: usize, source: InsnError },
+    #[error("section {section} insn {insn}: jump to {target} leaves the function ({start}..{end})")]
+    JumpOutOfRange { section: String, insn: usize, target: i64, start: usize, end: usize },
+    #[error("section {section} insn {insn}: jump into the middle of ld_imm64 at {target}")]
+    JumpIntoLdImm64 { section: String, insn: usize, target: usize },
+    #[error("section {section} insn {insn}: control falls off the end of the function")]
+    FallsOffEnd { section: String, insn: usize },
+    #[error("section {section} insn {insn}: call target {target} is outside section {target_section}")]
+    CallOutOfRange { section: String, insn: usize, target: i64, target_section: String },
+    #[error("section {section} insn {insn}: program entry is outside the section")]
+    BadEntry { section: String, insn: usize },
+    #[error("program has more than {limit} instructions")]
+    TooManyInsns { limit: usize },
+    #[error("program reaches more than {limit} functions")]
+    TooManyFuncs { limit: usize },
+    #[error("section {section} insn {insn}: recursive BPF-to-BPF call (the kernel rejects recursion)")]
+    Recursion { section: String, insn: usize },
+}
+
+// Pointer kinds a value may have.
+const SCALAR: u16 = 1 << 0;
+const CTX: u16 = 1 << 1;
+const STACK: u16 = 1 << 2;
+/// A pointer into some caller's stack frame (a stack pointer passed as an argument).
+const FOREIGN: u16 = 1 << 3;
+const PACKET: u16 = 1 << 4;
+/// A BTF-typed kernel pointer: loads through it read kernel memory.
+const BTF: u16 = 1 << 5;
+const ARENA: u16 = 1 << 6;
+const FUNC: u16 = 1 << 7;
+
+/// Map sets are bitmasks; maps at index 127 and above, and maps the object does not name (inner maps, raw fds),
+/// share the last bit, which is read as "any of those".
+const OTHER_MAPS: u32 = 127;
+
+fn map_bit(i: usize) -> u128 {
+    1u128 << (i.min(OTHER_MAPS as usize) as u32)
+}
+
+const NO_FUNC: u32 = u32::MAX;
+const MANY_FUNCS: u32 = u32::MAX - 1;
+
+/// The abstract value of a register or stack slot. The empty value is "uninitialized".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Value {
+    kinds: u16,
+    /// Offset from the frame pointer, when `kinds` has STACK and it is known.
+    stack_off: Option<i32>,
+    /// Function id, when `kinds` has FUNC (NO_FUNC / MANY_FUNCS otherwise).
+    func: u32,
+    map_ptr: u128,
+    map_val: u128,
+}
+
+impl Value {
+    const BOTTOM: Value = Value { kinds: 0, stack_off: None, func: NO_FUNC, map_ptr: 0, map_val: 0 };
+    const SCALAR: Value = Value { kinds: SCALAR, ..Value::BOTTOM };
+
+    fn kind(kinds: u16) -> Value {
+        Value { kinds, ..Value::BOTTOM }
+    }
+    fn stack(off: i32) -> Value {
+        Value { kinds: STACK, stack_off: Some(off), ..Value::BOTTOM }
+    }
+    /// Anything a register may hold that matters: not a plain scalar.
+    fn is_pointer(&self) -> bool {
+        self.kinds & !SCALAR != 0 || self.map_ptr != 0 || self.map_val != 0
+    }
+    fn join(&self, o: &Value) -> Value {
+        let stack_off = match (self.kinds & STACK != 0, o.kinds & STACK != 0) {
+            (true, true) if self.stack_off == o.stack_off => self.stack_off,
+            (true, true) => None,
+            (true, false) => self.stack_off,
+            (false, true) => o.stack_off,
+            (false, false) => None,
+        };
+        let func = match (self.func, o.func) {
+            (NO_FUNC, f) | (f, NO_FUNC) => f,
+            (a, b) if a == b => a,
+            _ => MANY_FUNCS,
+        };
+        Value {
+            kinds: self.kinds | o.kinds,
+            stack_off,
+            func,
+            map_ptr: self.map_ptr | o.map_ptr,
+            map_val: self.map_val | o.map_val,
+        }
+    }
+    /// The value as seen by a callee: the caller's stack becomes a foreign stack.
+    fn into_callee(self) -> Value {
+        if self.kinds & STACK != 0 {
+            Value { kinds: (self.kinds & !STACK) | FOREIGN, stack_off: None, ..self }
+        } else {
+            self
+        }
+    }
+    /// A value returned to a caller: a pointer into the callee's frame would be dangling; one into a caller's
+    /// frame is (conservatively) somewhere in this caller's own stack.
+    fn into_caller(self) -> Value {
+        let mut v = self;
+        v.kinds &= !STACK;
+        if v.kinds & FOREIGN != 0 {
+            v.kinds |= STACK;
+            v.stack_off = None;
+        }
+        v
+    }
+}
+
+/// Abstract machine state: r0-r10 and the pointer-holding stack slots (absent slots hold `stack_rest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct State {
+    regs: [Value; 11],
+    stack: BTreeMap<i32, Value>,
+    stack_rest: Value,
+}
+
+impl State {
+    fn join_from(&mut self, o: &State) -> bool {
+        let before = self.clone();
+        for (a, b) in self.regs.iter_mut().zip(o.regs.iter()) {
+            *a = a.join(b);
+        }
+        for (off, v) in &o.stack {
+            let cur = self.stack.get(off).copied().unwrap_or(self.stack_rest);
+            self.stack.insert(*off, cur.join(v));
+        }
+        let rest = o.stack_rest;
+        for (off, v) in self.stack.iter_mut() {
+            if !o.stack.contains_key(off) {
+                *v = v.join(&rest);
+            }
+        }
+        self.stack_rest = self.stack_rest.join(&rest);
+        *self != before
+    }
+    fn slot(&self, off: i32) -> Value {
+        self.stack.get(&off).copied().unwrap_or(self.stack_rest)
+    }
+    fn all_slots(&self) -> Value {
+        self.stack.values().fold(self.stack_rest, |acc, v| acc.join(v))
+    }
+    /// A write the analysis cannot place: every slot may now hold `v`.
+    fn weak_update_all(&mut self, v: &Value) {
+        for slot in self.stack.values_mut() {
+            *slot = slot.join(v);
+        }
+        self.stack_rest = self.stack_rest.join(v);
+    }
+}
+
+/// One function of the program.
+struct Func {
+    section: usize,
+    start: usize,
+    end: usize,
+    name: String,
+    /// First instruction in the linked program.
+    layout: u32,
+    ops: Vec<Option<Op>>,
+    input: [Value; 5],
+    ret: Value,
+}
+
+/// What the analysis found, accumulated across the fixpoint (only ever grows).
+#[derive(Default)]
+struct Facts {
+    evidence: BTreeMap<Capability, BTreeSet<u32>>,
+    helpers: BTreeSet<u32>,
+    kfuncs: BTreeSet<String>,
+    reads: BTreeSet<usize>,
+    writes: BTreeSet<usize>,
+    unknown_map: (bool, bool),
+    tail_calls: BTreeMap<u32, u128>,
+}
+
+impl Facts {
+    fn class(&mut self, c: Capability, at: u32) {
+        self.evidence.entry(c).or_default().insert(at);
+    }
+    fn classes(&mut self, set: ClassSet, at: u32) {
+        for c in set.iter() {
+            self.class(c, at);
+        }
+    }
+    fn maps(&mut self, set: u128, n_maps: usize, write: bool) {
+        for i in 0..128usize {
+            if set & (1u128 << i) == 0 {
+                continue;
+            }
+            let targets: Vec<usize> = if i == OTHER_MAPS as usize { (i..n_maps).collect() } else { vec![i] };
+            if i == OTHER_MAPS as usize && targets.is_empty() {
+                if write {
+                    self.unknown_map.1 = true;
+                } else {
+                    self.unknown_map.0 = true;
+                }
+            }
+            for t in targets.into_iter().filter(|&t| t < n_maps) {
+                if write {
+                    self.writes.insert(t);
+                } else {
+                    self.reads.insert(t);
+                }
+            }
+        }
+    }
+}
+
+struct Ctx<'o> {
+    obj: &'o Object,
+    prog: &'o ProgramEntry,
+    funcs: Vec<Func>,
+    by_loc: HashMap<(usize, usize), usize>,
+    facts: Facts,
+    /// Everything ever stored to a stack slot: what a load through a foreign stack pointer may see.
+    foreign: Value,
+    changed: bool,
+}
+
+/// Analyzes one program of `obj` into its capability metadata.
+///
+/// Limits, by design: a function's inputs are the join over its call sites (context-insensitive); branch
+/// conditions do not refine values; a pointer stored into map or context memory is not tracked (the verifier only
+/// lets programs spill pointers to the stack, and kptrs loaded from maps are treated as BTF pointers).
+pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, AnalysisError> {
+    let mut cx = Ctx {
+        obj,
+        prog,
+        funcs: Vec::new(),
+        by_loc: HashMap::new(),
+        facts: Facts::default(),
+        foreign: Value::BOTTOM,
+        changed: false,
+    };
+    cx.discover()?;
+    let mut entry_input = [Value::BOTTOM; 5];
+    entry_input[0] = Value::kind(CTX);
+    cx.funcs[0].input = entry_input;
+    for _ in 0..MAX_ROUNDS {
+        cx.changed = false;
+        for f in 0..cx.funcs.len() {
+            cx.interpret(f);
+        }
+        if !cx.changed {
+            break;
+        }
+    }
+    Ok(cx.finish())
+}
+
+impl Ctx<'_> {
+    fn section_name(&self, s: usize) -> String {
+        self.obj.sections.get(s).map(|c| c.name.clone()).unwrap_or_default()
+    }
+
+    /// Finds every function the program reaches, in linked order, and decodes it.
+    fn discover(&mut self) -> Result<(), AnalysisError> {
+        let entry = (self.prog.section, self.prog.start);
+        let mut queue = VecDeque::from([entry]);
+        let mut total = 0usize;
+        while let Some((sec, start)) = queue.pop_front() {
+            if self.by_loc.contains_key(&(sec, start)) {
+                continue;
+            }
+            let cs = &self.obj.sections[sec];
+            if start >= cs.insns.len() {
+                return Err(AnalysisError::BadEntry { section: cs.name.clone(), insn: start });
+            }
+            let end = cs.func_end(start).max(start + 1);
+            total += end - start;
+            if total > MAX_INSNS {
+                return Err(AnalysisError::TooManyInsns { limit: MAX_INSNS });
+            }
+            if self.funcs.len() >= MAX_FUNCS {
+                return Err(AnalysisError::TooManyFuncs { limit: MAX_FUNCS });
+            }
+            let id = self.funcs.len();
+            let name = cs.func_name(start).map(str::to_owned).unwrap_or_else(|| format!("{}+{}", cs.name, start));
+            let layout = self.funcs.last().map(|f| f.layout + (f.end - f.start) as u32).unwrap_or(0);
+            let ops = decode_func(cs, start, end)?;
+            self.by_loc.insert((sec, start), id);
+            for (i, op) in ops.iter().enumerate() {
+                let pc = start + i;
+                if let Some(op) = op {
+                    if let Some(target) = self.code_target(sec, pc, op)? {
+                        queue.push_back(target);
+                    }
+                }
+            }
+            self.funcs.push(Func {
+                section: sec,
+                start,
+                end,
+                name,
+                layout,
+                ops,
+                input: [Value::BOTTOM; 5],
+                ret: Value::BOTTOM,
+            });
+        }
+        self.check_recursion()
+    }
+
+    /// Detects cycles in the call graph (the kernel rejects recursive BPF-to-BPF calls).
+    fn check_recursion(&self) -> Result<(), AnalysisError> {
+        let n = self.funcs.len();
+        let mut callees: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+        for (id, f) in self.funcs.iter().enumerate() {
+            for (i, op) in f.ops.iter().enumerate() {
+                let pc = f.start + i;
+                if let Some(op @ Op::Call(CallTarget::Local(_))) = op {
+                    if let Ok(Some(t)) = self.code_target(f.section, pc, op) {
+                        if let Some(&callee) = self.by_loc.get(&t) {
+                            callees[id].push((callee, pc));
+                        }
+                    }
+                }
+            }
+        }
+        // Iterative DFS with colors.
+        let mut color = vec![0u8; n];
+        for root in 0..n {
+            if color[root] != 0 {
+                continue;
+            }
+            let mut stack = vec![(root, 0usize)];
+            color[root] = 1;
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                if let Some(&(callee, pc)) = callees[node].get(*next) {
+                    *next += 1;
+                    match color[callee] {
+                        0 => {
+                            color[callee] = 1;
+                            stack.push((callee, 0));
+                        }
+                        1 => {
+                            let f = &self.funcs[node];
+                            return Err(AnalysisError::Recursion { section: self.section_name(f.section), insn: pc });
+                        }
+                        _ => {}
+                    }
+                } else {
+                    color[node] = 2;
+                    stack.pop();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The function a call or function-address load at `(sec, pc)` refers to, following libbpf's rules.
+    fn code_target(&self, sec: usize, pc: usize, op: &Op) -> Result<Option<(usize, usize)>, AnalysisError> {
+        let cs = &self.obj.sections[sec];
+        let reloc = cs.relocs.get(&pc);
+        let (tsec, target): (usize, i64) = match (op, reloc) {
+            (Op::Call(CallTarget::Local(imm)), Some(RelocTarget::Code { section, base, .. })) => {
+                (*section, *base as i64 + i64::from(*imm) + 1)
+            }
+            (Op::Call(CallTarget::Local(imm)), None) => (sec, pc as i64 + i64::from(*imm) + 1),
+            (Op::LdImm64 { value, .. }, Some(RelocTarget::Code { section, base, .. })) => {
+                // Before relocation the immediate of a function address is a byte offset from the symbol (libbpf).
+                let imm = match value {
+                    Imm64::Func(imm) => i64::from(*imm),
+                    Imm64::Const(v) => i64::from(*v as i32),
+                    _ => return Ok(None),
+                };
+                (*section, (*base as i64 * 8 + imm) / 8)
+            }
+            (Op::LdImm64 { value: Imm64::Func(imm), .. }, None) => (sec, pc as i64 + i64::from(*imm) + 1),
+            _ => return Ok(None),
+        };
+        let tcs = &self.obj.sections[tsec];
+        if target < 0 || target as usize >= tcs.insns.len() {
+            return Err(AnalysisError::CallOutOfRange {
+                section: cs.name.clone(),
+                insn: pc,
+                target,
+                target_section: tcs.name.clone(),
+            });
+        }
+        Ok(Some((tsec, target as usize)))
+    }
+
+    fn at(&self, f: usize, pc: usize) -> u32 {
+        let func = &self.funcs[f];
+        func.layout + (pc - func.start) as u32
+    }
+
+    /// Interprets function `f` from its current inputs, updating facts, callee inputs and its return value.
+    fn interpret(&mut self, f: usize) {
+        let (start, end) = (self.funcs[f].start, self.funcs[f].end);
+        let len = end - start;
+        let mut entry = State { regs: [Value::BOTTOM; 11], stack: BTreeMap::new(), stack_rest: Value::SCALAR };
+        for (i, v) in self.funcs[f].input.iter().enumerate() {
+            entry.regs[i + 1] = *v;
+        }
+        entry.regs[10] = Value::stack(0);
+        // States at the start of each instruction that is a jump target or follows a jump (block leaders).
+        let mut states: HashMap<usize, State> = HashMap::new();
+        states.insert(0, entry);
+        let mut work: VecDeque<usize> = VecDeque::from([0]);
+        let mut queued = vec![false; len];
+        queued[0] = true;
+        while let Some(leader) = work.pop_front() {
+            queued[leader] = false;
+            let Some(mut st) = states.get(&leader).cloned() else { continue };
+            let mut i = leader;
+            loop {
+                let Some(Some(op)) = self.funcs[f].ops.get(i).copied() else { break };
+                let pc = start + i;
+                self.step(f, pc, &op, &mut st);
+                let next = i + op.slots();
+                let mut succs: Vec<usize> = Vec::new();
+                match op {
+                    Op::Exit => {}
+                    Op::Ja { off, .. } => succs.push(rel(i, 1, off as i64)),
+                    Op::Jump { off, .. } | Op::MayGoto { off } => {
+                        succs.push(next);
+                        succs.push(rel(i, 1, off as i64));
+                    }
+                    _ => {
+                        // Straight-line code continues in this block unless `next` is a leader.
+                        if next < len && !states.contains_key(&next) {
+                            i = next;
+                            continue;
+                        }
+                        succs.push(next);
+                    }
+                }
+                for s in succs {
+                    if s >= len {
+                        continue; // checked when decoding
+                    }
+                    let grew = match states.get_mut(&s) {
+                        Some(existing) => existing.join_from(&st),
+                        None => {
+                            states.insert(s, st.clone());
+                            true
+                        }
+                    };
+                    if grew && !queued[s] {
+                        queued[s] = true;
+                        work.push_back(s);
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    fn step(&mut self, f: usize, pc: usize, op: &Op, st: &mut State) {
+        let at = self.at(f, pc);
+        let n_maps = self.obj.maps.len();
+        match *op {
+            Op::Alu { wide, op: aop, dst, src } => {
+                let d = st.regs[dst as usize];
+                let s = match src {
+                    Operand::Reg(r) => st.regs[r as usize],
+                    Operand::Imm(_) => Value::SCALAR,
+                };
+                st.regs[dst as usize] = if !wide {
+                    Value::SCALAR
+                } else {
+                    match aop {
+                        AluOp::Mov => s,
+                        AluOp::Movsx(_) => Value::SCALAR,
+                        AluOp::Add | AluOp::Sub => match src {
+                            // Constant offsets keep the pointer exactly, and a known stack offset stays known.
+                            Operand::Imm(k) => {
+                                let mut v = d;
+                                v.stack_off = d.stack_off.and_then(|o| {
+                                    if aop == AluOp::Add {
+                                        o.checked_add(k)
+                                    } else {
+                                        o.checked_sub(k)
+                                    }
+                                });
+                                v
+                            }
+                            Operand::Reg(_) => {
+                                let mut v = d.join(&s);
+                                if d.is_pointer() && s.is_pointer() {
+                                    v.kinds |= SCALAR; // pointer difference
+                                }
+                                v.stack_off = None;
+                                v
+                            }
+                        },
+                        // Other arithmetic on a pointer keeps its provenance, conservatively.
+                        _ => {
+                            let mut v = d.join(&s);
+                            v.kinds |= SCALAR;
+                            v.stack_off = None;
+                            v
+                        }
+                    }
+                };
+            }
+            Op::Neg { dst, .. } | Op::End { dst, .. } => st.regs[dst as usize] = Value::SCALAR,
+            Op::AddrSpaceCast { dst, .. } => st.regs[dst as usize] = Value::kind(ARENA | SCALAR),
+            Op::LdImm64 { dst, value } => {
+                let v = self.ld_imm64(f, pc, value);
+                st.regs[dst as usize] = v;
+            }
+            Op::LdAbs { .. } | Op::LdInd { .. } => {
+                for r in 1..=5 {
+                    st.regs[r] = Value::BOTTOM;
+                }
+                st.regs[0] = Value::SCALAR;
+            }
+            Op::Load { size, dst, src, off, .. } => {
+                let v = self.load(at, st, src, off, size);
+                st.regs[dst as usize] = v;
+            }
+            Op::Store { size, dst, off, value } => {
+                let v = match value {
+                    Operand::Reg(r) => st.regs[r as usize],
+                    Operand::Imm(_) => Value::SCALAR,
+                };
+                self.store(at, st, dst, off, size, v);
+            }
+            Op::Atomic { size, op: aop, dst, src, off } => {
+                // Every atomic but a release store reads the memory it changes.
+                if aop != AtomicOp::StoreRelease && st.regs[dst as usize].map_val != 0 {
+                    self.facts.maps(st.regs[dst as usize].map_val, n_maps, false);
+                }
+                match aop {
+                    AtomicOp::LoadAcquire => {
+                        let v = self.load(at, st, src, off, size);
+                        st.regs[dst as usize] = v;
+                    }
+                    AtomicOp::StoreRelease | AtomicOp::Xchg => {
+                        let v = st.regs[src as usize];
+                        self.store(at, st, dst, off, size, v);
+                        if aop == AtomicOp::Xchg {
+                            st.regs[src as usize] = Value::SCALAR;
+                        }
+                    }
+                    AtomicOp::Cmpxchg => {
+                        let v = st.regs[src as usize];
+                        self.store(at, st, dst, off, size, v);
+                        st.regs[0] = Value::SCALAR;
+                    }
+                    AtomicOp::Add { fetch }
+                    | AtomicOp::Or { fetch }
+                    | AtomicOp::And { fetch }
+                    | AtomicOp::Xor { fetch } => {
+                        self.store(at, st, dst, off, size, Value::SCALAR);
+                        if fetch {
+                            st.regs[src as usize] = Value::SCALAR;
+                        }
+                    }
+                }
+            }
+            Op::Ja { .. } | Op::Jump { .. } | Op::MayGoto { .. } => {}
+            Op::Exit => {
+                let r = st.regs[0].into_caller();
+                let func = &mut self.funcs[f];
+                let joined = func.ret.join(&r);
+                if joined != func.ret {
+                    func.ret = joined;
+                    self.changed = true;
+                }
+            }
+            Op::Call(target) => self.call(f, pc, at, target, st, n_maps),
+        }
+    }
+
+    fn ld_imm64(&mut self, f: usize, pc: usize, value: Imm64) -> Value {
+        let sec = self.funcs[f].section;
+        let reloc = self.obj.sections[sec].relocs.get(&pc).cloned();
+        match (reloc, value) {
+            (Some(RelocTarget::Map(m)), _) => Value { map_ptr: map_bit(m), ..Value::BOTTOM },
+            (Some(RelocTarget::MapValue { map, .. }), _) => {
+                if self.obj.maps.get(map).is_some_and(|m| m.name == ".addr_space.1") {
+                    Value { kinds: ARENA, map_val: map_bit(map), ..Value::BOTTOM }
+                } else {
+                    Value { map_val: map_bit(map), ..Value::BOTTOM }
+                }
+            }
+            // A typed `__ksym` variable is a BTF pointer; a kfunc address is only compared.
+            (Some(RelocTarget::Extern { .. }), _) => Value::kind(BTF | SCALAR),
+            (Some(RelocTarget::Code { .. }), _) | (None, Imm64::Func(_)) => {
+                let op = Op::LdImm64 { dst: 0, value };
+                match self.code_target(sec, pc, &op) {
+                    Ok(Some(t)) => Value {
+                        kinds: FUNC,
+                        func: self.by_loc.get(&t).map(|&i| i as u32).unwrap_or(MANY_FUNCS),
+                        ..Value::BOTTOM
+                    },
+                    _ => Value::kind(FUNC),
+                }
+            }
+            (None, Imm64::MapFd(_)) => Value { map_ptr: map_bit(OTHER_MAPS as usize), ..Value::BOTTOM },
+            (None, Imm64::MapValue { .. }) => Value { map_val: map_bit(OTHER_MAPS as usize), ..Value::BOTTOM },
+            (None, Imm64::MapIdx(i)) => {
+                Value { map_ptr: map_bit(usize::try_from(i).unwrap_or(OTHER_MAPS as usize)), ..Value::BOTTOM }
+            }
+            (None, Imm64::MapIdxValue { idx, .. }) => {
+                Value { map_val: map_bit(usize::try_from(idx).unwrap_or(OTHER_MAPS as usize)), ..Value::BOTTOM }
+            }
+            (None, Imm64::BtfId(_)) => Value::kind(BTF | SCALAR),
+            (None, Imm64::Const(_)) => Value::SCALAR,
+        }
+    }
+
+    fn load(&mut self, at: u32, st: &State, src: u8, off: i16, size: Size) -> Value {
+        let base = st.regs[src as usize];
+        let n_maps = self.obj.maps.len();
+        let wide = size == Size::DW;
+        let mut v = Value::BOTTOM;
+        if base.kinds & SCALAR != 0 || base.kinds == 0 && !base.is_pointer() {
+            v = v.join(&Value::SCALAR);
+        }
+        if base.kinds & BTF != 0 {
+            self.facts.class(Capability::KernelRead, at);
+            v = v.join(&Value::kind(SCALAR | if wide { BTF } else { 0 }));
+        }
+        if base.map_val != 0 {
+            self.facts.maps(base.map_val, n_maps, false);
+            // Only kptrs can be loaded from a map value and dereferenced, and they are BTF pointers.
+            v = v.join(&Value::kind(SCALAR | if wide { BTF } else { 0 }));
+        }
+        if base.kinds & (PACKET | ARENA) != 0 {
+            v = v.join(&Value::kind(SCALAR | if wide { base.kinds & ARENA } else { 0 }));
+        }
+        if base.kinds & CTX != 0 {
+            v = v.join(&self.ctx_load(i32::from(off), wide));
+        }
+        if base.kinds & STACK != 0 {
+            let slot = match base.stack_off.and_then(|o| o.checked_add(i32::from(off))) {
+                Some(o) if wide => st.slot(o),
+                Some(_) => Value::SCALAR,
+                None => st.all_slots(),
+            };
+            v = v.join(&slot);
+        }
+        if base.kinds & FOREIGN != 0 {
+            v = v.join(&if wide { self.foreign.join(&Value::SCALAR) } else { Value::SCALAR });
+        }
+        if v.kinds == 0 && !v.is_pointer() {
+            v = Value::SCALAR;
+        }
+        v
+    }
+
+    /// What a load from the context at byte `off` yields for this program type.
+    fn ctx_load(&self, off: i32, wide: bool) -> Value {
+        let pt = self.prog.info.prog_type;
+        if pt.is_btf_typed() {
+            return Value::kind(SCALAR | if wide { BTF } else { 0 });
+        }
+        // Context fields that hold packet pointers (data, data_meta); data_end is only compared against.
+        let packet_fields: &[i32] = match pt {
+            ProgType::SocketFilter
+            | ProgType::SchedCls
+            | ProgType::SchedAct
+            | ProgType::CgroupSkb
+            | ProgType::LwtIn
+            | ProgType::LwtOut
+            | ProgType::LwtXmit
+            | ProgType::LwtSeg6local
+            | ProgType::SkSkb
+            | ProgType::FlowDissector => &[76, 140],
+            ProgType::Xdp => &[0, 8],
+            ProgType::SkMsg | ProgType::SkReuseport => &[0],
+            ProgType::CgroupSockopt => &[8],
+            _ => &[],
+        };
+        if packet_fields.contains(&off) {
+            Value::kind(PACKET)
+        } else {
+            Value::SCALAR
+        }
+    }
+
+    fn store(&mut self, at: u32, st: &mut State, dst: u8, off: i16, size: Size, v: Value) {
+        let base = st.regs[dst as usize];
+        let n_maps = self.obj.maps.len();
+        if base.map_val != 0 {
+            self.facts.class(Capability::MapWrite, at);
+            self.facts.maps(base.map_val, n_maps, true);
+        }
+        if base.kinds & PACKET != 0 {
+            self.facts.class(Capability::PacketWrite, at);
+        }
+        if base.kinds & ARENA != 0 {
+            self.arena_write(at);
+        }
+        if v.is_pointer() && base.kinds & (STACK | FOREIGN) != 0 {
+            let joined = self.foreign.join(&v);
+            if joined != self.foreign {
+                self.foreign = joined;
+                self.changed = true;
+            }
+        }
+        if base.kinds & STACK != 0 {
+            match base.stack_off.and_then(|o| o.checked_add(i32::from(off))) {
+                Some(o) if base.kinds & !STACK == 0 && base.map_ptr == 0 && base.map_val == 0 => {
+                    // Strong update: the slot now holds exactly this (an 8-byte spill keeps a pointer; a narrower
+                    // store leaves bytes the verifier no longer treats as a pointer).
+                    if size == Size::DW && v.is_pointer() {
+                        st.stack.insert(o, v);
+                    } else {
+                        st.stack.remove(&o);
+                        if st.stack_rest.is_pointer() {
+                            st.stack.insert(o, Value::SCALAR);
+                        }
+                    }
+                }
+                Some(o) => {
+                    let cur = st.slot(o);
+                    st.stack.insert(o, cur.join(&v));
+                }
+                None => st.weak_update_all(&v),
+            }
+        }
+    }
+
+    fn arena_write(&mut self, at: u32) {
+        let n_maps = self.obj.maps.len();
+        self.facts.class(Capability::MapWrite, at);
+        let arenas: u128 = self
+            .obj
+            .maps
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.map_type == MAP_TYPE_ARENA)
+            .fold(0, |acc, (i, _)| acc | map_bit(i));
+        self.facts.maps(if arenas == 0 { map_bit(OTHER_MAPS as usize) } else { arenas }, n_maps, true);
+    }
+
+    fn call(&mut self, f: usize, pc: usize, at: u32, target: CallTarget, st: &mut State, n_maps: usize) {
+        let args: [Value; 5] = [st.regs[1], st.regs[2], st.regs[3], st.regs[4], st.regs[5]];
+        let escapes = args.iter().any(|a| a.kinds & STACK != 0);
+        // In an object a kfunc call is `call -1` (src_reg 1 or 2) relocated against an undefined symbol.
+        let sec = self.funcs[f].section;
+        let ret = if let Some(RelocTarget::Extern { name }) = self.obj.sections[sec].relocs.get(&pc) {
+            let name = name.clone();
+            self.facts.kfuncs.insert(name.clone());
+            self.kfunc(at, &name, &args, n_maps)
+        } else {
+            self.call_target(f, pc, at, target, &args, n_maps)
+        };
+        for r in 1..=5 {
+            st.regs[r] = Value::BOTTOM;
+        }
+        st.regs[0] = ret;
+        if escapes {
+            // A callee or callback may have stored pointers through the stack pointer it was given.
+            let foreign = self.foreign;
+            st.weak_update_all(&foreign);
+        }
+    }
+
+    fn call_target(
+        &mut self,
+        f: usize,
+        pc: usize,
+        at: u32,
+        target: CallTarget,
+        args: &[Value; 5],
+        n_maps: usize,
+    ) -> Value {
+        let mut ret = Value::SCALAR;
+        match target {
+            CallTarget::Local(_) => {
+                let op = Op::Call(target);
+                let callee = self
+                    .code_target(self.funcs[f].section, pc, &op)
+                    .ok()
+                    .flatten()
+                    .and_then(|t| self.by_loc.get(&t).copied());
+                if let Some(c) = callee {
+                    self.feed(c, args.map(Value::into_callee));
+                    ret = self.funcs[c].ret.into_caller();
+                    if ret.kinds == 0 && !ret.is_pointer() {
+                        ret = Value::SCALAR;
+                    }
+                }
+            }
+            CallTarget::Helper(id) => {
+                self.facts.helpers.insert(id);
+                match helpers::helper(id) {
+                    Some(h) => {
+                        self.facts.classes(h.classes, at);
+                        ret = self.effects(at, h.effects, args, Some(h.name), n_maps);
+                        if h.name == "tail_call" {
+                            let tc = self.facts.tail_calls.entry(at).or_default();
+                            *tc |= args[1].map_ptr;
+                        }
+                    }
+                    None => self.facts.class(Capability::Unknown, at),
+                }
+            }
+            CallTarget::Kfunc(_) => {
+                // A kfunc by raw BTF id cannot be named without the kernel's BTF.
+                self.facts.class(Capability::Unknown, at);
+                ret = Value::kind(SCALAR | BTF);
+            }
+            CallTarget::Indirect(_) => self.facts.class(Capability::Unknown, at),
+        }
+        ret
+    }
+
+    fn kfunc(&mut self, at: u32, name: &str, args: &[Value; 5], n_maps: usize) -> Value {
+        match helpers::kfunc(name) {
+            Some(k) => {
+                self.facts.classes(k.classes, at);
+                self.effects(at, k.effects, args, None, n_maps)
+            }
+            None => {
+                self.facts.class(Capability::Unknown, at);
+                Value::kind(SCALAR | BTF)
+            }
+        }
+    }
+
+    /// Applies a helper's or kfunc's effects; returns what r0 holds afterwards.
+    fn effects(
+        &mut self,
+        at: u32,
+        effects: &[Effect],
+        args: &[Value; 5],
+        helper: Option<&str>,
+        n_maps: usize,
+    ) -> Value {
+        let arg = |r: u8| -> Value { args.get(usize::from(r).wrapping_sub(1)).copied().unwrap_or(Value::BOTTOM) };
+        let mut ret = Value::SCALAR;
+        // Memory a helper is handed is read by it, unless it is an output buffer only.
+        for (i, a) in args.iter().enumerate() {
+            let written = effects.iter().any(|e| *e == Effect::WriteMem(i as u8 + 1));
+            if a.map_val != 0 && !written {
+                self.facts.maps(a.map_val, n_maps, false);
+            }
+        }
+        for e in effects {
+            match *e {
+                Effect::MapRead(r) => {
+                    let m = arg(r).map_ptr;
+                    self.facts.maps(if m == 0 { map_bit(OTHER_MAPS as usize) } else { m }, n_maps, false);
+                }
+                Effect::MapWrite(r) => {
+                    let m = arg(r).map_ptr;
+                    self.facts.class(Capability::MapWrite, at);
+                    self.facts.maps(if m == 0 { map_bit(OTHER_MAPS as usize) } else { m }, n_maps, true);
+                }
+                Effect::RetMapValue(r) => {
+                    let maps = arg(r).map_ptr;
+                    let mut v = Value::BOTTOM;
+                    for i in 0..n_maps.min(128) {
+                        if maps & map_bit(i) == 0 || i >= OTHER_MAPS as usize {
+                            continue;
+                        }
+                        let t = self.obj.maps[i].map_type;
+                        if t == MAP_TYPE_ARRAY_OF_MAPS || t == MAP_TYPE_HASH_OF_MAPS {
+                            v.map_ptr |= map_bit(OTHER_MAPS as usize);
+                        } else {
+                            v.map_val |= map_bit(i);
+                        }
+                    }
+                    if maps & map_bit(OTHER_MAPS as usize) != 0 || maps == 0 {
+                        v.map_val |= map_bit(OTHER_MAPS as usize);
+                        v.map_ptr |= map_bit(OTHER_MAPS as usize);
+                    }
+                    v.kinds |= SCALAR;
+                    ret = ret.join(&v);
+                }
+                Effect::WriteMem(r) => {
+                    let a = arg(r);
+                    if a.map_val != 0 {
+                        self.facts.class(Capability::MapWrite, at);
+                        self.facts.maps(a.map_val, n_maps, true);
+                    }
+                    if a.kinds & ARENA != 0 {
+                        self.arena_write(at);
+                    }
+                    if a.kinds & PACKET != 0 {
+                        self.facts.class(Capability::PacketWrite, at);
+                    }
+                }
+                Effect::RetKernelPtr => ret = ret.join(&Value::kind(BTF | SCALAR)),
+                Effect::Callback(r) => {
+                    let cb = arg(r);
+                    self.callback(helper.unwrap_or(""), cb, args);
+                }
+            }
+        }
+        ret
+    }
+
+    /// Feeds a callback's arguments, as the helper that calls it will pass them.
+    fn callback(&mut self, helper: &str, cb: Value, args: &[Value; 5]) {
+        let targets: Vec<usize> = match cb.func {
+            NO_FUNC => return,
+            MANY_FUNCS => (0..self.funcs.len()).collect(),
+            id => vec![id as usize],
+        };
+        let s = Value::SCALAR;
+        let btf = Value::kind(BTF | SCALAR);
+        let mapv = |m: u128| Value { map_val: m, kinds: SCALAR, ..Value::BOTTOM };
+        let input: [Value; 5] = match helper {
+            "loop" => [s, args[2].into_callee(), s, s, s],
+            "for_each_map_elem" => {
+                let m = args[0].map_ptr;
+                [Value { map_ptr: m, ..Value::BOTTOM }, mapv(m), mapv(m), args[2].into_callee(), s]
+            }
+            "timer_set_callback" => {
+                let m = args[0].map_val;
+                [Value { map_ptr: m, ..Value::BOTTOM }, mapv(m), mapv(m), s, s]
+            }
+            "find_vma" => [btf, btf, args[3].into_callee(), s, s],
+            "user_ringbuf_drain" => [s, args[2].into_callee(), s, s, s],
+            // Unknown calling convention: anything the caller passed, or kernel memory.
+            _ => {
+                let all = args.iter().fold(btf, |acc, a| acc.join(&a.into_callee()));
+                [all; 5]
+            }
+        };
+        for t in targets {
+            self.feed(t, input);
+        }
+    }
+
+    fn feed(&mut self, callee: usize, input: [Value; 5]) {
+        let func = &mut self.funcs[callee];
+        for (cur, new) in func.input.iter_mut().zip(input.iter()) {
+            let joined = cur.join(new);
+            if joined != *cur {
+                *cur = joined;
+                self.changed = true;
+            }
+        }
+    }
+
+    fn finish(mut self) -> ProgramMetadata {
+        let obj = self.obj;
+        let prog = self.prog;
+        let info = &prog.info;
+        // fmod_ret programs replace the traced function's return value by construction.
+        if info.attach_type == Some(AttachType::ModifyReturn) {
+            self.facts.class(Capability::OverrideReturn, 0);
+        }
+        let facts = self.facts;
+        let name_of = |i: usize| obj.maps.get(i).map(|m| m.name.clone()).unwrap_or_else(|| "(unknown map)".into());
+        let mut maps: BTreeMap<String, MapAccess> = BTreeMap::new();
+        for &i in &facts.reads {
+            maps.entry(name_of(i)).or_insert_with(|| MapAccess { name: name_of(i), read: false, write: false }).read =
+                true;
+        }
+        for &i in &facts.writes {
+            maps.entry(name_of(i)).or_insert_with(|| MapAccess { name: name_of(i), read: false, write: false }).write =
+                true;
+        }
+        if facts.unknown_map.0 || facts.unknown_map.1 {
+            let e = maps.entry("(unknown map)".into()).or_insert_with(|| MapAccess {
+                name: "(unknown map)".into(),
+                read: false,
+                write: false,
+            });
+            e.read |= facts.unknown_map.0;
+            e.write |= facts.unknown_map.1;
+        }
+        let tail_calls = facts
+            .tail_calls
+            .iter()
+            .map(|(&insn, &set)| {
+                let names: Vec<String> = (0..obj.maps.len())
+                    .filter(|&i| set & map_bit(i) != 0 && i < OTHER_MAPS as usize)
+                    .map(name_of)
+                    .collect();
+                TailCall { insn, map: if names.len() == 1 { names.into_iter().next() } else { None } }
+            })
+            .collect();
+        let subprograms = self
+            .funcs
+            .iter()
+            .skip(1)
+            .map(|f| Subprogram {
+                name: f.name.clone(),
+                section: obj.sections[f.section].name.clone(),
+                start: f.layout,
+                section_offset: f.start as u32,
+            })
+            .collect();
+        let insn_count = self.funcs.iter().map(|f| (f.end - f.start) as u32).sum();
+        let capabilities: Vec<Capability> = facts.evidence.keys().copied().collect();
+        ProgramMetadata {
+            name: prog.name.clone(),
+            section: obj.sections[prog.section].name.clone(),
+            section_offset: prog.start as u32,
+            prog_type: info.prog_type,
+            attach_type: info.attach_type,
+            attach_target: info.attach_target.clone(),
+            sleepable: info.sleepable,
+            unspec_reason: info.unspec_reason.clone(),
+            license: obj.license.clone(),
+            insn_count,
+            helpers: facts
+                .helpers
+                .iter()
+                .map(|&id| HelperRef {
+                    id,
+                    name: helpers::helper(id).map(|h| h.name.to_owned()).unwrap_or_else(|| "unknown".into()),
+                })
+                .collect(),
+            kfuncs: facts.kfuncs.into_iter().collect(),
+            subprograms,
+            tail_calls,
+            maps: maps.into_values().collect(),
+            capabilities,
+            evidence: facts.evidence.into_iter().map(|(c, s)| (c, s.into_iter().collect())).collect(),
+        }
+    }
+}
+
+fn rel(i: usize, step: usize, off: i64) -> usize {
+    let t = i as i64 + step as i64 + off;
+    usize::try_from(t).unwrap_or(usize::MAX)
+}
+
+/// Decodes a function's instructions and checks its control flow stays inside it.
+fn decode_func(cs: &crate::elf::CodeSection, start: usize, end: usize) -> Result<Vec<Option<Op>>, AnalysisError> {
+    let len = end - start;
+    let mut ops: Vec<Option<Op>> = vec![None; len];
+    let mut i = 0;
+    let err = |i: usize, source| AnalysisError::Insn { section: cs.name.clone(), insn: start + i, source };
+    while i < len {
+        let op = insn::decode(&cs.insns[start + i..end]).map_err(|e| err(i, e))?;
+        ops[i] = Some(op);
+        i += op.slots();
+    }
+    // Jumps must land on an instruction of this function; the last instruction must not fall through.
+    for (i, op) in ops.iter().enumerate() {
+        let Some(op) = op else { continue };
+        let target = match *op {
+            Op::Ja { off, .. } => Some(i as i64 + 1 + i64::from(off)),
+            Op::Jump { off, .. } | Op::MayGoto { off } => Some(i as i64 + 1 + i64::from(off)),
+            _ => None,
+        };
+        if let Some(t) = target {
+            if t < 0 || t as usize >= len {
+                return Err(AnalysisError::JumpOutOfRange {
+                    section: cs.name.clone(),
+                    insn: start + i,
+                    target: start as i64 + t,
+                    start,
+                    end,
+                });
+            }
+            if ops[t as usize].is_none() {
+                return Err(AnalysisError::JumpIntoLdImm64 {
+                    section: cs.name.clone(),
+                    insn: start + i,
+                    target: start + t as usize,
+                });
+            }
+        }
+        let falls_through = !matches!(op, Op::Exit | Op::Ja { .. });
+        if falls_through && i + op.slots() >= len {
+            return Err(AnalysisError::FallsOffEnd { section: cs.name.clone(), insn: start + i });
+        }
+    }
+    Ok(ops)
+}

@@ -27,3 +27,54 @@ pub mod progtype;
 pub mod section;
 
 pub use metadata::{Capability, ClassSet, ObjectReport, ProgramMetadata};
+
+/// Inspects one BPF ELF object: every program's capability metadata, or errors naming file, section and
+/// instruction. Never panics on malformed input; a program that cannot be analyzed is reported in
+/// [`ObjectReport::errors`] and the others are still analyzed.
+pub fn inspect(file: &str, bytes: &[u8]) -> ObjectReport {
+    let mut report = ObjectReport {
+        schema_version: metadata::SCHEMA_VERSION,
+        file: file.to_owned(),
+        license: None,
+        maps: Vec::new(),
+        programs: Vec::new(),
+        errors: Vec::new(),
+    };
+    let obj = match elf::Object::parse(bytes) {
+        Ok(obj) => obj,
+        Err(e) => {
+            report.errors.push(format!("{file}: {e}"));
+            return report;
+        }
+    };
+    report.license = obj.license.clone();
+    report.maps = obj.maps.clone();
+    report.errors.extend(obj.errors.iter().map(|e| format!("{file}: {e}")));
+    // A program whose code has an unreadable relocation cannot be trusted to be complete.
+    let broken: Vec<&str> = obj
+        .errors
+        .iter()
+        .filter_map(|e| match e {
+            elf::ElfError::BadRelocation { section, .. } => Some(section.as_str()),
+            _ => None,
+        })
+        .collect();
+    for prog in &obj.programs {
+        match analysis::analyze(&obj, prog) {
+            Ok(meta) => {
+                let bad = std::iter::once(meta.section.as_str())
+                    .chain(meta.subprograms.iter().map(|s| s.section.as_str()))
+                    .find(|s| broken.contains(s));
+                match bad {
+                    Some(sec) => report.errors.push(format!(
+                        "{file}: program {}: not analyzed: section {sec} has a bad relocation",
+                        prog.name
+                    )),
+                    None => report.programs.push(meta),
+                }
+            }
+            Err(e) => report.errors.push(format!("{file}: program {}: {e}", prog.name)),
+        }
+    }
+    report
+}

@@ -106,10 +106,7 @@ pub struct UnknownCapability(pub String);
 impl FromStr for Capability {
     type Err = UnknownCapability;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Capability::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| UnknownCapability(s.to_owned()))
+        Capability::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| UnknownCapability(s.to_owned()))
     }
 }
 
@@ -234,6 +231,8 @@ pub struct Subprogram {
 pub struct ProgramMetadata {
     pub name: String,
     pub section: String,
+    /// Instruction offset of the entry function within `section`.
+    pub section_offset: u32,
     pub prog_type: ProgType,
     pub attach_type: Option<AttachType>,
     /// Kernel function, tracepoint or other target named by the section (`do_sys_open` for `kprobe/do_sys_open`).
@@ -260,4 +259,31 @@ impl ProgramMetadata {
     pub fn class_set(&self) -> ClassSet {
         self.capabilities.iter().copied().collect()
     }
+
+    /// Where an instruction of the linked program comes from: its section and offset there.
+    pub fn locate(&self, insn: u32) -> (&str, u32) {
+        match self.subprograms.iter().rev().find(|s| s.start <= insn) {
+            Some(s) => (&s.section, s.section_offset + (insn - s.start)),
+            None => (&self.section, self.section_offset + insn),
+        }
+    }
+}
+
+/// Why a CBOR document could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CborError {
+    #[error("CBOR encoding failed: {0}")]
+    Encode(String),
+    #[error("CBOR decoding failed: {0}")]
+    Decode(String),
+}
+
+/// Encodes any metadata type as CBOR.
+pub fn to_cbor<T: Serialize>(value: &T) -> Result<Vec<u8>, CborError> {
+    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| CborError::Encode(e.to_string()))
+}
+
+/// Decodes a metadata type from CBOR.
+pub fn from_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CborError> {
+    cbor4ii::serde::from_slice(bytes).map_err(|e| CborError::Decode(e.to_string()))
 }

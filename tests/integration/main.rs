@@ -1,1 +1,6 @@
+//! bpfgate's integration tests: one binary, a module per concern.
 
+mod cli;
+mod corpus;
+mod fixtures;
+mod support;

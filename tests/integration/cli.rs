@@ -1,0 +1,68 @@
+//! The `bpfgate` command line: formats, JSON Lines, exit codes and error messages.
+
+use bpfgate::metadata::{from_cbor, ObjectReport};
+
+use crate::support::bpfgate;
+
+const OBJ: &str = "tests/fixtures/kprobe_read.bpf.o";
+const OBJ2: &str = "tests/fixtures/send_signal.bpf.o";
+
+#[test]
+fn inspect_json_one_file_is_one_object() {
+    let out = bpfgate(&["inspect", "--format", "json", OBJ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["file"], OBJ);
+    let prog = &v["programs"][0];
+    for key in ["name", "section", "prog_type", "insn_count", "helpers", "kfuncs", "maps", "capabilities", "evidence"] {
+        assert!(prog.get(key).is_some(), "program lacks {key}: {prog}");
+    }
+    assert!(v["errors"].as_array().is_some_and(|e| e.is_empty()));
+}
+
+#[test]
+fn inspect_json_several_files_is_json_lines_in_order() {
+    let out = bpfgate(&["inspect", "--format", "json", OBJ, OBJ2, OBJ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let files: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("each line is JSON")["file"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(files, [OBJ, OBJ2, OBJ]);
+}
+
+#[test]
+fn inspect_cbor_decodes_to_the_json_report() {
+    let cbor = bpfgate(&["inspect", "--format", "cbor", OBJ]);
+    let json = bpfgate(&["inspect", "--format", "json", OBJ]);
+    let a: ObjectReport = from_cbor(&cbor.stdout).expect("CBOR report");
+    let b: ObjectReport = serde_json::from_slice(&json.stdout).expect("JSON report");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn inspect_text_names_capabilities_with_their_instruction() {
+    let out = bpfgate(&["inspect", OBJ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.contains("kernel_read"), "{text}");
+    assert!(text.contains("call bpf_probe_read_kernel#113"), "{text}");
+}
+
+#[test]
+fn inspect_errors_exit_2_and_name_the_file() {
+    let missing = bpfgate(&["inspect", "--format", "json", "no/such/file.o"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/file.o"));
+
+    let not_elf = bpfgate(&["inspect", "--format", "json", "Cargo.toml"]);
+    assert_eq!(not_elf.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&not_elf.stderr);
+    assert!(stderr.contains("Cargo.toml") && stderr.contains("not a valid ELF"), "{stderr}");
+
+    // A good file next to a bad one is still reported, and the run still fails.
+    let mixed = bpfgate(&["inspect", "--format", "json", OBJ, "Cargo.toml"]);
+    assert_eq!(mixed.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&mixed.stdout).lines().count(), 2);
+}

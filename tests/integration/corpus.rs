@@ -1,0 +1,94 @@
+//! The real-world corpus: every object inspects without a panic; malformed ones give clear errors.
+
+use std::time::{Duration, Instant};
+
+use bpfgate::metadata::{from_cbor, to_cbor, ObjectReport};
+
+use crate::support::{corpus, files_with};
+
+fn corpus_files() -> Vec<std::path::PathBuf> {
+    let dir = corpus();
+    let files = files_with(&dir, &[".o", ".elf"]);
+    assert!(
+        !files.is_empty(),
+        "no objects under {}: the shared corpus must be beside the checkout (or set BPFGATE_CORPUS)",
+        dir.display()
+    );
+    files
+}
+
+#[test]
+fn every_corpus_object_inspects_without_panic() {
+    let mut analyzed = 0;
+    for path in corpus_files() {
+        let bytes = std::fs::read(&path).expect("readable");
+        let name = path.display().to_string();
+        let report = bpfgate::inspect(&name, &bytes);
+        let invalid = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("invalid"));
+        if invalid {
+            assert!(!report.errors.is_empty(), "{name}: malformed object gave no error");
+            for e in &report.errors {
+                assert!(e.starts_with(&name), "{name}: error does not name the file: {e}");
+            }
+        } else {
+            assert!(
+                !report.programs.is_empty() || report.errors.is_empty() || name.contains("btf/testdata"),
+                "{name}: no program analyzed: {:?}",
+                report.errors
+            );
+        }
+        analyzed += report.programs.len();
+    }
+    assert!(analyzed > 100, "only {analyzed} programs analyzed across the corpus");
+}
+
+#[test]
+fn corpus_reports_round_trip_through_json_and_cbor() {
+    for path in corpus_files() {
+        let bytes = std::fs::read(&path).expect("readable");
+        let report = bpfgate::inspect(&path.display().to_string(), &bytes);
+        let json = serde_json::to_string(&report).expect("serializes");
+        let back: ObjectReport = serde_json::from_str(&json).expect("JSON parses back");
+        assert_eq!(back, report, "{}: JSON round trip", path.display());
+        let cbor = to_cbor(&report).expect("encodes");
+        let back: ObjectReport = from_cbor(&cbor).expect("CBOR decodes");
+        assert_eq!(back, report, "{}: CBOR round trip", path.display());
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// Random byte edits of real objects never panic and stay fast.
+    #[test]
+    fn mutated_corpus_objects_never_panic(
+        pick in 0usize..1000,
+        edits in proptest::collection::vec((0usize..1 << 20, proptest::num::u8::ANY), 1..16),
+    ) {
+        let files = corpus_files();
+        let path = &files[pick % files.len()];
+        let mut bytes = std::fs::read(path).expect("readable");
+        for (at, b) in edits {
+            let len = bytes.len();
+            if len > 0 {
+                bytes[at % len] = b;
+            }
+        }
+        let start = Instant::now();
+        let _ = bpfgate::inspect("mutant.o", &bytes);
+        proptest::prop_assert!(start.elapsed() < Duration::from_secs(5), "{} mutant took {:?}", path.display(), start.elapsed());
+    }
+
+    /// Truncations of real objects never panic.
+    #[test]
+    fn truncated_corpus_objects_never_panic(pick in 0usize..1000, cut in 0usize..1 << 20) {
+        let files = corpus_files();
+        let path = &files[pick % files.len()];
+        let bytes = std::fs::read(path).expect("readable");
+        let cut = cut % (bytes.len() + 1);
+        let report = bpfgate::inspect("cut.o", &bytes[..cut]);
+        if cut < 64 {
+            proptest::prop_assert!(!report.errors.is_empty());
+        }
+    }
+}

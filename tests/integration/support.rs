@@ -1,0 +1,42 @@
+//! Paths and helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's top directory.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+}
+
+pub fn fixtures() -> PathBuf {
+    repo().join("tests/fixtures")
+}
+
+/// The shared corpus of real-world objects beside the checkout (`../shared/corpus`), or `BPFGATE_CORPUS`.
+pub fn corpus() -> PathBuf {
+    std::env::var_os("BPFGATE_CORPUS").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/corpus"))
+}
+
+/// Every file under `dir` whose name ends in one of `exts`, sorted.
+pub fn files_with(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if exts.iter().any(|x| p.to_string_lossy().ends_with(x)) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs the `bpfgate` binary built for this test run.
+pub fn bpfgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bpfgate")).args(args).current_dir(repo()).output().expect("bpfgate runs")
+}
