@@ -1,9 +1,151 @@
-//! `bpfgate check` (issue 3).
+//! `bpfgate check`: decide, per program, whether a policy lets a subject load it (issue 3).
+//!
+//! Exit codes: 0 every program allowed (audits count as allowed), 1 a program was denied, 2 an error (bad
+//! policy, unreadable file, or a program the analysis could not finish: it is never silently allowed).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context as _;
+use bpfgate::policy::{Decision, Policy, Subject, Verdict};
+use serde::Serialize;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("check is not implemented yet")
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// ALLOW, DENY or AUDIT per program, with reasons in plain words.
+    Text,
+    /// One JSON document with every verdict and its evidence.
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The policy file (YAML, see docs/policy.md).
+    #[arg(long)]
+    policy: PathBuf,
+    /// Absolute path of the executable that would load the programs.
+    #[arg(long, value_name = "PATH")]
+    exe: Option<String>,
+    /// cgroup v2 path of the loading process, from the cgroup root (`/system.slice/foo.service`).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
+    /// Real uid of the loading process.
+    #[arg(long, value_name = "N")]
+    uid: Option<u32>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// BPF ELF objects to check.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    policy: String,
+    subject: &'a Subject,
+    files: Vec<JsonFile>,
+}
+
+#[derive(Serialize)]
+struct JsonFile {
+    file: String,
+    errors: Vec<String>,
+    programs: Vec<JsonProgram>,
+}
+
+#[derive(Serialize)]
+struct JsonProgram {
+    name: String,
+    section: String,
+    prog_type: String,
+    attach_type: Option<String>,
+    attach_target: Option<String>,
+    verdict: Verdict,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    for (flag, v) in [("--exe", &args.exe), ("--cgroup", &args.cgroup)] {
+        if v.as_deref().is_some_and(|p| !p.starts_with('/')) {
+            anyhow::bail!("{flag} must be an absolute path");
+        }
+    }
+    let policy_name = args.policy.display().to_string();
+    let text = std::fs::read_to_string(&args.policy).with_context(|| format!("cannot read {policy_name}"))?;
+    let policy = match Policy::parse(&policy_name, &text) {
+        Ok(p) => p,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for w in policy.lint() {
+        eprintln!("{w}");
+    }
+    let subject = Subject { exe: args.exe.clone(), cgroup: args.cgroup.clone(), uid: args.uid };
+    let (mut denied, mut failed) = (false, false);
+    let mut files = Vec::new();
+    let mut text_out = String::new();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let report = match std::fs::read(path) {
+            Ok(bytes) => bpfgate::inspect(&name, &bytes),
+            Err(e) => {
+                let mut r = bpfgate::inspect(&name, &[]);
+                r.errors = vec![format!("{name}: cannot read file: {e}")];
+                r
+            }
+        };
+        failed |= !report.errors.is_empty();
+        let mut programs = Vec::new();
+        for prog in &report.programs {
+            let verdict = policy.evaluate_in(&subject, prog, &report.maps);
+            denied |= verdict.decision == Decision::Deny;
+            let _ = writeln!(
+                text_out,
+                "{name}: {} ({}, {}): {}",
+                prog.name,
+                prog.section,
+                prog.prog_type,
+                verdict.to_string().replace('\n', "\n  ")
+            );
+            programs.push(JsonProgram {
+                name: prog.name.clone(),
+                section: prog.section.clone(),
+                prog_type: prog.prog_type.to_string(),
+                attach_type: prog.attach_type.map(|a| a.to_string()),
+                attach_target: prog.attach_target.clone(),
+                verdict,
+            });
+        }
+        if report.programs.is_empty() && report.errors.is_empty() {
+            let _ = writeln!(text_out, "{name}: no programs");
+        }
+        for e in &report.errors {
+            // A program that was not analyzed has no verdict: say so where the verdicts are.
+            match args.format {
+                Format::Text => {
+                    let _ = writeln!(text_out, "ERROR {e}");
+                }
+                Format::Json => eprintln!("bpfgate: {e}"),
+            }
+        }
+        files.push(JsonFile { file: name, errors: report.errors.clone(), programs });
+    }
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Text => out.write_all(text_out.as_bytes())?,
+        Format::Json => {
+            let report = JsonReport { policy: policy_name, subject: &subject, files };
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        }
+    }
+    Ok(ExitCode::from(if failed {
+        2
+    } else if denied {
+        1
+    } else {
+        0
+    }))
 }

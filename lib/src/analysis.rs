@@ -48,6 +48,10 @@ pub enum AnalysisError {
     TooManyFuncs { limit: usize },
     #[error("section {section} insn {insn}: recursive BPF-to-BPF call (the kernel rejects recursion)")]
     Recursion { section: String, insn: usize },
+    #[error("section {section} insn {insn}: r{reg} is read before it is set")]
+    UninitRegister { section: String, insn: usize, reg: u8 },
+    #[error("analysis did not reach a fixpoint in {rounds} rounds")]
+    NoFixpoint { rounds: usize },
 }
 
 // Pointer kinds a value may have.
@@ -194,6 +198,10 @@ struct Func {
     ops: Vec<Option<Op>>,
     input: [Value; 5],
     ret: Value,
+    /// A call or callback site feeds it: only then are its register reads checked.
+    entered: bool,
+    /// Its address is loaded somewhere (a callback).
+    address_taken: bool,
 }
 
 /// What the analysis found, accumulated across the fixpoint (only ever grows).
@@ -250,6 +258,9 @@ struct Ctx<'o> {
     /// Everything ever stored to a stack slot: what a load through a foreign stack pointer may see.
     foreign: Value,
     changed: bool,
+    /// Set for the last round, which checks register use once the values are final.
+    checking: bool,
+    uninit: Option<AnalysisError>,
 }
 
 /// Analyzes one program of `obj` into its capability metadata.
@@ -266,24 +277,59 @@ pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, Ana
         facts: Facts::default(),
         foreign: Value::BOTTOM,
         changed: false,
+        checking: false,
+        uninit: None,
     };
     cx.discover()?;
     let mut entry_input = [Value::BOTTOM; 5];
     entry_input[0] = Value::kind(CTX);
     cx.funcs[0].input = entry_input;
-    for _ in 0..MAX_ROUNDS {
-        cx.changed = false;
-        for f in 0..cx.funcs.len() {
+    cx.funcs[0].entered = true;
+    cx.fixpoint()?;
+    // Callbacks handed to something the analysis does not model get what the kernel may pass them.
+    let unfed: Vec<usize> = (0..cx.funcs.len())
+        .filter(|&f| cx.funcs[f].address_taken && cx.funcs[f].input.iter().all(|v| *v == Value::BOTTOM))
+        .collect();
+    if !unfed.is_empty() {
+        for f in unfed {
+            cx.feed(f, [Value::kind(SCALAR | BTF); 5]);
+        }
+        cx.fixpoint()?;
+    }
+    cx.checking = true;
+    for f in 0..cx.funcs.len() {
+        if cx.funcs[f].entered {
             cx.interpret(f);
         }
-        if !cx.changed {
-            break;
-        }
+    }
+    if let Some(e) = cx.uninit.take() {
+        return Err(e);
     }
     Ok(cx.finish())
 }
 
 impl Ctx<'_> {
+    fn fixpoint(&mut self) -> Result<(), AnalysisError> {
+        for _ in 0..MAX_ROUNDS {
+            self.changed = false;
+            for f in 0..self.funcs.len() {
+                self.interpret(f);
+            }
+            if !self.changed {
+                return Ok(());
+            }
+        }
+        Err(AnalysisError::NoFixpoint { rounds: MAX_ROUNDS })
+    }
+
+    /// In the checking round, records the first read of a register no path has set (the verifier rejects it).
+    fn read(&mut self, f: usize, pc: usize, st: &State, reg: u8) {
+        if self.checking && self.uninit.is_none() && st.regs.get(usize::from(reg)) == Some(&Value::BOTTOM) {
+            let section = self.section_name(self.funcs[f].section);
+            self.uninit = Some(AnalysisError::UninitRegister { section, insn: pc, reg });
+        }
+    }
+
     fn section_name(&self, s: usize) -> String {
         self.obj.sections.get(s).map(|c| c.name.clone()).unwrap_or_default()
     }
@@ -331,7 +377,27 @@ impl Ctx<'_> {
                 ops,
                 input: [Value::BOTTOM; 5],
                 ret: Value::BOTTOM,
+                entered: false,
+                address_taken: false,
             });
+        }
+        // Functions whose address is loaded are callbacks.
+        for id in 0..self.funcs.len() {
+            let (sec, start) = (self.funcs[id].section, self.funcs[id].start);
+            let targets: Vec<(usize, usize)> = self.funcs[id]
+                .ops
+                .iter()
+                .enumerate()
+                .filter_map(|(i, op)| match op {
+                    Some(op @ Op::LdImm64 { .. }) => self.code_target(sec, start + i, op).ok().flatten(),
+                    _ => None,
+                })
+                .collect();
+            for t in targets {
+                if let Some(&callee) = self.by_loc.get(&t) {
+                    self.funcs[callee].address_taken = true;
+                }
+            }
         }
         self.check_recursion()
     }
@@ -486,6 +552,15 @@ impl Ctx<'_> {
     fn step(&mut self, f: usize, pc: usize, op: &Op, st: &mut State) {
         let at = self.at(f, pc);
         let n_maps = self.obj.maps.len();
+        if self.checking {
+            let uses = match *op {
+                Op::Call(CallTarget::Indirect(r)) => 1 << r,
+                _ => op.uses(),
+            };
+            for r in (0..11u8).filter(|r| uses & (1 << r) != 0) {
+                self.read(f, pc, st, r);
+            }
+        }
         match *op {
             Op::Alu { wide, op: aop, dst, src } => {
                 let d = st.regs[dst as usize];
@@ -772,6 +847,11 @@ impl Ctx<'_> {
         let sec = self.funcs[f].section;
         let ret = if let Some(RelocTarget::Extern { name }) = self.obj.sections[sec].relocs.get(&pc) {
             let name = name.clone();
+            // The object's BTF says how many arguments a kfunc takes; each must be set.
+            let params = self.obj.extern_params.get(&name).copied().unwrap_or(0);
+            for r in 1..=params.min(5) as u8 {
+                self.read(f, pc, st, r);
+            }
             self.facts.kfuncs.insert(name.clone());
             self.kfunc(at, &name, &args, n_maps)
         } else {
@@ -959,6 +1039,10 @@ impl Ctx<'_> {
 
     fn feed(&mut self, callee: usize, input: [Value; 5]) {
         let func = &mut self.funcs[callee];
+        if !func.entered {
+            func.entered = true;
+            self.changed = true;
+        }
         for (cur, new) in func.input.iter_mut().zip(input.iter()) {
             let joined = cur.join(new);
             if joined != *cur {

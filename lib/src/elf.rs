@@ -113,6 +113,8 @@ pub struct Object {
     pub maps: Vec<MapDef>,
     pub sections: Vec<CodeSection>,
     pub programs: Vec<ProgramEntry>,
+    /// Number of parameters of each extern function (kfunc) the object's BTF declares.
+    pub extern_params: HashMap<String, usize>,
     /// Problems that made part of the object unreadable.
     pub errors: Vec<ElfError>,
 }
@@ -125,6 +127,23 @@ fn is_global_data(name: &str) -> bool {
         || name.starts_with(".bss.")
         || name.starts_with(".rodata.")
         || name == ".addr_space.1"
+}
+
+/// Parameter counts of the functions in BTF's `.ksyms` DATASEC (a variadic `...` is not counted).
+fn extern_params(btf: &Btf) -> HashMap<String, usize> {
+    use crate::btf::BtfKind;
+    let mut out = HashMap::new();
+    for v in btf.datasec(".ksyms").unwrap_or_default() {
+        let proto = match btf.type_by_id(v.var_id).map(|t| &t.kind) {
+            Some(BtfKind::Func { proto, .. }) => *proto,
+            _ => continue,
+        };
+        if let Some(BtfKind::FuncProto { params, .. }) = btf.type_by_id(proto).map(|t| &t.kind) {
+            let n = params.iter().filter(|p| p.type_id != 0).count();
+            out.insert(v.name.clone(), n);
+        }
+    }
+    out
 }
 
 /// The size of libbpf's `.kconfig` map: externs sorted by alignment (largest first), then name, each aligned.
@@ -162,6 +181,7 @@ impl Object {
             maps: Vec::new(),
             sections: Vec::new(),
             programs: Vec::new(),
+            extern_params: HashMap::new(),
             errors: Vec::new(),
         };
 
@@ -230,6 +250,9 @@ impl Object {
             }
         }
 
+        if let Some(b) = &btf {
+            obj.extern_params = extern_params(b);
+        }
         // `.kconfig` externs: BTF's .kconfig DATASEC names them; without BTF, libbpf's naming convention does.
         let kconfig = btf.as_ref().and_then(|b| Some((b, b.datasec(".kconfig")?)));
         let kconfig_names: Option<Vec<String>> =
@@ -419,22 +442,25 @@ impl Object {
             Ok(d) => d,
             Err(source) => return self.errors.push(ElfError::SectionData { section, source }),
         };
-        let mut syms: Vec<(u64, String, usize)> = file
+        let mut syms: Vec<(u64, u64, String, usize)> = file
             .symbols()
             .filter(|s| s.section_index() == Some(idx) && s.kind() != SymbolKind::Section)
-            .filter_map(|s| Some((s.address(), s.name().ok()?.to_owned(), s.index().0)))
+            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned(), s.index().0)))
             .collect();
         syms.sort();
         if syms.is_empty() {
             return;
         }
-        let def_size = data.len() / syms.len();
-        let iproute2 = def_size == 36;
-        for (addr, name, sym_idx) in syms {
+        let even_share = data.len() / syms.len();
+        let little_endian = self.little_endian;
+        for (addr, size, name, sym_idx) in syms {
+            // A linker may leave gaps, so a symbol's own size wins over an even share of the section.
+            let def_size = if size > 0 { usize::try_from(size).unwrap_or(usize::MAX) } else { even_share };
+            let iproute2 = def_size == 36;
             let word = |i: usize| -> Option<u32> {
                 let at = usize::try_from(addr).ok()?.checked_add(i * 4)?;
                 let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
-                Some(if self.little_endian { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+                Some(if little_endian { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
             };
             let fields = (word(0), word(1), word(2), word(3), word(4));
             let (Some(map_type), Some(key_size), Some(value_size), Some(max_entries), Some(flags)) = fields else {
@@ -520,6 +546,19 @@ impl Object {
                     map: name.into(),
                     reason: "symbol has no BTF map definition".into(),
                 }),
+            }
+        }
+        // BTF carries the whole definition; the section itself must be zeros (loaders reject anything else).
+        if let Ok(data) = file.section_by_index(idx).and_then(|s| s.data()) {
+            for &(start, end, map) in &extents {
+                let bytes = usize::try_from(start).ok().zip(usize::try_from(end).ok()).and_then(|(a, b)| data.get(a..b));
+                if bytes.is_some_and(|b| b.iter().any(|&x| x != 0)) {
+                    self.errors.push(ElfError::BadMap {
+                        section: ".maps".into(),
+                        map: self.maps.get(map).map(|m| m.name.clone()).unwrap_or_default(),
+                        reason: format!("definition at byte {start} has non-zero data; BTF-defined maps must be zero"),
+                    });
+                }
             }
         }
         // Relocations in .maps initialize `values`: only prog arrays and map-in-map types have them.

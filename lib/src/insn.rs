@@ -631,6 +631,32 @@ impl Op {
         }
     }
 
+    /// Registers this instruction reads, as a bitmask (bit n = rN). Call arguments are not included: how many a
+    /// helper takes is not encoded in the instruction.
+    pub fn uses(&self) -> u16 {
+        let reg = |o: Operand| match o {
+            Operand::Reg(r) => 1u16 << r,
+            Operand::Imm(_) => 0,
+        };
+        match *self {
+            Op::Alu { op: AluOp::Mov | AluOp::Movsx(_), src, .. } => reg(src),
+            Op::Alu { dst, src, .. } => 1 << dst | reg(src),
+            Op::Neg { dst, .. } | Op::End { dst, .. } => 1 << dst,
+            Op::AddrSpaceCast { src, .. } => 1 << src,
+            Op::LdImm64 { .. } | Op::Ja { .. } | Op::MayGoto { .. } | Op::Call(_) => 0,
+            // Legacy packet loads take the context from r6.
+            Op::LdAbs { .. } => 1 << 6,
+            Op::LdInd { src, .. } => 1 << 6 | 1 << src,
+            Op::Load { src, .. } => 1 << src,
+            Op::Store { dst, value, .. } => 1 << dst | reg(value),
+            Op::Atomic { op: AtomicOp::LoadAcquire, src, .. } => 1 << src,
+            Op::Atomic { op: AtomicOp::Cmpxchg, dst, src, .. } => 1 << dst | 1 << src | 1,
+            Op::Atomic { dst, src, .. } => 1 << dst | 1 << src,
+            Op::Jump { dst, src, .. } => 1 << dst | reg(src),
+            Op::Exit => 1,
+        }
+    }
+
     /// Registers this instruction writes, as a bitmask (bit n = rN); `call` clobbers r0-r5.
     pub fn defs(&self) -> u16 {
         match *self {

@@ -3,4 +3,5 @@
 mod cli;
 mod corpus;
 mod fixtures;
+mod policy_cli;
 mod support;
