@@ -1182,3 +1182,216 @@ fn decode_func(cs: &crate::elf::CodeSection, start: usize, end: usize) -> Result
     }
     Ok(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::elf::{CodeSection, Func as ElfFunc};
+    use crate::insn::RawInsn;
+    use crate::metadata::{MapDef, MapKind};
+
+    fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
+        RawInsn { code, dst, src, off, imm }
+    }
+    fn mov(dst: u8, src: u8) -> RawInsn {
+        i(0xbf, dst, src, 0, 0)
+    }
+    fn movi(dst: u8, imm: i32) -> RawInsn {
+        i(0xb7, dst, 0, 0, imm)
+    }
+    fn addi(dst: u8, imm: i32) -> RawInsn {
+        i(0x07, dst, 0, 0, imm)
+    }
+    fn ldx(dst: u8, src: u8, off: i16) -> RawInsn {
+        i(0x79, dst, src, off, 0)
+    }
+    fn stx(dst: u8, off: i16, src: u8) -> RawInsn {
+        i(0x7b, dst, src, off, 0)
+    }
+    fn call(id: i32) -> RawInsn {
+        i(0x85, 0, 0, 0, id)
+    }
+    fn call_local(rel: i32) -> RawInsn {
+        i(0x85, 0, 1, 0, rel)
+    }
+    fn exit() -> RawInsn {
+        i(0x95, 0, 0, 0, 0)
+    }
+    /// `r{dst} = map 0`: the two ld_imm64 slots; the caller adds the relocation.
+    fn ld_map(dst: u8) -> [RawInsn; 2] {
+        [i(0x18, dst, 0, 0, 0), i(0, 0, 0, 0, 0)]
+    }
+
+    /// An object with one kprobe section holding `insns`, map 0 (`m`, an array), relocations of `ld_map`
+    /// slots at `map_relocs`, and function symbols at `funcs` (the program is the first).
+    fn object(insns: Vec<RawInsn>, map_relocs: &[usize], funcs: &[usize]) -> (Object, ProgramEntry) {
+        let len = insns.len();
+        let mut relocs = BTreeMap::new();
+        for &at in map_relocs {
+            relocs.insert(at, RelocTarget::Map(0));
+        }
+        let funcs: Vec<ElfFunc> = funcs
+            .iter()
+            .enumerate()
+            .map(|(n, &start)| ElfFunc { name: format!("f{n}"), start, end: 0, global: n == 0 })
+            .collect();
+        let mut cs = CodeSection { elf_index: 1, name: "kprobe/x".into(), insns, relocs, funcs };
+        let bounds: Vec<usize> = cs.funcs.iter().map(|f| f.start).collect();
+        for (n, f) in cs.funcs.iter_mut().enumerate() {
+            f.end = bounds.get(n + 1).copied().unwrap_or(len);
+        }
+        let map = MapDef {
+            name: "m".into(),
+            kind: MapKind::Btf,
+            map_type: 2,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1,
+            flags: 0,
+            pinning: 0,
+            read_only: false,
+        };
+        let obj = Object {
+            little_endian: true,
+            license: None,
+            maps: vec![map],
+            sections: vec![cs],
+            programs: Vec::new(),
+            extern_params: HashMap::new(),
+            errors: Vec::new(),
+        };
+        let prog = ProgramEntry { name: "f0".into(), section: 0, start: 0, info: crate::section::classify("kprobe/x") };
+        (obj, prog)
+    }
+
+    fn run(insns: Vec<RawInsn>, map_relocs: &[usize], funcs: &[usize]) -> Result<ProgramMetadata, AnalysisError> {
+        let (obj, prog) = object(insns, map_relocs, funcs);
+        analyze(&obj, &prog)
+    }
+
+    /// r0 = bpf_map_lookup_elem(&m, r10-8) with a null check, as the first 9 instructions.
+    fn lookup() -> Vec<RawInsn> {
+        let [a, b] = ld_map(1);
+        vec![movi(2, 0), stx(10, -8, 2), a, b, mov(2, 10), addi(2, -8), call(1), i(0x55, 0, 0, 1, 0), exit()]
+    }
+
+    #[test]
+    fn write_through_a_pointer_spilled_to_the_stack_is_a_map_write() {
+        let mut code = lookup();
+        // spill, clobber r1-r5 with a call, fill, store through the filled pointer
+        code.extend([stx(10, -16, 0), call(5), ldx(1, 10, -16), stx(1, 0, 0), movi(0, 0), exit()]);
+        let meta = run(code, &[2], &[0]).expect("analyzes");
+        assert_eq!(meta.maps, vec![MapAccess { name: "m".into(), read: true, write: true }]);
+        assert_eq!(meta.evidence[&Capability::MapWrite], vec![12]);
+    }
+
+    #[test]
+    fn stores_to_the_stack_are_not_map_writes() {
+        let mut code = lookup();
+        code.extend([ldx(3, 0, 0), stx(10, -24, 3), movi(0, 0), exit()]);
+        let meta = run(code, &[2], &[0]).expect("analyzes");
+        assert!(!meta.capabilities.contains(&Capability::MapWrite), "{:?}", meta.capabilities);
+        assert_eq!(meta.maps, vec![MapAccess { name: "m".into(), read: true, write: false }]);
+    }
+
+    #[test]
+    fn a_callee_writing_through_a_spilled_pointer_in_its_callers_frame_is_found() {
+        let mut code = lookup();
+        // main: spill the value pointer, pass the slot's address to f at 15.
+        code.extend([stx(10, -16, 0), mov(1, 10), addi(1, -16), call_local(2), movi(0, 0), exit()]);
+        // f: fill the caller's slot through its argument and store through it.
+        code.extend([ldx(2, 1, 0), stx(2, 0, 10), movi(0, 0), exit()]);
+        let meta = run(code, &[2], &[0, 15]).expect("analyzes");
+        assert!(meta.maps.iter().any(|m| m.name == "m" && m.write), "{:?}", meta.maps);
+        assert_eq!(meta.subprograms.len(), 1);
+        assert_eq!(meta.evidence[&Capability::MapWrite], vec![15 + 1]);
+    }
+
+    #[test]
+    fn a_callee_spilling_into_its_callers_frame_is_found() {
+        // main: pass r10-8 to f; afterwards fill the slot and store through it.
+        let mut code = vec![mov(1, 10), addi(1, -8), call_local(4), ldx(1, 10, -8), stx(1, 0, 10), movi(0, 0), exit()];
+        // f at 7: r6 = arg; r0 = lookup; *(arg) = r0
+        let [a, b] = ld_map(1);
+        code.extend([mov(6, 1), movi(2, 0), stx(10, -8, 2), a, b, mov(2, 10), addi(2, -8), call(1)]);
+        code.extend([stx(6, 0, 0), movi(0, 0), exit()]);
+        // call at 2 targets 2 + 4 + 1 = 7
+        let meta = run(code, &[10], &[0, 7]).expect("analyzes");
+        assert!(meta.maps.iter().any(|m| m.name == "m" && m.write), "{:?}", meta.maps);
+    }
+
+    #[test]
+    fn reading_an_unset_register_is_an_error_naming_the_instruction() {
+        let err = run(vec![movi(0, 0), mov(0, 3), exit()], &[], &[0]).expect_err("r3 is unset");
+        assert_eq!(err, AnalysisError::UninitRegister { section: "kprobe/x".into(), insn: 1, reg: 3 });
+        assert_eq!(err.to_string(), "section kprobe/x insn 1: r3 is read before it is set");
+        // After a helper call r1-r5 are clobbered.
+        let err = run(vec![call(5), mov(0, 1), exit()], &[], &[0]).expect_err("r1 clobbered");
+        assert!(matches!(err, AnalysisError::UninitRegister { insn: 1, reg: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn malformed_control_flow_is_an_error() {
+        let out = run(vec![i(0x05, 0, 0, 5, 0), exit()], &[], &[0]).expect_err("jump out");
+        assert!(matches!(out, AnalysisError::JumpOutOfRange { insn: 0, .. }), "{out}");
+        let fall = run(vec![movi(0, 0)], &[], &[0]).expect_err("falls off");
+        assert!(matches!(fall, AnalysisError::FallsOffEnd { insn: 0, .. }), "{fall}");
+        let bad = run(vec![i(0xff, 0, 0, 0, 0), exit()], &[], &[0]).expect_err("bad opcode");
+        assert_eq!(bad.to_string(), "section kprobe/x insn 0: invalid opcode 0xff");
+        let rec = run(vec![call_local(-1), exit()], &[], &[0]).expect_err("recursion");
+        assert!(matches!(rec, AnalysisError::Recursion { insn: 0, .. }), "{rec}");
+        let mid = run(vec![i(0x05, 0, 0, 1, 0), i(0x18, 0, 0, 0, 0), i(0, 0, 0, 0, 0), exit()], &[], &[0]);
+        assert!(matches!(mid, Err(AnalysisError::JumpIntoLdImm64 { .. })), "{mid:?}");
+    }
+
+    #[test]
+    fn helper_classes_come_with_their_call_site() {
+        let code = vec![movi(1, 9), call(109), movi(0, 0), exit()];
+        let meta = run(code, &[], &[0]).expect("analyzes");
+        assert_eq!(meta.capabilities, vec![Capability::SendSignal]);
+        assert_eq!(meta.evidence[&Capability::SendSignal], vec![1]);
+        let unknown = run(vec![call(4000), movi(0, 0), exit()], &[], &[0]).expect("analyzes");
+        assert_eq!(unknown.capabilities, vec![Capability::Unknown]);
+        assert_eq!(unknown.helpers[0].name, "unknown");
+    }
+
+    #[test]
+    fn unreached_subprograms_do_not_count() {
+        // f1 at 2 sends a signal but nothing calls it.
+        let code = vec![movi(0, 0), exit(), movi(1, 9), call(109), exit()];
+        let meta = run(code, &[], &[0, 2]).expect("analyzes");
+        assert!(meta.capabilities.is_empty());
+        assert_eq!(meta.insn_count, 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// Random instruction streams (biased towards valid opcodes) never panic and finish quickly.
+        #[test]
+        fn random_programs_never_panic(
+            raw in proptest::collection::vec(
+                (proptest::sample::select(vec![0x07u8, 0x0f, 0x05, 0x15, 0x1d, 0x18, 0x61, 0x79, 0x7b, 0x7a,
+                    0x85, 0x95, 0xb7, 0xbf, 0xdb, 0xc3, 0x55, 0x25, 0x06, 0xe5, 0x00, 0xff]),
+                 0u8..12, 0u8..12, -8i16..8, -3i32..220),
+                1..200),
+            funcs in proptest::collection::vec(0usize..200, 0..4),
+        ) {
+            let insns: Vec<RawInsn> = raw.iter().map(|&(c, d, s, o, m)| i(c, d, s, o, m)).collect();
+            let len = insns.len();
+            let mut starts: Vec<usize> = std::iter::once(0).chain(funcs.into_iter().filter(|&f| f < len)).collect();
+            starts.sort();
+            starts.dedup();
+            let (obj, prog) = object(insns, &[], &starts);
+            let start = std::time::Instant::now();
+            if let Ok(meta) = analyze(&obj, &prog) {
+                for (c, e) in &meta.evidence {
+                    proptest::prop_assert!(e.iter().all(|&at| at < meta.insn_count), "{c} evidence out of range");
+                }
+            }
+            proptest::prop_assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        }
+    }
+}

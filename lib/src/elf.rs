@@ -551,7 +551,8 @@ impl Object {
         // BTF carries the whole definition; the section itself must be zeros (loaders reject anything else).
         if let Ok(data) = file.section_by_index(idx).and_then(|s| s.data()) {
             for &(start, end, map) in &extents {
-                let bytes = usize::try_from(start).ok().zip(usize::try_from(end).ok()).and_then(|(a, b)| data.get(a..b));
+                let bytes =
+                    usize::try_from(start).ok().zip(usize::try_from(end).ok()).and_then(|(a, b)| data.get(a..b));
                 if bytes.is_some_and(|b| b.iter().any(|&x| x != 0)) {
                     self.errors.push(ElfError::BadMap {
                         section: ".maps".into(),

@@ -27,7 +27,12 @@ fn inspect_json_several_files_is_json_lines_in_order() {
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let files: Vec<String> = text
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("each line is JSON")["file"].as_str().unwrap_or("").to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("each line is JSON")["file"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
     assert_eq!(files, [OBJ, OBJ2, OBJ]);
 }
