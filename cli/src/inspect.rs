@@ -106,7 +106,8 @@ fn text_report(report: &ObjectReport, obj: Option<&Object>) -> String {
             let _ = writeln!(s, "    kfuncs: {}", p.kfuncs.join(", "));
         }
         for sub in &p.subprograms {
-            let _ = writeln!(s, "    calls {} ({}+{}) at insn {}", sub.name, sub.section, sub.section_offset, sub.start);
+            let _ =
+                writeln!(s, "    calls {} ({}+{}) at insn {}", sub.name, sub.section, sub.section_offset, sub.start);
         }
         if !p.maps.is_empty() {
             let maps: Vec<String> = p

@@ -157,6 +157,10 @@ kernel_enum!(
     NetkitPeer = 55 => "netkit_peer",
     TraceKprobeSession = 56 => "trace_kprobe_session",
     TraceUprobeSession = 57 => "trace_uprobe_session",
+    TraceFsession = 58 => "trace_fsession",
+    TraceFentryMulti = 59 => "trace_fentry_multi",
+    TraceFexitMulti = 60 => "trace_fexit_multi",
+    TraceFsessionMulti = 61 => "trace_fsession_multi",
 });
 
 impl ProgType {

@@ -27,9 +27,6 @@
 //! `.multi` and `.session` ones), `tc`, `classifier`, `action`, `freplace`, `struct_ops` (libbpf sets the struct
 //! member index at load time), `syscall`, `perf_event`, `lwt_*`, `sk_skb`, `cgroup/skb`. `usdt` stays `None` though
 //! libbpf switches it to `trace_uprobe_multi` on kernels with uprobe-multi links: that depends on the kernel.
-//! `fsession*`, `fentry.multi*` and `fexit.multi*` are `tracing` programs whose attach types
-//! (`BPF_TRACE_FSESSION` = 58, `BPF_TRACE_FENTRY_MULTI` = 59, `BPF_TRACE_FEXIT_MULTI` = 60,
-//! `BPF_TRACE_FSESSION_MULTI` = 61) [`AttachType`] does not have yet, so they report `None` too.
 
 use crate::progtype::{AttachType, ProgType};
 
@@ -134,15 +131,14 @@ const SEC_DEFS: &[SecDef] = &[
     def("fentry.s+",               P::Tracing, Some(A::TraceFentry), true, No),
     def("fmod_ret.s+",             P::Tracing, Some(A::ModifyReturn), true, No),
     def("fexit.s+",                P::Tracing, Some(A::TraceFexit), true, No),
-    // BPF_TRACE_FSESSION / _FENTRY_MULTI / _FEXIT_MULTI / _FSESSION_MULTI: not in AttachType yet.
-    def("fsession+",               P::Tracing, None, false, No),
-    def("fsession.s+",             P::Tracing, None, true, No),
-    def("fsession.multi+",         P::Tracing, None, false, No),
-    def("fsession.multi.s+",       P::Tracing, None, true, No),
-    def("fentry.multi+",           P::Tracing, None, false, No),
-    def("fexit.multi+",            P::Tracing, None, false, No),
-    def("fentry.multi.s+",         P::Tracing, None, true, No),
-    def("fexit.multi.s+",          P::Tracing, None, true, No),
+    def("fsession+",               P::Tracing, Some(A::TraceFsession), false, No),
+    def("fsession.s+",             P::Tracing, Some(A::TraceFsession), true, No),
+    def("fsession.multi+",         P::Tracing, Some(A::TraceFsessionMulti), false, No),
+    def("fsession.multi.s+",       P::Tracing, Some(A::TraceFsessionMulti), true, No),
+    def("fentry.multi+",           P::Tracing, Some(A::TraceFentryMulti), false, No),
+    def("fexit.multi+",            P::Tracing, Some(A::TraceFexitMulti), false, No),
+    def("fentry.multi.s+",         P::Tracing, Some(A::TraceFentryMulti), true, No),
+    def("fexit.multi.s+",          P::Tracing, Some(A::TraceFexitMulti), true, No),
     def("freplace+",               P::Ext, None, false, No),
     def("lsm+",                    P::Lsm, Some(A::LsmMac), false, No),
     def("lsm.s+",                  P::Lsm, Some(A::LsmMac), true, No),
@@ -398,14 +394,14 @@ mod tests {
             ("fentry.s/x", P::Tracing, Some(A::TraceFentry), Some("x"), true),
             ("fmod_ret.s/x", P::Tracing, Some(A::ModifyReturn), Some("x"), true),
             ("fexit.s/x", P::Tracing, Some(A::TraceFexit), Some("x"), true),
-            ("fsession/x", P::Tracing, None, Some("x"), false),
-            ("fsession.s/x", P::Tracing, None, Some("x"), true),
-            ("fsession.multi/x*", P::Tracing, None, Some("x*"), false),
-            ("fsession.multi.s/x*", P::Tracing, None, Some("x*"), true),
-            ("fentry.multi/x*", P::Tracing, None, Some("x*"), false),
-            ("fexit.multi/x*", P::Tracing, None, Some("x*"), false),
-            ("fentry.multi.s/x*", P::Tracing, None, Some("x*"), true),
-            ("fexit.multi.s/x*", P::Tracing, None, Some("x*"), true),
+            ("fsession/x", P::Tracing, Some(A::TraceFsession), Some("x"), false),
+            ("fsession.s/x", P::Tracing, Some(A::TraceFsession), Some("x"), true),
+            ("fsession.multi/x*", P::Tracing, Some(A::TraceFsessionMulti), Some("x*"), false),
+            ("fsession.multi.s/x*", P::Tracing, Some(A::TraceFsessionMulti), Some("x*"), true),
+            ("fentry.multi/x*", P::Tracing, Some(A::TraceFentryMulti), Some("x*"), false),
+            ("fexit.multi/x*", P::Tracing, Some(A::TraceFexitMulti), Some("x*"), false),
+            ("fentry.multi.s/x*", P::Tracing, Some(A::TraceFentryMulti), Some("x*"), true),
+            ("fexit.multi.s/x*", P::Tracing, Some(A::TraceFexitMulti), Some("x*"), true),
             ("freplace/get_constant", P::Ext, None, Some("get_constant"), false),
             ("lsm/bpf_prog_load", P::Lsm, Some(A::LsmMac), Some("bpf_prog_load"), false),
             ("lsm.s/file_open", P::Lsm, Some(A::LsmMac), Some("file_open"), true),
