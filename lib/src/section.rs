@@ -306,8 +306,31 @@ pub fn classify(section: &str) -> SectionInfo {
             "section `{section}`: iproute2 default section (ip link xdp, ip route lwt): program type comes from the loader"
         )),
         Match::Text => unspec(format!("section `{section}` holds subprograms, not program entries")),
-        Match::Unknown => unspec(format!("section `{section}`: no libbpf, legacy or iproute2 section rule matches")),
+        Match::Unknown => bpftrace(section).unwrap_or_else(|| {
+            unspec(format!("section `{section}`: no libbpf, legacy, iproute2 or bpftrace section rule matches"))
+        }),
     }
+}
+
+/// bpftrace's own naming (`bpftrace --emit-elf`): `s_<probe>_<n>`, e.g. `s_kprobe:do_nanosleep_1` or
+/// `s_tracepoint:syscalls:sys_enter_openat_1`. bpftrace loads these itself, so this only labels what a user inspects.
+fn bpftrace(section: &str) -> Option<SectionInfo> {
+    let probe = section.strip_prefix("s_")?;
+    let probe = probe.rsplit_once('_').filter(|(_, n)| n.chars().all(|c| c.is_ascii_digit())).map_or(probe, |p| p.0);
+    let (kind, rest) = probe.split_once(':').unwrap_or((probe, ""));
+    let target = |t: &str| (!t.is_empty()).then(|| t.replace(':', "/"));
+    let (prog_type, attach_type, attach_target) = match kind {
+        "kprobe" | "kretprobe" | "uprobe" | "uretprobe" | "usdt" => (ProgType::Kprobe, None, target(rest)),
+        "BEGIN" | "END" => (ProgType::Kprobe, None, None),
+        "tracepoint" => (ProgType::Tracepoint, None, target(rest)),
+        "rawtracepoint" => (ProgType::RawTracepoint, None, target(rest)),
+        "profile" | "interval" | "software" | "hardware" => (ProgType::PerfEvent, None, None),
+        "kfunc" | "fentry" => (ProgType::Tracing, Some(AttachType::TraceFentry), target(rest)),
+        "kretfunc" | "fexit" => (ProgType::Tracing, Some(AttachType::TraceFexit), target(rest)),
+        "iter" => (ProgType::Tracing, Some(AttachType::TraceIter), target(rest)),
+        _ => return None,
+    };
+    Some(SectionInfo { prog_type, attach_type, attach_target, sleepable: false, unspec_reason: None })
 }
 
 /// Whether a section of this name holds programs for some loader: true for every name [`classify`] gives a
@@ -339,6 +362,20 @@ mod tests {
     }
 
     /// Every libbpf entry, bare and (for `+` patterns) with a target.
+    #[test]
+    fn bpftrace_sections() {
+        let k = classify("s_kprobe:do_nanosleep_1");
+        assert_eq!((k.prog_type, k.attach_target.as_deref()), (ProgType::Kprobe, Some("do_nanosleep")));
+        let t = classify("s_tracepoint:syscalls:sys_enter_openat_2");
+        assert_eq!(
+            (t.prog_type, t.attach_target.as_deref()),
+            (ProgType::Tracepoint, Some("syscalls/sys_enter_openat"))
+        );
+        let f = classify("s_kfunc:vfs_read_1");
+        assert_eq!((f.prog_type, f.attach_type), (ProgType::Tracing, Some(AttachType::TraceFentry)));
+        assert_eq!(classify("s_nonsense:x_1").prog_type, ProgType::Unspec);
+    }
+
     #[test]
     #[rustfmt::skip]
     fn libbpf_table() {
