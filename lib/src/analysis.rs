@@ -1184,7 +1184,7 @@ fn decode_func(cs: &crate::elf::CodeSection, start: usize, end: usize) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -1192,41 +1192,41 @@ mod tests {
     use crate::insn::RawInsn;
     use crate::metadata::{MapDef, MapKind};
 
-    fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
+    pub(super) fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
         RawInsn { code, dst, src, off, imm }
     }
-    fn mov(dst: u8, src: u8) -> RawInsn {
+    pub(super) fn mov(dst: u8, src: u8) -> RawInsn {
         i(0xbf, dst, src, 0, 0)
     }
-    fn movi(dst: u8, imm: i32) -> RawInsn {
+    pub(super) fn movi(dst: u8, imm: i32) -> RawInsn {
         i(0xb7, dst, 0, 0, imm)
     }
-    fn addi(dst: u8, imm: i32) -> RawInsn {
+    pub(super) fn addi(dst: u8, imm: i32) -> RawInsn {
         i(0x07, dst, 0, 0, imm)
     }
-    fn ldx(dst: u8, src: u8, off: i16) -> RawInsn {
+    pub(super) fn ldx(dst: u8, src: u8, off: i16) -> RawInsn {
         i(0x79, dst, src, off, 0)
     }
-    fn stx(dst: u8, off: i16, src: u8) -> RawInsn {
+    pub(super) fn stx(dst: u8, off: i16, src: u8) -> RawInsn {
         i(0x7b, dst, src, off, 0)
     }
-    fn call(id: i32) -> RawInsn {
+    pub(super) fn call(id: i32) -> RawInsn {
         i(0x85, 0, 0, 0, id)
     }
-    fn call_local(rel: i32) -> RawInsn {
+    pub(super) fn call_local(rel: i32) -> RawInsn {
         i(0x85, 0, 1, 0, rel)
     }
-    fn exit() -> RawInsn {
+    pub(super) fn exit() -> RawInsn {
         i(0x95, 0, 0, 0, 0)
     }
     /// `r{dst} = map 0`: the two ld_imm64 slots; the caller adds the relocation.
-    fn ld_map(dst: u8) -> [RawInsn; 2] {
+    pub(super) fn ld_map(dst: u8) -> [RawInsn; 2] {
         [i(0x18, dst, 0, 0, 0), i(0, 0, 0, 0, 0)]
     }
 
     /// An object with one kprobe section holding `insns`, map 0 (`m`, an array), relocations of `ld_map`
     /// slots at `map_relocs`, and function symbols at `funcs` (the program is the first).
-    fn object(insns: Vec<RawInsn>, map_relocs: &[usize], funcs: &[usize]) -> (Object, ProgramEntry) {
+    pub(super) fn object(insns: Vec<RawInsn>, map_relocs: &[usize], funcs: &[usize]) -> (Object, ProgramEntry) {
         let len = insns.len();
         let mut relocs = BTreeMap::new();
         for &at in map_relocs {
@@ -1266,10 +1266,21 @@ mod tests {
         (obj, prog)
     }
 
-    fn run(insns: Vec<RawInsn>, map_relocs: &[usize], funcs: &[usize]) -> Result<ProgramMetadata, AnalysisError> {
+    pub(super) fn run(
+        insns: Vec<RawInsn>,
+        map_relocs: &[usize],
+        funcs: &[usize],
+    ) -> Result<ProgramMetadata, AnalysisError> {
         let (obj, prog) = object(insns, map_relocs, funcs);
         analyze(&obj, &prog)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::insn::RawInsn;
 
     /// r0 = bpf_map_lookup_elem(&m, r10-8) with a null check, as the first 9 instructions.
     fn lookup() -> Vec<RawInsn> {
@@ -1393,5 +1404,28 @@ mod tests {
             }
             proptest::prop_assert!(start.elapsed() < std::time::Duration::from_secs(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::tests_support::*;
+    use super::*;
+
+    /// The kernel's instruction limit, with a branch every few instructions: analysis must finish.
+    /// Run with `cargo test --release -p bpfgate --lib limits -- --ignored --nocapture` to see the time.
+    #[test]
+    #[ignore = "slow in debug builds; run in release to measure"]
+    fn a_program_at_the_kernel_instruction_limit_is_analyzed() {
+        let mut code = Vec::with_capacity(MAX_INSNS);
+        code.push(movi(0, 0));
+        while code.len() < MAX_INSNS - 8 {
+            code.extend([stx(10, -8, 10), ldx(1, 10, -8), addi(0, 1), i(0x15, 0, 0, 1, 7), movi(2, 3)]);
+        }
+        code.push(exit());
+        let start = std::time::Instant::now();
+        let meta = run(code, &[], &[0]).expect("analyzes");
+        eprintln!("{} insns in {:?}", meta.insn_count, start.elapsed());
+        assert!(meta.capabilities.is_empty());
     }
 }
