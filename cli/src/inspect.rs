@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for path in &args.files {
         let name = path.display().to_string();
         let (report, bytes) = match std::fs::read(path) {
@@ -44,9 +44,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         failed |= !report.errors.is_empty();
         match args.format {
             Format::Json if args.files.len() == 1 => {
-                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
             }
-            Format::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+            Format::Json => {
+                serde_json::to_writer(&mut out, &report)?;
+                writeln!(out)?;
+            }
             Format::Cbor => out.write_all(&to_cbor(&report).context("encoding the report")?)?,
             Format::Text => {
                 let obj = bytes.as_deref().and_then(|b| Object::parse(b).ok());

@@ -155,22 +155,28 @@ struct State {
 
 impl State {
     fn join_from(&mut self, o: &State) -> bool {
-        let before = self.clone();
+        let mut grew = false;
+        let mut join = |a: &mut Value, b: &Value| {
+            let j = a.join(b);
+            if j != *a {
+                *a = j;
+                grew = true;
+            }
+        };
         for (a, b) in self.regs.iter_mut().zip(o.regs.iter()) {
-            *a = a.join(b);
+            join(a, b);
         }
         for (off, v) in &o.stack {
-            let cur = self.stack.get(off).copied().unwrap_or(self.stack_rest);
-            self.stack.insert(*off, cur.join(v));
+            let rest = self.stack_rest;
+            join(self.stack.entry(*off).or_insert(rest), v);
         }
-        let rest = o.stack_rest;
         for (off, v) in self.stack.iter_mut() {
             if !o.stack.contains_key(off) {
-                *v = v.join(&rest);
+                join(v, &o.stack_rest);
             }
         }
-        self.stack_rest = self.stack_rest.join(&rest);
-        *self != before
+        join(&mut self.stack_rest, &o.stack_rest);
+        grew
     }
     fn slot(&self, off: i32) -> Value {
         self.stack.get(&off).copied().unwrap_or(self.stack_rest)
@@ -202,6 +208,56 @@ struct Func {
     entered: bool,
     /// Its address is loaded somewhere (a callback).
     address_taken: bool,
+    /// Block number of each instruction that starts a basic block, NOT_A_BLOCK elsewhere.
+    blocks: std::rc::Rc<[u32]>,
+    n_blocks: usize,
+    /// Needs (re-)interpretation: its inputs, a callee's result or the foreign-stack contents changed.
+    dirty: bool,
+    /// Functions that call it, to revisit when its result grows.
+    callers: Vec<usize>,
+    /// It loads through a foreign stack pointer or passes its own stack to a callee.
+    reads_foreign: bool,
+    /// First read of an unset register in its latest interpretation.
+    uninit: Option<AnalysisError>,
+}
+
+const NOT_A_BLOCK: u32 = u32::MAX;
+
+/// Numbers the basic blocks of a decoded function: the entry, jump targets, and what follows a jump or exit.
+fn number_blocks(ops: &[Option<Op>]) -> (std::rc::Rc<[u32]>, usize) {
+    let len = ops.len();
+    let mut leader = vec![false; len];
+    if let Some(l) = leader.first_mut() {
+        *l = true;
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let Some(op) = op else { continue };
+        let next = i + op.slots();
+        let target = match *op {
+            Op::Ja { off, .. } => Some(rel(i, 1, off as i64)),
+            Op::Jump { off, .. } | Op::MayGoto { off } => Some(rel(i, 1, i64::from(off))),
+            Op::Exit => None,
+            _ => continue,
+        };
+        for t in target.into_iter().chain(Some(next)) {
+            if let Some(l) = leader.get_mut(t) {
+                *l = true;
+            }
+        }
+    }
+    let mut n = 0u32;
+    let blocks: Vec<u32> = leader
+        .iter()
+        .map(|&l| {
+            if l {
+                n += 1;
+                n - 1
+            } else {
+                NOT_A_BLOCK
+            }
+        })
+        .collect();
+    (blocks.into(), n as usize)
 }
 
 /// What the analysis found, accumulated across the fixpoint (only ever grows).
@@ -226,24 +282,23 @@ impl Facts {
         }
     }
     fn maps(&mut self, set: u128, n_maps: usize, write: bool) {
-        for i in 0..128usize {
-            if set & (1u128 << i) == 0 {
-                continue;
-            }
-            let targets: Vec<usize> = if i == OTHER_MAPS as usize { (i..n_maps).collect() } else { vec![i] };
-            if i == OTHER_MAPS as usize && targets.is_empty() {
-                if write {
-                    self.unknown_map.1 = true;
-                } else {
-                    self.unknown_map.0 = true;
+        let target = if write { &mut self.writes } else { &mut self.reads };
+        let mut bits = set;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if i == OTHER_MAPS as usize {
+                // Any of the maps past the bitmask, or one the object does not name.
+                target.extend(i..n_maps);
+                if n_maps <= i {
+                    if write {
+                        self.unknown_map.1 = true;
+                    } else {
+                        self.unknown_map.0 = true;
+                    }
                 }
-            }
-            for t in targets.into_iter().filter(|&t| t < n_maps) {
-                if write {
-                    self.writes.insert(t);
-                } else {
-                    self.reads.insert(t);
-                }
+            } else if i < n_maps {
+                target.insert(i);
             }
         }
     }
@@ -257,10 +312,6 @@ struct Ctx<'o> {
     facts: Facts,
     /// Everything ever stored to a stack slot: what a load through a foreign stack pointer may see.
     foreign: Value,
-    changed: bool,
-    /// Set for the last round, which checks register use once the values are final.
-    checking: bool,
-    uninit: Option<AnalysisError>,
 }
 
 /// Analyzes one program of `obj` into its capability metadata.
@@ -269,22 +320,14 @@ struct Ctx<'o> {
 /// conditions do not refine values; a pointer stored into map or context memory is not tracked (the verifier only
 /// lets programs spill pointers to the stack, and kptrs loaded from maps are treated as BTF pointers).
 pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, AnalysisError> {
-    let mut cx = Ctx {
-        obj,
-        prog,
-        funcs: Vec::new(),
-        by_loc: HashMap::new(),
-        facts: Facts::default(),
-        foreign: Value::BOTTOM,
-        changed: false,
-        checking: false,
-        uninit: None,
-    };
+    let mut cx =
+        Ctx { obj, prog, funcs: Vec::new(), by_loc: HashMap::new(), facts: Facts::default(), foreign: Value::BOTTOM };
     cx.discover()?;
     let mut entry_input = [Value::BOTTOM; 5];
     entry_input[0] = Value::kind(CTX);
     cx.funcs[0].input = entry_input;
     cx.funcs[0].entered = true;
+    cx.funcs[0].dirty = true;
     cx.fixpoint()?;
     // Callbacks handed to something the analysis does not model get what the kernel may pass them.
     let unfed: Vec<usize> = (0..cx.funcs.len())
@@ -296,37 +339,42 @@ pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, Ana
         }
         cx.fixpoint()?;
     }
-    cx.checking = true;
-    for f in 0..cx.funcs.len() {
-        if cx.funcs[f].entered {
-            cx.interpret(f);
-        }
-    }
-    if let Some(e) = cx.uninit.take() {
+    if let Some(e) = cx.funcs.iter_mut().find_map(|f| f.uninit.take()) {
         return Err(e);
     }
     Ok(cx.finish())
 }
 
 impl Ctx<'_> {
+    /// Re-interprets functions whose inputs, callees' results or the foreign-stack contents changed, until none
+    /// did.
     fn fixpoint(&mut self) -> Result<(), AnalysisError> {
         for _ in 0..MAX_ROUNDS {
-            self.changed = false;
-            for f in 0..self.funcs.len() {
-                self.interpret(f);
-            }
-            if !self.changed {
+            if !self.funcs.iter().any(|f| f.dirty) {
                 return Ok(());
+            }
+            for f in 0..self.funcs.len() {
+                if std::mem::take(&mut self.funcs[f].dirty) {
+                    self.interpret(f);
+                }
             }
         }
         Err(AnalysisError::NoFixpoint { rounds: MAX_ROUNDS })
     }
 
-    /// In the checking round, records the first read of a register no path has set (the verifier rejects it).
+    /// Everything that depends on the foreign-stack contents must be looked at again.
+    fn foreign_grew(&mut self) {
+        for func in &mut self.funcs {
+            func.dirty |= func.reads_foreign;
+        }
+    }
+
+    /// Records the first read of a register no path has set (the verifier rejects it). Only a function's last
+    /// interpretation counts, which ran on its final inputs.
     fn read(&mut self, f: usize, pc: usize, st: &State, reg: u8) {
-        if self.checking && self.uninit.is_none() && st.regs.get(usize::from(reg)) == Some(&Value::BOTTOM) {
+        if self.funcs[f].uninit.is_none() && st.regs.get(usize::from(reg)) == Some(&Value::BOTTOM) {
             let section = self.section_name(self.funcs[f].section);
-            self.uninit = Some(AnalysisError::UninitRegister { section, insn: pc, reg });
+            self.funcs[f].uninit = Some(AnalysisError::UninitRegister { section, insn: pc, reg });
         }
     }
 
@@ -359,6 +407,7 @@ impl Ctx<'_> {
             let name = cs.func_name(start).map(str::to_owned).unwrap_or_else(|| format!("{}+{}", cs.name, start));
             let layout = self.funcs.last().map(|f| f.layout + (f.end - f.start) as u32).unwrap_or(0);
             let ops = decode_func(cs, start, end)?;
+            let (blocks, n_blocks) = number_blocks(&ops);
             self.by_loc.insert((sec, start), id);
             for (i, op) in ops.iter().enumerate() {
                 let pc = start + i;
@@ -379,6 +428,12 @@ impl Ctx<'_> {
                 ret: Value::BOTTOM,
                 entered: false,
                 address_taken: false,
+                blocks,
+                n_blocks,
+                dirty: false,
+                callers: Vec::new(),
+                reads_foreign: false,
+                uninit: None,
             });
         }
         // Functions whose address is loaded are callbacks.
@@ -489,58 +544,54 @@ impl Ctx<'_> {
 
     /// Interprets function `f` from its current inputs, updating facts, callee inputs and its return value.
     fn interpret(&mut self, f: usize) {
-        let (start, end) = (self.funcs[f].start, self.funcs[f].end);
-        let len = end - start;
+        let start = self.funcs[f].start;
+        let len = self.funcs[f].ops.len();
+        self.funcs[f].uninit = None;
         let mut entry = State { regs: [Value::BOTTOM; 11], stack: BTreeMap::new(), stack_rest: Value::SCALAR };
         for (i, v) in self.funcs[f].input.iter().enumerate() {
             entry.regs[i + 1] = *v;
         }
         entry.regs[10] = Value::stack(0);
-        // States at the start of each instruction that is a jump target or follows a jump (block leaders).
-        let mut states: HashMap<usize, State> = HashMap::new();
-        states.insert(0, entry);
+        // The state at the start of each basic block, by block number.
+        let blocks = self.funcs[f].blocks.clone();
+        let mut states: Vec<Option<State>> = vec![None; self.funcs[f].n_blocks];
+        states[0] = Some(entry);
         let mut work: VecDeque<usize> = VecDeque::from([0]);
-        let mut queued = vec![false; len];
+        let mut queued = vec![false; states.len()];
         queued[0] = true;
         while let Some(leader) = work.pop_front() {
-            queued[leader] = false;
-            let Some(mut st) = states.get(&leader).cloned() else { continue };
+            let block = blocks[leader] as usize;
+            queued[block] = false;
+            let Some(mut st) = states[block].clone() else { continue };
             let mut i = leader;
             loop {
                 let Some(Some(op)) = self.funcs[f].ops.get(i).copied() else { break };
-                let pc = start + i;
-                self.step(f, pc, &op, &mut st);
+                self.step(f, start + i, &op, &mut st);
                 let next = i + op.slots();
-                let mut succs: Vec<usize> = Vec::new();
-                match op {
-                    Op::Exit => {}
-                    Op::Ja { off, .. } => succs.push(rel(i, 1, off as i64)),
-                    Op::Jump { off, .. } | Op::MayGoto { off } => {
-                        succs.push(next);
-                        succs.push(rel(i, 1, off as i64));
+                let succs: [Option<usize>; 2] = match op {
+                    Op::Exit => [None, None],
+                    Op::Ja { off, .. } => [Some(rel(i, 1, off as i64)), None],
+                    Op::Jump { off, .. } | Op::MayGoto { off } => [Some(next), Some(rel(i, 1, i64::from(off)))],
+                    // Straight-line code continues in this block unless `next` starts another.
+                    _ if next < len && blocks[next] == NOT_A_BLOCK => {
+                        i = next;
+                        continue;
                     }
-                    _ => {
-                        // Straight-line code continues in this block unless `next` is a leader.
-                        if next < len && !states.contains_key(&next) {
-                            i = next;
-                            continue;
-                        }
-                        succs.push(next);
-                    }
-                }
-                for s in succs {
-                    if s >= len {
-                        continue; // checked when decoding
-                    }
-                    let grew = match states.get_mut(&s) {
+                    _ => [Some(next), None],
+                };
+                for s in succs.into_iter().flatten() {
+                    // Targets were checked when decoding: every successor in range starts a block.
+                    let Some(&b) = blocks.get(s).filter(|&&b| b != NOT_A_BLOCK) else { continue };
+                    let b = b as usize;
+                    let grew = match &mut states[b] {
                         Some(existing) => existing.join_from(&st),
-                        None => {
-                            states.insert(s, st.clone());
+                        slot @ None => {
+                            *slot = Some(st.clone());
                             true
                         }
                     };
-                    if grew && !queued[s] {
-                        queued[s] = true;
+                    if grew && !queued[b] {
+                        queued[b] = true;
                         work.push_back(s);
                     }
                 }
@@ -552,14 +603,12 @@ impl Ctx<'_> {
     fn step(&mut self, f: usize, pc: usize, op: &Op, st: &mut State) {
         let at = self.at(f, pc);
         let n_maps = self.obj.maps.len();
-        if self.checking {
-            let uses = match *op {
-                Op::Call(CallTarget::Indirect(r)) => 1 << r,
-                _ => op.uses(),
-            };
-            for r in (0..11u8).filter(|r| uses & (1 << r) != 0) {
-                self.read(f, pc, st, r);
-            }
+        let uses = match *op {
+            Op::Call(CallTarget::Indirect(r)) => 1 << r,
+            _ => op.uses(),
+        };
+        for r in (0..11u8).filter(|r| uses & (1 << r) != 0) {
+            self.read(f, pc, st, r);
         }
         match *op {
             Op::Alu { wide, op: aop, dst, src } => {
@@ -619,6 +668,7 @@ impl Ctx<'_> {
                 st.regs[0] = Value::SCALAR;
             }
             Op::Load { size, dst, src, off, .. } => {
+                self.funcs[f].reads_foreign |= st.regs[src as usize].kinds & FOREIGN != 0;
                 let v = self.load(at, st, src, off, size);
                 st.regs[dst as usize] = v;
             }
@@ -636,6 +686,7 @@ impl Ctx<'_> {
                 }
                 match aop {
                     AtomicOp::LoadAcquire => {
+                        self.funcs[f].reads_foreign |= st.regs[src as usize].kinds & FOREIGN != 0;
                         let v = self.load(at, st, src, off, size);
                         st.regs[dst as usize] = v;
                     }
@@ -665,11 +716,12 @@ impl Ctx<'_> {
             Op::Ja { .. } | Op::Jump { .. } | Op::MayGoto { .. } => {}
             Op::Exit => {
                 let r = st.regs[0].into_caller();
-                let func = &mut self.funcs[f];
-                let joined = func.ret.join(&r);
-                if joined != func.ret {
-                    func.ret = joined;
-                    self.changed = true;
+                let joined = self.funcs[f].ret.join(&r);
+                if joined != self.funcs[f].ret {
+                    self.funcs[f].ret = joined;
+                    for c in self.funcs[f].callers.clone() {
+                        self.funcs[c].dirty = true;
+                    }
                 }
             }
             Op::Call(target) => self.call(f, pc, at, target, st, n_maps),
@@ -801,7 +853,7 @@ impl Ctx<'_> {
             let joined = self.foreign.join(&v);
             if joined != self.foreign {
                 self.foreign = joined;
-                self.changed = true;
+                self.foreign_grew();
             }
         }
         if base.kinds & STACK != 0 {
@@ -862,6 +914,7 @@ impl Ctx<'_> {
         }
         st.regs[0] = ret;
         if escapes {
+            self.funcs[f].reads_foreign = true;
             // A callee or callback may have stored pointers through the stack pointer it was given.
             let foreign = self.foreign;
             st.weak_update_all(&foreign);
@@ -887,6 +940,9 @@ impl Ctx<'_> {
                     .flatten()
                     .and_then(|t| self.by_loc.get(&t).copied());
                 if let Some(c) = callee {
+                    if !self.funcs[c].callers.contains(&f) {
+                        self.funcs[c].callers.push(f);
+                    }
                     self.feed(c, args.map(Value::into_callee));
                     ret = self.funcs[c].ret.into_caller();
                     if ret.kinds == 0 && !ret.is_pointer() {
@@ -1041,13 +1097,13 @@ impl Ctx<'_> {
         let func = &mut self.funcs[callee];
         if !func.entered {
             func.entered = true;
-            self.changed = true;
+            func.dirty = true;
         }
         for (cur, new) in func.input.iter_mut().zip(input.iter()) {
             let joined = cur.join(new);
             if joined != *cur {
                 *cur = joined;
-                self.changed = true;
+                func.dirty = true;
             }
         }
     }
