@@ -4,4 +4,5 @@ mod cli;
 mod corpus;
 mod fixtures;
 mod policy_cli;
+mod readme;
 mod support;
