@@ -5,6 +5,8 @@
 #                   helper selector; see fuzz_targets/decode_analyze.rs)
 #   btf_parse       each .BTF section
 #   cbor_metadata   `bpfgate inspect --format cbor` of each object (builds bpfgate-cli in the main workspace)
+#   policy_yaml     the policy files: examples/policies/*.yaml, tests/policy/lint/*.yaml, tests/policy/compile/*.yaml
+#   compiled_policy_cbor  `bpfgate policy compile` of each of those policy files that compiles
 # Needs llvm-readelf and llvm-objcopy (clang 14's, plain or -14 suffixed). Safe to run again: it overwrites.
 set -euo pipefail
 
@@ -27,7 +29,7 @@ tool() {
 readelf=$(tool llvm-readelf)
 objcopy=$(tool llvm-objcopy)
 
-mkdir -p "$corpus"/{inspect_elf,decode_analyze,btf_parse,cbor_metadata}
+mkdir -p "$corpus"/{inspect_elf,decode_analyze,btf_parse,cbor_metadata,policy_yaml,compiled_policy_cbor}
 
 objects=()
 for f in "$root"/tests/fixtures/*.bpf.o; do
@@ -112,4 +114,18 @@ for f in "${objects[@]}"; do
     n_cbor=$((n_cbor + 1))
 done
 
-echo "seed.sh: $n_obj objects, $n_code code sections, $n_btf .BTF sections, $n_cbor CBOR reports in $corpus"
+# Policies, and their compiled form where they compile (the lint and compile test files mostly do not, on purpose).
+n_policy=0 n_compiled=0
+for f in "$root"/examples/policies/*.yaml "$root"/tests/policy/lint/*.yaml "$root"/tests/policy/compile/*.yaml; do
+    [ -e "$f" ] || continue
+    key=$(corpus_key "$f")
+    cp "$f" "$corpus/policy_yaml/$key"
+    n_policy=$((n_policy + 1))
+    if "$bpfgate" policy compile "$f" -o "$tmp/compiled" >/dev/null 2>&1; then
+        cp "$tmp/compiled" "$corpus/compiled_policy_cbor/${key%.yaml}.cbor"
+        n_compiled=$((n_compiled + 1))
+    fi
+done
+
+echo "seed.sh: $n_obj objects, $n_code code sections, $n_btf .BTF sections, $n_cbor CBOR reports," \
+    "$n_policy policies, $n_compiled compiled policies in $corpus"

@@ -1,4 +1,7 @@
-//! Shared pieces of the bpfgate fuzz targets: report invariants and a tiny ELF64 writer for BPF objects.
+//! Shared pieces of the bpfgate fuzz targets: report invariants, a tiny ELF64 writer for BPF objects, and (in
+//! [`policy`]) the fixed programs, subjects and checks of the two policy targets.
+
+pub mod policy;
 
 use bpfgate::metadata::{from_cbor, to_cbor};
 use bpfgate::{ObjectReport, ProgramMetadata};
