@@ -1,0 +1,50 @@
+#!/bin/sh
+# Installs the Debian packages bpfgate needs to build and test, and nothing else.
+# Idempotent: packages already installed are left alone, and when all are present
+# apt is not run at all. Needs root (or sudo) only when something is missing.
+set -eu
+
+PACKAGES="
+clang
+llvm
+libelf-dev
+libbpf-dev
+zlib1g-dev
+make
+pkg-config
+qemu-system-x86
+cpio
+busybox-static
+bpftrace
+bpftool
+debian-archive-keyring
+"
+# clang, llvm: compile the BPF C programs (libbpf-cargo) and inspect objects.
+# libbpf-dev: <bpf/bpf_helpers.h> and friends for the test fixtures (scripts/build-fixtures.sh).
+# libelf-dev, zlib1g-dev, make, pkg-config: libbpf-sys builds libbpf from source.
+# qemu-system-x86, busybox-static, cpio: the VM live-test harness (cargo xtask vmtest).
+# bpftrace, bpftool: live tests and their guests use them as real BPF clients.
+# debian-archive-keyring: vmtest verifies the Debian kernel packages it downloads.
+
+missing=""
+for pkg in $PACKAGES; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    case "$status" in
+    "install ok installed") ;;
+    *) missing="$missing $pkg" ;;
+    esac
+done
+
+if [ -z "$missing" ]; then
+    echo "install-deps: all packages already installed"
+    exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+fi
+echo "install-deps: installing:$missing"
+$SUDO apt-get update
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing

@@ -1,0 +1,409 @@
+//! `cargo xtask vmtest`: the live-kernel test suite, run inside qemu VMs.
+//!
+//! The host kernel cannot run BPF LSM programs, so live tests run in VMs booting Debian's
+//! cloud kernels (BPF LSM on by default) from an initramfs that holds busybox, the live test
+//! binaries, bpftrace, bpftool and their shared libraries. The guest's init runs every test
+//! binary with BPFGATE_LIVE=1 and prints markers the host parses for the verdict.
+
+mod initramfs;
+mod kernel;
+mod qemu;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use initramfs::Initramfs;
+use qemu::{Accel, Boot, Outcome};
+
+/// Test targets that hold live tests, as (package, test target). Each is built with
+/// `cargo test --no-run` and run in every VM; add new ones here.
+const LIVE_TESTS: &[(&str, &str)] = &[("bpfgate-gate", "live")];
+
+/// Host programs put into the guest (with their libraries) for live tests to use; missing
+/// ones are skipped with a warning. (guest path, host path)
+const GUEST_TOOLS: &[(&str, &str)] =
+    &[("/usr/bin/bpftrace", "/usr/bin/bpftrace"), ("/usr/sbin/bpftool", "/usr/sbin/bpftool")];
+
+const BUSYBOX: &str = "/bin/busybox";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Kernels to test: 6.12, sid, all (both), or a path to a bzImage. Repeatable or
+    /// comma-separated.
+    #[arg(long, default_value = "all", value_delimiter = ',')]
+    kernel: Vec<String>,
+    /// Per-VM time limit in seconds (boot plus tests); qemu is killed when it runs out.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Accelerator: auto tries KVM and falls back to TCG when KVM fails.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
+    accel: String,
+    /// Guest memory (qemu -m).
+    #[arg(long, default_value = "2G")]
+    memory: String,
+    /// Guest CPUs. One by default: the cores are shared, and TCG runs each vCPU on its own
+    /// host thread.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// A shell command to run in the guest before the tests (e.g. "bpftool prog list");
+    /// a non-zero status fails the run. For poking at the guest while writing live tests.
+    #[arg(long)]
+    exec: Option<String>,
+    /// Also echo the kernel's boot messages, not only the guest's test output.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+struct VmReport {
+    label: String,
+    origin: String,
+    accel: Option<Accel>,
+    passed: bool,
+    detail: String,
+    tests: Vec<String>,
+    secs: f64,
+}
+
+pub fn run(args: Args) -> Result<bool> {
+    let started = Instant::now();
+    let root = workspace_root();
+    let cache =
+        std::env::var_os("BPFGATE_VMTEST_CACHE").map(PathBuf::from).unwrap_or_else(|| root.join(".vmtest-cache"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
+    let work = target.join("vmtest");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    std::fs::create_dir_all(cache.join("kernels")).with_context(|| format!("creating {}", cache.display()))?;
+
+    qemu::catch_interrupts();
+    remove_stale_initramfs(&work);
+
+    // Cheap checks first, so a missing tool fails in a second, not after a build.
+    let qemu = qemu::find_qemu()?;
+    if !Path::new(BUSYBOX).is_file() {
+        bail!("{BUSYBOX} not found: install busybox-static (scripts/install-deps.sh)");
+    }
+
+    let t = Instant::now();
+    let mut kernels = Vec::new();
+    for name in wanted_kernels(&args.kernel)? {
+        kernels.push(match name {
+            Wanted::Spec(spec) => kernel::fetch(spec, &cache)?,
+            Wanted::File(path) => kernel::local(&path)?,
+        });
+    }
+    kernel::prune(&cache);
+    eprintln!("vmtest: kernels ready in {:.1}s", t.elapsed().as_secs_f64());
+
+    check_interrupted()?;
+    let t = Instant::now();
+    let tests = build_live_tests(&root)?;
+    check_interrupted()?;
+    eprintln!("vmtest: {} live test binaries built in {:.1}s", tests.len(), t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    // Per process, so concurrent runs in one checkout don't overwrite each other's guest.
+    let initrd = TempFile(work.join(format!("initramfs-{}.cpio", std::process::id())));
+    let size = build_initramfs(&tests, args.exec.as_deref(), &initrd.0)?;
+    eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
+
+    let mut kvm_ok = match args.accel.as_str() {
+        "tcg" => false,
+        "kvm" => true,
+        _ => qemu::kvm_usable(),
+    };
+    let mut reports = Vec::new();
+    for kernel in &kernels {
+        let t = Instant::now();
+        let log = work.join(format!("{}.log", sanitize(&kernel.label)));
+        let mut report = VmReport {
+            label: kernel.label.clone(),
+            origin: kernel.origin.clone(),
+            accel: None,
+            passed: false,
+            detail: String::new(),
+            tests: Vec::new(),
+            secs: 0.0,
+        };
+        loop {
+            let accel = if kvm_ok { Accel::Kvm } else { Accel::Tcg };
+            eprintln!(
+                "vmtest: booting {} ({}) under {}; console log in {}",
+                kernel.label,
+                kernel.origin,
+                accel.name(),
+                log.display()
+            );
+            let boot = Boot {
+                qemu: &qemu,
+                kernel: &kernel.vmlinuz,
+                initrd: &initrd.0,
+                accel,
+                memory: &args.memory,
+                cpus: args.cpus,
+                timeout: Duration::from_secs(args.timeout),
+                log: &log,
+            };
+            let mut echo = args.verbose;
+            let prefix = format!("[{}] ", kernel.label);
+            let outcome = qemu::boot(&boot, |line| {
+                if line.contains(qemu::INIT_MARKER) {
+                    echo = true;
+                }
+                if echo {
+                    println!("{prefix}{line}");
+                }
+            })?;
+            report.accel = Some(accel);
+            match outcome {
+                Outcome::AccelFailed { reason } if args.accel == "auto" => {
+                    eprintln!("vmtest: KVM does not work here ({reason}); falling back to TCG");
+                    kvm_ok = false;
+                    continue;
+                }
+                Outcome::AccelFailed { reason } => {
+                    report.detail = format!("KVM failed: {reason} (try --accel tcg)");
+                }
+                Outcome::Finished { rc, lines } => {
+                    report.tests = test_lines(&lines);
+                    report.passed = rc == 0;
+                    report.detail = summary_detail(&lines, rc);
+                }
+                Outcome::Broken { reason, lines } => {
+                    report.tests = test_lines(&lines);
+                    report.detail = reason;
+                    if !args.verbose {
+                        eprintln!("vmtest: last console lines of {}:", kernel.label);
+                        for line in lines.iter().rev().take(30).rev() {
+                            eprintln!("  {line}");
+                        }
+                    }
+                }
+            }
+            break;
+        }
+        report.secs = t.elapsed().as_secs_f64();
+        reports.push(report);
+    }
+
+    println!("\nvmtest summary ({:.1}s total):", started.elapsed().as_secs_f64());
+    let mut all_passed = true;
+    for r in &reports {
+        all_passed &= r.passed;
+        println!(
+            "  {} {} [{}] {} in {:.1}s: {}",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.label,
+            r.accel.map_or("-", Accel::name),
+            r.origin,
+            r.secs,
+            r.detail
+        );
+        for test in &r.tests {
+            println!("      {test}");
+        }
+    }
+    Ok(all_passed)
+}
+
+/// Removed when the run ends: the archive is 200+ MiB and rebuilt in a fraction of a second.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn check_interrupted() -> Result<()> {
+    if qemu::interrupted() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Archives left by runs that were killed outright (SIGKILL skips Drop).
+fn remove_stale_initramfs(work: &Path) {
+    let Ok(entries) = std::fs::read_dir(work) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix("initramfs-").and_then(|n| n.strip_suffix(".cpio"));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+enum Wanted {
+    Spec(&'static kernel::KernelSpec),
+    File(PathBuf),
+}
+
+fn wanted_kernels(names: &[String]) -> Result<Vec<Wanted>> {
+    let mut wanted = Vec::new();
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if name == "all" {
+            wanted.extend(kernel::MATRIX.iter().map(Wanted::Spec));
+        } else if let Some(spec) = kernel::MATRIX.iter().find(|s| s.label == name) {
+            wanted.push(Wanted::Spec(spec));
+        } else if name.contains('/') {
+            wanted.push(Wanted::File(PathBuf::from(name)));
+        } else {
+            let known: Vec<_> = kernel::MATRIX.iter().map(|s| s.label).collect();
+            bail!("unknown kernel {name:?}: use {}, all, or a path to a bzImage", known.join(", "));
+        }
+    }
+    if wanted.is_empty() {
+        bail!("no kernel selected");
+    }
+    Ok(wanted)
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask lives one level below the workspace root.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// A built live test binary and its name in the guest.
+struct TestBinary {
+    name: String,
+    path: PathBuf,
+}
+
+/// `cargo test --no-run` for each live test target; executables come from cargo's JSON.
+fn build_live_tests(root: &Path) -> Result<Vec<TestBinary>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut binaries = Vec::new();
+    for (package, target) in LIVE_TESTS {
+        let mut child = Command::new(&cargo)
+            .current_dir(root)
+            .args(["test", "--no-run", "--message-format=json-render-diagnostics", "-p", package, "--test", target])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("running cargo")?;
+        let stdout = child.stdout.take().context("cargo stdout")?;
+        let mut found = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo output")?;
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != *target {
+                continue;
+            }
+            if let Some(exe) = msg["executable"].as_str() {
+                found = Some(PathBuf::from(exe));
+            }
+        }
+        let status = child.wait().context("waiting for cargo")?;
+        if !status.success() {
+            bail!("building live tests of {package} failed ({status})");
+        }
+        let path = found.with_context(|| format!("cargo reported no executable for {package} --test {target}"))?;
+        binaries.push(TestBinary { name: format!("{package}.{target}"), path });
+    }
+    Ok(binaries)
+}
+
+fn build_initramfs(tests: &[TestBinary], exec: Option<&str>, out: &Path) -> Result<u64> {
+    let mut fs = Initramfs::new();
+    fs.file("/bin/busybox", Path::new(BUSYBOX))?;
+    fs.symlink("/bin/sh", "busybox");
+    for (guest, host) in GUEST_TOOLS {
+        let host = Path::new(host);
+        if host.is_file() {
+            fs.executable(guest, host)?;
+        } else {
+            eprintln!("vmtest: warning: {} not found on the host, the guest will lack it", host.display());
+        }
+    }
+    for test in tests {
+        fs.executable(&format!("/vmtest/tests/{}", test.name), &test.path)?;
+    }
+    if let Some(cmd) = exec {
+        // A file, not part of /init, so the command needs no quoting.
+        fs.bytes("/vmtest/exec.sh", format!("{cmd}\n").into_bytes(), 0o755);
+    }
+    fs.bytes("/init", init_script().into_bytes(), 0o755);
+    fs.write(out)
+}
+
+/// The guest's PID 1. Prints INIT_MARKER, the LSM list, each binary's output between
+/// VMTEST-BEGIN/VMTEST-END, then RESULT_MARKER, and powers off.
+fn init_script() -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t securityfs securityfs /sys/kernel/security
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpffs /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ulimit -l unlimited
+echo "{init} kernel=$(uname -r)"
+lsm=$(cat /sys/kernel/security/lsm)
+echo "VMTEST-LSM $lsm"
+rc=0
+case ",$lsm," in
+*,bpf,*) ;;
+*) echo "VMTEST-ERROR bpf is not in the active LSM list"; rc=1 ;;
+esac
+cd /tmp
+if [ -f /vmtest/exec.sh ]; then
+    echo "VMTEST-BEGIN exec"
+    sh /vmtest/exec.sh
+    r=$?
+    echo "VMTEST-END exec rc=$r"
+    [ "$r" -eq 0 ] || rc=1
+fi
+for t in /vmtest/tests/*; do
+    name=${{t##*/}}
+    echo "VMTEST-BEGIN $name"
+    # One test thread: LSM programs are global, concurrent tests would see each other's.
+    BPFGATE_LIVE=1 RUST_BACKTRACE=1 "$t" --test-threads=1
+    r=$?
+    echo "VMTEST-END $name rc=$r"
+    [ "$r" -eq 0 ] || rc=1
+done
+echo "{result}$rc"
+poweroff -f
+"#,
+        init = qemu::INIT_MARKER,
+        result = qemu::RESULT_MARKER,
+    )
+}
+
+/// libtest's per-test lines and our per-binary markers, for the summary.
+fn test_lines(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| {
+            (l.starts_with("test ") && (l.ends_with(" ok") || l.ends_with(" FAILED") || l.ends_with(" ignored")))
+                || l.starts_with("VMTEST-END ")
+                || l.starts_with("VMTEST-ERROR ")
+        })
+        .cloned()
+        .collect()
+}
+
+fn summary_detail(lines: &[String], rc: i32) -> String {
+    let kernel = lines
+        .iter()
+        .find_map(|l| l.split_once("VMTEST-INIT kernel=").map(|(_, k)| k.trim().to_string()))
+        .unwrap_or_default();
+    let lsm =
+        lines.iter().find_map(|l| l.split_once("VMTEST-LSM ").map(|(_, k)| k.trim().to_string())).unwrap_or_default();
+    format!("guest rc={rc}, kernel {kernel}, lsm={lsm}")
+}
+
+fn sanitize(label: &str) -> String {
+    label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
+}
