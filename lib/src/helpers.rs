@@ -33,22 +33,8 @@ pub struct Kfunc {
     pub reason: &'static str,
 }
 
-/// Argument and return semantics of a helper or kfunc. Registers are the argument registers 1..=5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// Reads the map whose pointer is in the register.
-    MapRead(u8),
-    /// Writes the map whose pointer is in the register.
-    MapWrite(u8),
-    /// r0 may point into a value of the map in the register.
-    RetMapValue(u8),
-    /// Writes the memory the register points to; a map value there means a map write.
-    WriteMem(u8),
-    /// r0 is a BTF-typed kernel pointer: loads through it read kernel memory.
-    RetKernelPtr,
-    /// The register holds a callback subprogram.
-    Callback(u8),
-}
+/// Argument and return semantics of a helper or kfunc, as the catalogue declares them.
+pub use bpfgate_catalogue::Effect;
 
 include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
 
