@@ -10,7 +10,10 @@
 //! The analysis over-approximates: a capability the program cannot have may be reported (for code the verifier
 //! would reject anyway), but one it has is not missed, within the limits documented on [`analyze`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+// The test support builds objects with it.
+#[cfg(test)]
+use std::collections::HashMap;
 
 use crate::elf::{Object, ProgramEntry, RelocTarget, MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
 use crate::helpers::{self, Effect};
@@ -146,17 +149,36 @@ impl Value {
 }
 
 /// Abstract machine state: r0-r10 and the pointer-holding stack slots (absent slots hold `stack_rest`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct State {
     regs: [Value; 11],
     stack: BTreeMap<i32, Value>,
     stack_rest: Value,
 }
 
+impl Clone for State {
+    fn clone(&self) -> State {
+        State { regs: self.regs, stack: self.stack.clone(), stack_rest: self.stack_rest }
+    }
+    /// In place, without the temporary the default builds: states are copied on every basic block.
+    fn clone_from(&mut self, o: &State) {
+        self.regs = o.regs;
+        self.stack.clone_from(&o.stack);
+        self.stack_rest = o.stack_rest;
+    }
+}
+
 impl State {
+    const BOTTOM: State = State { regs: [Value::BOTTOM; 11], stack: BTreeMap::new(), stack_rest: Value::BOTTOM };
+
     fn join_from(&mut self, o: &State) -> bool {
         let mut grew = false;
         let mut join = |a: &mut Value, b: &Value| {
+            // Joining a value with itself changes nothing, unless it keeps a stale stack offset without STACK
+            // (the join drops it): skip the common case.
+            if a == b && (a.kinds & STACK != 0 || a.stack_off.is_none()) {
+                return;
+            }
             let j = a.join(b);
             if j != *a {
                 *a = j;
@@ -198,18 +220,14 @@ struct Func {
     section: usize,
     start: usize,
     end: usize,
-    name: String,
-    /// First instruction in the linked program.
+    /// First instruction in the linked program, and of its instructions in [`Buffers::ops`] and `blocks`.
     layout: u32,
-    ops: Vec<Option<Op>>,
     input: [Value; 5],
     ret: Value,
     /// A call or callback site feeds it: only then are its register reads checked.
     entered: bool,
     /// Its address is loaded somewhere (a callback).
     address_taken: bool,
-    /// Block number of each instruction that starts a basic block, NOT_A_BLOCK elsewhere.
-    blocks: std::rc::Rc<[u32]>,
     n_blocks: usize,
     /// Needs (re-)interpretation: its inputs, a callee's result or the foreign-stack contents changed.
     dirty: bool,
@@ -223,12 +241,13 @@ struct Func {
 
 const NOT_A_BLOCK: u32 = u32::MAX;
 
-/// Numbers the basic blocks of a decoded function: the entry, jump targets, and what follows a jump or exit.
-fn number_blocks(ops: &[Option<Op>]) -> (std::rc::Rc<[u32]>, usize) {
-    let len = ops.len();
-    let mut leader = vec![false; len];
-    if let Some(l) = leader.first_mut() {
-        *l = true;
+/// Numbers the basic blocks of a decoded function (the entry, jump targets, and what follows a jump or exit):
+/// `blocks[i]` becomes the block starting at instruction `i`, NOT_A_BLOCK if none does. Returns the count.
+fn number_blocks(ops: &[Option<Op>], blocks: &mut [u32]) -> usize {
+    // Leaders are marked 0 first, then numbered in order.
+    blocks.fill(NOT_A_BLOCK);
+    if let Some(l) = blocks.first_mut() {
+        *l = 0;
     }
     for (i, op) in ops.iter().enumerate() {
         let Some(op) = op else { continue };
@@ -240,76 +259,146 @@ fn number_blocks(ops: &[Option<Op>]) -> (std::rc::Rc<[u32]>, usize) {
             _ => continue,
         };
         for t in target.into_iter().chain(Some(next)) {
-            if let Some(l) = leader.get_mut(t) {
-                *l = true;
+            if let Some(l) = blocks.get_mut(t) {
+                *l = 0;
             }
         }
     }
     let mut n = 0u32;
-    let blocks: Vec<u32> = leader
-        .iter()
-        .map(|&l| {
-            if l {
-                n += 1;
-                n - 1
-            } else {
-                NOT_A_BLOCK
-            }
-        })
-        .collect();
-    (blocks.into(), n as usize)
+    for b in blocks.iter_mut().filter(|b| **b != NOT_A_BLOCK) {
+        *b = n;
+        n += 1;
+    }
+    n as usize
 }
 
-/// What the analysis found, accumulated across the fixpoint (only ever grows).
+/// What the analysis found, accumulated across the fixpoint (only ever grows). The lists may repeat entries
+/// (an instruction is interpreted again when its inputs grow): `finish` sorts and deduplicates them, which is
+/// cheaper than keeping ordered sets on every step.
 #[derive(Default)]
-struct Facts {
-    evidence: BTreeMap<Capability, BTreeSet<u32>>,
-    helpers: BTreeSet<u32>,
-    kfuncs: BTreeSet<String>,
-    reads: BTreeSet<usize>,
-    writes: BTreeSet<usize>,
+struct Facts<'o> {
+    /// Evidence instructions by `Capability as usize`.
+    evidence: [Vec<u32>; Capability::ALL.len()],
+    helpers: Vec<u32>,
+    kfuncs: Vec<&'o str>,
+    /// Maps read and written, as map sets (bit 127: every map from 127 on), only of maps the object has.
+    reads: u128,
+    writes: u128,
     unknown_map: (bool, bool),
-    tail_calls: BTreeMap<u32, u128>,
+    /// Prog arrays per tail call instruction; an instruction may appear more than once.
+    tail_calls: Vec<(u32, u128)>,
 }
 
-impl Facts {
+impl Facts<'_> {
     fn class(&mut self, c: Capability, at: u32) {
-        self.evidence.entry(c).or_default().insert(at);
+        if let Some(list) = self.evidence.get_mut(c as usize) {
+            if list.last() != Some(&at) {
+                list.push(at);
+            }
+        }
     }
     fn classes(&mut self, set: ClassSet, at: u32) {
-        for c in set.iter() {
-            self.class(c, at);
+        // The set bits, in `Capability::ALL` (bit) order, as `ClassSet::iter` gives them.
+        let mut bits = set.0;
+        while bits != 0 {
+            if let Some(&c) = Capability::ALL.get(bits.trailing_zeros() as usize) {
+                self.class(c, at);
+            }
+            bits &= bits - 1;
         }
     }
     fn maps(&mut self, set: u128, n_maps: usize, write: bool) {
-        let target = if write { &mut self.writes } else { &mut self.reads };
-        let mut bits = set;
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            if i == OTHER_MAPS as usize {
-                // Any of the maps past the bitmask, or one the object does not name.
-                target.extend(i..n_maps);
-                if n_maps <= i {
-                    if write {
-                        self.unknown_map.1 = true;
-                    } else {
-                        self.unknown_map.0 = true;
-                    }
-                }
-            } else if i < n_maps {
-                target.insert(i);
+        // The bits of maps the object has: those below `n_maps`, and the shared last bit once maps reach it.
+        let named = if n_maps > OTHER_MAPS as usize { u128::MAX } else { (1u128 << n_maps) - 1 };
+        if write {
+            self.writes |= set & named;
+        } else {
+            self.reads |= set & named;
+        }
+        // The shared bit with fewer maps: one the object does not name.
+        if set & map_bit(OTHER_MAPS as usize) & !named != 0 {
+            if write {
+                self.unknown_map.1 = true;
+            } else {
+                self.unknown_map.0 = true;
             }
         }
     }
 }
 
-struct Ctx<'o> {
+/// The analysis' working memory that does not borrow the object. Kept between analyses (see [`BUFFERS`]): most
+/// programs are small, and allocating these for each cost more than interpreting it.
+#[derive(Default)]
+struct Buffers {
+    /// Decoded instructions of every function, function `f`'s at `f.layout..` (one buffer, not one per function).
+    ops: Vec<Option<Op>>,
+    /// Indexed like `ops`: the number (within its function) of the basic block an instruction starts, or
+    /// NOT_A_BLOCK.
+    blocks: Vec<u32>,
+    /// `interpret`'s: each block's entry state (valid where `seen`), the blocks to visit, and which of them are
+    /// queued.
+    states: Vec<State>,
+    seen: Vec<bool>,
+    work: VecDeque<usize>,
+    queued: Vec<bool>,
+    /// The functions, and their ids by (section, start instruction), sorted.
+    funcs: Vec<Func>,
+    by_loc: Vec<((usize, usize), usize)>,
+    /// `discover`'s: functions still to decode; local calls (caller, callee location, pc) and function addresses
+    /// found in the code.
+    queue: VecDeque<(usize, usize)>,
+    calls: Vec<(usize, (usize, usize), usize)>,
+    addresses: Vec<(usize, usize)>,
+}
+
+impl Buffers {
+    /// Frees what a big program left behind: kept, it would only make later programs' memory come from fresh
+    /// pages, and those page faults cost more than the allocations saved.
+    fn trim(&mut self) {
+        if self.ops.capacity() > 4096 {
+            self.ops = Vec::new();
+            self.blocks = Vec::new();
+        }
+        if self.states.capacity() > 16 {
+            self.states = Vec::new();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ops.clear();
+        self.blocks.clear();
+        // `states` keeps its length: entries are overwritten before use (see `seen`), and refilling them costs.
+        self.seen.clear();
+        self.work.clear();
+        self.queued.clear();
+        self.funcs.clear();
+        self.by_loc.clear();
+        self.queue.clear();
+        self.calls.clear();
+        self.addresses.clear();
+    }
+
+    /// The function at `loc`: (section, start instruction).
+    fn func_at(&self, loc: (usize, usize)) -> Option<usize> {
+        let i = self.by_loc.binary_search_by_key(&loc, |&(l, _)| l).ok()?;
+        self.by_loc.get(i).map(|&(_, f)| f)
+    }
+}
+
+/// Programs up to this many instructions leave their working buffers for the next analysis on the thread.
+const RETAINED_INSNS: usize = 1 << 16;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
+}
+
+struct Ctx<'o, 'b> {
     obj: &'o Object,
     prog: &'o ProgramEntry,
+    /// Taken from `buf` for the analysis (it is used everywhere).
     funcs: Vec<Func>,
-    by_loc: HashMap<(usize, usize), usize>,
-    facts: Facts,
+    buf: &'b mut Buffers,
+    facts: Facts<'o>,
     /// Everything ever stored to a stack slot: what a load through a foreign stack pointer may see.
     foreign: Value,
 }
@@ -320,32 +409,57 @@ struct Ctx<'o> {
 /// conditions do not refine values; a pointer stored into map or context memory is not tracked (the verifier only
 /// lets programs spill pointers to the stack, and kptrs loaded from maps are treated as BTF pointers).
 pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, AnalysisError> {
-    let mut cx =
-        Ctx { obj, prog, funcs: Vec::new(), by_loc: HashMap::new(), facts: Facts::default(), foreign: Value::BOTTOM };
-    cx.discover()?;
-    let mut entry_input = [Value::BOTTOM; 5];
-    entry_input[0] = Value::kind(CTX);
-    cx.funcs[0].input = entry_input;
-    cx.funcs[0].entered = true;
-    cx.funcs[0].dirty = true;
-    cx.fixpoint()?;
-    // Callbacks handed to something the analysis does not model get what the kernel may pass them.
-    let unfed: Vec<usize> = (0..cx.funcs.len())
-        .filter(|&f| cx.funcs[f].address_taken && cx.funcs[f].input.iter().all(|v| *v == Value::BOTTOM))
-        .collect();
-    if !unfed.is_empty() {
-        for f in unfed {
-            cx.feed(f, [Value::kind(SCALAR | BTF); 5]);
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let result = analyze_with(obj, prog, &mut buf);
+            // Keep the buffers of ordinary programs only: a thread that once analyzed a huge one should not hold
+            // its memory for good.
+            if buf.ops.capacity() > RETAINED_INSNS {
+                *buf = Buffers::default();
+            }
+            result
         }
-        cx.fixpoint()?;
-    }
-    if let Some(e) = cx.funcs.iter_mut().find_map(|f| f.uninit.take()) {
-        return Err(e);
-    }
-    Ok(cx.finish())
+        // Only if an analysis were running on this thread already: it keeps its buffers.
+        Err(_) => analyze_with(obj, prog, &mut Buffers::default()),
+    })
 }
 
-impl Ctx<'_> {
+fn analyze_with(obj: &Object, prog: &ProgramEntry, buf: &mut Buffers) -> Result<ProgramMetadata, AnalysisError> {
+    buf.clear();
+    let funcs = std::mem::take(&mut buf.funcs);
+    let mut cx = Ctx { obj, prog, funcs, buf, facts: Facts::default(), foreign: Value::BOTTOM };
+    let result = cx.run();
+    cx.buf.funcs = cx.funcs;
+    cx.buf.trim();
+    result
+}
+
+impl Ctx<'_, '_> {
+    fn run(&mut self) -> Result<ProgramMetadata, AnalysisError> {
+        let cx = self;
+        cx.discover()?;
+        let mut entry_input = [Value::BOTTOM; 5];
+        entry_input[0] = Value::kind(CTX);
+        cx.funcs[0].input = entry_input;
+        cx.funcs[0].entered = true;
+        cx.funcs[0].dirty = true;
+        cx.fixpoint()?;
+        // Callbacks handed to something the analysis does not model get what the kernel may pass them.
+        let unfed: Vec<usize> = (0..cx.funcs.len())
+            .filter(|&f| cx.funcs[f].address_taken && cx.funcs[f].input.iter().all(|v| *v == Value::BOTTOM))
+            .collect();
+        if !unfed.is_empty() {
+            for f in unfed {
+                cx.feed(f, [Value::kind(SCALAR | BTF); 5]);
+            }
+            cx.fixpoint()?;
+        }
+        if let Some(e) = cx.funcs.iter_mut().find_map(|f| f.uninit.take()) {
+            return Err(e);
+        }
+        Ok(cx.finish())
+    }
+
     /// Re-interprets functions whose inputs, callees' results or the foreign-stack contents changed, until none
     /// did.
     fn fixpoint(&mut self) -> Result<(), AnalysisError> {
@@ -385,13 +499,39 @@ impl Ctx<'_> {
     /// Finds every function the program reaches, in linked order, and decodes it.
     fn discover(&mut self) -> Result<(), AnalysisError> {
         let entry = (self.prog.section, self.prog.start);
-        let mut queue = VecDeque::from([entry]);
+        // What the code refers to, as found: local calls (caller, callee location, pc) for the recursion check,
+        // and function addresses, which make callbacks. Taken from `buf` while `self` is borrowed.
+        let mut queue = std::mem::take(&mut self.buf.queue);
+        let mut calls = std::mem::take(&mut self.buf.calls);
+        let mut addresses = std::mem::take(&mut self.buf.addresses);
+        queue.push_back(entry);
+        let result = self.discover_all(&mut queue, &mut calls, &mut addresses);
+        let result = result.and_then(|()| {
+            // Functions whose address is loaded are callbacks.
+            for t in &addresses {
+                if let Some(callee) = self.buf.func_at(*t) {
+                    self.funcs[callee].address_taken = true;
+                }
+            }
+            self.check_recursion(&calls)
+        });
+        self.buf.queue = queue;
+        self.buf.calls = calls;
+        self.buf.addresses = addresses;
+        result
+    }
+
+    fn discover_all(
+        &mut self,
+        queue: &mut VecDeque<(usize, usize)>,
+        calls: &mut Vec<(usize, (usize, usize), usize)>,
+        addresses: &mut Vec<(usize, usize)>,
+    ) -> Result<(), AnalysisError> {
+        let obj = self.obj;
         let mut total = 0usize;
         while let Some((sec, start)) = queue.pop_front() {
-            if self.by_loc.contains_key(&(sec, start)) {
-                continue;
-            }
-            let cs = &self.obj.sections[sec];
+            let Err(slot) = self.buf.by_loc.binary_search_by_key(&(sec, start), |&(l, _)| l) else { continue };
+            let cs = &obj.sections[sec];
             if start >= cs.insns.len() {
                 return Err(AnalysisError::BadEntry { section: cs.name.clone(), insn: start });
             }
@@ -404,16 +544,24 @@ impl Ctx<'_> {
                 return Err(AnalysisError::TooManyFuncs { limit: MAX_FUNCS });
             }
             let id = self.funcs.len();
-            let name = cs.func_name(start).map(str::to_owned).unwrap_or_else(|| format!("{}+{}", cs.name, start));
             let layout = self.funcs.last().map(|f| f.layout + (f.end - f.start) as u32).unwrap_or(0);
-            let ops = decode_func(cs, start, end)?;
-            let (blocks, n_blocks) = number_blocks(&ops);
-            self.by_loc.insert((sec, start), id);
+            // Functions are laid out back to back: this one's instructions start where the buffer ends.
+            let base = self.buf.ops.len();
+            decode_func(cs, start, end, &mut self.buf.ops)?;
+            let ops = self.buf.ops.get(base..).unwrap_or_default();
+            self.buf.blocks.resize(self.buf.ops.len(), NOT_A_BLOCK);
+            let n_blocks = number_blocks(ops, self.buf.blocks.get_mut(base..).unwrap_or_default());
+            self.buf.by_loc.insert(slot, ((sec, start), id));
             for (i, op) in ops.iter().enumerate() {
                 let pc = start + i;
-                if let Some(op) = op {
+                // Only local calls and ld_imm64 can refer to code (checked here: this loop sees every instruction).
+                if let Some(op @ (Op::Call(CallTarget::Local(_)) | Op::LdImm64 { .. })) = op {
                     if let Some(target) = self.code_target(sec, pc, op)? {
                         queue.push_back(target);
+                        match op {
+                            Op::Call(_) => calls.push((id, target, pc)),
+                            _ => addresses.push(target),
+                        }
                     }
                 }
             }
@@ -421,14 +569,11 @@ impl Ctx<'_> {
                 section: sec,
                 start,
                 end,
-                name,
                 layout,
-                ops,
                 input: [Value::BOTTOM; 5],
                 ret: Value::BOTTOM,
                 entered: false,
                 address_taken: false,
-                blocks,
                 n_blocks,
                 dirty: false,
                 callers: Vec::new(),
@@ -436,41 +581,20 @@ impl Ctx<'_> {
                 uninit: None,
             });
         }
-        // Functions whose address is loaded are callbacks.
-        for id in 0..self.funcs.len() {
-            let (sec, start) = (self.funcs[id].section, self.funcs[id].start);
-            let targets: Vec<(usize, usize)> = self.funcs[id]
-                .ops
-                .iter()
-                .enumerate()
-                .filter_map(|(i, op)| match op {
-                    Some(op @ Op::LdImm64 { .. }) => self.code_target(sec, start + i, op).ok().flatten(),
-                    _ => None,
-                })
-                .collect();
-            for t in targets {
-                if let Some(&callee) = self.by_loc.get(&t) {
-                    self.funcs[callee].address_taken = true;
-                }
-            }
-        }
-        self.check_recursion()
+        Ok(())
     }
 
-    /// Detects cycles in the call graph (the kernel rejects recursive BPF-to-BPF calls).
-    fn check_recursion(&self) -> Result<(), AnalysisError> {
+    /// Detects cycles in the call graph (the kernel rejects recursive BPF-to-BPF calls). `calls` are the local
+    /// calls (caller, callee location, pc) in function and instruction order.
+    fn check_recursion(&self, calls: &[(usize, (usize, usize), usize)]) -> Result<(), AnalysisError> {
+        if calls.is_empty() {
+            return Ok(());
+        }
         let n = self.funcs.len();
         let mut callees: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
-        for (id, f) in self.funcs.iter().enumerate() {
-            for (i, op) in f.ops.iter().enumerate() {
-                let pc = f.start + i;
-                if let Some(op @ Op::Call(CallTarget::Local(_))) = op {
-                    if let Ok(Some(t)) = self.code_target(f.section, pc, op) {
-                        if let Some(&callee) = self.by_loc.get(&t) {
-                            callees[id].push((callee, pc));
-                        }
-                    }
-                }
+        for &(id, t, pc) in calls {
+            if let (Some(callee), Some(list)) = (self.buf.func_at(t), callees.get_mut(id)) {
+                list.push((callee, pc));
             }
         }
         // Iterative DFS with colors.
@@ -506,6 +630,10 @@ impl Ctx<'_> {
 
     /// The function a call or function-address load at `(sec, pc)` refers to, following libbpf's rules.
     fn code_target(&self, sec: usize, pc: usize, op: &Op) -> Result<Option<(usize, usize)>, AnalysisError> {
+        // Only these refer to code; everything else needs no relocation lookup.
+        if !matches!(op, Op::Call(CallTarget::Local(_)) | Op::LdImm64 { .. }) {
+            return Ok(None);
+        }
         let cs = &self.obj.sections[sec];
         let reloc = cs.relocs.get(&pc);
         let (tsec, target): (usize, i64) = match (op, reloc) {
@@ -545,27 +673,55 @@ impl Ctx<'_> {
     /// Interprets function `f` from its current inputs, updating facts, callee inputs and its return value.
     fn interpret(&mut self, f: usize) {
         let start = self.funcs[f].start;
-        let len = self.funcs[f].ops.len();
+        let len = self.funcs[f].end - start;
+        let base = self.funcs[f].layout as usize;
         self.funcs[f].uninit = None;
-        let mut entry = State { regs: [Value::BOTTOM; 11], stack: BTreeMap::new(), stack_rest: Value::SCALAR };
+        let mut st = State { regs: [Value::BOTTOM; 11], stack: BTreeMap::new(), stack_rest: Value::SCALAR };
         for (i, v) in self.funcs[f].input.iter().enumerate() {
-            entry.regs[i + 1] = *v;
+            st.regs[i + 1] = *v;
         }
-        entry.regs[10] = Value::stack(0);
-        // The state at the start of each basic block, by block number.
-        let blocks = self.funcs[f].blocks.clone();
-        let mut states: Vec<Option<State>> = vec![None; self.funcs[f].n_blocks];
-        states[0] = Some(entry);
-        let mut work: VecDeque<usize> = VecDeque::from([0]);
-        let mut queued = vec![false; states.len()];
-        queued[0] = true;
+        st.regs[10] = Value::stack(0);
+        // This function's instructions and block numbers, by instruction index within it.
+        let op_at = |cx: &Self, i: usize| if i < len { cx.buf.ops.get(base + i).copied().flatten() } else { None };
+        let block_at = |cx: &Self, i: usize| {
+            if i < len {
+                cx.buf.blocks.get(base + i).copied().unwrap_or(NOT_A_BLOCK)
+            } else {
+                NOT_A_BLOCK
+            }
+        };
+        // The state at the start of each basic block, by block number; the buffers are taken for the duration so
+        // that `step` can borrow `self` mutably.
+        let mut states = std::mem::take(&mut self.buf.states);
+        let mut seen = std::mem::take(&mut self.buf.seen);
+        let mut work = std::mem::take(&mut self.buf.work);
+        let mut queued = std::mem::take(&mut self.buf.queued);
+        let n_blocks = self.funcs[f].n_blocks;
+        // Entries past `n_blocks` and those not `seen` are left over from before, unused.
+        if states.len() < n_blocks {
+            states.resize(n_blocks, State::BOTTOM);
+        }
+        seen.clear();
+        seen.resize(n_blocks, false);
+        work.clear();
+        queued.clear();
+        queued.resize(n_blocks, false);
+        if let (Some(s), Some(v), Some(q)) = (states.first_mut(), seen.first_mut(), queued.first_mut()) {
+            s.clone_from(&st);
+            *v = true;
+            *q = true;
+            work.push_back(0);
+        }
         while let Some(leader) = work.pop_front() {
-            let block = blocks[leader] as usize;
-            queued[block] = false;
-            let Some(mut st) = states[block].clone() else { continue };
+            let block = block_at(self, leader) as usize;
+            let Some(q) = queued.get_mut(block) else { continue };
+            *q = false;
+            match (states.get(block), seen.get(block)) {
+                (Some(entry), Some(true)) => st.clone_from(entry),
+                _ => continue,
+            }
             let mut i = leader;
-            loop {
-                let Some(Some(op)) = self.funcs[f].ops.get(i).copied() else { break };
+            while let Some(op) = op_at(self, i) {
                 self.step(f, start + i, &op, &mut st);
                 let next = i + op.slots();
                 let succs: [Option<usize>; 2] = match op {
@@ -573,7 +729,7 @@ impl Ctx<'_> {
                     Op::Ja { off, .. } => [Some(rel(i, 1, off as i64)), None],
                     Op::Jump { off, .. } | Op::MayGoto { off } => [Some(next), Some(rel(i, 1, i64::from(off)))],
                     // Straight-line code continues in this block unless `next` starts another.
-                    _ if next < len && blocks[next] == NOT_A_BLOCK => {
+                    _ if next < len && block_at(self, next) == NOT_A_BLOCK => {
                         i = next;
                         continue;
                     }
@@ -581,23 +737,30 @@ impl Ctx<'_> {
                 };
                 for s in succs.into_iter().flatten() {
                     // Targets were checked when decoding: every successor in range starts a block.
-                    let Some(&b) = blocks.get(s).filter(|&&b| b != NOT_A_BLOCK) else { continue };
-                    let b = b as usize;
-                    let grew = match &mut states[b] {
-                        Some(existing) => existing.join_from(&st),
-                        slot @ None => {
-                            *slot = Some(st.clone());
-                            true
-                        }
+                    let b = block_at(self, s) as usize;
+                    let (Some(entry), Some(v), Some(q)) = (states.get_mut(b), seen.get_mut(b), queued.get_mut(b))
+                    else {
+                        continue;
                     };
-                    if grew && !queued[b] {
-                        queued[b] = true;
+                    let grew = if *v {
+                        entry.join_from(&st)
+                    } else {
+                        entry.clone_from(&st);
+                        *v = true;
+                        true
+                    };
+                    if grew && !*q {
+                        *q = true;
                         work.push_back(s);
                     }
                 }
                 break;
             }
         }
+        self.buf.states = states;
+        self.buf.seen = seen;
+        self.buf.work = work;
+        self.buf.queued = queued;
     }
 
     fn step(&mut self, f: usize, pc: usize, op: &Op, st: &mut State) {
@@ -607,8 +770,14 @@ impl Ctx<'_> {
             Op::Call(CallTarget::Indirect(r)) => 1 << r,
             _ => op.uses(),
         };
-        for r in (0..11u8).filter(|r| uses & (1 << r) != 0) {
-            self.read(f, pc, st, r);
+        // Only the first read of an unset register is recorded: once one is, there is nothing to check.
+        if self.funcs[f].uninit.is_none() {
+            let mut regs = uses & 0x7ff;
+            while regs != 0 {
+                let r = regs.trailing_zeros() as u8;
+                regs &= regs - 1;
+                self.read(f, pc, st, r);
+            }
         }
         match *op {
             Op::Alu { wide, op: aop, dst, src } => {
@@ -728,13 +897,14 @@ impl Ctx<'_> {
         }
     }
 
+    #[inline(never)]
     fn ld_imm64(&mut self, f: usize, pc: usize, value: Imm64) -> Value {
         let sec = self.funcs[f].section;
-        let reloc = self.obj.sections[sec].relocs.get(&pc).cloned();
-        match (reloc, value) {
-            (Some(RelocTarget::Map(m)), _) => Value { map_ptr: map_bit(m), ..Value::BOTTOM },
-            (Some(RelocTarget::MapValue { map, .. }), _) => {
-                if self.obj.maps.get(map).is_some_and(|m| m.name == ".addr_space.1") {
+        let obj = self.obj;
+        match (obj.sections[sec].relocs.get(&pc), value) {
+            (Some(&RelocTarget::Map(m)), _) => Value { map_ptr: map_bit(m), ..Value::BOTTOM },
+            (Some(&RelocTarget::MapValue { map, .. }), _) => {
+                if obj.maps.get(map).is_some_and(|m| m.name == ".addr_space.1") {
                     Value { kinds: ARENA, map_val: map_bit(map), ..Value::BOTTOM }
                 } else {
                     Value { map_val: map_bit(map), ..Value::BOTTOM }
@@ -747,7 +917,7 @@ impl Ctx<'_> {
                 match self.code_target(sec, pc, &op) {
                     Ok(Some(t)) => Value {
                         kinds: FUNC,
-                        func: self.by_loc.get(&t).map(|&i| i as u32).unwrap_or(MANY_FUNCS),
+                        func: self.buf.func_at(t).map(|i| i as u32).unwrap_or(MANY_FUNCS),
                         ..Value::BOTTOM
                     },
                     _ => Value::kind(FUNC),
@@ -892,20 +1062,21 @@ impl Ctx<'_> {
         self.facts.maps(if arenas == 0 { map_bit(OTHER_MAPS as usize) } else { arenas }, n_maps, true);
     }
 
+    #[inline(never)]
     fn call(&mut self, f: usize, pc: usize, at: u32, target: CallTarget, st: &mut State, n_maps: usize) {
         let args: [Value; 5] = [st.regs[1], st.regs[2], st.regs[3], st.regs[4], st.regs[5]];
         let escapes = args.iter().any(|a| a.kinds & STACK != 0);
         // In an object a kfunc call is `call -1` (src_reg 1 or 2) relocated against an undefined symbol.
         let sec = self.funcs[f].section;
-        let ret = if let Some(RelocTarget::Extern { name }) = self.obj.sections[sec].relocs.get(&pc) {
-            let name = name.clone();
+        let obj = self.obj;
+        let ret = if let Some(RelocTarget::Extern { name }) = obj.sections[sec].relocs.get(&pc) {
             // The object's BTF says how many arguments a kfunc takes; each must be set.
-            let params = self.obj.extern_params.get(&name).copied().unwrap_or(0);
+            let params = obj.extern_params.get(name).copied().unwrap_or(0);
             for r in 1..=params.min(5) as u8 {
                 self.read(f, pc, st, r);
             }
-            self.facts.kfuncs.insert(name.clone());
-            self.kfunc(at, &name, &args, n_maps)
+            self.facts.kfuncs.push(name);
+            self.kfunc(at, name, &args, n_maps)
         } else {
             self.call_target(f, pc, at, target, &args, n_maps)
         };
@@ -934,11 +1105,8 @@ impl Ctx<'_> {
         match target {
             CallTarget::Local(_) => {
                 let op = Op::Call(target);
-                let callee = self
-                    .code_target(self.funcs[f].section, pc, &op)
-                    .ok()
-                    .flatten()
-                    .and_then(|t| self.by_loc.get(&t).copied());
+                let callee =
+                    self.code_target(self.funcs[f].section, pc, &op).ok().flatten().and_then(|t| self.buf.func_at(t));
                 if let Some(c) = callee {
                     if !self.funcs[c].callers.contains(&f) {
                         self.funcs[c].callers.push(f);
@@ -951,14 +1119,16 @@ impl Ctx<'_> {
                 }
             }
             CallTarget::Helper(id) => {
-                self.facts.helpers.insert(id);
+                self.facts.helpers.push(id);
                 match helpers::helper(id) {
                     Some(h) => {
                         self.facts.classes(h.classes, at);
                         ret = self.effects(at, h.effects, args, Some(h.name), n_maps);
                         if h.name == "tail_call" {
-                            let tc = self.facts.tail_calls.entry(at).or_default();
-                            *tc |= args[1].map_ptr;
+                            match self.facts.tail_calls.last_mut() {
+                                Some((insn, maps)) if *insn == at => *maps |= args[1].map_ptr,
+                                _ => self.facts.tail_calls.push((at, args[1].map_ptr)),
+                            }
                         }
                     }
                     None => self.facts.class(Capability::Unknown, at),
@@ -988,6 +1158,7 @@ impl Ctx<'_> {
     }
 
     /// Applies a helper's or kfunc's effects; returns what r0 holds afterwards.
+    #[inline(never)]
     fn effects(
         &mut self,
         at: u32,
@@ -1000,8 +1171,7 @@ impl Ctx<'_> {
         let mut ret = Value::SCALAR;
         // Memory a helper is handed is read by it, unless it is an output buffer only.
         for (i, a) in args.iter().enumerate() {
-            let written = effects.iter().any(|e| *e == Effect::WriteMem(i as u8 + 1));
-            if a.map_val != 0 && !written {
+            if a.map_val != 0 && !effects.iter().any(|e| *e == Effect::WriteMem(i as u8 + 1)) {
                 self.facts.maps(a.map_val, n_maps, false);
             }
         }
@@ -1019,10 +1189,11 @@ impl Ctx<'_> {
                 Effect::RetMapValue(r) => {
                     let maps = arg(r).map_ptr;
                     let mut v = Value::BOTTOM;
-                    for i in 0..n_maps.min(128) {
-                        if maps & map_bit(i) == 0 || i >= OTHER_MAPS as usize {
-                            continue;
-                        }
+                    // The object's maps in the set, below the shared bit.
+                    let mut named = maps & (map_bit(n_maps.min(OTHER_MAPS as usize)) - 1);
+                    while named != 0 {
+                        let i = named.trailing_zeros() as usize;
+                        named &= named - 1;
                         let t = self.obj.maps[i].map_type;
                         if t == MAP_TYPE_ARRAY_OF_MAPS || t == MAP_TYPE_HASH_OF_MAPS {
                             v.map_ptr |= map_bit(OTHER_MAPS as usize);
@@ -1061,6 +1232,7 @@ impl Ctx<'_> {
     }
 
     /// Feeds a callback's arguments, as the helper that calls it will pass them.
+    #[inline(never)]
     fn callback(&mut self, helper: &str, cb: Value, args: &[Value; 5]) {
         let targets: Vec<usize> = match cb.func {
             NO_FUNC => return,
@@ -1108,7 +1280,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn finish(mut self) -> ProgramMetadata {
+    fn finish(&mut self) -> ProgramMetadata {
         let obj = self.obj;
         let prog = self.prog;
         let info = &prog.info;
@@ -1116,35 +1288,57 @@ impl Ctx<'_> {
         if info.attach_type == Some(AttachType::ModifyReturn) {
             self.facts.class(Capability::OverrideReturn, 0);
         }
-        let facts = self.facts;
+        let mut facts = std::mem::take(&mut self.facts);
         let name_of = |i: usize| obj.maps.get(i).map(|m| m.name.clone()).unwrap_or_else(|| "(unknown map)".into());
-        let mut maps: BTreeMap<String, MapAccess> = BTreeMap::new();
-        for &i in &facts.reads {
-            maps.entry(name_of(i)).or_insert_with(|| MapAccess { name: name_of(i), read: false, write: false }).read =
-                true;
+        // One entry per map name, sorted by name (maps sharing a name share an entry).
+        let (reads, writes) = (facts.reads, facts.writes);
+        let mut maps: Vec<MapAccess> = Vec::new();
+        let mut access = |i: usize| {
+            let (read, write) = (reads & map_bit(i) != 0, writes & map_bit(i) != 0);
+            maps.push(MapAccess { name: name_of(i), read, write });
+        };
+        let mut low = (reads | writes) & (map_bit(OTHER_MAPS as usize) - 1);
+        while low != 0 {
+            access(low.trailing_zeros() as usize);
+            low &= low - 1;
         }
-        for &i in &facts.writes {
-            maps.entry(name_of(i)).or_insert_with(|| MapAccess { name: name_of(i), read: false, write: false }).write =
-                true;
+        if (reads | writes) & map_bit(OTHER_MAPS as usize) != 0 {
+            (OTHER_MAPS as usize..obj.maps.len()).for_each(&mut access);
         }
         if facts.unknown_map.0 || facts.unknown_map.1 {
-            let e = maps.entry("(unknown map)".into()).or_insert_with(|| MapAccess {
-                name: "(unknown map)".into(),
-                read: false,
-                write: false,
-            });
-            e.read |= facts.unknown_map.0;
-            e.write |= facts.unknown_map.1;
+            let (read, write) = facts.unknown_map;
+            maps.push(MapAccess { name: "(unknown map)".into(), read, write });
         }
+        maps.sort_by(|a, b| a.name.cmp(&b.name));
+        maps.dedup_by(|dup, kept| {
+            let same = dup.name == kept.name;
+            if same {
+                kept.read |= dup.read;
+                kept.write |= dup.write;
+            }
+            same
+        });
+        facts.tail_calls.sort_by_key(|&(insn, _)| insn);
+        facts.tail_calls.dedup_by(|dup, kept| {
+            let same = dup.0 == kept.0;
+            if same {
+                kept.1 |= dup.1;
+            }
+            same
+        });
+        let named = if obj.maps.len() >= OTHER_MAPS as usize {
+            map_bit(OTHER_MAPS as usize) - 1
+        } else {
+            (1u128 << obj.maps.len()) - 1
+        };
         let tail_calls = facts
             .tail_calls
             .iter()
-            .map(|(&insn, &set)| {
-                let names: Vec<String> = (0..obj.maps.len())
-                    .filter(|&i| set & map_bit(i) != 0 && i < OTHER_MAPS as usize)
-                    .map(name_of)
-                    .collect();
-                TailCall { insn, map: if names.len() == 1 { names.into_iter().next() } else { None } }
+            .map(|&(insn, set)| {
+                // Named only when exactly one map the object names (below the shared bit) may be the prog array.
+                let set = set & named;
+                let map = (set.count_ones() == 1).then(|| name_of(set.trailing_zeros() as usize));
+                TailCall { insn, map }
             })
             .collect();
         let subprograms = self
@@ -1152,14 +1346,30 @@ impl Ctx<'_> {
             .iter()
             .skip(1)
             .map(|f| Subprogram {
-                name: f.name.clone(),
+                name: match obj.sections[f.section].func_name(f.start) {
+                    Some(name) => name.to_owned(),
+                    None => format!("{}+{}", obj.sections[f.section].name, f.start),
+                },
                 section: obj.sections[f.section].name.clone(),
                 start: f.layout,
                 section_offset: f.start as u32,
             })
             .collect();
         let insn_count = self.funcs.iter().map(|f| (f.end - f.start) as u32).sum();
-        let capabilities: Vec<Capability> = facts.evidence.keys().copied().collect();
+        let mut capabilities = Vec::new();
+        let mut evidence = BTreeMap::new();
+        for (c, mut at) in Capability::ALL.into_iter().zip(facts.evidence) {
+            if !at.is_empty() {
+                at.sort_unstable();
+                at.dedup();
+                capabilities.push(c);
+                evidence.insert(c, at);
+            }
+        }
+        facts.helpers.sort_unstable();
+        facts.helpers.dedup();
+        facts.kfuncs.sort_unstable();
+        facts.kfuncs.dedup();
         ProgramMetadata {
             name: prog.name.clone(),
             section: obj.sections[prog.section].name.clone(),
@@ -1179,12 +1389,12 @@ impl Ctx<'_> {
                     name: helpers::helper(id).map(|h| h.name.to_owned()).unwrap_or_else(|| "unknown".into()),
                 })
                 .collect(),
-            kfuncs: facts.kfuncs.into_iter().collect(),
+            kfuncs: facts.kfuncs.iter().map(|&k| k.to_owned()).collect(),
             subprograms,
             tail_calls,
-            maps: maps.into_values().collect(),
+            maps,
             capabilities,
-            evidence: facts.evidence.into_iter().map(|(c, s)| (c, s.into_iter().collect())).collect(),
+            evidence,
         }
     }
 }
@@ -1194,10 +1404,17 @@ fn rel(i: usize, step: usize, off: i64) -> usize {
     usize::try_from(t).unwrap_or(usize::MAX)
 }
 
-/// Decodes a function's instructions and checks its control flow stays inside it.
-fn decode_func(cs: &crate::elf::CodeSection, start: usize, end: usize) -> Result<Vec<Option<Op>>, AnalysisError> {
+/// Decodes a function's instructions, appended to `out`, and checks its control flow stays inside it.
+fn decode_func(
+    cs: &crate::elf::CodeSection,
+    start: usize,
+    end: usize,
+    out: &mut Vec<Option<Op>>,
+) -> Result<(), AnalysisError> {
     let len = end - start;
-    let mut ops: Vec<Option<Op>> = vec![None; len];
+    let base = out.len();
+    out.resize(base + len, None);
+    let ops = out.get_mut(base..).unwrap_or_default();
     let mut i = 0;
     let err = |i: usize, source| AnalysisError::Insn { section: cs.name.clone(), insn: start + i, source };
     while i < len {
@@ -1236,7 +1453,7 @@ fn decode_func(cs: &crate::elf::CodeSection, start: usize, end: usize) -> Result
             return Err(AnalysisError::FallsOffEnd { section: cs.name.clone(), insn: start + i });
         }
     }
-    Ok(ops)
+    Ok(())
 }
 
 #[cfg(test)]

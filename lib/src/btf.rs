@@ -8,6 +8,7 @@
 //! kind is skipped when the optional layout section (newer headers, `hdr_len` >= 32) says how big it is, and is
 //! an error otherwise. Byte offsets in errors are from the start of the `.BTF` section.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// `BTF_MAGIC`.
@@ -342,15 +343,29 @@ pub struct BtfMapDef {
     pub has_values: bool,
 }
 
-/// Parsed BTF: types and the string section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Parsed BTF: types and the string section, every type decoded. [`index`] checks the same and decodes on demand.
+#[derive(Debug, Clone)]
 pub struct Btf {
     types: Vec<BtfType>,
     strings: Vec<u8>,
+    /// The type section as read, and where each type starts in it: what [`Btf::index`] reads.
+    type_data: Vec<u8>,
+    offsets: Vec<u32>,
+    datasecs: Vec<u32>,
+    little_endian: bool,
 }
 
+/// Equal types and strings are equal BTF, whatever the byte order of the section they were read from.
+impl PartialEq for Btf {
+    fn eq(&self, other: &Btf) -> bool {
+        self.types == other.types && self.strings == other.strings
+    }
+}
+
+impl Eq for Btf {}
+
 /// Endian-aware reads that return `None` instead of panicking past the end.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Reader<'a> {
     data: &'a [u8],
     le: bool,
@@ -373,8 +388,23 @@ fn to_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
-/// Parses a `.BTF` section in the byte order of its ELF file.
+/// Parses a `.BTF` section in the byte order of its ELF file, decoding every type.
 pub fn parse(data: &[u8], little_endian: bool) -> Result<Btf, BtfError> {
+    let index = index(data, little_endian)?;
+    let types = (1..=index.type_count()).filter_map(|id| index.raw(id)).map(|t| index.decode(t)).collect();
+    Ok(Btf {
+        types,
+        strings: index.strings.to_vec(),
+        type_data: index.types.data.to_vec(),
+        offsets: index.offsets.into_owned(),
+        datasecs: index.datasecs.into_owned(),
+        little_endian,
+    })
+}
+
+/// Checks a `.BTF` section as [`parse`] does, without decoding the types: lookups decode what they read. For
+/// a reader that needs a few types (maps, externs) out of many.
+pub fn index(data: &[u8], little_endian: bool) -> Result<BtfIndex<'_>, BtfError> {
     let r = Reader { data, le: little_endian };
     let header_err = || BtfError::HeaderTruncated { len: data.len() };
     if data.len() < HEADER_LEN as usize {
@@ -457,33 +487,57 @@ pub fn parse(data: &[u8], little_endian: bool) -> Result<Btf, BtfError> {
     let type_data = body.get(to_usize(u64::from(type_off))..to_usize(type_end)).unwrap_or_default();
     // Offsets in errors count from the start of the section.
     let base = u64::from(hdr_len) + u64::from(type_off);
-    let types = parse_types(Reader { data: type_data, le: little_endian }, layout, base)?;
-
-    let btf = Btf { types, strings: strings.to_vec() };
-    btf.validate()?;
-    Ok(btf)
+    let types = Reader { data: type_data, le: little_endian };
+    let walk = type_offsets(types, layout, base, u32::try_from(strings.len()).unwrap_or(u32::MAX))?;
+    let index = BtfIndex { types, strings, offsets: Cow::Owned(walk.offsets), datasecs: Cow::Owned(walk.datasecs) };
+    // The walk found everything `validate` checks in order to word the first problem; it is only run then.
+    let funcs_ok = walk.funcs.iter().all(|&proto| index.kind_of(proto) == KIND_FUNC_PROTO);
+    if !walk.names_ok || walk.max_ref > index.type_count() || !funcs_ok {
+        index.validate()?;
+    }
+    Ok(index)
 }
 
+/// What [`type_offsets`] found.
+struct Walk {
+    offsets: Vec<u32>,
+    datasecs: Vec<u32>,
+    /// Every name offset is inside the string section.
+    names_ok: bool,
+    /// The largest type id referred to.
+    max_ref: u32,
+    /// The prototype of every FUNC.
+    funcs: Vec<u32>,
+}
+
+/// Where each type starts in the type section, checking that each fits and has a known size; the ids of the
+/// DATASECs, which lookups by section name search; and, in the same pass, what `validate` checks (names inside the
+/// `str_len` bytes of strings, referenced ids, FUNC prototypes), without wording it.
+///
 /// Arithmetic below cannot overflow: sums are u64 of u32 operands, products are of a 24-bit `vlen` and a size of
 /// at most 255, and `usize` positions stay below the slice length.
-fn parse_types(r: Reader<'_>, layout: &[u8], base: u64) -> Result<Vec<BtfType>, BtfError> {
+fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result<Walk, BtfError> {
     let len = r.data.len() as u64;
-    let mut types = Vec::with_capacity(to_usize(len / TYPE_LEN));
+    let mut walk = Walk {
+        offsets: Vec::with_capacity(to_usize(len / TYPE_LEN)),
+        datasecs: Vec::new(),
+        names_ok: true,
+        max_ref: 0,
+        funcs: Vec::new(),
+    };
+    let offsets = &mut walk.offsets;
     let mut pos: u64 = 0;
     while pos < len {
         // At most len / 12 types, so the id fits in u32 whenever the type section length does.
-        let type_id = u32::try_from(types.len()).unwrap_or(u32::MAX).saturating_add(1);
+        let type_id = u32::try_from(offsets.len()).unwrap_or(u32::MAX).saturating_add(1);
         let offset = base + pos;
         let left = len - pos;
-        let p = to_usize(pos);
         let truncated = |kind: u32, need: u64| BtfError::TypeTruncated { type_id, offset, kind, need, avail: left };
-        let (Some(name_off), Some(info), Some(size_or_type)) = (r.u32(p), r.u32(p + 4), r.u32(p + 8)) else {
+        let Some(info) = r.u32(to_usize(pos) + 4).filter(|_| left >= TYPE_LEN) else {
             return Err(truncated(0, TYPE_LEN));
         };
         let kind = (info >> 24) & 0x7f;
-        let vlen = info & 0x00ff_ffff;
-        let kind_flag = info >> 31 != 0;
-        let vlen64 = u64::from(vlen);
+        let vlen64 = u64::from(info & 0x00ff_ffff);
         let extra: u64 = match kind {
             KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
             | KIND_FLOAT | KIND_TYPE_TAG => 0,
@@ -506,13 +560,140 @@ fn parse_types(r: Reader<'_>, layout: &[u8], base: u64) -> Result<Vec<BtfType>, 
         if need > left {
             return Err(truncated(kind, need));
         }
-        // Everything below reads inside [pos, pos + need), checked above; `at` still fails softly.
-        let data = p + TYPE_LEN as usize;
-        let at = |i: usize| r.u32(data + i).ok_or_else(|| truncated(kind, need));
-        let n = to_usize(vlen64);
-        let kind = match kind {
+        // The type is in bounds: read its words, names and type ids as `validate` tells them apart.
+        let body = r.data.get(to_usize(pos)..to_usize(pos + need)).unwrap_or_default();
+        let (head, items) = body.split_at(body.len().min(TYPE_LEN as usize));
+        let le = r.le;
+        let mut names = word(le, head);
+        let size_or_type = word(le, head.get(8..).unwrap_or_default());
+        let mut refs = 0;
+        match kind {
+            KIND_PTR | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_VAR | KIND_DECL_TAG
+            | KIND_TYPE_TAG => refs = size_or_type,
+            KIND_ARRAY => refs = word(le, items).max(word(le, items.get(4..).unwrap_or_default())),
+            KIND_STRUCT | KIND_UNION => {
+                for m in items.chunks_exact(12) {
+                    names = names.max(word(le, m));
+                    refs = refs.max(word(le, &m[4..]));
+                }
+            }
+            KIND_ENUM => items.chunks_exact(8).for_each(|v| names = names.max(word(le, v))),
+            KIND_ENUM64 => items.chunks_exact(12).for_each(|v| names = names.max(word(le, v))),
+            KIND_FUNC => {
+                refs = size_or_type;
+                walk.funcs.push(refs);
+            }
+            KIND_FUNC_PROTO => {
+                refs = size_or_type;
+                for p in items.chunks_exact(8) {
+                    names = names.max(word(le, p));
+                    refs = refs.max(word(le, &p[4..]));
+                }
+            }
+            KIND_DATASEC => {
+                items.chunks_exact(12).for_each(|v| refs = refs.max(word(le, v)));
+                walk.datasecs.push(type_id);
+            }
+            _ => {}
+        }
+        walk.names_ok &= names < str_len;
+        walk.max_ref = walk.max_ref.max(refs);
+        // pos < len <= u32::MAX: the type section length is a u32.
+        offsets.push(u32::try_from(pos).unwrap_or(u32::MAX));
+        pos += need;
+    }
+    Ok(walk)
+}
+
+/// The u32 at the start of `b` (0 if it is shorter), in the given byte order.
+fn word(le: bool, b: &[u8]) -> u32 {
+    match b.first_chunk::<4>() {
+        Some(&w) if le => u32::from_le_bytes(w),
+        Some(&w) => u32::from_be_bytes(w),
+        None => 0,
+    }
+}
+
+/// A type's fixed header, and where its kind-specific data starts in the type section.
+#[derive(Debug, Clone, Copy)]
+struct RawType {
+    name_off: u32,
+    info: u32,
+    size_or_type: u32,
+    data: usize,
+}
+
+impl RawType {
+    fn kind(&self) -> u32 {
+        (self.info >> 24) & 0x7f
+    }
+    fn vlen(&self) -> usize {
+        (self.info & 0x00ff_ffff) as usize
+    }
+}
+
+/// Checked BTF whose types are read from the section as they are looked up (see [`index`]).
+#[derive(Debug, Clone)]
+pub struct BtfIndex<'a> {
+    types: Reader<'a>,
+    strings: &'a [u8],
+    offsets: Cow<'a, [u32]>,
+    /// Ids of the DATASEC types, in id order.
+    datasecs: Cow<'a, [u32]>,
+}
+
+impl<'a> BtfIndex<'a> {
+    /// Number of types, not counting `void`: the last valid type id.
+    pub fn type_count(&self) -> u32 {
+        u32::try_from(self.offsets.len()).unwrap_or(u32::MAX)
+    }
+
+    fn raw(&self, id: u32) -> Option<RawType> {
+        let start = to_usize(u64::from(*self.offsets.get(usize::try_from(id.checked_sub(1)?).ok()?)?));
+        Some(RawType {
+            name_off: self.types.u32(start)?,
+            info: self.types.u32(start + 4)?,
+            size_or_type: self.types.u32(start + 8)?,
+            data: start + TYPE_LEN as usize,
+        })
+    }
+
+    /// Word `i` of a type's kind-specific data. Every type's data was bounds-checked when indexing, so the 0
+    /// fallback is never used.
+    fn word(&self, t: &RawType, i: usize) -> u32 {
+        self.types.u32(t.data + 4 * i).unwrap_or(0)
+    }
+
+    /// The kind number of the type with this id; 0 for `void` and ids past the last.
+    fn kind_of(&self, id: u32) -> u32 {
+        self.raw(id).map_or(0, |t| t.kind())
+    }
+
+    /// The string at `name_off` in the string section (`""` for 0); `None` outside it or if not UTF-8.
+    pub fn name(&self, name_off: u32) -> Option<&'a str> {
+        let rest = self.strings.get(usize::try_from(name_off).ok()?..)?;
+        // The section ends in NUL (checked by `index`), so a terminator is always found.
+        let end = rest.iter().position(|&b| b == 0)?;
+        std::str::from_utf8(rest.get(..end)?).ok()
+    }
+
+    /// `self.name(name_off) == Some(name)`, without scanning for the end of a longer name or checking UTF-8.
+    fn name_is(&self, name_off: u32, name: &str) -> bool {
+        let Ok(start) = usize::try_from(name_off) else { return false };
+        let end = start.saturating_add(name.len());
+        !name.as_bytes().contains(&0)
+            && self.strings.get(start..end) == Some(name.as_bytes())
+            && self.strings.get(end) == Some(&0)
+    }
+
+    /// The fully decoded type.
+    fn decode(&self, t: RawType) -> BtfType {
+        let w = |i: usize| self.word(&t, i);
+        let n = t.vlen();
+        let size_or_type = t.size_or_type;
+        let kind = match t.kind() {
             KIND_INT => {
-                let v = at(0)?;
+                let v = w(0);
                 BtfKind::Int {
                     size: size_or_type,
                     encoding: ((v >> 24) & 0x0f) as u8,
@@ -521,76 +702,61 @@ fn parse_types(r: Reader<'_>, layout: &[u8], base: u64) -> Result<Vec<BtfType>, 
                 }
             }
             KIND_PTR => BtfKind::Ptr { type_id: size_or_type },
-            KIND_ARRAY => BtfKind::Array { elem_type: at(0)?, index_type: at(4)?, nelems: at(8)? },
-            KIND_STRUCT | KIND_UNION => {
-                let mut members = Vec::with_capacity(n);
-                for i in 0..n {
-                    let o = i * 12;
-                    members.push(BtfMember { name_off: at(o)?, type_id: at(o + 4)?, offset: at(o + 8)? });
-                }
-                if kind == KIND_STRUCT {
+            KIND_ARRAY => BtfKind::Array { elem_type: w(0), index_type: w(1), nelems: w(2) },
+            k @ (KIND_STRUCT | KIND_UNION) => {
+                let members = (0..n)
+                    .map(|i| BtfMember { name_off: w(3 * i), type_id: w(3 * i + 1), offset: w(3 * i + 2) })
+                    .collect();
+                if k == KIND_STRUCT {
                     BtfKind::Struct { size: size_or_type, members }
                 } else {
                     BtfKind::Union { size: size_or_type, members }
                 }
             }
-            KIND_ENUM => {
-                let mut values = Vec::with_capacity(n);
-                for i in 0..n {
-                    let o = i * 8;
-                    values.push(BtfEnumValue { name_off: at(o)?, value: at(o + 4)? as i32 });
-                }
-                BtfKind::Enum { size: size_or_type, values }
-            }
+            KIND_ENUM => BtfKind::Enum {
+                size: size_or_type,
+                values: (0..n).map(|i| BtfEnumValue { name_off: w(2 * i), value: w(2 * i + 1) as i32 }).collect(),
+            },
             KIND_FWD => BtfKind::Fwd,
             KIND_TYPEDEF => BtfKind::Typedef { type_id: size_or_type },
             KIND_VOLATILE => BtfKind::Volatile { type_id: size_or_type },
             KIND_CONST => BtfKind::Const { type_id: size_or_type },
             KIND_RESTRICT => BtfKind::Restrict { type_id: size_or_type },
-            KIND_FUNC => BtfKind::Func { proto: size_or_type, linkage: vlen },
-            KIND_FUNC_PROTO => {
-                let mut params = Vec::with_capacity(n);
-                for i in 0..n {
-                    let o = i * 8;
-                    params.push(BtfParam { name_off: at(o)?, type_id: at(o + 4)? });
-                }
-                BtfKind::FuncProto { ret: size_or_type, params }
-            }
-            KIND_VAR => BtfKind::Var { type_id: size_or_type, linkage: at(0)? },
-            KIND_DATASEC => {
-                let mut vars = Vec::with_capacity(n);
-                for i in 0..n {
-                    let o = i * 12;
-                    vars.push(BtfVarSecinfo { type_id: at(o)?, offset: at(o + 4)?, size: at(o + 8)? });
-                }
-                BtfKind::Datasec { size: size_or_type, vars }
-            }
+            KIND_FUNC => BtfKind::Func { proto: size_or_type, linkage: t.info & 0x00ff_ffff },
+            KIND_FUNC_PROTO => BtfKind::FuncProto {
+                ret: size_or_type,
+                params: (0..n).map(|i| BtfParam { name_off: w(2 * i), type_id: w(2 * i + 1) }).collect(),
+            },
+            KIND_VAR => BtfKind::Var { type_id: size_or_type, linkage: w(0) },
+            KIND_DATASEC => BtfKind::Datasec {
+                size: size_or_type,
+                vars: (0..n)
+                    .map(|i| BtfVarSecinfo { type_id: w(3 * i), offset: w(3 * i + 1), size: w(3 * i + 2) })
+                    .collect(),
+            },
             KIND_FLOAT => BtfKind::Float { size: size_or_type },
-            KIND_DECL_TAG => BtfKind::DeclTag { type_id: size_or_type, component_idx: at(0)? as i32 },
+            KIND_DECL_TAG => BtfKind::DeclTag { type_id: size_or_type, component_idx: w(0) as i32 },
             KIND_TYPE_TAG => BtfKind::TypeTag { type_id: size_or_type },
-            KIND_ENUM64 => {
-                let mut values = Vec::with_capacity(n);
-                for i in 0..n {
-                    let o = i * 12;
-                    let (lo, hi) = (at(o + 4)?, at(o + 8)?);
-                    values.push(BtfEnum64Value { name_off: at(o)?, value: u64::from(hi) << 32 | u64::from(lo) });
-                }
-                BtfKind::Enum64 { size: size_or_type, values }
-            }
-            other => BtfKind::Unknown { kind: other, vlen, size_or_type },
+            KIND_ENUM64 => BtfKind::Enum64 {
+                size: size_or_type,
+                values: (0..n)
+                    .map(|i| BtfEnum64Value {
+                        name_off: w(3 * i),
+                        value: u64::from(w(3 * i + 2)) << 32 | u64::from(w(3 * i + 1)),
+                    })
+                    .collect(),
+            },
+            other => BtfKind::Unknown { kind: other, vlen: t.info & 0x00ff_ffff, size_or_type },
         };
-        types.push(BtfType { name_off, kind_flag, kind });
-        pos += need;
+        BtfType { name_off: t.name_off, kind_flag: t.info >> 31 != 0, kind }
     }
-    Ok(types)
-}
 
-impl Btf {
     /// libbpf's `btf_sanity_check()`: names inside the string section, referenced ids existing, FUNC -> FUNC_PROTO.
     fn validate(&self) -> Result<(), BtfError> {
         let last = self.type_count();
         let str_len = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
-        for (type_id, t) in self.types() {
+        for type_id in 1..=last {
+            let Some(t) = self.raw(type_id) else { break };
             let name = |what: &'static str, name_off: u32| {
                 if name_off < str_len {
                     Ok(())
@@ -605,59 +771,307 @@ impl Btf {
                     Err(BtfError::BadTypeRef { type_id, target, last })
                 }
             };
+            let w = |i: usize| self.word(&t, i);
             name("type name", t.name_off)?;
-            match &t.kind {
-                BtfKind::Int { .. } | BtfKind::Fwd | BtfKind::Float { .. } | BtfKind::Unknown { .. } => {}
-                BtfKind::Ptr { type_id: target }
-                | BtfKind::Typedef { type_id: target }
-                | BtfKind::Volatile { type_id: target }
-                | BtfKind::Const { type_id: target }
-                | BtfKind::Restrict { type_id: target }
-                | BtfKind::Var { type_id: target, .. }
-                | BtfKind::DeclTag { type_id: target, .. }
-                | BtfKind::TypeTag { type_id: target } => id(*target)?,
-                BtfKind::Array { elem_type, index_type, .. } => {
-                    id(*elem_type)?;
-                    id(*index_type)?;
+            match t.kind() {
+                KIND_PTR | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_VAR | KIND_DECL_TAG
+                | KIND_TYPE_TAG => id(t.size_or_type)?,
+                KIND_ARRAY => {
+                    id(w(0))?;
+                    id(w(1))?;
                 }
-                BtfKind::Struct { members, .. } | BtfKind::Union { members, .. } => {
-                    for m in members {
-                        name("member name", m.name_off)?;
-                        id(m.type_id)?;
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..t.vlen() {
+                        name("member name", w(3 * i))?;
+                        id(w(3 * i + 1))?;
                     }
                 }
-                BtfKind::Enum { values, .. } => {
-                    for v in values {
-                        name("enum value name", v.name_off)?;
+                KIND_ENUM => {
+                    for i in 0..t.vlen() {
+                        name("enum value name", w(2 * i))?;
                     }
                 }
-                BtfKind::Enum64 { values, .. } => {
-                    for v in values {
-                        name("enum value name", v.name_off)?;
+                KIND_ENUM64 => {
+                    for i in 0..t.vlen() {
+                        name("enum value name", w(3 * i))?;
                     }
                 }
-                BtfKind::Func { proto, .. } => {
-                    id(*proto)?;
-                    let kind = self.type_by_id(*proto).map_or(0, |p| p.kind.number());
+                KIND_FUNC => {
+                    let proto = t.size_or_type;
+                    id(proto)?;
+                    let kind = self.kind_of(proto);
                     if kind != KIND_FUNC_PROTO {
-                        return Err(BtfError::FuncNotProto { type_id, target: *proto, kind });
+                        return Err(BtfError::FuncNotProto { type_id, target: proto, kind });
                     }
                 }
-                BtfKind::FuncProto { ret, params } => {
-                    id(*ret)?;
-                    for p in params {
-                        name("parameter name", p.name_off)?;
-                        id(p.type_id)?;
+                KIND_FUNC_PROTO => {
+                    id(t.size_or_type)?;
+                    for i in 0..t.vlen() {
+                        name("parameter name", w(2 * i))?;
+                        id(w(2 * i + 1))?;
                     }
                 }
-                BtfKind::Datasec { vars, .. } => {
-                    for v in vars {
-                        id(v.type_id)?;
+                KIND_DATASEC => {
+                    for i in 0..t.vlen() {
+                        id(w(3 * i))?;
                     }
                 }
+                // INT, FWD, FLOAT and kinds known only by their layout refer to nothing.
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Skips TYPEDEF, CONST, VOLATILE, RESTRICT and TYPE_TAG. `Some(0)` for `void`; `None` for an id past the
+    /// last or a chain longer than 32 (a cycle).
+    pub fn resolve(&self, id: u32) -> Option<u32> {
+        let mut id = id;
+        for _ in 0..MAX_RESOLVE_DEPTH {
+            if id == 0 {
+                return Some(0);
+            }
+            let t = self.raw(id)?;
+            match t.kind() {
+                KIND_TYPEDEF | KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG => id = t.size_or_type,
+                _ => return Some(id),
+            }
+        }
+        None
+    }
+
+    /// Size in bytes of a type, as libbpf's `btf__resolve_size()`: through modifiers, typedefs, VARs and
+    /// DECL_TAGs, arrays multiplied out. `None` for `void`, FWD, FUNC, FUNC_PROTO, unknown kinds, cycles and sizes
+    /// beyond `u32`.
+    pub fn size_of(&self, id: u32) -> Option<u32> {
+        let mut id = id;
+        let mut count: u32 = 1;
+        for _ in 0..MAX_RESOLVE_DEPTH {
+            let t = self.raw(id)?;
+            match t.kind() {
+                KIND_INT | KIND_ENUM | KIND_ENUM64 | KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_FLOAT => {
+                    return count.checked_mul(t.size_or_type)
+                }
+                KIND_PTR => return count.checked_mul(PTR_SIZE),
+                KIND_TYPEDEF | KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG | KIND_VAR
+                | KIND_DECL_TAG => id = t.size_or_type,
+                KIND_ARRAY => {
+                    count = count.checked_mul(self.word(&t, 2))?;
+                    id = self.word(&t, 0);
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// The first DATASEC with this name (`.data`, `.rodata`, `.maps`, `.ksyms`, ...) and its entries.
+    pub fn datasec(&self, name: &str) -> Option<Vec<DatasecVar>> {
+        let sec = self.datasecs.iter().filter_map(|&id| self.raw(id)).find(|t| self.name_is(t.name_off, name))?;
+        Some(
+            (0..sec.vlen())
+                .map(|i| {
+                    let var_id = self.word(&sec, 3 * i);
+                    let entry = self.raw(var_id);
+                    DatasecVar {
+                        name: entry.and_then(|t| self.name(t.name_off)).unwrap_or_default().to_owned(),
+                        var_id,
+                        type_id: match entry {
+                            Some(t) if t.kind() == KIND_VAR => t.size_or_type,
+                            _ => var_id,
+                        },
+                        offset: self.word(&sec, 3 * i + 1),
+                        size: self.word(&sec, 3 * i + 2),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Number of parameters of a FUNC's prototype, not counting a variadic `...` (type 0); `None` when `id` is
+    /// not a FUNC with a FUNC_PROTO.
+    pub fn func_param_count(&self, id: u32) -> Option<usize> {
+        let func = self.raw(id).filter(|t| t.kind() == KIND_FUNC)?;
+        let proto = self.raw(func.size_or_type).filter(|t| t.kind() == KIND_FUNC_PROTO)?;
+        Some((0..proto.vlen()).filter(|&i| self.word(&proto, 2 * i + 1) != 0).count())
+    }
+
+    /// libbpf BTF-defined maps: every VAR of the `.maps` DATASEC, decoded as libbpf's `parse_btf_map_def()` does.
+    /// No `.maps` DATASEC gives an empty list. Unknown fields are ignored (libbpf 1.x refuses them; that is
+    /// the loader's business, not a capability); `values` is noted, not decoded.
+    pub fn btf_map_defs(&self) -> Result<Vec<BtfMapDef>, BtfError> {
+        let Some(vars) = self.datasec(".maps") else { return Ok(Vec::new()) };
+        let mut defs = Vec::with_capacity(vars.len());
+        for (index, v) in vars.into_iter().enumerate() {
+            let kind = self.kind_of(v.var_id);
+            if kind != KIND_VAR {
+                return Err(BtfError::MapNotVar { index, type_id: v.var_id, kind });
+            }
+            if v.name.is_empty() {
+                return Err(BtfError::MapNoName { index, type_id: v.var_id });
+            }
+            defs.push(self.map_def(v.name, v.type_id)?);
+        }
+        Ok(defs)
+    }
+
+    fn map_def(&self, map: String, type_id: u32) -> Result<BtfMapDef, BtfError> {
+        let def_id = self.resolve(type_id).unwrap_or(type_id);
+        let Some(def) = self.raw(def_id).filter(|t| t.kind() == KIND_STRUCT) else {
+            return Err(BtfError::MapDefNotStruct { map, type_id: def_id, kind: self.kind_of(def_id) });
+        };
+        let mut d = BtfMapDef {
+            name: String::new(),
+            map_type: 0,
+            key_size: 0,
+            value_size: 0,
+            max_entries: 0,
+            flags: 0,
+            pinning: 0,
+            numa_node: 0,
+            map_extra: 0,
+            key_type_id: None,
+            value_type_id: None,
+            has_values: false,
+        };
+        let map = map.as_str();
+        let conflict = |field: &'static str, first: u32, second: u32| {
+            if first != 0 && first != second {
+                Err(BtfError::MapSizeConflict { map: map.to_owned(), field, first, second })
+            } else {
+                Ok(())
+            }
+        };
+        for i in 0..def.vlen() {
+            let Some(field) = self.name(self.word(&def, 3 * i)) else { continue };
+            let type_id = self.word(&def, 3 * i + 1);
+            match field {
+                "type" => d.map_type = self.map_field_int(map, field, type_id)?,
+                "max_entries" => d.max_entries = self.map_field_int(map, field, type_id)?,
+                "map_flags" => d.flags = self.map_field_int(map, field, type_id)?,
+                "numa_node" => d.numa_node = self.map_field_int(map, field, type_id)?,
+                "pinning" => d.pinning = self.map_field_int(map, field, type_id)?,
+                "map_extra" => d.map_extra = self.map_field_long(map, field, type_id)?,
+                "key_size" => {
+                    let sz = self.map_field_int(map, field, type_id)?;
+                    conflict("key", d.key_size, sz)?;
+                    d.key_size = sz;
+                }
+                "value_size" => {
+                    let sz = self.map_field_int(map, field, type_id)?;
+                    conflict("value", d.value_size, sz)?;
+                    d.value_size = sz;
+                }
+                "key" => {
+                    let (pointee, sz) = self.map_field_pointee(map, field, type_id)?;
+                    conflict("key", d.key_size, sz)?;
+                    d.key_size = sz;
+                    d.key_type_id = Some(pointee);
+                }
+                "value" => {
+                    let (pointee, sz) = self.map_field_pointee(map, field, type_id)?;
+                    conflict("value", d.value_size, sz)?;
+                    d.value_size = sz;
+                    d.value_type_id = Some(pointee);
+                }
+                "values" => {
+                    // Inner map or prog array slots: the kernel sees 4-byte fd/id values.
+                    conflict("value", d.value_size, 4)?;
+                    d.value_size = 4;
+                    d.has_values = true;
+                }
+                _ => {}
+            }
+        }
+        if d.map_type == 0 {
+            return Err(BtfError::MapTypeMissing { map: map.to_owned() });
+        }
+        d.name = map.to_owned();
+        Ok(d)
+    }
+
+    /// `__uint(field, N)`: a pointer (through modifiers) to an array of N elements.
+    fn map_field_int(&self, map: &str, field: &str, type_id: u32) -> Result<u32, BtfError> {
+        let pointee = self.map_field_ptr(map, field, type_id)?;
+        match self.raw(pointee).filter(|t| t.kind() == KIND_ARRAY) {
+            Some(array) => Ok(self.word(&array, 2)),
+            None => Err(BtfError::MapFieldNotArray {
+                map: map.to_owned(),
+                field: field.to_owned(),
+                type_id: pointee,
+                kind: self.kind_of(pointee),
+            }),
+        }
+    }
+
+    /// `__ulong(field, N)`: as `__uint`, or an enum with a single value N (for values beyond 32 bits).
+    fn map_field_long(&self, map: &str, field: &str, type_id: u32) -> Result<u64, BtfError> {
+        let resolved = self.resolve(type_id);
+        let (count, first) = match resolved.and_then(|id| self.raw(id)) {
+            Some(t) if t.kind() == KIND_ENUM => (t.vlen(), i64::from(self.word(&t, 1) as i32) as u64),
+            Some(t) if t.kind() == KIND_ENUM64 => {
+                (t.vlen(), u64::from(self.word(&t, 2)) << 32 | u64::from(self.word(&t, 1)))
+            }
+            _ => return self.map_field_int(map, field, type_id).map(u64::from),
+        };
+        if count == 1 {
+            return Ok(first);
+        }
+        Err(BtfError::MapFieldBadEnum {
+            map: map.to_owned(),
+            field: field.to_owned(),
+            type_id: resolved.unwrap_or(type_id),
+            kind: self.kind_of(resolved.unwrap_or(type_id)),
+            count,
+        })
+    }
+
+    /// The pointee of the pointer a field is declared as, through modifiers and typedefs.
+    fn map_field_ptr(&self, map: &str, field: &str, type_id: u32) -> Result<u32, BtfError> {
+        let Some(ptr_id) = self.resolve(type_id) else {
+            return Err(BtfError::MapFieldUnresolvable { map: map.to_owned(), field: field.to_owned(), type_id });
+        };
+        match self.raw(ptr_id).filter(|t| t.kind() == KIND_PTR) {
+            Some(ptr) => Ok(ptr.size_or_type),
+            None => Err(BtfError::MapFieldNotPtr {
+                map: map.to_owned(),
+                field: field.to_owned(),
+                type_id: ptr_id,
+                kind: self.kind_of(ptr_id),
+            }),
+        }
+    }
+
+    /// `__type(field, T)`: the field is a pointer to T (libbpf takes no modifiers here); returns (T, sizeof(T)).
+    fn map_field_pointee(&self, map: &str, field: &str, type_id: u32) -> Result<(u32, u32), BtfError> {
+        match self.raw(type_id).filter(|t| t.kind() == KIND_PTR) {
+            Some(ptr) => match self.size_of(ptr.size_or_type) {
+                Some(sz) => Ok((ptr.size_or_type, sz)),
+                None => Err(BtfError::MapFieldSizeUnknown {
+                    map: map.to_owned(),
+                    field: field.to_owned(),
+                    type_id: ptr.size_or_type,
+                }),
+            },
+            None => Err(BtfError::MapFieldNotPtr {
+                map: map.to_owned(),
+                field: field.to_owned(),
+                type_id,
+                kind: self.kind_of(type_id),
+            }),
+        }
+    }
+}
+
+impl Btf {
+    /// The same types, read from the section rather than the decoded list (the lookups below use it).
+    pub fn index(&self) -> BtfIndex<'_> {
+        BtfIndex {
+            types: Reader { data: &self.type_data, le: self.little_endian },
+            strings: &self.strings,
+            offsets: Cow::Borrowed(&self.offsets),
+            datasecs: Cow::Borrowed(&self.datasecs),
+        }
     }
 
     /// Number of types, not counting `void`: the last valid type id.
@@ -678,10 +1092,7 @@ impl Btf {
 
     /// The string at `name_off` in the string section (`""` for 0); `None` outside it or if not UTF-8.
     pub fn name(&self, name_off: u32) -> Option<&str> {
-        let rest = self.strings.get(usize::try_from(name_off).ok()?..)?;
-        // The section ends in NUL (checked by `parse`), so a terminator is always found.
-        let end = rest.iter().position(|&b| b == 0)?;
-        std::str::from_utf8(rest.get(..end)?).ok()
+        self.index().name(name_off)
     }
 
     /// The name of the type with this id.
@@ -689,247 +1100,24 @@ impl Btf {
         self.name(self.type_by_id(id)?.name_off)
     }
 
-    /// Skips TYPEDEF, CONST, VOLATILE, RESTRICT and TYPE_TAG. `Some(0)` for `void`; `None` for an id past the
-    /// last or a chain longer than 32 (a cycle).
+    /// See [`BtfIndex::resolve`].
     pub fn resolve(&self, id: u32) -> Option<u32> {
-        let mut id = id;
-        for _ in 0..MAX_RESOLVE_DEPTH {
-            if id == 0 {
-                return Some(0);
-            }
-            match self.type_by_id(id)?.kind {
-                BtfKind::Typedef { type_id }
-                | BtfKind::Const { type_id }
-                | BtfKind::Volatile { type_id }
-                | BtfKind::Restrict { type_id }
-                | BtfKind::TypeTag { type_id } => id = type_id,
-                _ => return Some(id),
-            }
-        }
-        None
+        self.index().resolve(id)
     }
 
-    /// Size in bytes of a type, as libbpf's `btf__resolve_size()`: through modifiers, typedefs, VARs and
-    /// DECL_TAGs, arrays multiplied out. `None` for `void`, FWD, FUNC, FUNC_PROTO, unknown kinds, cycles and sizes
-    /// beyond `u32`.
+    /// See [`BtfIndex::size_of`].
     pub fn size_of(&self, id: u32) -> Option<u32> {
-        let mut id = id;
-        let mut count: u32 = 1;
-        for _ in 0..MAX_RESOLVE_DEPTH {
-            match &self.type_by_id(id)?.kind {
-                BtfKind::Int { size, .. }
-                | BtfKind::Enum { size, .. }
-                | BtfKind::Enum64 { size, .. }
-                | BtfKind::Struct { size, .. }
-                | BtfKind::Union { size, .. }
-                | BtfKind::Datasec { size, .. }
-                | BtfKind::Float { size } => return count.checked_mul(*size),
-                BtfKind::Ptr { .. } => return count.checked_mul(PTR_SIZE),
-                BtfKind::Typedef { type_id }
-                | BtfKind::Const { type_id }
-                | BtfKind::Volatile { type_id }
-                | BtfKind::Restrict { type_id }
-                | BtfKind::TypeTag { type_id }
-                | BtfKind::Var { type_id, .. }
-                | BtfKind::DeclTag { type_id, .. } => id = *type_id,
-                BtfKind::Array { elem_type, nelems, .. } => {
-                    count = count.checked_mul(*nelems)?;
-                    id = *elem_type;
-                }
-                BtfKind::Fwd | BtfKind::Func { .. } | BtfKind::FuncProto { .. } | BtfKind::Unknown { .. } => {
-                    return None
-                }
-            }
-        }
-        None
+        self.index().size_of(id)
     }
 
-    /// The first DATASEC with this name (`.data`, `.rodata`, `.maps`, `.ksyms`, ...) and its entries.
+    /// See [`BtfIndex::datasec`].
     pub fn datasec(&self, name: &str) -> Option<Vec<DatasecVar>> {
-        let vars = self.types.iter().find_map(|t| match &t.kind {
-            BtfKind::Datasec { vars, .. } if self.name(t.name_off) == Some(name) => Some(vars),
-            _ => None,
-        })?;
-        Some(
-            vars.iter()
-                .map(|v| {
-                    let entry = self.type_by_id(v.type_id);
-                    DatasecVar {
-                        name: entry.and_then(|t| self.name(t.name_off)).unwrap_or_default().to_owned(),
-                        var_id: v.type_id,
-                        type_id: match entry.map(|t| &t.kind) {
-                            Some(BtfKind::Var { type_id, .. }) => *type_id,
-                            _ => v.type_id,
-                        },
-                        offset: v.offset,
-                        size: v.size,
-                    }
-                })
-                .collect(),
-        )
+        self.index().datasec(name)
     }
 
-    /// libbpf BTF-defined maps: every VAR of the `.maps` DATASEC, decoded as libbpf's `parse_btf_map_def()` does.
-    /// No `.maps` DATASEC gives an empty list. Unknown fields are ignored (libbpf 1.x refuses them; that is
-    /// the loader's business, not a capability); `values` is noted, not decoded.
+    /// See [`BtfIndex::btf_map_defs`].
     pub fn btf_map_defs(&self) -> Result<Vec<BtfMapDef>, BtfError> {
-        let Some(vars) = self.datasec(".maps") else { return Ok(Vec::new()) };
-        let mut defs = Vec::with_capacity(vars.len());
-        for (index, v) in vars.iter().enumerate() {
-            let kind = self.type_by_id(v.var_id).map_or(0, |t| t.kind.number());
-            if kind != KIND_VAR {
-                return Err(BtfError::MapNotVar { index, type_id: v.var_id, kind });
-            }
-            if v.name.is_empty() {
-                return Err(BtfError::MapNoName { index, type_id: v.var_id });
-            }
-            defs.push(self.map_def(&v.name, v.type_id)?);
-        }
-        Ok(defs)
-    }
-
-    fn map_def(&self, map: &str, type_id: u32) -> Result<BtfMapDef, BtfError> {
-        let def_id = self.resolve(type_id).unwrap_or(type_id);
-        let def_t = self.type_by_id(def_id);
-        let Some(BtfKind::Struct { members, .. }) = def_t.map(|t| &t.kind) else {
-            let kind = def_t.map_or(0, |t| t.kind.number());
-            return Err(BtfError::MapDefNotStruct { map: map.to_owned(), type_id: def_id, kind });
-        };
-        let mut d = BtfMapDef {
-            name: map.to_owned(),
-            map_type: 0,
-            key_size: 0,
-            value_size: 0,
-            max_entries: 0,
-            flags: 0,
-            pinning: 0,
-            numa_node: 0,
-            map_extra: 0,
-            key_type_id: None,
-            value_type_id: None,
-            has_values: false,
-        };
-        let conflict = |field: &'static str, first: u32, second: u32| {
-            if first != 0 && first != second {
-                Err(BtfError::MapSizeConflict { map: map.to_owned(), field, first, second })
-            } else {
-                Ok(())
-            }
-        };
-        for m in members {
-            let Some(field) = self.name(m.name_off) else { continue };
-            match field {
-                "type" => d.map_type = self.map_field_int(map, field, m.type_id)?,
-                "max_entries" => d.max_entries = self.map_field_int(map, field, m.type_id)?,
-                "map_flags" => d.flags = self.map_field_int(map, field, m.type_id)?,
-                "numa_node" => d.numa_node = self.map_field_int(map, field, m.type_id)?,
-                "pinning" => d.pinning = self.map_field_int(map, field, m.type_id)?,
-                "map_extra" => d.map_extra = self.map_field_long(map, field, m.type_id)?,
-                "key_size" => {
-                    let sz = self.map_field_int(map, field, m.type_id)?;
-                    conflict("key", d.key_size, sz)?;
-                    d.key_size = sz;
-                }
-                "value_size" => {
-                    let sz = self.map_field_int(map, field, m.type_id)?;
-                    conflict("value", d.value_size, sz)?;
-                    d.value_size = sz;
-                }
-                "key" => {
-                    let (pointee, sz) = self.map_field_pointee(map, field, m.type_id)?;
-                    conflict("key", d.key_size, sz)?;
-                    d.key_size = sz;
-                    d.key_type_id = Some(pointee);
-                }
-                "value" => {
-                    let (pointee, sz) = self.map_field_pointee(map, field, m.type_id)?;
-                    conflict("value", d.value_size, sz)?;
-                    d.value_size = sz;
-                    d.value_type_id = Some(pointee);
-                }
-                "values" => {
-                    // Inner map or prog array slots: the kernel sees 4-byte fd/id values.
-                    conflict("value", d.value_size, 4)?;
-                    d.value_size = 4;
-                    d.has_values = true;
-                }
-                _ => {}
-            }
-        }
-        if d.map_type == 0 {
-            return Err(BtfError::MapTypeMissing { map: map.to_owned() });
-        }
-        Ok(d)
-    }
-
-    /// `__uint(field, N)`: a pointer (through modifiers) to an array of N elements.
-    fn map_field_int(&self, map: &str, field: &str, type_id: u32) -> Result<u32, BtfError> {
-        let pointee = self.map_field_ptr(map, field, type_id)?;
-        match self.type_by_id(pointee).map(|t| &t.kind) {
-            Some(BtfKind::Array { nelems, .. }) => Ok(*nelems),
-            other => Err(BtfError::MapFieldNotArray {
-                map: map.to_owned(),
-                field: field.to_owned(),
-                type_id: pointee,
-                kind: other.map_or(0, BtfKind::number),
-            }),
-        }
-    }
-
-    /// `__ulong(field, N)`: as `__uint`, or an enum with a single value N (for values beyond 32 bits).
-    fn map_field_long(&self, map: &str, field: &str, type_id: u32) -> Result<u64, BtfError> {
-        let resolved = self.resolve(type_id);
-        let values = match resolved.and_then(|id| self.type_by_id(id)).map(|t| &t.kind) {
-            Some(BtfKind::Enum { values, .. }) => values.iter().map(|v| i64::from(v.value) as u64).collect::<Vec<_>>(),
-            Some(BtfKind::Enum64 { values, .. }) => values.iter().map(|v| v.value).collect(),
-            _ => return self.map_field_int(map, field, type_id).map(u64::from),
-        };
-        match values.as_slice() {
-            [v] => Ok(*v),
-            _ => Err(BtfError::MapFieldBadEnum {
-                map: map.to_owned(),
-                field: field.to_owned(),
-                type_id: resolved.unwrap_or(type_id),
-                kind: self.type_by_id(resolved.unwrap_or(type_id)).map_or(0, |t| t.kind.number()),
-                count: values.len(),
-            }),
-        }
-    }
-
-    /// The pointee of the pointer a field is declared as, through modifiers and typedefs.
-    fn map_field_ptr(&self, map: &str, field: &str, type_id: u32) -> Result<u32, BtfError> {
-        let Some(ptr_id) = self.resolve(type_id) else {
-            return Err(BtfError::MapFieldUnresolvable { map: map.to_owned(), field: field.to_owned(), type_id });
-        };
-        match self.type_by_id(ptr_id).map(|t| &t.kind) {
-            Some(BtfKind::Ptr { type_id: pointee }) => Ok(*pointee),
-            other => Err(BtfError::MapFieldNotPtr {
-                map: map.to_owned(),
-                field: field.to_owned(),
-                type_id: ptr_id,
-                kind: other.map_or(0, BtfKind::number),
-            }),
-        }
-    }
-
-    /// `__type(field, T)`: the field is a pointer to T (libbpf takes no modifiers here); returns (T, sizeof(T)).
-    fn map_field_pointee(&self, map: &str, field: &str, type_id: u32) -> Result<(u32, u32), BtfError> {
-        match self.type_by_id(type_id).map(|t| &t.kind) {
-            Some(BtfKind::Ptr { type_id: pointee }) => match self.size_of(*pointee) {
-                Some(sz) => Ok((*pointee, sz)),
-                None => Err(BtfError::MapFieldSizeUnknown {
-                    map: map.to_owned(),
-                    field: field.to_owned(),
-                    type_id: *pointee,
-                }),
-            },
-            other => Err(BtfError::MapFieldNotPtr {
-                map: map.to_owned(),
-                field: field.to_owned(),
-                type_id,
-                kind: other.map_or(0, BtfKind::number),
-            }),
-        }
+        self.index().btf_map_defs()
     }
 }
 

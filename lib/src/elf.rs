@@ -10,7 +10,7 @@ use object::elf;
 use object::read::elf::{ElfFile64, FileHeader};
 use object::{Endianness, Object as _, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex, SymbolKind};
 
-use crate::btf::Btf;
+use crate::btf::BtfIndex;
 use crate::insn::{RawInsn, INSN_SIZE};
 use crate::metadata::{MapDef, MapKind};
 use crate::section::{self, SectionInfo};
@@ -130,24 +130,18 @@ fn is_global_data(name: &str) -> bool {
 }
 
 /// Parameter counts of the functions in BTF's `.ksyms` DATASEC (a variadic `...` is not counted).
-fn extern_params(btf: &Btf) -> HashMap<String, usize> {
-    use crate::btf::BtfKind;
+fn extern_params(btf: &BtfIndex<'_>) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for v in btf.datasec(".ksyms").unwrap_or_default() {
-        let proto = match btf.type_by_id(v.var_id).map(|t| &t.kind) {
-            Some(BtfKind::Func { proto, .. }) => *proto,
-            _ => continue,
-        };
-        if let Some(BtfKind::FuncProto { params, .. }) = btf.type_by_id(proto).map(|t| &t.kind) {
-            let n = params.iter().filter(|p| p.type_id != 0).count();
-            out.insert(v.name.clone(), n);
+        if let Some(n) = btf.func_param_count(v.var_id) {
+            out.insert(v.name, n);
         }
     }
     out
 }
 
 /// The size of libbpf's `.kconfig` map: externs sorted by alignment (largest first), then name, each aligned.
-fn kconfig_layout_size(btf: &Btf, vars: &[crate::btf::DatasecVar]) -> u32 {
+fn kconfig_layout_size(btf: &BtfIndex<'_>, vars: &[crate::btf::DatasecVar]) -> u32 {
     let mut sized: Vec<(u32, u32, &str)> = vars
         .iter()
         .map(|v| {
@@ -160,10 +154,83 @@ fn kconfig_layout_size(btf: &Btf, vars: &[crate::btf::DatasecVar]) -> u32 {
     sized.iter().fold(0u32, |end, &(align, size, _)| end.div_ceil(align).saturating_mul(align).saturating_add(size))
 }
 
+/// An ELF section's `sh_flags`.
+fn sh_flags<'data>(sec: &impl ObjectSection<'data>) -> u64 {
+    match sec.flags() {
+        object::SectionFlags::Elf { sh_flags } => sh_flags,
+        _ => 0,
+    }
+}
+
+/// The entry functions of a code section: its global functions, or every function if none is global.
+fn entry_funcs(cs: &CodeSection) -> impl Iterator<Item = &Func> {
+    let any_global = cs.funcs.iter().any(|f| f.global);
+    cs.funcs.iter().filter(move |f| f.global || !any_global)
+}
+
 /// libbpf treats these extern names as `.kconfig` values rather than kernel symbols.
 fn is_kconfig_extern(name: &str) -> bool {
     name.starts_with("CONFIG_") || name.starts_with("LINUX_")
 }
+
+type ElfSym<'data, 'file> = object::read::elf::ElfSymbol64<'data, 'file, Endianness>;
+
+/// What parsing needs of one ELF symbol, read once for the several passes over the symbols (maps, functions,
+/// relocations). The name is looked up only where it is used: most symbols never need it.
+struct Sym<'data, 'file> {
+    section: Option<SectionIndex>,
+    kind: SymbolKind,
+    address: u64,
+    size: u64,
+    global: bool,
+    undefined: bool,
+    elf: ElfSym<'data, 'file>,
+}
+
+impl<'data> Sym<'data, '_> {
+    /// `None` when the name is unreadable or not UTF-8.
+    fn name(&self) -> Option<&'data str> {
+        self.elf.name().ok()
+    }
+}
+
+/// The symbol table, indexed by ELF symbol index (0, the null symbol, is absent).
+struct Symbols<'data, 'file>(Vec<Sym<'data, 'file>>);
+
+impl<'data, 'file> Symbols<'data, 'file> {
+    fn read(file: &'file ElfFile64<'data, Endianness>) -> Self {
+        let mut syms = Vec::with_capacity(file.elf_symbol_table().len());
+        syms.extend(file.symbols().map(|s| Sym {
+            section: s.section_index(),
+            kind: s.kind(),
+            address: s.address(),
+            size: s.size(),
+            global: s.is_global(),
+            undefined: s.is_undefined(),
+            elf: s,
+        }));
+        Symbols(syms)
+    }
+    fn get(&self, index: usize) -> Option<&Sym<'data, 'file>> {
+        self.0.get(index.checked_sub(1)?)
+    }
+    /// `(symbol index, symbol)` of every symbol.
+    fn iter(&self) -> impl Iterator<Item = (usize, &Sym<'data, 'file>)> {
+        (1..).zip(self.0.iter())
+    }
+}
+
+/// What an ELF section is to the parser, by section index.
+#[derive(Clone, Copy)]
+enum SecRole {
+    Other,
+    /// Position in [`Object::sections`].
+    Code(usize),
+    /// Map id of a global data section.
+    Data(usize),
+}
+
+const NO_MAP: usize = usize::MAX;
 
 impl Object {
     /// Parses a BPF ELF object.
@@ -188,41 +255,50 @@ impl Object {
         let mut btf = None;
         let mut legacy_maps_sec = None;
         let mut btf_maps_sec = None;
-        // Map id of each global data section, by ELF section index.
-        let mut data_maps: HashMap<SectionIndex, usize> = HashMap::new();
-        // Code section position by ELF section index.
-        let mut code: HashMap<SectionIndex, usize> = HashMap::new();
+        // Sections are few and densely numbered: a table beats hashing their indices.
+        let mut roles: Vec<SecRole> = vec![SecRole::Other; file.elf_section_table().len()];
+        obj.sections
+            .reserve_exact(file.sections().filter(|s| sh_flags(s) & u64::from(elf::SHF_EXECINSTR) != 0).count());
 
         for sec in file.sections() {
-            let Ok(name) = sec.name() else { continue };
-            let sh_flags = match sec.flags() {
-                object::SectionFlags::Elf { sh_flags } => sh_flags,
-                _ => 0,
-            };
-            if name == "license" {
+            let sh_flags = sh_flags(&sec);
+            // Most sections (relocations, symbols, strings, BTF.ext, debug info) are none of those below: skip
+            // them before validating their name as UTF-8.
+            let Ok(name) = sec.name_bytes() else { continue };
+            let by_name =
+                |n: &[u8]| n == b"license" || n == b".BTF" || n == b"maps" || n.starts_with(b"maps/") || n == b".maps";
+            if sh_flags & u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR) == 0 && !by_name(name) {
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(name) else { continue };
+            let role = if name == "license" {
                 if let Ok(bytes) = sec.data() {
                     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                     obj.license = Some(String::from_utf8_lossy(&bytes[..end]).into_owned());
                 }
+                SecRole::Other
             } else if name == ".BTF" {
                 match sec.data() {
-                    Ok(bytes) => match crate::btf::parse(bytes, little_endian) {
+                    Ok(bytes) => match crate::btf::index(bytes, little_endian) {
                         Ok(b) => btf = Some(b),
                         Err(e) => obj.errors.push(e.into()),
                     },
                     Err(source) => obj.errors.push(ElfError::SectionData { section: name.into(), source }),
                 }
+                SecRole::Other
             } else if name == "maps" || name.starts_with("maps/") {
                 legacy_maps_sec = Some(sec.index());
+                SecRole::Other
             } else if name == ".maps" {
                 btf_maps_sec = Some(sec.index());
+                SecRole::Other
             } else if sh_flags & u64::from(elf::SHF_EXECINSTR) != 0 {
                 match sec.data() {
                     Ok(bytes) if bytes.len() % INSN_SIZE != 0 => {
-                        obj.errors.push(ElfError::TruncatedCode { section: name.into(), size: bytes.len() as u64 })
+                        obj.errors.push(ElfError::TruncatedCode { section: name.into(), size: bytes.len() as u64 });
+                        SecRole::Other
                     }
                     Ok(bytes) if !bytes.is_empty() => {
-                        code.insert(sec.index(), obj.sections.len());
                         obj.sections.push(CodeSection {
                             elf_index: sec.index().0,
                             name: name.into(),
@@ -230,12 +306,15 @@ impl Object {
                             relocs: BTreeMap::new(),
                             funcs: Vec::new(),
                         });
+                        SecRole::Code(obj.sections.len() - 1)
                     }
-                    Ok(_) => {}
-                    Err(source) => obj.errors.push(ElfError::SectionData { section: name.into(), source }),
+                    Ok(_) => SecRole::Other,
+                    Err(source) => {
+                        obj.errors.push(ElfError::SectionData { section: name.into(), source });
+                        SecRole::Other
+                    }
                 }
             } else if is_global_data(name) && sh_flags & u64::from(elf::SHF_ALLOC) != 0 {
-                data_maps.insert(sec.index(), obj.maps.len());
                 obj.maps.push(MapDef {
                     name: name.into(),
                     kind: MapKind::GlobalData,
@@ -247,43 +326,48 @@ impl Object {
                     pinning: 0,
                     read_only: name.starts_with(".rodata") || sh_flags & u64::from(elf::SHF_WRITE) == 0,
                 });
+                SecRole::Data(obj.maps.len() - 1)
+            } else {
+                SecRole::Other
+            };
+            if let Some(slot) = roles.get_mut(sec.index().0) {
+                *slot = role;
             }
         }
+        let role = |i: Option<SectionIndex>| i.and_then(|i| roles.get(i.0)).copied().unwrap_or(SecRole::Other);
 
         if let Some(b) = &btf {
             obj.extern_params = extern_params(b);
         }
         // `.kconfig` externs: BTF's .kconfig DATASEC names them; without BTF, libbpf's naming convention does.
-        let kconfig = btf.as_ref().and_then(|b| Some((b, b.datasec(".kconfig")?)));
-        let kconfig_names: Option<Vec<String>> =
-            kconfig.as_ref().map(|(_, vars)| vars.iter().map(|v| v.name.clone()).collect());
-        if let Some((b, vars)) = kconfig {
-            obj.kconfig_map(kconfig_layout_size(b, &vars));
+        let kconfig = btf.as_ref().and_then(|b| b.datasec(".kconfig"));
+        if let (Some(b), Some(vars)) = (&btf, &kconfig) {
+            obj.kconfig_map(kconfig_layout_size(b, vars));
         }
-        let is_kconfig = |name: &str| match &kconfig_names {
-            Some(names) => names.iter().any(|n| n == name),
+        let is_kconfig = |name: &str| match &kconfig {
+            Some(vars) => vars.iter().any(|v| v.name == name),
             None => is_kconfig_extern(name),
         };
 
-        // Map symbols: by ELF symbol index, the map they name.
-        let mut map_syms: HashMap<usize, usize> = HashMap::new();
+        let syms = Symbols::read(&file);
+        // Map symbols: by ELF symbol index, the map they name (NO_MAP for none).
+        let mut map_syms: Vec<usize> = vec![NO_MAP; syms.0.len() + 1];
         if let Some(idx) = legacy_maps_sec {
-            obj.read_legacy_maps(&file, idx, &mut map_syms);
+            obj.read_legacy_maps(&file, &syms, idx, &mut map_syms);
         }
         if let Some(idx) = btf_maps_sec {
-            obj.read_btf_maps(&file, idx, btf.as_ref(), &mut map_syms);
+            obj.read_btf_maps(&file, &syms, idx, btf.as_ref(), &mut map_syms);
         }
 
         // Function symbols and programs.
-        for sym in file.symbols() {
-            let Some(sec_idx) = sym.section_index() else { continue };
-            let Some(&pos) = code.get(&sec_idx) else { continue };
-            if sym.kind() != SymbolKind::Text {
+        for (_, sym) in syms.iter() {
+            let SecRole::Code(pos) = role(sym.section) else { continue };
+            if sym.kind != SymbolKind::Text {
                 continue;
             }
-            let Ok(name) = sym.name() else { continue };
+            let Some(name) = sym.name() else { continue };
             let cs = &mut obj.sections[pos];
-            let (addr, size) = (sym.address(), sym.size());
+            let (addr, size) = (sym.address, sym.size);
             let len = cs.insns.len() as u64;
             if addr % INSN_SIZE as u64 != 0
                 || size % INSN_SIZE as u64 != 0
@@ -295,26 +379,29 @@ impl Object {
             }
             let start = (addr / 8) as usize;
             let end = if size == 0 { 0 } else { ((addr + size) / 8) as usize };
-            cs.funcs.push(Func { name: name.into(), start, end, global: sym.is_global() });
+            cs.funcs.push(Func { name: name.into(), start, end, global: sym.global });
         }
         for cs in &mut obj.sections {
-            cs.funcs.sort_by_key(|f| (f.start, f.name.clone()));
+            cs.funcs.sort_by(|a, b| (a.start, &a.name).cmp(&(b.start, &b.name)));
             cs.funcs.dedup_by_key(|f| f.start);
-            let bounds: Vec<usize> = cs.funcs.iter().map(|f| f.start).collect();
-            for (i, f) in cs.funcs.iter_mut().enumerate() {
-                if f.end == 0 {
-                    f.end = bounds.get(i + 1).copied().unwrap_or(cs.insns.len());
+            for i in 0..cs.funcs.len() {
+                let next = cs.funcs.get(i + 1).map_or(cs.insns.len(), |f| f.start);
+                if let Some(f) = cs.funcs.get_mut(i).filter(|f| f.end == 0) {
+                    f.end = next;
                 }
             }
         }
         obj.find_programs();
 
         // Relocations of code sections.
-        for sec in file.sections() {
-            let Some(&pos) = code.get(&sec.index()) else { continue };
+        for pos in 0..obj.sections.len() {
+            let Ok(sec) = file.section_by_index(SectionIndex(obj.sections[pos].elf_index)) else { continue };
             for (offset, reloc) in sec.relocations() {
-                let section = obj.sections[pos].name.clone();
-                let bad = |reason: String| ElfError::BadRelocation { section: section.clone(), offset, reason };
+                let bad = |reason: String| ElfError::BadRelocation {
+                    section: sec.name().unwrap_or_default().to_owned(),
+                    offset,
+                    reason,
+                };
                 let insn = (offset / INSN_SIZE as u64) as usize;
                 if offset % INSN_SIZE as u64 != 0 || insn >= obj.sections[pos].insns.len() {
                     obj.errors.push(bad("offset is not an instruction in the section".into()));
@@ -324,58 +411,57 @@ impl Object {
                     obj.errors.push(bad("target is not a symbol".into()));
                     continue;
                 };
-                let sym = match file.symbol_by_index(sym_idx) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        obj.errors.push(bad(format!("symbol {}: {e}", sym_idx.0)));
-                        continue;
-                    }
+                let Some(sym) = syms.get(sym_idx.0) else {
+                    // Not in the symbol table: the object crate words the error.
+                    let e =
+                        file.symbol_by_index(sym_idx).err().map_or_else(|| "no such symbol".into(), |e| e.to_string());
+                    obj.errors.push(bad(format!("symbol {}: {e}", sym_idx.0)));
+                    continue;
                 };
-                let sym_name = sym.name().unwrap_or("").to_owned();
-                let target = if let Some(&map) = map_syms.get(&sym_idx.0) {
+                let map = map_syms.get(sym_idx.0).copied().unwrap_or(NO_MAP);
+                let sym_name = || sym.name().unwrap_or("");
+                let target = if map != NO_MAP {
                     RelocTarget::Map(map)
-                } else if sym.is_undefined() {
+                } else if sym.undefined {
+                    let sym_name = sym_name();
                     if sym_name.is_empty() {
                         obj.errors.push(bad("undefined symbol without a name".into()));
                         continue;
                     }
-                    if is_kconfig(&sym_name) {
+                    if is_kconfig(sym_name) {
                         let map = obj.kconfig_map(0);
                         RelocTarget::MapValue { map, offset: 0 }
                     } else {
-                        RelocTarget::Extern { name: sym_name }
+                        RelocTarget::Extern { name: sym_name.to_owned() }
                     }
-                } else if let Some(&map) = sym.section_index().and_then(|i| data_maps.get(&i)) {
-                    RelocTarget::MapValue { map, offset: sym.address() }
-                } else if let Some(&target_sec) = sym.section_index().and_then(|i| code.get(&i)) {
-                    if sym.address() % INSN_SIZE as u64 != 0 {
+                } else if let SecRole::Data(map) = role(sym.section) {
+                    RelocTarget::MapValue { map, offset: sym.address }
+                } else if let SecRole::Code(target_sec) = role(sym.section) {
+                    let sym_name = sym_name();
+                    if sym.address % INSN_SIZE as u64 != 0 {
                         obj.errors.push(bad(format!("code symbol {sym_name} is not instruction-aligned")));
                         continue;
                     }
-                    let name = if sym.kind() == SymbolKind::Section {
+                    let name = if sym.kind == SymbolKind::Section {
                         obj.sections[target_sec].name.clone()
                     } else {
-                        sym_name
+                        sym_name.to_owned()
                     };
-                    RelocTarget::Code { section: target_sec, base: (sym.address() / 8) as usize, symbol: name }
+                    RelocTarget::Code { section: target_sec, base: (sym.address / 8) as usize, symbol: name }
                 } else {
-                    if sym.kind() == SymbolKind::Section {
+                    let sec_name =
+                        || sym.section.and_then(|i| file.section_by_index(i).ok()).and_then(|s| s.name().ok());
+                    if sym.kind == SymbolKind::Section {
                         obj.errors.push(bad(format!(
                             "refers to section {} itself, not to a named map or variable (a static map?)",
-                            sym.section_index()
-                                .and_then(|i| file.section_by_index(i).ok())
-                                .and_then(|s| s.name().ok().map(str::to_owned))
-                                .unwrap_or_default()
+                            sec_name().unwrap_or_default()
                         )));
                         continue;
                     }
-                    let in_sec = sym
-                        .section_index()
-                        .and_then(|i| file.section_by_index(i).ok())
-                        .and_then(|s| s.name().ok().map(str::to_owned))
-                        .unwrap_or_else(|| "no section".into());
+                    let in_sec = sec_name().unwrap_or("no section");
                     obj.errors.push(bad(format!(
-                        "symbol `{sym_name}` in {in_sec} is neither a map, global data, code nor an extern"
+                        "symbol `{}` in {in_sec} is neither a map, global data, code nor an extern",
+                        sym_name()
                     )));
                     continue;
                 };
@@ -407,25 +493,29 @@ impl Object {
     /// Programs are the global functions of every code section but `.text` (libbpf's rule). Old objects without
     /// function symbols get one program per section, named after it.
     fn find_programs(&mut self) {
+        let count = self.sections.iter().filter(|cs| cs.name != ".text").map(|cs| entry_funcs(cs).count().max(1)).sum();
+        self.programs.reserve_exact(count);
         for (pos, cs) in self.sections.iter().enumerate() {
             if cs.name == ".text" {
                 continue;
             }
             let info = section::classify(&cs.name);
-            let globals: Vec<&Func> = cs.funcs.iter().filter(|f| f.global).collect();
-            let entries: Vec<&Func> = if globals.is_empty() { cs.funcs.iter().collect() } else { globals };
-            if entries.is_empty() {
+            let mut entries = entry_funcs(cs);
+            let Some(mut f) = entries.next() else {
                 self.programs.push(ProgramEntry { name: cs.name.clone(), section: pos, start: 0, info });
                 continue;
-            }
-            for f in entries {
+            };
+            // Every program of the section but the last gets a copy of `info`; the last takes it.
+            for next in entries {
                 self.programs.push(ProgramEntry {
                     name: f.name.clone(),
                     section: pos,
                     start: f.start,
                     info: info.clone(),
                 });
+                f = next;
             }
+            self.programs.push(ProgramEntry { name: f.name.clone(), section: pos, start: f.start, info });
         }
     }
 
@@ -433,8 +523,9 @@ impl Object {
     fn read_legacy_maps(
         &mut self,
         file: &ElfFile64<Endianness>,
+        symbols: &Symbols<'_, '_>,
         idx: SectionIndex,
-        map_syms: &mut HashMap<usize, usize>,
+        map_syms: &mut [usize],
     ) {
         let Ok(sec) = file.section_by_index(idx) else { return };
         let section = sec.name().unwrap_or("maps").to_owned();
@@ -442,10 +533,10 @@ impl Object {
             Ok(d) => d,
             Err(source) => return self.errors.push(ElfError::SectionData { section, source }),
         };
-        let mut syms: Vec<(u64, u64, String, usize)> = file
-            .symbols()
-            .filter(|s| s.section_index() == Some(idx) && s.kind() != SymbolKind::Section)
-            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned(), s.index().0)))
+        let mut syms: Vec<(u64, u64, &str, usize)> = symbols
+            .iter()
+            .filter(|(_, s)| s.section == Some(idx) && s.kind != SymbolKind::Section)
+            .filter_map(|(i, s)| Some((s.address, s.size, s.name()?, i)))
             .collect();
         syms.sort();
         if syms.is_empty() {
@@ -466,7 +557,7 @@ impl Object {
             let (Some(map_type), Some(key_size), Some(value_size), Some(max_entries), Some(flags)) = fields else {
                 self.errors.push(ElfError::BadMap {
                     section: section.clone(),
-                    map: name,
+                    map: name.into(),
                     reason: format!("definition at byte {addr} is shorter than struct bpf_map_def"),
                 });
                 continue;
@@ -479,15 +570,17 @@ impl Object {
             if extra.is_some_and(|b| b.iter().any(|&x| x != 0)) {
                 self.errors.push(ElfError::BadMap {
                     section: section.clone(),
-                    map: name,
+                    map: name.into(),
                     reason: format!("definition has {def_size} bytes with unknown non-zero fields past byte {known}"),
                 });
                 continue;
             }
             let pinning = if iproute2 { word(6).unwrap_or(0) } else { 0 };
-            map_syms.insert(sym_idx, self.maps.len());
+            if let Some(slot) = map_syms.get_mut(sym_idx) {
+                *slot = self.maps.len();
+            }
             self.maps.push(MapDef {
-                name,
+                name: name.into(),
                 kind: if iproute2 { MapKind::Iproute2 } else { MapKind::Legacy },
                 map_type,
                 key_size,
@@ -503,9 +596,10 @@ impl Object {
     fn read_btf_maps(
         &mut self,
         file: &ElfFile64<Endianness>,
+        symbols: &Symbols<'_, '_>,
         idx: SectionIndex,
-        btf: Option<&Btf>,
-        map_syms: &mut HashMap<usize, usize>,
+        btf: Option<&BtfIndex<'_>>,
+        map_syms: &mut [usize],
     ) {
         let Some(btf) = btf else {
             return self.errors.push(ElfError::BadMap {
@@ -518,9 +612,8 @@ impl Object {
             Ok(d) => d,
             Err(e) => return self.errors.push(e.into()),
         };
-        let mut by_name = HashMap::new();
+        let first = self.maps.len();
         for d in defs {
-            by_name.insert(d.name.clone(), self.maps.len());
             self.maps.push(MapDef {
                 name: d.name,
                 kind: MapKind::Btf,
@@ -533,13 +626,23 @@ impl Object {
                 read_only: false,
             });
         }
+        // Map ids by name, sorted; of two definitions with one name the later one wins.
+        let mut by_name: Vec<(&str, usize)> =
+            self.maps.iter().enumerate().skip(first).map(|(i, m)| (m.name.as_str(), i)).collect();
+        by_name.sort();
+        let lookup = |name: &str| {
+            let end = by_name.partition_point(|(n, _)| *n <= name);
+            end.checked_sub(1).and_then(|i| by_name.get(i)).filter(|(n, _)| *n == name).map(|&(_, m)| m)
+        };
         let mut extents = Vec::new();
-        for s in file.symbols().filter(|s| s.section_index() == Some(idx) && s.kind() != SymbolKind::Section) {
-            let Ok(name) = s.name() else { continue };
-            match by_name.get(name) {
-                Some(&map) => {
-                    map_syms.insert(s.index().0, map);
-                    extents.push((s.address(), s.address().saturating_add(s.size()), map));
+        for (sym_idx, s) in symbols.iter().filter(|(_, s)| s.section == Some(idx) && s.kind != SymbolKind::Section) {
+            let Some(name) = s.name() else { continue };
+            match lookup(name) {
+                Some(map) => {
+                    if let Some(slot) = map_syms.get_mut(sym_idx) {
+                        *slot = map;
+                    }
+                    extents.push((s.address, s.address.saturating_add(s.size), map));
                 }
                 None => self.errors.push(ElfError::BadMap {
                     section: ".maps".into(),

