@@ -235,6 +235,18 @@ const NO_MAP: usize = usize::MAX;
 impl Object {
     /// Parses a BPF ELF object.
     pub fn parse(data: &[u8]) -> Result<Object, ElfError> {
+        // The ELF reader needs its headers 8-byte aligned; bytes from `include_bytes!` or a slice of a larger
+        // buffer may not be, so those are copied to an aligned place first.
+        if data.as_ptr().align_offset(8) != 0 {
+            let mut buf = vec![0u8; data.len() + 7];
+            let off = buf.as_ptr().align_offset(8).min(7);
+            buf[off..off + data.len()].copy_from_slice(data);
+            return Object::parse_aligned(&buf[off..off + data.len()]);
+        }
+        Object::parse_aligned(data)
+    }
+
+    fn parse_aligned(data: &[u8]) -> Result<Object, ElfError> {
         let file = ElfFile64::<Endianness>::parse(data).map_err(ElfError::Parse)?;
         let endian = file.endian();
         let machine = file.elf_header().e_machine(endian);

@@ -98,3 +98,14 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn unaligned_input_gives_the_same_report() {
+    let bytes = std::fs::read(crate::support::fixtures().join("kprobe_read.bpf.o")).expect("fixture");
+    let mut shifted = vec![0u8; bytes.len() + 1];
+    shifted[1..].copy_from_slice(&bytes);
+    let aligned = bpfgate::inspect("x.o", &bytes);
+    let unaligned = bpfgate::inspect("x.o", &shifted[1..]);
+    assert!(aligned.errors.is_empty(), "{:?}", aligned.errors);
+    assert_eq!(aligned, unaligned);
+}
