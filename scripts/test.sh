@@ -8,4 +8,4 @@ scripts/install-deps.sh
 scripts/build-fixtures.sh --check
 cargo test --workspace --locked
 # Live-kernel tests in qemu VMs on BPF-LSM kernels (6.12 and the newest sid kernel).
-cargo xtask vmtest --kernel all
+cargo xtask vmtest --kernel all --timeout 1500

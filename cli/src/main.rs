@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod enforce;
 mod inspect;
 mod policy;
 
@@ -26,6 +27,8 @@ enum Command {
     /// Lint or compile a policy file.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Load the in-kernel gate, enforce a policy on every BPF program load, and print each decision.
+    Enforce(enforce::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Check(args) => check::run(args),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Enforce(args) => enforce::run(args),
     };
     match result {
         Ok(code) => code,

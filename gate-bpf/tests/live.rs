@@ -17,6 +17,10 @@ use std::sync::{Mutex, MutexGuard};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
+// The gate's own live tests (issue 5).
+#[path = "live/gate.rs"]
+mod gate;
+
 mod smoke_skel {
     include!(concat!(env!("OUT_DIR"), "/smoke.skel.rs"));
 }

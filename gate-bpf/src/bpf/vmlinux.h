@@ -39,6 +39,8 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_UNSPEC = 0,
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -48,17 +50,81 @@ enum bpf_prog_type {
 	BPF_PROG_TYPE_LSM = 29,
 };
 
-struct bpf_prog_aux {
-	char name[BPF_OBJ_NAME_LEN];
+/* Only the values the gate compares against; the field must stay an enum for CO-RE. */
+enum bpf_attach_type {
+	BPF_CGROUP_INET_INGRESS = 0,
+	BPF_MODIFY_RETURN = 26,
+};
+
+/* libbpf's bpf_helpers.h uses these map flags in __uint() declarations. */
+#define BPF_F_NO_PREALLOC (1U << 0)
+
+struct bpf_insn {
+	__u8 code;
+	__u8 dst_reg : 4;
+	__u8 src_reg : 4;
+	__s16 off;
+	__s32 imm;
+};
+
+struct btf_type {
+	__u32 name_off;
+	__u32 info;
 } __attribute__((preserve_access_index));
 
+/* Split BTF (modules) numbers its types and strings after its base's: start_id, start_str_off. */
+struct btf {
+	struct btf_type **types;
+	const char *strings;
+	struct btf *base_btf;
+	__u32 start_id;
+	__u32 start_str_off;
+} __attribute__((preserve_access_index));
+
+struct bpf_token;
+
+struct bpf_prog;
+
+struct bpf_prog_aux {
+	__u32 attach_btf_id;
+	struct bpf_prog *prog; /* back-pointer, set at allocation */
+	struct btf *attach_btf;
+	char name[BPF_OBJ_NAME_LEN];
+	struct bpf_token *token;
+} __attribute__((preserve_access_index));
+
+/* insnsi sits in an anonymous union of flexible arrays in the kernel; libbpf finds it by name. */
 struct bpf_prog {
 	enum bpf_prog_type type;
+	enum bpf_attach_type expected_attach_type;
+	__u32 len;
 	struct bpf_prog_aux *aux;
+	struct bpf_insn insnsi[];
+} __attribute__((preserve_access_index));
+
+/* The loading task's executable: current->mm->exe_file->f_inode->{i_ino, i_sb->s_dev}. */
+struct super_block {
+	__u32 s_dev;
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	struct file *exe_file;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct mm_struct *mm;
 } __attribute__((preserve_access_index));
 
 /* Only passed through by pointer. */
 union bpf_attr;
-struct bpf_token;
 
 #endif /* BPFGATE_VMLINUX_H */

@@ -1,0 +1,154 @@
+//! The enforcement loop behind `bpfgate enforce`: load the gate, install the policy file, attach, print every
+//! decision, reload on request (a bad policy is refused and the one in force stays), stop on request. The CLI
+//! turns signals into [`Control`] flags; the live tests drive the same loop directly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bpfgate::policy::compiled::{self, CompiledPolicy};
+use bpfgate::policy::Policy;
+
+use crate::event::{Event, RawEvent};
+use crate::{Gate, GateError, HostResolver};
+
+/// Requests to a running loop, settable from a signal handler (atomic stores only).
+#[derive(Debug, Default)]
+pub struct Control {
+    pub reload: AtomicBool,
+    pub stop: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// YAML, or CBOR from `bpfgate policy compile`; re-read on every reload.
+    pub policy: PathBuf,
+    /// Report instead of deny, whatever the policy's mode says.
+    pub audit: bool,
+    /// JSON Lines instead of text.
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot read {file}: {error}")]
+    Read { file: String, error: std::io::Error },
+    #[error("{0}")]
+    Policy(String),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("writing decisions: {0}")]
+    Output(std::io::Error),
+}
+
+/// Counts at the end of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub decisions: u64,
+    pub denials: u64,
+    pub dropped: u64,
+    pub reloads: u32,
+    pub refused_reloads: u32,
+}
+
+/// Reads a compiled policy (CBOR) or a YAML policy, which it compiles; lint warnings go to `log`.
+pub fn read_policy(path: &Path, log: &mut dyn Write) -> Result<CompiledPolicy, DaemonError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|error| DaemonError::Read { file: file.clone(), error })?;
+    if let Ok(compiled) = CompiledPolicy::from_cbor(&file, &bytes) {
+        return Ok(compiled);
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| DaemonError::Policy(format!("{file}: neither a compiled policy nor UTF-8 YAML")))?;
+    let policy = Policy::parse(&file, &text).map_err(|e| DaemonError::Policy(e.to_string()))?;
+    for w in policy.lint() {
+        let _ = writeln!(log, "bpfgate: {w}");
+    }
+    // The gate numbers generations itself; this header's is replaced at install.
+    compiled::compile(&policy, 0).map_err(|e| DaemonError::Policy(e.to_string()))
+}
+
+fn install(gate: &mut Gate, opts: &Options, log: &mut dyn Write) -> Result<u64, DaemonError> {
+    let policy = read_policy(&opts.policy, log)?;
+    let installed = gate.install(&policy, &HostResolver::new(), opts.audit)?;
+    for p in &installed.unresolved {
+        let _ =
+            writeln!(log, "bpfgate: warning: {p} does not exist on this host; its rules cannot match until a reload");
+    }
+    Ok(installed.generation)
+}
+
+fn print(gate: &Gate, raw: &RawEvent, json: bool, out: &mut dyn Write) -> Result<(), DaemonError> {
+    let event = Event::from_raw(raw, gate.names());
+    let line = if json {
+        serde_json::to_string(&event).map_err(|e| DaemonError::Output(std::io::Error::other(e)))?
+    } else {
+        event.to_string()
+    };
+    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(DaemonError::Output)
+}
+
+/// Runs until `control.stop`. `ready` is called once the gate is attached and enforcing. The gate is detached
+/// before returning, on success and on error (its link is bound to this process either way).
+pub fn run(
+    opts: &Options,
+    control: &Control,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+    ready: &mut dyn FnMut(),
+) -> Result<Summary, DaemonError> {
+    // A bad policy at start is an error before anything is loaded.
+    let first = read_policy(&opts.policy, log)?;
+    let mut gate = Gate::load()?;
+    let installed = gate.install(&first, &HostResolver::new(), opts.audit)?;
+    for p in &installed.unresolved {
+        let _ =
+            writeln!(log, "bpfgate: warning: {p} does not exist on this host; its rules cannot match until a reload");
+    }
+    let mut stream = gate.events()?;
+    gate.attach()?;
+    let _ = writeln!(
+        log,
+        "bpfgate: enforcing {} (generation {}{}); {} catalogued kfuncs in this kernel",
+        opts.policy.display(),
+        installed.generation,
+        if opts.audit { ", audit mode" } else { "" },
+        gate.kfuncs_found()
+    );
+    ready();
+    let (mut reloads, mut refused_reloads) = (0, 0);
+    while !control.stop.load(Ordering::SeqCst) {
+        for raw in stream.poll(Duration::from_millis(100))? {
+            print(&gate, &raw, opts.json, out)?;
+        }
+        if control.reload.swap(false, Ordering::SeqCst) {
+            // Decisions made before the switch print with the old generation's rule names.
+            for raw in stream.drain()? {
+                print(&gate, &raw, opts.json, out)?;
+            }
+            match install(&mut gate, opts, log) {
+                Ok(generation) => {
+                    reloads += 1;
+                    let _ = writeln!(log, "bpfgate: reloaded {} (generation {generation})", opts.policy.display());
+                }
+                Err(e) => {
+                    refused_reloads += 1;
+                    let _ = writeln!(
+                        log,
+                        "bpfgate: reload refused, generation {} stays in force: {e}",
+                        gate.generation().unwrap_or(0)
+                    );
+                }
+            }
+        }
+    }
+    gate.detach();
+    for raw in stream.drain()? {
+        print(&gate, &raw, opts.json, out)?;
+    }
+    let (decisions, denials) = gate.counters();
+    let dropped = gate.dropped()?;
+    let _ = writeln!(log, "bpfgate: stopped; {decisions} decisions, {denials} denials, {dropped} events dropped");
+    Ok(Summary { decisions, denials, dropped, reloads, refused_reloads })
+}

@@ -1,0 +1,394 @@
+//! Decisions as the gate reports them on its ring buffer (`struct gate_event` in `src/bpf/gate.h`), and their
+//! readable forms: one line of text, or one JSON object.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use bpfgate::metadata::{AttachType, Capability, ProgType};
+use bpfgate::policy::reason_bits;
+use serde::Serialize;
+
+pub const COMM_LEN: usize = 16;
+pub const NAME_LEN: usize = 16;
+pub const TARGET_LEN: usize = 80;
+pub const CLASS_SLOTS: usize = 16;
+
+/// `gate_event.op`.
+pub const OP_PROG_LOAD: u32 = 1;
+
+/// `gate_event.verdict` (`bpfgate::policy::Decision::number`).
+pub const VERDICT_ALLOW: u8 = 0;
+pub const VERDICT_DENY: u8 = 1;
+pub const VERDICT_AUDIT: u8 = 2;
+
+/// `gate_event.flags`.
+pub mod flags {
+    pub const KERNEL: u8 = 1 << 0;
+    pub const NO_POLICY: u8 = 1 << 1;
+    pub const AUDIT_MODE: u8 = 1 << 2;
+    pub const TARGET: u8 = 1 << 3;
+    pub const ENFORCED: u8 = 1 << 4;
+    pub const TRUNCATED: u8 = 1 << 5;
+}
+
+/// `gate_event.rule` when the policy default decided.
+pub const RULE_DEFAULT: u32 = u32::MAX;
+
+/// Evidence kinds, in the top two bits of `gate_event.evidence[i]`.
+pub mod evidence {
+    pub const NONE: u32 = 0;
+    pub const HELPER: u32 = 1 << 30;
+    pub const KFUNC: u32 = 2 << 30;
+    pub const INSN: u32 = 3 << 30;
+    pub const KIND_MASK: u32 = 3 << 30;
+}
+
+/// `struct gate_event`, byte for byte.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawEvent {
+    pub ts_ns: u64,
+    pub generation: u64,
+    pub exe_dev: u64,
+    pub exe_ino: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub op: u32,
+    pub prog_type: u32,
+    pub attach_type: u32,
+    pub attach_btf_id: u32,
+    pub insn_cnt: u32,
+    pub classes: u32,
+    pub maybe_classes: u32,
+    pub reasons: u32,
+    pub rule: u32,
+    pub verdict: u8,
+    pub flags: u8,
+    pub reserved: u16,
+    pub scanned: u32,
+    pub evidence: [u32; CLASS_SLOTS],
+    pub comm: [u8; COMM_LEN],
+    pub name: [u8; NAME_LEN],
+    pub target: [u8; TARGET_LEN],
+}
+
+/// The size `gate.h` documents; the BPF side has the same layout rules (fixed widths, explicit padding).
+pub const RAW_EVENT_SIZE: usize = 272;
+const _: () = assert!(std::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);
+
+/// Why an event record could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("gate event of {0} bytes, expected {RAW_EVENT_SIZE}")]
+pub struct EventSizeError(pub usize);
+
+impl RawEvent {
+    /// Reads a ring buffer record.
+    pub fn parse(bytes: &[u8]) -> Result<RawEvent, EventSizeError> {
+        if bytes.len() < RAW_EVENT_SIZE {
+            return Err(EventSizeError(bytes.len()));
+        }
+        // SAFETY: RawEvent is repr(C) plain old data (integers and byte arrays, every bit pattern valid) and
+        // `bytes` holds at least size_of::<RawEvent>() bytes; read_unaligned copes with any alignment.
+        Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawEvent>()) })
+    }
+}
+
+fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned()
+}
+
+/// Where a class was found: a helper, a kfunc, or an instruction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    Helper { id: u32, name: String },
+    Kfunc { btf_id: u32, name: String },
+    Insn { index: u32 },
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Evidence::Helper { id, name } => write!(f, "helper {id} {name}"),
+            Evidence::Kfunc { btf_id, name } => write!(f, "kfunc {name} (btf {btf_id})"),
+            Evidence::Insn { index } => write!(f, "insn {index}"),
+        }
+    }
+}
+
+/// One class the gate found, and what proved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassFound {
+    pub class: Capability,
+    /// False for the conservative classes (see `gate.bpf.c`): the program might use it.
+    pub proved: bool,
+    pub evidence: Option<Evidence>,
+}
+
+/// A decision in readable form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Nanoseconds since boot (CLOCK_BOOTTIME).
+    pub ts_ns: u64,
+    pub op: &'static str,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// `/proc/TGID/exe` when the daemon could read it, else None.
+    pub exe: Option<String>,
+    pub exe_dev: u64,
+    pub exe_ino: u64,
+    pub cgroup_id: u64,
+    pub prog_type: String,
+    /// None when the program has no expected attach type (0 outside cgroup_skb), as the gate judges it.
+    pub attach_type: Option<String>,
+    pub attach_target: Option<String>,
+    pub name: String,
+    pub insn_cnt: u32,
+    pub classes: Vec<ClassFound>,
+    /// Bits: proved classes.
+    pub class_bits: u32,
+    /// Bits: conservative classes.
+    pub maybe_class_bits: u32,
+    pub generation: u64,
+    /// None when the policy default decided.
+    pub rule: Option<u32>,
+    pub rule_name: Option<String>,
+    pub reasons: Vec<&'static str>,
+    pub verdict: &'static str,
+    /// The load was refused with EPERM.
+    pub enforced: bool,
+    pub audit_mode: bool,
+    pub no_policy: bool,
+    pub from_kernel: bool,
+    pub truncated: bool,
+}
+
+/// Names for what the raw event only has numbers for.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    /// Rule names by rule id, per policy generation.
+    pub rules: HashMap<u64, Vec<String>>,
+    /// Catalogued kfunc names by vmlinux BTF id.
+    pub kfuncs: HashMap<u32, String>,
+}
+
+fn reason_names(bits: u32) -> Vec<&'static str> {
+    use reason_bits::*;
+    [
+        (NO_RULE, "no_rule_matched"),
+        (RULE_DENIES, "rule_denies"),
+        (PROG_TYPE, "prog_type"),
+        (ATTACH_TYPE, "attach_type"),
+        (ATTACH_TARGET, "attach_target"),
+        (INSNS, "max_insns"),
+        (CLASS, "capabilities"),
+        (MAP, "maps"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| bits & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+impl Event {
+    pub fn from_raw(raw: &RawEvent, names: &Names) -> Event {
+        let evidence_of = |slot: usize| -> Option<Evidence> {
+            let e = raw.evidence.get(slot).copied().unwrap_or(0);
+            let value = e & !evidence::KIND_MASK;
+            match e & evidence::KIND_MASK {
+                evidence::HELPER => Some(Evidence::Helper {
+                    id: value,
+                    name: bpfgate::helpers::helper(value).map_or("unknown", |h| h.name).to_owned(),
+                }),
+                evidence::KFUNC => Some(Evidence::Kfunc {
+                    btf_id: value,
+                    name: names.kfuncs.get(&value).cloned().unwrap_or_else(|| "unknown".to_owned()),
+                }),
+                evidence::INSN => Some(Evidence::Insn { index: value }),
+                _ => None,
+            }
+        };
+        let mut classes = Vec::new();
+        for (slot, class) in Capability::ALL.into_iter().enumerate() {
+            let proved = raw.classes & class.bit() != 0;
+            if proved || raw.maybe_classes & class.bit() != 0 {
+                classes.push(ClassFound { class, proved, evidence: evidence_of(slot) });
+            }
+        }
+        let rule = (raw.rule != RULE_DEFAULT).then_some(raw.rule);
+        let rule_name = rule.and_then(|r| names.rules.get(&raw.generation).and_then(|v| v.get(r as usize)).cloned());
+        let prog_type = ProgType::from_number(raw.prog_type)
+            .map_or_else(|| format!("type_{}", raw.prog_type), |t| t.name().to_owned());
+        // The gate's rule: attach type 0 (cgroup_inet_ingress) only means something for cgroup_skb (8).
+        let attach_type = (raw.attach_type != 0 || raw.prog_type == 8).then(|| {
+            AttachType::from_number(raw.attach_type)
+                .map_or_else(|| format!("attach_{}", raw.attach_type), |t| t.name().to_owned())
+        });
+        let exe = std::fs::read_link(format!("/proc/{}/exe", raw.tgid)).ok().map(|p| p.display().to_string());
+        Event {
+            ts_ns: raw.ts_ns,
+            op: if raw.op == OP_PROG_LOAD { "load" } else { "unknown" },
+            pid: raw.pid,
+            tgid: raw.tgid,
+            uid: raw.uid,
+            comm: c_str(&raw.comm),
+            exe,
+            exe_dev: raw.exe_dev,
+            exe_ino: raw.exe_ino,
+            cgroup_id: raw.cgroup_id,
+            prog_type,
+            attach_type,
+            attach_target: (raw.flags & flags::TARGET != 0).then(|| c_str(&raw.target)),
+            name: c_str(&raw.name),
+            insn_cnt: raw.insn_cnt,
+            classes,
+            class_bits: raw.classes,
+            maybe_class_bits: raw.maybe_classes,
+            generation: raw.generation,
+            rule,
+            rule_name,
+            reasons: reason_names(raw.reasons),
+            verdict: match raw.verdict {
+                VERDICT_ALLOW => "allow",
+                VERDICT_DENY => "deny",
+                VERDICT_AUDIT => "audit",
+                _ => "unknown",
+            },
+            enforced: raw.flags & flags::ENFORCED != 0,
+            audit_mode: raw.flags & flags::AUDIT_MODE != 0,
+            no_policy: raw.flags & flags::NO_POLICY != 0,
+            from_kernel: raw.flags & flags::KERNEL != 0,
+            truncated: raw.flags & flags::TRUNCATED != 0,
+        }
+    }
+
+    /// The action word of the text form.
+    pub fn action(&self) -> &'static str {
+        match self.verdict {
+            "allow" => "BPFAllowed",
+            "deny" => "BPFDenied",
+            "audit" => "BPFAudited",
+            _ => "BPFUnknown",
+        }
+    }
+}
+
+/// `process: eve pid: 284 uid: 0 exe: /usr/bin/eve op: load type: xdp name: from-netdev insns: 6 classes:
+/// send_signal(helper 109 send_signal) rule: 2 (name) action: BPFDenied reasons: capabilities`
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "process: {} pid: {} uid: {}", self.comm, self.tgid, self.uid)?;
+        match &self.exe {
+            Some(exe) => write!(f, " exe: {exe}")?,
+            None => write!(f, " exe: dev {:#x} ino {}", self.exe_dev, self.exe_ino)?,
+        }
+        write!(f, " cgroup: {} op: {} type: {}", self.cgroup_id, self.op, self.prog_type)?;
+        if let Some(a) = &self.attach_type {
+            write!(f, " attach: {a}")?;
+        }
+        if let Some(t) = &self.attach_target {
+            write!(f, " target: {t}")?;
+        }
+        write!(f, " name: {} insns: {} classes: ", if self.name.is_empty() { "-" } else { &self.name }, self.insn_cnt)?;
+        if self.classes.is_empty() {
+            f.write_str("none")?;
+        }
+        for (i, c) in self.classes.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let maybe = if c.proved { "" } else { "?" };
+            match &c.evidence {
+                Some(e) => write!(f, "{sep}{}{maybe}({e})", c.class)?,
+                None => write!(f, "{sep}{}{maybe}", c.class)?,
+            }
+        }
+        match (self.rule, &self.rule_name) {
+            (Some(r), Some(n)) => write!(f, " rule: {r} ({n})")?,
+            (Some(r), None) => write!(f, " rule: {r}")?,
+            (None, _) if self.no_policy => f.write_str(" rule: none (no policy)")?,
+            (None, _) => f.write_str(" rule: default")?,
+        }
+        write!(f, " action: {}", self.action())?;
+        if !self.reasons.is_empty() {
+            write!(f, " reasons: {}", self.reasons.join(","))?;
+        }
+        if self.audit_mode {
+            f.write_str(" (audit mode)")?;
+        }
+        if self.truncated {
+            f.write_str(" (scan truncated)")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawEvent {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..3].copy_from_slice(b"eve");
+        let mut name = [0u8; NAME_LEN];
+        name[..11].copy_from_slice(b"from_netdev");
+        let mut evidence = [0u32; CLASS_SLOTS];
+        evidence[3] = evidence::HELPER | 109;
+        evidence[0] = evidence::INSN | 5;
+        RawEvent {
+            ts_ns: 1,
+            generation: 7,
+            exe_dev: 0x800001,
+            exe_ino: 42,
+            cgroup_id: 1,
+            pid: 284,
+            tgid: 284,
+            uid: 0,
+            op: OP_PROG_LOAD,
+            prog_type: 6,
+            attach_type: 37,
+            attach_btf_id: 0,
+            insn_cnt: 6,
+            classes: Capability::SendSignal.bit(),
+            maybe_classes: Capability::KernelRead.bit(),
+            reasons: reason_bits::CLASS,
+            rule: 2,
+            verdict: VERDICT_DENY,
+            flags: flags::ENFORCED,
+            reserved: 0,
+            scanned: 6,
+            evidence,
+            comm,
+            name,
+            target: [0; TARGET_LEN],
+        }
+    }
+
+    #[test]
+    fn parses_and_formats_a_denial() {
+        let r = raw();
+        // SAFETY: RawEvent is plain old data; viewing it as bytes is how the ring buffer hands it over.
+        let bytes = unsafe { std::slice::from_raw_parts((&r as *const RawEvent).cast::<u8>(), size_of::<RawEvent>()) };
+        let parsed = RawEvent::parse(bytes).expect("full record");
+        let mut names = Names::default();
+        names.rules.insert(7, vec!["a".into(), "b".into(), "no-signals".into()]);
+        let e = Event::from_raw(&parsed, &names);
+        let line = e.to_string();
+        assert!(line.starts_with("process: eve pid: 284 uid: 0"), "{line}");
+        assert!(line.contains(" op: load type: xdp attach: xdp name: from_netdev insns: 6"), "{line}");
+        assert!(line.contains("classes: kernel_read?(insn 5),send_signal(helper 109 send_signal)"), "{line}");
+        assert!(line.contains("rule: 2 (no-signals) action: BPFDenied reasons: capabilities"), "{line}");
+        let json = serde_json::to_value(&e).expect("serializes");
+        assert_eq!(json["verdict"], "deny");
+        assert_eq!(json["classes"][1]["class"], "send_signal");
+        assert_eq!(json["classes"][1]["evidence"]["id"], 109);
+    }
+
+    #[test]
+    fn short_records_are_refused() {
+        assert_eq!(RawEvent::parse(&[0u8; 10]).err(), Some(EventSizeError(10)));
+    }
+}

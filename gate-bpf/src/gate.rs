@@ -1,0 +1,463 @@
+//! The loader: opens and loads `gate.bpf.c`, fills its kfunc table from the running kernel's BTF, installs
+//! compiled policies in two slots with one atomic switch, attaches the LSM hook, and streams decisions.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bpfgate::policy::compiled::{
+    self, CompiledPolicy, ExeKey, KernelTables, Resolver, HEADER_SIZE, RULE_RECORD_SIZE, TARGET_PATTERN_LEN,
+};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, MapHandle, MapType, RingBuffer, RingBufferBuilder};
+
+use crate::event::{Names, RawEvent};
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/gate.skel.rs"));
+}
+use skel::{GateSkel, GateSkelBuilder};
+
+/// Limits compiled into `gate.bpf.c` (`gate.h`).
+pub const MAX_RULES: u32 = 64;
+pub const MAX_TARGETS: u32 = 1024;
+pub const MAX_SUBJECT_KEYS: usize = 256;
+/// `GATE_KFUNC_WRITES_MEM`: flag in `kfunc_classes` values.
+const KFUNC_WRITES_MEM: u32 = 1 << 31;
+
+/// Which `lsm/bpf_prog_load` program matches the running kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookVariant {
+    /// `(prog, attr, token)`: up to 6.15.
+    ThreeArgs,
+    /// `(prog, attr, token, kernel)`: 6.16 and later.
+    FourArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux): {0}")]
+    Btf(std::io::Error),
+    #[error("the kernel's BTF has no bpf_lsm_bpf_prog_load: BPF LSM is not built into this kernel")]
+    NoHook,
+    #[error("bpf_lsm_bpf_prog_load takes {0} arguments; the gate knows 3 (up to 6.15) and 4 (6.16+)")]
+    UnknownHook(u16),
+    /// The libbpf error is in the message, not the source chain, so `{:#}` does not print it twice.
+    #[error("{what}: {error}")]
+    Bpf { what: String, error: libbpf_rs::Error },
+    #[error(transparent)]
+    Policy(#[from] compiled::CompiledError),
+    #[error("the policy has {count} {what}; the gate holds at most {max}")]
+    Limit { what: &'static str, count: usize, max: usize },
+    #[error("the gate's .bss is not memory-mapped")]
+    NoBss,
+}
+
+fn bpf(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> GateError {
+    let what = what.into();
+    move |error| GateError::Bpf { what, error }
+}
+
+/// The running kernel's vmlinux BTF, through libbpf.
+struct VmlinuxBtf(*mut libbpf_sys::btf);
+
+impl VmlinuxBtf {
+    fn load() -> Result<VmlinuxBtf, GateError> {
+        // SAFETY: no preconditions; returns NULL (errno set) on failure.
+        let ptr = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
+        if ptr.is_null() {
+            return Err(GateError::Btf(std::io::Error::last_os_error()));
+        }
+        Ok(VmlinuxBtf(ptr))
+    }
+
+    /// The BTF id of the function named `name`.
+    fn func(&self, name: &str) -> Option<u32> {
+        let c = CString::new(name).ok()?;
+        // SAFETY: self.0 is a live BTF object and c a NUL-terminated string.
+        let id = unsafe { libbpf_sys::btf__find_by_name_kind(self.0, c.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
+        u32::try_from(id).ok().filter(|&id| id > 0)
+    }
+
+    /// `(kind, vlen, type)` of type `id`.
+    fn type_info(&self, id: u32) -> Option<(u32, u16, u32)> {
+        // SAFETY: self.0 is a live BTF object; libbpf returns NULL for ids out of range.
+        let t = unsafe { libbpf_sys::btf__type_by_id(self.0, id) };
+        // SAFETY: non-null pointers from btf__type_by_id point at a btf_type inside the object.
+        let t = unsafe { t.as_ref() }?;
+        // SAFETY: every BTF type has the size/type union; reading it as u32 is always valid.
+        let ty = unsafe { t.__bindgen_anon_1.type_ };
+        Some(((t.info >> 24) & 0x1f, (t.info & 0xffff) as u16, ty))
+    }
+}
+
+impl Drop for VmlinuxBtf {
+    fn drop(&mut self) {
+        // SAFETY: self.0 came from btf__load_vmlinux_btf and is freed once.
+        unsafe { libbpf_sys::btf__free(self.0) }
+    }
+}
+
+/// The hook's prototype in the running kernel decides the program variant.
+fn hook_variant(btf: &VmlinuxBtf) -> Result<HookVariant, GateError> {
+    let func = btf.func("bpf_lsm_bpf_prog_load").ok_or(GateError::NoHook)?;
+    let (_, _, proto) = btf.type_info(func).ok_or(GateError::NoHook)?;
+    match btf.type_info(proto) {
+        Some((kind, 3, _)) if kind == libbpf_sys::BTF_KIND_FUNC_PROTO => Ok(HookVariant::ThreeArgs),
+        Some((kind, 4, _)) if kind == libbpf_sys::BTF_KIND_FUNC_PROTO => Ok(HookVariant::FourArgs),
+        Some((_, n, _)) => Err(GateError::UnknownHook(n)),
+        None => Err(GateError::NoHook),
+    }
+}
+
+/// Map keys of one policy slot, remembered so the slot can be emptied before it is reused.
+#[derive(Debug, Default)]
+struct SlotKeys {
+    exe: Vec<[u8; 24]>,
+    cgroup: Vec<[u8; 16]>,
+    uid: Vec<[u8; 8]>,
+}
+
+/// What [`Gate::install`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// The generation the gate's events carry for decisions by this policy.
+    pub generation: u64,
+    /// Policy paths that resolved to nothing on this host: their rules cannot match.
+    pub unresolved: Vec<String>,
+}
+
+/// The loaded gate. Dropping it detaches the hook and unloads everything (links are fd-bound).
+pub struct Gate {
+    // Declared first so it is dropped first: detach before unloading.
+    link: Option<Link>,
+    skel: GateSkel<'static>,
+    variant: HookVariant,
+    /// The slot decisions read, once a policy is installed.
+    active: Option<u32>,
+    slots: [SlotKeys; 2],
+    next_generation: u64,
+    /// An inner map for `sync_rcu` updates.
+    sync_inner: MapHandle,
+    names: Names,
+    kfuncs_found: usize,
+}
+
+impl Gate {
+    /// Loads the gate (verifies the program matching this kernel) and fills the kfunc table. Nothing is
+    /// enforced until [`Gate::install`] and [`Gate::attach`].
+    pub fn load() -> Result<Gate, GateError> {
+        let btf = VmlinuxBtf::load()?;
+        let variant = hook_variant(&btf)?;
+
+        // The skeleton borrows its object storage for its whole life; one small leak per gate, and the
+        // object itself is still closed when the skeleton drops.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = GateSkelBuilder::default().open(storage).map_err(bpf("opening the gate object"))?;
+        match variant {
+            HookVariant::ThreeArgs => open.progs.gate_prog_load_v4.set_autoload(false),
+            HookVariant::FourArgs => open.progs.gate_prog_load_v3.set_autoload(false),
+        }
+        let skel = open.load().map_err(bpf("loading the gate program (verifier)"))?;
+
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+            ..Default::default()
+        };
+        let sync_inner = MapHandle::create(MapType::Array, Some("bpfgate_sync"), 4, 4, 1, &opts)
+            .map_err(bpf("creating the RCU sync map"))?;
+
+        let mut gate = Gate {
+            link: None,
+            skel,
+            variant,
+            active: None,
+            slots: [SlotKeys::default(), SlotKeys::default()],
+            next_generation: 1,
+            sync_inner,
+            names: Names::default(),
+            kfuncs_found: 0,
+        };
+        gate.fill_kfuncs(&btf)?;
+        Ok(gate)
+    }
+
+    /// Catalogued kfuncs present in vmlinux, by BTF id. Module kfuncs are called through an fd_array slot
+    /// and stay `unknown`.
+    fn fill_kfuncs(&mut self, btf: &VmlinuxBtf) -> Result<(), GateError> {
+        use bpfgate::helpers::Effect;
+        for k in bpfgate::helpers::KFUNCS {
+            let Some(id) = btf.func(k.name) else { continue };
+            let writes = k.effects.iter().any(|e| matches!(e, Effect::WriteMem(_) | Effect::MapWrite(_)));
+            let value = k.classes.0 | if writes { KFUNC_WRITES_MEM } else { 0 };
+            let mut key = [0u8; 8];
+            key[4..].copy_from_slice(&id.to_ne_bytes());
+            self.skel
+                .maps
+                .kfunc_classes
+                .update(&key, &value.to_ne_bytes(), MapFlags::ANY)
+                .map_err(bpf(format!("recording kfunc {}", k.name)))?;
+            self.names.kfuncs.insert(id, k.name.to_owned());
+            self.kfuncs_found += 1;
+        }
+        Ok(())
+    }
+
+    pub fn variant(&self) -> HookVariant {
+        self.variant
+    }
+
+    /// How many catalogued kfuncs the running kernel has.
+    pub fn kfuncs_found(&self) -> usize {
+        self.kfuncs_found
+    }
+
+    /// Names for turning raw events into readable ones (rule names by generation, kfunc names).
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Attaches `lsm/bpf_prog_load`. The link is fd-bound: it goes away with this process.
+    pub fn attach(&mut self) -> Result<(), GateError> {
+        if self.link.is_some() {
+            return Ok(());
+        }
+        let prog = match self.variant {
+            HookVariant::ThreeArgs => &self.skel.progs.gate_prog_load_v3,
+            HookVariant::FourArgs => &self.skel.progs.gate_prog_load_v4,
+        };
+        self.link = Some(prog.attach_lsm().map_err(bpf("attaching lsm/bpf_prog_load"))?);
+        Ok(())
+    }
+
+    /// Detaches the hook; loads are no longer decided.
+    pub fn detach(&mut self) {
+        self.link = None;
+    }
+
+    /// Resolves `policy` on this host and installs it. The slot not in use is filled completely, then one
+    /// 4-byte write switches decisions to it, then the syscall waits an RCU grace period, so every decision
+    /// reads exactly one generation and the old slot is quiet before it is ever rewritten. On error the
+    /// policy in force stays.
+    pub fn install(
+        &mut self,
+        policy: &CompiledPolicy,
+        resolver: &dyn Resolver,
+        audit: bool,
+    ) -> Result<Installed, GateError> {
+        policy.validate("policy")?;
+        let resolved = policy.resolve(resolver);
+        let mut tables = resolved.tables;
+        check_limits(&tables)?;
+        let generation = self.next_generation;
+        tables.header.generation = generation;
+        if audit {
+            tables.header.mode = 1;
+        }
+
+        let slot = match self.active {
+            Some(s) => 1 - s,
+            // The program starts on slot 0, which is empty (no magic: loads are allowed); fill slot 1.
+            None => 1,
+        };
+        self.clear_slot(slot)?;
+        self.fill_slot(slot, &tables)?;
+        self.switch_to(slot)?;
+        self.active = Some(slot);
+        self.next_generation += 1;
+        self.names.rules.insert(generation, policy.rule_names.clone());
+        Ok(Installed { generation, unresolved: resolved.unresolved })
+    }
+
+    fn clear_slot(&mut self, slot: u32) -> Result<(), GateError> {
+        let keys = std::mem::take(&mut self.slots[slot as usize]);
+        let maps = &self.skel.maps;
+        // The header goes first: a slot without magic is never read as a policy.
+        maps.policy_header
+            .update(&slot.to_ne_bytes(), &[0u8; HEADER_SIZE], MapFlags::ANY)
+            .map_err(bpf("clearing a policy header"))?;
+        for k in &keys.exe {
+            delete_if_present(&maps.policy_exe, k)?;
+        }
+        for k in &keys.cgroup {
+            delete_if_present(&maps.policy_cgroup, k)?;
+        }
+        for k in &keys.uid {
+            delete_if_present(&maps.policy_uid, k)?;
+        }
+        Ok(())
+    }
+
+    fn fill_slot(&mut self, slot: u32, t: &KernelTables) -> Result<(), GateError> {
+        let maps = &self.skel.maps;
+        let mut keys = SlotKeys::default();
+        for (id, rule) in t.rules.iter().enumerate() {
+            let index = slot * MAX_RULES + id as u32;
+            let bytes: [u8; RULE_RECORD_SIZE] = rule.to_le_bytes();
+            maps.policy_rules.update(&index.to_ne_bytes(), &bytes, MapFlags::ANY).map_err(bpf("writing a rule"))?;
+        }
+        for (i, p) in t.targets.iter().enumerate() {
+            let index = slot * MAX_TARGETS + i as u32;
+            let bytes = p.to_le_bytes::<TARGET_PATTERN_LEN>();
+            maps.policy_targets
+                .update(&index.to_ne_bytes(), &bytes, MapFlags::ANY)
+                .map_err(bpf("writing an attach-target pattern"))?;
+        }
+        for (key, rules) in &t.exe {
+            let k = exe_key(slot, *key);
+            maps.policy_exe.update(&k, &rules.to_ne_bytes(), MapFlags::ANY).map_err(bpf("writing an exe key"))?;
+            keys.exe.push(k);
+        }
+        for (id, rules) in &t.cgroup {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&u64::from(slot).to_ne_bytes());
+            k[8..].copy_from_slice(&id.to_ne_bytes());
+            maps.policy_cgroup.update(&k, &rules.to_ne_bytes(), MapFlags::ANY).map_err(bpf("writing a cgroup key"))?;
+            keys.cgroup.push(k);
+        }
+        for (uid, rules) in &t.uid {
+            let mut k = [0u8; 8];
+            k[..4].copy_from_slice(&slot.to_ne_bytes());
+            k[4..].copy_from_slice(&uid.to_ne_bytes());
+            maps.policy_uid.update(&k, &rules.to_ne_bytes(), MapFlags::ANY).map_err(bpf("writing a uid key"))?;
+            keys.uid.push(k);
+        }
+        // Keys are recorded before the header so a failure below still lets the next install clean up.
+        self.slots[slot as usize] = keys;
+        self.skel
+            .maps
+            .policy_header
+            .update(&slot.to_ne_bytes(), &t.header.to_le_bytes(), MapFlags::ANY)
+            .map_err(bpf("writing the policy header"))?;
+        Ok(())
+    }
+
+    fn switch_to(&mut self, slot: u32) -> Result<(), GateError> {
+        let bss = self.skel.maps.bss_data.as_deref_mut().ok_or(GateError::NoBss)?;
+        // SAFETY: the field lives in the .bss mapping the skeleton keeps for its whole life; a volatile
+        // aligned 4-byte store is seen whole by the program's single read of it.
+        unsafe { std::ptr::write_volatile(&mut bss.gate_active_slot, slot) };
+        // A map-in-map update returns only after synchronize_rcu(): decisions that read the old slot are over.
+        self.skel
+            .maps
+            .sync_rcu
+            .update(&0u32.to_ne_bytes(), &self.sync_inner_fd().to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf("waiting for decisions on the old policy (sync_rcu update)"))?;
+        Ok(())
+    }
+
+    fn sync_inner_fd(&self) -> i32 {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.sync_inner.as_fd().as_raw_fd()
+    }
+
+    /// The generation of the policy in force, if any.
+    pub fn generation(&self) -> Option<u64> {
+        self.active.map(|_| self.next_generation - 1)
+    }
+
+    /// Decisions and denials counted by the program since it was loaded.
+    pub fn counters(&self) -> (u64, u64) {
+        match self.skel.maps.bss_data.as_deref() {
+            // SAFETY: fields of the live .bss mapping, written by the program concurrently: read volatile.
+            Some(bss) => unsafe {
+                (std::ptr::read_volatile(&bss.gate_decisions), std::ptr::read_volatile(&bss.gate_denials))
+            },
+            None => (0, 0),
+        }
+    }
+
+    /// Events lost because the ring buffer was full, summed over CPUs.
+    pub fn dropped(&self) -> Result<u64, GateError> {
+        let per_cpu = self
+            .skel
+            .maps
+            .dropped
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf("reading the dropped-events counter"))?
+            .unwrap_or_default();
+        Ok(per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum())
+    }
+
+    /// A consumer of the decision ring buffer, independent of `self`'s borrow so policies can be installed
+    /// while events flow.
+    pub fn events(&self) -> Result<EventStream, GateError> {
+        let map = MapHandle::try_from(&self.skel.maps.events).map_err(bpf("duplicating the events map fd"))?;
+        let queue: Rc<RefCell<VecDeque<RawEvent>>> = Rc::default();
+        let sink = Rc::clone(&queue);
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&map, move |bytes: &[u8]| {
+                // A short record cannot come from this program; skipping it keeps the stream going.
+                if let Ok(e) = RawEvent::parse(bytes) {
+                    sink.borrow_mut().push_back(e);
+                }
+                0
+            })
+            .map_err(bpf("adding the events ring buffer"))?;
+        let rb = builder.build().map_err(bpf("building the ring buffer consumer"))?;
+        Ok(EventStream { rb, queue, _map: map })
+    }
+}
+
+fn delete_if_present(map: &dyn MapCore, key: &[u8]) -> Result<(), GateError> {
+    match map.delete(key) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(GateError::Bpf { what: "removing an old subject key".into(), error: e }),
+    }
+}
+
+fn exe_key(slot: u32, key: ExeKey) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..4].copy_from_slice(&slot.to_ne_bytes());
+    k[8..16].copy_from_slice(&key.dev.to_ne_bytes());
+    k[16..].copy_from_slice(&key.ino.to_ne_bytes());
+    k
+}
+
+fn check_limits(t: &KernelTables) -> Result<(), GateError> {
+    let limits = [
+        ("rules", t.rules.len(), MAX_RULES as usize),
+        ("attach-target patterns", t.targets.len(), MAX_TARGETS as usize),
+        ("executable keys", t.exe.len(), MAX_SUBJECT_KEYS),
+        ("cgroup keys", t.cgroup.len(), MAX_SUBJECT_KEYS),
+        ("uid keys", t.uid.len(), MAX_SUBJECT_KEYS),
+    ];
+    for (what, count, max) in limits {
+        if count > max {
+            return Err(GateError::Limit { what, count, max });
+        }
+    }
+    Ok(())
+}
+
+/// Decisions as they arrive.
+pub struct EventStream {
+    // Dropped before the map handle it reads.
+    rb: RingBuffer<'static>,
+    queue: Rc<RefCell<VecDeque<RawEvent>>>,
+    _map: MapHandle,
+}
+
+impl EventStream {
+    /// Waits up to `timeout` for events and returns those that arrived (possibly none). Interrupted waits
+    /// (a signal) return what is there.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Vec<RawEvent>, GateError> {
+        match self.rb.poll(timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+            Err(e) => return Err(GateError::Bpf { what: "polling the ring buffer".into(), error: e }),
+        }
+        Ok(self.queue.borrow_mut().drain(..).collect())
+    }
+
+    /// Takes the events already in the buffer without waiting.
+    pub fn drain(&mut self) -> Result<Vec<RawEvent>, GateError> {
+        self.rb.consume().map_err(bpf("consuming the ring buffer"))?;
+        Ok(self.queue.borrow_mut().drain(..).collect())
+    }
+}

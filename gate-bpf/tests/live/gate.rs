@@ -1,0 +1,814 @@
+//! Live tests of the gate (issue 5), run inside the VM harness on each kernel.
+//!
+//! Every test attaches the real gate to the kernel and installs policies whose rules name this test
+//! binary's executable (or, for the bpftrace test, /usr/bin/bpftrace): other processes keep the policy
+//! default, `allow`.
+
+use std::collections::BTreeMap;
+use std::ffi::CStr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bpfgate::metadata::{AttachType, Capability, ProgramMetadata};
+use bpfgate::policy::compiled::{self, CompiledPolicy};
+use bpfgate::policy::Policy;
+use bpfgate_gate::event::{evidence, Event, RawEvent, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY};
+use bpfgate_gate::{EventStream, Gate, HookVariant, HostResolver};
+use libbpf_rs::libbpf_sys;
+
+use super::live;
+
+/// Writes to the process's stderr directly: libtest hides eprintln! output of passing tests, and these lines
+/// are the evidence in the VM logs.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+struct Fixture {
+    file: &'static str,
+    bytes: &'static [u8],
+}
+
+macro_rules! fixtures {
+    ($($f:literal),* $(,)?) => {
+        &[$(Fixture { file: $f, bytes: include_bytes!(concat!("../../../tests/fixtures/", $f)) }),*]
+    };
+}
+
+/// Every fixture object of the library's tests (tests/fixtures/), carried inside the binary.
+const FIXTURES: &[Fixture] = fixtures![
+    "destructive_kfunc.bpf.o",
+    "fentry_btf_read.bpf.o",
+    "fmod_ret_override.bpf.o",
+    "kconfig_extern.bpf.o",
+    "kfunc_known.bpf.o",
+    "kprobe_read.bpf.o",
+    "lsm_read.bpf.o",
+    "map_read_only.bpf.o",
+    "map_write_by_helper.bpf.o",
+    "map_write_global.bpf.o",
+    "map_write_spilled_ptr.bpf.o",
+    "map_write_update.bpf.o",
+    "map_write_value_ptr.bpf.o",
+    "maps_btf.bpf.o",
+    "maps_iproute2.bpf.o",
+    "maps_legacy.bpf.o",
+    "negative_pure_helper.bpf.o",
+    "negative_tracepoint.bpf.o",
+    "override_return.bpf.o",
+    "reach_bpf_loop.bpf.o",
+    "reach_for_each_map_elem.bpf.o",
+    "reach_subprog.bpf.o",
+    "reach_two_progs_one_section.bpf.o",
+    "reach_unused_subprog.bpf.o",
+    "rodata_read.bpf.o",
+    "send_signal.bpf.o",
+    "socket_filter_read.bpf.o",
+    "sys_bpf.bpf.o",
+    "tail_call.bpf.o",
+    "tc_store_redirect.bpf.o",
+    "trace_printk.bpf.o",
+    "unknown_helper.bpf.o",
+    "unknown_kfunc.bpf.o",
+    "user_read.bpf.o",
+    "user_write.bpf.o",
+    "xdp_packet_write.bpf.o",
+];
+
+fn fixture(file: &str) -> &'static Fixture {
+    FIXTURES.iter().find(|f| f.file == file).unwrap_or_else(|| panic!("no fixture {file}"))
+}
+
+/// The name the kernel keeps (`aux->name`, 15 bytes).
+fn kname(name: &str) -> String {
+    name.chars().take(15).collect()
+}
+
+fn this_exe() -> String {
+    let exe = std::env::current_exe().and_then(|p| p.canonicalize()).expect("the test binary's path");
+    exe.display().to_string()
+}
+
+fn compile(yaml: &str) -> CompiledPolicy {
+    let policy = Policy::parse("test-policy.yaml", yaml).unwrap_or_else(|e| panic!("test policy:\n{e}\n{yaml}"));
+    compiled::compile(&policy, 1).unwrap_or_else(|e| panic!("test policy does not compile:\n{e}\n{yaml}"))
+}
+
+/// Loads an object with libbpf, only the programs `keep` accepts; `Err(errno)` when the load fails.
+fn load_object(bytes: &[u8], keep: impl Fn(&str) -> bool) -> Result<(), i32> {
+    let opts = libbpf_sys::bpf_object_open_opts {
+        sz: size_of::<libbpf_sys::bpf_object_open_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: the buffer outlives the call (libbpf copies it); opts is a valid, sized options struct.
+    let obj = unsafe { libbpf_sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len() as _, &opts) };
+    // SAFETY: libbpf_get_error accepts any pointer returned by libbpf.
+    let err = unsafe { libbpf_sys::libbpf_get_error(obj.cast()) };
+    if obj.is_null() || err != 0 {
+        return Err(-(err as i32));
+    }
+    let mut prog = std::ptr::null_mut();
+    loop {
+        // SAFETY: obj is a live object; prog is null or a program of obj.
+        prog = unsafe { libbpf_sys::bpf_object__next_program(obj, prog) };
+        if prog.is_null() {
+            break;
+        }
+        // SAFETY: prog is a program of obj; its name is a NUL-terminated string owned by libbpf.
+        let name = unsafe { CStr::from_ptr(libbpf_sys::bpf_program__name(prog)) }.to_string_lossy().into_owned();
+        // SAFETY: prog is a program of obj that is not loaded yet.
+        unsafe { libbpf_sys::bpf_program__set_autoload(prog, keep(&name)) };
+    }
+    // SAFETY: obj is a live, opened object.
+    let rc = unsafe { libbpf_sys::bpf_object__load(obj) };
+    // SAFETY: obj is closed exactly once; this unloads whatever loaded.
+    unsafe { libbpf_sys::bpf_object__close(obj) };
+    if rc < 0 {
+        Err(-rc)
+    } else {
+        Ok(())
+    }
+}
+
+/// The gate, attached, with its decision stream.
+struct Live {
+    gate: Gate,
+    stream: EventStream,
+    seen: Vec<RawEvent>,
+}
+
+impl Live {
+    fn new() -> Live {
+        let mut gate = Gate::load().unwrap_or_else(|e| panic!("loading the gate: {e:#}"));
+        gate.attach().unwrap_or_else(|e| panic!("attaching the gate: {e:#}"));
+        let stream = gate.events().unwrap_or_else(|e| panic!("opening the event stream: {e:#}"));
+        Live { gate, stream, seen: Vec::new() }
+    }
+
+    fn install(&mut self, yaml: &str) -> u64 {
+        let installed = self
+            .gate
+            .install(&compile(yaml), &HostResolver::new(), false)
+            .unwrap_or_else(|e| panic!("installing the policy: {e:#}\n{yaml}"));
+        assert!(installed.unresolved.is_empty(), "unresolved policy paths: {:?}", installed.unresolved);
+        installed.generation
+    }
+
+    /// Events that arrived since the last call.
+    fn take(&mut self) -> Vec<RawEvent> {
+        let mut new = self.stream.drain().unwrap_or_else(|e| panic!("reading events: {e:#}"));
+        self.seen.extend(new.iter().copied());
+        std::mem::take(&mut new)
+    }
+
+    fn describe(&self, raw: &RawEvent) -> String {
+        Event::from_raw(raw, self.gate.names()).to_string()
+    }
+}
+
+fn named<'a>(events: &'a [RawEvent], name: &str) -> Vec<&'a RawEvent> {
+    let want = kname(name);
+    events.iter().filter(|e| event_name(e) == want).collect()
+}
+
+fn event_name(e: &RawEvent) -> String {
+    let end = e.name.iter().position(|&b| b == 0).unwrap_or(e.name.len());
+    String::from_utf8_lossy(&e.name[..end]).into_owned()
+}
+
+fn class_names(bits: u32) -> String {
+    let names: Vec<&str> = Capability::ALL.iter().filter(|c| bits & c.bit() != 0).map(|c| c.name()).collect();
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
+}
+
+#[test]
+fn gate_loads_the_hook_variant_of_this_kernel() {
+    let Some(_guard) = live("gate_loads_the_hook_variant_of_this_kernel") else { return };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    let mut nums = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    let gate = Gate::load().unwrap_or_else(|e| panic!("loading the gate: {e:#}"));
+    let expected = if version >= (6, 16) { HookVariant::FourArgs } else { HookVariant::ThreeArgs };
+    assert_eq!(gate.variant(), expected, "kernel {}", release.trim());
+    assert!(gate.kfuncs_found() > 50, "only {} catalogued kfuncs found in vmlinux BTF", gate.kfuncs_found());
+    report!(
+        "gate: kernel {} uses {:?}; {} catalogued kfuncs in vmlinux BTF",
+        release.trim(),
+        gate.variant(),
+        gate.kfuncs_found()
+    );
+}
+
+#[test]
+fn gate_without_policy_allows_and_reports() {
+    let Some(_guard) = live("gate_without_policy_allows_and_reports") else { return };
+    let mut g = Live::new();
+    super::load_socket_filter("bpfgate_nopol").unwrap_or_else(|e| panic!("load without a policy failed: {e}"));
+    let events = g.take();
+    let ours = named(&events, "bpfgate_nopol");
+    assert_eq!(ours.len(), 1, "one decision expected: {events:?}");
+    let e = ours[0];
+    assert_eq!(e.verdict, VERDICT_ALLOW);
+    assert!(e.flags & bpfgate_gate::event::flags::NO_POLICY != 0);
+    assert_eq!(e.tgid, std::process::id());
+    assert_eq!(e.insn_cnt, 2);
+    assert_eq!(e.prog_type, 1);
+    report!("no policy: {}", g.describe(e));
+}
+
+/// (fixture, program, class the policy denies, expected evidence)
+const DENIALS: &[(&str, &str, Capability, u32)] = &[
+    ("send_signal.bpf.o", "send_signal", Capability::SendSignal, evidence::HELPER | 109),
+    ("kprobe_read.bpf.o", "kprobe_read", Capability::KernelRead, evidence::HELPER | 113),
+    ("user_read.bpf.o", "user_read", Capability::UserRead, evidence::HELPER | 112),
+    ("user_write.bpf.o", "user_write", Capability::UserWrite, evidence::HELPER | 36),
+    ("trace_printk.bpf.o", "trace_printk", Capability::TracePrintk, evidence::HELPER | 6),
+    ("tail_call.bpf.o", "tail_call", Capability::TailCall, evidence::HELPER | 12),
+    ("override_return.bpf.o", "override_return", Capability::OverrideReturn, evidence::HELPER | 58),
+    ("fmod_ret_override.bpf.o", "fmod_ret_override", Capability::OverrideReturn, evidence::INSN),
+    ("sys_bpf.bpf.o", "sys_bpf", Capability::SysBpf, evidence::HELPER | 166),
+    ("tc_store_redirect.bpf.o", "tc_store_redirect", Capability::Redirect, evidence::HELPER | 23),
+    ("unknown_helper.bpf.o", "unknown_helper", Capability::Unknown, evidence::HELPER | 999),
+    ("destructive_kfunc.bpf.o", "destructive_kfunc", Capability::Destructive, evidence::KFUNC),
+];
+
+#[test]
+fn gate_denies_each_class_for_this_subject_and_allows_it_otherwise() {
+    let Some(_guard) = live("gate_denies_each_class_for_this_subject_and_allows_it_otherwise") else { return };
+    let exe = this_exe();
+    let mut g = Live::new();
+    let mut failures = Vec::new();
+    for &(file, prog, class, ev) in DENIALS {
+        let bytes = fixture(file).bytes;
+        // Denied: the class is in this subject's rule.
+        let deny = format!(
+            "version: 1\ndefault: allow\nrules:\n  - name: deny-{class}\n    subject:\n      exe: {exe}\n    \
+             capabilities:\n      deny: [{class}]\n"
+        );
+        g.install(&deny);
+        g.take();
+        let result = load_object(bytes, |_| true);
+        let events = g.take();
+        let ours = named(&events, prog);
+        let denied = ours.iter().find(|e| e.verdict == VERDICT_DENY);
+        match (result, denied) {
+            (Err(libc::EPERM), Some(e)) => {
+                let slot = class as usize;
+                let found = e.evidence[slot];
+                let ok_evidence =
+                    if ev & !evidence::KIND_MASK == 0 { found & evidence::KIND_MASK == ev } else { found == ev };
+                if e.classes & class.bit() == 0 || !ok_evidence {
+                    failures.push(format!("{file}: denied, but the event does not prove {class}: {}", g.describe(e)));
+                } else {
+                    report!("denied as expected: {}", g.describe(e));
+                }
+            }
+            (r, _) => failures.push(format!(
+                "{file}: expected EPERM and a deny event naming {class}, got {r:?} and events [{}]",
+                ours.iter().map(|e| g.describe(e)).collect::<Vec<_>>().join("; ")
+            )),
+        }
+        // Allowed: same subject, the class no longer denied. The verifier may still refuse the program
+        // (unknown_helper), but never the gate.
+        let allow = format!("version: 1\ndefault: deny\nrules:\n  - name: allow-all\n    subject:\n      exe: {exe}\n");
+        g.install(&allow);
+        g.take();
+        let result = load_object(bytes, |_| true);
+        let events = g.take();
+        let ours = named(&events, prog);
+        if result == Err(libc::EPERM) || ours.is_empty() || ours.iter().any(|e| e.verdict != VERDICT_ALLOW) {
+            failures.push(format!(
+                "{file}: expected the gate to allow, got {result:?} and events [{}]",
+                ours.iter().map(|e| g.describe(e)).collect::<Vec<_>>().join("; ")
+            ));
+        } else {
+            report!("allowed as expected: {file} -> {result:?}");
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn gate_allows_a_program_without_denied_classes() {
+    let Some(_guard) = live("gate_allows_a_program_without_denied_classes") else { return };
+    let exe = this_exe();
+    let mut g = Live::new();
+    let all_call_classes = "[kernel_read, user_read, user_write, send_signal, override_return, sys_bpf, map_write, \
+                            tail_call, destructive, trace_printk, packet_write, redirect, unknown]";
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: strict\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: {all_call_classes}\n"
+    ));
+    g.take();
+    let result = load_object(fixture("negative_pure_helper.bpf.o").bytes, |_| true);
+    let events = g.take();
+    let ours = named(&events, "negative_pure_helper");
+    assert_eq!(result, Ok(()), "events: {:?}", ours.iter().map(|e| g.describe(e)).collect::<Vec<_>>());
+    assert!(ours.iter().all(|e| e.verdict == VERDICT_ALLOW && e.classes == 0 && e.maybe_classes == 0));
+}
+
+/// Environment variable that turns `gate_child_loader` into the other subject of
+/// `gate_other_subjects_are_unaffected`.
+const CHILD_ENV: &str = "BPFGATE_GATE_CHILD_FIXTURE";
+
+/// Not a test on its own: run as a child process (another executable) by
+/// `gate_other_subjects_are_unaffected`. Exits 0 when the fixture loads, with the errno otherwise.
+#[test]
+fn gate_child_loader() {
+    let Ok(file) = std::env::var(CHILD_ENV) else { return };
+    let code = match load_object(fixture(&file).bytes, |_| true) {
+        Ok(()) => 0,
+        Err(errno) => errno.clamp(1, 255),
+    };
+    std::process::exit(code);
+}
+
+#[test]
+fn gate_other_subjects_are_unaffected() {
+    let Some(_guard) = live("gate_other_subjects_are_unaffected") else { return };
+    let exe = this_exe();
+    // A copy is another inode: another subject for the gate.
+    let other = std::env::temp_dir().join(format!("bpfgate-other-subject-{}", std::process::id()));
+    std::fs::copy(&exe, &other).expect("copying the test binary");
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [send_signal]\n"
+    ));
+    let here = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
+    let status = Command::new(&other)
+        .args(["--exact", "gate::gate_child_loader", "--test-threads=1", "--nocapture"])
+        .env(CHILD_ENV, "send_signal.bpf.o")
+        .stdout(Stdio::null())
+        .status()
+        .expect("running the other subject");
+    let _ = std::fs::remove_file(&other);
+    let events = g.take();
+    for e in named(&events, "send_signal") {
+        report!("other subjects: {}", g.describe(e));
+    }
+    assert_eq!(here, Err(libc::EPERM), "this subject must be denied");
+    assert_eq!(status.code(), Some(0), "the other executable must load send_signal.bpf.o");
+}
+
+/// The classes the gate must compute exactly: those that calls prove. The library's helper and kfunc lists
+/// with the catalogue, plus override_return for fmod_ret programs.
+fn call_classes(p: &ProgramMetadata) -> u32 {
+    let unknown = Capability::Unknown.bit();
+    let mut bits = 0;
+    for h in &p.helpers {
+        bits |= bpfgate::helpers::helper(h.id).map_or(unknown, |h| h.classes.0);
+    }
+    for k in &p.kfuncs {
+        bits |= bpfgate::helpers::kfunc(k).map_or(unknown, |k| k.classes.0);
+    }
+    if p.attach_type == Some(AttachType::ModifyReturn) {
+        bits |= Capability::OverrideReturn.bit();
+    }
+    bits
+}
+
+/// In audit mode the gate denies nothing, and for every fixture program it sees, its proved classes equal
+/// the library's call-derived classes, its proved classes are among the library's, and the library's
+/// classes are among its proved and conservative ones.
+#[test]
+fn gate_conformance_with_the_library_in_audit_mode() {
+    let Some(_guard) = live("gate_conformance_with_the_library_in_audit_mode") else { return };
+    let exe = this_exe();
+    let mut g = Live::new();
+    let generation = g.install(&format!(
+        "version: 1\nmode: audit\ndefault: deny\nrules:\n  - name: deny-everything\n    subject:\n      \
+         exe: {exe}\n    action: deny\n"
+    ));
+    g.take();
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for f in FIXTURES {
+        // The library's ELF reader needs 8-byte aligned input; include_bytes! data is only 1-aligned.
+        let copy = f.bytes.to_vec();
+        assert_eq!(copy.as_ptr() as usize % 8, 0, "heap copies are 8-byte aligned");
+        let report = bpfgate::inspect(f.file, &copy);
+        for err in &report.errors {
+            table.push(format!("{:<34} library error: {err}", f.file));
+            failures.push(format!("{}: the library could not analyze it: {err}", f.file));
+        }
+        for p in &report.programs {
+            let result = load_object(f.bytes, |n| n == p.name);
+            let events = g.take();
+            let ours = named(&events, &p.name);
+            let Some(e) = ours.first() else {
+                table.push(format!(
+                    "{:<34} {:<24} no decision (libbpf stopped before BPF_PROG_LOAD: {result:?})",
+                    f.file, p.name
+                ));
+                continue;
+            };
+            compared += 1;
+            let lib = p.class_set().0;
+            let want = call_classes(p);
+            let mut bad = Vec::new();
+            if result == Err(libc::EPERM) || ours.iter().any(|e| e.verdict != VERDICT_AUDIT) {
+                bad.push("audit mode refused a load".to_owned());
+            }
+            if e.generation != generation {
+                bad.push(format!("generation {} instead of {generation}", e.generation));
+            }
+            if e.classes != want {
+                bad.push(format!("proved {} != call-derived {}", class_names(e.classes), class_names(want)));
+            }
+            if e.classes & !lib != 0 {
+                bad.push(format!("proved {} not in the library's", class_names(e.classes & !lib)));
+            }
+            if lib & !(e.classes | e.maybe_classes) != 0 {
+                bad.push(format!("library's {} missed", class_names(lib & !(e.classes | e.maybe_classes))));
+            }
+            if e.insn_cnt != p.insn_count {
+                bad.push(format!("{} insns, library {}", e.insn_cnt, p.insn_count));
+            }
+            if ours.iter().any(|o| o.classes != e.classes || o.maybe_classes != e.maybe_classes) {
+                bad.push("retries disagree".to_owned());
+            }
+            table.push(format!(
+                "{:<34} {:<24} gate {:<40} maybe {:<28} library {:<40} load {:?}{}",
+                f.file,
+                p.name,
+                class_names(e.classes),
+                class_names(e.maybe_classes),
+                class_names(lib),
+                result.map_err(|errno| std::io::Error::from_raw_os_error(errno).to_string()),
+                if bad.is_empty() { String::new() } else { format!("  MISMATCH: {}", bad.join("; ")) }
+            ));
+            if !bad.is_empty() {
+                failures.push(format!("{} {}: {}", f.file, p.name, bad.join("; ")));
+            }
+        }
+    }
+    report!("conformance ({compared} programs decided):\n{}", table.join("\n"));
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(compared >= 30, "only {compared} fixture programs reached the gate");
+}
+
+#[test]
+fn gate_reload_is_atomic_under_concurrent_loads() {
+    let Some(_guard) = live("gate_reload_is_atomic_under_concurrent_loads") else { return };
+    let exe = this_exe();
+    let mut g = Live::new();
+    let allow = format!("version: 1\ndefault: allow\nrules:\n  - name: allow\n    subject:\n      exe: {exe}\n");
+    let deny = format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: kprobes-only\n    subject:\n      exe: {exe}\n    \
+         prog_types: [kprobe]\n"
+    );
+    let mut denying = BTreeMap::new();
+    let first = g.install(&allow);
+    denying.insert(first, false);
+    g.take();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let (mut ok, mut eperm, mut other) = (0u32, 0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match super::load_socket_filter("bpfgate_gen") {
+                    Ok(_) => ok += 1,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+                    Err(e) => other.push(e.to_string()),
+                }
+            }
+            (ok, eperm, other)
+        })
+    };
+    let mut all = Vec::new();
+    for i in 0..20 {
+        let deny_now = i % 2 == 0;
+        let generation = g.install(if deny_now { &deny } else { &allow });
+        denying.insert(generation, deny_now);
+        std::thread::sleep(Duration::from_millis(20));
+        all.extend(g.take());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, eperm, other) = loader.join().expect("loader thread");
+    std::thread::sleep(Duration::from_millis(50));
+    all.extend(g.take());
+
+    // A bad policy is refused and the one in force stays.
+    let last = *denying.keys().last().expect("installed");
+    let mut bad = compile(&allow);
+    bad.header.magic = 0;
+    assert!(g.gate.install(&bad, &HostResolver::new(), false).is_err(), "a corrupt policy was accepted");
+    assert_eq!(g.gate.generation(), Some(last));
+
+    let ours = named(&all, "bpfgate_gen");
+    let mut wrong = Vec::new();
+    let (mut ev_allow, mut ev_deny) = (0u32, 0u32);
+    for e in &ours {
+        match denying.get(&e.generation) {
+            Some(&d) if d == (e.verdict == VERDICT_DENY) => {}
+            _ => wrong.push(g.describe(e)),
+        }
+        if e.verdict == VERDICT_DENY {
+            ev_deny += 1;
+        } else {
+            ev_allow += 1;
+        }
+    }
+    report!(
+        "reload: {} loads ({ok} allowed, {eperm} EPERM) across {} generations; events {ev_allow} allow, {ev_deny} \
+         deny; dropped {}",
+        ok + eperm,
+        denying.len(),
+        g.gate.dropped().unwrap_or(0)
+    );
+    assert!(other.is_empty(), "unexpected load errors: {other:?}");
+    assert!(wrong.is_empty(), "decisions inconsistent with their generation:\n{}", wrong.join("\n"));
+    assert_eq!((ev_allow, ev_deny), (ok, eperm), "every load has exactly one decision");
+    assert!(ok > 0 && eperm > 0, "both policies must have decided some loads");
+}
+
+fn run_with_timeout(cmd: &mut Command, timeout: Duration, mut tick: impl FnMut()) -> (Option<i32>, String, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break status.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tick();
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    (status, out, err)
+}
+
+/// A real client: Debian's bpftrace, under an observability policy for /usr/bin/bpftrace.
+#[test]
+fn gate_bpftrace_observability_policy() {
+    let Some(_guard) = live("gate_bpftrace_observability_policy") else { return };
+    let bpftrace = "/usr/bin/bpftrace";
+    if !std::path::Path::new(bpftrace).exists() {
+        panic!("{bpftrace} is not in this system; the VM harness installs it");
+    }
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: bpftrace\n    subject:\n      exe: {bpftrace}\n    \
+         capabilities:\n      deny: [user_write, send_signal, override_return, destructive, sys_bpf]\n    \
+         prog_types: [kprobe, tracepoint, raw_tracepoint, perf_event, tracing]\n"
+    ));
+    g.take();
+    // The counting program runs; this test's own nanosleeps trigger the probe.
+    let (status, out, err) = run_with_timeout(
+        Command::new(bpftrace).args(["-e", "kprobe:do_nanosleep { @[comm] = count(); exit(); }"]),
+        Duration::from_secs(120),
+        || std::thread::sleep(Duration::from_millis(10)),
+    );
+    let events = g.take();
+    let from_bpftrace: Vec<&RawEvent> = events.iter().filter(|e| e.comm.starts_with(b"bpftrace")).collect();
+    for e in &from_bpftrace {
+        report!("bpftrace counting: {}", g.describe(e));
+    }
+    assert_eq!(status, Some(0), "bpftrace counting run failed\nstdout: {out}\nstderr: {err}");
+    assert!(out.contains("@["), "no map printed: {out}");
+    assert!(from_bpftrace.iter().any(|e| e.verdict == VERDICT_ALLOW && e.prog_type == 2), "no allowed kprobe load");
+
+    let (status, out, err) = run_with_timeout(
+        Command::new(bpftrace).args(["--unsafe", "-e", "kprobe:do_nanosleep { signal(\"KILL\"); }"]),
+        Duration::from_secs(120),
+        || {},
+    );
+    let events = g.take();
+    let denied: Vec<&RawEvent> =
+        events.iter().filter(|e| e.comm.starts_with(b"bpftrace") && e.verdict == VERDICT_DENY).collect();
+    for e in events.iter().filter(|e| e.comm.starts_with(b"bpftrace") && e.verdict == VERDICT_DENY) {
+        report!("bpftrace signal: {}", g.describe(e));
+    }
+    assert_ne!(status, Some(0), "bpftrace with signal() must fail\nstdout: {out}\nstderr: {err}");
+    assert!(status.is_some(), "bpftrace with signal() did not stop by itself\nstderr: {err}");
+    assert!(
+        denied.iter().any(|e| e.classes & Capability::SendSignal.bit() != 0
+            && e.evidence[Capability::SendSignal as usize] == evidence::HELPER | 109),
+        "no denial naming send_signal (helper 109)\nstderr: {err}"
+    );
+    report!(
+        "bpftrace --unsafe signal(): exit {status:?}; stderr: {}",
+        err.lines().take(3).collect::<Vec<_>>().join(" | ")
+    );
+}
+
+/// A Write that several threads can share and read back.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The loop behind `bpfgate enforce`: prints decisions, reloads (refusing a bad policy, keeping the old one),
+/// and stops, taking the gate with it.
+#[test]
+fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
+    use bpfgate_gate::daemon::{self, Control, Options};
+    let Some(_guard) = live("gate_enforce_loop_reloads_refuses_bad_policy_and_stops") else { return };
+    let exe = this_exe();
+    let path = std::env::temp_dir().join(format!("bpfgate-enforce-{}.yaml", std::process::id()));
+    let deny = format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [send_signal]\n"
+    );
+    let allow = format!("version: 1\ndefault: allow\nrules:\n  - name: anything\n    subject:\n      exe: {exe}\n");
+    std::fs::write(&path, &deny).expect("writing the policy");
+    let control = std::sync::Arc::new(Control::default());
+    let (out, log) = (Shared::default(), Shared::default());
+    let ready = std::sync::Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let (control, mut out, mut log, ready) = (control.clone(), out.clone(), log.clone(), ready.clone());
+        let opts = Options { policy: path.clone(), audit: false, json: false };
+        std::thread::spawn(move || {
+            daemon::run(&opts, &control, &mut out, &mut log, &mut || ready.store(true, Ordering::SeqCst))
+        })
+    };
+    wait_for("the gate to enforce", Duration::from_secs(300), || ready.load(Ordering::SeqCst) || daemon.is_finished());
+    let send_signal = fixture("send_signal.bpf.o").bytes;
+    let reload = |text: &str, expect: &str| {
+        let before = log.text().matches(expect).count();
+        std::fs::write(&path, text).expect("writing the policy");
+        control.reload.store(true, Ordering::SeqCst);
+        wait_for(expect, Duration::from_secs(60), || log.text().matches(expect).count() > before);
+    };
+
+    let first = load_object(send_signal, |_| true);
+    reload("version: 1\nrules: [", "reload refused");
+    let after_bad = load_object(send_signal, |_| true);
+    reload(&allow, "bpfgate: reloaded");
+    let allowed = load_object(send_signal, |_| true);
+    reload(&deny, "bpfgate: reloaded");
+    let denied_again = load_object(send_signal, |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    control.stop.store(true, Ordering::SeqCst);
+    let summary = daemon.join().expect("the loop thread").unwrap_or_else(|e| panic!("bpfgate enforce loop: {e}"));
+    let after_stop = load_object(send_signal, |_| true);
+    let _ = std::fs::remove_file(&path);
+
+    let (out, log) = (out.text(), log.text());
+    report!("enforce loop log:\n{log}");
+    for line in out.lines().filter(|l| l.contains("name: send_signal")) {
+        report!("enforce: {line}");
+    }
+    assert_eq!(first, Err(libc::EPERM), "the first policy denies send_signal");
+    assert_eq!(after_bad, Err(libc::EPERM), "a refused reload keeps the policy in force");
+    assert_eq!(allowed, Ok(()), "the reloaded policy allows it");
+    assert_eq!(denied_again, Err(libc::EPERM), "reloading back denies again");
+    assert_eq!(after_stop, Ok(()), "the gate goes away with the loop");
+    assert_eq!((summary.reloads, summary.refused_reloads), (2, 1));
+    // libbpf retries a refused load once (to fetch a log), so a denial can print twice.
+    let ours: Vec<&str> = out.lines().filter(|l| l.contains("name: send_signal")).collect();
+    let allowed_at: Vec<usize> =
+        ours.iter().enumerate().filter(|(_, l)| l.contains("action: BPFAllowed")).map(|(i, _)| i).collect();
+    assert_eq!(allowed_at.len(), 1, "one allowed load:\n{out}");
+    let (before, after) = ours.split_at(allowed_at[0]);
+    assert!(before.len() >= 2 && after.len() >= 2, "two denials before the allow and one after:\n{out}");
+    let denial = "classes: send_signal(helper 109 send_signal) rule: 0 (no-signals) action: BPFDenied";
+    assert!(before.iter().chain(&after[1..]).all(|l| l.contains(denial)), "denials name the class:\n{out}");
+    assert!(after[0].contains("rule: 0 (anything) action: BPFAllowed"), "{}", after[0]);
+}
+
+#[test]
+fn gate_enforce_loop_json_audit() {
+    use bpfgate_gate::daemon::{self, Control, Options};
+    let Some(_guard) = live("gate_enforce_loop_json_audit") else { return };
+    let exe = this_exe();
+    let path = std::env::temp_dir().join(format!("bpfgate-enforce-json-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
+             capabilities:\n      deny: [send_signal]\n"
+        ),
+    )
+    .expect("writing the policy");
+    let control = std::sync::Arc::new(Control::default());
+    let out = Shared::default();
+    let ready = std::sync::Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let (control, mut out, ready) = (control.clone(), out.clone(), ready.clone());
+        let opts = Options { policy: path.clone(), audit: true, json: true };
+        std::thread::spawn(move || {
+            daemon::run(&opts, &control, &mut out, &mut std::io::sink(), &mut || ready.store(true, Ordering::SeqCst))
+        })
+    };
+    wait_for("the gate to enforce", Duration::from_secs(300), || ready.load(Ordering::SeqCst) || daemon.is_finished());
+    let loaded = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    control.stop.store(true, Ordering::SeqCst);
+    daemon.join().expect("the loop thread").unwrap_or_else(|e| panic!("bpfgate enforce loop: {e}"));
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(loaded, Ok(()), "--audit never denies");
+    let text = out.text();
+    let line =
+        text.lines().find(|l| l.contains("\"name\":\"send_signal\"")).unwrap_or_else(|| panic!("no event:\n{text}"));
+    report!("enforce --json --audit: {line}");
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!(v["verdict"], "audit");
+    assert_eq!(v["audit_mode"], true);
+    assert_eq!(v["classes"][0]["class"], "send_signal");
+    assert_eq!(v["classes"][0]["evidence"]["id"], 109);
+    assert_eq!(v["rule_name"], "no-signals");
+}
+
+/// Loads a socket filter made of `insns`; `Err(errno)` when the load fails.
+fn load_insns(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<(), i32> {
+    let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
+    // SAFETY: all pointers are valid for the call; null opts means defaults.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
+            name.as_ptr(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd < 0 {
+        return Err(-fd);
+    }
+    // SAFETY: fd is a fresh program fd that we own and close here.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+fn insn(code: u32, dst: u8, imm: i32) -> libbpf_sys::bpf_insn {
+    let mut i = libbpf_sys::bpf_insn { code: code as u8, imm, ..Default::default() };
+    i.set_dst_reg(dst);
+    i
+}
+
+/// The kernel's limit is 1M instructions: the gate scans all of them and finds a helper call in the last ones.
+#[test]
+fn gate_scans_a_program_at_the_kernel_limit() {
+    let Some(_guard) = live("gate_scans_a_program_at_the_kernel_limit") else { return };
+    const LIMIT: usize = 1_000_000;
+    let mov = |dst: u8, imm: i32| insn(libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K, dst, imm);
+    let mut insns = vec![mov(0, 0); LIMIT - 3];
+    insns.push(mov(1, 10));
+    insns.push(insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, 109)); // bpf_send_signal
+    insns.push(insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0));
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [send_signal]\n"
+    ));
+    g.take();
+    let start = Instant::now();
+    let result = load_insns("bpfgate_1m", &insns);
+    let took = start.elapsed();
+    let events = g.take();
+    let ours = named(&events, "bpfgate_1m");
+    let e = ours.first().unwrap_or_else(|| panic!("no decision for the 1M-instruction program"));
+    report!("1M instructions: load {result:?} in {took:?} (gate scan plus syscall): {}", g.describe(e));
+    assert_eq!(result, Err(libc::EPERM));
+    assert_eq!((e.insn_cnt, e.scanned), (LIMIT as u32, LIMIT as u32), "every instruction scanned");
+    assert_eq!(e.flags & bpfgate_gate::event::flags::TRUNCATED, 0);
+    assert_eq!(e.evidence[Capability::SendSignal as usize], evidence::HELPER | 109);
+}
