@@ -33,8 +33,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for path in &args.files {
         let name = path.display().to_string();
-        let (report, bytes) = match std::fs::read(path) {
-            Ok(bytes) => (bpfgate::inspect(&name, &bytes), Some(bytes)),
+        // The text report disassembles evidence, so it keeps the parsed object instead of parsing twice.
+        let (report, obj) = match std::fs::read(path) {
+            Ok(bytes) if matches!(args.format, Format::Text) => match Object::parse(&bytes) {
+                Ok(obj) => (bpfgate::inspect_object(&name, &obj), Some(obj)),
+                Err(_) => (bpfgate::inspect(&name, &bytes), None),
+            },
+            Ok(bytes) => (bpfgate::inspect(&name, &bytes), None),
             Err(e) => {
                 let mut r = bpfgate::inspect(&name, &[]);
                 r.errors = vec![format!("{name}: cannot read file: {e}")];
@@ -52,10 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 writeln!(out)?;
             }
             Format::Cbor => out.write_all(&to_cbor(&report).context("encoding the report")?)?,
-            Format::Text => {
-                let obj = bytes.as_deref().and_then(|b| Object::parse(b).ok());
-                out.write_all(text_report(&report, obj.as_ref()).as_bytes())?;
-            }
+            Format::Text => out.write_all(text_report(&report, obj.as_ref()).as_bytes())?,
         }
         for e in &report.errors {
             if !matches!(args.format, Format::Text) {

@@ -32,6 +32,21 @@ pub use metadata::{Capability, ClassSet, ObjectReport, ProgramMetadata};
 /// instruction. Never panics on malformed input; a program that cannot be analyzed is reported in
 /// [`ObjectReport::errors`] and the others are still analyzed.
 pub fn inspect(file: &str, bytes: &[u8]) -> ObjectReport {
+    match elf::Object::parse(bytes) {
+        Ok(obj) => inspect_object(file, &obj),
+        Err(e) => ObjectReport {
+            schema_version: metadata::SCHEMA_VERSION,
+            file: file.to_owned(),
+            license: None,
+            maps: Vec::new(),
+            programs: Vec::new(),
+            errors: vec![format!("{file}: {e}")],
+        },
+    }
+}
+
+/// [`inspect`] for an object already parsed (a caller that also disassembles it parses it once).
+pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
     let mut report = ObjectReport {
         schema_version: metadata::SCHEMA_VERSION,
         file: file.to_owned(),
@@ -39,13 +54,6 @@ pub fn inspect(file: &str, bytes: &[u8]) -> ObjectReport {
         maps: Vec::new(),
         programs: Vec::new(),
         errors: Vec::new(),
-    };
-    let obj = match elf::Object::parse(bytes) {
-        Ok(obj) => obj,
-        Err(e) => {
-            report.errors.push(format!("{file}: {e}"));
-            return report;
-        }
     };
     report.license = obj.license.clone();
     report.maps = obj.maps.clone();
@@ -60,7 +68,7 @@ pub fn inspect(file: &str, bytes: &[u8]) -> ObjectReport {
         })
         .collect();
     for prog in &obj.programs {
-        match analysis::analyze(&obj, prog) {
+        match analysis::analyze(obj, prog) {
             Ok(meta) => {
                 let bad = std::iter::once(meta.section.as_str())
                     .chain(meta.subprograms.iter().map(|s| s.section.as_str()))
