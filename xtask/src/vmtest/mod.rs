@@ -53,6 +53,10 @@ pub struct Args {
     /// a non-zero status fails the run. For poking at the guest while writing live tests.
     #[arg(long)]
     exec: Option<String>,
+    /// Run only the live tests whose names contain this string (passed to each test binary as
+    /// its libtest filter).
+    #[arg(long)]
+    filter: Option<String>,
     /// Also echo the kernel's boot messages, not only the guest's test output.
     #[arg(long, short)]
     verbose: bool,
@@ -107,7 +111,7 @@ pub fn run(args: Args) -> Result<bool> {
     let t = Instant::now();
     // Per process, so concurrent runs in one checkout don't overwrite each other's guest.
     let initrd = TempFile(work.join(format!("initramfs-{}.cpio", std::process::id())));
-    let size = build_initramfs(&tests, args.exec.as_deref(), &initrd.0)?;
+    let size = build_initramfs(&tests, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
 
     let mut kvm_ok = match args.accel.as_str() {
@@ -308,7 +312,7 @@ fn build_live_tests(root: &Path) -> Result<Vec<TestBinary>> {
     Ok(binaries)
 }
 
-fn build_initramfs(tests: &[TestBinary], exec: Option<&str>, out: &Path) -> Result<u64> {
+fn build_initramfs(tests: &[TestBinary], exec: Option<&str>, filter: Option<&str>, out: &Path) -> Result<u64> {
     let mut fs = Initramfs::new();
     fs.file("/bin/busybox", Path::new(BUSYBOX))?;
     fs.symlink("/bin/sh", "busybox");
@@ -326,6 +330,9 @@ fn build_initramfs(tests: &[TestBinary], exec: Option<&str>, out: &Path) -> Resu
     if let Some(cmd) = exec {
         // A file, not part of /init, so the command needs no quoting.
         fs.bytes("/vmtest/exec.sh", format!("{cmd}\n").into_bytes(), 0o755);
+    }
+    if let Some(filter) = filter {
+        fs.bytes("/vmtest/filter", filter.as_bytes().to_vec(), 0o644);
     }
     fs.bytes("/init", init_script().into_bytes(), 0o755);
     fs.write(out)
@@ -368,7 +375,11 @@ for t in /vmtest/tests/*; do
     name=${{t##*/}}
     echo "VMTEST-BEGIN $name"
     # One test thread: LSM programs are global, concurrent tests would see each other's.
-    BPFGATE_LIVE=1 RUST_BACKTRACE=1 "$t" --test-threads=1
+    if [ -f /vmtest/filter ]; then
+        BPFGATE_LIVE=1 RUST_BACKTRACE=1 "$t" --test-threads=1 "$(cat /vmtest/filter)"
+    else
+        BPFGATE_LIVE=1 RUST_BACKTRACE=1 "$t" --test-threads=1
+    fi
     r=$?
     echo "VMTEST-END $name rc=$r"
     [ "$r" -eq 0 ] || rc=1
