@@ -1,7 +1,8 @@
-//! `bpfgate enforce --policy POLICY [--audit] [--json]` (issue 5): load the in-kernel gate, install the policy,
-//! and print every decision (the loop is `bpfgate_gate::daemon`). SIGHUP reloads the policy (a bad one is
-//! refused and the one in force stays); SIGINT and SIGTERM stop cleanly. The gate's link is bound to this
-//! process: when it exits, for any reason, the kernel detaches the gate and loads are no longer decided.
+//! `bpfgate enforce --policy POLICY [--audit] [--json] [--persist]` and `bpfgate enforce --stop` (issue 5):
+//! load the in-kernel gate, install the policy, and print every decision (the loop is `bpfgate_gate::daemon`).
+//! SIGHUP reloads the policy (a bad one is refused and the one in force stays); SIGINT and SIGTERM stop
+//! cleanly. By default the gate's links are bound to this process: when it exits, for any reason, the kernel
+//! detaches the gate. With `--persist` they are pinned and stay until `bpfgate enforce --stop`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,14 +14,23 @@ use bpfgate_gate::daemon::{self, Control, Options};
 #[derive(clap::Args)]
 pub struct Args {
     /// The policy: YAML, or CBOR from `bpfgate policy compile`. Re-read on SIGHUP.
-    #[arg(long)]
-    policy: PathBuf,
+    #[arg(long, required_unless_present = "stop")]
+    policy: Option<PathBuf>,
     /// Report instead of deny, whatever the policy's mode says.
     #[arg(long)]
     audit: bool,
     /// Print decisions as JSON Lines instead of text.
     #[arg(long)]
     json: bool,
+    /// Pin the gate so enforcement stays when this process exits (killed included); `--stop` removes it.
+    #[arg(long, conflicts_with = "stop")]
+    persist: bool,
+    /// Remove a persisted gate and exit.
+    #[arg(long, conflicts_with_all = ["policy", "audit", "json"])]
+    stop: bool,
+    /// Where `--persist` pins and `--stop` unpins (a directory on bpffs).
+    #[arg(long, default_value = bpfgate_gate::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 static CONTROL: Control =
@@ -53,8 +63,17 @@ fn install_signal_handlers() -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.stop {
+        daemon::stop(&args.pin_dir, &mut std::io::stderr()).context("bpfgate enforce --stop")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     install_signal_handlers()?;
-    let opts = Options { policy: args.policy, audit: args.audit, json: args.json };
+    let opts = Options {
+        policy: args.policy.context("--policy is required")?,
+        audit: args.audit,
+        json: args.json,
+        persist: args.persist.then_some(args.pin_dir),
+    };
     let mut out = std::io::stdout().lock();
     let mut log = std::io::stderr();
     daemon::run(&opts, &CONTROL, &mut out, &mut log, &mut || {}).context("bpfgate enforce")?;

@@ -28,6 +28,8 @@ pub struct Options {
     pub audit: bool,
     /// JSON Lines instead of text.
     pub json: bool,
+    /// Pin the gate's links and maps in this directory so enforcement outlives the daemon (`--persist`).
+    pub persist: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum DaemonError {
     Gate(#[from] GateError),
     #[error("writing decisions: {0}")]
     Output(std::io::Error),
+    #[error("a persisted gate is already enforcing (pinned in {0}); `bpfgate enforce --stop` removes it")]
+    Persisted(String),
 }
 
 /// Counts at the end of a run.
@@ -50,6 +54,17 @@ pub struct Summary {
     pub dropped: u64,
     pub reloads: u32,
     pub refused_reloads: u32,
+}
+
+/// `bpfgate enforce --stop`: removes a persisted gate (its pins in `dir`), which detaches it.
+pub fn stop(dir: &Path, log: &mut dyn Write) -> Result<usize, DaemonError> {
+    let removed = crate::unpin(dir)?;
+    if removed.is_empty() {
+        let _ = writeln!(log, "bpfgate: no persisted gate in {}", dir.display());
+    } else {
+        let _ = writeln!(log, "bpfgate: removed {} pins from {}: the gate is detached", removed.len(), dir.display());
+    }
+    Ok(removed.len())
 }
 
 /// Reads a compiled policy (CBOR) or a YAML policy, which it compiles; lint warnings go to `log`.
@@ -100,6 +115,11 @@ pub fn run(
 ) -> Result<Summary, DaemonError> {
     // A bad policy at start is an error before anything is loaded.
     let first = read_policy(&opts.policy, log)?;
+    if let Some(dir) = &opts.persist {
+        if dir.exists() {
+            return Err(DaemonError::Persisted(dir.display().to_string()));
+        }
+    }
     let mut gate = Gate::load()?;
     let installed = gate.install(&first, &HostResolver::new(), opts.audit)?;
     for p in &installed.unresolved {
@@ -108,6 +128,14 @@ pub fn run(
     }
     let mut stream = gate.events()?;
     gate.attach()?;
+    if let Some(dir) = &opts.persist {
+        if let Err(e) = gate.persist(dir) {
+            // Half-pinned is neither mode: take it back and fail.
+            let _ = crate::unpin(dir);
+            return Err(e.into());
+        }
+        let _ = writeln!(log, "bpfgate: pinned in {}: enforcement stays when this process exits", dir.display());
+    }
     let _ = writeln!(
         log,
         "bpfgate: enforcing {} (generation {}{}); {} catalogued kfuncs in this kernel",
@@ -143,6 +171,7 @@ pub fn run(
             }
         }
     }
+    // Pinned links stay attached after this: only the pins hold them then.
     gate.detach();
     for raw in stream.drain()? {
         print(&gate, &raw, opts.json, out)?;
@@ -150,5 +179,8 @@ pub fn run(
     let (decisions, denials) = gate.counters();
     let dropped = gate.dropped()?;
     let _ = writeln!(log, "bpfgate: stopped; {decisions} decisions, {denials} denials, {dropped} events dropped");
+    if let Some(dir) = &opts.persist {
+        let _ = writeln!(log, "bpfgate: the gate stays attached (pinned in {})", dir.display());
+    }
     Ok(Summary { decisions, denials, dropped, reloads, refused_reloads })
 }

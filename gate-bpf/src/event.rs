@@ -15,6 +15,27 @@ pub const CLASS_SLOTS: usize = 16;
 
 /// `gate_event.op`.
 pub const OP_PROG_LOAD: u32 = 1;
+pub const OP_PROG_MAPS: u32 = 2;
+pub const OP_MAP_CREATE: u32 = 3;
+pub const OP_MAP_OPEN: u32 = 4;
+pub const OP_PROG_OPEN: u32 = 5;
+pub const OP_LINK_OPEN: u32 = 6;
+
+/// The readable name of an operation.
+pub fn op_name(op: u32) -> &'static str {
+    match op {
+        OP_PROG_LOAD => "load",
+        OP_PROG_MAPS => "load_maps",
+        OP_MAP_CREATE => "map_create",
+        OP_MAP_OPEN => "map_open",
+        OP_PROG_OPEN => "prog_open",
+        OP_LINK_OPEN => "link_open",
+        _ => "unknown",
+    }
+}
+
+/// `GATE_R_GATE_OBJECT`: the reason bit of self-protection denials (after the policy's reason bits).
+pub const REASON_GATE_OBJECT: u32 = 1 << 8;
 
 /// `gate_event.verdict` (`bpfgate::policy::Decision::number`).
 pub const VERDICT_ALLOW: u8 = 0;
@@ -29,6 +50,8 @@ pub mod flags {
     pub const TARGET: u8 = 1 << 3;
     pub const ENFORCED: u8 = 1 << 4;
     pub const TRUNCATED: u8 = 1 << 5;
+    pub const GATE_OBJECT: u8 = 1 << 6;
+    pub const PINNED: u8 = 1 << 7;
 }
 
 /// `gate_event.rule` when the policy default decided.
@@ -69,13 +92,16 @@ pub struct RawEvent {
     pub reserved: u16,
     pub scanned: u32,
     pub evidence: [u32; CLASS_SLOTS],
+    pub object_id: u32,
+    pub fmode: u32,
     pub comm: [u8; COMM_LEN],
     pub name: [u8; NAME_LEN],
+    pub map_name: [u8; NAME_LEN],
     pub target: [u8; TARGET_LEN],
 }
 
 /// The size `gate.h` documents; the BPF side has the same layout rules (fixed widths, explicit padding).
-pub const RAW_EVENT_SIZE: usize = 272;
+pub const RAW_EVENT_SIZE: usize = 296;
 const _: () = assert!(std::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);
 
 /// Why an event record could not be read.
@@ -133,7 +159,18 @@ pub struct ClassFound {
 pub struct Event {
     /// Nanoseconds since boot (CLOCK_BOOTTIME).
     pub ts_ns: u64,
+    /// load, load_maps (the map rules, after verification), map_create, map_open, prog_open, link_open.
     pub op: &'static str,
+    /// The map, program or link id the operation is about (None before the kernel assigned one).
+    pub object_id: Option<u32>,
+    /// load_maps: the first map a rule refused.
+    pub map: Option<String>,
+    /// map_open: the fd is writable.
+    pub write: bool,
+    /// map_open: the map was reached through a pin.
+    pub pinned: bool,
+    /// The object is one of the gate's own (self-protection decided).
+    pub gate_object: bool,
     pub pid: u32,
     pub tgid: u32,
     pub uid: u32,
@@ -188,6 +225,7 @@ fn reason_names(bits: u32) -> Vec<&'static str> {
         (INSNS, "max_insns"),
         (CLASS, "capabilities"),
         (MAP, "maps"),
+        (REASON_GATE_OBJECT, "gate_object"),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)
@@ -232,7 +270,12 @@ impl Event {
         let exe = std::fs::read_link(format!("/proc/{}/exe", raw.tgid)).ok().map(|p| p.display().to_string());
         Event {
             ts_ns: raw.ts_ns,
-            op: if raw.op == OP_PROG_LOAD { "load" } else { "unknown" },
+            op: op_name(raw.op),
+            object_id: (raw.object_id != 0).then_some(raw.object_id),
+            map: (raw.map_name[0] != 0).then(|| c_str(&raw.map_name)),
+            write: raw.fmode & 2 != 0,
+            pinned: raw.flags & flags::PINNED != 0,
+            gate_object: raw.flags & flags::GATE_OBJECT != 0,
             pid: raw.pid,
             tgid: raw.tgid,
             uid: raw.uid,
@@ -287,7 +330,27 @@ impl fmt::Display for Event {
             Some(exe) => write!(f, " exe: {exe}")?,
             None => write!(f, " exe: dev {:#x} ino {}", self.exe_dev, self.exe_ino)?,
         }
-        write!(f, " cgroup: {} op: {} type: {}", self.cgroup_id, self.op, self.prog_type)?;
+        write!(f, " cgroup: {} op: {}", self.cgroup_id, self.op)?;
+        if matches!(self.op, "map_create" | "map_open" | "prog_open" | "link_open") {
+            // Object operations: no program facts.
+            if let Some(id) = self.object_id {
+                write!(f, " id: {id}")?;
+            }
+            if !self.name.is_empty() {
+                write!(f, " name: {}", self.name)?;
+            }
+            if self.op == "map_open" {
+                f.write_str(if self.write { " mode: rw" } else { " mode: r" })?;
+            }
+            if self.pinned {
+                f.write_str(" pinned")?;
+            }
+            if self.gate_object {
+                f.write_str(" (the gate's own)")?;
+            }
+            return self.fmt_decision(f);
+        }
+        write!(f, " type: {}", self.prog_type)?;
         if let Some(a) = &self.attach_type {
             write!(f, " attach: {a}")?;
         }
@@ -306,6 +369,15 @@ impl fmt::Display for Event {
                 None => write!(f, "{sep}{}{maybe}", c.class)?,
             }
         }
+        if let Some(m) = &self.map {
+            write!(f, " map: {m}")?;
+        }
+        self.fmt_decision(f)
+    }
+}
+
+impl Event {
+    fn fmt_decision(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.rule, &self.rule_name) {
             (Some(r), Some(n)) => write!(f, " rule: {r} ({n})")?,
             (Some(r), None) => write!(f, " rule: {r}")?,
@@ -361,8 +433,11 @@ mod tests {
             reserved: 0,
             scanned: 6,
             evidence,
+            object_id: 0,
+            fmode: 0,
             comm,
             name,
+            map_name: [0; NAME_LEN],
             target: [0; TARGET_LEN],
         }
     }

@@ -5,13 +5,16 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::mem::MaybeUninit;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use bpfgate::policy::compiled::{
-    self, CompiledPolicy, ExeKey, KernelTables, Resolver, HEADER_SIZE, RULE_RECORD_SIZE, TARGET_PATTERN_LEN,
+    self, CompiledPolicy, ExeKey, KernelTables, Resolver, HEADER_SIZE, MAP_NAME_LEN, RULE_RECORD_SIZE,
+    TARGET_PATTERN_LEN,
 };
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, MapHandle, MapType, RingBuffer, RingBufferBuilder};
 
 use crate::event::{Names, RawEvent};
@@ -24,11 +27,12 @@ use skel::{GateSkel, GateSkelBuilder};
 /// Limits compiled into `gate.bpf.c` (`gate.h`).
 pub const MAX_RULES: u32 = 64;
 pub const MAX_TARGETS: u32 = 1024;
+pub const MAX_MAP_NAMES: u32 = 256;
 pub const MAX_SUBJECT_KEYS: usize = 256;
 /// `GATE_KFUNC_WRITES_MEM`: flag in `kfunc_classes` values.
 const KFUNC_WRITES_MEM: u32 = 1 << 31;
 
-/// Which `lsm/bpf_prog_load` program matches the running kernel.
+/// Which variant of the `bpf`, `bpf_map_create` and `bpf_prog_load` hooks matches the running kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookVariant {
     /// `(prog, attr, token)`: up to 6.15.
@@ -54,7 +58,12 @@ pub enum GateError {
     Limit { what: &'static str, count: usize, max: usize },
     #[error("the gate's .bss is not memory-mapped")]
     NoBss,
+    #[error("{what} {path}: {error}")]
+    Pins { what: &'static str, path: String, error: std::io::Error },
 }
+
+/// Where `bpfgate enforce --persist` pins the gate by default (one file per link and map).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/bpfgate";
 
 fn bpf(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> GateError {
     let what = what.into();
@@ -130,10 +139,10 @@ pub struct Installed {
     pub unresolved: Vec<String>,
 }
 
-/// The loaded gate. Dropping it detaches the hook and unloads everything (links are fd-bound).
+/// The loaded gate. Dropping it detaches the hooks and unloads everything (links are fd-bound).
 pub struct Gate {
-    // Declared first so it is dropped first: detach before unloading.
-    link: Option<Link>,
+    // Declared first so they are dropped first: detach before unloading. (hook, link)
+    links: Vec<(&'static str, Link)>,
     skel: GateSkel<'static>,
     variant: HookVariant,
     /// The slot decisions read, once a policy is installed.
@@ -144,6 +153,16 @@ pub struct Gate {
     sync_inner: MapHandle,
     names: Names,
     kfuncs_found: usize,
+    /// The gate's own maps, programs and links, as recorded for self-protection.
+    objects: Vec<GateObject>,
+}
+
+/// One of the gate's own kernel objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateObject {
+    Map(u32),
+    Prog(u32),
+    Link(u32),
 }
 
 impl Gate {
@@ -157,10 +176,24 @@ impl Gate {
         // object itself is still closed when the skeleton drops.
         let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = GateSkelBuilder::default().open(storage).map_err(bpf("opening the gate object"))?;
-        match variant {
-            HookVariant::ThreeArgs => open.progs.gate_prog_load_v4.set_autoload(false),
-            HookVariant::FourArgs => open.progs.gate_prog_load_v3.set_autoload(false),
-        }
+        let three = variant == HookVariant::ThreeArgs;
+        open.progs.gate_prog_load_v3.set_autoload(three);
+        open.progs.gate_map_create_v3.set_autoload(three);
+        open.progs.gate_bpf_v3.set_autoload(three);
+        open.progs.gate_prog_load_v4.set_autoload(!three);
+        open.progs.gate_map_create_v4.set_autoload(!three);
+        open.progs.gate_bpf_v4.set_autoload(!three);
+        // The gate's maps, programs and links obey this process only (self-protection): its tgid, and its
+        // executable, so that a later process that happens to get the same pid is not taken for it.
+        let exe = std::fs::metadata("/proc/self/exe").map_err(|error| GateError::Pins {
+            what: "cannot stat",
+            path: "/proc/self/exe".into(),
+            error,
+        })?;
+        let rodata = open.maps.rodata_data.as_deref_mut().ok_or(GateError::NoBss)?;
+        rodata.gate_daemon_tgid = std::process::id();
+        rodata.gate_daemon_dev = crate::resolve::kernel_dev(std::os::unix::fs::MetadataExt::dev(&exe));
+        rodata.gate_daemon_ino = std::os::unix::fs::MetadataExt::ino(&exe);
         let skel = open.load().map_err(bpf("loading the gate program (verifier)"))?;
 
         let opts = libbpf_sys::bpf_map_create_opts {
@@ -171,7 +204,7 @@ impl Gate {
             .map_err(bpf("creating the RCU sync map"))?;
 
         let mut gate = Gate {
-            link: None,
+            links: Vec::new(),
             skel,
             variant,
             active: None,
@@ -180,9 +213,47 @@ impl Gate {
             sync_inner,
             names: Names::default(),
             kfuncs_found: 0,
+            objects: Vec::new(),
         };
         gate.fill_kfuncs(&btf)?;
+        gate.protect_objects()?;
         Ok(gate)
+    }
+
+    /// Records the ids of the gate's maps and programs, which only this process may then open writable.
+    fn protect_objects(&mut self) -> Result<(), GateError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut objects = Vec::new();
+        for map in self.skel.object().maps() {
+            objects.push((KIND_MAP, map.as_fd().as_raw_fd()));
+        }
+        objects.push((KIND_MAP, self.sync_inner.as_fd().as_raw_fd()));
+        for prog in self.skel.object().progs() {
+            if prog.autoload() {
+                objects.push((KIND_PROG, prog.as_fd().as_raw_fd()));
+            }
+        }
+        for (kind, fd) in objects {
+            self.protect(kind, fd)?;
+        }
+        Ok(())
+    }
+
+    fn protect(&mut self, kind: u32, fd: i32) -> Result<(), GateError> {
+        let id = object_id(fd)?;
+        self.objects.push(match kind {
+            KIND_MAP => GateObject::Map(id),
+            KIND_PROG => GateObject::Prog(id),
+            _ => GateObject::Link(id),
+        });
+        let mut key = [0u8; 8];
+        key[..4].copy_from_slice(&kind.to_ne_bytes());
+        key[4..].copy_from_slice(&id.to_ne_bytes());
+        self.skel
+            .maps
+            .gate_objects
+            .update(&key, &1u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf("recording one of the gate's objects"))
     }
 
     /// Catalogued kfuncs present in vmlinux, by BTF id. Module kfuncs are called through an fd_array slot
@@ -210,6 +281,11 @@ impl Gate {
         self.variant
     }
 
+    /// The gate's maps, programs and (once attached) links: only this process may open them writable.
+    pub fn objects(&self) -> &[GateObject] {
+        &self.objects
+    }
+
     /// How many catalogued kfuncs the running kernel has.
     pub fn kfuncs_found(&self) -> usize {
         self.kfuncs_found
@@ -220,22 +296,65 @@ impl Gate {
         &self.names
     }
 
-    /// Attaches `lsm/bpf_prog_load`. The link is fd-bound: it goes away with this process.
+    /// Attaches the hooks. The links are fd-bound: they go away with this process.
     pub fn attach(&mut self) -> Result<(), GateError> {
-        if self.link.is_some() {
+        use std::os::fd::{AsFd, AsRawFd};
+        if !self.links.is_empty() {
             return Ok(());
         }
-        let prog = match self.variant {
-            HookVariant::ThreeArgs => &self.skel.progs.gate_prog_load_v3,
-            HookVariant::FourArgs => &self.skel.progs.gate_prog_load_v4,
-        };
-        self.link = Some(prog.attach_lsm().map_err(bpf("attaching lsm/bpf_prog_load"))?);
+        let p = &self.skel.progs;
+        let three = self.variant == HookVariant::ThreeArgs;
+        // lsm/bpf first: the later hooks read the command it records. Map ownership before the load hook,
+        // so maps created from now on have owners by the time programs using them load.
+        let hooks = [
+            (if three { &p.gate_bpf_v3 } else { &p.gate_bpf_v4 }, "lsm/bpf"),
+            (if three { &p.gate_map_create_v3 } else { &p.gate_map_create_v4 }, "lsm/bpf_map_create"),
+            (&p.gate_map_free, "lsm/bpf_map_free"),
+            (&p.gate_map_fd, "lsm/bpf_map"),
+            (&p.gate_prog_fd, "lsm/bpf_prog"),
+            (&p.gate_prog_free, "lsm/bpf_prog_free"),
+            (if three { &p.gate_prog_load_v3 } else { &p.gate_prog_load_v4 }, "lsm/bpf_prog_load"),
+        ];
+        let mut links = Vec::new();
+        for (prog, hook) in hooks {
+            // On error the links made so far drop with `links`: nothing stays half-attached.
+            links.push((hook, prog.attach_lsm().map_err(bpf(format!("attaching {hook}")))?));
+        }
+        let fds: Vec<i32> = links.iter().map(|(_, l)| l.as_fd().as_raw_fd()).collect();
+        self.links = links;
+        for fd in fds {
+            self.protect(KIND_LINK, fd)?;
+        }
         Ok(())
     }
 
-    /// Detaches the hook; loads are no longer decided.
+    /// Pins the links and maps under `dir` (created, mode 0700), so enforcement outlives this process: the
+    /// kernel keeps a pinned link attached until its pin is removed ([`unpin`]). Attach first.
+    pub fn persist(&mut self, dir: &Path) -> Result<Vec<PathBuf>, GateError> {
+        let pins_error = |what, path: &Path| {
+            let path = path.display().to_string();
+            move |error| GateError::Pins { what, path, error }
+        };
+        std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(pins_error("cannot create", dir))?;
+        let mut pinned = Vec::new();
+        for (hook, link) in &mut self.links {
+            let path = dir.join(format!("link_{}", hook.trim_start_matches("lsm/")));
+            link.pin(&path).map_err(bpf(format!("pinning {}", path.display())))?;
+            pinned.push(path);
+        }
+        for mut map in self.skel.object_mut().maps_mut() {
+            // bpffs refuses dots in names (`gate_bpf.bss`): they are reserved for its own files.
+            let path = dir.join(format!("map_{}", map.name().to_string_lossy().replace('.', "_")));
+            map.pin(&path).map_err(bpf(format!("pinning {}", path.display())))?;
+            pinned.push(path);
+        }
+        Ok(pinned)
+    }
+
+    /// Detaches the hooks; loads are no longer decided.
     pub fn detach(&mut self) {
-        self.link = None;
+        self.links.clear();
+        self.objects.retain(|o| !matches!(o, GateObject::Link(_)));
     }
 
     /// Resolves `policy` on this host and installs it. The slot not in use is filled completely, then one
@@ -305,6 +424,13 @@ impl Gate {
             maps.policy_targets
                 .update(&index.to_ne_bytes(), &bytes, MapFlags::ANY)
                 .map_err(bpf("writing an attach-target pattern"))?;
+        }
+        for (i, p) in t.map_names.iter().enumerate() {
+            let index = slot * MAX_MAP_NAMES + i as u32;
+            let bytes = p.to_le_bytes::<{ MAP_NAME_LEN + 1 }>();
+            maps.policy_map_names
+                .update(&index.to_ne_bytes(), &bytes, MapFlags::ANY)
+                .map_err(bpf("writing a map-name pattern"))?;
         }
         for (key, rules) in &t.exe {
             let k = exe_key(slot, *key);
@@ -403,6 +529,49 @@ impl Gate {
     }
 }
 
+/// Removes a persisted gate: its pins under `dir`, then `dir`. Removing a link's pin detaches it (nothing
+/// else holds it once its daemon is gone). Returns the pins removed; none when nothing was persisted there.
+pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, GateError> {
+    let pins_error = |what, path: &Path| {
+        let path = path.display().to_string();
+        move |error| GateError::Pins { what, path, error }
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(pins_error("cannot read", dir)(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(pins_error("cannot read", dir))?.path();
+        std::fs::remove_file(&path).map_err(pins_error("cannot remove", &path))?;
+        removed.push(path);
+    }
+    std::fs::remove_dir(dir).map_err(pins_error("cannot remove", dir))?;
+    removed.sort();
+    Ok(removed)
+}
+
+/// `gate_objects` kinds (`GATE_KIND_*`).
+const KIND_MAP: u32 = 1;
+const KIND_PROG: u32 = 2;
+const KIND_LINK: u32 = 3;
+
+/// The kernel id of a map, program or link fd: `id` is the second u32 of all three info structs.
+fn object_id(fd: i32) -> Result<u32, GateError> {
+    let mut info = [0u64; 32];
+    let mut len = size_of_val(&info) as u32;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which is that large and 8-byte aligned.
+    let rc = unsafe { libbpf_sys::bpf_obj_get_info_by_fd(fd, info.as_mut_ptr().cast(), &mut len) };
+    if rc != 0 {
+        return Err(GateError::Bpf {
+            what: "reading the id of one of the gate's objects".into(),
+            error: libbpf_rs::Error::from(std::io::Error::from_raw_os_error(-rc)),
+        });
+    }
+    Ok((info[0] >> 32) as u32)
+}
+
 fn delete_if_present(map: &dyn MapCore, key: &[u8]) -> Result<(), GateError> {
     match map.delete(key) {
         Ok(()) => Ok(()),
@@ -423,6 +592,7 @@ fn check_limits(t: &KernelTables) -> Result<(), GateError> {
     let limits = [
         ("rules", t.rules.len(), MAX_RULES as usize),
         ("attach-target patterns", t.targets.len(), MAX_TARGETS as usize),
+        ("map-name patterns", t.map_names.len(), MAX_MAP_NAMES as usize),
         ("executable keys", t.exe.len(), MAX_SUBJECT_KEYS),
         ("cgroup keys", t.cgroup.len(), MAX_SUBJECT_KEYS),
         ("uid keys", t.uid.len(), MAX_SUBJECT_KEYS),

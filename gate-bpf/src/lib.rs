@@ -1,17 +1,22 @@
-//! The in-kernel gate (issue 5): a BPF LSM program on `lsm/bpf_prog_load` (`src/bpf/gate.bpf.c`) that
-//! decides every BPF program load from the program's instructions and the loading task, by a compiled
-//! policy ([`bpfgate::policy::compiled`]) held in BPF maps, and reports each decision on a ring buffer.
+//! The in-kernel gate (issue 5): BPF LSM programs (`src/bpf/gate.bpf.c`) that decide every BPF program load
+//! from the program's instructions, the maps the verifier bound and the loading task, by a compiled policy
+//! ([`bpfgate::policy::compiled`]) held in BPF maps; record map owners and keep other subjects from
+//! writing them; keep everyone but the daemon away from the gate's own objects; and report each decision
+//! on a ring buffer.
 //!
 //! [`Gate`] loads it, installs policies atomically and attaches it; [`HostResolver`] turns policy paths into
 //! the keys the kernel compares; [`event`] reads and formats decisions.
 //!
-//! What the kernel computes and what it does not yet (map ownership, dataflow classes) is documented at the
-//! top of `src/bpf/gate.bpf.c`.
+//! What the kernel computes, and where it is conservative (dataflow classes, which maps are written), is
+//! documented at the top of `src/bpf/gate.bpf.c`.
 
 pub mod daemon;
 pub mod event;
 mod gate;
 pub mod resolve;
 
-pub use gate::{EventStream, Gate, GateError, HookVariant, Installed, MAX_RULES, MAX_SUBJECT_KEYS, MAX_TARGETS};
+pub use gate::{
+    unpin, EventStream, Gate, GateError, GateObject, HookVariant, Installed, DEFAULT_PIN_DIR, MAX_MAP_NAMES, MAX_RULES,
+    MAX_SUBJECT_KEYS, MAX_TARGETS,
+};
 pub use resolve::HostResolver;

@@ -21,6 +21,10 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 #[path = "live/gate.rs"]
 mod gate;
 
+// The evasion suite (issue 6).
+#[path = "live/evasion.rs"]
+mod evasion;
+
 mod smoke_skel {
     include!(concat!(env!("OUT_DIR"), "/smoke.skel.rs"));
 }
@@ -88,6 +92,19 @@ fn load_socket_filter(name: &str) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh program fd that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Loads (does not attach) the smoke LSM program, which sits on lsm/bpf_prog_load: a program on one of the
+/// gate's own hooks. `Err(errno)` when the load fails (EPERM when refused; other failures are EIO).
+fn load_smoke() -> Result<(), i32> {
+    let mut storage = MaybeUninit::uninit();
+    let open = SmokeSkelBuilder::default().open(&mut storage).map_err(|_| libc::EIO)?;
+    let loaded = match open.load() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::PermissionDenied => Err(libc::EPERM),
+        Err(_) => Err(libc::EIO),
+    };
+    loaded
 }
 
 #[test]

@@ -20,12 +20,36 @@ use crate::helpers::{self, Effect};
 use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
 use crate::metadata::{
     AttachType, Capability, ClassSet, HelperRef, MapAccess, ProgType, ProgramMetadata, Subprogram, TailCall,
+    UNKNOWN_MAP,
 };
 
 /// The kernel's limit on the instructions of one program (`BPF_COMPLEXITY_LIMIT_INSNS`).
 pub const MAX_INSNS: usize = 1_000_000;
 /// More functions than this in one program is not a real program.
 pub const MAX_FUNCS: usize = 4096;
+/// The kernel's `MAX_CALL_FRAMES`: a chain of BPF-to-BPF calls deeper than this is rejected by the verifier.
+/// The analysis rejects it too, so the fixpoint, which carries a result one call level per round, always ends.
+pub const MAX_CALL_FRAMES: usize = 8;
+/// The kernel's `MAX_BPF_STACK`: only slots inside a frame of this many bytes are tracked one by one; an access
+/// outside it, or a misaligned 8-byte one (both rejected by the verifier), counts as one at an unknown offset.
+/// This bounds the slots a state holds, and so the passes a loop can need to carry a pointer from slot to slot.
+pub const MAX_STACK: i32 = 512;
+/// Bytes of abstract state one function's interpretation may keep (an entry state per basic block, each with
+/// the registers and the stack slots that hold pointers; see `slot_bytes`). A million one-instruction blocks
+/// with a frame full of spilled pointers would need gigabytes; a program at the kernel's instruction limit with
+/// a branch every few instructions needs a few hundred megabytes.
+pub const MAX_STATE_BYTES: usize = 1 << 30;
+/// Work the analyses of one object's programs may do together: the instructions each program reaches, plus
+/// [`ENTRY_WORK`] and the bytes of its names for the program and for each entry (subprogram, map, kfunc, ...)
+/// its report lists. Without it a small object could have a million programs each analyze one huge subprogram
+/// again, or each list its thousands of functions.
+pub const MAX_OBJECT_WORK: usize = 16 * MAX_INSNS;
+/// What a program, or an entry in its report, counts against [`MAX_OBJECT_WORK`] besides its names: building and
+/// keeping an entry costs far more than interpreting an instruction.
+pub const ENTRY_WORK: usize = 64;
+/// The maps from the 128th on share one bit of the analysis' map sets, so a program that may touch one of them
+/// lists them all; past this many, it is an error ([`AnalysisError::TooManyMaps`]) instead.
+pub const MAX_SHARED_MAPS: usize = 1024;
 /// Bound on fixpoint rounds across functions; each round can only grow the lattice, so this is never hit by
 /// programs under the limits above, but it keeps hostile input from looping.
 const MAX_ROUNDS: usize = 64;
@@ -45,10 +69,29 @@ pub enum AnalysisError {
     CallOutOfRange { section: String, insn: usize, target: i64, target_section: String },
     #[error("section {section} insn {insn}: program entry is outside the section")]
     BadEntry { section: String, insn: usize },
-    #[error("program has more than {limit} instructions")]
-    TooManyInsns { limit: usize },
-    #[error("program reaches more than {limit} functions")]
-    TooManyFuncs { limit: usize },
+    #[error("the exception callback {name} named by the program's BTF is not a function of the object")]
+    MissingExceptionCallback { name: String },
+    #[error("section {section} insn {insn}: program reaches more than {limit} instructions (the kernel's limit)")]
+    TooManyInsns { section: String, insn: usize, limit: usize },
+    #[error("section {section} insn {insn}: program reaches more than {limit} functions")]
+    TooManyFuncs { section: String, insn: usize, limit: usize },
+    #[error("section {section} insn {insn}: chain of {frames} BPF-to-BPF call frames, more than the kernel's {limit}")]
+    CallTooDeep { section: String, insn: usize, frames: usize, limit: usize },
+    #[error(
+        "section {section} insn {insn}: function too complex to analyze: its per-block states need more than \
+         {limit_mib} MiB"
+    )]
+    TooComplex { section: String, insn: usize, limit_mib: usize },
+    #[error(
+        "section {section} insn {insn}: program may touch any of the object's {count} maps from the 128th on, \
+         more than the {limit} a report lists"
+    )]
+    TooManyMaps { section: String, insn: usize, count: usize, limit: usize },
+    #[error(
+        "not analyzed: the object's programs together exceed the analysis budget of {limit} (instructions reached, \
+         report entries and their names)"
+    )]
+    ObjectTooLarge { limit: usize },
     #[error("section {section} insn {insn}: recursive BPF-to-BPF call (the kernel rejects recursion)")]
     Recursion { section: String, insn: usize },
     #[error("section {section} insn {insn}: r{reg} is read before it is set")]
@@ -241,6 +284,13 @@ struct Func {
 
 const NOT_A_BLOCK: u32 = u32::MAX;
 
+/// What [`MAX_STATE_BYTES`] counts of the stack slots of a block's entry state, beyond the state itself: a B-tree
+/// node of 11 slots, holding at least 5 unless it is the root, per 5 slots.
+fn slot_bytes(slots: usize) -> usize {
+    const NODE: usize = 8 + 11 * std::mem::size_of::<(i32, Value)>();
+    slots.div_ceil(5) * NODE
+}
+
 /// Numbers the basic blocks of a decoded function (the entry, jump targets, and what follows a jump or exit):
 /// `blocks[i]` becomes the block starting at instruction `i`, NOT_A_BLOCK if none does. Returns the count.
 fn number_blocks(ops: &[Option<Op>], blocks: &mut [u32]) -> usize {
@@ -401,6 +451,8 @@ struct Ctx<'o, 'b> {
     facts: Facts<'o>,
     /// Everything ever stored to a stack slot: what a load through a foreign stack pointer may see.
     foreign: Value,
+    /// What is left of the object's budget ([`MAX_OBJECT_WORK`]) for this program's instructions.
+    budget: usize,
 }
 
 /// Analyzes one program of `obj` into its capability metadata.
@@ -409,9 +461,17 @@ struct Ctx<'o, 'b> {
 /// conditions do not refine values; a pointer stored into map or context memory is not tracked (the verifier only
 /// lets programs spill pointers to the stack, and kptrs loaded from maps are treated as BTF pointers).
 pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, AnalysisError> {
+    let mut unlimited = usize::MAX;
+    analyze_within(obj, prog, &mut unlimited)
+}
+
+/// [`analyze`], charging the instructions the program reaches and the maps it lists to `budget`, which the
+/// programs of one object share (start it at [`MAX_OBJECT_WORK`]). A program that would exceed what is left is
+/// not analyzed ([`AnalysisError::ObjectTooLarge`]).
+pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> Result<ProgramMetadata, AnalysisError> {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
-            let result = analyze_with(obj, prog, &mut buf);
+            let result = analyze_with(obj, prog, &mut buf, budget);
             // Keep the buffers of ordinary programs only: a thread that once analyzed a huge one should not hold
             // its memory for good.
             if buf.ops.capacity() > RETAINED_INSNS {
@@ -420,15 +480,24 @@ pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, Ana
             result
         }
         // Only if an analysis were running on this thread already: it keeps its buffers.
-        Err(_) => analyze_with(obj, prog, &mut Buffers::default()),
+        Err(_) => analyze_with(obj, prog, &mut Buffers::default(), budget),
     })
 }
 
-fn analyze_with(obj: &Object, prog: &ProgramEntry, buf: &mut Buffers) -> Result<ProgramMetadata, AnalysisError> {
+fn analyze_with(
+    obj: &Object,
+    prog: &ProgramEntry,
+    buf: &mut Buffers,
+    budget: &mut usize,
+) -> Result<ProgramMetadata, AnalysisError> {
     buf.clear();
     let funcs = std::mem::take(&mut buf.funcs);
-    let mut cx = Ctx { obj, prog, funcs, buf, facts: Facts::default(), foreign: Value::BOTTOM };
+    let mut cx = Ctx { obj, prog, funcs, buf, facts: Facts::default(), foreign: Value::BOTTOM, budget: *budget };
     let result = cx.run();
+    // Reached instructions are charged whether or not the analysis succeeded: decoding them was the work.
+    let reached: usize = cx.funcs.iter().map(|f| f.end - f.start).sum();
+    let report = result.as_ref().map_or(ENTRY_WORK + prog.name.len(), report_work);
+    *budget = budget.saturating_sub(reached.saturating_add(report));
     cx.buf.funcs = cx.funcs;
     cx.buf.trim();
     result
@@ -457,6 +526,17 @@ impl Ctx<'_, '_> {
         if let Some(e) = cx.funcs.iter_mut().find_map(|f| f.uninit.take()) {
             return Err(e);
         }
+        // Listing every map of the shared bit would make one program's report as long as the object's map table
+        // (and the next program's again); naming none would let its writes pass map rules as if unattributed.
+        let shared = cx.obj.maps.len().saturating_sub(OTHER_MAPS as usize);
+        if (cx.facts.reads | cx.facts.writes) & map_bit(OTHER_MAPS as usize) != 0 && shared > MAX_SHARED_MAPS {
+            return Err(AnalysisError::TooManyMaps {
+                section: cx.section_name(cx.prog.section),
+                insn: cx.prog.start,
+                count: shared,
+                limit: MAX_SHARED_MAPS,
+            });
+        }
         Ok(cx.finish())
     }
 
@@ -469,7 +549,7 @@ impl Ctx<'_, '_> {
             }
             for f in 0..self.funcs.len() {
                 if std::mem::take(&mut self.funcs[f].dirty) {
-                    self.interpret(f);
+                    self.interpret(f)?;
                 }
             }
         }
@@ -499,12 +579,27 @@ impl Ctx<'_, '_> {
     /// Finds every function the program reaches, in linked order, and decodes it.
     fn discover(&mut self) -> Result<(), AnalysisError> {
         let entry = (self.prog.section, self.prog.start);
+        // An exception callback is reached through no instruction: the kernel calls it when bpf_throw unwinds.
+        // Queued as a function whose address is taken, so it is analyzed with what any caller could pass.
+        let entry_name = self.obj.sections[entry.0].func_name(entry.1).unwrap_or(&self.prog.name);
+        let mut callbacks = Vec::new();
+        for (_, cb) in self.obj.exception_callbacks.iter().filter(|(f, _)| f == entry_name) {
+            let found = self
+                .obj
+                .sections
+                .iter()
+                .enumerate()
+                .find_map(|(sec, cs)| cs.funcs.iter().find(|f| f.name == *cb).map(|f| (sec, f.start)));
+            callbacks.push(found.ok_or_else(|| AnalysisError::MissingExceptionCallback { name: cb.clone() })?);
+        }
         // What the code refers to, as found: local calls (caller, callee location, pc) for the recursion check,
         // and function addresses, which make callbacks. Taken from `buf` while `self` is borrowed.
         let mut queue = std::mem::take(&mut self.buf.queue);
         let mut calls = std::mem::take(&mut self.buf.calls);
         let mut addresses = std::mem::take(&mut self.buf.addresses);
         queue.push_back(entry);
+        queue.extend(&callbacks);
+        addresses.extend(&callbacks);
         let result = self.discover_all(&mut queue, &mut calls, &mut addresses);
         let result = result.and_then(|()| {
             // Functions whose address is loaded are callbacks.
@@ -538,10 +633,13 @@ impl Ctx<'_, '_> {
             let end = cs.func_end(start).max(start + 1);
             total += end - start;
             if total > MAX_INSNS {
-                return Err(AnalysisError::TooManyInsns { limit: MAX_INSNS });
+                return Err(AnalysisError::TooManyInsns { section: cs.name.clone(), insn: start, limit: MAX_INSNS });
+            }
+            if total > self.budget {
+                return Err(AnalysisError::ObjectTooLarge { limit: MAX_OBJECT_WORK });
             }
             if self.funcs.len() >= MAX_FUNCS {
-                return Err(AnalysisError::TooManyFuncs { limit: MAX_FUNCS });
+                return Err(AnalysisError::TooManyFuncs { section: cs.name.clone(), insn: start, limit: MAX_FUNCS });
             }
             let id = self.funcs.len();
             let layout = self.funcs.last().map(|f| f.layout + (f.end - f.start) as u32).unwrap_or(0);
@@ -584,8 +682,9 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 
-    /// Detects cycles in the call graph (the kernel rejects recursive BPF-to-BPF calls). `calls` are the local
-    /// calls (caller, callee location, pc) in function and instruction order.
+    /// Detects cycles in the call graph (the kernel rejects recursive BPF-to-BPF calls) and chains of calls
+    /// deeper than [`MAX_CALL_FRAMES`]. `calls` are the local calls (caller, callee location, pc) in function and
+    /// instruction order.
     fn check_recursion(&self, calls: &[(usize, (usize, usize), usize)]) -> Result<(), AnalysisError> {
         if calls.is_empty() {
             return Ok(());
@@ -597,8 +696,10 @@ impl Ctx<'_, '_> {
                 list.push((callee, pc));
             }
         }
-        // Iterative DFS with colors.
+        // Iterative DFS with colors (recursion here would overflow the stack on a deep chain). A function's
+        // frames, itself and its deepest chain of callees, are known when it is finished.
         let mut color = vec![0u8; n];
+        let mut frames = vec![0usize; n];
         for root in 0..n {
             if color[root] != 0 {
                 continue;
@@ -621,9 +722,21 @@ impl Ctx<'_, '_> {
                     }
                 } else {
                     color[node] = 2;
+                    frames[node] = 1 + callees[node].iter().map(|&(c, _)| frames[c]).max().unwrap_or(0);
                     stack.pop();
                 }
             }
+        }
+        // Report the first call of the deepest chain.
+        let deepest = (0..n).max_by_key(|&f| (frames[f], std::cmp::Reverse(f)));
+        if let Some(f) = deepest.filter(|&f| frames[f] > MAX_CALL_FRAMES) {
+            let pc = callees[f].iter().find(|&&(c, _)| frames[c] + 1 == frames[f]).map_or(0, |&(_, pc)| pc);
+            return Err(AnalysisError::CallTooDeep {
+                section: self.section_name(self.funcs[f].section),
+                insn: pc,
+                frames: frames[f],
+                limit: MAX_CALL_FRAMES,
+            });
         }
         Ok(())
     }
@@ -671,7 +784,7 @@ impl Ctx<'_, '_> {
     }
 
     /// Interprets function `f` from its current inputs, updating facts, callee inputs and its return value.
-    fn interpret(&mut self, f: usize) {
+    fn interpret(&mut self, f: usize) -> Result<(), AnalysisError> {
         let start = self.funcs[f].start;
         let len = self.funcs[f].end - start;
         let base = self.funcs[f].layout as usize;
@@ -697,8 +810,11 @@ impl Ctx<'_, '_> {
         let mut work = std::mem::take(&mut self.buf.work);
         let mut queued = std::mem::take(&mut self.buf.queued);
         let n_blocks = self.funcs[f].n_blocks;
+        // The bytes of the entry states kept ([`MAX_STATE_BYTES`]): one per block, then their stack slots.
+        let mut kept = n_blocks.saturating_mul(std::mem::size_of::<State>());
+        let mut too_big = kept > MAX_STATE_BYTES;
         // Entries past `n_blocks` and those not `seen` are left over from before, unused.
-        if states.len() < n_blocks {
+        if states.len() < n_blocks && !too_big {
             states.resize(n_blocks, State::BOTTOM);
         }
         seen.clear();
@@ -706,13 +822,18 @@ impl Ctx<'_, '_> {
         work.clear();
         queued.clear();
         queued.resize(n_blocks, false);
-        if let (Some(s), Some(v), Some(q)) = (states.first_mut(), seen.first_mut(), queued.first_mut()) {
+        if let (Some(s), Some(v), Some(q), false) = (states.first_mut(), seen.first_mut(), queued.first_mut(), too_big)
+        {
             s.clone_from(&st);
             *v = true;
             *q = true;
             work.push_back(0);
         }
         while let Some(leader) = work.pop_front() {
+            if kept > MAX_STATE_BYTES {
+                too_big = true;
+                break;
+            }
             let block = block_at(self, leader) as usize;
             let Some(q) = queued.get_mut(block) else { continue };
             *q = false;
@@ -743,9 +864,13 @@ impl Ctx<'_, '_> {
                         continue;
                     };
                     let grew = if *v {
-                        entry.join_from(&st)
+                        let slots = entry.stack.len();
+                        let grew = entry.join_from(&st);
+                        kept += slot_bytes(entry.stack.len()).saturating_sub(slot_bytes(slots));
+                        grew
                     } else {
                         entry.clone_from(&st);
+                        kept += slot_bytes(entry.stack.len());
                         *v = true;
                         true
                     };
@@ -757,10 +882,23 @@ impl Ctx<'_, '_> {
                 break;
             }
         }
+        if too_big {
+            // Not kept for the next program: that is the memory the limit is about.
+            states = Vec::new();
+        }
         self.buf.states = states;
         self.buf.seen = seen;
         self.buf.work = work;
         self.buf.queued = queued;
+        if too_big {
+            let func = &self.funcs[f];
+            return Err(AnalysisError::TooComplex {
+                section: self.section_name(func.section),
+                insn: func.start,
+                limit_mib: MAX_STATE_BYTES >> 20,
+            });
+        }
+        Ok(())
     }
 
     fn step(&mut self, f: usize, pc: usize, op: &Op, st: &mut State) {
@@ -768,6 +906,9 @@ impl Ctx<'_, '_> {
         let n_maps = self.obj.maps.len();
         let uses = match *op {
             Op::Call(CallTarget::Indirect(r)) => 1 << r,
+            // The verifier wants r0 set at the exit of the entry, of global functions and of callbacks only: a
+            // static subprogram (a `void` one) may return nothing, which matters only if its caller reads r0.
+            Op::Exit if !self.exit_reads_r0(f) => 0,
             _ => op.uses(),
         };
         // Only the first read of an unset register is recorded: once one is, there is nothing to check.
@@ -860,24 +1001,27 @@ impl Ctx<'_, '_> {
                         st.regs[dst as usize] = v;
                     }
                     AtomicOp::StoreRelease | AtomicOp::Xchg => {
+                        let old = (aop == AtomicOp::Xchg).then(|| self.fetch(f, at, st, dst, off, size));
                         let v = st.regs[src as usize];
                         self.store(at, st, dst, off, size, v);
-                        if aop == AtomicOp::Xchg {
-                            st.regs[src as usize] = Value::SCALAR;
+                        if let Some(old) = old {
+                            st.regs[src as usize] = old;
                         }
                     }
                     AtomicOp::Cmpxchg => {
+                        let old = self.fetch(f, at, st, dst, off, size);
                         let v = st.regs[src as usize];
                         self.store(at, st, dst, off, size, v);
-                        st.regs[0] = Value::SCALAR;
+                        st.regs[0] = old;
                     }
                     AtomicOp::Add { fetch }
                     | AtomicOp::Or { fetch }
                     | AtomicOp::And { fetch }
                     | AtomicOp::Xor { fetch } => {
+                        let old = fetch.then(|| self.fetch(f, at, st, dst, off, size));
                         self.store(at, st, dst, off, size, Value::SCALAR);
-                        if fetch {
-                            st.regs[src as usize] = Value::SCALAR;
+                        if let Some(old) = old {
+                            st.regs[src as usize] = old;
                         }
                     }
                 }
@@ -895,6 +1039,26 @@ impl Ctx<'_, '_> {
             }
             Op::Call(target) => self.call(f, pc, at, target, st, n_maps),
         }
+    }
+
+    /// The old value a fetching atomic puts in its register. The verifier reads it as a load from the same place
+    /// (check_atomic), so a pointer spilled to that stack slot comes back: an xchg/cmpxchg/fetch-add "fill".
+    fn fetch(&mut self, f: usize, at: u32, st: &State, base: u8, off: i16, size: Size) -> Value {
+        self.funcs[f].reads_foreign |= st.regs[base as usize].kinds & FOREIGN != 0;
+        self.load(at, st, base, off, size)
+    }
+
+    /// Whether the verifier requires r0 to be set at an exit of function `f`: the entry function, a global
+    /// function (checked on its own, check_return_code) or a callback (prepare_func_exit), not a static
+    /// subprogram. Without a symbol to tell, it is required, as before.
+    fn exit_reads_r0(&self, f: usize) -> bool {
+        let func = &self.funcs[f];
+        if f == 0 || func.address_taken {
+            return true;
+        }
+        let Some(cs) = self.obj.sections.get(func.section) else { return true };
+        let i = cs.funcs.partition_point(|s| s.start < func.start);
+        cs.funcs.get(i).filter(|s| s.start == func.start).is_none_or(|s| s.global)
     }
 
     #[inline(never)]
@@ -960,7 +1124,7 @@ impl Ctx<'_, '_> {
             v = v.join(&self.ctx_load(i32::from(off), wide));
         }
         if base.kinds & STACK != 0 {
-            let slot = match base.stack_off.and_then(|o| o.checked_add(i32::from(off))) {
+            let slot = match base.stack_off.and_then(|o| in_frame(o, off, size)) {
                 Some(o) if wide => st.slot(o),
                 Some(_) => Value::SCALAR,
                 None => st.all_slots(),
@@ -1027,7 +1191,7 @@ impl Ctx<'_, '_> {
             }
         }
         if base.kinds & STACK != 0 {
-            match base.stack_off.and_then(|o| o.checked_add(i32::from(off))) {
+            match base.stack_off.and_then(|o| in_frame(o, off, size)) {
                 Some(o) if base.kinds & !STACK == 0 && base.map_ptr == 0 && base.map_val == 0 => {
                     // Strong update: the slot now holds exactly this (an 8-byte spill keeps a pointer; a narrower
                     // store leaves bytes the verifier no longer treats as a pointer).
@@ -1289,7 +1453,7 @@ impl Ctx<'_, '_> {
             self.facts.class(Capability::OverrideReturn, 0);
         }
         let mut facts = std::mem::take(&mut self.facts);
-        let name_of = |i: usize| obj.maps.get(i).map(|m| m.name.clone()).unwrap_or_else(|| "(unknown map)".into());
+        let name_of = |i: usize| obj.maps.get(i).map(|m| m.name.clone()).unwrap_or_else(|| UNKNOWN_MAP.into());
         // One entry per map name, sorted by name (maps sharing a name share an entry).
         let (reads, writes) = (facts.reads, facts.writes);
         let mut maps: Vec<MapAccess> = Vec::new();
@@ -1302,12 +1466,13 @@ impl Ctx<'_, '_> {
             access(low.trailing_zeros() as usize);
             low &= low - 1;
         }
+        // At most MAX_SHARED_MAPS of them (checked in `run`).
         if (reads | writes) & map_bit(OTHER_MAPS as usize) != 0 {
             (OTHER_MAPS as usize..obj.maps.len()).for_each(&mut access);
         }
         if facts.unknown_map.0 || facts.unknown_map.1 {
             let (read, write) = facts.unknown_map;
-            maps.push(MapAccess { name: "(unknown map)".into(), read, write });
+            maps.push(MapAccess { name: UNKNOWN_MAP.into(), read, write });
         }
         maps.sort_by(|a, b| a.name.cmp(&b.name));
         maps.dedup_by(|dup, kept| {
@@ -1397,6 +1562,28 @@ impl Ctx<'_, '_> {
             evidence,
         }
     }
+}
+
+/// What a report counts against [`MAX_OBJECT_WORK`]: [`ENTRY_WORK`] per entry, a unit per byte of its names and
+/// per evidence instruction.
+fn report_work(m: &ProgramMetadata) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let program = ENTRY_WORK + m.name.len() + m.section.len() + opt(&m.attach_target) + opt(&m.unspec_reason);
+    let subprograms: usize = m.subprograms.iter().map(|s| ENTRY_WORK + s.name.len() + s.section.len()).sum();
+    let maps: usize = m.maps.iter().map(|a| ENTRY_WORK + a.name.len()).sum();
+    let kfuncs: usize = m.kfuncs.iter().map(|k| ENTRY_WORK + k.len()).sum();
+    let tail_calls: usize = m.tail_calls.iter().map(|t| ENTRY_WORK + opt(&t.map)).sum();
+    let evidence: usize = m.evidence.values().map(Vec::len).sum();
+    program + opt(&m.license) + subprograms + maps + kfuncs + tail_calls + evidence + ENTRY_WORK * m.helpers.len()
+}
+
+/// The frame offset of an access at `off` from a stack pointer at `base`, if it is inside the kernel's frame
+/// ([`MAX_STACK`]) and, for an 8-byte access, 8-byte aligned (the verifier wants stack accesses aligned); any
+/// other access is treated as one at an unknown offset. Only 8-byte accesses move pointers, so at most 64 slots
+/// can hold one.
+fn in_frame(base: i32, off: i16, size: Size) -> Option<i32> {
+    let aligned = |o: &i32| size != Size::DW || o % 8 == 0;
+    base.checked_add(i32::from(off)).filter(|o| (-MAX_STACK..0).contains(o) && aligned(o))
 }
 
 fn rel(i: usize, step: usize, off: i64) -> usize {
@@ -1533,7 +1720,10 @@ mod tests_support {
             sections: vec![cs],
             programs: Vec::new(),
             extern_params: HashMap::new(),
+            exception_callbacks: Vec::new(),
             errors: Vec::new(),
+            dropped_errors: 0,
+            by_name: Vec::new(),
         };
         let prog = ProgramEntry { name: "f0".into(), section: 0, start: 0, info: crate::section::classify("kprobe/x") };
         (obj, prog)

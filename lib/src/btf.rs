@@ -888,6 +888,25 @@ impl<'a> BtfIndex<'a> {
         )
     }
 
+    /// `(function, callback)` for every `exception_callback:NAME` DECL_TAG on a whole FUNC (component -1): libbpf
+    /// appends the callback to the program whose entry function carries the tag, and the kernel runs it when
+    /// `bpf_throw` unwinds, though no instruction refers to it.
+    pub fn exception_callbacks(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for id in 1..=self.type_count() {
+            let Some(t) = self.raw(id).filter(|t| t.kind() == KIND_DECL_TAG) else { continue };
+            if self.word(&t, 0) as i32 != -1 {
+                continue;
+            }
+            let Some(cb) = self.name(t.name_off).and_then(|n| n.strip_prefix("exception_callback:")) else { continue };
+            let func = self.raw(t.size_or_type).filter(|f| f.kind() == KIND_FUNC).and_then(|f| self.name(f.name_off));
+            if let Some(func) = func {
+                out.push((func.to_owned(), cb.to_owned()));
+            }
+        }
+        out
+    }
+
     /// Number of parameters of a FUNC's prototype, not counting a variadic `...` (type 0); `None` when `id` is
     /// not a FUNC with a FUNC_PROTO.
     pub fn func_param_count(&self, id: u32) -> Option<usize> {

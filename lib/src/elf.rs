@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use object::elf;
-use object::read::elf::{ElfFile64, FileHeader};
+use object::read::elf::{ElfFile64, FileHeader, Sym as _};
 use object::{Endianness, Object as _, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex, SymbolKind};
 
 use crate::btf::BtfIndex;
@@ -24,6 +24,43 @@ pub const MAP_TYPE_PROG_ARRAY: u32 = 3;
 /// Map-in-map types: lookups return an inner map, not a value.
 pub const MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 pub const MAP_TYPE_HASH_OF_MAPS: u32 = 13;
+
+/// Longest symbol or section name read: the kernel's `KSYM_NAME_LEN`, which every name it resolves (kfuncs,
+/// ksyms, BTF names) stays under. Names are copied per relocation and per program, so their length multiplies
+/// memory; and a lookup scans up to the length.
+pub const MAX_NAME_LEN: usize = 512;
+/// The kernel reads at most this many bytes of a program's license (`char license[128]` in `bpf_prog_load`).
+pub const MAX_LICENSE_LEN: usize = 127;
+/// Executable sections, and function symbols in them, an object may have. Each becomes a program or function
+/// holding copies of its names (up to [`MAX_NAME_LEN`] each), so their count bounds the memory parsing takes.
+pub const MAX_OBJECT_FUNCS: usize = 1 << 17;
+/// Errors kept per object beyond relocation errors; the rest are counted in one [`ElfError::MoreErrors`]. An
+/// object of a million bad map symbols would otherwise report a million errors.
+pub const MAX_ERRORS: usize = 1000;
+
+/// Why a symbol or section name cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("is longer than {limit} bytes")]
+    TooLong { limit: usize },
+    #[error("runs off the end of its string table")]
+    Unterminated,
+    #[error("is outside its string table")]
+    OutOfRange,
+    #[error("is not UTF-8")]
+    NotUtf8,
+}
+
+/// The name at `offset` of an ELF string table, reading at most [`MAX_NAME_LEN`] bytes and a terminator.
+fn name_at(table: &[u8], offset: u32) -> Result<&str, NameError> {
+    let rest = usize::try_from(offset).ok().and_then(|o| table.get(o..)).ok_or(NameError::OutOfRange)?;
+    let window = rest.get(..=MAX_NAME_LEN).unwrap_or(rest);
+    match window.iter().position(|&b| b == 0).and_then(|n| window.get(..n)) {
+        Some(name) => std::str::from_utf8(name).map_err(|_| NameError::NotUtf8),
+        None if window.len() > MAX_NAME_LEN => Err(NameError::TooLong { limit: MAX_NAME_LEN }),
+        None => Err(NameError::Unterminated),
+    }
+}
 
 /// Why an object, or part of it, could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +81,14 @@ pub enum ElfError {
     BadMap { section: String, map: String, reason: String },
     #[error("section .BTF: {0}")]
     Btf(#[from] crate::btf::BtfError),
+    #[error("executable section {index}: name {reason}")]
+    BadSectionName { index: usize, reason: NameError },
+    #[error("section {section}: function symbol {symbol}: name {reason}")]
+    BadSymbolName { section: String, symbol: usize, reason: NameError },
+    #[error("{count} more errors not shown (only the first {MAX_ERRORS} are kept)")]
+    MoreErrors { count: usize },
+    #[error("the object has more than {limit} {what}")]
+    TooMany { what: &'static str, limit: usize },
 }
 
 /// A function symbol (program or subprogram) and its extent, in instructions within its section.
@@ -84,14 +129,18 @@ pub struct CodeSection {
 impl CodeSection {
     /// The extent of the function starting at `start`: its symbol's size, or up to the next function.
     pub fn func_end(&self, start: usize) -> usize {
-        let sized = self.funcs.iter().find(|f| f.start == start).map(|f| f.end);
-        let next = self.funcs.iter().map(|f| f.start).filter(|&s| s > start).min();
+        // `funcs` is sorted by start with one function per start: a search, not a scan, since every program
+        // and subprogram of a section with a million functions asks.
+        let i = self.funcs.partition_point(|f| f.start < start);
+        let sized = self.funcs.get(i).filter(|f| f.start == start).map(|f| f.end);
+        let next = self.funcs.get(i..).unwrap_or_default().iter().map(|f| f.start).find(|&s| s > start);
         sized.or(next).unwrap_or(self.insns.len()).min(self.insns.len())
     }
 
     /// The name of the function starting at `start`, if a symbol names it.
     pub fn func_name(&self, start: usize) -> Option<&str> {
-        self.funcs.iter().find(|f| f.start == start).map(|f| f.name.as_str())
+        let i = self.funcs.partition_point(|f| f.start < start);
+        self.funcs.get(i).filter(|f| f.start == start).map(|f| f.name.as_str())
     }
 }
 
@@ -115,8 +164,14 @@ pub struct Object {
     pub programs: Vec<ProgramEntry>,
     /// Number of parameters of each extern function (kfunc) the object's BTF declares.
     pub extern_params: HashMap<String, usize>,
+    /// `(entry function, exception callback)` pairs from BTF decl tags ([`crate::btf::BtfIndex::exception_callbacks`]).
+    pub exception_callbacks: Vec<(String, String)>,
     /// Problems that made part of the object unreadable.
     pub errors: Vec<ElfError>,
+    /// Errors past [`MAX_ERRORS`], counted only.
+    pub(crate) dropped_errors: usize,
+    /// Positions in `sections`, sorted by name (then position); empty for an object not from [`Object::parse`].
+    pub(crate) by_name: Vec<usize>,
 }
 
 fn is_global_data(name: &str) -> bool {
@@ -168,38 +223,53 @@ fn entry_funcs(cs: &CodeSection) -> impl Iterator<Item = &Func> {
     cs.funcs.iter().filter(move |f| f.global || !any_global)
 }
 
+/// [`Object::error`] for callers that hold another borrow of the object.
+fn push_capped(errors: &mut Vec<ElfError>, dropped: &mut usize, e: ElfError) {
+    if errors.len() < MAX_ERRORS {
+        errors.push(e);
+    } else {
+        *dropped += 1;
+    }
+}
+
 /// libbpf treats these extern names as `.kconfig` values rather than kernel symbols.
 fn is_kconfig_extern(name: &str) -> bool {
     name.starts_with("CONFIG_") || name.starts_with("LINUX_")
 }
 
-type ElfSym<'data, 'file> = object::read::elf::ElfSymbol64<'data, 'file, Endianness>;
-
 /// What parsing needs of one ELF symbol, read once for the several passes over the symbols (maps, functions,
 /// relocations). The name is looked up only where it is used: most symbols never need it.
-struct Sym<'data, 'file> {
+struct Sym<'data> {
     section: Option<SectionIndex>,
     kind: SymbolKind,
     address: u64,
     size: u64,
     global: bool,
     undefined: bool,
-    elf: ElfSym<'data, 'file>,
+    /// `st_name` in `strtab`, the symbol table's string table.
+    name_offset: u32,
+    strtab: &'data [u8],
 }
 
-impl<'data> Sym<'data, '_> {
-    /// `None` when the name is unreadable or not UTF-8.
+impl<'data> Sym<'data> {
+    fn name_checked(&self) -> Result<&'data str, NameError> {
+        name_at(self.strtab, self.name_offset)
+    }
+    /// `None` when the name is unreadable, too long or not UTF-8.
     fn name(&self) -> Option<&'data str> {
-        self.elf.name().ok()
+        self.name_checked().ok()
     }
 }
 
 /// The symbol table, indexed by ELF symbol index (0, the null symbol, is absent).
-struct Symbols<'data, 'file>(Vec<Sym<'data, 'file>>);
+struct Symbols<'data>(Vec<Sym<'data>>);
 
-impl<'data, 'file> Symbols<'data, 'file> {
-    fn read(file: &'file ElfFile64<'data, Endianness>) -> Self {
-        let mut syms = Vec::with_capacity(file.elf_symbol_table().len());
+impl<'data> Symbols<'data> {
+    fn read(file: &ElfFile64<'data, Endianness>) -> Self {
+        let table = file.elf_symbol_table();
+        let strtab = file.section_by_index(table.string_section()).and_then(|s| s.data()).unwrap_or_default();
+        let endian = file.endian();
+        let mut syms = Vec::with_capacity(table.len());
         syms.extend(file.symbols().map(|s| Sym {
             section: s.section_index(),
             kind: s.kind(),
@@ -207,16 +277,45 @@ impl<'data, 'file> Symbols<'data, 'file> {
             size: s.size(),
             global: s.is_global(),
             undefined: s.is_undefined(),
-            elf: s,
+            name_offset: s.elf_symbol().st_name(endian),
+            strtab,
         }));
         Symbols(syms)
     }
-    fn get(&self, index: usize) -> Option<&Sym<'data, 'file>> {
+    fn get(&self, index: usize) -> Option<&Sym<'data>> {
         self.0.get(index.checked_sub(1)?)
     }
     /// `(symbol index, symbol)` of every symbol.
-    fn iter(&self) -> impl Iterator<Item = (usize, &Sym<'data, 'file>)> {
+    fn iter(&self) -> impl Iterator<Item = (usize, &Sym<'data>)> {
         (1..).zip(self.0.iter())
+    }
+}
+
+/// Section names, read from the section header string table with [`name_at`]'s bound (the `object` crate's
+/// lookup scans to the terminator, however far).
+struct SectionNames<'data> {
+    shstrtab: &'data [u8],
+    endian: Endianness,
+}
+
+impl<'data> SectionNames<'data> {
+    fn new(file: &ElfFile64<'data, Endianness>, data: &'data [u8]) -> Self {
+        let endian = file.endian();
+        let shstrtab = file
+            .elf_header()
+            .shstrndx(endian, data)
+            .ok()
+            .and_then(|i| file.section_by_index(SectionIndex(i as usize)).ok())
+            .and_then(|s| s.data().ok())
+            .unwrap_or_default();
+        SectionNames { shstrtab, endian }
+    }
+    fn of(&self, sec: &impl object::read::elf::SectionHeader<Endian = Endianness>) -> Result<&'data str, NameError> {
+        name_at(self.shstrtab, sec.sh_name(self.endian))
+    }
+    /// The name of section `index`, for messages.
+    fn by_index(&self, file: &ElfFile64<'data, Endianness>, index: SectionIndex) -> Option<&'data str> {
+        file.section_by_index(index).ok().and_then(|s| self.of(s.elf_section_header()).ok())
     }
 }
 
@@ -261,41 +360,55 @@ impl Object {
             sections: Vec::new(),
             programs: Vec::new(),
             extern_params: HashMap::new(),
+            exception_callbacks: Vec::new(),
             errors: Vec::new(),
+            dropped_errors: 0,
+            by_name: Vec::new(),
         };
+        let names = SectionNames::new(&file, data);
 
         let mut btf = None;
         let mut legacy_maps_sec = None;
         let mut btf_maps_sec = None;
         // Sections are few and densely numbered: a table beats hashing their indices.
         let mut roles: Vec<SecRole> = vec![SecRole::Other; file.elf_section_table().len()];
-        obj.sections
-            .reserve_exact(file.sections().filter(|s| sh_flags(s) & u64::from(elf::SHF_EXECINSTR) != 0).count());
+        let code_sections = file.sections().filter(|s| sh_flags(s) & u64::from(elf::SHF_EXECINSTR) != 0).count();
+        if code_sections > MAX_OBJECT_FUNCS {
+            return Err(ElfError::TooMany { what: "executable sections", limit: MAX_OBJECT_FUNCS });
+        }
+        obj.sections.reserve_exact(code_sections);
 
         for sec in file.sections() {
             let sh_flags = sh_flags(&sec);
-            // Most sections (relocations, symbols, strings, BTF.ext, debug info) are none of those below: skip
-            // them before validating their name as UTF-8.
-            let Ok(name) = sec.name_bytes() else { continue };
+            let name = match names.of(sec.elf_section_header()) {
+                Ok(name) => name,
+                // A program must not vanish because its section name cannot be read.
+                Err(reason) if sh_flags & u64::from(elf::SHF_EXECINSTR) != 0 => {
+                    obj.error(ElfError::BadSectionName { index: sec.index().0, reason });
+                    continue;
+                }
+                Err(_) => continue,
+            };
             let by_name =
-                |n: &[u8]| n == b"license" || n == b".BTF" || n == b"maps" || n.starts_with(b"maps/") || n == b".maps";
+                |n: &str| n == "license" || n == ".BTF" || n == "maps" || n.starts_with("maps/") || n == ".maps";
             if sh_flags & u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR) == 0 && !by_name(name) {
                 continue;
             }
-            let Ok(name) = std::str::from_utf8(name) else { continue };
             let role = if name == "license" {
                 if let Ok(bytes) = sec.data() {
+                    // What the kernel reads of it: the first 127 bytes.
+                    let bytes = bytes.get(..MAX_LICENSE_LEN).unwrap_or(bytes);
                     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                    obj.license = Some(String::from_utf8_lossy(&bytes[..end]).into_owned());
+                    obj.license = Some(String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned());
                 }
                 SecRole::Other
             } else if name == ".BTF" {
                 match sec.data() {
                     Ok(bytes) => match crate::btf::index(bytes, little_endian) {
                         Ok(b) => btf = Some(b),
-                        Err(e) => obj.errors.push(e.into()),
+                        Err(e) => obj.error(e.into()),
                     },
-                    Err(source) => obj.errors.push(ElfError::SectionData { section: name.into(), source }),
+                    Err(source) => obj.error(ElfError::SectionData { section: name.into(), source }),
                 }
                 SecRole::Other
             } else if name == "maps" || name.starts_with("maps/") {
@@ -307,7 +420,7 @@ impl Object {
             } else if sh_flags & u64::from(elf::SHF_EXECINSTR) != 0 {
                 match sec.data() {
                     Ok(bytes) if bytes.len() % INSN_SIZE != 0 => {
-                        obj.errors.push(ElfError::TruncatedCode { section: name.into(), size: bytes.len() as u64 });
+                        obj.error(ElfError::TruncatedCode { section: name.into(), size: bytes.len() as u64 });
                         SecRole::Other
                     }
                     Ok(bytes) if !bytes.is_empty() => {
@@ -322,7 +435,7 @@ impl Object {
                     }
                     Ok(_) => SecRole::Other,
                     Err(source) => {
-                        obj.errors.push(ElfError::SectionData { section: name.into(), source });
+                        obj.error(ElfError::SectionData { section: name.into(), source });
                         SecRole::Other
                     }
                 }
@@ -350,16 +463,24 @@ impl Object {
 
         if let Some(b) = &btf {
             obj.extern_params = extern_params(b);
+            obj.exception_callbacks = b.exception_callbacks();
         }
         // `.kconfig` externs: BTF's .kconfig DATASEC names them; without BTF, libbpf's naming convention does.
         let kconfig = btf.as_ref().and_then(|b| b.datasec(".kconfig"));
         if let (Some(b), Some(vars)) = (&btf, &kconfig) {
             obj.kconfig_map(kconfig_layout_size(b, vars));
         }
-        let is_kconfig = |name: &str| match &kconfig {
-            Some(vars) => vars.iter().any(|v| v.name == name),
+        // Sorted once: every relocation against an undefined symbol asks.
+        let kconfig_names: Option<Vec<&str>> = kconfig.as_ref().map(|vars| {
+            let mut v: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+            v.sort_unstable();
+            v
+        });
+        let is_kconfig = |name: &str| match &kconfig_names {
+            Some(names) => names.binary_search(&name).is_ok(),
             None => is_kconfig_extern(name),
         };
+        let mut kconfig_map = None;
 
         let syms = Symbols::read(&file);
         // Map symbols: by ELF symbol index, the map they name (NO_MAP for none).
@@ -372,26 +493,39 @@ impl Object {
         }
 
         // Function symbols and programs.
-        for (_, sym) in syms.iter() {
+        let mut funcs = 0usize;
+        for (sym_idx, sym) in syms.iter() {
             let SecRole::Code(pos) = role(sym.section) else { continue };
             if sym.kind != SymbolKind::Text {
                 continue;
             }
-            let Some(name) = sym.name() else { continue };
-            let cs = &mut obj.sections[pos];
+            funcs += 1;
+            if funcs > MAX_OBJECT_FUNCS {
+                return Err(ElfError::TooMany { what: "function symbols", limit: MAX_OBJECT_FUNCS });
+            }
+            let section = || obj.sections[pos].name.clone();
+            // Skipping the symbol would silently merge its code into the function before it.
+            let name = match sym.name_checked() {
+                Ok(name) => name,
+                Err(reason) => {
+                    let e = ElfError::BadSymbolName { section: section(), symbol: sym_idx, reason };
+                    obj.error(e);
+                    continue;
+                }
+            };
             let (addr, size) = (sym.address, sym.size);
-            let len = cs.insns.len() as u64;
+            let len = obj.sections[pos].insns.len() as u64;
             if addr % INSN_SIZE as u64 != 0
                 || size % INSN_SIZE as u64 != 0
                 || addr / 8 >= len
                 || (addr + size) / 8 > len
             {
-                obj.errors.push(ElfError::BadSymbol { section: cs.name.clone(), symbol: name.into(), offset: addr });
+                obj.error(ElfError::BadSymbol { section: section(), symbol: name.into(), offset: addr });
                 continue;
             }
             let start = (addr / 8) as usize;
             let end = if size == 0 { 0 } else { ((addr + size) / 8) as usize };
-            cs.funcs.push(Func { name: name.into(), start, end, global: sym.global });
+            obj.sections[pos].funcs.push(Func { name: name.into(), start, end, global: sym.global });
         }
         for cs in &mut obj.sections {
             cs.funcs.sort_by(|a, b| (a.start, &a.name).cmp(&(b.start, &b.name)));
@@ -405,29 +539,37 @@ impl Object {
         }
         obj.find_programs();
 
-        // Relocations of code sections.
+        // Relocations of code sections. One bad relocation already keeps the section's programs from being
+        // analyzed: only the first is reported, and the rest counted, so a million of them cost no memory.
         for pos in 0..obj.sections.len() {
             let Ok(sec) = file.section_by_index(SectionIndex(obj.sections[pos].elf_index)) else { continue };
+            let section = obj.sections[pos].name.clone();
+            let mut bad_relocs: (Option<ElfError>, usize, u64) = (None, 0, 0);
             for (offset, reloc) in sec.relocations() {
-                let bad = |reason: String| ElfError::BadRelocation {
-                    section: sec.name().unwrap_or_default().to_owned(),
-                    offset,
-                    reason,
+                let bad = |reason: String| ElfError::BadRelocation { section: section.clone(), offset, reason };
+                let mut note_bad = |e: ElfError| match bad_relocs.0 {
+                    None => bad_relocs.0 = Some(e),
+                    Some(_) => {
+                        if bad_relocs.1 == 0 {
+                            bad_relocs.2 = offset;
+                        }
+                        bad_relocs.1 += 1;
+                    }
                 };
                 let insn = (offset / INSN_SIZE as u64) as usize;
                 if offset % INSN_SIZE as u64 != 0 || insn >= obj.sections[pos].insns.len() {
-                    obj.errors.push(bad("offset is not an instruction in the section".into()));
+                    note_bad(bad("offset is not an instruction in the section".into()));
                     continue;
                 }
                 let RelocationTarget::Symbol(sym_idx) = reloc.target() else {
-                    obj.errors.push(bad("target is not a symbol".into()));
+                    note_bad(bad("target is not a symbol".into()));
                     continue;
                 };
                 let Some(sym) = syms.get(sym_idx.0) else {
                     // Not in the symbol table: the object crate words the error.
                     let e =
                         file.symbol_by_index(sym_idx).err().map_or_else(|| "no such symbol".into(), |e| e.to_string());
-                    obj.errors.push(bad(format!("symbol {}: {e}", sym_idx.0)));
+                    note_bad(bad(format!("symbol {}: {e}", sym_idx.0)));
                     continue;
                 };
                 let map = map_syms.get(sym_idx.0).copied().unwrap_or(NO_MAP);
@@ -437,11 +579,11 @@ impl Object {
                 } else if sym.undefined {
                     let sym_name = sym_name();
                     if sym_name.is_empty() {
-                        obj.errors.push(bad("undefined symbol without a name".into()));
+                        note_bad(bad("undefined symbol without a readable name".into()));
                         continue;
                     }
                     if is_kconfig(sym_name) {
-                        let map = obj.kconfig_map(0);
+                        let map = *kconfig_map.get_or_insert_with(|| obj.kconfig_map(0));
                         RelocTarget::MapValue { map, offset: 0 }
                     } else {
                         RelocTarget::Extern { name: sym_name.to_owned() }
@@ -451,7 +593,7 @@ impl Object {
                 } else if let SecRole::Code(target_sec) = role(sym.section) {
                     let sym_name = sym_name();
                     if sym.address % INSN_SIZE as u64 != 0 {
-                        obj.errors.push(bad(format!("code symbol {sym_name} is not instruction-aligned")));
+                        note_bad(bad(format!("code symbol {sym_name} is not instruction-aligned")));
                         continue;
                     }
                     let name = if sym.kind == SymbolKind::Section {
@@ -461,17 +603,16 @@ impl Object {
                     };
                     RelocTarget::Code { section: target_sec, base: (sym.address / 8) as usize, symbol: name }
                 } else {
-                    let sec_name =
-                        || sym.section.and_then(|i| file.section_by_index(i).ok()).and_then(|s| s.name().ok());
+                    let sec_name = || sym.section.and_then(|i| names.by_index(&file, i));
                     if sym.kind == SymbolKind::Section {
-                        obj.errors.push(bad(format!(
+                        note_bad(bad(format!(
                             "refers to section {} itself, not to a named map or variable (a static map?)",
                             sec_name().unwrap_or_default()
                         )));
                         continue;
                     }
                     let in_sec = sec_name().unwrap_or("no section");
-                    obj.errors.push(bad(format!(
+                    note_bad(bad(format!(
                         "symbol `{}` in {in_sec} is neither a map, global data, code nor an extern",
                         sym_name()
                     )));
@@ -479,8 +620,25 @@ impl Object {
                 };
                 obj.sections[pos].relocs.insert(insn, target);
             }
+            let (first, more, offset) = bad_relocs;
+            obj.errors.extend(first);
+            if more > 0 {
+                let reason = format!("and {more} more bad relocations in this section (only the first is shown)");
+                obj.errors.push(ElfError::BadRelocation { section, offset, reason });
+            }
         }
+        if obj.dropped_errors > 0 {
+            obj.errors.push(ElfError::MoreErrors { count: obj.dropped_errors });
+        }
+        let mut by_name: Vec<usize> = (0..obj.sections.len()).collect();
+        by_name.sort_by(|&a, &b| (&obj.sections[a].name, a).cmp(&(&obj.sections[b].name, b)));
+        obj.by_name = by_name;
         Ok(obj)
+    }
+
+    /// Records a problem, or past [`MAX_ERRORS`] only counts it.
+    fn error(&mut self, e: ElfError) {
+        push_capped(&mut self.errors, &mut self.dropped_errors, e);
     }
 
     /// The `.kconfig` map libbpf creates for kconfig externs, created on first use.
@@ -535,7 +693,7 @@ impl Object {
     fn read_legacy_maps(
         &mut self,
         file: &ElfFile64<Endianness>,
-        symbols: &Symbols<'_, '_>,
+        symbols: &Symbols<'_>,
         idx: SectionIndex,
         map_syms: &mut [usize],
     ) {
@@ -543,7 +701,7 @@ impl Object {
         let section = sec.name().unwrap_or("maps").to_owned();
         let data = match sec.data() {
             Ok(d) => d,
-            Err(source) => return self.errors.push(ElfError::SectionData { section, source }),
+            Err(source) => return self.error(ElfError::SectionData { section, source }),
         };
         let mut syms: Vec<(u64, u64, &str, usize)> = symbols
             .iter()
@@ -567,7 +725,7 @@ impl Object {
             };
             let fields = (word(0), word(1), word(2), word(3), word(4));
             let (Some(map_type), Some(key_size), Some(value_size), Some(max_entries), Some(flags)) = fields else {
-                self.errors.push(ElfError::BadMap {
+                self.error(ElfError::BadMap {
                     section: section.clone(),
                     map: name.into(),
                     reason: format!("definition at byte {addr} is shorter than struct bpf_map_def"),
@@ -580,7 +738,7 @@ impl Object {
                 .ok()
                 .and_then(|a| data.get(a.checked_add(known)?..a.checked_add(def_size.max(known))?));
             if extra.is_some_and(|b| b.iter().any(|&x| x != 0)) {
-                self.errors.push(ElfError::BadMap {
+                self.error(ElfError::BadMap {
                     section: section.clone(),
                     map: name.into(),
                     reason: format!("definition has {def_size} bytes with unknown non-zero fields past byte {known}"),
@@ -608,13 +766,13 @@ impl Object {
     fn read_btf_maps(
         &mut self,
         file: &ElfFile64<Endianness>,
-        symbols: &Symbols<'_, '_>,
+        symbols: &Symbols<'_>,
         idx: SectionIndex,
         btf: Option<&BtfIndex<'_>>,
         map_syms: &mut [usize],
     ) {
         let Some(btf) = btf else {
-            return self.errors.push(ElfError::BadMap {
+            return self.error(ElfError::BadMap {
                 section: ".maps".into(),
                 map: "*".into(),
                 reason: "BTF-defined maps need a .BTF section, and it is missing or unreadable".into(),
@@ -622,7 +780,7 @@ impl Object {
         };
         let defs = match btf.btf_map_defs() {
             Ok(d) => d,
-            Err(e) => return self.errors.push(e.into()),
+            Err(e) => return self.error(e.into()),
         };
         let first = self.maps.len();
         for d in defs {
@@ -656,11 +814,14 @@ impl Object {
                     }
                     extents.push((s.address, s.address.saturating_add(s.size), map));
                 }
-                None => self.errors.push(ElfError::BadMap {
-                    section: ".maps".into(),
-                    map: name.into(),
-                    reason: "symbol has no BTF map definition".into(),
-                }),
+                None => {
+                    let e = ElfError::BadMap {
+                        section: ".maps".into(),
+                        map: name.into(),
+                        reason: "symbol has no BTF map definition".into(),
+                    };
+                    push_capped(&mut self.errors, &mut self.dropped_errors, e);
+                }
             }
         }
         // BTF carries the whole definition; the section itself must be zeros (loaders reject anything else).
@@ -669,7 +830,7 @@ impl Object {
                 let bytes =
                     usize::try_from(start).ok().zip(usize::try_from(end).ok()).and_then(|(a, b)| data.get(a..b));
                 if bytes.is_some_and(|b| b.iter().any(|&x| x != 0)) {
-                    self.errors.push(ElfError::BadMap {
+                    self.error(ElfError::BadMap {
                         section: ".maps".into(),
                         map: self.maps.get(map).map(|m| m.name.clone()).unwrap_or_default(),
                         reason: format!("definition at byte {start} has non-zero data; BTF-defined maps must be zero"),
@@ -677,16 +838,19 @@ impl Object {
                 }
             }
         }
-        // Relocations in .maps initialize `values`: only prog arrays and map-in-map types have them.
+        // Relocations in .maps initialize `values`: only prog arrays and map-in-map types have them. The map of
+        // each is found by a search among the extents sorted by start.
+        extents.sort_unstable();
         if let Ok(sec) = file.section_by_index(idx) {
             for (offset, _) in sec.relocations() {
-                let map = extents.iter().find(|(a, b, _)| (*a..*b).contains(&offset)).map(|e| e.2);
+                let i = extents.partition_point(|&(a, _, _)| a <= offset);
+                let map = i.checked_sub(1).and_then(|i| extents.get(i)).filter(|&&(_, b, _)| offset < b).map(|e| e.2);
                 let ok = map.and_then(|m| self.maps.get(m)).is_some_and(|m| {
                     matches!(m.map_type, MAP_TYPE_PROG_ARRAY | MAP_TYPE_ARRAY_OF_MAPS | MAP_TYPE_HASH_OF_MAPS)
                 });
                 if !ok {
                     let name = map.and_then(|m| self.maps.get(m)).map(|m| m.name.clone()).unwrap_or_else(|| "?".into());
-                    self.errors.push(ElfError::BadMap {
+                    self.error(ElfError::BadMap {
                         section: ".maps".into(),
                         map: name,
                         reason: format!(
@@ -700,6 +864,17 @@ impl Object {
 }
 
 impl Object {
+    /// The first code section named `section`: a search, since a text report asks once per capability of each of
+    /// up to [`MAX_OBJECT_FUNCS`] programs.
+    pub fn section_named(&self, section: &str) -> Option<&CodeSection> {
+        if self.by_name.len() != self.sections.len() {
+            return self.sections.iter().find(|c| c.name == section);
+        }
+        let name = |&i: &usize| self.sections.get(i).map_or("", |c| c.name.as_str());
+        let i = self.by_name.partition_point(|p| name(p) < section);
+        self.by_name.get(i).filter(|p| name(p) == section).and_then(|&p| self.sections.get(p))
+    }
+
     /// The instruction at `insn` of code section `section`, in the kernel's notation, with helper and
     /// relocation names; `None` when there is no such instruction or it does not decode.
     pub fn disassemble(&self, section: &str, insn: usize) -> Option<String> {
@@ -709,7 +884,7 @@ impl Object {
                 crate::helpers::helper(id).map(|h| h.name)
             }
         }
-        let cs = self.sections.iter().find(|c| c.name == section)?;
+        let cs = self.section_named(section)?;
         let op = crate::insn::decode(cs.insns.get(insn..)?).ok()?;
         let reloc = cs.relocs.get(&insn).map(|r| match r {
             RelocTarget::Map(m) | RelocTarget::MapValue { map: m, .. } => {

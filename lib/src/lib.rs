@@ -58,8 +58,9 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
     report.license = obj.license.clone();
     report.maps = obj.maps.clone();
     report.errors.extend(obj.errors.iter().map(|e| format!("{file}: {e}")));
-    // A program whose code has an unreadable relocation cannot be trusted to be complete.
-    let broken: Vec<&str> = obj
+    // A program whose code has an unreadable relocation cannot be trusted to be complete. Sorted: every program
+    // looks its sections up.
+    let mut broken: Vec<&str> = obj
         .errors
         .iter()
         .filter_map(|e| match e {
@@ -67,12 +68,16 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
             _ => None,
         })
         .collect();
-    for prog in &obj.programs {
-        match analysis::analyze(obj, prog) {
+    broken.sort_unstable();
+    broken.dedup();
+    // Shared by the programs: each can reach code the others reach too (see `analysis::MAX_OBJECT_WORK`).
+    let mut budget = analysis::MAX_OBJECT_WORK;
+    for (i, prog) in obj.programs.iter().enumerate() {
+        match analysis::analyze_within(obj, prog, &mut budget) {
             Ok(meta) => {
                 let bad = std::iter::once(meta.section.as_str())
                     .chain(meta.subprograms.iter().map(|s| s.section.as_str()))
-                    .find(|s| broken.contains(s));
+                    .find(|s| broken.binary_search(s).is_ok());
                 match bad {
                     Some(sec) => report.errors.push(format!(
                         "{file}: program {}: not analyzed: section {sec} has a bad relocation",
@@ -80,6 +85,13 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
                     )),
                     None => report.programs.push(meta),
                 }
+            }
+            // The budget is spent: one error for all the programs left, not one each.
+            Err(e @ analysis::AnalysisError::ObjectTooLarge { .. }) => {
+                let rest = obj.programs.len() - i - 1;
+                let after = if rest > 0 { format!(" (nor are the {rest} programs after it)") } else { String::new() };
+                report.errors.push(format!("{file}: program {}: {e}{after}", prog.name));
+                break;
             }
             Err(e) => report.errors.push(format!("{file}: program {}: {e}", prog.name)),
         }

@@ -197,6 +197,10 @@ pub struct HelperRef {
     pub name: String,
 }
 
+/// The [`MapAccess::name`] of accesses to map memory the analysis cannot tie to a map of the object (a raw map fd,
+/// an inner map of a map-in-map). Policies treat a write to it as unattributed, never as a write to an own map.
+pub const UNKNOWN_MAP: &str = "(unknown map)";
+
 /// What one program does with one map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MapAccess {

@@ -258,12 +258,16 @@ fn is_iproute2_tail_call(name: &str) -> bool {
 fn find(section: &str) -> Match {
     // libbpf: SEC("?name") is SEC("name") with autoload off.
     let name = section.strip_prefix('?').unwrap_or(section);
-    for def in SEC_DEFS {
+    // Every rule of tiers 1 and 2 needs the name to start with the pattern's first byte; comparing that byte
+    // first skips most of the ~120 patterns cheaply (the table order, which decides, is kept).
+    let first = name.as_bytes().first().copied();
+    let candidate = |def: &&SecDef| def.pattern.as_bytes().first().copied() == first;
+    for def in SEC_DEFS.iter().filter(candidate) {
         if let Some(target) = libbpf_match(def.pattern, name) {
             return Match::Def { def, target };
         }
     }
-    for def in OLD_DEFS.iter().chain(SEC_DEFS) {
+    for def in OLD_DEFS.iter().chain(SEC_DEFS).filter(candidate) {
         if legacy_match(def, name) {
             return Match::Def { def, target: None };
         }

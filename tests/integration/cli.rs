@@ -71,3 +71,30 @@ fn inspect_errors_exit_2_and_name_the_file() {
     assert_eq!(mixed.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&mixed.stdout).lines().count(), 2);
 }
+
+/// `enforce --stop` only removes pins (no BPF syscall), so it runs on any host: with nothing persisted it
+/// says so and succeeds; with pins it removes them and the directory.
+#[test]
+fn enforce_stop_removes_pins_and_is_idempotent() {
+    let dir = std::env::temp_dir().join(format!("bpfgate-stop-test-{}", std::process::id()));
+    let out = bpfgate(&["enforce", "--stop", "--pin-dir", dir.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no persisted gate"));
+    std::fs::create_dir(&dir).expect("pin dir");
+    std::fs::write(dir.join("link_bpf_prog_load"), b"").expect("a stand-in pin");
+    let out = bpfgate(&["enforce", "--stop", "--pin-dir", dir.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removed 1 pins"));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn enforce_needs_a_policy_and_refuses_stop_with_one() {
+    let out = bpfgate(&["enforce"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--policy"));
+    let out = bpfgate(&["enforce", "--stop", "--policy", "p.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bpfgate(&["enforce", "--stop", "--persist"]);
+    assert_eq!(out.status.code(), Some(2));
+}

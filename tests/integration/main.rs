@@ -2,7 +2,10 @@
 
 mod cli;
 mod corpus;
+mod evasion;
 mod fixtures;
+mod hostile;
+mod limits;
 mod policy_cli;
 mod readme;
 mod support;

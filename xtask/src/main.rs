@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod bench;
+mod limits;
 mod vmtest;
 
 use std::process::ExitCode;
@@ -20,6 +21,10 @@ enum Command {
     Vmtest(vmtest::Args),
     /// Benchmark `bpfgate inspect` against `llvm-objdump -d` over the corpus (docs/benchmarks.md).
     Bench(bench::Args),
+    /// Measure `bpfgate` on generated hostile inputs: time and peak memory of each (docs/limits.md).
+    Limits(limits::Args),
+    /// Measure BPF_PROG_LOAD latency with and without the gate, inside VMs (docs/benchmarks.md).
+    BenchGate(vmtest::gate_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +32,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Vmtest(args) => vmtest::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Limits(args) => limits::run(args),
+        Command::BenchGate(args) => vmtest::gate_bench::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,9 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The gate: a BPF LSM program on bpf_prog_load that decides, from the instructions the kernel has
- * copied (no TOCTOU) and the loading task, whether a program may load, by the compiled policy the
- * daemon keeps in this object's maps (bpfgate::policy::compiled; the algorithm is
+ * The gate: BPF LSM programs that decide, from the instructions the kernel has copied (no TOCTOU),
+ * the maps the verifier bound and the loading task, whether a program may load, by the compiled
+ * policy the daemon keeps in this object's maps (bpfgate::policy::compiled; the algorithm is
  * compiled::evaluate, mirrored step by step in gate_evaluate below).
+ *
+ * Hooks:
+ * - lsm/bpf (every bpf() call, first): notes the command for the hooks below; refuses
+ *   BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone but its daemon.
+ * - lsm/bpf_prog_load: scans the program and decides everything but the map rules.
+ * - lsm/bpf_prog (an fd to a program is made: right after a load's verification, or by id or pin):
+ *   for a load, the final decision with the maps the verifier bound (aux->used_maps); otherwise it
+ *   refuses fds to the gate's own programs to anyone but its daemon.
+ * - lsm/bpf_prog_free: drops the record of a load the verifier refused.
+ * - lsm/bpf_map_create, lsm/bpf_map_free: map owners (the creating subject), by map address.
+ * - lsm/bpf_map (an fd to a map is made): a writable fd to another subject's map needs the subject's
+ *   rule to allow writing it; a writable fd to the gate's own maps only goes to its daemon; a map
+ *   reached through a pin (BPF_OBJ_GET) is marked pinned.
  *
  * What the gate computes, per program:
  * - classes: exactly the classes the library derives from calls: helper classes from the catalogue
@@ -23,13 +36,17 @@
  *   The policy check uses classes | maybe_classes, so a rule restricting one of these three refuses
  *   any program that might use it. Known gap: a kptr loaded from a map value and dereferenced by a
  *   program of a non-BTF type is not counted as kernel_read.
- * - map rules: the gate does not yet know which maps a program writes or who created them, so
- *   every map write (proved or conservative) is "unattributed": rules with maps.write own/none or
- *   pinned: deny refuse it (compiled::evaluate's unattributed_map_write).
+ * - map rules: a program with map_write (proved or conservative) is taken to write every map it
+ *   uses that programs can write (not BPF_F_RDONLY_PROG: .rodata, .kconfig); each must pass the
+ *   rule (maps.named, then write any/own/none and pinned) with "own" meaning created by the same
+ *   subject (exe, cgroup, uid) while the gate was attached. A map-in-map makes the write
+ *   unattributed (its inner maps are not in used_maps), as does map_write with no writable map.
  * - attach target: the BTF name of attach_btf_id (fentry/fexit/fmod_ret/lsm/tp_btf/iter/ext), with
- *   bpf_lsm_, btf_trace_ and bpf_iter_ stripped as the library names them. kprobe, tracepoint and
- *   raw_tracepoint programs learn their target only at attach time: here they have none, so a rule
- *   with attach_targets refuses them (compiled::evaluate with attach_target None).
+ *   bpf_lsm_ (lsm), btf_trace_ (tp_btf) and bpf_iter_ (iter) stripped as the library names them.
+ *   kprobe, tracepoint and raw_tracepoint programs learn their target only at attach time: here they
+ *   have none, so a rule with attach_targets refuses them (compiled::evaluate with attach_target
+ *   None). An lsm program on a bpf* hook, or fmod_ret on bpf_lsm_bpf* / security_bpf*, could
+ *   overrule the gate: it needs a rule that lists attach_targets (bpfgate::policy::gate_hook).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -123,7 +140,7 @@ struct match_ctx {
 	__u32 first;
 	__u32 matched;
 	__u32 reserved;
-	char target[GATE_TARGET_LEN];
+	const char *target; /* GATE_TARGET_LEN bytes */
 };
 
 char LICENSE[] SEC("license") = "GPL";
@@ -174,6 +191,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct gate_pattern);
 } policy_targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GATE_SLOTS * GATE_MAX_MAP_NAMES);
+	__type(key, __u32);
+	__type(value, struct gate_map_pattern);
+} policy_map_names SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -385,8 +409,11 @@ static __always_inline bool has_prefix(const char *s, const char *prefix, int le
 	return true;
 }
 
-/* Copies the name of BTF type `id` of `btf` (following split BTF to its base) into out. */
-static __always_inline int btf_type_name(struct btf *btf, __u32 id, char *out)
+/*
+ * Copies the name of BTF type `id` of `btf` (following split BTF to its base) into out, named as the
+ * library names targets from sections: lsm/file_open, tp_btf/sched_switch, iter/task.
+ */
+static __always_inline int btf_type_name(struct btf *btf, __u32 id, __u32 prog_type, __u32 attach_type, char *out)
 {
 	__u32 start, name_off, str_off;
 	struct btf_type **types;
@@ -420,12 +447,12 @@ static __always_inline int btf_type_name(struct btf *btf, __u32 id, char *out)
 	strings = BPF_CORE_READ(btf, strings);
 	if (bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off)) < 0)
 		return -1;
-	/* The library names targets as sections do: lsm/file_open, tp_btf/sched_switch, iter/task. */
-	if (has_prefix(out, "bpf_lsm_", 8))
+	/* Only for their own program kinds: fentry/bpf_lsm_file_open names the function itself. */
+	if (prog_type == PT_LSM && has_prefix(out, "bpf_lsm_", 8))
 		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 8);
-	else if (has_prefix(out, "btf_trace_", 10))
+	else if (prog_type == PT_TRACING && attach_type == AT_TRACE_RAW_TP && has_prefix(out, "btf_trace_", 10))
 		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 10);
-	else if (has_prefix(out, "bpf_iter_", 9))
+	else if (prog_type == PT_TRACING && attach_type == AT_TRACE_ITER && has_prefix(out, "bpf_iter_", 9))
 		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 9);
 	return 0;
 }
@@ -455,17 +482,17 @@ static long match_target(__u64 i, void *data)
 	return 0;
 }
 
+
 struct facts {
-	__u64 exe_dev;
-	__u64 exe_ino;
-	__u64 cgroup_id;
-	__u32 uid;
+	struct gate_subject subject;
 	__u32 prog_type;
 	__u32 attach_type;
 	__u32 insn_cnt;
 	__u32 classes; /* classes | maybe_classes: what the policy judges */
 	bool has_attach_type;
 	bool has_target;
+	bool gate_hook; /* attaches where it could overrule the gate (see gate_hook_target) */
+	char target[GATE_TARGET_LEN];
 };
 
 struct verdict {
@@ -491,6 +518,98 @@ struct verdict {
 #define A_DENY 1
 #define A_AUDIT 2
 
+#define FMODE_WRITE 0x2
+#define BPF_F_RDONLY_PROG (1U << 7)
+#define CMD_OBJ_GET 7
+#define CMD_LINK_GET_FD_BY_ID 30
+
+/*
+ * Set by the daemon before load (read-only afterwards): the one process the gate's objects obey, by
+ * tgid and executable (a pid reused after the daemon died is not the daemon).
+ */
+const volatile __u32 gate_daemon_tgid = 0;
+const volatile __u64 gate_daemon_dev = 0;
+const volatile __u64 gate_daemon_ino = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_MAP_OWNERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct gate_map_owner);
+} map_owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_PROTECTED);
+	__type(key, struct gate_object_key);
+	__type(value, __u32);
+} gate_objects SEC(".maps");
+
+/* The maps of one program as the map rules see them, gathered at lsm/bpf_prog. */
+#define GATE_MAX_USED_MAPS 64
+struct used_map {
+	char name[GATE_NAME_LEN];
+	__u32 id;
+	__u8 own;
+	__u8 pinned;
+	__u8 reserved[2];
+};
+
+struct used_maps {
+	__u32 count;
+	bool unattributed; /* a map-in-map: writes may reach inner maps the gate cannot see */
+	struct used_map maps[GATE_MAX_USED_MAPS];
+};
+
+/*
+ * A load in flight, from lsm/bpf_prog_load to lsm/bpf_prog (or lsm/bpf_prog_free when the verifier
+ * refuses it), keyed by its bpf_prog_aux address (aux survives the verifier's reallocations of the
+ * program): the facts its final decision needs once the verifier has bound its maps. A map entry,
+ * not stack or per-CPU scratch: it is too large for the stack, and LSM programs can be preempted
+ * (another task's hook on the same CPU would overwrite a per-CPU buffer mid-decision). Task storage
+ * would be natural, but 7.x kernels refuse to create it from these hooks.
+ */
+struct pending_load {
+	__u32 load_decision;
+	__u32 classes;
+	__u64 load_generation;
+	__u32 maybe_classes;
+	__u32 reserved;
+	struct facts facts;
+	struct used_maps used;
+};
+
+/* Loads in flight at once; when full, loads are denied (fail closed). */
+#define GATE_MAX_PENDING 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_PENDING);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct pending_load);
+} pending_loads SEC(".maps");
+
+/* All zeros, never written: the initial value of a pending_loads entry (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pending_load);
+} pending_zero SEC(".maps");
+
+/*
+ * The current bpf() command of each thread, noted by lsm/bpf for lsm/bpf_map (BPF_OBJ_GET marks a
+ * map pinned). LRU: threads come and go; an evicted entry only loses a pinned mark.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} thread_cmds SEC(".maps");
+
 static __always_inline void finish(struct verdict *v, __u8 decision, __u32 rule, __u32 reasons, bool audit_mode)
 {
 	v->decision = (audit_mode && decision == GATE_DENY) ? GATE_AUDIT : decision;
@@ -498,27 +617,67 @@ static __always_inline void finish(struct verdict *v, __u8 decision, __u32 rule,
 	v->reasons = reasons;
 }
 
-/* compiled::evaluate, step by step. Out of line: its map keys get their own stack frame. */
-static __noinline void gate_evaluate(const struct facts *f, struct match_ctx *mc, struct verdict *v)
+/* The loading task: executable, cgroup, real uid. */
+static __always_inline void current_subject(struct gate_subject *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file *exe_file = BPF_CORE_READ(task, mm, exe_file);
+
+	s->uid = (__u32)bpf_get_current_uid_gid();
+	s->cgroup_id = bpf_get_current_cgroup_id();
+	if (exe_file) {
+		s->exe_ino = BPF_CORE_READ(exe_file, f_inode, i_ino);
+		s->exe_dev = BPF_CORE_READ(exe_file, f_inode, i_sb, s_dev);
+	}
+}
+
+static __always_inline bool same_subject(const struct gate_subject *a, const struct gate_subject *b)
+{
+	return a->exe_dev == b->exe_dev && a->exe_ino == b->exe_ino && a->cgroup_id == b->cgroup_id &&
+	       a->uid == b->uid;
+}
+
+static __always_inline bool is_daemon(void)
+{
+	struct gate_subject s = {};
+
+	if (!gate_daemon_tgid || (bpf_get_current_pid_tgid() >> 32) != gate_daemon_tgid)
+		return false;
+	current_subject(&s);
+	return s.exe_dev == gate_daemon_dev && s.exe_ino == gate_daemon_ino;
+}
+
+static __always_inline bool gate_object(__u32 kind, __u32 id)
+{
+	struct gate_object_key k = { .kind = kind, .id = id };
+
+	return id && bpf_map_lookup_elem(&gate_objects, &k);
+}
+
+/* The policy in force and the rule for a subject (compiled::evaluate's first half). */
+struct rule_match {
+	struct gate_policy_header *h;
+	struct gate_rule *r; /* NULL: no rule matched, the default decides */
+	__u32 slot;
+	__u32 id;
+};
+
+/* Out of line: its map keys get their own stack frame. Returns false when no valid policy is installed. */
+static __noinline bool match_rule(const struct gate_subject *s, struct rule_match *out)
 {
 	__u32 slot = gate_active_slot & 1; /* read once: the whole decision uses one generation */
 	struct gate_policy_header *h = bpf_map_lookup_elem(&policy_header, &slot);
 	__u64 valid, exe = 0, cg = 0, uid = 0, cand, *m;
-	bool audit_mode;
 
-	v->rule = GATE_RULE_DEFAULT;
-	if (!h || h->magic != GATE_POLICY_MAGIC || h->format_version != GATE_POLICY_FORMAT) {
-		v->flags |= GATE_F_NO_POLICY;
-		v->decision = GATE_ALLOW;
-		return;
-	}
-	v->generation = h->generation;
-	audit_mode = h->mode == 1;
-	if (audit_mode)
-		v->flags |= GATE_F_AUDIT_MODE;
+	out->r = NULL;
+	out->id = GATE_RULE_DEFAULT;
+	out->slot = slot;
+	if (!h || h->magic != GATE_POLICY_MAGIC || h->format_version != GATE_POLICY_FORMAT)
+		return false;
+	out->h = h;
 	valid = h->rule_count >= GATE_MAX_RULES ? ~0ULL : (1ULL << h->rule_count) - 1;
 
-	struct gate_exe_key ek = { .slot = slot, .dev = f->exe_dev, .ino = f->exe_ino };
+	struct gate_exe_key ek = { .slot = slot, .dev = s->exe_dev, .ino = s->exe_ino };
 	m = bpf_map_lookup_elem(&policy_exe, &ek);
 	if (m)
 		exe = *m;
@@ -537,29 +696,134 @@ static __noinline void gate_evaluate(const struct facts *f, struct match_ctx *mc
 	}
 	cg |= h->cgroup_any;
 
-	struct gate_uid_key uk = { .slot = slot, .uid = f->uid };
+	struct gate_uid_key uk = { .slot = slot, .uid = s->uid };
 	m = bpf_map_lookup_elem(&policy_uid, &uk);
 	if (m)
 		uid = *m;
 	uid |= h->uid_any;
 
 	cand = exe & cg & uid & valid;
-	if (!cand) {
-		if (h->default_action == A_ALLOW)
+	if (cand) {
+		out->id = lowest_bit(cand);
+		__u32 ridx = slot * GATE_MAX_RULES + out->id;
+		out->r = bpf_map_lookup_elem(&policy_rules, &ridx);
+		if (!out->r)
+			out->id = GATE_RULE_DEFAULT; /* cannot happen: ids are below GATE_MAX_RULES */
+	}
+	return true;
+}
+
+struct map_check {
+	const struct used_maps *um;
+	struct gate_rule *r;
+	__u32 slot;
+	__u32 bad; /* index + 1 of the first map the rule refuses */
+};
+
+/* Whether map name `name` matches one of the rule's maps.named patterns. */
+struct name_ctx {
+	const char *name;
+	__u32 base;
+	__u32 matched;
+};
+
+static long match_map_name(__u64 i, void *data)
+{
+	struct name_ctx *n = data;
+	__u32 idx = n->base + (__u32)i;
+	struct gate_map_pattern *p = bpf_map_lookup_elem(&policy_map_names, &idx);
+	__u32 len;
+
+	if (!p)
+		return 1;
+	len = p->len;
+	if (len > GATE_NAME_LEN - 1)
+		return 0;
+	for (__u32 k = 0; k < GATE_NAME_LEN - 1; k++) {
+		if (k >= len)
+			break;
+		if (p->text[k] != n->name[k])
+			return 0;
+	}
+	if (p->kind == GATE_PATTERN_PREFIX || (p->kind == GATE_PATTERN_EXACT && n->name[len & 15] == 0)) {
+		n->matched = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* Whether a rule lets a program write map `m` (compiled::evaluate's written-map check). */
+static __always_inline bool map_write_ok(struct gate_rule *r, __u32 slot, const struct used_map *m)
+{
+	bool pinned_ok = r->flags & GATE_RULE_PINNED_OK;
+	struct name_ctx n = { .name = m->name, .base = slot * GATE_MAX_MAP_NAMES + r->map_first };
+
+	bpf_loop(r->map_count, match_map_name, &n, 0);
+	if (n.matched)
+		return true;
+	if (r->map_write == 0)
+		return pinned_ok || !m->pinned;
+	if (r->map_write == 1)
+		return m->own && (pinned_ok || !m->pinned);
+	return false;
+}
+
+static long check_used_map(__u64 i, void *data)
+{
+	struct map_check *mc = data;
+
+	if (i >= GATE_MAX_USED_MAPS)
+		return 1;
+	if (!map_write_ok(mc->r, mc->slot, &mc->um->maps[i])) {
+		mc->bad = (__u32)i + 1;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * compiled::evaluate, step by step. `um` is NULL at lsm/bpf_prog_load, where the verifier has not
+ * yet bound the program's maps: the map rules are then left to lsm/bpf_prog. `bad_map` receives
+ * the index + 1 of the first map a rule refused. A global function: the verifier checks it once, on
+ * its own, instead of once per state of each caller.
+ */
+__noinline int gate_evaluate(const struct facts *f, struct verdict *v, const struct used_maps *um, __u32 *bad_map)
+{
+	struct rule_match rm = {};
+	bool audit_mode;
+
+	if (!f || !v || !bad_map)
+		return 0;
+	if (!match_rule(&f->subject, &rm) || !rm.h) {
+		v->flags |= GATE_F_NO_POLICY;
+		v->rule = GATE_RULE_DEFAULT;
+		v->decision = GATE_ALLOW;
+		return 0;
+	}
+	struct gate_policy_header *h = rm.h;
+	struct gate_rule *r = rm.r;
+
+	v->generation = h->generation;
+	audit_mode = h->mode == 1;
+	if (audit_mode)
+		v->flags |= GATE_F_AUDIT_MODE;
+	if (!r) {
+		/* A program on the gate's own hooks needs a rule that names its target. */
+		if (f->gate_hook)
+			finish(v, GATE_DENY, GATE_RULE_DEFAULT, R_NO_RULE | R_ATTACH_TARGET, audit_mode);
+		else if (h->default_action == A_ALLOW)
 			finish(v, GATE_ALLOW, GATE_RULE_DEFAULT, 0, audit_mode);
 		else if (h->default_action == A_AUDIT)
 			finish(v, GATE_AUDIT, GATE_RULE_DEFAULT, R_NO_RULE, audit_mode);
 		else
 			finish(v, GATE_DENY, GATE_RULE_DEFAULT, R_NO_RULE, audit_mode);
-		return;
+		return 0;
 	}
-	__u32 id = lowest_bit(cand);
-	__u32 ridx = slot * GATE_MAX_RULES + id;
-	struct gate_rule *r = bpf_map_lookup_elem(&policy_rules, &ridx);
+	__u32 id = rm.id;
 
-	if (!r || r->action == A_DENY || r->action > A_AUDIT) {
+	if (r->action == A_DENY || r->action > A_AUDIT) {
 		finish(v, GATE_DENY, id, R_RULE_DENIES, audit_mode);
-		return;
+		return 0;
 	}
 	__u32 reasons = 0;
 
@@ -571,29 +835,47 @@ static __noinline void gate_evaluate(const struct facts *f, struct match_ctx *mc
 		bool ok;
 
 		if (f->has_target) {
-			mc->base = slot * GATE_MAX_TARGETS;
-			mc->first = r->target_first;
-			mc->matched = 0;
-			bpf_loop(r->target_count, match_target, mc, 0);
-			ok = mc->matched;
+			/* bpf_loop's context must be on this function's stack. */
+			struct match_ctx lm = {
+				.base = rm.slot * GATE_MAX_TARGETS,
+				.first = r->target_first,
+				.target = f->target,
+			};
+
+			bpf_loop(r->target_count, match_target, &lm, 0);
+			ok = lm.matched;
 		} else {
 			ok = !traced_type(f->prog_type);
 		}
 		if (!ok)
 			reasons |= R_ATTACH_TARGET;
+	} else if (f->gate_hook) {
+		reasons |= R_ATTACH_TARGET;
 	}
 	if (f->insn_cnt > r->max_insns)
 		reasons |= R_INSNS;
 	if ((f->classes & r->denied_classes) || (f->classes & ~r->allowed_classes))
 		reasons |= R_CLASS;
-	/* No written map is attributed yet: any map write is an unattributed one. */
-	if ((f->classes & BPFGATE_CLASS_MAP_WRITE) && (r->map_write != 0 || !(r->flags & GATE_RULE_PINNED_OK)))
-		reasons |= R_MAP;
+	if (um && (f->classes & BPFGATE_CLASS_MAP_WRITE)) {
+		bool pinned_ok = r->flags & GATE_RULE_PINNED_OK;
+		__u32 n = um->count < GATE_MAX_USED_MAPS ? um->count : GATE_MAX_USED_MAPS;
+		struct map_check chk = { .um = um, .r = r, .slot = rm.slot };
+
+		/* Every map the program can write is taken as written: the gate does not track which. */
+		bpf_loop(n, check_used_map, &chk, 0);
+		if (chk.bad) {
+			reasons |= R_MAP;
+			*bad_map = chk.bad;
+		}
+		if ((um->unattributed || n == 0) && (r->map_write != 0 || !pinned_ok))
+			reasons |= R_MAP;
+	}
 
 	if (r->action == A_AUDIT)
 		finish(v, GATE_AUDIT, id, reasons, audit_mode);
 	else
 		finish(v, reasons ? GATE_DENY : GATE_ALLOW, id, reasons, audit_mode);
+	return 0;
 }
 
 static __always_inline void count_drop(void)
@@ -605,45 +887,102 @@ static __always_inline void count_drop(void)
 		*n += 1; /* per-CPU slot: no other writer */
 }
 
+/* Reserves an event with the fields every operation has; NULL (counted) when the ring buffer is full. */
+static __always_inline struct gate_event *new_event(__u32 op, const struct gate_subject *s, const struct verdict *v)
+{
+	struct gate_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	__sync_fetch_and_add(&gate_decisions, 1);
+	if (v->decision == GATE_DENY)
+		__sync_fetch_and_add(&gate_denials, 1);
+	if (!e) {
+		count_drop();
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->generation = v->generation;
+	e->exe_dev = s->exe_dev;
+	e->exe_ino = s->exe_ino;
+	e->cgroup_id = s->cgroup_id;
+	e->pid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->uid = s->uid;
+	e->op = op;
+	e->reasons = v->reasons;
+	e->rule = v->rule;
+	e->verdict = v->decision;
+	e->flags = v->flags | (v->decision == GATE_DENY ? GATE_F_ENFORCED : 0);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/*
+ * lsm/bpf_prog_load and lsm/bpf_prog share these facts: a program on a hook where it could overrule
+ * the gate (an lsm program on a bpf* hook, fmod_ret on bpf_lsm_bpf* or security_bpf*) needs a rule
+ * that lists its target (bpfgate::policy::gate_hook).
+ */
+static __always_inline bool gate_hook_target(__u32 prog_type, __u32 attach_type, const char *t)
+{
+	if (prog_type == PT_LSM)
+		return has_prefix(t, "bpf", 3);
+	if (prog_type == PT_TRACING && attach_type == AT_MODIFY_RETURN)
+		return has_prefix(t, "bpf_lsm_bpf", 11) || has_prefix(t, "security_bpf", 12);
+	return false;
+}
+
 static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 {
 	struct scan_ctx sc = {};
-	struct match_ctx mc = {};
-	struct facts f = {};
 	struct verdict v = {};
 	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file *exe_file = BPF_CORE_READ(task, mm, exe_file);
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 maybe = 0;
+	__u64 key = (__u64)aux;
+	__u32 maybe = 0, no_map = 0, zero = 0;
+	struct pending_load *zeros = bpf_map_lookup_elem(&pending_zero, &zero);
+	struct pending_load *ts = NULL;
 
-	f.prog_type = BPF_CORE_READ(prog, type);
-	f.attach_type = BPF_CORE_READ(prog, expected_attach_type);
-	f.insn_cnt = BPF_CORE_READ(prog, len);
-	f.uid = (__u32)bpf_get_current_uid_gid();
-	f.cgroup_id = bpf_get_current_cgroup_id();
-	if (exe_file) {
-		f.exe_ino = BPF_CORE_READ(exe_file, f_inode, i_ino);
-		f.exe_dev = BPF_CORE_READ(exe_file, f_inode, i_sb, s_dev);
+	if (zeros && !bpf_map_update_elem(&pending_loads, &key, zeros, BPF_ANY))
+		ts = bpf_map_lookup_elem(&pending_loads, &key);
+	if (!ts) {
+		/* Fail closed: no room to record the load for its final decision. */
+		struct gate_subject s = {};
+
+		current_subject(&s);
+		v.decision = GATE_DENY;
+		v.rule = GATE_RULE_DEFAULT;
+		struct gate_event *e = new_event(GATE_OP_PROG_LOAD, &s, &v);
+
+		if (e) {
+			e->prog_type = BPF_CORE_READ(prog, type);
+			bpf_ringbuf_submit(e, 0);
+		}
+		return -EPERM;
 	}
+	struct facts *f = &ts->facts;
+
+	current_subject(&f->subject);
+	f->prog_type = BPF_CORE_READ(prog, type);
+	f->attach_type = BPF_CORE_READ(prog, expected_attach_type);
+	f->insn_cnt = BPF_CORE_READ(prog, len);
 	/* Attach type 0 (cgroup_inet_ingress) is only meaningful for cgroup_skb; elsewhere it means none. */
-	f.has_attach_type = f.attach_type != 0 || f.prog_type == PT_CGROUP_SKB;
+	f->has_attach_type = f->attach_type != 0 || f->prog_type == PT_CGROUP_SKB;
 
 	/*
 	 * The classes: scan prog->insnsi in chunks. The address comes from aux->prog through a probe read,
 	 * so it is a scalar: the verifier refuses variable offsets on the trusted prog pointer.
 	 */
 	sc.insns = (__u64)BPF_CORE_READ(aux, prog) + bpf_core_field_offset(struct bpf_prog, insnsi);
-	sc.len = f.insn_cnt < GATE_MAX_INSNS ? f.insn_cnt : GATE_MAX_INSNS;
+	sc.len = f->insn_cnt < GATE_MAX_INSNS ? f->insn_cnt : GATE_MAX_INSNS;
 	bpf_loop((sc.len + GATE_CHUNK - 1) / GATE_CHUNK, scan_chunk, &sc, 0);
-	if (f.attach_type == AT_MODIFY_RETURN)
+	if (f->attach_type == AT_MODIFY_RETURN)
 		note(&sc, BPFGATE_CLASS_OVERRIDE_RETURN, GATE_EV_INSN | 0);
-	if (sc.scanned < f.insn_cnt) {
+	if (sc.scanned < f->insn_cnt) {
 		/* Unread instructions could call anything. */
 		v.flags |= GATE_F_TRUNCATED;
 		note(&sc, BPFGATE_CLASS_UNKNOWN, GATE_EV_INSN | (sc.scanned & GATE_EV_VALUE_MASK));
 	}
-	if ((sc.flags & SCAN_NONSTACK_LOAD) && (btf_typed(f.prog_type) || (sc.flags & SCAN_BTF_SOURCE)) &&
+	if ((sc.flags & SCAN_NONSTACK_LOAD) && (btf_typed(f->prog_type) || (sc.flags & SCAN_BTF_SOURCE)) &&
 	    !(sc.classes & BPFGATE_CLASS_KERNEL_READ)) {
 		maybe |= BPFGATE_CLASS_KERNEL_READ;
 		sc.evidence[0] = GATE_EV_INSN | (sc.last_load & GATE_EV_VALUE_MASK);
@@ -653,74 +992,62 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 		maybe |= BPFGATE_CLASS_MAP_WRITE;
 		sc.evidence[6] = GATE_EV_INSN | (sc.last_store & GATE_EV_VALUE_MASK);
 	}
-	if ((sc.flags & (SCAN_NONSTACK_STORE | SCAN_CALL_WRITES)) && packet_type(f.prog_type) &&
+	if ((sc.flags & (SCAN_NONSTACK_STORE | SCAN_CALL_WRITES)) && packet_type(f->prog_type) &&
 	    !(sc.classes & BPFGATE_CLASS_PACKET_WRITE)) {
 		maybe |= BPFGATE_CLASS_PACKET_WRITE;
 		sc.evidence[10] = GATE_EV_INSN | (sc.last_store & GATE_EV_VALUE_MASK);
 	}
-	f.classes = sc.classes | maybe;
+	f->classes = sc.classes | maybe;
 
 	/* The attach target, for programs that name it by BTF id at load time. */
 	struct btf *btf = BPF_CORE_READ(aux, attach_btf);
 	__u32 btf_id = BPF_CORE_READ(aux, attach_btf_id);
 
-	if (btf && btf_id && btf_type_name(btf, btf_id, mc.target) == 0) {
-		f.has_target = true;
+	if (btf && btf_id && btf_type_name(btf, btf_id, f->prog_type, f->attach_type, f->target) == 0) {
+		f->has_target = true;
 		v.flags |= GATE_F_TARGET;
+		f->gate_hook = gate_hook_target(f->prog_type, f->attach_type, f->target);
 	}
 
-	gate_evaluate(&f, &mc, &v);
+	gate_evaluate(f, &v, NULL, &no_map);
 	if (kernel)
 		v.flags |= GATE_F_KERNEL;
-	if (v.decision == GATE_DENY)
-		v.flags |= GATE_F_ENFORCED;
 
-	__sync_fetch_and_add(&gate_decisions, 1);
-	if (v.decision == GATE_DENY)
-		__sync_fetch_and_add(&gate_denials, 1);
-
-	struct gate_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-
-	if (!e) {
-		count_drop();
+	/* Allowed so far: the map rules decide at lsm/bpf_prog, once the verifier has bound the maps. */
+	if (v.decision == GATE_DENY) {
+		bpf_map_delete_elem(&pending_loads, &key);
 	} else {
-		e->ts_ns = bpf_ktime_get_boot_ns();
-		e->generation = v.generation;
-		e->exe_dev = f.exe_dev;
-		e->exe_ino = f.exe_ino;
-		e->cgroup_id = f.cgroup_id;
-		e->pid = (__u32)pid_tgid;
-		e->tgid = pid_tgid >> 32;
-		e->uid = f.uid;
-		e->op = GATE_OP_PROG_LOAD;
-		e->prog_type = f.prog_type;
-		e->attach_type = f.attach_type;
+		ts->load_decision = v.decision;
+		ts->load_generation = v.generation;
+		ts->classes = sc.classes;
+		ts->maybe_classes = maybe;
+	}
+
+	struct gate_event *e = new_event(GATE_OP_PROG_LOAD, &f->subject, &v);
+
+	if (e) {
+		e->prog_type = f->prog_type;
+		e->attach_type = f->attach_type;
 		e->attach_btf_id = btf_id;
-		e->insn_cnt = f.insn_cnt;
+		e->insn_cnt = f->insn_cnt;
 		e->classes = sc.classes;
 		e->maybe_classes = maybe;
-		e->reasons = v.reasons;
-		e->rule = v.rule;
-		e->verdict = v.decision;
-		e->flags = v.flags;
-		e->reserved = 0;
 		e->scanned = sc.scanned;
 #pragma unroll
 		for (int k = 0; k < GATE_CLASS_SLOTS; k++)
 			e->evidence[k] = sc.evidence[k];
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
 		if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
 			e->name[0] = 0;
-		__builtin_memcpy(e->target, mc.target, sizeof(e->target));
+		__builtin_memcpy(e->target, f->target, sizeof(e->target));
 		bpf_ringbuf_submit(e, 0);
 	}
 	return v.decision == GATE_DENY ? -EPERM : 0;
 }
 
 /*
- * Two variants of one hook: the 6.16 kernel added `bool kernel` to bpf_prog_load, which moves the
- * previous LSM's return value one slot along the context. The loader reads the hook's prototype
- * from the running kernel's BTF and loads only the matching one.
+ * Two variants of one hook: the 6.16 kernel added `bool kernel` to bpf_prog_load (and to bpf and
+ * bpf_map_create), which moves the previous LSM's return value one slot along the context. The
+ * loader reads the hook's prototype from the running kernel's BTF and loads only the matching ones.
  */
 SEC("lsm/bpf_prog_load")
 int BPF_PROG(gate_prog_load_v3, struct bpf_prog *prog, union bpf_attr *attr, struct bpf_token *token, int ret)
@@ -737,4 +1064,323 @@ int BPF_PROG(gate_prog_load_v4, struct bpf_prog *prog, union bpf_attr *attr, str
 	if (ret)
 		return ret;
 	return gate_prog_load(prog, kernel);
+}
+
+/* Who owns a map, as the map rules see it: own (same subject as `s`) and pinned. */
+static __always_inline void map_facts(struct bpf_map *map, const struct gate_subject *s, __u8 *own, __u8 *pinned)
+{
+	__u64 key = (__u64)map;
+	struct gate_map_owner *o = bpf_map_lookup_elem(&map_owners, &key);
+
+	*own = o && (o->flags & GATE_OWNER_KNOWN) && same_subject(&o->subject, s);
+	*pinned = o && (o->flags & GATE_OWNER_PINNED);
+}
+
+struct gather_ctx {
+	struct bpf_map **used;
+	struct used_maps *um;
+	const struct gate_subject *subject;
+};
+
+static long gather_map(__u64 i, void *data)
+{
+	struct gather_ctx *g = data;
+	struct bpf_map *map = NULL;
+	struct used_maps *um = g->um;
+
+	if (bpf_probe_read_kernel(&map, sizeof(map), &g->used[i]) || !map)
+		return 0;
+	enum bpf_map_type type = BPF_CORE_READ(map, map_type);
+
+	if (type == BPF_MAP_TYPE_ARRAY_OF_MAPS || type == BPF_MAP_TYPE_HASH_OF_MAPS) {
+		um->unattributed = true; /* programs write the inner maps, which used_maps does not list */
+		return 0;
+	}
+	if (BPF_CORE_READ(map, map_flags) & BPF_F_RDONLY_PROG)
+		return 0; /* programs cannot write it (.rodata, .kconfig) */
+	__u32 n = um->count;
+
+	if (n >= GATE_MAX_USED_MAPS)
+		return 1;
+	struct used_map *m = &um->maps[n];
+
+	m->id = BPF_CORE_READ(map, id);
+	BPF_CORE_READ_STR_INTO(&m->name, map, name);
+	map_facts(map, g->subject, &m->own, &m->pinned);
+	um->count = n + 1;
+	return 0;
+}
+
+/*
+ * lsm/bpf_prog: an fd to a program is about to be made. Right after a load (the task's pending
+ * record names this program) it is the load's final decision, with the maps the verifier bound.
+ * Otherwise (BPF_PROG_GET_FD_BY_ID, a pin) only the gate's own programs are refused to others.
+ */
+SEC("lsm/bpf_prog")
+int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
+{
+	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
+	__u64 key = (__u64)aux;
+	struct pending_load *ts;
+	struct verdict v = {};
+
+	if (ret)
+		return ret;
+	ts = bpf_map_lookup_elem(&pending_loads, &key);
+	if (!ts) {
+		__u32 id = BPF_CORE_READ(aux, id);
+
+		if (!gate_object(GATE_KIND_PROG, id) || is_daemon())
+			return 0;
+		struct gate_subject s = {};
+
+		current_subject(&s);
+		v.decision = GATE_DENY;
+		v.rule = GATE_RULE_DEFAULT;
+		v.reasons = GATE_R_GATE_OBJECT;
+		v.flags = GATE_F_GATE_OBJECT;
+		struct gate_event *e = new_event(GATE_OP_PROG_OPEN, &s, &v);
+
+		if (e) {
+			e->object_id = id;
+			e->prog_type = BPF_CORE_READ(prog, type);
+			if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
+				e->name[0] = 0;
+			bpf_ringbuf_submit(e, 0);
+		}
+		return -EPERM;
+	}
+	__u32 bad = 0;
+	struct used_maps *um = &ts->used;
+
+	um->count = 0;
+	um->unattributed = false;
+	struct gather_ctx g = {
+		.used = BPF_CORE_READ(aux, used_maps),
+		.um = um,
+		.subject = &ts->facts.subject,
+	};
+	__u32 cnt = BPF_CORE_READ(aux, used_map_cnt);
+
+	if (g.used)
+		bpf_loop(cnt < GATE_MAX_USED_MAPS ? cnt : GATE_MAX_USED_MAPS, gather_map, &g, 0);
+	if (cnt > GATE_MAX_USED_MAPS)
+		um->unattributed = true; /* the kernel allows 64: cannot happen */
+	gate_evaluate(&ts->facts, &v, um, &bad);
+
+	/*
+	 * The whole decision is taken again here, under the policy in force now: if a reload happened
+	 * while the verifier ran, this one generation decides the load. An event when that generation
+	 * differs, the outcome changed, or a map broke a rule; the load event stands otherwise.
+	 */
+	if ((v.reasons & R_MAP) || v.decision != ts->load_decision || v.generation != ts->load_generation) {
+		struct gate_event *e = new_event(GATE_OP_PROG_MAPS, &ts->facts.subject, &v);
+
+		if (e) {
+			e->object_id = BPF_CORE_READ(aux, id);
+			e->prog_type = ts->facts.prog_type;
+			e->attach_type = ts->facts.attach_type;
+			e->insn_cnt = ts->facts.insn_cnt;
+			e->classes = ts->classes;
+			e->maybe_classes = ts->maybe_classes;
+			if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
+				e->name[0] = 0;
+			if (bad > 0 && bad <= GATE_MAX_USED_MAPS)
+				__builtin_memcpy(e->map_name, um->maps[(bad - 1) & (GATE_MAX_USED_MAPS - 1)].name,
+						 sizeof(e->map_name));
+			__builtin_memcpy(e->target, ts->facts.target, sizeof(e->target));
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	bpf_map_delete_elem(&pending_loads, &key);
+	return v.decision == GATE_DENY ? -EPERM : 0;
+}
+
+/* A load the verifier refused never reaches lsm/bpf_prog: its pending record goes here. */
+SEC("lsm/bpf_prog_free")
+int BPF_PROG(gate_prog_free, struct bpf_prog *prog)
+{
+	__u64 key = (__u64)BPF_CORE_READ(prog, aux);
+
+	bpf_map_delete_elem(&pending_loads, &key);
+	return 0;
+}
+
+/* The creator of a map becomes its owner. */
+static __always_inline int gate_map_create(struct bpf_map *map)
+{
+	struct gate_map_owner o = { .flags = GATE_OWNER_KNOWN };
+	struct verdict v = { .rule = GATE_RULE_DEFAULT };
+	__u64 key = (__u64)map;
+
+	current_subject(&o.subject);
+	/* Fail closed: an unrecorded map would be nobody's, and writable by nobody's rules. */
+	if (bpf_map_update_elem(&map_owners, &key, &o, BPF_ANY)) {
+		v.decision = GATE_DENY;
+		count_drop();
+		return -EPERM;
+	}
+	v.decision = GATE_ALLOW;
+	struct gate_event *e = new_event(GATE_OP_MAP_CREATE, &o.subject, &v);
+
+	if (e) {
+		BPF_CORE_READ_STR_INTO(&e->name, map, name);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return 0;
+}
+
+SEC("lsm/bpf_map_create")
+int BPF_PROG(gate_map_create_v3, struct bpf_map *map, union bpf_attr *attr, struct bpf_token *token, int ret)
+{
+	if (ret)
+		return ret;
+	return gate_map_create(map);
+}
+
+SEC("lsm/bpf_map_create")
+int BPF_PROG(gate_map_create_v4, struct bpf_map *map, union bpf_attr *attr, struct bpf_token *token, bool kernel,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	return gate_map_create(map);
+}
+
+SEC("lsm/bpf_map_free")
+int BPF_PROG(gate_map_free, struct bpf_map *map)
+{
+	__u64 key = (__u64)map;
+
+	bpf_map_delete_elem(&map_owners, &key);
+	return 0;
+}
+
+/*
+ * lsm/bpf_map: an fd to a map is about to be made (creation, BPF_MAP_GET_FD_BY_ID, a pin). A
+ * writable fd to another subject's map needs a rule that lets the subject write it; the gate's own
+ * maps are writable by its daemon only.
+ */
+SEC("lsm/bpf_map")
+int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
+{
+	struct gate_subject s = {};
+	struct verdict v = { .rule = GATE_RULE_DEFAULT };
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 *cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
+	__u32 id;
+	__u64 key = (__u64)map;
+	struct used_map m = {};
+
+	if (ret)
+		return ret;
+	id = BPF_CORE_READ(map, id);
+	if (cmd && *cmd == CMD_OBJ_GET) {
+		/* Reached through a pin: shared, whoever created it. */
+		struct gate_map_owner *o = bpf_map_lookup_elem(&map_owners, &key);
+
+		if (o) {
+			o->flags |= GATE_OWNER_PINNED; /* the only bit ever set after creation */
+		} else {
+			struct gate_map_owner fresh = { .flags = GATE_OWNER_PINNED };
+
+			bpf_map_update_elem(&map_owners, &key, &fresh, BPF_NOEXIST);
+		}
+	}
+	if (!(fmode & FMODE_WRITE))
+		return 0;
+	current_subject(&s);
+	if (gate_object(GATE_KIND_MAP, id)) {
+		if (is_daemon())
+			return 0;
+		v.decision = GATE_DENY;
+		v.reasons = GATE_R_GATE_OBJECT;
+		v.flags = GATE_F_GATE_OBJECT;
+	} else {
+		map_facts(map, &s, &m.own, &m.pinned);
+		if (m.own && !m.pinned)
+			return 0; /* the common case: a loader's own maps */
+		BPF_CORE_READ_STR_INTO(&m.name, map, name);
+
+		/* The subject's rule decides as for a program that writes this map. */
+		struct rule_match rm = {};
+
+		if (!match_rule(&s, &rm) || !rm.h) {
+			v.decision = GATE_ALLOW;
+			v.flags |= GATE_F_NO_POLICY;
+		} else {
+			bool audit_mode = rm.h->mode == 1;
+
+			v.generation = rm.h->generation;
+			if (audit_mode)
+				v.flags |= GATE_F_AUDIT_MODE;
+			if (!rm.r) {
+				__u8 d = rm.h->default_action == A_ALLOW ? GATE_ALLOW :
+					 rm.h->default_action == A_AUDIT ? GATE_AUDIT : GATE_DENY;
+				finish(&v, d, GATE_RULE_DEFAULT, d == GATE_ALLOW ? 0 : R_NO_RULE, audit_mode);
+			} else if (rm.r->action == A_DENY || rm.r->action > A_AUDIT) {
+				finish(&v, GATE_DENY, rm.id, R_RULE_DENIES, audit_mode);
+			} else {
+				bool ok = map_write_ok(rm.r, rm.slot, &m);
+
+				finish(&v, rm.r->action == A_AUDIT ? GATE_AUDIT : ok ? GATE_ALLOW : GATE_DENY, rm.id,
+				       ok ? 0 : R_MAP, audit_mode);
+			}
+		}
+		if (m.pinned)
+			v.flags |= GATE_F_PINNED;
+	}
+	struct gate_event *e = new_event(GATE_OP_MAP_OPEN, &s, &v);
+
+	if (e) {
+		e->object_id = id;
+		e->fmode = fmode;
+		BPF_CORE_READ_STR_INTO(&e->name, map, name);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return v.decision == GATE_DENY ? -EPERM : 0;
+}
+
+/* lsm/bpf: runs first in every bpf() call. Notes the command for the hooks after it. */
+static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 c = cmd;
+
+	bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
+	if (cmd != CMD_LINK_GET_FD_BY_ID || is_daemon())
+		return 0;
+	__u32 link_id = 0;
+
+	/* attr is the kernel's copy; link_id is its first word for this command. */
+	if (bpf_probe_read_kernel(&link_id, sizeof(link_id), attr) || !gate_object(GATE_KIND_LINK, link_id))
+		return 0;
+	struct gate_subject s = {};
+	struct verdict v = { .rule = GATE_RULE_DEFAULT, .decision = GATE_DENY, .reasons = GATE_R_GATE_OBJECT,
+			     .flags = GATE_F_GATE_OBJECT };
+
+	current_subject(&s);
+	struct gate_event *e = new_event(GATE_OP_LINK_OPEN, &s, &v);
+
+	if (e) {
+		e->object_id = link_id;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return -EPERM;
+}
+
+SEC("lsm/bpf")
+int BPF_PROG(gate_bpf_v3, int cmd, union bpf_attr *attr, unsigned int size, int ret)
+{
+	if (ret)
+		return ret;
+	return gate_bpf_cmd(cmd, attr);
+}
+
+SEC("lsm/bpf")
+int BPF_PROG(gate_bpf_v4, int cmd, union bpf_attr *attr, unsigned int size, bool kernel, int ret)
+{
+	if (ret)
+		return ret;
+	return gate_bpf_cmd(cmd, attr);
 }

@@ -14,6 +14,7 @@
 #define GATE_SLOTS 2
 #define GATE_MAX_RULES 64
 #define GATE_MAX_TARGETS 1024
+#define GATE_MAX_MAP_NAMES 256
 /* Distinct exe / cgroup / uid keys per slot: at most one per rule, and hard links add a few. */
 #define GATE_MAX_SUBJECT_KEYS 256
 #define GATE_MAX_KFUNCS 4096
@@ -31,7 +32,12 @@
 #define GATE_POLICY_FORMAT 1
 
 /* gate_event.op */
-#define GATE_OP_PROG_LOAD 1
+#define GATE_OP_PROG_LOAD 1  /* lsm/bpf_prog_load: classes, type, target */
+#define GATE_OP_PROG_MAPS 2  /* lsm/bpf_prog after verification: the maps the program uses */
+#define GATE_OP_MAP_CREATE 3 /* lsm/bpf_map_create: the creator becomes the map's owner */
+#define GATE_OP_MAP_OPEN 4   /* lsm/bpf_map: a writable fd to another subject's (or the gate's) map */
+#define GATE_OP_PROG_OPEN 5  /* lsm/bpf_prog: an fd to one of the gate's programs */
+#define GATE_OP_LINK_OPEN 6  /* lsm/bpf: BPF_LINK_GET_FD_BY_ID of one of the gate's links */
 
 /* gate_event.verdict: bpfgate::policy::Decision::number */
 #define GATE_ALLOW 0
@@ -45,6 +51,11 @@
 #define GATE_F_TARGET (1U << 3)      /* target holds the attach target's BTF name */
 #define GATE_F_ENFORCED (1U << 4)    /* the load was refused with -EPERM */
 #define GATE_F_TRUNCATED (1U << 5)   /* the scan stopped early (unreadable instructions): classes incomplete */
+#define GATE_F_GATE_OBJECT (1U << 6) /* the object is one of the gate's own (self-protection) */
+#define GATE_F_PINNED (1U << 7)      /* map events: the map is pinned */
+
+/* Reason bit of self-protection denials, after bpfgate::policy::reason_bits. */
+#define GATE_R_GATE_OBJECT (1U << 8)
 
 /* gate_event.rule when the policy default decided */
 #define GATE_RULE_DEFAULT 0xffffffffU
@@ -61,7 +72,7 @@
 #define GATE_EV_KIND_MASK (3U << 30)
 #define GATE_EV_VALUE_MASK (~GATE_EV_KIND_MASK)
 
-/* One decision, on the events ring buffer (272 bytes). */
+/* One decision, on the events ring buffer (296 bytes). */
 struct gate_event {
 	__u64 ts_ns;            /* bpf_ktime_get_boot_ns */
 	__u64 generation;       /* policy generation that decided (0: none) */
@@ -85,8 +96,11 @@ struct gate_event {
 	__u16 reserved;
 	__u32 scanned;          /* instructions scanned; less than insn_cnt only with GATE_F_TRUNCATED */
 	__u32 evidence[GATE_CLASS_SLOTS];
+	__u32 object_id;        /* map, program or link id the operation is about (0: none yet) */
+	__u32 fmode;            /* GATE_OP_MAP_OPEN: the fd's mode (FMODE_READ 1, FMODE_WRITE 2) */
 	char comm[GATE_COMM_LEN];
-	char name[GATE_NAME_LEN];
+	char name[GATE_NAME_LEN]; /* program name, or map name for map operations */
+	char map_name[GATE_NAME_LEN]; /* GATE_OP_PROG_MAPS: the first map that broke the rule */
 	char target[GATE_TARGET_LEN];
 };
 
@@ -135,6 +149,14 @@ struct gate_pattern {
 	char text[GATE_TARGET_PATTERN_LEN];
 };
 
+/* maps.named patterns (20 bytes): at most 15 bytes, all the kernel keeps of a map name. */
+struct gate_map_pattern {
+	__u8 kind;
+	__u8 len;
+	__u8 reserved[2];
+	char text[GATE_NAME_LEN];
+};
+
 /* Map keys; slot is the policy slot (0 or 1). */
 struct gate_exe_key {
 	__u32 slot;
@@ -160,6 +182,40 @@ struct gate_uid_key {
 struct gate_kfunc_key {
 	__u32 btf_off;
 	__u32 btf_id;
+};
+
+/*
+ * Map ownership, keyed by the kernel's struct bpf_map address: recorded at lsm/bpf_map_create,
+ * dropped at lsm/bpf_map_free (so an address is never reused with a stale owner). Maps created
+ * before the gate started have no record: they are nobody's own.
+ */
+#define GATE_MAX_MAP_OWNERS (1U << 16)
+#define GATE_OWNER_KNOWN (1U << 0)  /* created while the gate was attached; subject fields valid */
+#define GATE_OWNER_PINNED (1U << 1) /* opened through a pin (BPF_OBJ_GET) at least once */
+
+struct gate_subject {
+	__u64 exe_dev;
+	__u64 exe_ino;
+	__u64 cgroup_id;
+	__u32 uid;
+	__u32 reserved;
+};
+
+struct gate_map_owner {
+	struct gate_subject subject;
+	__u32 flags;            /* GATE_OWNER_* */
+	__u32 reserved;
+};
+
+/* The gate's own objects (self-protection), filled by its daemon: kind and id. */
+#define GATE_KIND_MAP 1
+#define GATE_KIND_PROG 2
+#define GATE_KIND_LINK 3
+#define GATE_MAX_PROTECTED 64
+
+struct gate_object_key {
+	__u32 kind;
+	__u32 id;
 };
 
 #endif /* BPFGATE_GATE_H */

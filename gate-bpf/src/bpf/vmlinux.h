@@ -40,7 +40,9 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
+	BPF_MAP_TYPE_HASH_OF_MAPS = 13,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -58,6 +60,9 @@ enum bpf_attach_type {
 
 /* libbpf's bpf_helpers.h uses these map flags in __uint() declarations. */
 #define BPF_F_NO_PREALLOC (1U << 0)
+/* bpf_map_update_elem flags */
+#define BPF_ANY 0
+#define BPF_NOEXIST 1
 
 struct bpf_insn {
 	__u8 code;
@@ -85,7 +90,18 @@ struct bpf_token;
 
 struct bpf_prog;
 
+/* The maps a program uses are bound by the verifier: aux->used_maps after verification. */
+struct bpf_map {
+	enum bpf_map_type map_type;
+	__u32 map_flags;
+	__u32 id;
+	char name[BPF_OBJ_NAME_LEN];
+} __attribute__((preserve_access_index));
+
 struct bpf_prog_aux {
+	__u32 id;
+	__u32 used_map_cnt;
+	struct bpf_map **used_maps;
 	__u32 attach_btf_id;
 	struct bpf_prog *prog; /* back-pointer, set at allocation */
 	struct btf *attach_btf;

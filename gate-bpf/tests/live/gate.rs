@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use bpfgate::metadata::{AttachType, Capability, ProgramMetadata};
 use bpfgate::policy::compiled::{self, CompiledPolicy};
 use bpfgate::policy::Policy;
-use bpfgate_gate::event::{evidence, Event, RawEvent, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY};
+use bpfgate_gate::event::{
+    evidence, Event, RawEvent, OP_PROG_LOAD, OP_PROG_MAPS, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
+};
 use bpfgate_gate::{EventStream, Gate, HookVariant, HostResolver};
 use libbpf_rs::libbpf_sys;
 
@@ -42,6 +44,15 @@ macro_rules! fixtures {
 /// Every fixture object of the library's tests (tests/fixtures/), carried inside the binary.
 const FIXTURES: &[Fixture] = fixtures![
     "destructive_kfunc.bpf.o",
+    "evasion_atomic_fill.bpf.o",
+    "evasion_btf_read.bpf.o",
+    "evasion_callbacks.bpf.o",
+    "evasion_exception_cb.bpf.o",
+    "evasion_kfunc.bpf.o",
+    "evasion_kfunc_signal.bpf.o",
+    "evasion_map_write.bpf.o",
+    "evasion_storage_create.bpf.o",
+    "evasion_tail_call.bpf.o",
     "fentry_btf_read.bpf.o",
     "fmod_ret_override.bpf.o",
     "kconfig_extern.bpf.o",
@@ -88,7 +99,7 @@ fn kname(name: &str) -> String {
     name.chars().take(15).collect()
 }
 
-fn this_exe() -> String {
+pub(crate) fn this_exe() -> String {
     let exe = std::env::current_exe().and_then(|p| p.canonicalize()).expect("the test binary's path");
     exe.display().to_string()
 }
@@ -99,7 +110,7 @@ fn compile(yaml: &str) -> CompiledPolicy {
 }
 
 /// Loads an object with libbpf, only the programs `keep` accepts; `Err(errno)` when the load fails.
-fn load_object(bytes: &[u8], keep: impl Fn(&str) -> bool) -> Result<(), i32> {
+pub(crate) fn load_object(bytes: &[u8], keep: impl Fn(&str) -> bool) -> Result<(), i32> {
     let opts = libbpf_sys::bpf_object_open_opts {
         sz: size_of::<libbpf_sys::bpf_object_open_opts>() as libbpf_sys::size_t,
         ..Default::default()
@@ -135,21 +146,21 @@ fn load_object(bytes: &[u8], keep: impl Fn(&str) -> bool) -> Result<(), i32> {
 }
 
 /// The gate, attached, with its decision stream.
-struct Live {
+pub(crate) struct Live {
     gate: Gate,
     stream: EventStream,
     seen: Vec<RawEvent>,
 }
 
 impl Live {
-    fn new() -> Live {
+    pub(crate) fn new() -> Live {
         let mut gate = Gate::load().unwrap_or_else(|e| panic!("loading the gate: {e:#}"));
         gate.attach().unwrap_or_else(|e| panic!("attaching the gate: {e:#}"));
         let stream = gate.events().unwrap_or_else(|e| panic!("opening the event stream: {e:#}"));
         Live { gate, stream, seen: Vec::new() }
     }
 
-    fn install(&mut self, yaml: &str) -> u64 {
+    pub(crate) fn install(&mut self, yaml: &str) -> u64 {
         let installed = self
             .gate
             .install(&compile(yaml), &HostResolver::new(), false)
@@ -159,20 +170,21 @@ impl Live {
     }
 
     /// Events that arrived since the last call.
-    fn take(&mut self) -> Vec<RawEvent> {
+    pub(crate) fn take(&mut self) -> Vec<RawEvent> {
         let mut new = self.stream.drain().unwrap_or_else(|e| panic!("reading events: {e:#}"));
         self.seen.extend(new.iter().copied());
         std::mem::take(&mut new)
     }
 
-    fn describe(&self, raw: &RawEvent) -> String {
+    pub(crate) fn describe(&self, raw: &RawEvent) -> String {
         Event::from_raw(raw, self.gate.names()).to_string()
     }
 }
 
-fn named<'a>(events: &'a [RawEvent], name: &str) -> Vec<&'a RawEvent> {
+/// The decisions on loads of programs named `name` (map events may carry the same name).
+pub(crate) fn named<'a>(events: &'a [RawEvent], name: &str) -> Vec<&'a RawEvent> {
     let want = kname(name);
-    events.iter().filter(|e| event_name(e) == want).collect()
+    events.iter().filter(|e| matches!(e.op, OP_PROG_LOAD | OP_PROG_MAPS) && event_name(e) == want).collect()
 }
 
 fn event_name(e: &RawEvent) -> String {
@@ -180,7 +192,7 @@ fn event_name(e: &RawEvent) -> String {
     String::from_utf8_lossy(&e.name[..end]).into_owned()
 }
 
-fn class_names(bits: u32) -> String {
+pub(crate) fn class_names(bits: u32) -> String {
     let names: Vec<&str> = Capability::ALL.iter().filter(|c| bits & c.bit() != 0).map(|c| c.name()).collect();
     if names.is_empty() {
         "-".into()
@@ -507,7 +519,16 @@ fn gate_reload_is_atomic_under_concurrent_loads() {
     assert!(g.gate.install(&bad, &HostResolver::new(), false).is_err(), "a corrupt policy was accepted");
     assert_eq!(g.gate.generation(), Some(last));
 
-    let ours = named(&all, "bpfgate_gen");
+    // A load the verifier accepted is decided again at lsm/bpf_prog when the policy changed meanwhile
+    // (op load_maps, right after its load event from the same thread): that decision is the load's.
+    let mut ours: Vec<&RawEvent> = Vec::new();
+    for e in named(&all, "bpfgate_gen") {
+        if e.op == OP_PROG_MAPS && ours.last().is_some_and(|p| p.op == OP_PROG_LOAD && p.pid == e.pid) {
+            ours.pop();
+        }
+        ours.push(e);
+    }
+    let redecided = ours.iter().filter(|e| e.op == OP_PROG_MAPS).count();
     let mut wrong = Vec::new();
     let (mut ev_allow, mut ev_deny) = (0u32, 0u32);
     for e in &ours {
@@ -522,8 +543,8 @@ fn gate_reload_is_atomic_under_concurrent_loads() {
         }
     }
     report!(
-        "reload: {} loads ({ok} allowed, {eperm} EPERM) across {} generations; events {ev_allow} allow, {ev_deny} \
-         deny; dropped {}",
+        "reload: {} loads ({ok} allowed, {eperm} EPERM) across {} generations; decisions {ev_allow} allow, \
+         {ev_deny} deny ({redecided} taken again after verification under a newer policy); dropped {}",
         ok + eperm,
         denying.len(),
         g.gate.dropped().unwrap_or(0)
@@ -561,7 +582,7 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration, mut tick: impl FnMut()
     (status, out, err)
 }
 
-/// A real client: Debian's bpftrace, under an observability policy for /usr/bin/bpftrace.
+/// A real client: Debian's bpftrace, under the shipped observability policy (examples/policies/observability.yaml).
 #[test]
 fn gate_bpftrace_observability_policy() {
     let Some(_guard) = live("gate_bpftrace_observability_policy") else { return };
@@ -570,11 +591,14 @@ fn gate_bpftrace_observability_policy() {
         panic!("{bpftrace} is not in this system; the VM harness installs it");
     }
     let mut g = Live::new();
-    g.install(&format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: bpftrace\n    subject:\n      exe: {bpftrace}\n    \
-         capabilities:\n      deny: [user_write, send_signal, override_return, destructive, sys_bpf]\n    \
-         prog_types: [kprobe, tracepoint, raw_tracepoint, perf_event, tracing]\n"
-    ));
+    // The example policy users start from, as shipped: its `maps.write: own` and `pinned: deny` hold for
+    // bpftrace's own maps. Its other subjects (BCC's service cgroup, an audit agent) are not in the VM.
+    let policy = include_str!("../../../examples/policies/observability.yaml");
+    let installed = g
+        .gate
+        .install(&compile(policy), &HostResolver::new(), false)
+        .unwrap_or_else(|e| panic!("installing observability.yaml: {e:#}"));
+    report!("observability.yaml installed; absent here: {:?}", installed.unresolved);
     g.take();
     // The counting program runs; this test's own nanosleeps trigger the probe.
     let (status, out, err) = run_with_timeout(
@@ -662,7 +686,7 @@ fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
     let ready = std::sync::Arc::new(AtomicBool::new(false));
     let daemon = {
         let (control, mut out, mut log, ready) = (control.clone(), out.clone(), log.clone(), ready.clone());
-        let opts = Options { policy: path.clone(), audit: false, json: false };
+        let opts = Options { policy: path.clone(), audit: false, json: false, persist: None };
         std::thread::spawn(move || {
             daemon::run(&opts, &control, &mut out, &mut log, &mut || ready.store(true, Ordering::SeqCst))
         })
@@ -731,7 +755,7 @@ fn gate_enforce_loop_json_audit() {
     let ready = std::sync::Arc::new(AtomicBool::new(false));
     let daemon = {
         let (control, mut out, ready) = (control.clone(), out.clone(), ready.clone());
-        let opts = Options { policy: path.clone(), audit: true, json: true };
+        let opts = Options { policy: path.clone(), audit: true, json: true, persist: None };
         std::thread::spawn(move || {
             daemon::run(&opts, &control, &mut out, &mut std::io::sink(), &mut || ready.store(true, Ordering::SeqCst))
         })
@@ -811,4 +835,498 @@ fn gate_scans_a_program_at_the_kernel_limit() {
     assert_eq!((e.insn_cnt, e.scanned), (LIMIT as u32, LIMIT as u32), "every instruction scanned");
     assert_eq!(e.flags & bpfgate_gate::event::flags::TRUNCATED, 0);
     assert_eq!(e.evidence[Capability::SendSignal as usize], evidence::HELPER | 109);
+}
+
+// ---- map ownership, cgroup subjects, self-protection ---------------------------------------------------------
+
+/// Environment variables of `gate_child_actions`: a cgroup (path under the cgroup2 mount) to move into
+/// first, and the actions to run.
+const CHILD_CGROUP_ENV: &str = "BPFGATE_GATE_CHILD_CGROUP";
+const CHILD_ACTIONS_ENV: &str = "BPFGATE_GATE_CHILD_ACTIONS";
+
+/// 0 or the errno of a libbpf call that returns a new fd or -errno (the fd is closed).
+fn fd_result(fd: i32) -> i32 {
+    if fd < 0 {
+        -fd
+    } else {
+        // SAFETY: a fresh fd this process owns.
+        unsafe { libc::close(fd) };
+        0
+    }
+}
+
+fn map_fd_by_id(id: u32, flags: u32) -> i32 {
+    let opts = libbpf_sys::bpf_get_fd_by_id_opts {
+        sz: size_of::<libbpf_sys::bpf_get_fd_by_id_opts>() as libbpf_sys::size_t,
+        open_flags: flags,
+        ..Default::default()
+    };
+    // SAFETY: opts is a valid, sized options struct.
+    unsafe { libbpf_sys::bpf_map_get_fd_by_id_opts(id, &opts) }
+}
+
+fn create_map(name: &str) -> i32 {
+    let name = std::ffi::CString::new(name).expect("map name");
+    // SAFETY: valid name; null opts means defaults.
+    unsafe { libbpf_sys::bpf_map_create(libbpf_sys::BPF_MAP_TYPE_HASH, name.as_ptr(), 4, 4, 8, std::ptr::null()) }
+}
+
+fn map_id(fd: i32) -> u32 {
+    let mut info = libbpf_sys::bpf_map_info::default();
+    let mut len = size_of::<libbpf_sys::bpf_map_info>() as u32;
+    // SAFETY: info is a valid bpf_map_info of `len` bytes.
+    let rc = unsafe { libbpf_sys::bpf_map_get_info_by_fd(fd, &mut info, &mut len) };
+    assert_eq!(rc, 0, "bpf_map_get_info_by_fd");
+    info.id
+}
+
+/// A socket filter that updates the map behind `map_fd` (helper 2, map_update_elem).
+fn load_map_writer(name: &str, map_fd: i32) -> Result<(), i32> {
+    use libbpf_sys::*;
+    let mut ld = insn(BPF_LD | BPF_IMM | BPF_DW, 1, map_fd);
+    ld.set_src_reg(BPF_PSEUDO_MAP_FD as u8);
+    let st = |off: i16, imm: i32| {
+        let mut i = insn(BPF_ST | BPF_MEM | BPF_W, 10, imm);
+        i.off = off;
+        i
+    };
+    let mov_reg = |dst: u8, src: u8| {
+        let mut i = insn(BPF_ALU64 | BPF_MOV | BPF_X, dst, 0);
+        i.set_src_reg(src);
+        i
+    };
+    let add = |dst: u8, imm: i32| insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, imm);
+    let mov = |dst: u8, imm: i32| insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, imm);
+    let insns = [
+        st(-4, 0),
+        st(-8, 1),
+        ld,
+        insn(0, 0, 0),
+        mov_reg(2, 10),
+        add(2, -4),
+        mov_reg(3, 10),
+        add(3, -8),
+        mov(4, 0),
+        insn(BPF_JMP | BPF_CALL, 0, 2),
+        mov(0, 0),
+        insn(BPF_JMP | BPF_EXIT, 0, 0),
+    ];
+    load_insns(name, &insns)
+}
+
+/// Not a test on its own: the other subject of the ownership and self-protection tests, run as a child
+/// process. Moves into the cgroup it is given, runs each action and prints `ACTION=ERRNO` lines (0: success).
+#[test]
+fn gate_child_actions() {
+    let Ok(actions) = std::env::var(CHILD_ACTIONS_ENV) else { return };
+    if let Ok(cgroup) = std::env::var(CHILD_CGROUP_ENV) {
+        std::fs::write(format!("{cgroup}/cgroup.procs"), "0").expect("joining the test cgroup");
+    }
+    for action in actions.split(',') {
+        let (verb, arg) = action.split_once(':').unwrap_or((action, "0"));
+        let id: u32 = arg.parse().unwrap_or(0);
+        let result = match verb {
+            "map_rw" => fd_result(map_fd_by_id(id, 0)),
+            "map_ro" => fd_result(map_fd_by_id(id, libbpf_sys::BPF_F_RDONLY)),
+            "write_foreign" => {
+                let fd = map_fd_by_id(id, libbpf_sys::BPF_F_RDONLY);
+                let r = if fd < 0 { -fd } else { load_map_writer("bpfgate_wforeign", fd).err().unwrap_or(0) };
+                fd_result(fd);
+                r
+            }
+            "write_own" => {
+                let fd = create_map("bpfgate_child");
+                let r = if fd < 0 { -fd } else { load_map_writer("bpfgate_wown", fd).err().unwrap_or(0) };
+                fd_result(fd);
+                r
+            }
+            // SAFETY: plain id lookups; the fd is closed by fd_result.
+            "prog" => fd_result(unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) }),
+            // SAFETY: as above.
+            "link" => fd_result(unsafe { libbpf_sys::bpf_link_get_fd_by_id(id) }),
+            "send_signal" => load_object(fixture("send_signal.bpf.o").bytes, |_| true).err().unwrap_or(0),
+            "lsm_bpf_hook" => super::load_smoke().err().unwrap_or(0),
+            other => panic!("unknown child action {other}"),
+        };
+        println!("{verb}={result}");
+    }
+    std::process::exit(0);
+}
+
+/// Runs `gate_child_actions` in a child process (a fresh process of this executable: same exe, uid), in
+/// `cgroup` when given; returns each action's errno.
+fn run_child(cgroup: Option<&std::path::Path>, actions: &[String]) -> BTreeMap<String, i32> {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["--exact", "gate::gate_child_actions", "--test-threads=1", "--nocapture"])
+        .env(CHILD_ACTIONS_ENV, actions.join(","))
+        .stderr(Stdio::inherit());
+    if let Some(c) = cgroup {
+        cmd.env(CHILD_CGROUP_ENV, c);
+    }
+    let out = cmd.output().expect("running the child");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "child failed: {text}");
+    // libtest prints "test NAME ... " before the first line: take the last word of each line.
+    text.lines()
+        .filter_map(|l| l.split_whitespace().last()?.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+/// A fresh cgroup below the cgroup2 root, removed on drop.
+struct TestCgroup {
+    path: std::path::PathBuf,
+    /// As policies name it: relative to the cgroup2 mount.
+    policy_path: String,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> TestCgroup {
+        let root = HostResolver::new().cgroup_root().to_path_buf();
+        let leaf = format!("{name}-{}", std::process::id());
+        let path = root.join(&leaf);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TestCgroup { path, policy_path: format!("/{leaf}") }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A cgroup is a subject: a rule for it decides for tasks in it (and below), not for this test's cgroup.
+#[test]
+fn gate_cgroup_subject_is_enforced() {
+    let Some(_guard) = live("gate_cgroup_subject_is_enforced") else { return };
+    let cg = TestCgroup::new("bpfgate-cgsubj");
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: sandbox\n    subject:\n      cgroup: {}\n    \
+         capabilities:\n      deny: [send_signal]\n",
+        cg.policy_path
+    ));
+    g.take();
+    let inside = run_child(Some(&cg.path), &["send_signal".into()]);
+    let outside = run_child(None, &["send_signal".into()]);
+    let events = g.take();
+    for e in named(&events, "send_signal") {
+        report!("cgroup subject: {}", g.describe(e));
+    }
+    assert_eq!(inside.get("send_signal"), Some(&libc::EPERM), "a task in the cgroup must be denied");
+    assert_eq!(outside.get("send_signal"), Some(&0), "a task outside the cgroup must be allowed");
+    let denied = named(&events, "send_signal").into_iter().find(|e| e.verdict == VERDICT_DENY).copied();
+    let denied = denied.unwrap_or_else(|| panic!("no deny event"));
+    assert_ne!(denied.cgroup_id, 0);
+    assert_eq!(denied.rule, 0);
+}
+
+/// A map created by one subject cannot be opened writable, or written by a program, of another subject
+/// whose rule says `maps.write: own`; read-only opens and its own maps are fine; `write: any` allows both.
+#[test]
+fn gate_map_isolation_between_subjects() {
+    let Some(_guard) = live("gate_map_isolation_between_subjects") else { return };
+    let cg = TestCgroup::new("bpfgate-maps");
+    let mut g = Live::new();
+    let policy = |write: &str| {
+        format!(
+            "version: 1\ndefault: allow\nrules:\n  - name: other\n    subject:\n      cgroup: {}\n    \
+             maps:\n      write: {write}\n",
+            cg.policy_path
+        )
+    };
+    g.install(&policy("own"));
+    // Created by this process after the gate attached: this subject owns it.
+    let fd = create_map("bpfgate_iso");
+    assert!(fd >= 0, "creating the map: errno {}", -fd);
+    let id = map_id(fd);
+    g.take();
+    let actions: Vec<String> =
+        ["map_rw", "map_ro", "write_foreign", "write_own"].iter().map(|a| format!("{a}:{id}")).collect();
+    let own = run_child(Some(&cg.path), &actions);
+    let events = g.take();
+    for e in &events {
+        report!("maps, write: own: {}", g.describe(e));
+    }
+    g.install(&policy("any"));
+    g.take();
+    let any = run_child(Some(&cg.path), &actions);
+    // The owner itself may always write it.
+    let mine = fd_result(map_fd_by_id(id, 0));
+    // SAFETY: fd is this test's map fd.
+    unsafe { libc::close(fd) };
+    report!("write: own -> {own:?}; write: any -> {any:?}; owner rw open -> {mine}");
+    assert_eq!(own.get("map_rw"), Some(&libc::EPERM), "writable open of another subject's map");
+    assert_eq!(own.get("map_ro"), Some(&0), "read-only open");
+    assert_eq!(own.get("write_foreign"), Some(&libc::EPERM), "a program writing another subject's map");
+    assert_eq!(own.get("write_own"), Some(&0), "a program writing the subject's own map");
+    assert!(
+        events.iter().any(|e| e.op == bpfgate_gate::event::OP_PROG_MAPS
+            && e.verdict == VERDICT_DENY
+            && e.map_name.starts_with(b"bpfgate_iso")),
+        "no load_maps denial naming the map"
+    );
+    assert!(
+        events.iter().any(|e| e.op == bpfgate_gate::event::OP_MAP_OPEN && e.verdict == VERDICT_DENY),
+        "no map_open denial"
+    );
+    for a in ["map_rw", "map_ro", "write_foreign", "write_own"] {
+        assert_eq!(any.get(a), Some(&0), "{a} under write: any");
+    }
+    assert_eq!(mine, 0, "the owner opens its map writable");
+}
+
+/// Nobody but the gate's own process gets a writable fd to its maps, an fd to its programs or links, or
+/// loads an LSM program on the bpf* hooks unless a rule names the hook.
+#[test]
+fn gate_protects_itself() {
+    let Some(_guard) = live("gate_protects_itself") else { return };
+    use bpfgate_gate::GateObject;
+    let mut g = Live::new();
+    g.install("version: 1\ndefault: allow\nrules: []\n");
+    g.take();
+    let objects = g.gate.objects().to_vec();
+    let map = objects.iter().find_map(|o| if let GateObject::Map(id) = o { Some(*id) } else { None });
+    let prog = objects.iter().find_map(|o| if let GateObject::Prog(id) = o { Some(*id) } else { None });
+    let link = objects.iter().find_map(|o| if let GateObject::Link(id) = o { Some(*id) } else { None });
+    let (map, prog, link) = (map.expect("a map"), prog.expect("a program"), link.expect("a link"));
+    let actions = [
+        format!("map_rw:{map}"),
+        format!("map_ro:{map}"),
+        format!("prog:{prog}"),
+        format!("link:{link}"),
+        "lsm_bpf_hook".into(),
+    ];
+    let other = run_child(None, &actions);
+    let events = g.take();
+    for e in events.iter().filter(|e| e.verdict == VERDICT_DENY) {
+        report!("self-protection: {}", g.describe(e));
+    }
+    // The gate's own process may.
+    let daemon_rw = fd_result(map_fd_by_id(map, 0));
+    report!("another process -> {other:?}; the gate's process, writable map fd -> {daemon_rw}");
+    assert_eq!(other.get("map_rw"), Some(&libc::EPERM));
+    assert_eq!(other.get("map_ro"), Some(&0));
+    assert_eq!(other.get("prog"), Some(&libc::EPERM));
+    assert_eq!(other.get("link"), Some(&libc::EPERM));
+    assert_eq!(other.get("lsm_bpf_hook"), Some(&libc::EPERM), "an LSM program on bpf_prog_load");
+    assert_eq!(daemon_rw, 0);
+
+    // A rule that names the hook allows it.
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: second-lsm\n    subject:\n      exe: {}\n    \
+         attach_targets: [bpf_prog_load]\n",
+        this_exe()
+    ));
+    let named_hook = run_child(None, &["lsm_bpf_hook".into()]);
+    assert_eq!(named_hook.get("lsm_bpf_hook"), Some(&0), "a rule naming bpf_prog_load allows it");
+}
+
+// ---- daemon death: fd-bound by default, pinned with --persist ------------------------------------------------
+
+/// Environment variables of `gate_child_daemon`: the policy file, and the pin directory for `--persist`.
+const DAEMON_POLICY_ENV: &str = "BPFGATE_GATE_DAEMON_POLICY";
+const DAEMON_PERSIST_ENV: &str = "BPFGATE_GATE_DAEMON_PERSIST";
+
+/// Not a test on its own: `bpfgate enforce` in a child process, killed by the daemon tests. Prints READY
+/// once enforcing.
+#[test]
+fn gate_child_daemon() {
+    use bpfgate_gate::daemon::{self, Control, Options};
+    let Ok(policy) = std::env::var(DAEMON_POLICY_ENV) else { return };
+    let opts = Options {
+        policy: policy.into(),
+        audit: false,
+        json: false,
+        persist: std::env::var(DAEMON_PERSIST_ENV).ok().map(Into::into),
+    };
+    let control = Control::default();
+    let mut ready = || {
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "READY");
+        let _ = out.flush();
+    };
+    let result = daemon::run(&opts, &control, &mut std::io::sink(), &mut std::io::stderr(), &mut ready);
+    panic!("the daemon returned: {:?}", result.map(|_| ()).map_err(|e| e.to_string()));
+}
+
+/// Starts `gate_child_daemon` and waits until it enforces.
+fn spawn_daemon(policy: &std::path::Path, persist: Option<&std::path::Path>) -> std::process::Child {
+    use std::io::BufRead as _;
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["--exact", "gate::gate_child_daemon", "--test-threads=1", "--nocapture"])
+        .env(DAEMON_POLICY_ENV, policy)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(dir) = persist {
+        cmd.env(DAEMON_PERSIST_ENV, dir);
+    }
+    let mut child = cmd.spawn().expect("spawning the daemon");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("READY") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("the daemon exited before enforcing: {:?}", child.wait()),
+        }
+    }
+    child
+}
+
+fn kill_hard(mut child: std::process::Child) {
+    // SIGKILL: no clean-up code runs in the daemon.
+    child.kill().expect("killing the daemon");
+    let status = child.wait().expect("reaping the daemon");
+    report!("daemon killed: {status}");
+}
+
+/// The events ring buffer's dropped counter of a persisted gate, read through its pin (read-only).
+fn pinned_dropped(dir: &std::path::Path) -> u64 {
+    let path = std::ffi::CString::new(dir.join("map_dropped").as_os_str().as_encoded_bytes()).expect("path");
+    let opts = libbpf_sys::bpf_obj_get_opts {
+        sz: size_of::<libbpf_sys::bpf_obj_get_opts>() as libbpf_sys::size_t,
+        file_flags: libbpf_sys::BPF_F_RDONLY,
+        ..Default::default()
+    };
+    // SAFETY: valid path and options.
+    let fd = unsafe { libbpf_sys::bpf_obj_get_opts(path.as_ptr(), &opts) };
+    assert!(fd >= 0, "opening the pinned dropped counter read-only: errno {}", -fd);
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libbpf_sys::libbpf_num_possible_cpus() }.max(1) as usize;
+    let mut values = vec![0u64; cpus];
+    let key = 0u32;
+    // SAFETY: a per-CPU array lookup writes one u64 per possible CPU into `values`.
+    let rc = unsafe { libbpf_sys::bpf_map_lookup_elem(fd, (&key as *const u32).cast(), values.as_mut_ptr().cast()) };
+    fd_result(fd);
+    assert_eq!(rc, 0, "reading the dropped counter");
+    values.iter().sum()
+}
+
+/// Default: the links are bound to the daemon, so killing it (SIGKILL, no clean-up) detaches the gate.
+#[test]
+fn gate_daemon_killed_detaches_by_default() {
+    let Some(_guard) = live("gate_daemon_killed_detaches_by_default") else { return };
+    let policy = std::env::temp_dir().join(format!("bpfgate-killed-{}.yaml", std::process::id()));
+    std::fs::write(&policy, no_signals_policy()).expect("writing the policy");
+    let daemon = spawn_daemon(&policy, None);
+    let while_running = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
+    kill_hard(daemon);
+    let after = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
+    let _ = std::fs::remove_file(&policy);
+    report!("fd-bound: while the daemon runs {while_running:?}, after SIGKILL {after:?}");
+    assert_eq!(while_running, Err(libc::EPERM));
+    assert_eq!(after, Ok(()), "the gate must go away with its daemon");
+}
+
+/// `--persist`: the gate outlives its killed daemon and keeps enforcing with nobody reading its events (the
+/// ring buffer fills, denials still happen, drops are counted); `--stop` removes it.
+#[test]
+fn gate_persisted_gate_survives_its_daemon_until_stopped() {
+    let Some(_guard) = live("gate_persisted_gate_survives_its_daemon_until_stopped") else { return };
+    let policy = std::env::temp_dir().join(format!("bpfgate-persist-{}.yaml", std::process::id()));
+    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/bpfgate-test-{}", std::process::id()));
+    std::fs::write(&policy, no_signals_policy()).expect("writing the policy");
+    let daemon = spawn_daemon(&policy, Some(&dir));
+    let pins = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    kill_hard(daemon);
+    let after_kill = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
+    // A second daemon refuses to start over a persisted gate.
+    let mut second = Command::new(std::env::current_exe().expect("test binary"));
+    second
+        .args(["--exact", "gate::gate_child_daemon", "--test-threads=1"])
+        .env(DAEMON_POLICY_ENV, &policy)
+        .env(DAEMON_PERSIST_ENV, &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let second = second.status().expect("running a second daemon");
+
+    // The ring buffer holds about 3,500 events; with no reader, loads past that are still denied.
+    let mut denied = 0;
+    let before = pinned_dropped(&dir);
+    for _ in 0..5000 {
+        if load_signal_denied() {
+            denied += 1;
+        }
+    }
+    let dropped = pinned_dropped(&dir) - before;
+    let removed = bpfgate_gate::daemon::stop(&dir, &mut std::io::sink()).expect("--stop");
+    let after_stop = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
+    let _ = std::fs::remove_file(&policy);
+    report!(
+        "persist: {pins} pins; after SIGKILL {after_kill:?}; second daemon {second}; 5000 loads with nobody \
+         reading: {denied} denied, {dropped} events dropped; --stop removed {removed} pins; after --stop \
+         {after_stop:?}"
+    );
+    assert!(pins >= 6, "links and maps pinned");
+    assert_eq!(after_kill, Err(libc::EPERM), "the persisted gate must still deny");
+    assert!(!second.success(), "a second daemon must refuse to start over a persisted gate");
+    assert_eq!(denied, 5000, "every load decided while the ring buffer is full");
+    assert!(dropped >= 1000, "a full ring buffer must count drops ({dropped})");
+    assert_eq!(removed, pins);
+    assert_eq!(after_stop, Ok(()), "--stop must detach the gate");
+    assert!(!dir.exists());
+}
+
+fn no_signals_policy() -> String {
+    format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {}\n    \
+         capabilities:\n      deny: [send_signal]\n",
+        this_exe()
+    )
+}
+
+/// A small denied load (send_signal, helper 109) straight through the syscall: true when refused with EPERM.
+fn load_signal_denied() -> bool {
+    let mov = |dst: u8, imm: i32| insn(libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K, dst, imm);
+    let insns = [
+        mov(1, 10),
+        insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, 109),
+        mov(0, 0),
+        insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0),
+    ];
+    load_insns("bpfgate_flood", &insns) == Err(libc::EPERM)
+}
+
+/// A kfunc call the catalogue does not know (here the BTF id of a kernel function that is no kfunc at all) is
+/// class `unknown`: denied when the rule denies `unknown`; with `unknown` allowed the gate lets it through (and
+/// the verifier, not the gate, refuses it).
+#[test]
+fn gate_unknown_kfunc_is_denied_unless_allowed() {
+    let Some(_guard) = live("gate_unknown_kfunc_is_denied_unless_allowed") else { return };
+    // SAFETY: libbpf parses the running kernel's BTF; the handle is freed below.
+    let btf = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
+    assert!(!btf.is_null(), "vmlinux BTF");
+    // SAFETY: btf is a live handle; the name is NUL-terminated.
+    let id = unsafe { libbpf_sys::btf__find_by_name_kind(btf, c"bpf_lsm_bpf".as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
+    // SAFETY: freed once.
+    unsafe { libbpf_sys::btf__free(btf) };
+    assert!(id > 0, "bpf_lsm_bpf in vmlinux BTF");
+    let mut call = insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, id);
+    call.set_src_reg(libbpf_sys::BPF_PSEUDO_KFUNC_CALL as u8);
+    let mov0 = insn(libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K, 0, 0);
+    let insns = [call, mov0, insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0)];
+    let exe = this_exe();
+    let mut g = Live::new();
+    let mut results = Vec::new();
+    for verdict in ["deny", "allow"] {
+        // The second rule constrains nothing: `unknown` is allowed like every class.
+        let caps = if verdict == "deny" { "\n    capabilities:\n      deny: [unknown]" } else { "" };
+        g.install(&format!(
+            "version: 1\ndefault: allow\nrules:\n  - name: kfuncs\n    subject:\n      exe: {exe}{caps}\n"
+        ));
+        g.take();
+        let result = load_insns("bpfgate_kfunc", &insns);
+        let events = g.take();
+        let e = *named(&events, "bpfgate_kfunc").first().unwrap_or_else(|| panic!("no decision ({verdict})"));
+        report!("unknown kfunc, rule that {verdict}s it: {result:?}: {}", g.describe(e));
+        results.push((result, e.verdict, e.classes, e.evidence[Capability::Unknown as usize]));
+    }
+    let unknown = Capability::Unknown.bit();
+    let ev = evidence::KFUNC | id as u32;
+    assert_eq!(results[0], (Err(libc::EPERM), VERDICT_DENY, unknown, ev));
+    assert_ne!(results[1].0, Err(libc::EPERM), "allowed by the gate, refused (if at all) by the verifier");
+    assert_eq!((results[1].1, results[1].2, results[1].3), (VERDICT_ALLOW, unknown, ev));
 }

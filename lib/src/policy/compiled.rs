@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::eval::{kernel_map_name, reason_bits, MapFacts, Subject};
+use super::eval::{kernel_map_name, reason_bits, written_maps, MapFacts, Subject};
 use super::parse::normalize_path;
-use super::schema::{Action, KernelPattern, Mode, Pattern, Policy, MAP_NAME_LEN, TRACED_TYPES};
+pub use super::schema::MAP_NAME_LEN;
+use super::schema::{gate_hook, Action, KernelPattern, Mode, Pattern, Policy, TRACED_TYPES};
 use super::{Decision, ErrorKind, PolicyErrors};
 use crate::metadata::{MapDef, ProgramMetadata};
 
@@ -499,9 +500,7 @@ pub struct KernelProgram {
 impl KernelProgram {
     /// The facts the gate would compute, taken from the library's analysis.
     pub fn from_metadata(p: &ProgramMetadata, maps: &[MapDef]) -> KernelProgram {
-        let mut written: Vec<&str> = p.maps.iter().filter(|m| m.write).map(|m| m.name.as_str()).collect();
-        written.sort();
-        written.dedup();
+        let (written, unattributed_map_write) = written_maps(p);
         let classes = p.class_set();
         KernelProgram {
             prog_type: p.prog_type.number(),
@@ -509,7 +508,7 @@ impl KernelProgram {
             attach_target: p.attach_target.clone(),
             insn_cnt: p.insn_count,
             classes: classes.0,
-            unattributed_map_write: written.is_empty() && classes.contains(crate::Capability::MapWrite),
+            unattributed_map_write,
             written_maps: written
                 .into_iter()
                 .map(|n| {
@@ -561,8 +560,10 @@ pub fn evaluate(t: &KernelTables, subject: &KernelSubject, prog: &KernelProgram)
         let decision = if audit_mode && decision == Decision::Deny { Decision::Audit } else { decision };
         CompiledVerdict { decision, rule, reasons }
     };
+    let gate_hook = gate_hook(prog.prog_type, prog.attach_type, prog.attach_target.as_deref());
     if candidates == 0 {
         return match Action::from_number(h.default_action) {
+            _ if gate_hook => finish(Decision::Deny, None, NO_RULE | ATTACH_TARGET),
             Some(Action::Allow) => finish(Decision::Allow, None, 0),
             Some(Action::Audit) => finish(Decision::Audit, None, NO_RULE),
             _ => finish(Decision::Deny, None, NO_RULE),
@@ -595,6 +596,8 @@ pub fn evaluate(t: &KernelTables, subject: &KernelSubject, prog: &KernelProgram)
         if !ok {
             reasons |= ATTACH_TARGET;
         }
+    } else if gate_hook {
+        reasons |= ATTACH_TARGET;
     }
     if prog.insn_cnt > r.max_insns {
         reasons |= INSNS;

@@ -8,8 +8,8 @@ use std::fmt;
 use serde::Serialize;
 
 use super::parse::normalize_path;
-use super::schema::{Action, MapWrite, Mode, Policy, Rule, SubjectMatch, MAP_NAME_LEN, TRACED_TYPES};
-use crate::metadata::{Capability, ClassSet, MapDef, ProgramMetadata};
+use super::schema::{gate_hook, Action, MapWrite, Mode, Policy, Rule, SubjectMatch, MAP_NAME_LEN, TRACED_TYPES};
+use crate::metadata::{Capability, ClassSet, MapDef, ProgramMetadata, UNKNOWN_MAP};
 use crate::progtype::{AttachType, ProgType};
 
 /// Who is loading: what the daemon (or `bpfgate check`) knows about the loading task. Unknown fields are `None`
@@ -113,6 +113,11 @@ pub enum Reason {
     AttachTargetUnknown {
         prog_type: ProgType,
     },
+    /// The program attaches to a hook the gate itself uses, and no rule names that target
+    /// ([`gate_hook`](super::schema::gate_hook)).
+    GateHook {
+        target: String,
+    },
     TooManyInsns {
         insns: u32,
         max: u32,
@@ -158,7 +163,7 @@ impl Reason {
             Reason::RuleDenies => RULE_DENIES,
             Reason::ProgType { .. } => PROG_TYPE,
             Reason::AttachType { .. } => ATTACH_TYPE,
-            Reason::AttachTarget { .. } | Reason::AttachTargetUnknown { .. } => ATTACH_TARGET,
+            Reason::AttachTarget { .. } | Reason::AttachTargetUnknown { .. } | Reason::GateHook { .. } => ATTACH_TARGET,
             Reason::TooManyInsns { .. } => INSNS,
             Reason::ClassDenied { .. } | Reason::ClassNotAllowed { .. } => CLASS,
             Reason::MapWrite { .. } | Reason::UnattributedMapWrite { .. } => MAP,
@@ -208,6 +213,11 @@ impl fmt::Display for Reason {
                 f,
                 "this {prog_type} program does not name its attach target, so the rule's attach_targets cannot be \
                  checked"
+            ),
+            Reason::GateHook { target } => write!(
+                f,
+                "it attaches to {target}, a hook the gate itself uses; only a rule listing it in attach_targets allows \
+                 that"
             ),
             Reason::TooManyInsns { insns, max } => {
                 write!(f, "{insns} instructions, more than the rule's max_insns of {max}")
@@ -369,11 +379,19 @@ impl Policy {
     pub fn evaluate_in(&self, subject: &Subject, prog: &ProgramMetadata, maps: &[MapDef]) -> Verdict {
         let found = self.rules.iter().enumerate().find(|(_, r)| subject_matches(&r.subject, subject));
         let Some((index, rule)) = found else {
-            let (decision, reasons) = match self.default {
+            let (mut decision, mut reasons) = match self.default {
                 Action::Allow => (Decision::Allow, Vec::new()),
                 Action::Deny => (Decision::Deny, vec![Reason::NoRuleMatched { default: Action::Deny }]),
                 Action::Audit => (Decision::Audit, vec![Reason::NoRuleMatched { default: Action::Audit }]),
             };
+            if let Some(target) = gate_hook_target(prog) {
+                // A default never allows the gate's own hooks: only a rule naming them does.
+                if reasons.is_empty() {
+                    reasons.push(Reason::NoRuleMatched { default: self.default });
+                }
+                reasons.push(Reason::GateHook { target });
+                decision = Decision::Deny;
+            }
             return self.finish(decision, None, reasons);
         };
         let matched = Some(MatchedRule { index, name: rule.name.clone() });
@@ -396,6 +414,23 @@ impl Policy {
         };
         Verdict { decision, rule, reasons }
     }
+}
+
+/// The maps `prog` writes, by name, sorted and deduplicated, and whether it also writes map memory the analysis
+/// could not tie to one of them (an [`UNKNOWN_MAP`] access, or the `map_write` class with no written map).
+pub(crate) fn written_maps(prog: &ProgramMetadata) -> (Vec<&str>, bool) {
+    let mut written: Vec<&str> = prog.maps.iter().filter(|a| a.write).map(|a| a.name.as_str()).collect();
+    written.sort();
+    written.dedup();
+    let unknown = written.iter().position(|&n| n == UNKNOWN_MAP).map(|i| written.remove(i)).is_some();
+    let unattributed = unknown || (written.is_empty() && prog.class_set().contains(Capability::MapWrite));
+    (written, unattributed)
+}
+
+fn gate_hook_target(prog: &ProgramMetadata) -> Option<String> {
+    let target = prog.attach_target.as_deref();
+    gate_hook(prog.prog_type.number(), prog.attach_type.map(|a| a.number()), target)
+        .then(|| target.unwrap_or_default().to_owned())
 }
 
 /// Every constraint of `rule` that `prog` breaks, in a fixed order: type, attach, size, classes, maps.
@@ -421,6 +456,11 @@ fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reaso
             None => {}
         }
     }
+    if rule.attach_targets.is_none() {
+        if let Some(target) = gate_hook_target(prog) {
+            out.push(Reason::GateHook { target });
+        }
+    }
     if let Some(max) = rule.max_insns {
         if prog.insn_count > max {
             out.push(Reason::TooManyInsns { insns: prog.insn_count, max });
@@ -435,9 +475,7 @@ fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reaso
         }
     }
     let m = &rule.maps;
-    let mut written: Vec<&str> = prog.maps.iter().filter(|a| a.write).map(|a| a.name.as_str()).collect();
-    written.sort();
-    written.dedup();
+    let (written, unattributed) = written_maps(prog);
     for name in &written {
         let named = m.named.iter().any(|p| p.matches(kernel_map_name(name)));
         if named {
@@ -454,7 +492,7 @@ fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reaso
             out.push(Reason::MapWrite { map: (*name).to_owned(), why });
         }
     }
-    if written.is_empty() && classes.contains(Capability::MapWrite) && m.restricts() {
+    if unattributed && m.restricts() {
         let insns = prog.evidence.get(&Capability::MapWrite).cloned().unwrap_or_default();
         out.push(Reason::UnattributedMapWrite { insns });
     }

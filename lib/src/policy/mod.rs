@@ -19,7 +19,9 @@ mod tests;
 use serde::Serialize;
 
 pub use eval::{reason_bits, Decision, Evidence, MapFacts, MapRefusal, MatchedRule, Reason, Subject, Verdict};
-pub use schema::{Action, ClassRule, Loc, Located, MapRule, MapWrite, Mode, Pattern, Policy, Rule, SubjectMatch};
+pub use schema::{
+    gate_hook, Action, ClassRule, Loc, Located, MapRule, MapWrite, Mode, Pattern, Policy, Rule, SubjectMatch,
+};
 
 /// A problem that makes a policy file unusable, at `file:line:column`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]

@@ -340,6 +340,20 @@ pub const TRACED_TYPES: [ProgType; 7] = [
     ProgType::Ext,
 ];
 
+/// Whether a program attaches where it could overrule the gate itself: an lsm program on one of the `bpf*`
+/// LSM hooks, or `fmod_ret` on their functions (`bpf_lsm_bpf*`, `security_bpf*`). Such a program is refused
+/// unless the rule that matches its subject lists `attach_targets` (and one of them matches): a policy must
+/// name these hooks to allow them, a default or a rule without targets never does.
+pub fn gate_hook(prog_type: u32, attach_type: Option<u32>, target: Option<&str>) -> bool {
+    let Some(t) = target else { return false };
+    if prog_type == ProgType::Lsm.number() {
+        return t.starts_with("bpf");
+    }
+    prog_type == ProgType::Tracing.number()
+        && attach_type == Some(AttachType::ModifyReturn.number())
+        && (t.starts_with("bpf_lsm_bpf") || t.starts_with("security_bpf"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

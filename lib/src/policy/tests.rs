@@ -267,6 +267,36 @@ fn attach_target_rules() {
 }
 
 #[test]
+fn gate_hooks_need_a_rule_that_names_them() {
+    let mut lsm = prog(ProgType::Lsm);
+    lsm.attach_target = Some("bpf_prog_load".into());
+    let hook = Reason::GateHook { target: "bpf_prog_load".into() };
+    // A rule without attach_targets, and a default allow, never allow the gate's own hooks.
+    let v = one_rule("");
+    assert_eq!(v.evaluate(&agent(), &lsm).reasons, vec![hook.clone()]);
+    let default_allow = parse("version: 1\ndefault: allow\nrules:\n  - name: x\n    subject: {uid: 7}\n");
+    let v = default_allow.evaluate(&agent(), &lsm);
+    assert_eq!((v.decision, v.reasons.last()), (Decision::Deny, Some(&hook)));
+    // Naming the target allows it; other lsm hooks and fentry on the hook's function are not gate hooks.
+    assert_eq!(one_rule("    attach_targets: [bpf_prog_load]\n").evaluate(&agent(), &lsm).decision, Decision::Allow);
+    lsm.attach_target = Some("file_open".into());
+    assert_eq!(v_allow(&one_rule(""), &lsm), Decision::Allow);
+    let mut fmod = prog(ProgType::Tracing);
+    fmod.attach_type = Some(AttachType::ModifyReturn);
+    fmod.attach_target = Some("bpf_lsm_bpf_map".into());
+    assert_eq!(
+        one_rule("").evaluate(&agent(), &fmod).reasons,
+        vec![Reason::GateHook { target: "bpf_lsm_bpf_map".into() }]
+    );
+    fmod.attach_type = Some(AttachType::TraceFentry);
+    assert_eq!(v_allow(&one_rule(""), &fmod), Decision::Allow);
+}
+
+fn v_allow(p: &Policy, prog: &ProgramMetadata) -> Decision {
+    p.evaluate(&agent(), prog).decision
+}
+
+#[test]
 fn max_insns_rule() {
     let p = one_rule("    max_insns: 100\n");
     let mut k = prog(ProgType::Kprobe);
@@ -321,6 +351,12 @@ fn unattributed_map_write_is_refused_only_under_map_restrictions() {
     assert_eq!(one_rule("").evaluate(&agent(), &k).decision, Decision::Allow);
     let v = one_rule("    maps: {write: own}\n").evaluate(&agent(), &k);
     assert_eq!(v.reasons, vec![Reason::UnattributedMapWrite { insns: vec![12] }]);
+    // A write the analysis could not tie to a map of the object is unattributed too, even beside an own map:
+    // never taken for a write to an own map named "(unknown map)".
+    let k = writes(writes(k, crate::metadata::UNKNOWN_MAP), "own_map");
+    let v = one_rule("    maps: {write: own}\n").evaluate(&agent(), &k);
+    assert!(matches!(v.reasons[..], [Reason::UnattributedMapWrite { .. }]), "{:?}", v.reasons);
+    assert!(KernelProgram::from_metadata(&k, &[]).unattributed_map_write);
 }
 
 #[test]
@@ -628,15 +664,18 @@ const PROG_TYPES: [ProgType; 7] = [
     ProgType::Lsm,
     ProgType::CgroupSkb,
 ];
-const ATTACH_TYPES: [AttachType; 5] = [
+const ATTACH_TYPES: [AttachType; 6] = [
     AttachType::TraceFentry,
     AttachType::TraceFexit,
+    AttachType::ModifyReturn,
     AttachType::Xdp,
     AttachType::LsmMac,
     AttachType::CgroupInetIngress,
 ];
 const TARGET_PATTERNS: [&str; 6] = ["do_sys_*", "vfs_read", "*", "tcp_*", "do_sys_open", "security_"];
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 8] = [
+    "bpf_prog_load",
+    "bpf_lsm_bpf_map",
     "do_sys_open",
     "do_sys_openat2",
     "vfs_read",

@@ -4,6 +4,8 @@
 //! Built from saphyr-parser's event stream. Only what a policy needs: one document of mappings, sequences and
 //! scalars. Aliases are expanded under a node budget so an alias bomb is an error, not an OOM.
 
+use std::collections::HashMap;
+
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
 use super::schema::Loc;
@@ -61,7 +63,7 @@ fn loc_of(span: &Span) -> Loc {
 
 /// Parse `text` into one located tree. `Ok(None)` for an empty document.
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, (Loc, ErrorKind)> {
-    let mut b = Builder { parser: Parser::new_from_str(text), anchors: Vec::new(), nodes: 0 };
+    let mut b = Builder { parser: Parser::new_from_str(text), anchors: HashMap::new(), nodes: 0 };
     let mut doc: Option<Node> = None;
     loop {
         let (ev, span) = b.next()?;
@@ -84,8 +86,9 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, (Loc, ErrorKind)> {
 
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    /// Anchored nodes by anchor id (ids start at 1; 0 means no anchor).
-    anchors: Vec<(usize, Node)>,
+    /// Anchored nodes by anchor id (ids start at 1, one per anchor definition; 0 means no anchor), with their
+    /// sizes in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
     nodes: usize,
 }
 
@@ -113,10 +116,15 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn anchor(&mut self, id: usize, node: &Node) {
+    /// Keeps a copy of an anchored node. The copy counts against the budget like an alias does: nested anchors
+    /// would otherwise keep quadratically many nodes.
+    fn anchor(&mut self, id: usize, node: &Node) -> Result<(), (Loc, ErrorKind)> {
         if id != 0 {
-            self.anchors.push((id, node.clone()));
+            let n = size(node);
+            self.count(n, node.loc)?;
+            self.anchors.insert(id, (node.clone(), n));
         }
+        Ok(())
     }
 
     /// Read one node; `depth` guards against stack exhaustion on deeply nested input.
@@ -131,14 +139,14 @@ impl<'a> Builder<'a> {
             Event::Scalar(value, style, anchor, _) => {
                 let node =
                     Node { kind: Kind::Scalar { value: value.into_owned(), plain: style == ScalarStyle::Plain }, loc };
-                self.anchor(anchor, &node);
+                self.anchor(anchor, &node)?;
                 Ok(node)
             }
             Event::Alias(id) => {
-                let found = self.anchors.iter().rev().find(|(a, _)| *a == id).map(|(_, n)| n.clone());
-                match found {
-                    Some(mut n) => {
-                        self.count(size(&n), loc)?;
+                match self.anchors.get(&id).map(|&(_, n_size)| n_size) {
+                    Some(n_size) => {
+                        self.count(n_size, loc)?;
+                        let mut n = self.anchors[&id].0.clone();
                         // Point errors inside the copy at the alias, where the reader will look.
                         relocate(&mut n, loc);
                         Ok(n)
@@ -156,7 +164,7 @@ impl<'a> Builder<'a> {
                     items.push(self.node(depth + 1)?);
                 }
                 let node = Node { kind: Kind::Seq(items), loc };
-                self.anchor(anchor, &node);
+                self.anchor(anchor, &node)?;
                 Ok(node)
             }
             Event::MappingStart(anchor, _) => {
@@ -171,7 +179,7 @@ impl<'a> Builder<'a> {
                     pairs.push((k, v));
                 }
                 let node = Node { kind: Kind::Map(pairs), loc };
-                self.anchor(anchor, &node);
+                self.anchor(anchor, &node)?;
                 Ok(node)
             }
             _ => Err((loc, ErrorKind::Syntax { message: "unexpected YAML event".into() })),

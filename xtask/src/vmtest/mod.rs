@@ -5,6 +5,7 @@
 //! binaries, bpftrace, bpftool and their shared libraries. The guest's init runs every test
 //! binary with BPFGATE_LIVE=1 and prints markers the host parses for the verdict.
 
+pub mod gate_bench;
 mod initramfs;
 mod kernel;
 mod qemu;
@@ -60,6 +61,12 @@ pub struct Args {
     /// Also echo the kernel's boot messages, not only the guest's test output.
     #[arg(long, short)]
     verbose: bool,
+    /// Extra executables for the guest, as (guest path, host path), and whether to leave the live tests out:
+    /// set by `cargo xtask bench-gate`, which runs its benchmark through `exec`.
+    #[arg(skip)]
+    guest_bins: Vec<(String, PathBuf)>,
+    #[arg(skip)]
+    no_tests: bool,
 }
 
 struct VmReport {
@@ -104,14 +111,14 @@ pub fn run(args: Args) -> Result<bool> {
 
     check_interrupted()?;
     let t = Instant::now();
-    let tests = build_live_tests(&root)?;
+    let tests = if args.no_tests { Vec::new() } else { build_live_tests(&root)? };
     check_interrupted()?;
     eprintln!("vmtest: {} live test binaries built in {:.1}s", tests.len(), t.elapsed().as_secs_f64());
 
     let t = Instant::now();
     // Per process, so concurrent runs in one checkout don't overwrite each other's guest.
     let initrd = TempFile(work.join(format!("initramfs-{}.cpio", std::process::id())));
-    let size = build_initramfs(&tests, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
+    let size = build_initramfs(&tests, &args.guest_bins, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
 
     let mut kvm_ok = match args.accel.as_str() {
@@ -312,7 +319,13 @@ fn build_live_tests(root: &Path) -> Result<Vec<TestBinary>> {
     Ok(binaries)
 }
 
-fn build_initramfs(tests: &[TestBinary], exec: Option<&str>, filter: Option<&str>, out: &Path) -> Result<u64> {
+fn build_initramfs(
+    tests: &[TestBinary],
+    bins: &[(String, PathBuf)],
+    exec: Option<&str>,
+    filter: Option<&str>,
+    out: &Path,
+) -> Result<u64> {
     let mut fs = Initramfs::new();
     fs.file("/bin/busybox", Path::new(BUSYBOX))?;
     fs.symlink("/bin/sh", "busybox");
@@ -326,6 +339,9 @@ fn build_initramfs(tests: &[TestBinary], exec: Option<&str>, filter: Option<&str
     }
     for test in tests {
         fs.executable(&format!("/vmtest/tests/{}", test.name), &test.path)?;
+    }
+    for (guest, host) in bins {
+        fs.executable(guest, host)?;
     }
     if let Some(cmd) = exec {
         // A file, not part of /init, so the command needs no quoting.
@@ -372,6 +388,7 @@ if [ -f /vmtest/exec.sh ]; then
     [ "$r" -eq 0 ] || rc=1
 fi
 for t in /vmtest/tests/*; do
+    [ -e "$t" ] || continue
     name=${{t##*/}}
     echo "VMTEST-BEGIN $name"
     # One test thread: LSM programs are global, concurrent tests would see each other's.
@@ -400,6 +417,7 @@ fn test_lines(lines: &[String]) -> Vec<String> {
             (l.starts_with("test ") && (l.ends_with(" ok") || l.ends_with(" FAILED") || l.ends_with(" ignored")))
                 || l.starts_with("VMTEST-END ")
                 || l.starts_with("VMTEST-ERROR ")
+                || l.starts_with("BENCH-")
         })
         .cloned()
         .collect()

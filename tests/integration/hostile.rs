@@ -1,0 +1,730 @@
+//! Generators of hostile inputs for the resource-limit tests (`limits.rs`) and `cargo xtask limits`, which
+//! includes this file by path: BPF ELF objects built byte by byte (so they can break every rule a linker keeps:
+//! extended section numbering, names without terminators, relocations of anything), and policy YAML.
+//!
+//! Each generator takes its size, so the tests run small or medium instances and the xtask the full ones.
+#![allow(dead_code)] // Each includer uses a different subset.
+
+/// One BPF instruction, as it is stored in a little-endian object.
+pub type Insn = [u8; 8];
+
+pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = (src << 4) | (dst & 0xf);
+    b[2..4].copy_from_slice(&off.to_le_bytes());
+    b[4..8].copy_from_slice(&imm.to_le_bytes());
+    b
+}
+
+pub fn mov_imm(dst: u8, imm: i32) -> Insn {
+    insn(0xb7, dst, 0, 0, imm)
+}
+pub fn mov(dst: u8, src: u8) -> Insn {
+    insn(0xbf, dst, src, 0, 0)
+}
+pub fn add_imm(dst: u8, imm: i32) -> Insn {
+    insn(0x07, dst, 0, 0, imm)
+}
+pub fn exit() -> Insn {
+    insn(0x95, 0, 0, 0, 0)
+}
+pub fn call_helper(id: i32) -> Insn {
+    insn(0x85, 0, 0, 0, id)
+}
+/// A BPF-to-BPF call `rel` instructions past the next one (`src_reg` 1, before relocation).
+pub fn call_local(rel: i32) -> Insn {
+    insn(0x85, 0, 1, 0, rel)
+}
+pub fn stx_dw(dst: u8, off: i16, src: u8) -> Insn {
+    insn(0x7b, dst, src, off, 0)
+}
+pub fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
+    insn(0x79, dst, src, off, 0)
+}
+/// `if dst == imm goto +off`.
+pub fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
+    insn(0x15, dst, 0, off, imm)
+}
+pub fn ja(off: i16) -> Insn {
+    insn(0x05, 0, 0, off, 0)
+}
+/// `dst = imm64`: two slots; a relocation on the first turns it into a map or extern reference.
+pub fn ld_imm64(dst: u8) -> [Insn; 2] {
+    [insn(0x18, dst, 0, 0, 0), insn(0, 0, 0, 0, 0)]
+}
+
+pub const SHT_PROGBITS: u32 = 1;
+pub const SHT_SYMTAB: u32 = 2;
+pub const SHT_STRTAB: u32 = 3;
+pub const SHT_REL: u32 = 9;
+pub const SHT_SYMTAB_SHNDX: u32 = 18;
+pub const SHF_WRITE: u64 = 1;
+pub const SHF_ALLOC: u64 = 2;
+pub const SHF_EXECINSTR: u64 = 4;
+/// Section indices from here on need ELF extended numbering (`SHN_LORESERVE`).
+pub const SHN_LORESERVE: u32 = 0xff00;
+const SHN_XINDEX: u16 = 0xffff;
+pub const STT_NOTYPE: u8 = 0;
+pub const STT_OBJECT: u8 = 1;
+pub const STT_FUNC: u8 = 2;
+pub const STB_GLOBAL: u8 = 1 << 4;
+/// `R_BPF_64_64`: an `ld_imm64` of a map or global; `R_BPF_64_32`: a call.
+pub const R_BPF_64_64: u32 = 1;
+pub const R_BPF_64_32: u32 = 10;
+
+#[derive(Clone, Copy)]
+enum Link {
+    None,
+    Symtab,
+}
+
+struct Sec {
+    name: u32,
+    typ: u32,
+    flags: u64,
+    data: Vec<u8>,
+    link: Link,
+    info: u32,
+    entsize: u64,
+}
+
+struct Sym {
+    name: u32,
+    info: u8,
+    shndx: u32,
+    value: u64,
+    size: u64,
+}
+
+/// A relocatable little-endian ELF64 object for EM_BPF. Sections are numbered from 1 in the order they are
+/// added; `.symtab`, `.symtab_shndx` (when a symbol needs it), `.strtab` and `.shstrtab` come last. More than
+/// `SHN_LORESERVE` sections switch to extended numbering (`e_shnum` 0, the count in section 0's `sh_size`).
+pub struct Elf {
+    secs: Vec<Sec>,
+    syms: Vec<Sym>,
+    strtab: Vec<u8>,
+    shstrtab: Vec<u8>,
+}
+
+impl Default for Elf {
+    fn default() -> Self {
+        Elf::new()
+    }
+}
+
+impl Elf {
+    pub fn new() -> Elf {
+        Elf { secs: Vec::new(), syms: Vec::new(), strtab: vec![0], shstrtab: vec![0] }
+    }
+
+    /// Adds `bytes` to `.strtab` as they are (no terminator): the offset of the first.
+    pub fn strtab_raw(&mut self, bytes: &[u8]) -> u32 {
+        let off = self.strtab.len() as u32;
+        self.strtab.extend_from_slice(bytes);
+        off
+    }
+    /// Adds a NUL-terminated name to `.strtab`.
+    pub fn str(&mut self, name: &[u8]) -> u32 {
+        let off = self.strtab_raw(name);
+        self.strtab.push(0);
+        off
+    }
+    /// Adds `bytes` to `.shstrtab` as they are.
+    pub fn shstrtab_raw(&mut self, bytes: &[u8]) -> u32 {
+        let off = self.shstrtab.len() as u32;
+        self.shstrtab.extend_from_slice(bytes);
+        off
+    }
+    fn shstr(&mut self, name: &[u8]) -> u32 {
+        let off = self.shstrtab_raw(name);
+        self.shstrtab.push(0);
+        off
+    }
+
+    /// A section named by an offset into `.shstrtab`: its index.
+    pub fn section_at(&mut self, name: u32, typ: u32, flags: u64, data: Vec<u8>) -> u32 {
+        self.secs.push(Sec { name, typ, flags, data, link: Link::None, info: 0, entsize: 0 });
+        self.secs.len() as u32
+    }
+    pub fn section(&mut self, name: &str, typ: u32, flags: u64, data: Vec<u8>) -> u32 {
+        let off = self.shstr(name.as_bytes());
+        self.section_at(off, typ, flags, data)
+    }
+    /// An executable section holding `insns`.
+    pub fn code(&mut self, name: &str, insns: &[Insn]) -> u32 {
+        self.section(name, SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, insns.concat())
+    }
+    /// A `.rel<target>` section: `(byte offset, symbol index, type)` each.
+    pub fn rel(&mut self, target: u32, relocs: impl IntoIterator<Item = (u64, u32, u32)>) -> u32 {
+        let mut data = Vec::new();
+        for (offset, sym, typ) in relocs {
+            data.extend_from_slice(&offset.to_le_bytes());
+            data.extend_from_slice(&((u64::from(sym) << 32) | u64::from(typ)).to_le_bytes());
+        }
+        let name = self.shstr(format!(".rel{target}").as_bytes());
+        self.secs.push(Sec { name, typ: SHT_REL, flags: 0, data, link: Link::Symtab, info: target, entsize: 16 });
+        self.secs.len() as u32
+    }
+    /// The license section every GPL-only helper needs.
+    pub fn license(&mut self) -> u32 {
+        self.section("license", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, b"GPL\0".to_vec())
+    }
+
+    /// A symbol named by a `.strtab` offset: its index (the null symbol is 0).
+    pub fn symbol_at(&mut self, name: u32, info: u8, shndx: u32, value: u64, size: u64) -> u32 {
+        self.syms.push(Sym { name, info, shndx, value, size });
+        self.syms.len() as u32
+    }
+    pub fn symbol(&mut self, name: &str, info: u8, shndx: u32, value: u64, size: u64) -> u32 {
+        let off = self.str(name.as_bytes());
+        self.symbol_at(off, info, shndx, value, size)
+    }
+    /// A global function of `len` instructions at instruction `start` of section `shndx`.
+    pub fn func(&mut self, name: &str, shndx: u32, start: usize, len: usize) -> u32 {
+        self.symbol(name, STB_GLOBAL | STT_FUNC, shndx, start as u64 * 8, len as u64 * 8)
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let xindex = self.syms.iter().any(|s| s.shndx >= SHN_LORESERVE);
+        let n_user = self.secs.len() as u32;
+        let symtab_idx = n_user + 1;
+        let strtab_idx = symtab_idx + 1 + u32::from(xindex);
+        let shstrtab_idx = strtab_idx + 1;
+
+        let mut symtab = vec![0u8; 24];
+        let mut shndx_tab = vec![0u8; 4];
+        for s in &self.syms {
+            symtab.extend_from_slice(&s.name.to_le_bytes());
+            symtab.push(s.info);
+            symtab.push(0);
+            let short = if s.shndx >= SHN_LORESERVE { SHN_XINDEX } else { s.shndx as u16 };
+            symtab.extend_from_slice(&short.to_le_bytes());
+            symtab.extend_from_slice(&s.value.to_le_bytes());
+            symtab.extend_from_slice(&s.size.to_le_bytes());
+            shndx_tab.extend_from_slice(&(if s.shndx >= SHN_LORESERVE { s.shndx } else { 0 }).to_le_bytes());
+        }
+        // ELF wants local symbols first; sh_info is the first non-local one.
+        let first_global = self.syms.iter().position(|s| s.info >> 4 != 0).map_or(self.syms.len(), |i| i) + 1;
+        let name = self.shstr(b".symtab");
+        let strtab = std::mem::take(&mut self.strtab);
+        self.secs.push(Sec {
+            name,
+            typ: SHT_SYMTAB,
+            flags: 0,
+            data: symtab,
+            link: Link::None,
+            info: first_global as u32,
+            entsize: 24,
+        });
+        if xindex {
+            let name = self.shstr(b".symtab_shndx");
+            self.secs.push(Sec {
+                name,
+                typ: SHT_SYMTAB_SHNDX,
+                flags: 0,
+                data: shndx_tab,
+                link: Link::Symtab,
+                info: 0,
+                entsize: 4,
+            });
+        }
+        let name = self.shstr(b".strtab");
+        self.secs.push(Sec { name, typ: SHT_STRTAB, flags: 0, data: strtab, link: Link::None, info: 0, entsize: 0 });
+        let name = self.shstr(b".shstrtab");
+        let shstrtab = std::mem::take(&mut self.shstrtab);
+        self.secs.push(Sec { name, typ: SHT_STRTAB, flags: 0, data: shstrtab, link: Link::None, info: 0, entsize: 0 });
+
+        let symtab_link = strtab_idx;
+        let count = self.secs.len() + 1;
+        let mut out = vec![0u8; 64];
+        let mut offsets = Vec::with_capacity(self.secs.len());
+        for s in &self.secs {
+            while !out.len().is_multiple_of(8) {
+                out.push(0);
+            }
+            offsets.push(out.len() as u64);
+            out.extend_from_slice(&s.data);
+        }
+        while !out.len().is_multiple_of(8) {
+            out.push(0);
+        }
+        let shoff = out.len() as u64;
+        let extended = count >= SHN_LORESERVE as usize;
+        let big_shstrndx = shstrtab_idx >= SHN_LORESERVE;
+        // Section 0 holds the real count and string table index when they do not fit the header.
+        let mut sh0 = [0u8; 64];
+        if extended {
+            sh0[32..40].copy_from_slice(&(count as u64).to_le_bytes());
+        }
+        if big_shstrndx {
+            sh0[40..44].copy_from_slice(&shstrtab_idx.to_le_bytes());
+        }
+        out.extend_from_slice(&sh0);
+        for (s, off) in self.secs.iter().zip(offsets) {
+            let link = match (s.typ, s.link) {
+                (SHT_SYMTAB, _) => symtab_link,
+                (_, Link::Symtab) => symtab_idx,
+                (_, Link::None) => 0,
+            };
+            out.extend_from_slice(&s.name.to_le_bytes());
+            out.extend_from_slice(&s.typ.to_le_bytes());
+            out.extend_from_slice(&s.flags.to_le_bytes());
+            out.extend_from_slice(&0u64.to_le_bytes());
+            out.extend_from_slice(&off.to_le_bytes());
+            out.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
+            out.extend_from_slice(&link.to_le_bytes());
+            out.extend_from_slice(&s.info.to_le_bytes());
+            out.extend_from_slice(&8u64.to_le_bytes());
+            out.extend_from_slice(&s.entsize.to_le_bytes());
+        }
+        let h = &mut out[..64];
+        h[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+        h[16..18].copy_from_slice(&1u16.to_le_bytes()); // ET_REL
+        h[18..20].copy_from_slice(&247u16.to_le_bytes()); // EM_BPF
+        h[20..24].copy_from_slice(&1u32.to_le_bytes());
+        h[40..48].copy_from_slice(&shoff.to_le_bytes());
+        h[52..54].copy_from_slice(&64u16.to_le_bytes());
+        h[58..60].copy_from_slice(&64u16.to_le_bytes());
+        h[60..62].copy_from_slice(&(if extended { 0 } else { count as u16 }).to_le_bytes());
+        h[62..64].copy_from_slice(&(if big_shstrndx { SHN_XINDEX } else { shstrtab_idx as u16 }).to_le_bytes());
+        out
+    }
+}
+
+/// `r0 = 0; exit`: the smallest program that analyzes.
+pub fn ret0() -> [Insn; 2] {
+    [mov_imm(0, 0), exit()]
+}
+
+/// `n` executable sections `kprobe/s<i>`, each one program with its own global symbol. Past 65,279 sections
+/// the object needs extended numbering, and symbols of the later sections `SHN_XINDEX`.
+pub fn many_sections(n: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    for i in 0..n {
+        let s = e.code(&format!("kprobe/s{i}"), &ret0());
+        e.func(&format!("p{i}"), s, 0, 2);
+    }
+    e.finish()
+}
+
+/// [`many_sections`] whose programs each call `bpf_trace_printk`: every program has a capability, which the
+/// text report disassembles.
+pub fn many_sections_printk(n: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let code = [mov_imm(1, 0), mov_imm(2, 0), call_helper(6), mov_imm(0, 0), exit()];
+    for i in 0..n {
+        let s = e.code(&format!("kprobe/s{i}"), &code);
+        e.func(&format!("p{i}"), s, 0, code.len());
+    }
+    e.finish()
+}
+
+/// One small program and `n` object symbols in `.data`.
+pub fn many_symbols(n: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let code = e.code("kprobe/x", &ret0());
+    e.func("prog", code, 0, 2);
+    let data = e.section(".data", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, vec![0u8; 8]);
+    let name = e.str(b"v");
+    for _ in 0..n {
+        e.symbol_at(name, STT_OBJECT, data, 0, 8);
+    }
+    e.finish()
+}
+
+/// One section holding `n` programs of two instructions, each a global function.
+pub fn many_programs(n: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let code: Vec<Insn> = (0..n).flat_map(|_| ret0()).collect();
+    let s = e.code("kprobe/x", &code);
+    for i in 0..n {
+        e.func(&format!("p{i}"), s, 2 * i, 2);
+    }
+    e.finish()
+}
+
+/// `n` two-instruction programs in one section named `kprobe/` and 505 more bytes, all sharing one 512-byte
+/// name: each program's report repeats both.
+pub fn programs_long_names(n: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let code: Vec<Insn> = (0..n).flat_map(|_| ret0()).collect();
+    let s = e.code(&format!("kprobe/{}", "s".repeat(505)), &code);
+    let name = e.str(&[b'p'; 512]);
+    for i in 0..n {
+        e.symbol_at(name, STB_GLOBAL | STT_FUNC, s, 16 * i as u64, 16);
+    }
+    e.finish()
+}
+
+/// One program of exactly `n` instructions (n >= 2): straight-line code with a conditional branch every eight
+/// instructions and stack traffic, so the analysis has blocks to join and slots to track.
+pub fn long_program(n: usize) -> Vec<u8> {
+    let mut code = Vec::with_capacity(n);
+    code.push(mov_imm(0, 0));
+    let body = [stx_dw(10, -8, 10), ldx_dw(1, 10, -8), add_imm(0, 1), jeq_imm(0, 7, 1), mov_imm(2, 3)];
+    while code.len() + body.len() < n {
+        code.extend(body);
+    }
+    while code.len() + 1 < n {
+        code.push(mov_imm(2, 0));
+    }
+    code.push(exit());
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/long", &code);
+    e.func("long", s, 0, n);
+    e.finish()
+}
+
+/// `depth` + 1 functions in one section, each calling the next; the last returns. With `pointer`, the context
+/// pointer is passed down and returned back up, so the result of every call changes when its callee's does.
+pub fn call_chain(depth: usize, pointer: bool) -> Vec<u8> {
+    let mut code = Vec::with_capacity(2 * depth + 2);
+    for _ in 0..depth {
+        code.extend([call_local(1), exit()]);
+    }
+    code.extend([if pointer { mov(0, 1) } else { mov_imm(0, 0) }, exit()]);
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/chain", &code);
+    e.func("chain", s, 0, 2);
+    for i in 1..=depth {
+        let f = e.str(format!("f{i}").as_bytes());
+        e.symbol_at(f, STT_FUNC, s, 16 * i as u64, 16);
+    }
+    e.finish()
+}
+
+/// A program calling `n` distinct subprograms, each once (call depth 1).
+pub fn fan_out(n: usize) -> Vec<u8> {
+    let mut code = Vec::with_capacity(3 * n + 2);
+    // Call k at instruction k targets subprogram k at `n + 2 + 2k`.
+    for k in 0..n {
+        code.push(call_local((n + 2 + 2 * k - k - 1) as i32));
+    }
+    code.extend([mov_imm(0, 0), exit()]);
+    for _ in 0..n {
+        code.extend(ret0());
+    }
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/fan", &code);
+    e.func("fan", s, 0, n + 2);
+    for k in 0..n {
+        let f = e.str(format!("sub{k}").as_bytes());
+        e.symbol_at(f, STT_FUNC, s, (8 * (n + 2 + 2 * k)) as u64, 16);
+    }
+    e.finish()
+}
+
+/// `len` functions calling each other in a ring: the last calls the first.
+pub fn call_cycle(len: usize) -> Vec<u8> {
+    let mut code = Vec::with_capacity(2 * len);
+    for i in 0..len {
+        let rel = if i + 1 == len { -(2 * i as i32) - 1 } else { 1 };
+        code.extend([call_local(rel), exit()]);
+    }
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/cycle", &code);
+    e.func("cycle", s, 0, 2);
+    for i in 1..len {
+        let f = e.str(format!("f{i}").as_bytes());
+        e.symbol_at(f, STT_FUNC, s, 16 * i as u64, 16);
+    }
+    e.finish()
+}
+
+/// A program with a legacy map and `n` relocations all on its one `ld_imm64`.
+pub fn relocs_one_insn(n: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let [a, b] = ld_imm64(1);
+    let s = e.code("kprobe/x", &[a, b, mov_imm(0, 0), exit()]);
+    e.func("prog", s, 0, 4);
+    let maps = e.section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, legacy_map_def());
+    let m = e.symbol("m", STB_GLOBAL | STT_OBJECT, maps, 0, 20);
+    e.rel(s, (0..n).map(|_| (0, m, R_BPF_64_64)));
+    e.finish()
+}
+
+/// `struct bpf_map_def` of an array map: type 2, key 4, value 8, 1 entry.
+fn legacy_map_def() -> Vec<u8> {
+    [2u32, 4, 8, 1, 0].iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// A program with `n` relocations at byte offsets past its end.
+pub fn relocs_out_of_range(n: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/x", &ret0());
+    e.func("prog", s, 0, 2);
+    e.rel(s, (0..n as u64).map(|i| ((1 << 20) | (i * 8), 1, R_BPF_64_64)));
+    e.finish()
+}
+
+/// A program with `n` relocations against symbol indices far past the symbol table.
+pub fn relocs_bad_symbol(n: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let [a, b] = ld_imm64(1);
+    let s = e.code("kprobe/x", &[a, b, mov_imm(0, 0), exit()]);
+    e.func("prog", s, 0, 4);
+    e.rel(s, (0..n as u32).map(|i| (0, u32::MAX - i, R_BPF_64_64)));
+    e.finish()
+}
+
+/// `n` programs in one section that all call one `.text` subprogram of `sub_len` instructions: each program
+/// is small in the file, but analyzing it means analyzing the subprogram again.
+pub fn shared_subprogram(n: usize, sub_len: usize) -> Vec<u8> {
+    // Program i at 3i: `call sub; exit` plus padding so each is its own function of 2 insns.
+    let mut code = Vec::with_capacity(2 * n);
+    for _ in 0..n {
+        code.extend([call_local(-1), exit()]);
+    }
+    let mut e = Elf::new();
+    e.license();
+    let mut sub = Vec::with_capacity(sub_len);
+    sub.push(mov_imm(0, 0));
+    while sub.len() + 1 < sub_len {
+        sub.push(add_imm(0, 1));
+    }
+    sub.push(exit());
+    let text = e.code(".text", &sub);
+    let subsym = e.symbol("sub", STT_FUNC, text, 0, 8 * sub.len() as u64);
+    let s = e.code("kprobe/x", &code);
+    for i in 0..n {
+        e.func(&format!("p{i}"), s, 2 * i, 2);
+    }
+    e.rel(s, (0..n as u64).map(|i| (16 * i, subsym, R_BPF_64_32)));
+    e.finish()
+}
+
+/// `n` relocations of `ld_imm64`s against one undefined (kfunc or `__ksym`) symbol whose name is `name_len`
+/// bytes long: a name copied into every relocation it names would take `n * name_len` bytes.
+pub fn long_extern_name(n: usize, name_len: usize) -> Vec<u8> {
+    let mut code = Vec::with_capacity(2 * n + 2);
+    for _ in 0..n {
+        code.extend(ld_imm64(1));
+    }
+    code.extend(ret0());
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/x", &code);
+    e.func("prog", s, 0, code.len());
+    let name = e.str(&vec![b'k'; name_len]);
+    let k = e.symbol_at(name, STB_GLOBAL | STT_NOTYPE, 0, 0, 0);
+    e.rel(s, (0..n as u64).map(|i| (16 * i, k, R_BPF_64_64)));
+    e.finish()
+}
+
+/// `n` two-instruction global functions in one section whose names all start at one offset of `.strtab`, a run
+/// of `len` bytes: a reader that scans each name to its end reads `n * len` bytes, and one that copies each
+/// name holds that many. With `terminated` false the run ends the table without a NUL.
+pub fn long_func_names(n: usize, len: usize, terminated: bool) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let code: Vec<Insn> = (0..n).flat_map(|_| ret0()).collect();
+    let s = e.code("kprobe/x", &code);
+    let run = vec![b'a'; len];
+    let name = if terminated { e.str(&run) } else { e.strtab_raw(&run) };
+    for i in 0..n {
+        e.symbol_at(name, STB_GLOBAL | STT_FUNC, s, 16 * i as u64, 16);
+    }
+    e.finish()
+}
+
+/// `n` code sections all named by one offset of `.shstrtab`: `kprobe/` and a run of `len` bytes.
+pub fn long_section_names(n: usize, len: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let name = e.shstrtab_raw(b"kprobe/");
+    e.shstrtab_raw(&vec![b'a'; len]);
+    for _ in 0..n {
+        e.section_at(name, SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, ret0().concat());
+    }
+    // The names of .symtab, .strtab and .shstrtab follow and end the run.
+    e.finish()
+}
+
+/// One program that first spills a pointer to `slots` distinct stack offsets (8 bytes apart, going down from
+/// -8, past the kernel's 512-byte frame when `slots` > 64), then runs `blocks` conditional branches: every
+/// block's entry state holds every slot.
+pub fn stack_slots(slots: usize, blocks: usize) -> Vec<u8> {
+    let mut code = Vec::with_capacity(slots + blocks + 3);
+    code.push(mov_imm(0, 0));
+    for k in 0..slots {
+        let off = -8 * (k as i64 + 1);
+        if off >= i64::from(i16::MIN) {
+            code.push(stx_dw(10, off as i16, 1));
+        } else {
+            // Beyond i16 offsets: move a base register down.
+            code.extend([mov(2, 10), add_imm(2, off as i32), stx_dw(2, 0, 1)]);
+        }
+    }
+    for _ in 0..blocks {
+        code.push(jeq_imm(0, 1, 0));
+    }
+    code.push(exit());
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/slots", &code);
+    e.func("slots", s, 0, code.len());
+    e.finish()
+}
+
+/// A loop whose body copies a value along a chain of `n` stack slots in reverse order, so each trip through
+/// the loop moves it one slot further: a fixpoint that grows one slot per iteration.
+pub fn slow_fixpoint(n: usize) -> Vec<u8> {
+    // r0 = 0; *(r10-8) = r1 (ctx); loop: for k = n-1 .. 1: r2 = *(r10 - 8k); *(r10 - 8(k+1)) = r2; if r0 == 0
+    // goto loop; exit.
+    let mut code = vec![mov_imm(0, 0), stx_dw(10, -8, 1)];
+    let head = code.len();
+    for k in (1..n).rev() {
+        let from = -8 * k as i64;
+        let to = -8 * (k as i64 + 1);
+        code.extend([mov(3, 10), add_imm(3, from as i32), ldx_dw(2, 3, 0), mov(3, 10), add_imm(3, to as i32)]);
+        code.push(stx_dw(3, 0, 2));
+    }
+    let back = head as i64 - (code.len() as i64 + 1);
+    code.push(jeq_imm(0, 0, back.clamp(i64::from(i16::MIN), 0) as i16));
+    code.push(exit());
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/fix", &code);
+    e.func("fix", s, 0, code.len());
+    e.finish()
+}
+
+/// [`slow_fixpoint`] inside the kernel's 512-byte frame, down slots `stride` bytes apart (8: the 64 aligned
+/// ones; 1: every offset, misaligned), with `pad` more instructions in the loop body: every trip round the loop
+/// re-interprets the whole body.
+pub fn slow_fixpoint_in_frame(pad: usize, stride: i16) -> Vec<u8> {
+    let mut code = vec![mov_imm(0, 0), stx_dw(10, -8, 1)];
+    let head = code.len();
+    let slots = (512 - 8) / stride;
+    for k in (0..slots).rev() {
+        code.extend([ldx_dw(2, 10, -8 - stride * k), stx_dw(10, -8 - stride * (k + 1), 2)]);
+    }
+    code.extend(std::iter::repeat_n(mov_imm(4, 0), pad));
+    // if r0 == 1 skip the back edge; gotol head; exit
+    code.push(jeq_imm(0, 1, 1));
+    let back = head as i64 - (code.len() as i64 + 1);
+    code.push(insn(0x06, 0, 0, 0, back as i32));
+    code.push(exit());
+    let mut e = Elf::new();
+    e.license();
+    let s = e.code("kprobe/fix", &code);
+    e.func("fix", s, 0, code.len());
+    e.finish()
+}
+
+/// `maps` legacy maps and `progs` programs, each looking up a map the object does not name (a raw map fd):
+/// every program may touch every map from the 128th on.
+pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let defs: Vec<u8> = (0..maps).flat_map(|_| legacy_map_def()).collect();
+    let sec = e.section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, defs);
+    for i in 0..maps {
+        e.symbol(&format!("m{i}"), STB_GLOBAL | STT_OBJECT, sec, 20 * i as u64, 20);
+    }
+    // r1 = map fd 5 (src_reg 1, no relocation); r2 = r10; r2 += -8; *(r10-8) = 0; call lookup; r0 = 0; exit
+    let prog = [
+        insn(0x18, 1, 1, 0, 5),
+        insn(0, 0, 0, 0, 0),
+        mov_imm(3, 0),
+        stx_dw(10, -8, 3),
+        mov(2, 10),
+        add_imm(2, -8),
+        call_helper(1),
+        mov_imm(0, 0),
+        exit(),
+    ];
+    let code: Vec<Insn> = (0..progs).flat_map(|_| prog).collect();
+    let s = e.code("kprobe/x", &code);
+    for i in 0..progs {
+        e.func(&format!("p{i}"), s, prog.len() * i, prog.len());
+    }
+    e.finish()
+}
+
+/// `maps` legacy maps and `relocs` `ld_imm64`s against an undefined `CONFIG_` extern (a `.kconfig` value):
+/// looking the `.kconfig` map up among the maps on every relocation costs `maps * relocs`.
+pub fn kconfig_storm(maps: usize, relocs: usize) -> Vec<u8> {
+    let mut e = Elf::new();
+    e.license();
+    let defs: Vec<u8> = (0..maps).flat_map(|_| legacy_map_def()).collect();
+    let sec = e.section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, defs);
+    for i in 0..maps {
+        e.symbol(&format!("m{i}"), STB_GLOBAL | STT_OBJECT, sec, 20 * i as u64, 20);
+    }
+    let mut code = Vec::with_capacity(2 * relocs + 2);
+    for _ in 0..relocs {
+        code.extend(ld_imm64(1));
+    }
+    code.extend(ret0());
+    let s = e.code("kprobe/x", &code);
+    e.func("prog", s, 0, code.len());
+    let k = e.symbol("CONFIG_HZ", STB_GLOBAL | STT_NOTYPE, 0, 0, 0);
+    e.rel(s, (0..relocs as u64).map(|i| (16 * i, k, R_BPF_64_64)));
+    e.finish()
+}
+
+/// Policy YAML nested `depth` levels deep in flow sequences.
+pub fn yaml_deep(depth: usize) -> String {
+    format!("version: 1\nrules: {}{}\n", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// The billion-laughs pattern: each of `levels` anchors is a list of ten aliases of the one before.
+pub fn yaml_laughs(levels: usize) -> String {
+    let mut s = String::from("a0: &a0 [lol]\n");
+    for i in 1..=levels {
+        let prev = format!("*a{}", i - 1);
+        s.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+    }
+    s
+}
+
+/// A flat policy with `rules` rules: a big file that is all valid structure.
+pub fn yaml_many_rules(rules: usize) -> String {
+    let mut s = String::from("version: 1\nmode: enforce\ndefault: deny\nrules:\n");
+    for i in 0..rules {
+        s.push_str(&format!("  - name: r{i}\n    subject:\n      exe: /usr/bin/x{i}\n    action: deny\n"));
+    }
+    s
+}
+
+/// `aliases` aliases of the first of `anchors` anchors: finding an anchor by a backwards scan costs
+/// `anchors * aliases`.
+pub fn yaml_many_anchors(anchors: usize, aliases: usize) -> String {
+    let mut s = String::from("version: 1\nx: [");
+    for i in 0..anchors {
+        s.push_str(&format!("&a{i} v, "));
+    }
+    s.push_str("]\ny: [");
+    for _ in 0..aliases {
+        s.push_str("*a0, ");
+    }
+    s.push_str("]\n");
+    s
+}
+
+/// Anchors nested `depth` deep around a list of `width` scalars: each anchor keeps its own copy of everything
+/// inside it, `depth * width` nodes for a document of `depth + width`.
+pub fn yaml_nested_anchors(depth: usize, width: usize) -> String {
+    let mut s = String::from("version: 1\nx: ");
+    for i in 0..depth {
+        s.push_str(&format!("&n{i} ["));
+    }
+    s.push_str(&vec!["v"; width].join(", "));
+    s.push_str(&"]".repeat(depth));
+    s.push('\n');
+    s
+}
