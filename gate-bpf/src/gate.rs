@@ -354,6 +354,16 @@ impl Gate {
     /// Detaches the hooks; loads are no longer decided.
     pub fn detach(&mut self) {
         self.links.clear();
+        // Their ids protect nothing once the links are gone, and gate_objects holds few entries: a gate attached
+        // and detached repeatedly would fill it.
+        for o in &self.objects {
+            if let GateObject::Link(id) = *o {
+                let mut key = [0u8; 8];
+                key[..4].copy_from_slice(&KIND_LINK.to_ne_bytes());
+                key[4..].copy_from_slice(&id.to_ne_bytes());
+                let _ = self.skel.maps.gate_objects.delete(&key);
+            }
+        }
         self.objects.retain(|o| !matches!(o, GateObject::Link(_)));
     }
 
