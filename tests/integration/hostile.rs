@@ -181,6 +181,16 @@ impl Elf {
         self.symbol_at(off, info, shndx, value, size)
     }
     /// A global function of `len` instructions at instruction `start` of section `shndx`.
+    /// An object with a license and one code section holding `code`, whose first `len` instructions are the
+    /// function `func`; returns it with the section's index for more symbols and relocations.
+    pub fn program(section: &str, func: &str, code: &[Insn], len: usize) -> (Elf, u32) {
+        let mut e = Elf::new();
+        e.license();
+        let s = e.code(section, code);
+        e.func(func, s, 0, len);
+        (e, s)
+    }
+
     pub fn func(&mut self, name: &str, shndx: u32, start: usize, len: usize) -> u32 {
         self.symbol(name, STB_GLOBAL | STT_FUNC, shndx, start as u64 * 8, len as u64 * 8)
     }
@@ -375,11 +385,7 @@ pub fn long_program(n: usize) -> Vec<u8> {
         code.push(mov_imm(2, 0));
     }
     code.push(exit());
-    let mut e = Elf::new();
-    e.license();
-    let s = e.code("kprobe/long", &code);
-    e.func("long", s, 0, n);
-    e.finish()
+    Elf::program("kprobe/long", "long", &code, n).0.finish()
 }
 
 /// `depth` + 1 functions in one section, each calling the next; the last returns. With `pointer`, the context
@@ -390,10 +396,7 @@ pub fn call_chain(depth: usize, pointer: bool) -> Vec<u8> {
         code.extend([call_local(1), exit()]);
     }
     code.extend([if pointer { mov(0, 1) } else { mov_imm(0, 0) }, exit()]);
-    let mut e = Elf::new();
-    e.license();
-    let s = e.code("kprobe/chain", &code);
-    e.func("chain", s, 0, 2);
+    let (mut e, s) = Elf::program("kprobe/chain", "chain", &code, 2);
     for i in 1..=depth {
         let f = e.str(format!("f{i}").as_bytes());
         e.symbol_at(f, STT_FUNC, s, 16 * i as u64, 16);
@@ -412,10 +415,7 @@ pub fn fan_out(n: usize) -> Vec<u8> {
     for _ in 0..n {
         code.extend(ret0());
     }
-    let mut e = Elf::new();
-    e.license();
-    let s = e.code("kprobe/fan", &code);
-    e.func("fan", s, 0, n + 2);
+    let (mut e, s) = Elf::program("kprobe/fan", "fan", &code, n + 2);
     for k in 0..n {
         let f = e.str(format!("sub{k}").as_bytes());
         e.symbol_at(f, STT_FUNC, s, (8 * (n + 2 + 2 * k)) as u64, 16);
@@ -430,10 +430,7 @@ pub fn call_cycle(len: usize) -> Vec<u8> {
         let rel = if i + 1 == len { -(2 * i as i32) - 1 } else { 1 };
         code.extend([call_local(rel), exit()]);
     }
-    let mut e = Elf::new();
-    e.license();
-    let s = e.code("kprobe/cycle", &code);
-    e.func("cycle", s, 0, 2);
+    let (mut e, s) = Elf::program("kprobe/cycle", "cycle", &code, 2);
     for i in 1..len {
         let f = e.str(format!("f{i}").as_bytes());
         e.symbol_at(f, STT_FUNC, s, 16 * i as u64, 16);
@@ -514,10 +511,7 @@ pub fn long_extern_name(n: usize, name_len: usize) -> Vec<u8> {
         code.extend(ld_imm64(1));
     }
     code.extend(ret0());
-    let mut e = Elf::new();
-    e.license();
-    let s = e.code("kprobe/x", &code);
-    e.func("prog", s, 0, code.len());
+    let (mut e, s) = Elf::program("kprobe/x", "prog", &code, code.len());
     let name = e.str(&vec![b'k'; name_len]);
     let k = e.symbol_at(name, STB_GLOBAL | STT_NOTYPE, 0, 0, 0);
     e.rel(s, (0..n as u64).map(|i| (16 * i, k, R_BPF_64_64)));
@@ -572,11 +566,7 @@ pub fn stack_slots(slots: usize, blocks: usize) -> Vec<u8> {
         code.push(jeq_imm(0, 1, 0));
     }
     code.push(exit());
-    let mut e = Elf::new();
-    e.license();
-    let s = e.code("kprobe/slots", &code);
-    e.func("slots", s, 0, code.len());
-    e.finish()
+    Elf::program("kprobe/slots", "slots", &code, code.len()).0.finish()
 }
 
 /// A loop whose body copies a value along a chain of `n` stack slots in reverse order, so each trip through
@@ -595,11 +585,7 @@ pub fn slow_fixpoint(n: usize) -> Vec<u8> {
     let back = head as i64 - (code.len() as i64 + 1);
     code.push(jeq_imm(0, 0, back.clamp(i64::from(i16::MIN), 0) as i16));
     code.push(exit());
-    let mut e = Elf::new();
-    e.license();
-    let s = e.code("kprobe/fix", &code);
-    e.func("fix", s, 0, code.len());
-    e.finish()
+    Elf::program("kprobe/fix", "fix", &code, code.len()).0.finish()
 }
 
 /// [`slow_fixpoint`] inside the kernel's 512-byte frame, down slots `stride` bytes apart (8: the 64 aligned
@@ -618,11 +604,7 @@ pub fn slow_fixpoint_in_frame(pad: usize, stride: i16) -> Vec<u8> {
     let back = head as i64 - (code.len() as i64 + 1);
     code.push(insn(0x06, 0, 0, 0, back as i32));
     code.push(exit());
-    let mut e = Elf::new();
-    e.license();
-    let s = e.code("kprobe/fix", &code);
-    e.func("fix", s, 0, code.len());
-    e.finish()
+    Elf::program("kprobe/fix", "fix", &code, code.len()).0.finish()
 }
 
 /// `maps` legacy maps and `progs` programs, each looking up a map the object does not name (a raw map fd):

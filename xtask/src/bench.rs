@@ -73,7 +73,7 @@ pub fn run(args: Args) -> Result<bool> {
     if args.rounds == 0 || args.repeat == 0 {
         bail!("--rounds and --repeat must be at least 1");
     }
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let bpfgate = match &args.bpfgate {
         Some(p) => p.clone(),
         None => build_bpfgate(&root)?,
@@ -280,17 +280,11 @@ pub fn run(args: Args) -> Result<bool> {
     Ok(speed_ok && mem_ok)
 }
 
-fn workspace_root() -> PathBuf {
-    // xtask lives one level below the workspace root.
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
 /// `cargo build --release -p bpfgate-cli`; the binary's path comes from cargo's JSON messages, so a
 /// CARGO_TARGET_DIR or build.target-dir setting is honoured.
-fn build_bpfgate(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_bpfgate(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("bench: cargo build --release -p bpfgate-cli");
+    eprintln!("xtask: cargo build --release -p bpfgate-cli");
     let out = Command::new(cargo)
         .current_dir(root)
         .args(["build", "--release", "-p", "bpfgate-cli", "--message-format=json-render-diagnostics"])
@@ -463,7 +457,7 @@ fn callgrind_ir(cmd: Command, ok_codes: &[i32]) -> Result<u64> {
         .context("no `Collected :` line in callgrind's log")
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

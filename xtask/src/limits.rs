@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
+
+use crate::bench::{build_bpfgate, machine};
 
 #[path = "../../tests/integration/hostile.rs"]
 mod hostile;
@@ -136,7 +138,7 @@ struct Outcome {
 }
 
 pub fn run(args: Args) -> Result<bool> {
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let bpfgate = match &args.bpfgate {
         Some(p) => p.clone(),
         None => build_bpfgate(&root)?,
@@ -285,40 +287,6 @@ fn measure(cmd: &mut Command, out: &Path, timeout: Duration, address_space: u64)
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
     Ok(Outcome { status, wall, cpu, maxrss_kib: usage.ru_maxrss as u64, programs, errors, first_error, head })
-}
-
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-fn build_bpfgate(root: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("limits: cargo build --release -p bpfgate-cli");
-    let status = Command::new(cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-p", "bpfgate-cli"])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p bpfgate-cli failed ({status})");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("release").join("bpfgate"))
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cpus} CPUs, Linux {}", kernel.trim())
 }
 
 fn human_bytes(n: usize) -> String {

@@ -68,7 +68,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<bool> {
-    let root = super::workspace_root();
+    let root = crate::workspace_root();
     // The guest shell reads this line as is: refuse anything that is not a plain list of numbers.
     if !args.sizes.chars().all(|c| c.is_ascii_digit() || c == ',') {
         bail!("--sizes must be a comma-separated list of numbers, not {:?}", args.sizes);

@@ -81,7 +81,7 @@ struct VmReport {
 
 pub fn run(args: Args) -> Result<bool> {
     let started = Instant::now();
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let cache =
         std::env::var_os("BPFGATE_VMTEST_CACHE").map(PathBuf::from).unwrap_or_else(|| root.join(".vmtest-cache"));
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
@@ -271,12 +271,6 @@ fn wanted_kernels(names: &[String]) -> Result<Vec<Wanted>> {
         bail!("no kernel selected");
     }
     Ok(wanted)
-}
-
-fn workspace_root() -> PathBuf {
-    // xtask lives one level below the workspace root.
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// A built live test binary and its name in the guest.
