@@ -44,7 +44,7 @@ pub struct Args {
     /// fixed cost of starting a process (1 = every file once, as in the throughput target).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
-    /// Use this bpfgate binary instead of building `cargo build --release -p bpfgate-cli`.
+    /// Use this bpfgate binary instead of the release build of `cargo xtask dist`.
     #[arg(long)]
     bpfgate: Option<PathBuf>,
     /// The disassembler to compare against.
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> Result<bool> {
     let root = crate::workspace_root();
     let bpfgate = match &args.bpfgate {
         Some(p) => p.clone(),
-        None => build_bpfgate(&root)?,
+        None => crate::dist::build(&root, true)?,
     };
     let objdump_version = tool_version(&args.objdump).with_context(|| {
         format!("running {} --version (install llvm: scripts/install-deps.sh)", args.objdump.display())
@@ -282,31 +282,6 @@ pub fn run(args: Args) -> Result<bool> {
 
 /// `cargo build --release -p bpfgate-cli`; the binary's path comes from cargo's JSON messages, so a
 /// CARGO_TARGET_DIR or build.target-dir setting is honoured.
-pub(crate) fn build_bpfgate(root: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("xtask: cargo build --release -p bpfgate-cli");
-    let out = Command::new(cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-p", "bpfgate-cli", "--message-format=json-render-diagnostics"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo build")?;
-    if !out.status.success() {
-        bail!("cargo build --release -p bpfgate-cli failed ({})", out.status);
-    }
-    let mut exe = None;
-    for line in out.stdout.lines() {
-        let line = line?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "bpfgate" {
-            if let Some(p) = msg["executable"].as_str() {
-                exe = Some(PathBuf::from(p));
-            }
-        }
-    }
-    exe.context("cargo build reported no `bpfgate` executable")
-}
-
 fn tool_version(tool: &Path) -> Result<String> {
     let out = Command::new(tool).arg("--version").stderr(Stdio::null()).output()?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use crate::bench::{build_bpfgate, machine};
+use crate::bench::machine;
 
 #[path = "../../tests/integration/hostile.rs"]
 mod hostile;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Use this bpfgate binary instead of building `cargo build --release -p bpfgate-cli`.
+    /// Use this bpfgate binary instead of the release build of `cargo xtask dist`.
     #[arg(long)]
     bpfgate: Option<PathBuf>,
     /// Only the cases whose name contains this; repeatable.
@@ -141,7 +141,7 @@ pub fn run(args: Args) -> Result<bool> {
     let root = crate::workspace_root();
     let bpfgate = match &args.bpfgate {
         Some(p) => p.clone(),
-        None => build_bpfgate(&root)?,
+        None => crate::dist::build(&root, true)?,
     };
     let dir = root.join("target").join("limits");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod bench;
+mod dist;
 mod limits;
 mod vmtest;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the live-kernel test suite inside qemu VMs on BPF-LSM kernels.
     Vmtest(vmtest::Args),
+    /// Build the release `bpfgate` (static-pie on glibc Linux) into target/dist/release.
+    Dist(dist::Args),
     /// Benchmark `bpfgate inspect` against `llvm-objdump -d` over the corpus (docs/benchmarks.md).
     Bench(bench::Args),
     /// Measure `bpfgate` on generated hostile inputs: time and peak memory of each (docs/limits.md).
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Vmtest(args) => vmtest::run(args),
+        Command::Dist(args) => dist::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Limits(args) => limits::run(args),
         Command::BenchGate(args) => vmtest::gate_bench::run(args),
