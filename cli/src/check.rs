@@ -34,6 +34,11 @@ pub struct Args {
     /// Real uid of the loading process.
     #[arg(long, value_name = "N")]
     uid: Option<u32>,
+    /// Judge each program as the in-kernel gate will: by the classes it counts (kernel_read, map_write and
+    /// packet_write conservatively), with no attach target for kprobes and tracepoints, and every writable map
+    /// it uses as written when it counts map_write. Without it, by the library's exact analysis.
+    #[arg(long)]
+    gate: bool,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// BPF ELF objects to check.
@@ -100,7 +105,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         failed |= !report.errors.is_empty();
         let mut programs = Vec::new();
         for prog in &report.programs {
-            let verdict = policy.evaluate_in(&subject, prog, &report.maps);
+            let verdict = if args.gate {
+                policy.evaluate_in(&subject, &bpfgate::kernel_view::judged(prog, &report.maps), &report.maps)
+            } else {
+                policy.evaluate_in(&subject, prog, &report.maps)
+            };
             denied |= verdict.decision == Decision::Deny;
             let _ = writeln!(
                 text_out,

@@ -198,6 +198,10 @@ fn text_report(report: &ObjectReport, obj: Option<&Object>) -> String {
             let more = if insns.len() > 1 { format!(" (and {} more)", insns.len() - 1) } else { String::new() };
             let _ = writeln!(s, "      {:<16} insn {first}: {dis}{more}", cap.name());
         }
+        // What the in-kernel gate will count beyond that (bpfgate::kernel_view).
+        for (cap, &at) in p.kernel_view.evidence.iter().filter(|(c, _)| !p.capabilities.contains(c)) {
+            let _ = writeln!(s, "    gate also counts {} (conservatively; last candidate insn {at})", cap.name());
+        }
     }
     for e in &report.errors {
         let _ = writeln!(s, "  error: {e}");

@@ -262,7 +262,7 @@ impl Gate {
         use bpfgate::helpers::Effect;
         for k in bpfgate::helpers::KFUNCS {
             let Some(id) = btf.func(k.name) else { continue };
-            let writes = k.effects.iter().any(|e| matches!(e, Effect::WriteMem(_) | Effect::MapWrite(_)));
+            let writes = Effect::writes_memory(k.effects);
             let value = k.classes.0 | if writes { KFUNC_WRITES_MEM } else { 0 };
             let mut key = [0u8; 8];
             key[4..].copy_from_slice(&id.to_ne_bytes());

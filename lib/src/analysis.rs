@@ -15,9 +15,12 @@ use std::collections::{BTreeMap, VecDeque};
 #[cfg(test)]
 use std::collections::HashMap;
 
-use crate::elf::{Object, ProgramEntry, RelocTarget, MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
+use crate::elf::{
+    Extern, Object, ProgramEntry, RelocTarget, MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS,
+};
 use crate::helpers::{self, Effect};
 use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
+use crate::kernel_view;
 use crate::metadata::{
     AttachType, Capability, ClassSet, HelperRef, MapAccess, ProgType, ProgramMetadata, Subprogram, TailCall,
     UNKNOWN_MAP,
@@ -1235,7 +1238,10 @@ impl Ctx<'_, '_> {
         let obj = self.obj;
         let ret = if let Some(RelocTarget::Extern { name }) = obj.sections[sec].relocs.get(&pc) {
             // The object's BTF says how many arguments a kfunc takes; each must be set.
-            let params = obj.extern_params.get(name).copied().unwrap_or(0);
+            let params = match obj.externs.get(name) {
+                Some(&Extern::Func { params }) => params,
+                _ => 0,
+            };
             for r in 1..=params.min(5) as u8 {
                 self.read(f, pc, st, r);
             }
@@ -1535,6 +1541,12 @@ impl Ctx<'_, '_> {
         facts.helpers.dedup();
         facts.kfuncs.sort_unstable();
         facts.kfuncs.dedup();
+        let kernel_view = kernel_view::compute(
+            obj,
+            info.prog_type,
+            info.attach_type,
+            self.funcs.iter().map(|f| (f.section, f.start, f.end)),
+        );
         ProgramMetadata {
             name: prog.name.clone(),
             section: obj.sections[prog.section].name.clone(),
@@ -1560,6 +1572,7 @@ impl Ctx<'_, '_> {
             maps,
             capabilities,
             evidence,
+            kernel_view,
         }
     }
 }
@@ -1719,7 +1732,7 @@ mod tests_support {
             maps: vec![map],
             sections: vec![cs],
             programs: Vec::new(),
-            extern_params: HashMap::new(),
+            externs: HashMap::new(),
             exception_callbacks: Vec::new(),
             errors: Vec::new(),
             dropped_errors: 0,

@@ -162,8 +162,8 @@ pub struct Object {
     pub maps: Vec<MapDef>,
     pub sections: Vec<CodeSection>,
     pub programs: Vec<ProgramEntry>,
-    /// Number of parameters of each extern function (kfunc) the object's BTF declares.
-    pub extern_params: HashMap<String, usize>,
+    /// The externs (kfuncs and `__ksym` variables) the object's BTF declares in its `.ksyms` DATASEC.
+    pub externs: HashMap<String, Extern>,
     /// `(entry function, exception callback)` pairs from BTF decl tags ([`crate::btf::BtfIndex::exception_callbacks`]).
     pub exception_callbacks: Vec<(String, String)>,
     /// Problems that made part of the object unreadable.
@@ -184,13 +184,24 @@ fn is_global_data(name: &str) -> bool {
         || name == ".addr_space.1"
 }
 
-/// Parameter counts of the functions in BTF's `.ksyms` DATASEC (a variadic `...` is not counted).
-fn extern_params(btf: &BtfIndex<'_>) -> HashMap<String, usize> {
+/// What BTF's `.ksyms` DATASEC says of an extern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extern {
+    /// A kfunc and its parameter count (a variadic `...` is not counted).
+    Func { params: usize },
+    /// A `__ksym` variable. libbpf loads a typed one as `BPF_PSEUDO_BTF_ID` (a BTF pointer), a typeless one
+    /// (`const void`) as a plain address.
+    Var { typed: bool },
+}
+
+fn externs(btf: &BtfIndex<'_>) -> HashMap<String, Extern> {
     let mut out = HashMap::new();
     for v in btf.datasec(".ksyms").unwrap_or_default() {
-        if let Some(n) = btf.func_param_count(v.var_id) {
-            out.insert(v.name, n);
-        }
+        let kind = match btf.func_param_count(v.var_id) {
+            Some(params) => Extern::Func { params },
+            None => Extern::Var { typed: btf.resolve(v.type_id).is_some_and(|t| t != 0) },
+        };
+        out.insert(v.name, kind);
     }
     out
 }
@@ -359,7 +370,7 @@ impl Object {
             maps: Vec::new(),
             sections: Vec::new(),
             programs: Vec::new(),
-            extern_params: HashMap::new(),
+            externs: HashMap::new(),
             exception_callbacks: Vec::new(),
             errors: Vec::new(),
             dropped_errors: 0,
@@ -462,7 +473,7 @@ impl Object {
         let role = |i: Option<SectionIndex>| i.and_then(|i| roles.get(i.0)).copied().unwrap_or(SecRole::Other);
 
         if let Some(b) = &btf {
-            obj.extern_params = extern_params(b);
+            obj.externs = externs(b);
             obj.exception_callbacks = b.exception_callbacks();
         }
         // `.kconfig` externs: BTF's .kconfig DATASEC names them; without BTF, libbpf's naming convention does.

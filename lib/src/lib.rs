@@ -21,6 +21,7 @@ pub mod btf;
 pub mod elf;
 pub mod helpers;
 pub mod insn;
+pub mod kernel_view;
 pub mod metadata;
 pub mod policy;
 pub mod progtype;

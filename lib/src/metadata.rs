@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernel_view::KernelView;
+
 pub use crate::progtype::{AttachType, ProgType};
 
 /// Version of the metadata schema carried in every [`ObjectReport`].
@@ -256,6 +258,9 @@ pub struct ProgramMetadata {
     pub capabilities: Vec<Capability>,
     /// For each capability, the instructions that prove it.
     pub evidence: BTreeMap<Capability, Vec<u32>>,
+    /// The classes the in-kernel gate will count for this program ([`crate::kernel_view`]).
+    #[serde(default)]
+    pub kernel_view: KernelView,
 }
 
 impl ProgramMetadata {

@@ -109,3 +109,42 @@ fn unaligned_input_gives_the_same_report() {
     assert!(aligned.errors.is_empty(), "{:?}", aligned.errors);
     assert_eq!(aligned, unaligned);
 }
+
+/// The gate's view (`bpfgate::kernel_view`) never counts less than the library proves, on the corpus and the
+/// fixtures: the gate may be stricter than `bpfgate check`, never laxer. Only kernel_read, map_write and
+/// packet_write are ever conservative, each with the instruction the gate would cite.
+#[test]
+fn kernel_view_covers_what_the_library_proves() {
+    use bpfgate::Capability::{KernelRead, MapWrite, PacketWrite};
+    let mut files = files_with(&crate::support::repo().join("tests/fixtures"), &[".o"]);
+    files.extend(corpus_files().unwrap_or_default());
+    let mut programs = 0;
+    let mut conservative = 0;
+    for path in files {
+        let bytes = std::fs::read(&path).expect("readable");
+        let report = bpfgate::inspect(&path.display().to_string(), &bytes);
+        for p in &report.programs {
+            let view = &p.kernel_view;
+            let missed: Vec<_> = p.capabilities.iter().filter(|c| !view.classes.contains(c)).collect();
+            assert!(missed.is_empty(), "{} {}: the gate's view misses {missed:?}", path.display(), p.name);
+            for c in &view.conservative {
+                assert!(
+                    [KernelRead, MapWrite, PacketWrite].contains(c),
+                    "{} {}: {c} conservative",
+                    path.display(),
+                    p.name
+                );
+                assert!(
+                    view.classes.contains(c) && view.evidence.contains_key(c),
+                    "{} {}: {c}",
+                    path.display(),
+                    p.name
+                );
+            }
+            conservative += usize::from(view.conservative.iter().any(|c| !p.capabilities.contains(c)));
+            programs += 1;
+        }
+    }
+    eprintln!("{programs} programs, {conservative} where the gate counts a class the library does not prove");
+    assert!(programs > 60, "only {programs} programs");
+}

@@ -75,7 +75,7 @@ fn parse_spec(source: &str) -> BTreeMap<String, Spec> {
     let mut current: Option<String> = None;
     let mut last_key = "";
     for raw in comment.lines() {
-        let line = raw.trim_start_matches(|c: char| c == ' ' || c == '*' || c == '/').trim_end();
+        let line = raw.trim_start_matches([' ', '*', '/']).trim_end();
         if let Some(rest) = line.strip_prefix("program ") {
             let name = rest.split(':').next().unwrap_or("").trim().to_owned();
             let spec = specs.entry(name.clone()).or_default();

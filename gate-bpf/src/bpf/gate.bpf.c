@@ -18,11 +18,13 @@
  *   rule to allow writing it; a writable fd to the gate's own maps only goes to its daemon; a map
  *   reached through a pin (BPF_OBJ_GET) is marked pinned.
  *
- * What the gate computes, per program:
+ * What the gate computes, per program (bpfgate::kernel_view computes the same from an object, and the
+ * live conformance test requires the two to be equal):
  * - classes: exactly the classes the library derives from calls: helper classes from the catalogue
  *   table compiled in (bpfgate_catalogue.h; ids past its end are `unknown`), kfunc classes from the
  *   kfunc_classes map the loader fills from vmlinux BTF (kfuncs not in it, and every module kfunc,
- *   are `unknown`), tail_call (helper 12), and override_return for BPF_MODIFY_RETURN programs.
+ *   are `unknown`), tail_call (helper 12), override_return for BPF_MODIFY_RETURN programs, and `unknown` for an
+ *   indirect call (callx).
  * - maybe_classes: kernel_read, map_write and packet_write also come from the library's dataflow
  *   (a load through a BTF pointer, a store through a map value or packet pointer), which the gate
  *   does not track. It counts them conservatively instead (a superset of the library's):
@@ -69,6 +71,7 @@
 #define INSN_MEMSX 0x80
 #define INSN_ATOMIC 0xc0
 #define INSN_CALL 0x85  /* BPF_JMP | BPF_CALL */
+#define INSN_CALLX 0x8d /* BPF_JMP | BPF_CALL | BPF_X */
 #define INSN_LD_IMM64 0x18 /* BPF_LD | BPF_IMM | BPF_DW */
 #define PSEUDO_HELPER 0
 #define PSEUDO_KFUNC_CALL 2
@@ -263,6 +266,13 @@ static __always_inline void scan_insn(struct scan_ctx *c, const struct raw_insn 
 	__u8 src = in->regs >> 4;
 	__u8 dst = in->regs & 0x0f;
 
+	if (code == INSN_CALLX) {
+		/* An indirect call could reach anything (the verifier refuses it; the library says unknown). */
+		c->flags |= SCAN_CALL_WRITES;
+		c->last_store = at;
+		note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_INSN | (at & GATE_EV_VALUE_MASK));
+		return;
+	}
 	if (code == INSN_CALL) {
 		if (src == PSEUDO_HELPER) {
 			__u32 id = (__u32)in->imm;

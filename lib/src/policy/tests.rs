@@ -73,6 +73,7 @@ fn prog(prog_type: ProgType) -> ProgramMetadata {
         maps: Vec::new(),
         capabilities: Vec::new(),
         evidence: BTreeMap::new(),
+        kernel_view: Default::default(),
     }
 }
 
