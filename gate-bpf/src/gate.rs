@@ -246,13 +246,10 @@ impl Gate {
             KIND_PROG => GateObject::Prog(id),
             _ => GateObject::Link(id),
         });
-        let mut key = [0u8; 8];
-        key[..4].copy_from_slice(&kind.to_ne_bytes());
-        key[4..].copy_from_slice(&id.to_ne_bytes());
         self.skel
             .maps
             .gate_objects
-            .update(&key, &1u32.to_ne_bytes(), MapFlags::ANY)
+            .update(&object_key(kind, id), &1u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(bpf("recording one of the gate's objects"))
     }
 
@@ -358,10 +355,7 @@ impl Gate {
         // and detached repeatedly would fill it.
         for o in &self.objects {
             if let GateObject::Link(id) = *o {
-                let mut key = [0u8; 8];
-                key[..4].copy_from_slice(&KIND_LINK.to_ne_bytes());
-                key[4..].copy_from_slice(&id.to_ne_bytes());
-                let _ = self.skel.maps.gate_objects.delete(&key);
+                let _ = self.skel.maps.gate_objects.delete(&object_key(KIND_LINK, id));
             }
         }
         self.objects.retain(|o| !matches!(o, GateObject::Link(_)));
@@ -560,6 +554,14 @@ pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, GateError> {
     std::fs::remove_dir(dir).map_err(pins_error("cannot remove", dir))?;
     removed.sort();
     Ok(removed)
+}
+
+/// A `gate_objects` key: `struct gate_object_key { __u32 kind; __u32 id; }`.
+fn object_key(kind: u32, id: u32) -> [u8; 8] {
+    let mut key = [0u8; 8];
+    key[..4].copy_from_slice(&kind.to_ne_bytes());
+    key[4..].copy_from_slice(&id.to_ne_bytes());
+    key
 }
 
 /// `gate_objects` kinds (`GATE_KIND_*`).

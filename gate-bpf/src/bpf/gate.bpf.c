@@ -627,6 +627,26 @@ static __always_inline void finish(struct verdict *v, __u8 decision, __u32 rule,
 	v->reasons = reasons;
 }
 
+/* The policy's default action, for a subject no rule matches. */
+static __always_inline void finish_default(struct verdict *v, const struct gate_policy_header *h, bool audit_mode)
+{
+	if (h->default_action == A_ALLOW)
+		finish(v, GATE_ALLOW, GATE_RULE_DEFAULT, 0, audit_mode);
+	else if (h->default_action == A_AUDIT)
+		finish(v, GATE_AUDIT, GATE_RULE_DEFAULT, R_NO_RULE, audit_mode);
+	else
+		finish(v, GATE_DENY, GATE_RULE_DEFAULT, R_NO_RULE, audit_mode);
+}
+
+/* A request for one of the gate's own objects by anyone but its daemon: refused. */
+static __always_inline void refuse_gate_object(struct verdict *v)
+{
+	v->decision = GATE_DENY;
+	v->rule = GATE_RULE_DEFAULT;
+	v->reasons = GATE_R_GATE_OBJECT;
+	v->flags = GATE_F_GATE_OBJECT;
+}
+
 /* The loading task: executable, cgroup, real uid. */
 static __always_inline void current_subject(struct gate_subject *s)
 {
@@ -821,12 +841,8 @@ __noinline int gate_evaluate(const struct facts *f, struct verdict *v, const str
 		/* A program on the gate's own hooks needs a rule that names its target. */
 		if (f->gate_hook)
 			finish(v, GATE_DENY, GATE_RULE_DEFAULT, R_NO_RULE | R_ATTACH_TARGET, audit_mode);
-		else if (h->default_action == A_ALLOW)
-			finish(v, GATE_ALLOW, GATE_RULE_DEFAULT, 0, audit_mode);
-		else if (h->default_action == A_AUDIT)
-			finish(v, GATE_AUDIT, GATE_RULE_DEFAULT, R_NO_RULE, audit_mode);
 		else
-			finish(v, GATE_DENY, GATE_RULE_DEFAULT, R_NO_RULE, audit_mode);
+			finish_default(v, h, audit_mode);
 		return 0;
 	}
 	__u32 id = rm.id;
@@ -1145,10 +1161,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		struct gate_subject s = {};
 
 		current_subject(&s);
-		v.decision = GATE_DENY;
-		v.rule = GATE_RULE_DEFAULT;
-		v.reasons = GATE_R_GATE_OBJECT;
-		v.flags = GATE_F_GATE_OBJECT;
+		refuse_gate_object(&v);
 		struct gate_event *e = new_event(GATE_OP_PROG_OPEN, &s, &v);
 
 		if (e) {
@@ -1303,9 +1316,7 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 	if (gate_object(GATE_KIND_MAP, id)) {
 		if (is_daemon())
 			return 0;
-		v.decision = GATE_DENY;
-		v.reasons = GATE_R_GATE_OBJECT;
-		v.flags = GATE_F_GATE_OBJECT;
+		refuse_gate_object(&v);
 	} else {
 		map_facts(map, &s, &m.own, &m.pinned);
 		if (m.own && !m.pinned)
@@ -1325,9 +1336,7 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 			if (audit_mode)
 				v.flags |= GATE_F_AUDIT_MODE;
 			if (!rm.r) {
-				__u8 d = rm.h->default_action == A_ALLOW ? GATE_ALLOW :
-					 rm.h->default_action == A_AUDIT ? GATE_AUDIT : GATE_DENY;
-				finish(&v, d, GATE_RULE_DEFAULT, d == GATE_ALLOW ? 0 : R_NO_RULE, audit_mode);
+				finish_default(&v, rm.h, audit_mode);
 			} else if (rm.r->action == A_DENY || rm.r->action > A_AUDIT) {
 				finish(&v, GATE_DENY, rm.id, R_RULE_DENIES, audit_mode);
 			} else {
@@ -1366,10 +1375,10 @@ static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
 	if (bpf_probe_read_kernel(&link_id, sizeof(link_id), attr) || !gate_object(GATE_KIND_LINK, link_id))
 		return 0;
 	struct gate_subject s = {};
-	struct verdict v = { .rule = GATE_RULE_DEFAULT, .decision = GATE_DENY, .reasons = GATE_R_GATE_OBJECT,
-			     .flags = GATE_F_GATE_OBJECT };
+	struct verdict v = {};
 
 	current_subject(&s);
+	refuse_gate_object(&v);
 	struct gate_event *e = new_event(GATE_OP_LINK_OPEN, &s, &v);
 
 	if (e) {

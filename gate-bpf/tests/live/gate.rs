@@ -799,12 +799,16 @@ fn insn(code: u32, dst: u8, imm: i32) -> libbpf_sys::bpf_insn {
     i
 }
 
+/// `dst = imm` (64-bit).
+fn mov(dst: u8, imm: i32) -> libbpf_sys::bpf_insn {
+    insn(libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K, dst, imm)
+}
+
 /// The kernel's limit is 1M instructions: the gate scans all of them and finds a helper call in the last ones.
 #[test]
 fn gate_scans_a_program_at_the_kernel_limit() {
     let Some(_guard) = live("gate_scans_a_program_at_the_kernel_limit") else { return };
     const LIMIT: usize = 1_000_000;
-    let mov = |dst: u8, imm: i32| insn(libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K, dst, imm);
     let mut insns = vec![mov(0, 0); LIMIT - 3];
     insns.push(mov(1, 10));
     insns.push(insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, 109)); // bpf_send_signal
@@ -888,7 +892,6 @@ fn load_map_writer(name: &str, map_fd: i32) -> Result<(), i32> {
         i
     };
     let add = |dst: u8, imm: i32| insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, imm);
-    let mov = |dst: u8, imm: i32| insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, imm);
     let insns = [
         st(-4, 0),
         st(-8, 1),
@@ -1272,7 +1275,6 @@ fn no_signals_policy() -> String {
 
 /// A small denied load (send_signal, helper 109) straight through the syscall: true when refused with EPERM.
 fn load_signal_denied() -> bool {
-    let mov = |dst: u8, imm: i32| insn(libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K, dst, imm);
     let insns = [
         mov(1, 10),
         insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, 109),
@@ -1298,8 +1300,7 @@ fn gate_unknown_kfunc_is_denied_unless_allowed() {
     assert!(id > 0, "bpf_lsm_bpf in vmlinux BTF");
     let mut call = insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, id);
     call.set_src_reg(libbpf_sys::BPF_PSEUDO_KFUNC_CALL as u8);
-    let mov0 = insn(libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K, 0, 0);
-    let insns = [call, mov0, insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0)];
+    let insns = [call, mov(0, 0), insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0)];
     let exe = this_exe();
     let mut g = Live::new();
     let mut results = Vec::new();
