@@ -148,3 +148,22 @@ fn kernel_view_covers_what_the_library_proves() {
     eprintln!("{programs} programs, {conservative} where the gate counts a class the library does not prove");
     assert!(programs > 60, "only {programs} programs");
 }
+
+/// The gate's rules on a hand-built kprobe: a store through a scalar in a program that references a map is a
+/// conservative map_write (the library proves none); `callx` is unknown on both sides, and as a call that could
+/// write anything it is the last candidate the gate cites.
+#[test]
+fn kernel_view_counts_what_the_gate_cannot_rule_out() {
+    use crate::hostile::{exit, insn, mov_imm, stx_dw, Elf};
+    use bpfgate::Capability::{MapWrite, Unknown};
+    let [ld0, ld1] = [insn(0x18, 1, 1, 0, 3), insn(0, 0, 0, 0, 0)]; // r1 = map fd 3 (BPF_PSEUDO_MAP_FD)
+    let code = [ld0, ld1, mov_imm(2, 0), stx_dw(2, 0, 1), insn(0x8d, 2, 0, 0, 0), mov_imm(0, 0), exit()];
+    let (e, _) = Elf::program("kprobe/do_nanosleep", "p", &code, code.len());
+    let bytes = e.finish();
+    let report = bpfgate::inspect("kernel_view.o", &bytes);
+    let p = report.programs.first().unwrap_or_else(|| panic!("no program: {:?}", report.errors));
+    assert_eq!(p.capabilities, [Unknown], "library: {p:?}");
+    assert_eq!(p.kernel_view.classes, [MapWrite, Unknown]);
+    assert_eq!(p.kernel_view.conservative, [MapWrite]);
+    assert_eq!(p.kernel_view.evidence.get(&MapWrite), Some(&4), "the callx after the store is cited");
+}
