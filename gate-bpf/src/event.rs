@@ -331,7 +331,8 @@ impl fmt::Display for Event {
             None => write!(f, " exe: dev {:#x} ino {}", self.exe_dev, self.exe_ino)?,
         }
         write!(f, " cgroup: {} op: {}", self.cgroup_id, self.op)?;
-        if matches!(self.op, "map_create" | "map_open" | "prog_open" | "link_open") {
+        let program_facts = self.op == "prog_open" && !self.gate_object;
+        if matches!(self.op, "map_create" | "map_open" | "prog_open" | "link_open") && !program_facts {
             // Object operations: no program facts.
             if let Some(id) = self.object_id {
                 write!(f, " id: {id}")?;
@@ -349,6 +350,10 @@ impl fmt::Display for Event {
                 f.write_str(" (the gate's own)")?;
             }
             return self.fmt_decision(f);
+        }
+        if let (true, Some(id)) = (program_facts, self.object_id) {
+            // Another subject's program, judged as if this subject loaded it.
+            write!(f, " id: {id}")?;
         }
         write!(f, " type: {}", self.prog_type)?;
         if let Some(a) = &self.attach_type {

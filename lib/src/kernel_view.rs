@@ -163,8 +163,9 @@ pub fn compute(
         let Some(cs) = obj.sections.get(sec) else { continue };
         let insns = cs.insns.get(start..end).unwrap_or_default();
         for (i, insn) in insns.iter().enumerate() {
-            let reloc = cs.relocs.get(&(start + i));
-            // The second slot of an ld_imm64 is all zeros but for imm: it matches no case below.
+            // Only calls and ld_imm64 are relocated. The second slot of an ld_imm64 is all zeros but for imm:
+            // it matches no case of `scan`.
+            let reloc = if matches!(insn.code, CALL | LD_IMM64) { cs.relocs.get(&(start + i)) } else { None };
             scan(&mut s, obj, base + i as u32, insn, reloc);
         }
         base += insns.len() as u32;

@@ -6,12 +6,13 @@
  * compiled::evaluate, mirrored step by step in gate_evaluate below).
  *
  * Hooks:
- * - lsm/bpf (every bpf() call, first): notes the command for the hooks below; refuses
+ * - lsm/bpf (every bpf() call, first): notes BPF_OBJ_GET for lsm/bpf_map; refuses
  *   BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone but its daemon.
  * - lsm/bpf_prog_load: scans the program and decides everything but the map rules.
  * - lsm/bpf_prog (an fd to a program is made: right after a load's verification, or by id or pin):
  *   for a load, the final decision with the maps the verifier bound (aux->used_maps); otherwise it
- *   refuses fds to the gate's own programs to anyone but its daemon.
+ *   refuses fds to the gate's own programs to anyone but its daemon, and a program another subject
+ *   loaded to anyone whose rule would not let it load that program.
  * - lsm/bpf_prog_free: drops the record of a load the verifier refused.
  * - lsm/bpf_map_create, lsm/bpf_map_free: map owners (the creating subject), by map address.
  * - lsm/bpf_map (an fd to a map is made): a writable fd to another subject's map needs the subject's
@@ -499,6 +500,7 @@ struct facts {
 	__u32 attach_type;
 	__u32 insn_cnt;
 	__u32 classes; /* classes | maybe_classes: what the policy judges */
+	__u32 maybe_classes;
 	bool has_attach_type;
 	bool has_target;
 	bool gate_hook; /* attaches where it could overrule the gate (see gate_hook_target) */
@@ -601,6 +603,20 @@ struct {
 	__type(value, struct pending_load);
 } pending_loads SEC(".maps");
 
+/*
+ * Programs loaded while the gate was attached, by bpf_prog_aux address: what their load was judged by
+ * and who loaded them (gate_prog_open). When full, loads under an enforced policy are denied.
+ */
+#define GATE_MAX_PROGS 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_PROGS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct facts);
+} loaded_progs SEC(".maps");
+
 /* All zeros, never written: the initial value of a pending_loads entry (too large for the stack). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -610,8 +626,8 @@ struct {
 } pending_zero SEC(".maps");
 
 /*
- * The current bpf() command of each thread, noted by lsm/bpf for lsm/bpf_map (BPF_OBJ_GET marks a
- * map pinned). LRU: threads come and go; an evicted entry only loses a pinned mark.
+ * Threads inside BPF_OBJ_GET, noted by lsm/bpf for lsm/bpf_map (a map reached through a pin is marked
+ * pinned). LRU: threads come and go; an evicted entry only loses a pinned mark.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -817,14 +833,15 @@ static long check_used_map(__u64 i, void *data)
  * the index + 1 of the first map a rule refused. A global function: the verifier checks it once, on
  * its own, instead of once per state of each caller.
  */
-__noinline int gate_evaluate(const struct facts *f, struct verdict *v, const struct used_maps *um, __u32 *bad_map)
+__noinline int gate_evaluate(const struct facts *f, const struct gate_subject *s, struct verdict *v,
+			     const struct used_maps *um, __u32 *bad_map)
 {
 	struct rule_match rm = {};
 	bool audit_mode;
 
-	if (!f || !v || !bad_map)
+	if (!f || !s || !v || !bad_map)
 		return 0;
-	if (!match_rule(&f->subject, &rm) || !rm.h) {
+	if (!match_rule(s, &rm) || !rm.h) {
 		v->flags |= GATE_F_NO_POLICY;
 		v->rule = GATE_RULE_DEFAULT;
 		v->decision = GATE_ALLOW;
@@ -1024,6 +1041,7 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 		sc.evidence[10] = GATE_EV_INSN | (sc.last_store & GATE_EV_VALUE_MASK);
 	}
 	f->classes = sc.classes | maybe;
+	f->maybe_classes = maybe;
 
 	/* The attach target, for programs that name it by BTF id at load time. */
 	struct btf *btf = BPF_CORE_READ(aux, attach_btf);
@@ -1035,7 +1053,7 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 		f->gate_hook = gate_hook_target(f->prog_type, f->attach_type, f->target);
 	}
 
-	gate_evaluate(f, &v, NULL, &no_map);
+	gate_evaluate(f, &f->subject, &v, NULL, &no_map);
 	if (kernel)
 		v.flags |= GATE_F_KERNEL;
 
@@ -1138,9 +1156,47 @@ static long gather_map(__u64 i, void *data)
 }
 
 /*
+ * BPF_PROG_GET_FD_BY_ID or a pin opens a program the gate let load: another subject gets the fd only
+ * if its own rule would let it load that program (map rules aside: taking an fd writes no map).
+ * Otherwise a program it may not load would still be in its hands, to attach, to run, or to reach by
+ * a tail call from a prog array of its own. Programs loaded before the gate attached have no record.
+ */
+static __always_inline int gate_prog_open(struct bpf_prog *prog, struct bpf_prog_aux *aux, __u32 id)
+{
+	__u64 key = (__u64)aux;
+	struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
+	struct gate_subject s = {};
+	struct verdict v = {};
+	__u32 bad = 0;
+
+	if (!loaded)
+		return 0;
+	current_subject(&s);
+	if (same_subject(&s, &loaded->subject))
+		return 0;
+	gate_evaluate(loaded, &s, &v, NULL, &bad);
+	struct gate_event *e = new_event(GATE_OP_PROG_OPEN, &s, &v);
+
+	if (e) {
+		e->object_id = id;
+		e->prog_type = loaded->prog_type;
+		e->attach_type = loaded->attach_type;
+		e->insn_cnt = loaded->insn_cnt;
+		e->classes = loaded->classes & ~loaded->maybe_classes;
+		e->maybe_classes = loaded->maybe_classes;
+		if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
+			e->name[0] = 0;
+		__builtin_memcpy(e->target, loaded->target, sizeof(e->target));
+		bpf_ringbuf_submit(e, 0);
+	}
+	return v.decision == GATE_DENY ? -EPERM : 0;
+}
+
+/*
  * lsm/bpf_prog: an fd to a program is about to be made. Right after a load (the task's pending
  * record names this program) it is the load's final decision, with the maps the verifier bound.
- * Otherwise (BPF_PROG_GET_FD_BY_ID, a pin) only the gate's own programs are refused to others.
+ * Otherwise (BPF_PROG_GET_FD_BY_ID, a pin): the gate's own programs are refused to others, and
+ * another subject's program is decided by gate_prog_open.
  */
 SEC("lsm/bpf_prog")
 int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
@@ -1156,8 +1212,10 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	if (!ts) {
 		__u32 id = BPF_CORE_READ(aux, id);
 
-		if (!gate_object(GATE_KIND_PROG, id) || is_daemon())
+		if (is_daemon())
 			return 0;
+		if (!gate_object(GATE_KIND_PROG, id))
+			return gate_prog_open(prog, aux, id);
 		struct gate_subject s = {};
 
 		current_subject(&s);
@@ -1189,7 +1247,17 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		bpf_loop(cnt < GATE_MAX_USED_MAPS ? cnt : GATE_MAX_USED_MAPS, gather_map, &g, 0);
 	if (cnt > GATE_MAX_USED_MAPS)
 		um->unattributed = true; /* the kernel allows 64: cannot happen */
-	gate_evaluate(&ts->facts, &v, um, &bad);
+	gate_evaluate(&ts->facts, &ts->facts.subject, &v, um, &bad);
+	/*
+	 * Fail closed under an enforced policy: a program without a record could be handed to any
+	 * subject (gate_prog_open).
+	 */
+	if (v.decision != GATE_DENY && bpf_map_update_elem(&loaded_progs, &key, &ts->facts, BPF_ANY) &&
+	    !(v.flags & (GATE_F_NO_POLICY | GATE_F_AUDIT_MODE))) {
+		v.decision = GATE_DENY;
+		v.rule = GATE_RULE_DEFAULT;
+		v.reasons = 0;
+	}
 
 	/*
 	 * The whole decision is taken again here, under the policy in force now: if a reload happened
@@ -1219,13 +1287,17 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	return v.decision == GATE_DENY ? -EPERM : 0;
 }
 
-/* A load the verifier refused never reaches lsm/bpf_prog: its pending record goes here. */
+/*
+ * A program goes away: its record of a load (gate_prog_open) with it, and the pending record of a
+ * load the verifier refused, which never reaches lsm/bpf_prog.
+ */
 SEC("lsm/bpf_prog_free")
 int BPF_PROG(gate_prog_free, struct bpf_prog *prog)
 {
 	__u64 key = (__u64)BPF_CORE_READ(prog, aux);
 
 	bpf_map_delete_elem(&pending_loads, &key);
+	bpf_map_delete_elem(&loaded_progs, &key);
 	return 0;
 }
 
@@ -1366,7 +1438,14 @@ static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
 	__u64 tid = bpf_get_current_pid_tgid();
 	__u32 c = cmd;
 
-	bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
+	/*
+	 * Only BPF_OBJ_GET is noted, and dropped at the thread's next call: the common call (a map lookup
+	 * from user space) costs one failed lookup, not an LRU update.
+	 */
+	if (cmd == CMD_OBJ_GET)
+		bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
+	else if (bpf_map_lookup_elem(&thread_cmds, &tid))
+		bpf_map_delete_elem(&thread_cmds, &tid);
 	if (cmd != CMD_LINK_GET_FD_BY_ID || is_daemon())
 		return 0;
 	__u32 link_id = 0;

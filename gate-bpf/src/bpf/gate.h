@@ -36,7 +36,7 @@
 #define GATE_OP_PROG_MAPS 2  /* lsm/bpf_prog after verification: the maps the program uses */
 #define GATE_OP_MAP_CREATE 3 /* lsm/bpf_map_create: the creator becomes the map's owner */
 #define GATE_OP_MAP_OPEN 4   /* lsm/bpf_map: a writable fd to another subject's (or the gate's) map */
-#define GATE_OP_PROG_OPEN 5  /* lsm/bpf_prog: an fd to one of the gate's programs */
+#define GATE_OP_PROG_OPEN 5  /* lsm/bpf_prog: an fd by id or pin to the gate's or another subject's program */
 #define GATE_OP_LINK_OPEN 6  /* lsm/bpf: BPF_LINK_GET_FD_BY_ID of one of the gate's links */
 
 /* gate_event.verdict: bpfgate::policy::Decision::number */

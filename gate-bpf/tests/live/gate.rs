@@ -773,6 +773,14 @@ fn gate_enforce_loop_json_audit() {
 
 /// Loads a socket filter made of `insns`; `Err(errno)` when the load fails.
 fn load_insns(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<(), i32> {
+    let fd = load_insns_fd(name, insns)?;
+    // SAFETY: fd is a fresh program fd that we own and close here.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// As `load_insns`, keeping the program: its fd, which the caller closes.
+fn load_insns_fd(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<i32, i32> {
     let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
     // SAFETY: all pointers are valid for the call; null opts means defaults.
     let fd = unsafe {
@@ -788,9 +796,7 @@ fn load_insns(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<(), i32> {
     if fd < 0 {
         return Err(-fd);
     }
-    // SAFETY: fd is a fresh program fd that we own and close here.
-    unsafe { libc::close(fd) };
-    Ok(())
+    Ok(fd)
 }
 
 fn insn(code: u32, dst: u8, imm: i32) -> libbpf_sys::bpf_insn {
@@ -873,6 +879,15 @@ fn map_id(fd: i32) -> u32 {
     // SAFETY: info is a valid bpf_map_info of `len` bytes.
     let rc = unsafe { libbpf_sys::bpf_map_get_info_by_fd(fd, &mut info, &mut len) };
     assert_eq!(rc, 0, "bpf_map_get_info_by_fd");
+    info.id
+}
+
+fn prog_id(fd: i32) -> u32 {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info is a valid bpf_prog_info of `len` bytes.
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
+    assert_eq!(rc, 0, "bpf_prog_get_info_by_fd");
     info.id
 }
 
@@ -1070,6 +1085,117 @@ fn gate_map_isolation_between_subjects() {
         assert_eq!(any.get(a), Some(&0), "{a} under write: any");
     }
     assert_eq!(mine, 0, "the owner opens its map writable");
+}
+
+/// A map reached through a pin (`BPF_OBJ_GET`) is marked pinned, even for its owner: under `pinned: deny` the
+/// owner's writable open by id is given before the map is reached through its pin, and refused after; a
+/// read-only open through the pin is always given.
+#[test]
+fn gate_marks_maps_reached_through_a_pin() {
+    let Some(_guard) = live("gate_marks_maps_reached_through_a_pin") else { return };
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-pinned\n    subject:\n      exe: {exe}\n    maps:\n      \
+         write: own\n      pinned: deny\n"
+    ));
+    let fd = create_map("bpfgate_pin");
+    assert!(fd >= 0, "creating the map: errno {}", -fd);
+    let id = map_id(fd);
+    let before = fd_result(map_fd_by_id(id, 0));
+    let path = c"/sys/fs/bpf/bpfgate_test_pin";
+    let _ = std::fs::remove_file("/sys/fs/bpf/bpfgate_test_pin");
+    // SAFETY: fd is this test's map; the path is NUL-terminated.
+    assert_eq!(unsafe { libbpf_sys::bpf_obj_pin(fd, path.as_ptr()) }, 0, "pinning the map in the VM's bpffs");
+    g.take();
+    let read_only_opts = libbpf_sys::bpf_obj_get_opts {
+        sz: size_of::<libbpf_sys::bpf_obj_get_opts>() as libbpf_sys::size_t,
+        file_flags: libbpf_sys::BPF_F_RDONLY,
+        ..Default::default()
+    };
+    // SAFETY: valid path and options; fd_result closes the fds.
+    let read_only = fd_result(unsafe { libbpf_sys::bpf_obj_get_opts(path.as_ptr(), &read_only_opts) });
+    // SAFETY: as above.
+    let through_pin = fd_result(unsafe { libbpf_sys::bpf_obj_get(path.as_ptr()) });
+    let after = fd_result(map_fd_by_id(id, 0));
+    let events = g.take();
+    let _ = std::fs::remove_file("/sys/fs/bpf/bpfgate_test_pin");
+    // SAFETY: this test's map fd.
+    unsafe { libc::close(fd) };
+    for e in &events {
+        report!("pinned: {}", g.describe(e));
+    }
+    report!(
+        "by id before {before}; through the pin: read-only {read_only}, writable {through_pin}; by id after {after}"
+    );
+    assert_eq!(before, 0, "the owner's writable open of its unpinned map");
+    assert_eq!(read_only, 0, "a read-only open through the pin");
+    assert_eq!(through_pin, libc::EPERM, "a writable open through the pin under pinned: deny");
+    assert_eq!(after, libc::EPERM, "once reached through a pin, the map stays pinned");
+    assert!(
+        events.iter().any(|e| e.op == bpfgate_gate::event::OP_MAP_OPEN
+            && e.verdict == VERDICT_DENY
+            && e.flags & bpfgate_gate::event::flags::PINNED != 0),
+        "no map_open denial of a pinned map"
+    );
+}
+
+/// A program another subject loaded goes (by id or pin) only to a subject whose own rule would let it load
+/// that program: a subject whose rule denies trace_printk cannot take this test's trace_printk program, not
+/// to attach it nor to tail-call it, but takes a plain one; the loader itself always can.
+#[test]
+fn gate_program_isolation_between_subjects() {
+    let Some(_guard) = live("gate_program_isolation_between_subjects") else { return };
+    use libbpf_sys::*;
+    let cg = TestCgroup::new("bpfgate-progs");
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: other\n    subject:\n      cgroup: {}\n    \
+         capabilities:\n      deny: [trace_printk]\n",
+        cg.policy_path
+    ));
+    // bpf_trace_printk("", 8) from a zeroed stack slot.
+    let mut zero = insn(BPF_ST | BPF_MEM | BPF_DW, 10, 0);
+    zero.off = -8;
+    let mut fp = insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0);
+    fp.set_src_reg(10);
+    let exit = insn(BPF_JMP | BPF_EXIT, 0, 0);
+    let printk = [
+        zero,
+        fp,
+        insn(BPF_ALU64 | BPF_ADD | BPF_K, 1, -8),
+        mov(2, 8),
+        insn(BPF_JMP | BPF_CALL, 0, 6),
+        mov(0, 0),
+        exit,
+    ];
+    let printk_fd = load_insns_fd("bpfgate_printk", &printk).expect("loading the trace_printk program");
+    let plain_fd = load_insns_fd("bpfgate_plain", &[mov(0, 0), exit]).expect("loading the plain program");
+    let (printk_id, plain_id) = (prog_id(printk_fd), prog_id(plain_fd));
+    g.take();
+    let denied = run_child(Some(&cg.path), &[format!("prog:{printk_id}")]);
+    let allowed = run_child(Some(&cg.path), &[format!("prog:{plain_id}")]);
+    let events = g.take();
+    // SAFETY: an id lookup; fd_result closes the fd.
+    let mine = fd_result(unsafe { bpf_prog_get_fd_by_id(printk_id) });
+    // SAFETY: this test's own program fds.
+    unsafe {
+        libc::close(printk_fd);
+        libc::close(plain_fd);
+    }
+    for e in &events {
+        report!("programs: {}", g.describe(e));
+    }
+    report!("trace_printk program -> {denied:?}; plain program -> {allowed:?}; the loader -> {mine}");
+    assert_eq!(denied.get("prog"), Some(&libc::EPERM), "another subject's program its rule denies");
+    assert_eq!(allowed.get("prog"), Some(&0), "another subject's program its rule allows");
+    assert_eq!(mine, 0, "the loader takes its own program");
+    assert!(
+        events.iter().any(|e| e.op == bpfgate_gate::event::OP_PROG_OPEN
+            && e.verdict == VERDICT_DENY
+            && e.classes & Capability::TracePrintk.bit() != 0),
+        "no prog_open denial naming trace_printk"
+    );
 }
 
 /// Nobody but the gate's own process gets a writable fd to its maps, an fd to its programs or links, or
