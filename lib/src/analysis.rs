@@ -22,7 +22,7 @@ use crate::helpers::{self, Effect};
 use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
 use crate::kernel_view;
 use crate::metadata::{
-    AttachType, Capability, ClassSet, HelperRef, MapAccess, ProgType, ProgramMetadata, Subprogram, TailCall,
+    AttachType, Capability, ClassSet, HelperRef, MapAccess, ProgramMetadata, Subprogram, TailCall,
     UNKNOWN_MAP,
 };
 
@@ -1149,23 +1149,7 @@ impl Ctx<'_, '_> {
         if pt.is_btf_typed() {
             return Value::kind(SCALAR | if wide { BTF } else { 0 });
         }
-        // Context fields that hold packet pointers (data, data_meta); data_end is only compared against.
-        let packet_fields: &[i32] = match pt {
-            ProgType::SocketFilter
-            | ProgType::SchedCls
-            | ProgType::SchedAct
-            | ProgType::CgroupSkb
-            | ProgType::LwtIn
-            | ProgType::LwtOut
-            | ProgType::LwtXmit
-            | ProgType::LwtSeg6local
-            | ProgType::SkSkb
-            | ProgType::FlowDissector => &[76, 140],
-            ProgType::Xdp => &[0, 8],
-            ProgType::SkMsg | ProgType::SkReuseport => &[0],
-            ProgType::CgroupSockopt => &[8],
-            _ => &[],
-        };
+        let packet_fields = pt.packet_ctx_fields();
         if packet_fields.contains(&off) {
             Value::kind(PACKET)
         } else {

@@ -12,6 +12,10 @@
 //!   register is not r10, or calls a helper or kfunc that writes memory through an argument;
 //! - `packet_write` on the same instructions, when its program type hands out packet pointers.
 //!
+//! One difference the object cannot settle: the gate knows kfuncs by their BTF ids in vmlinux, so a catalogued
+//! kfunc the running kernel defines in a module (nf_conntrack's `bpf_ct_*` where nf_conntrack is a module) is
+//! `unknown` to it; this view takes every catalogued kfunc as known.
+//!
 //! `bpfgate check --gate` judges programs by this view, so an operator sees the decision the gate will take, and
 //! the live conformance test requires the gate's events to equal it.
 
@@ -79,27 +83,6 @@ pub fn judged(prog: &ProgramMetadata, maps: &[MapDef]) -> ProgramMetadata {
     }
     p
 }
-
-/// Program types whose verifier-checked context has BTF-typed pointers (the gate's `btf_typed`).
-const BTF_TYPED: [ProgType; 4] = [ProgType::Tracing, ProgType::Lsm, ProgType::StructOps, ProgType::Ext];
-
-/// Program types whose context hands out packet pointers (the analysis's context table; the gate's `packet_type`).
-pub(crate) const PACKET_TYPES: [ProgType; 14] = [
-    ProgType::SocketFilter,
-    ProgType::SchedCls,
-    ProgType::SchedAct,
-    ProgType::CgroupSkb,
-    ProgType::LwtIn,
-    ProgType::LwtOut,
-    ProgType::LwtXmit,
-    ProgType::LwtSeg6local,
-    ProgType::SkSkb,
-    ProgType::FlowDissector,
-    ProgType::Xdp,
-    ProgType::SkMsg,
-    ProgType::SkReuseport,
-    ProgType::CgroupSockopt,
-];
 
 const CLASS_LDX: u8 = 0x01;
 const CLASS_ST: u8 = 0x02;
@@ -181,9 +164,9 @@ pub fn compute(
             evidence.insert(c, at);
         }
     };
-    maybe(Capability::KernelRead, s.last_load, BTF_TYPED.contains(&prog_type) || s.btf_source);
+    maybe(Capability::KernelRead, s.last_load, prog_type.is_btf_typed() || s.btf_source);
     maybe(Capability::MapWrite, s.last_write, s.map_ref);
-    maybe(Capability::PacketWrite, s.last_write, PACKET_TYPES.contains(&prog_type));
+    maybe(Capability::PacketWrite, s.last_write, prog_type.has_packet_ctx());
     let all = s.classes.union(conservative);
     KernelView { classes: all.iter().collect(), conservative: conservative.iter().collect(), evidence }
 }

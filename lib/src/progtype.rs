@@ -169,4 +169,30 @@ impl ProgType {
     pub fn is_btf_typed(self) -> bool {
         matches!(self, ProgType::Tracing | ProgType::Lsm | ProgType::StructOps | ProgType::Ext)
     }
+
+    /// Offsets of the context fields that hold packet pointers (data, data_meta; data_end is only compared
+    /// against); empty for program types without direct packet access.
+    pub fn packet_ctx_fields(self) -> &'static [i32] {
+        match self {
+            ProgType::SocketFilter
+            | ProgType::SchedCls
+            | ProgType::SchedAct
+            | ProgType::CgroupSkb
+            | ProgType::LwtIn
+            | ProgType::LwtOut
+            | ProgType::LwtXmit
+            | ProgType::LwtSeg6local
+            | ProgType::SkSkb
+            | ProgType::FlowDissector => &[76, 140],
+            ProgType::Xdp => &[0, 8],
+            ProgType::SkMsg | ProgType::SkReuseport => &[0],
+            ProgType::CgroupSockopt => &[8],
+            _ => &[],
+        }
+    }
+
+    /// Whether the context hands out packet pointers, so stores may write packets.
+    pub fn has_packet_ctx(self) -> bool {
+        !self.packet_ctx_fields().is_empty()
+    }
 }

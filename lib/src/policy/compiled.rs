@@ -7,7 +7,7 @@
 //! - Subject keys to rule masks (bit `i` = rule `i`; at most [`MAX_RULES`] rules): exe `(dev, ino)`, cgroup id,
 //!   uid. A subject's candidate rules are `(exe[key] | exe_any) & (OR of cgroup[ancestor] | cgroup_any) &
 //!   (uid[uid] | uid_any)`; the lowest set bit is the first matching rule, exactly the source's first match.
-//! - [`RuleRecord`]s indexed by rule id: action, class bitmasks ([`ClassSet`] bits), prog-type and attach-type
+//! - [`RuleRecord`]s indexed by rule id: action, class bitmasks ([`ClassSet`](crate::ClassSet) bits), prog-type and attach-type
 //!   bitmasks (bit = kernel number), max insns, map-rule flags, and slices of the two pattern tables.
 //! - [`PatternRecord`] tables: attach-target patterns and map-name patterns, each exact or prefix.
 //! - A helper-id to class table.
@@ -521,7 +521,7 @@ impl KernelProgram {
 }
 
 /// What the gate decides: the decision, the rule id (`None` for the default), and the reasons as
-/// [`reason_bits`](super::eval::reason_bits).
+/// [`super::eval::reason_bits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompiledVerdict {
     pub decision: Decision,
