@@ -22,8 +22,7 @@ use crate::helpers::{self, Effect};
 use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
 use crate::kernel_view;
 use crate::metadata::{
-    AttachType, Capability, ClassSet, HelperRef, MapAccess, ProgramMetadata, Subprogram, TailCall,
-    UNKNOWN_MAP,
+    AttachType, Capability, ClassSet, HelperRef, MapAccess, ProgramMetadata, Subprogram, TailCall, UNKNOWN_MAP,
 };
 
 /// The kernel's limit on the instructions of one program (`BPF_COMPLEXITY_LIMIT_INSNS`).
