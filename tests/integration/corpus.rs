@@ -167,3 +167,35 @@ fn kernel_view_counts_what_the_gate_cannot_rule_out() {
     assert_eq!(p.kernel_view.conservative, [MapWrite]);
     assert_eq!(p.kernel_view.evidence.get(&MapWrite), Some(&4), "the callx after the store is cited");
 }
+
+/// `kernel_view::judged`, what `check --gate` evaluates: the view's classes, no attach target for a kprobe, and,
+/// with map_write, every map the program uses written except read-only ones, plus an unattributed write when one
+/// of them is a map-in-map. The program is rodata_read's, given a map_write and two more maps.
+#[test]
+fn judged_programs_are_what_the_gate_evaluates() {
+    use bpfgate::kernel_view::judged;
+    use bpfgate::metadata::{MapAccess, MapDef, UNKNOWN_MAP};
+    use bpfgate::Capability::MapWrite;
+    let path = crate::support::repo().join("tests/fixtures/rodata_read.bpf.o");
+    let report = bpfgate::inspect("rodata_read.bpf.o", &std::fs::read(path).expect("fixture readable"));
+    let plain = report.programs.first().expect("one program");
+    assert_eq!(plain.attach_target.as_deref(), Some("do_nanosleep"));
+    let unchanged = judged(plain, &report.maps);
+    assert_eq!((unchanged.attach_target, &unchanged.maps), (None, &plain.maps), "no map_write: maps as they were");
+
+    let mut p = plain.clone();
+    p.kernel_view.classes = vec![MapWrite];
+    let mut maps = report.maps.clone();
+    let rodata = maps.first().expect(".rodata").clone();
+    assert!(rodata.read_only);
+    let def = |name: &str, map_type: u32| MapDef { name: name.into(), map_type, read_only: false, ..rodata.clone() };
+    maps.push(def("counts", 1));
+    maps.push(def("outer", 12)); // BPF_MAP_TYPE_ARRAY_OF_MAPS
+    for name in ["counts", "outer"] {
+        p.maps.push(MapAccess { name: name.into(), read: true, write: false });
+    }
+    let j = judged(&p, &maps);
+    let written: Vec<&str> = j.maps.iter().filter(|m| m.write).map(|m| m.name.as_str()).collect();
+    assert_eq!(written, ["counts", UNKNOWN_MAP], "{:?}", j.maps);
+    assert_eq!(j.capabilities, [MapWrite]);
+}

@@ -461,6 +461,52 @@ fn gate_conformance_with_the_library_in_audit_mode() {
     assert!(compared >= 30, "only {compared} fixture programs reached the gate");
 }
 
+/// `bpfgate check --gate` predicts the gate: under an enforced policy that restricts the conservative classes and
+/// attach targets, the gate's final decision on every fixture program equals the library's verdict on the
+/// program as the gate judges it (`kernel_view::judged`), allow or deny.
+#[test]
+fn gate_decisions_match_check_gate() {
+    let Some(_guard) = live("gate_decisions_match_check_gate") else { return };
+    let exe = this_exe();
+    let text = format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: strict\n    subject:\n      exe: {exe}\n    \
+         attach_targets: [\"do_*\", \"sched_*\", \"syscalls/*\"]\n    capabilities:\n      \
+         deny: [kernel_read, packet_write, send_signal]\n"
+    );
+    let policy = Policy::parse("strict.yaml", &text).expect("the test policy parses");
+    let subject = bpfgate::policy::Subject { exe: Some(exe.clone()), cgroup: None, uid: Some(0) };
+    let mut g = Live::new();
+    g.install(&text);
+    g.take();
+    let (mut compared, mut denied) = (0, 0);
+    let mut failures = Vec::new();
+    for f in FIXTURES {
+        let copy = f.bytes.to_vec();
+        let report = bpfgate::inspect(f.file, &copy);
+        for p in &report.programs {
+            let _ = load_object(f.bytes, |n| n == p.name);
+            let events = g.take();
+            let decisions: Vec<_> = named(&events, &p.name)
+                .into_iter()
+                .filter(|e| matches!(e.op, bpfgate_gate::event::OP_PROG_LOAD | bpfgate_gate::event::OP_PROG_MAPS))
+                .collect();
+            // The last decision of the last attempt is the load's (libbpf may stop before BPF_PROG_LOAD).
+            let Some(e) = decisions.last() else { continue };
+            let want = policy.evaluate_in(&subject, &bpfgate::kernel_view::judged(p, &report.maps), &report.maps);
+            let gate_denies = e.verdict == VERDICT_DENY;
+            let check_denies = want.decision == bpfgate::policy::Decision::Deny;
+            compared += 1;
+            denied += usize::from(gate_denies);
+            if gate_denies != check_denies {
+                failures.push(format!("{} {}: gate {} / check --gate {want}", f.file, p.name, g.describe(e)));
+            }
+        }
+    }
+    report!("check --gate against the gate: {compared} programs, {denied} denied by both");
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(compared >= 30 && denied >= 10 && denied < compared, "{compared} compared, {denied} denied");
+}
+
 #[test]
 fn gate_reload_is_atomic_under_concurrent_loads() {
     let Some(_guard) = live("gate_reload_is_atomic_under_concurrent_loads") else { return };
