@@ -1052,17 +1052,22 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A policy whose one rule denies `class` to tasks in `cg`; everything else is allowed.
+fn cgroup_denies(cg: &TestCgroup, class: &str) -> String {
+    format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: cgroup\n    subject:\n      cgroup: {}\n    \
+         capabilities:\n      deny: [{class}]\n",
+        cg.policy_path
+    )
+}
+
 /// A cgroup is a subject: a rule for it decides for tasks in it (and below), not for this test's cgroup.
 #[test]
 fn gate_cgroup_subject_is_enforced() {
     let Some(_guard) = live("gate_cgroup_subject_is_enforced") else { return };
     let cg = TestCgroup::new("bpfgate-cgsubj");
     let mut g = Live::new();
-    g.install(&format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: sandbox\n    subject:\n      cgroup: {}\n    \
-         capabilities:\n      deny: [send_signal]\n",
-        cg.policy_path
-    ));
+    g.install(&cgroup_denies(&cg, "send_signal"));
     g.take();
     let inside = run_child(Some(&cg.path), &["send_signal".into()]);
     let outside = run_child(None, &["send_signal".into()]);
@@ -1195,11 +1200,7 @@ fn gate_program_isolation_between_subjects() {
     use libbpf_sys::*;
     let cg = TestCgroup::new("bpfgate-progs");
     let mut g = Live::new();
-    g.install(&format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: other\n    subject:\n      cgroup: {}\n    \
-         capabilities:\n      deny: [trace_printk]\n",
-        cg.policy_path
-    ));
+    g.install(&cgroup_denies(&cg, "trace_printk"));
     // bpf_trace_printk("", 8) from a zeroed stack slot.
     let mut zero = insn(BPF_ST | BPF_MEM | BPF_DW, 10, 0);
     zero.off = -8;
