@@ -570,14 +570,14 @@ const KIND_PROG: u32 = 2;
 const KIND_LINK: u32 = 3;
 
 /// The kernel id of a map, program or link fd: `id` is the second u32 of all three info structs.
-fn object_id(fd: i32) -> Result<u32, GateError> {
+pub fn object_id(fd: std::os::fd::RawFd) -> Result<u32, GateError> {
     let mut info = [0u64; 32];
     let mut len = size_of_val(&info) as u32;
     // SAFETY: the kernel writes at most `len` bytes into `info`, which is that large and 8-byte aligned.
     let rc = unsafe { libbpf_sys::bpf_obj_get_info_by_fd(fd, info.as_mut_ptr().cast(), &mut len) };
     if rc != 0 {
         return Err(GateError::Bpf {
-            what: "reading the id of one of the gate's objects".into(),
+            what: "reading the id of a BPF object".into(),
             error: libbpf_rs::Error::from(std::io::Error::from_raw_os_error(-rc)),
         });
     }

@@ -545,10 +545,8 @@ struct used_maps {
  */
 struct pending_load {
 	__u32 load_decision;
-	__u32 classes;
-	__u64 load_generation;
-	__u32 maybe_classes;
 	__u32 reserved;
+	__u64 load_generation;
 	struct facts facts;
 	struct used_maps used;
 };
@@ -936,6 +934,19 @@ static __always_inline bool gate_hook_target(__u32 prog_type, __u32 attach_type,
 	return false;
 }
 
+/* What an event about a load or a loaded program says of the program. */
+static __always_inline void event_program(struct gate_event *e, const struct facts *f, struct bpf_prog_aux *aux)
+{
+	e->prog_type = f->prog_type;
+	e->attach_type = f->attach_type;
+	e->insn_cnt = f->insn_cnt;
+	e->classes = f->classes & ~f->maybe_classes;
+	e->maybe_classes = f->maybe_classes;
+	if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
+		e->name[0] = 0;
+	__builtin_memcpy(e->target, f->target, sizeof(e->target));
+}
+
 static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 {
 	struct scan_ctx sc = {};
@@ -1024,26 +1035,17 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 	} else {
 		ts->load_decision = v.decision;
 		ts->load_generation = v.generation;
-		ts->classes = sc.classes;
-		ts->maybe_classes = maybe;
 	}
 
 	struct gate_event *e = new_event(GATE_OP_PROG_LOAD, &f->subject, &v);
 
 	if (e) {
-		e->prog_type = f->prog_type;
-		e->attach_type = f->attach_type;
+		event_program(e, f, aux);
 		e->attach_btf_id = btf_id;
-		e->insn_cnt = f->insn_cnt;
-		e->classes = sc.classes;
-		e->maybe_classes = maybe;
 		e->scanned = sc.scanned;
 #pragma unroll
 		for (int k = 0; k < GATE_CLASS_SLOTS; k++)
 			e->evidence[k] = sc.evidence[k];
-		if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
-			e->name[0] = 0;
-		__builtin_memcpy(e->target, f->target, sizeof(e->target));
 		bpf_ringbuf_submit(e, 0);
 	}
 	return v.decision == GATE_DENY ? -EPERM : 0;
@@ -1122,7 +1124,7 @@ static long gather_map(__u64 i, void *data)
  * Otherwise a program it may not load would still be in its hands, to attach, to run, or to reach by
  * a tail call from a prog array of its own. Programs loaded before the gate attached have no record.
  */
-static __always_inline int gate_prog_open(struct bpf_prog *prog, struct bpf_prog_aux *aux, __u32 id)
+static __always_inline int gate_prog_open(struct bpf_prog_aux *aux, __u32 id)
 {
 	__u64 key = (__u64)aux;
 	struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
@@ -1139,15 +1141,8 @@ static __always_inline int gate_prog_open(struct bpf_prog *prog, struct bpf_prog
 	struct gate_event *e = new_event(GATE_OP_PROG_OPEN, &s, &v);
 
 	if (e) {
+		event_program(e, loaded, aux);
 		e->object_id = id;
-		e->prog_type = loaded->prog_type;
-		e->attach_type = loaded->attach_type;
-		e->insn_cnt = loaded->insn_cnt;
-		e->classes = loaded->classes & ~loaded->maybe_classes;
-		e->maybe_classes = loaded->maybe_classes;
-		if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
-			e->name[0] = 0;
-		__builtin_memcpy(e->target, loaded->target, sizeof(e->target));
 		bpf_ringbuf_submit(e, 0);
 	}
 	return v.decision == GATE_DENY ? -EPERM : 0;
@@ -1176,7 +1171,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		if (is_daemon())
 			return 0;
 		if (!gate_object(GATE_KIND_PROG, id))
-			return gate_prog_open(prog, aux, id);
+			return gate_prog_open(aux, id);
 		struct gate_subject s = {};
 
 		current_subject(&s);
@@ -1229,18 +1224,11 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		struct gate_event *e = new_event(GATE_OP_PROG_MAPS, &ts->facts.subject, &v);
 
 		if (e) {
+			event_program(e, &ts->facts, aux);
 			e->object_id = BPF_CORE_READ(aux, id);
-			e->prog_type = ts->facts.prog_type;
-			e->attach_type = ts->facts.attach_type;
-			e->insn_cnt = ts->facts.insn_cnt;
-			e->classes = ts->classes;
-			e->maybe_classes = ts->maybe_classes;
-			if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
-				e->name[0] = 0;
 			if (bad > 0 && bad <= GATE_MAX_USED_MAPS)
 				__builtin_memcpy(e->map_name, um->maps[(bad - 1) & (GATE_MAX_USED_MAPS - 1)].name,
 						 sizeof(e->map_name));
-			__builtin_memcpy(e->target, ts->facts.target, sizeof(e->target));
 			bpf_ringbuf_submit(e, 0);
 		}
 	}

@@ -919,22 +919,9 @@ fn create_map(name: &str) -> i32 {
     unsafe { libbpf_sys::bpf_map_create(libbpf_sys::BPF_MAP_TYPE_HASH, name.as_ptr(), 4, 4, 8, std::ptr::null()) }
 }
 
-fn map_id(fd: i32) -> u32 {
-    let mut info = libbpf_sys::bpf_map_info::default();
-    let mut len = size_of::<libbpf_sys::bpf_map_info>() as u32;
-    // SAFETY: info is a valid bpf_map_info of `len` bytes.
-    let rc = unsafe { libbpf_sys::bpf_map_get_info_by_fd(fd, &mut info, &mut len) };
-    assert_eq!(rc, 0, "bpf_map_get_info_by_fd");
-    info.id
-}
-
-fn prog_id(fd: i32) -> u32 {
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info is a valid bpf_prog_info of `len` bytes.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
-    assert_eq!(rc, 0, "bpf_prog_get_info_by_fd");
-    info.id
+/// The kernel id of a BPF object fd of this test.
+fn obj_id(fd: i32) -> u32 {
+    bpfgate_gate::object_id(fd).expect("the id of a BPF object fd")
 }
 
 /// A socket filter that updates the map behind `map_fd` (helper 2, map_update_elem).
@@ -1101,7 +1088,7 @@ fn gate_map_isolation_between_subjects() {
     // Created by this process after the gate attached: this subject owns it.
     let fd = create_map("bpfgate_iso");
     assert!(fd >= 0, "creating the map: errno {}", -fd);
-    let id = map_id(fd);
+    let id = obj_id(fd);
     g.take();
     let actions: Vec<String> =
         ["map_rw", "map_ro", "write_foreign", "write_own"].iter().map(|a| format!("{a}:{id}")).collect();
@@ -1152,7 +1139,7 @@ fn gate_marks_maps_reached_through_a_pin() {
     ));
     let fd = create_map("bpfgate_pin");
     assert!(fd >= 0, "creating the map: errno {}", -fd);
-    let id = map_id(fd);
+    let id = obj_id(fd);
     let before = fd_result(map_fd_by_id(id, 0));
     let path = c"/sys/fs/bpf/bpfgate_test_pin";
     let _ = std::fs::remove_file("/sys/fs/bpf/bpfgate_test_pin");
@@ -1218,7 +1205,7 @@ fn gate_program_isolation_between_subjects() {
     ];
     let printk_fd = load_insns_fd("bpfgate_printk", &printk).expect("loading the trace_printk program");
     let plain_fd = load_insns_fd("bpfgate_plain", &[mov(0, 0), exit]).expect("loading the plain program");
-    let (printk_id, plain_id) = (prog_id(printk_fd), prog_id(plain_fd));
+    let (printk_id, plain_id) = (obj_id(printk_fd), obj_id(plain_fd));
     g.take();
     let denied = run_child(Some(&cg.path), &[format!("prog:{printk_id}")]);
     let allowed = run_child(Some(&cg.path), &[format!("prog:{plain_id}")]);
