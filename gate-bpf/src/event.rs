@@ -54,6 +54,13 @@ pub mod flags {
     pub const PINNED: u8 = 1 << 7;
 }
 
+/// `gate_event.scan_flags`.
+pub mod scan_flags {
+    /// Another load's scan took the jump-target bits: kernel_read, map_write and packet_write were counted
+    /// by their preconditions only (`kernel_view` does not model this).
+    pub const CONTENDED: u16 = 1 << 0;
+}
+
 /// `gate_event.rule` when the policy default decided.
 pub const RULE_DEFAULT: u32 = u32::MAX;
 
@@ -89,7 +96,7 @@ pub struct RawEvent {
     pub rule: u32,
     pub verdict: u8,
     pub flags: u8,
-    pub reserved: u16,
+    pub scan_flags: u16,
     pub scanned: u32,
     pub evidence: [u32; CLASS_SLOTS],
     pub object_id: u32,
@@ -203,6 +210,7 @@ pub struct Event {
     pub no_policy: bool,
     pub from_kernel: bool,
     pub truncated: bool,
+    pub contended: bool,
 }
 
 /// Names for what the raw event only has numbers for.
@@ -307,6 +315,7 @@ impl Event {
             no_policy: raw.flags & flags::NO_POLICY != 0,
             from_kernel: raw.flags & flags::KERNEL != 0,
             truncated: raw.flags & flags::TRUNCATED != 0,
+            contended: raw.scan_flags & scan_flags::CONTENDED != 0,
         }
     }
 
@@ -399,6 +408,9 @@ impl Event {
         if self.truncated {
             f.write_str(" (scan truncated)")?;
         }
+        if self.contended {
+            f.write_str(" (scan contended)")?;
+        }
         Ok(())
     }
 }
@@ -435,7 +447,7 @@ mod tests {
             rule: 2,
             verdict: VERDICT_DENY,
             flags: flags::ENFORCED,
-            reserved: 0,
+            scan_flags: 0,
             scanned: 6,
             evidence,
             object_id: 0,

@@ -29,8 +29,9 @@ pub const MAX_RULES: u32 = 64;
 pub const MAX_TARGETS: u32 = 1024;
 pub const MAX_MAP_NAMES: u32 = 256;
 pub const MAX_SUBJECT_KEYS: usize = 256;
-/// `GATE_KFUNC_WRITES_MEM`: flag in `kfunc_classes` values.
-const KFUNC_WRITES_MEM: u32 = 1 << 31;
+/// `GATE_KFUNC_RET_SHIFT`, `GATE_KFUNC_FLAGS_SHIFT`: where `kfunc_classes` values keep the scan's tags.
+const KFUNC_RET_SHIFT: u32 = 16;
+const KFUNC_FLAGS_SHIFT: u32 = 24;
 
 /// Which variant of the `bpf`, `bpf_map_create` and `bpf_prog_load` hooks matches the running kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +191,12 @@ impl Gate {
             path: "/proc/self/exe".into(),
             error,
         })?;
+        // One jump_targets entry per CPU: the scan's first pass writes the entry of the CPU it runs on.
+        let cpus = libbpf_rs::num_possible_cpus().map_err(bpf("counting possible CPUs"))?;
+        open.maps
+            .jump_targets
+            .set_max_entries(u32::try_from(cpus).unwrap_or(u32::MAX))
+            .map_err(bpf("sizing jump_targets"))?;
         let rodata = open.maps.rodata_data.as_deref_mut().ok_or(GateError::NoBss)?;
         rodata.gate_daemon_tgid = std::process::id();
         rodata.gate_daemon_dev = crate::resolve::kernel_dev(std::os::unix::fs::MetadataExt::dev(&exe));
@@ -256,11 +263,12 @@ impl Gate {
     /// Catalogued kfuncs present in vmlinux, by BTF id. Module kfuncs are called through an fd_array slot
     /// and stay `unknown`.
     fn fill_kfuncs(&mut self, btf: &VmlinuxBtf) -> Result<(), GateError> {
-        use bpfgate::helpers::Effect;
+        use bpfgate::kernel_view::{call_flags, returned};
         for k in bpfgate::helpers::KFUNCS {
             let Some(id) = btf.func(k.name) else { continue };
-            let writes = Effect::writes_memory(k.effects);
-            let value = k.classes.0 | if writes { KFUNC_WRITES_MEM } else { 0 };
+            let value = k.classes.0
+                | u32::from(returned(k.effects)) << KFUNC_RET_SHIFT
+                | u32::from(call_flags(k.effects)) << KFUNC_FLAGS_SHIFT;
             let mut key = [0u8; 8];
             key[4..].copy_from_slice(&id.to_ne_bytes());
             self.skel

@@ -84,52 +84,282 @@ pub fn judged(prog: &ProgramMetadata, maps: &[MapDef]) -> ProgramMetadata {
     p
 }
 
+/// What a register or stack slot may hold in the gate's scan, one bit per kind; `gate.bpf.c` uses the same
+/// bits (generated into `gate_scan.h`).
+pub mod tag {
+    pub const SCALAR: u8 = 1 << 0;
+    /// The program's context (r1 at entry).
+    pub const CTX: u8 = 1 << 1;
+    /// This function's stack frame.
+    pub const STACK: u8 = 1 << 2;
+    pub const PACKET: u8 = 1 << 3;
+    /// BTF-typed kernel memory: loads through it are kernel reads.
+    pub const BTF: u8 = 1 << 4;
+    /// A map value (global data, a lookup's result, an arena).
+    pub const MAP_VALUE: u8 = 1 << 5;
+    /// A pointer no class is read or written through: a map, a function.
+    pub const OTHER: u8 = 1 << 6;
+    /// Not known (a block's entry, an indirect result): anything the program can hold, a caller's stack too.
+    pub const UNKNOWN: u8 = 1 << 7;
+    pub const ANY: u8 = 0xff;
+}
+
+/// What r0 holds after a helper or kfunc with these effects.
+pub fn returned(effects: &[Effect]) -> u8 {
+    effects.iter().fold(tag::SCALAR, |t, e| match e {
+        // A lookup in a map-in-map returns a map.
+        Effect::RetMapValue(_) => t | tag::MAP_VALUE | tag::OTHER,
+        Effect::RetKernelPtr => t | tag::BTF,
+        _ => t,
+    })
+}
+
+/// In [`call_flags`]: the call runs one of the program's functions while the caller waits, which could store
+/// pointers through a stack pointer it was handed.
+pub const CALLBACK: u8 = 0x80;
+
+/// What the scan needs of a call besides r0: bit `r - 1` for each argument rN whose memory it writes, and
+/// [`CALLBACK`].
+pub fn call_flags(effects: &[Effect]) -> u8 {
+    effects.iter().fold(0, |m, e| match *e {
+        Effect::WriteMem(r @ 1..=5) => m | 1 << (r - 1),
+        Effect::Callback(_) => m | CALLBACK,
+        _ => m,
+    })
+}
+
+const CLASS_LD: u8 = 0x00;
 const CLASS_LDX: u8 = 0x01;
 const CLASS_ST: u8 = 0x02;
 const CLASS_STX: u8 = 0x03;
+const CLASS_ALU: u8 = 0x04;
+const CLASS_JMP: u8 = 0x05;
+const CLASS_JMP32: u8 = 0x06;
+const CLASS_ALU64: u8 = 0x07;
 const MODE_MEM: u8 = 0x60;
 const MODE_MEMSX: u8 = 0x80;
 const MODE_ATOMIC: u8 = 0xc0;
+const SIZE_DW: u8 = 0x18;
 const CALL: u8 = 0x85;
 const CALLX: u8 = 0x8d;
+const EXIT: u8 = 0x95;
+const JA: u8 = 0x05;
+const JA32: u8 = 0x06;
+/// `gotox`: an indirect jump, through a table the scan does not read.
+const GOTOX: u8 = 0x0d;
 const LD_IMM64: u8 = 0x18;
 const PSEUDO_MAP_FD: u8 = 1;
 const PSEUDO_MAP_VALUE: u8 = 2;
 const PSEUDO_BTF_ID: u8 = 3;
+const PSEUDO_FUNC: u8 = 4;
 const PSEUDO_MAP_IDX: u8 = 5;
 const PSEUDO_MAP_IDX_VALUE: u8 = 6;
+const ATOMIC_FETCH: i32 = 0x01;
+const ATOMIC_XCHG: i32 = 0xe1;
+const ATOMIC_CMPXCHG: i32 = 0xf1;
+const ATOMIC_LOAD_ACQ: i32 = 0x100;
+const ATOMIC_STORE_REL: i32 = 0x110;
 const FP: u8 = 10;
+/// The stack frame the verifier allows, in 8-byte slots.
+const SLOTS: usize = 64;
 
-#[derive(Default)]
+/// The scan's state: tags of r0-r10 and of the frame's 8-byte slots, and the last instruction of each kind
+/// that could prove a class.
 struct Scan {
+    prog_type: ProgType,
     classes: ClassSet,
-    /// The last load through a register other than r10.
-    last_load: Option<u32>,
-    /// The last store or atomic through a register other than r10, or call that writes memory it was handed.
-    last_write: Option<u32>,
+    /// r0-r10, and r11-r15, which the verifier refuses, so that register fields index without a check.
+    regs: [u8; 16],
+    slots: [u8; SLOTS],
+    /// A load through a BTF pointer (or what was loaded from a map value: a kptr).
+    btf_load: Option<u32>,
+    /// A load through an unknown register.
+    unknown_load: Option<u32>,
+    /// A store (or memory-writing call) through a map value, a packet, an unknown register, or a call that
+    /// could write anything.
+    map_store: Option<u32>,
+    packet_store: Option<u32>,
+    unknown_store: Option<u32>,
     btf_source: bool,
     map_ref: bool,
 }
 
+/// A frame offset's slot, if it is in the frame.
+fn slot_of(off: i64) -> Option<usize> {
+    usize::try_from(off + 8 * SLOTS as i64).ok().filter(|o| *o < 8 * SLOTS).map(|o| o / 8)
+}
+
 impl Scan {
-    fn call(&mut self, at: u32, classes: ClassSet, effects: &[Effect]) {
+    /// A block's entry: reached by a jump, or after an exit or jump. Anything could be anywhere.
+    fn reset(&mut self) {
+        self.regs = [tag::ANY; 16];
+        self.regs[FP as usize] = tag::STACK;
+        self.slots = [tag::ANY; SLOTS];
+    }
+
+    fn call(&mut self, at: u32, classes: ClassSet, effects: &[Effect]) -> (u8, bool) {
         self.classes = self.classes.union(classes);
         self.btf_source |= Effect::returns_kernel_ptr(effects);
-        if Effect::writes_memory(effects) {
-            self.last_write = Some(at);
+        let flags = call_flags(effects);
+        for r in 1..=5 {
+            if flags & 1 << (r - 1) != 0 {
+                self.written(at, self.regs[r]);
+            }
         }
+        (returned(effects), flags & CALLBACK != 0)
     }
-    fn unknown_call(&mut self, at: u32) {
+
+    /// A call that could do anything.
+    fn unknown_call(&mut self, at: u32) -> (u8, bool) {
         self.classes.insert(Capability::Unknown);
-        self.last_write = Some(at);
+        self.unknown_store = Some(at);
+        (tag::ANY, true)
     }
-    fn kfunc(&mut self, at: u32, name: Option<&str>) {
+
+    fn kfunc(&mut self, at: u32, name: Option<&str>) -> (u8, bool) {
         self.btf_source = true;
         match name.and_then(helpers::kfunc) {
             Some(k) => self.call(at, k.classes, k.effects),
             None => self.unknown_call(at),
         }
     }
+
+    /// Memory tagged `t` is written at `at`.
+    fn written(&mut self, at: u32, t: u8) {
+        if t & tag::UNKNOWN != 0 {
+            self.unknown_store = Some(at);
+            return;
+        }
+        if t & tag::MAP_VALUE != 0 {
+            self.map_store = Some(at);
+        }
+        if t & tag::PACKET != 0 {
+            self.packet_store = Some(at);
+        }
+    }
+
+    fn load(&mut self, at: u32, base: u8, off: i16, dw: bool, sx: bool) -> u8 {
+        let b = self.regs[usize::from(base)];
+        if b & tag::UNKNOWN != 0 {
+            self.unknown_load = Some(at);
+            return tag::ANY;
+        }
+        if b & tag::BTF != 0 {
+            self.btf_load = Some(at);
+        }
+        // Only 8-byte loads can yield a pointer.
+        let wide = dw && !sx;
+        let mut v = 0;
+        if b & (tag::SCALAR | tag::PACKET | tag::OTHER) != 0 {
+            v |= tag::SCALAR;
+        }
+        if b & tag::BTF != 0 {
+            v |= tag::SCALAR | if wide { tag::BTF } else { 0 };
+        }
+        if b & tag::MAP_VALUE != 0 {
+            // A kptr, or an arena pointer.
+            v |= tag::SCALAR | if wide { tag::BTF | tag::MAP_VALUE } else { 0 };
+        }
+        if b & tag::CTX != 0 {
+            v |= if self.prog_type.is_btf_typed() {
+                tag::SCALAR | if wide { tag::BTF } else { 0 }
+            } else if self.prog_type.packet_ctx_fields().contains(&i32::from(off)) {
+                tag::PACKET
+            } else {
+                tag::SCALAR
+            };
+        }
+        if b & tag::STACK != 0 {
+            v |= match (base == FP, slot_of(i64::from(off))) {
+                (true, Some(i)) if wide && off % 8 == 0 => self.slots[i],
+                (true, _) => tag::SCALAR,
+                (false, _) if wide => self.slots.iter().fold(tag::SCALAR, |a, s| a | s),
+                (false, _) => tag::SCALAR,
+            };
+        }
+        if v == 0 {
+            tag::SCALAR
+        } else {
+            v
+        }
+    }
+
+    fn store(&mut self, at: u32, base: u8, off: i16, size: u8, value: u8) {
+        let b = self.regs[usize::from(base)];
+        self.written(at, b);
+        if b & (tag::STACK | tag::UNKNOWN) == 0 {
+            return;
+        }
+        if base != FP {
+            // Somewhere in the frame, perhaps.
+            for s in &mut self.slots {
+                *s |= value;
+            }
+            return;
+        }
+        let off = i64::from(off);
+        if size == 8 && off % 8 == 0 {
+            if let Some(i) = slot_of(off) {
+                self.slots[i] = value;
+            }
+        } else {
+            // What is left of a pointer partly overwritten is no pointer.
+            for o in [off, off + i64::from(size) - 1] {
+                if let Some(i) = slot_of(o) {
+                    self.slots[i] = tag::SCALAR;
+                }
+            }
+        }
+    }
+
+    fn atomic(&mut self, at: u32, insn: &RawInsn, size: u8) {
+        let (dst, src) = (insn.dst & 0xf, insn.src & 0xf);
+        let dw = size == 8;
+        match insn.imm {
+            ATOMIC_LOAD_ACQ => self.regs[usize::from(dst)] = self.load(at, src, insn.off, dw, false),
+            ATOMIC_STORE_REL => self.store(at, dst, insn.off, size, self.regs[usize::from(src)]),
+            ATOMIC_XCHG | ATOMIC_CMPXCHG => {
+                let old = self.load(at, dst, insn.off, dw, false);
+                self.store(at, dst, insn.off, size, self.regs[usize::from(src)]);
+                let r = if insn.imm == ATOMIC_XCHG { src } else { 0 };
+                self.regs[usize::from(r)] = old;
+            }
+            op => {
+                let old = (op & ATOMIC_FETCH != 0).then(|| self.load(at, dst, insn.off, dw, false));
+                self.store(at, dst, insn.off, size, tag::SCALAR);
+                if let Some(old) = old {
+                    self.regs[usize::from(src)] = old;
+                }
+            }
+        }
+    }
+}
+
+/// Where the scan's blocks start, by linked index: jump targets. Every insn when the program has an indirect
+/// jump.
+fn jump_targets(obj: &Object, funcs: &[(usize, usize, usize)], len: usize) -> Vec<bool> {
+    let mut targets = vec![false; len];
+    let mut base = 0i64;
+    for &(sec, start, end) in funcs {
+        let Some(cs) = obj.sections.get(sec) else { continue };
+        let insns = cs.insns.get(start..end).unwrap_or_default();
+        for (i, insn) in insns.iter().enumerate() {
+            let class = insn.code & 0x07;
+            if class != CLASS_JMP && class != CLASS_JMP32 || matches!(insn.code, CALL | CALLX | EXIT) {
+                continue;
+            }
+            if insn.code == GOTOX {
+                return vec![true; len];
+            }
+            let off = if insn.code == JA32 { i64::from(insn.imm) } else { i64::from(insn.off) };
+            let t = base + i as i64 + 1 + off;
+            if let Some(t) = usize::try_from(t).ok().and_then(|t| targets.get_mut(t)) {
+                *t = true;
+            }
+        }
+        base += insns.len() as i64;
+    }
+    targets
 }
 
 /// The gate's view of a program whose linked code is `funcs`, `(section, start, end)` in layout order (the entry
@@ -140,16 +370,38 @@ pub fn compute(
     attach_type: Option<AttachType>,
     funcs: impl IntoIterator<Item = (usize, usize, usize)>,
 ) -> KernelView {
-    let mut s = Scan::default();
+    let funcs: Vec<_> = funcs.into_iter().collect();
+    let len = funcs.iter().map(|&(_, start, end)| end.saturating_sub(start)).sum();
+    let targets = jump_targets(obj, &funcs, len);
+    let mut s = Scan {
+        prog_type,
+        classes: ClassSet::EMPTY,
+        regs: [tag::SCALAR; 16],
+        slots: [tag::SCALAR; SLOTS],
+        btf_load: None,
+        unknown_load: None,
+        map_store: None,
+        packet_store: None,
+        unknown_store: None,
+        btf_source: false,
+        map_ref: false,
+    };
+    s.regs[1] = tag::CTX;
+    s.regs[FP as usize] = tag::STACK;
     let mut base = 0u32;
+    let mut block_ends = false;
     for (sec, start, end) in funcs {
         let Some(cs) = obj.sections.get(sec) else { continue };
         let insns = cs.insns.get(start..end).unwrap_or_default();
         for (i, insn) in insns.iter().enumerate() {
+            let at = base + i as u32;
+            if block_ends || targets.get(at as usize).copied().unwrap_or(false) {
+                s.reset();
+            }
             // Only calls and ld_imm64 are relocated. The second slot of an ld_imm64 is all zeros but for imm:
             // it matches no case of `scan`.
             let reloc = if matches!(insn.code, CALL | LD_IMM64) { cs.relocs.get(&(start + i)) } else { None };
-            scan(&mut s, obj, base + i as u32, insn, reloc);
+            block_ends = scan(&mut s, obj, at, insn, reloc);
         }
         base += insns.len() as u32;
     }
@@ -158,57 +410,115 @@ pub fn compute(
     }
     let mut conservative = ClassSet::EMPTY;
     let mut evidence = BTreeMap::new();
-    let mut maybe = |c: Capability, at: Option<u32>, cond: bool| {
-        if let (Some(at), true, false) = (at, cond, s.classes.contains(c)) {
+    let mut maybe = |c: Capability, proved: Option<u32>, unknown: Option<u32>, cond: bool| {
+        let at = proved.max(unknown.filter(|_| cond));
+        if let (Some(at), false) = (at, s.classes.contains(c)) {
             conservative.insert(c);
             evidence.insert(c, at);
         }
     };
-    maybe(Capability::KernelRead, s.last_load, prog_type.is_btf_typed() || s.btf_source);
-    maybe(Capability::MapWrite, s.last_write, s.map_ref);
-    maybe(Capability::PacketWrite, s.last_write, prog_type.has_packet_ctx());
+    let btf = prog_type.is_btf_typed() || s.btf_source;
+    maybe(Capability::KernelRead, s.btf_load, s.unknown_load, btf);
+    maybe(Capability::MapWrite, s.map_store, s.unknown_store, s.map_ref);
+    maybe(Capability::PacketWrite, s.packet_store, s.unknown_store, prog_type.has_packet_ctx());
     let all = s.classes.union(conservative);
     KernelView { classes: all.iter().collect(), conservative: conservative.iter().collect(), evidence }
 }
 
-fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&RelocTarget>) {
-    match insn.code {
-        CALL => match (insn.src, reloc) {
-            // libbpf turns `call -1` against an extern into BPF_PSEUDO_KFUNC_CALL.
-            (_, Some(RelocTarget::Extern { name })) => s.kfunc(at, Some(name)),
-            (0, _) => match helpers::helper(insn.imm as u32) {
-                Some(h) => s.call(at, h.classes, h.effects),
-                None => s.unknown_call(at),
-            },
-            // A kfunc by raw BTF id: the gate knows the id, the library cannot name it.
-            (2, _) => s.kfunc(at, None),
-            _ => {}
-        },
-        // The gate refuses to guess what an indirect call reaches.
-        CALLX => s.unknown_call(at),
-        LD_IMM64 => match reloc {
-            Some(RelocTarget::Map(_) | RelocTarget::MapValue { .. }) => s.map_ref = true,
-            Some(RelocTarget::Extern { name }) => {
-                // A kfunc's address or a typed `__ksym` becomes a BTF id; a typeless `__ksym` a plain address.
-                s.btf_source |= matches!(obj.externs.get(name), Some(Extern::Func { .. } | Extern::Var { typed: true }))
+/// Scans one instruction; returns whether it ends a block (the next instruction is reached only by a jump).
+fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&RelocTarget>) -> bool {
+    let (dst, src) = (usize::from(insn.dst & 0xf), usize::from(insn.src & 0xf));
+    let class = insn.code & 0x07;
+    let size = [4, 2, 1, 8][usize::from(insn.code >> 3 & 3)];
+    match class {
+        CLASS_JMP | CLASS_JMP32 => {
+            let (ret, escapes) = match (insn.code, insn.src, reloc) {
+                (EXIT | JA | JA32 | GOTOX, ..) => return true,
+                // libbpf turns `call -1` against an extern into BPF_PSEUDO_KFUNC_CALL.
+                (CALL, _, Some(RelocTarget::Extern { name })) => s.kfunc(at, Some(name)),
+                (CALL, 0, _) => match helpers::helper(insn.imm as u32) {
+                    Some(h) => s.call(at, h.classes, h.effects),
+                    None => s.unknown_call(at),
+                },
+                // A subprogram: it could store anything through a stack pointer it is handed.
+                (CALL, 1, _) => (tag::ANY, true),
+                // A kfunc by raw BTF id: the gate knows the id, the library cannot name it.
+                (CALL, 2, _) => s.kfunc(at, None),
+                // The gate refuses to guess what an indirect call reaches.
+                (CALLX, ..) => s.unknown_call(at),
+                _ => return false,
+            };
+            if escapes && s.regs[1..=5].iter().any(|t| t & (tag::STACK | tag::UNKNOWN) != 0) {
+                s.slots = [tag::ANY; SLOTS];
             }
-            Some(RelocTarget::Code { .. }) => {}
-            None => match insn.src {
-                PSEUDO_BTF_ID => s.btf_source = true,
-                PSEUDO_MAP_FD | PSEUDO_MAP_VALUE | PSEUDO_MAP_IDX | PSEUDO_MAP_IDX_VALUE => s.map_ref = true,
-                _ => {}
-            },
-        },
-        code => {
-            let (class, mode) = (code & 0x07, code & 0xe0);
-            if class == CLASS_LDX && (mode == MODE_MEM || mode == MODE_MEMSX) && insn.src != FP {
-                s.last_load = Some(at);
-            } else if (class == CLASS_ST || class == CLASS_STX)
-                && (mode == MODE_MEM || mode == MODE_ATOMIC)
-                && insn.dst != FP
-            {
-                s.last_write = Some(at);
-            }
+            s.regs[0] = ret;
+            s.regs[1..=5].fill(tag::SCALAR);
         }
+        CLASS_LD if insn.code == LD_IMM64 => {
+            s.regs[dst] = match reloc {
+                Some(RelocTarget::Map(_)) => {
+                    s.map_ref = true;
+                    tag::OTHER
+                }
+                Some(RelocTarget::MapValue { .. }) => {
+                    s.map_ref = true;
+                    tag::MAP_VALUE
+                }
+                Some(RelocTarget::Extern { name }) => {
+                    // A kfunc's address or a typed `__ksym` becomes a BTF id; a typeless `__ksym` a plain address.
+                    if matches!(obj.externs.get(name), Some(Extern::Func { .. } | Extern::Var { typed: true })) {
+                        s.btf_source = true;
+                        tag::BTF | tag::SCALAR
+                    } else {
+                        tag::SCALAR
+                    }
+                }
+                Some(RelocTarget::Code { .. }) => tag::OTHER,
+                None => match insn.src {
+                    PSEUDO_BTF_ID => {
+                        s.btf_source = true;
+                        tag::BTF | tag::SCALAR
+                    }
+                    PSEUDO_MAP_FD | PSEUDO_MAP_IDX => {
+                        s.map_ref = true;
+                        tag::OTHER
+                    }
+                    PSEUDO_MAP_VALUE | PSEUDO_MAP_IDX_VALUE => {
+                        s.map_ref = true;
+                        tag::MAP_VALUE
+                    }
+                    PSEUDO_FUNC => tag::OTHER,
+                    _ => tag::SCALAR,
+                },
+            };
+        }
+        // LD_ABS and LD_IND: r0 is the packet's data, r1-r5 are clobbered.
+        CLASS_LD if insn.code & 0xe0 == 0x20 || insn.code & 0xe0 == 0x40 => s.regs[0..=5].fill(tag::SCALAR),
+        CLASS_LDX if matches!(insn.code & 0xe0, MODE_MEM | MODE_MEMSX) => {
+            let sx = insn.code & 0xe0 == MODE_MEMSX;
+            s.regs[dst] = s.load(at, src as u8, insn.off, insn.code & 0x18 == SIZE_DW, sx);
+        }
+        CLASS_ST | CLASS_STX if insn.code & 0xe0 == MODE_MEM => {
+            let value = if class == CLASS_ST { tag::SCALAR } else { s.regs[src] };
+            s.store(at, dst as u8, insn.off, size, value);
+        }
+        CLASS_STX if insn.code & 0xe0 == MODE_ATOMIC => s.atomic(at, insn, size),
+        CLASS_ALU => s.regs[dst] = tag::SCALAR,
+        CLASS_ALU64 => {
+            let x = insn.code & 0x08 != 0;
+            let srct = if x { s.regs[src] } else { tag::SCALAR };
+            s.regs[dst] = match insn.code & 0xf0 {
+                // mov; movsx and addr_space_cast (off 1, to an arena pointer) when off is set.
+                0xb0 if x && insn.off == 1 => tag::ANY,
+                0xb0 if insn.off == 0 => srct,
+                0xb0 | 0x80 | 0xd0 => tag::SCALAR,
+                // add, sub: a pointer moves.
+                0x00 | 0x10 => s.regs[dst] | srct,
+                // Other arithmetic on a pointer keeps its provenance, conservatively (the library's rule).
+                _ => s.regs[dst] | srct | tag::SCALAR,
+            };
+        }
+        _ => {}
     }
+    false
 }

@@ -54,6 +54,10 @@
 #define GATE_F_GATE_OBJECT (1U << 6) /* the object is one of the gate's own (self-protection) */
 #define GATE_F_PINNED (1U << 7)      /* map events: the map is pinned */
 
+/* gate_event.scan_flags */
+#define GATE_SCAN_CONTENDED (1U << 0) /* preempted by another load's scan: kernel_read, map_write and
+				       * packet_write counted by their preconditions only */
+
 /* Reason bit of self-protection denials, after bpfgate::policy::reason_bits. */
 #define GATE_R_GATE_OBJECT (1U << 8)
 
@@ -93,7 +97,7 @@ struct gate_event {
 	__u32 rule;             /* rule id or GATE_RULE_DEFAULT */
 	__u8 verdict;           /* GATE_ALLOW, GATE_DENY, GATE_AUDIT */
 	__u8 flags;             /* GATE_F_* */
-	__u16 reserved;
+	__u16 scan_flags;       /* GATE_SCAN_* */
 	__u32 scanned;          /* instructions scanned; less than insn_cnt only with GATE_F_TRUNCATED */
 	__u32 evidence[GATE_CLASS_SLOTS];
 	__u32 object_id;        /* map, program or link id the operation is about (0: none yet) */
@@ -175,8 +179,12 @@ struct gate_uid_key {
 	__u32 uid;
 };
 
-/* kfunc_classes values: class bits, plus this flag for kfuncs that write memory through an argument. */
-#define GATE_KFUNC_WRITES_MEM (1U << 31)
+/*
+ * kfunc_classes values: class bits (0-15), the tag of what it returns (bpfgate::kernel_view::returned,
+ * 16-23) and the arguments it writes through (kernel_view::call_flags, 24-31).
+ */
+#define GATE_KFUNC_RET_SHIFT 16
+#define GATE_KFUNC_FLAGS_SHIFT 24
 
 /* A kfunc call: btf_off is the call's off (0 = vmlinux, else an fd_array index), btf_id its imm. */
 struct gate_kfunc_key {
