@@ -149,23 +149,82 @@ fn kernel_view_covers_what_the_library_proves() {
     assert!(programs > 60, "only {programs} programs");
 }
 
-/// The gate's rules on a hand-built kprobe: a store through a scalar in a program that references a map is a
-/// conservative map_write (the library proves none); `callx` is unknown on both sides, and as a call that could
-/// write anything it is the last candidate the gate cites.
+/// The gate's tag rules on hand-built programs, each the smallest that shows one rule: what the scan follows
+/// (map values through the stack, context fields that hold packet or BTF pointers), what it ignores (scalars,
+/// the stack, a non-BTF context's fields), and where it gives up (a join resets every tag to unknown; callx
+/// could write anything), citing the last candidate instruction.
 #[test]
-fn kernel_view_counts_what_the_gate_cannot_rule_out() {
-    use crate::hostile::{exit, insn, mov_imm, stx_dw, Elf};
-    use bpfgate::Capability::{MapWrite, Unknown};
-    let [ld0, ld1] = [insn(0x18, 1, 1, 0, 3), insn(0, 0, 0, 0, 0)]; // r1 = map fd 3 (BPF_PSEUDO_MAP_FD)
-    let code = [ld0, ld1, mov_imm(2, 0), stx_dw(2, 0, 1), insn(0x8d, 2, 0, 0, 0), mov_imm(0, 0), exit()];
-    let (e, _) = Elf::program("kprobe/do_nanosleep", "p", &code, code.len());
-    let bytes = e.finish();
-    let report = bpfgate::inspect("kernel_view.o", &bytes);
-    let p = report.programs.first().unwrap_or_else(|| panic!("no program: {:?}", report.errors));
-    assert_eq!(p.capabilities, [Unknown], "library: {p:?}");
-    assert_eq!(p.kernel_view.classes, [MapWrite, Unknown]);
-    assert_eq!(p.kernel_view.conservative, [MapWrite]);
-    assert_eq!(p.kernel_view.evidence.get(&MapWrite), Some(&4), "the callx after the store is cited");
+fn kernel_view_tags_what_registers_hold() {
+    use crate::hostile::{call_helper, exit, insn, jeq_imm, ldx_dw, mov, mov_imm, stx_dw, Elf, Insn};
+    use bpfgate::Capability;
+    use bpfgate::Capability::{KernelRead, MapWrite, PacketWrite, Unknown};
+    let map = [insn(0x18, 1, 1, 0, 3), insn(0, 0, 0, 0, 0)]; // r1 = map fd 3 (BPF_PSEUDO_MAP_FD)
+                                                             // r0 = bpf_map_lookup_elem(r1, r10 - 8), then exit when null: r0 is a map value from insn 7 on.
+    let lookup = [mov(2, 10), insn(0x07, 2, 0, 0, -8), call_helper(1), jeq_imm(0, 0, 1)];
+    let join = insn(0x05, 0, 0, 0, 0); // ja +0: the next instruction is a jump target
+    let st = |dst: u8, off: i16| insn(0x7a, dst, 0, off, 1); // *(u64 *)(dst + off) = 1
+    let cat = |parts: &[&[Insn]]| parts.concat();
+    /// What, section, code before `r0 = 0; exit`, the view's classes, and one class's evidence.
+    type Case<'a> = (&'a str, &'a str, Vec<Insn>, &'a [Capability], Option<(Capability, u32)>);
+    let cases: Vec<Case> = vec![
+        ("scalar store", "kprobe/f", cat(&[&map, &[mov_imm(2, 0), stx_dw(2, 0, 2)]]), &[], None),
+        ("stack store", "kprobe/f", cat(&[&map, &[stx_dw(10, -8, 1)]]), &[], None),
+        ("map value store", "kprobe/f", cat(&[&map, &lookup, &[st(0, 0)]]), &[MapWrite], Some((MapWrite, 6))),
+        (
+            "map value through a spill",
+            "kprobe/f",
+            cat(&[&map, &lookup, &[stx_dw(10, -16, 0), mov_imm(0, 0), ldx_dw(3, 10, -16), st(3, 0)]]),
+            &[MapWrite],
+            Some((MapWrite, 9)),
+        ),
+        (
+            "spill overwritten by a scalar",
+            "kprobe/f",
+            cat(&[&map, &lookup, &[stx_dw(10, -16, 0), st(10, -16), ldx_dw(3, 10, -16), st(3, 0)]]),
+            &[],
+            None,
+        ),
+        (
+            "store after a join",
+            "kprobe/f",
+            cat(&[&map, &[mov_imm(2, 0), join, stx_dw(2, 0, 2)]]),
+            &[MapWrite],
+            Some((MapWrite, 4)),
+        ),
+        (
+            "callx",
+            "kprobe/f",
+            cat(&[&map, &[mov_imm(2, 0), insn(0x8d, 2, 0, 0, 0)]]),
+            &[MapWrite, Unknown],
+            Some((MapWrite, 3)),
+        ),
+        ("kprobe context load", "kprobe/f", vec![ldx_dw(2, 1, 0), ldx_dw(3, 2, 0)], &[], None),
+        (
+            "fentry argument load",
+            "fentry/f",
+            vec![ldx_dw(2, 1, 0), ldx_dw(3, 2, 0)],
+            &[KernelRead],
+            Some((KernelRead, 1)),
+        ),
+        // __sk_buff.data is at 76; a store through it writes the packet, one through r10 does not.
+        ("packet store", "tc", vec![insn(0x61, 2, 1, 76, 0), stx_dw(2, 0, 1)], &[PacketWrite], Some((PacketWrite, 1))),
+        ("tc stack store", "tc", vec![insn(0x61, 2, 1, 76, 0), stx_dw(10, -8, 2)], &[], None),
+    ];
+    let mut failures = Vec::new();
+    for (what, section, mut code, want, evidence) in cases {
+        code.extend([mov_imm(0, 0), exit()]);
+        let (e, _) = Elf::program(section, "p", &code, code.len());
+        let report = bpfgate::inspect("kernel_view.o", &e.finish());
+        let Some(p) = report.programs.first() else {
+            failures.push(format!("{what}: no program: {:?}", report.errors));
+            continue;
+        };
+        let got = (&p.kernel_view.classes[..], evidence.and_then(|(c, _)| p.kernel_view.evidence.get(&c).copied()));
+        if got != (want, evidence.map(|(_, at)| at)) {
+            failures.push(format!("{what}: got {got:?}, want {want:?} {evidence:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// `kernel_view::judged`, what `check --gate` evaluates: the view's classes, no attach target for a kprobe, and,
