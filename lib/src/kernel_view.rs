@@ -1,16 +1,24 @@
 //! The classes the in-kernel gate computes for a program, computed from the object.
 //!
-//! The gate (`gate-bpf/src/bpf/gate.bpf.c`, `scan_insn`) reads the kernel's copy of the linked instructions once,
-//! in order, and tracks no pointers. Classes that come from calls it gets exactly as the library does: helper
+//! The gate (`gate-bpf/src/bpf/gate.bpf.c`, `gate_scan_insn`) reads the kernel's copy of the linked instructions
+//! twice, in order: a first pass marks jump targets, the second tags what each register and 8-byte stack slot may
+//! hold ([`tag`]) and counts classes. Classes that come from calls it gets exactly as the library does: helper
 //! classes from the catalogue (ids past its end are `unknown`), kfunc classes by name (uncatalogued kfuncs are
 //! `unknown`), and override_return for fmod_ret programs. The three classes the library proves by dataflow it
-//! counts conservatively instead, a superset of the library's:
-//! - `kernel_read` if a load's base register is not r10, and the program can hold a BTF pointer: a BTF-typed
-//!   program type (tracing, lsm, struct_ops, ext), a kfunc call, a helper returning a BTF pointer, or a load of a
-//!   BTF id (a typed `__ksym` or a kfunc's address);
-//! - `map_write` if it references a map (a map, global data, `.kconfig`) and has a store or atomic whose base
-//!   register is not r10, or calls a helper or kfunc that writes memory through an argument;
-//! - `packet_write` on the same instructions, when its program type hands out packet pointers.
+//! counts from the tags, a superset of the library's:
+//! - `kernel_read` for a load through a register that may hold a BTF pointer (a BTF-typed program's context
+//!   fields, a helper or kfunc returning one, a typed `__ksym`, a kptr loaded from a map value);
+//! - `map_write` for a store or atomic through a map value, or a helper or kfunc writing through an argument that
+//!   may be one;
+//! - `packet_write` the same through a packet pointer (a context field [`ProgType::packet_ctx_fields`] names);
+//! - each of the three, too, for an access through an *unknown* register, when the program could hold such a
+//!   pointer at all (a BTF-typed type or a BTF source; a map reference; a packet program type).
+//!
+//! The tags are per block, not joined: where a block starts (a jump target, or after exit or an unconditional
+//! jump) every register and slot becomes unknown, r10 excepted. A call to a subprogram, or to a helper that runs a
+//! callback, may have stored anything in a frame whose address it was handed. So a program that carries a pointer
+//! across a branch, or dereferences one in a callback, has the class counted at the first access in the new block.
+//! The library's abstract interpretation follows both; the gate's verifier budget does not allow it.
 //!
 //! One difference the object cannot settle: the gate knows kfuncs by their BTF ids in vmlinux, so a catalogued
 //! kfunc the running kernel defines in a module (nf_conntrack's `bpf_ct_*` where nf_conntrack is a module) is
@@ -35,11 +43,10 @@ use crate::progtype::{AttachType, ProgType};
 pub struct KernelView {
     /// Every class the gate counts, proved or conservative, in [`Capability`] order.
     pub classes: Vec<Capability>,
-    /// Among `classes`, those counted conservatively: kernel_read, map_write and packet_write the gate cannot
-    /// rule out and did not prove through a call.
+    /// Among `classes`, those the tags counted (kernel_read, map_write, packet_write) and no call proved.
     pub conservative: Vec<Capability>,
     /// For each conservative class, the instruction the gate cites: the last load (kernel_read) or store or
-    /// memory-writing call (map_write, packet_write) in the linked program that could be it.
+    /// memory-writing call (map_write, packet_write) in the linked program the tags counted.
     #[serde(default)]
     pub evidence: BTreeMap<Capability, u32>,
 }

@@ -26,19 +26,20 @@
  *   kfunc_classes map the loader fills from vmlinux BTF (kfuncs not in it, and every module kfunc,
  *   are `unknown`), tail_call (helper 12), override_return for BPF_MODIFY_RETURN programs, and `unknown` for an
  *   indirect call (callx).
- * - maybe_classes: kernel_read, map_write and packet_write also come from the library's dataflow
- *   (a load through a BTF pointer, a store through a map value or packet pointer), which the gate
- *   does not track. It counts them conservatively instead (a superset of the library's):
- *     kernel_read  if the program has a load whose base register is not r10, and can hold a BTF
- *                  pointer: a BTF-typed program type (tracing, lsm, struct_ops, ext), a kfunc call,
- *                  a call to a helper returning a BTF pointer, or an ld_imm64 of a BTF id;
- *     map_write    if it references a map (ld_imm64 of a map fd or value) and has a store (or
- *                  atomic) whose base register is not r10, or calls a helper or kfunc that writes
- *                  memory through an argument (catalogue effects write_mem/map_write; unknown ones);
- *     packet_write if it has such a store or call and its program type has direct packet access.
- *   The policy check uses classes | maybe_classes, so a rule restricting one of these three refuses
- *   any program that might use it. Known gap: a kptr loaded from a map value and dereferenced by a
- *   program of a non-BTF type is not counted as kernel_read.
+ * - maybe_classes: kernel_read, map_write and packet_write, which the library proves by dataflow, from
+ *   a tag pass (bpfgate::kernel_view, the rules in full): a first pass over the instructions marks jump
+ *   targets in this CPU's jump_targets entry; the second tags what each register and stack slot may
+ *   hold (scalar, context, stack, packet, BTF pointer, map value, other pointer, unknown), reset to
+ *   unknown where a block starts, and counts
+ *     kernel_read  for a load through a BTF pointer, or through an unknown register in a program that
+ *                  can hold one (BTF-typed type, kfunc call, helper returning a BTF pointer, BTF id);
+ *     map_write    for a store, atomic or writing call through a map value, or through an unknown
+ *                  register in a program that references a map;
+ *     packet_write the same through a packet pointer, or an unknown register in a packet program type.
+ *   A superset of the library's classes (the library joins states at branches; this does not). The
+ *   policy check uses classes | maybe_classes. A load preempted on its CPU by another load's scan
+ *   finds jump_targets taken over (owner changed) and counts the three by their preconditions alone
+ *   (event scan_flags GATE_SCAN_CONTENDED).
  * - map rules: a program with map_write (proved or conservative) is taken to write every map it
  *   uses that programs can write (not BPF_F_RDONLY_PROG: .rodata, .kconfig); each must pass the
  *   rule (maps.named, then write any/own/none and pinned) with "own" meaning created by the same
@@ -600,18 +601,26 @@ static __always_inline __u64 read_chunk(struct scan_ctx *c, __u64 chunk, struct 
 	return n;
 }
 
+/* Reads a chunk into buf (*n instructions) and finds this CPU's jump targets; NULL when either fails. */
+static __always_inline struct jump_targets *chunk_targets(struct scan_ctx *c, __u64 chunk, struct raw_insn *buf,
+							   __u64 *n)
+{
+	if (!c)
+		return NULL;
+	*n = read_chunk(c, chunk, buf);
+	if (!*n)
+		return NULL;
+	return bpf_map_lookup_elem(&jump_targets, &c->cpu);
+}
+
 /* First pass, one chunk: marks the jump targets, and notes an indirect jump. */
 __noinline int gate_mark_chunk(struct scan_ctx *c, __u64 chunk)
 {
 	struct raw_insn buf[GATE_CHUNK];
 	__u64 n;
+	struct jump_targets *jt = chunk_targets(c, chunk, buf, &n);
 
-	if (!c)
-		return 1;
-	n = read_chunk(c, chunk, buf);
-	struct jump_targets *jt = bpf_map_lookup_elem(&jump_targets, &c->cpu);
-
-	if (!n || !jt)
+	if (!jt)
 		return 1;
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
@@ -654,13 +663,9 @@ __noinline int gate_scan_chunk(struct scan_ctx *c, __u64 chunk)
 {
 	struct raw_insn buf[GATE_CHUNK];
 	__u64 n;
+	struct jump_targets *jt = chunk_targets(c, chunk, buf, &n);
 
-	if (!c)
-		return 1;
-	n = read_chunk(c, chunk, buf);
-	struct jump_targets *jt = bpf_map_lookup_elem(&jump_targets, &c->cpu);
-
-	if (!n || !jt)
+	if (!jt)
 		return 1;
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
