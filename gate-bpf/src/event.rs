@@ -477,6 +477,16 @@ mod tests {
         assert_eq!(json["verdict"], "deny");
         assert_eq!(json["classes"][1]["class"], "send_signal");
         assert_eq!(json["classes"][1]["evidence"]["id"], 109);
+        assert_eq!(json["contended"], false);
+        assert!(!line.contains("contended"), "{line}");
+    }
+
+    #[test]
+    fn a_contended_scan_is_reported() {
+        let r = RawEvent { scan_flags: scan_flags::CONTENDED, ..raw() };
+        let e = Event::from_raw(&r, &Names::default());
+        assert!(e.contended);
+        assert!(e.to_string().ends_with(" (scan contended)"), "{e}");
     }
 
     #[test]

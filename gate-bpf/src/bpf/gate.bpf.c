@@ -95,7 +95,7 @@
 #define AT_TRACE_ITER 28
 
 /* Instructions copied per bpf_loop iteration, onto gate_scan_chunk's stack. */
-#define GATE_CHUNK 8
+#define GATE_CHUNK 32
 
 /* Scan flags. */
 #define SCAN_BTF_SOURCE (1U << 0) /* a kfunc, a helper returning a BTF pointer, an ld_imm64 of a BTF id */
@@ -131,7 +131,8 @@ struct raw_insn {
 };
 
 /*
- * Scan state, on the hook's stack (per-CPU scratch could be clobbered by a preempting load). The
+ * Scan state, on the hook's stack (per-CPU scratch could be clobbered by a preempting load; the
+ * chunk buffer, too big for the stack, is in the load's pending_loads entry). The
  * tags are bpfgate::kernel_view's (gate_scan.h): what each register and 8-byte stack slot may hold,
  * tracked in order through each block and reset to GATE_T_ANY where a block starts.
  */
@@ -276,6 +277,215 @@ struct {
 	__type(key, __u32);
 	__array(values, struct sync_inner);
 } sync_rcu SEC(".maps");
+
+static __always_inline __u64 bit_of(__u32 n)
+{
+	return n < 64 ? 1ULL << n : 0;
+}
+
+static __always_inline __u32 lowest_bit(__u64 m)
+{
+	__u32 n = 0;
+
+	if (!(m & 0xffffffffULL)) { n += 32; m >>= 32; }
+	if (!(m & 0xffffULL)) { n += 16; m >>= 16; }
+	if (!(m & 0xffULL)) { n += 8; m >>= 8; }
+	if (!(m & 0xfULL)) { n += 4; m >>= 4; }
+	if (!(m & 0x3ULL)) { n += 2; m >>= 2; }
+	if (!(m & 0x1ULL)) { n += 1; }
+	return n;
+}
+
+static __always_inline bool has_prefix(const char *s, const char *prefix, int len)
+{
+	for (int i = 0; i < len; i++)
+		if (s[i] != prefix[i])
+			return false;
+	return true;
+}
+
+/*
+ * Copies the name of BTF type `id` of `btf` (following split BTF to its base) into out, named as the
+ * library names targets from sections: lsm/file_open, tp_btf/sched_switch, iter/task.
+ */
+static __always_inline int btf_type_name(struct btf *btf, __u32 id, __u32 prog_type, __u32 attach_type, char *out)
+{
+	__u32 start, name_off, str_off;
+	struct btf_type **types;
+	struct btf_type *t = NULL;
+	const char *strings;
+
+	for (int i = 0; i < 3 && btf; i++) {
+		if (id >= BPF_CORE_READ(btf, start_id))
+			break;
+		btf = BPF_CORE_READ(btf, base_btf);
+	}
+	if (!btf)
+		return -1;
+	start = BPF_CORE_READ(btf, start_id);
+	if (id < start)
+		return -1;
+	types = BPF_CORE_READ(btf, types);
+	if (bpf_probe_read_kernel(&t, sizeof(t), &types[id - start]) || !t)
+		return -1;
+	name_off = BPF_CORE_READ(t, name_off);
+	for (int i = 0; i < 3 && btf; i++) {
+		if (name_off >= BPF_CORE_READ(btf, start_str_off))
+			break;
+		btf = BPF_CORE_READ(btf, base_btf);
+	}
+	if (!btf)
+		return -1;
+	str_off = BPF_CORE_READ(btf, start_str_off);
+	if (name_off < str_off)
+		return -1;
+	strings = BPF_CORE_READ(btf, strings);
+	if (bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off)) < 0)
+		return -1;
+	/* Only for their own program kinds: fentry/bpf_lsm_file_open names the function itself. */
+	if (prog_type == PT_LSM && has_prefix(out, "bpf_lsm_", 8))
+		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 8);
+	else if (prog_type == PT_TRACING && attach_type == AT_TRACE_RAW_TP && has_prefix(out, "btf_trace_", 10))
+		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 10);
+	else if (prog_type == PT_TRACING && attach_type == AT_TRACE_ITER && has_prefix(out, "bpf_iter_", 9))
+		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 9);
+	return 0;
+}
+
+static long match_target(__u64 i, void *data)
+{
+	struct match_ctx *m = data;
+	__u32 idx = m->base + m->first + (__u32)i;
+	struct gate_pattern *p = bpf_map_lookup_elem(&policy_targets, &idx);
+	__u32 len;
+
+	if (!p)
+		return 1;
+	len = p->len;
+	if (len > GATE_TARGET_PATTERN_LEN)
+		return 0;
+	for (__u32 k = 0; k < GATE_TARGET_PATTERN_LEN; k++) {
+		if (k >= len)
+			break;
+		if (p->text[k] != m->target[k])
+			return 0;
+	}
+	if (p->kind == GATE_PATTERN_PREFIX || (p->kind == GATE_PATTERN_EXACT && m->target[len] == 0)) {
+		m->matched = 1;
+		return 1;
+	}
+	return 0;
+}
+
+
+struct facts {
+	struct gate_subject subject;
+	__u32 prog_type;
+	__u32 attach_type;
+	__u32 insn_cnt;
+	__u32 classes; /* classes | maybe_classes: what the policy judges */
+	__u32 maybe_classes;
+	bool has_attach_type;
+	bool has_target;
+	bool gate_hook; /* attaches where it could overrule the gate (see gate_hook_target) */
+	char target[GATE_TARGET_LEN];
+};
+
+struct verdict {
+	__u64 generation;
+	__u32 rule;
+	__u32 reasons;
+	__u8 decision;
+	__u8 flags;
+};
+
+/* reason bits: bpfgate::policy::reason_bits */
+#define R_NO_RULE (1U << 0)
+#define R_RULE_DENIES (1U << 1)
+#define R_PROG_TYPE (1U << 2)
+#define R_ATTACH_TYPE (1U << 3)
+#define R_ATTACH_TARGET (1U << 4)
+#define R_INSNS (1U << 5)
+#define R_CLASS (1U << 6)
+#define R_MAP (1U << 7)
+
+/* Action numbers: bpfgate::policy::Action::number */
+#define A_ALLOW 0
+#define A_DENY 1
+#define A_AUDIT 2
+
+#define FMODE_WRITE 0x2
+#define BPF_F_RDONLY_PROG (1U << 7)
+#define CMD_OBJ_GET 7
+#define CMD_LINK_GET_FD_BY_ID 30
+
+/*
+ * Set by the daemon before load (read-only afterwards): the one process the gate's objects obey, by
+ * tgid and executable (a pid reused after the daemon died is not the daemon).
+ */
+const volatile __u32 gate_daemon_tgid = 0;
+const volatile __u64 gate_daemon_dev = 0;
+const volatile __u64 gate_daemon_ino = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_MAP_OWNERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct gate_map_owner);
+} map_owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_PROTECTED);
+	__type(key, struct gate_object_key);
+	__type(value, __u32);
+} gate_objects SEC(".maps");
+
+/* The maps of one program as the map rules see them, gathered at lsm/bpf_prog. */
+#define GATE_MAX_USED_MAPS 64
+struct used_map {
+	char name[GATE_NAME_LEN];
+	__u32 id;
+	__u8 own;
+	__u8 pinned;
+	__u8 reserved[2];
+};
+
+struct used_maps {
+	__u32 count;
+	bool unattributed; /* a map-in-map: writes may reach inner maps the gate cannot see */
+	struct used_map maps[GATE_MAX_USED_MAPS];
+};
+
+/*
+ * A load in flight, from lsm/bpf_prog_load to lsm/bpf_prog (or lsm/bpf_prog_free when the verifier
+ * refuses it), keyed by its bpf_prog_aux address (aux survives the verifier's reallocations of the
+ * program): the facts its final decision needs once the verifier has bound its maps. A map entry,
+ * not stack or per-CPU scratch: it is too large for the stack, and LSM programs can be preempted
+ * (another task's hook on the same CPU would overwrite a per-CPU buffer mid-decision). Task storage
+ * would be natural, but 7.x kernels refuse to create it from these hooks.
+ */
+struct pending_load {
+	__u32 load_decision;
+	__u32 reserved;
+	__u64 load_generation;
+	struct facts facts;
+	struct used_maps used;
+	/* The chunk of instructions being scanned: here, as the stack has no room for it. */
+	struct raw_insn scan_buf[GATE_CHUNK];
+};
+
+/* Loads in flight at once; when full, loads are denied (fail closed). */
+#define GATE_MAX_PENDING 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_PENDING);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct pending_load);
+} pending_loads SEC(".maps");
 
 /*
  * Adds classes; each class's evidence is the first thing that proved it. Branch-free per class: the
@@ -583,44 +793,43 @@ __noinline int gate_scan_insn(struct scan_ctx *c, __u64 raw, __u32 at, __u32 tar
 	return 0;
 }
 
-/* Reads up to GATE_CHUNK instructions from `start` into buf; returns how many, 0 past the end. */
-static __always_inline __u64 read_chunk(struct scan_ctx *c, __u64 chunk, struct raw_insn *buf)
+/*
+ * Reads up to GATE_CHUNK instructions of chunk `chunk` into the load's buffer (*n of them), and finds this CPU's
+ * jump targets; NULL past the end or when either fails.
+ */
+static __always_inline struct raw_insn *read_chunk(struct scan_ctx *c, __u64 chunk, __u64 *n,
+						   struct jump_targets **jt)
 {
 	__u64 start = chunk * GATE_CHUNK;
-	__u32 len = c->len;
-	__u64 n;
+	struct pending_load *ts;
+	__u32 len;
 
-	/* Explicit bounds: the verifier needs them for the size and address below. */
-	if (start >= len || start >= GATE_MAX_INSNS)
-		return 0;
-	n = len - start;
-	if (n > GATE_CHUNK)
-		n = GATE_CHUNK;
-	if (bpf_probe_read_kernel(buf, n * sizeof(buf[0]), (const void *)(c->insns + start * sizeof(buf[0]))))
-		return 0;
-	return n;
-}
-
-/* Reads a chunk into buf (*n instructions) and finds this CPU's jump targets; NULL when either fails. */
-static __always_inline struct jump_targets *chunk_targets(struct scan_ctx *c, __u64 chunk, struct raw_insn *buf,
-							   __u64 *n)
-{
 	if (!c)
 		return NULL;
-	*n = read_chunk(c, chunk, buf);
-	if (!*n)
+	len = c->len;
+	/* Explicit bounds: the verifier needs them for the size and address below. */
+	if (start >= len || start >= GATE_MAX_INSNS)
 		return NULL;
-	return bpf_map_lookup_elem(&jump_targets, &c->cpu);
+	*n = len - start;
+	if (*n > GATE_CHUNK)
+		*n = GATE_CHUNK;
+	ts = bpf_map_lookup_elem(&pending_loads, &c->owner);
+	*jt = bpf_map_lookup_elem(&jump_targets, &c->cpu);
+	if (!ts || !*jt ||
+	    bpf_probe_read_kernel(ts->scan_buf, *n * sizeof(ts->scan_buf[0]),
+				  (const void *)(c->insns + start * sizeof(ts->scan_buf[0]))))
+		return NULL;
+	return ts->scan_buf;
 }
 
 /* First pass, one chunk: marks the jump targets, and notes an indirect jump. */
 __noinline int gate_mark_chunk(struct scan_ctx *c, __u64 chunk)
 {
-	struct raw_insn buf[GATE_CHUNK];
+	struct jump_targets *jt;
 	__u64 n;
-	struct jump_targets *jt = chunk_targets(c, chunk, buf, &n);
+	struct raw_insn *buf = read_chunk(c, chunk, &n, &jt);
 
-	if (!jt)
+	if (!buf)
 		return 1;
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
@@ -661,11 +870,11 @@ __noinline int gate_clear_chunk(struct scan_ctx *c, __u64 i)
 /* Second pass, one chunk: the tags and classes. */
 __noinline int gate_scan_chunk(struct scan_ctx *c, __u64 chunk)
 {
-	struct raw_insn buf[GATE_CHUNK];
+	struct jump_targets *jt;
 	__u64 n;
-	struct jump_targets *jt = chunk_targets(c, chunk, buf, &n);
+	struct raw_insn *buf = read_chunk(c, chunk, &n, &jt);
 
-	if (!jt)
+	if (!buf)
 		return 1;
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
@@ -712,213 +921,6 @@ static __always_inline void maybe_class(struct scan_ctx *c, __u32 *maybe, __u32 
 		c->evidence[slot] = GATE_EV_INSN | ((at - 1) & GATE_EV_VALUE_MASK);
 	}
 }
-
-static __always_inline __u64 bit_of(__u32 n)
-{
-	return n < 64 ? 1ULL << n : 0;
-}
-
-static __always_inline __u32 lowest_bit(__u64 m)
-{
-	__u32 n = 0;
-
-	if (!(m & 0xffffffffULL)) { n += 32; m >>= 32; }
-	if (!(m & 0xffffULL)) { n += 16; m >>= 16; }
-	if (!(m & 0xffULL)) { n += 8; m >>= 8; }
-	if (!(m & 0xfULL)) { n += 4; m >>= 4; }
-	if (!(m & 0x3ULL)) { n += 2; m >>= 2; }
-	if (!(m & 0x1ULL)) { n += 1; }
-	return n;
-}
-
-static __always_inline bool has_prefix(const char *s, const char *prefix, int len)
-{
-	for (int i = 0; i < len; i++)
-		if (s[i] != prefix[i])
-			return false;
-	return true;
-}
-
-/*
- * Copies the name of BTF type `id` of `btf` (following split BTF to its base) into out, named as the
- * library names targets from sections: lsm/file_open, tp_btf/sched_switch, iter/task.
- */
-static __always_inline int btf_type_name(struct btf *btf, __u32 id, __u32 prog_type, __u32 attach_type, char *out)
-{
-	__u32 start, name_off, str_off;
-	struct btf_type **types;
-	struct btf_type *t = NULL;
-	const char *strings;
-
-	for (int i = 0; i < 3 && btf; i++) {
-		if (id >= BPF_CORE_READ(btf, start_id))
-			break;
-		btf = BPF_CORE_READ(btf, base_btf);
-	}
-	if (!btf)
-		return -1;
-	start = BPF_CORE_READ(btf, start_id);
-	if (id < start)
-		return -1;
-	types = BPF_CORE_READ(btf, types);
-	if (bpf_probe_read_kernel(&t, sizeof(t), &types[id - start]) || !t)
-		return -1;
-	name_off = BPF_CORE_READ(t, name_off);
-	for (int i = 0; i < 3 && btf; i++) {
-		if (name_off >= BPF_CORE_READ(btf, start_str_off))
-			break;
-		btf = BPF_CORE_READ(btf, base_btf);
-	}
-	if (!btf)
-		return -1;
-	str_off = BPF_CORE_READ(btf, start_str_off);
-	if (name_off < str_off)
-		return -1;
-	strings = BPF_CORE_READ(btf, strings);
-	if (bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off)) < 0)
-		return -1;
-	/* Only for their own program kinds: fentry/bpf_lsm_file_open names the function itself. */
-	if (prog_type == PT_LSM && has_prefix(out, "bpf_lsm_", 8))
-		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 8);
-	else if (prog_type == PT_TRACING && attach_type == AT_TRACE_RAW_TP && has_prefix(out, "btf_trace_", 10))
-		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 10);
-	else if (prog_type == PT_TRACING && attach_type == AT_TRACE_ITER && has_prefix(out, "bpf_iter_", 9))
-		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 9);
-	return 0;
-}
-
-static long match_target(__u64 i, void *data)
-{
-	struct match_ctx *m = data;
-	__u32 idx = m->base + m->first + (__u32)i;
-	struct gate_pattern *p = bpf_map_lookup_elem(&policy_targets, &idx);
-	__u32 len;
-
-	if (!p)
-		return 1;
-	len = p->len;
-	if (len > GATE_TARGET_PATTERN_LEN)
-		return 0;
-	for (__u32 k = 0; k < GATE_TARGET_PATTERN_LEN; k++) {
-		if (k >= len)
-			break;
-		if (p->text[k] != m->target[k])
-			return 0;
-	}
-	if (p->kind == GATE_PATTERN_PREFIX || (p->kind == GATE_PATTERN_EXACT && m->target[len] == 0)) {
-		m->matched = 1;
-		return 1;
-	}
-	return 0;
-}
-
-
-struct facts {
-	struct gate_subject subject;
-	__u32 prog_type;
-	__u32 attach_type;
-	__u32 insn_cnt;
-	__u32 classes; /* classes | maybe_classes: what the policy judges */
-	__u32 maybe_classes;
-	bool has_attach_type;
-	bool has_target;
-	bool gate_hook; /* attaches where it could overrule the gate (see gate_hook_target) */
-	char target[GATE_TARGET_LEN];
-};
-
-struct verdict {
-	__u64 generation;
-	__u32 rule;
-	__u32 reasons;
-	__u8 decision;
-	__u8 flags;
-};
-
-/* reason bits: bpfgate::policy::reason_bits */
-#define R_NO_RULE (1U << 0)
-#define R_RULE_DENIES (1U << 1)
-#define R_PROG_TYPE (1U << 2)
-#define R_ATTACH_TYPE (1U << 3)
-#define R_ATTACH_TARGET (1U << 4)
-#define R_INSNS (1U << 5)
-#define R_CLASS (1U << 6)
-#define R_MAP (1U << 7)
-
-/* Action numbers: bpfgate::policy::Action::number */
-#define A_ALLOW 0
-#define A_DENY 1
-#define A_AUDIT 2
-
-#define FMODE_WRITE 0x2
-#define BPF_F_RDONLY_PROG (1U << 7)
-#define CMD_OBJ_GET 7
-#define CMD_LINK_GET_FD_BY_ID 30
-
-/*
- * Set by the daemon before load (read-only afterwards): the one process the gate's objects obey, by
- * tgid and executable (a pid reused after the daemon died is not the daemon).
- */
-const volatile __u32 gate_daemon_tgid = 0;
-const volatile __u64 gate_daemon_dev = 0;
-const volatile __u64 gate_daemon_ino = 0;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GATE_MAX_MAP_OWNERS);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
-	__type(value, struct gate_map_owner);
-} map_owners SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GATE_MAX_PROTECTED);
-	__type(key, struct gate_object_key);
-	__type(value, __u32);
-} gate_objects SEC(".maps");
-
-/* The maps of one program as the map rules see them, gathered at lsm/bpf_prog. */
-#define GATE_MAX_USED_MAPS 64
-struct used_map {
-	char name[GATE_NAME_LEN];
-	__u32 id;
-	__u8 own;
-	__u8 pinned;
-	__u8 reserved[2];
-};
-
-struct used_maps {
-	__u32 count;
-	bool unattributed; /* a map-in-map: writes may reach inner maps the gate cannot see */
-	struct used_map maps[GATE_MAX_USED_MAPS];
-};
-
-/*
- * A load in flight, from lsm/bpf_prog_load to lsm/bpf_prog (or lsm/bpf_prog_free when the verifier
- * refuses it), keyed by its bpf_prog_aux address (aux survives the verifier's reallocations of the
- * program): the facts its final decision needs once the verifier has bound its maps. A map entry,
- * not stack or per-CPU scratch: it is too large for the stack, and LSM programs can be preempted
- * (another task's hook on the same CPU would overwrite a per-CPU buffer mid-decision). Task storage
- * would be natural, but 7.x kernels refuse to create it from these hooks.
- */
-struct pending_load {
-	__u32 load_decision;
-	__u32 reserved;
-	__u64 load_generation;
-	struct facts facts;
-	struct used_maps used;
-};
-
-/* Loads in flight at once; when full, loads are denied (fail closed). */
-#define GATE_MAX_PENDING 4096
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GATE_MAX_PENDING);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
-	__type(value, struct pending_load);
-} pending_loads SEC(".maps");
 
 /*
  * Programs loaded while the gate was attached, by bpf_prog_aux address: what their load was judged by
