@@ -64,17 +64,6 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// Whether a call with these effects may write memory it was handed (a map value or a packet, say): what the
-    /// in-kernel gate, which tracks no pointers, takes as a possible map or packet write.
-    pub fn writes_memory(effects: &[Effect]) -> bool {
-        effects.iter().any(|e| matches!(e, Effect::WriteMem(_) | Effect::MapWrite(_)))
-    }
-
-    /// Whether a call with these effects returns a BTF-typed kernel pointer.
-    pub fn returns_kernel_ptr(effects: &[Effect]) -> bool {
-        effects.contains(&Effect::RetKernelPtr)
-    }
-
     /// Parses a catalogue token such as `map_read=r1` or `ret_kernel_ptr`.
     fn parse(token: &str) -> Result<Effect, EffectError> {
         if token == "ret_kernel_ptr" {

@@ -206,14 +206,15 @@ impl Scan {
 
     fn call(&mut self, at: u32, classes: ClassSet, effects: &[Effect]) -> (u8, bool) {
         self.classes = self.classes.union(classes);
-        self.btf_source |= Effect::returns_kernel_ptr(effects);
+        let ret = returned(effects);
+        self.btf_source |= ret & tag::BTF != 0;
         let flags = call_flags(effects);
         for r in 1..=5 {
             if flags & 1 << (r - 1) != 0 {
                 self.written(at, self.regs[r]);
             }
         }
-        (returned(effects), flags & CALLBACK != 0)
+        (ret, flags & CALLBACK != 0)
     }
 
     /// A call that could do anything.

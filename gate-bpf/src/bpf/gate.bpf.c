@@ -94,7 +94,7 @@
 #define AT_MODIFY_RETURN 26
 #define AT_TRACE_ITER 28
 
-/* Instructions copied per bpf_loop iteration, onto gate_scan_chunk's stack. */
+/* Instructions copied per bpf_loop iteration, into the load's pending_loads entry. */
 #define GATE_CHUNK 32
 
 /* Scan flags. */
