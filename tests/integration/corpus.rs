@@ -158,7 +158,8 @@ fn kernel_view_tags_what_registers_hold() {
     use crate::hostile::{call_helper, exit, insn, jeq_imm, ldx_dw, mov, mov_imm, stx_dw, Elf, Insn};
     use bpfgate::Capability;
     use bpfgate::Capability::{KernelRead, MapWrite, PacketWrite, Unknown};
-    let map = [insn(0x18, 1, 1, 0, 3), insn(0, 0, 0, 0, 0)]; // r1 = map fd 3 (BPF_PSEUDO_MAP_FD)
+    // r1 = map fd 3 (BPF_PSEUDO_MAP_FD).
+    let map = [insn(0x18, 1, 1, 0, 3), insn(0, 0, 0, 0, 0)];
     // r0 = bpf_map_lookup_elem(r1, r10 - 8), then exit when null: r0 is a map value from insn 6 on.
     let lookup = [mov(2, 10), insn(0x07, 2, 0, 0, -8), call_helper(1), jeq_imm(0, 0, 1)];
     let join = insn(0x05, 0, 0, 0, 0); // ja +0: the next instruction is a jump target
