@@ -131,19 +131,16 @@ struct raw_insn {
 };
 
 /*
- * Scan state, on the hook's stack (per-CPU scratch could be clobbered by a preempting load; the
- * chunk buffer, too big for the stack, is in the load's pending_loads entry). The
- * tags are bpfgate::kernel_view's (gate_scan.h): what each register and 8-byte stack slot may hold,
+ * Scan state, in the load's pending_loads entry (per-CPU scratch could be clobbered by a preempting
+ * load; the stack has no room). The tags are bpfgate::kernel_view's (gate_scan.h): what each register and 8-byte stack slot may hold,
  * tracked in order through each block and reset to GATE_T_ANY where a block starts.
  */
 struct scan_ctx {
 	__u64 insns; /* kernel address of prog->insnsi */
-	__u64 owner; /* this load's bpf_prog_aux, owner of this CPU's jump_targets while it scans */
 	__u64 slots[8]; /* a tag per byte: the 64 slots of the frame, r10-512 first */
 	__u8 regs[16];  /* r0-r10; r11-r15 only keep a bad register field in bounds */
 	__u32 len;
 	__u32 scanned;
-	__u32 cpu;
 	__u32 prog_type;
 	__u32 classes;
 	__u32 flags;
@@ -472,7 +469,8 @@ struct pending_load {
 	__u64 load_generation;
 	struct facts facts;
 	struct used_maps used;
-	/* The chunk of instructions being scanned: here, as the stack has no room for it. */
+	/* The scan's state and the chunk of instructions it reads: here, as the stack has no room for them. */
+	struct scan_ctx scan;
 	struct raw_insn scan_buf[GATE_CHUNK];
 };
 
@@ -743,6 +741,24 @@ static __always_inline __u8 alu64_tag(__u8 code, __u8 d, __u8 s, __s16 off)
 	return d | s | GATE_T_SCALAR;
 }
 
+/* An ALU instruction: only its destination's tag changes. */
+static __always_inline void alu_tag(struct scan_ctx *c, __u8 code, __u8 dst, __u8 src, __s16 off)
+{
+	if (INSN_CLASS(code) == INSN_ALU)
+		c->regs[dst] = GATE_T_SCALAR;
+	else
+		c->regs[dst] = alu64_tag(code, c->regs[dst], c->regs[src], off);
+}
+
+/* A jump whose target is in off (imm for ja32): every JMP/JMP32 instruction but call, callx, exit and gotox. */
+static __always_inline bool has_target(__u8 code)
+{
+	__u8 cls = INSN_CLASS(code);
+
+	return (cls == INSN_JMP || cls == INSN_JMP32) && code != INSN_CALL && code != INSN_CALLX &&
+	       code != INSN_EXIT && code != INSN_GOTOX;
+}
+
 /*
  * One instruction of the second pass: bpfgate::kernel_view::scan, step for step. A global function:
  * the verifier checks it once, with an unknown scan_ctx, not once per state of the chunk loop.
@@ -785,67 +801,64 @@ __noinline int gate_scan_insn(struct scan_ctx *c, __u64 raw, __u32 at, __u32 tar
 		store_tag(c, at, dst, off, size, cls == INSN_ST ? GATE_T_SCALAR : c->regs[src]);
 	} else if (cls == INSN_STX && mode == INSN_ATOMIC) {
 		scan_atomic(c, dst, src, off, imm, size, at);
-	} else if (cls == INSN_ALU) {
-		c->regs[dst] = GATE_T_SCALAR;
-	} else if (cls == INSN_ALU64) {
-		c->regs[dst] = alu64_tag(code, c->regs[dst], c->regs[src], off);
+	} else if (cls == INSN_ALU || cls == INSN_ALU64) {
+		alu_tag(c, code, dst, src, off);
 	}
 	return 0;
 }
 
 /*
- * Reads up to GATE_CHUNK instructions of chunk `chunk` into the load's buffer (*n of them), and finds this CPU's
- * jump targets; NULL past the end or when either fails.
+ * What the chunk functions work on: the load's pending_loads entry (its scan state and buffer) and this
+ * CPU's jump targets, looked up once per load rather than once per chunk.
  */
-static __always_inline struct raw_insn *read_chunk(struct scan_ctx *c, __u64 chunk, __u64 *n,
-						   struct jump_targets **jt)
+struct scan_loop {
+	struct pending_load *ts;
+	struct jump_targets *jt;
+};
+
+/* Reads up to GATE_CHUNK instructions of chunk `chunk` into ts->scan_buf; returns how many, 0 past the end. */
+static __always_inline __u64 read_chunk(struct pending_load *ts, __u64 chunk)
 {
 	__u64 start = chunk * GATE_CHUNK;
-	struct pending_load *ts;
-	__u32 len;
+	__u32 len = ts->scan.len;
+	__u64 n;
 
-	if (!c)
-		return NULL;
-	len = c->len;
 	/* Explicit bounds: the verifier needs them for the size and address below. */
 	if (start >= len || start >= GATE_MAX_INSNS)
-		return NULL;
-	*n = len - start;
-	if (*n > GATE_CHUNK)
-		*n = GATE_CHUNK;
-	ts = bpf_map_lookup_elem(&pending_loads, &c->owner);
-	*jt = bpf_map_lookup_elem(&jump_targets, &c->cpu);
-	if (!ts || !*jt ||
-	    bpf_probe_read_kernel(ts->scan_buf, *n * sizeof(ts->scan_buf[0]),
-				  (const void *)(c->insns + start * sizeof(ts->scan_buf[0]))))
-		return NULL;
-	return ts->scan_buf;
+		return 0;
+	n = len - start;
+	if (n > GATE_CHUNK)
+		n = GATE_CHUNK;
+	if (bpf_probe_read_kernel(ts->scan_buf, n * sizeof(ts->scan_buf[0]),
+				  (const void *)(ts->scan.insns + start * sizeof(ts->scan_buf[0]))))
+		return 0;
+	return n;
 }
 
 /* First pass, one chunk: marks the jump targets, and notes an indirect jump. */
-__noinline int gate_mark_chunk(struct scan_ctx *c, __u64 chunk)
+__noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
-	struct jump_targets *jt;
+	struct scan_ctx *c;
 	__u64 n;
-	struct raw_insn *buf = read_chunk(c, chunk, &n, &jt);
 
-	if (!buf)
+	if (!ts || !jt)
+		return 1;
+	c = &ts->scan;
+	n = read_chunk(ts, chunk);
+	if (!n)
 		return 1;
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
 			break;
-		__u8 code = buf[j].code;
-		__u8 cls = INSN_CLASS(code);
+		__u8 code = ts->scan_buf[j].code;
 
-		if ((cls != INSN_JMP && cls != INSN_JMP32) || code == INSN_CALL || code == INSN_CALLX ||
-		    code == INSN_EXIT)
-			continue;
-		if (code == INSN_GOTOX) {
+		if (code == INSN_GOTOX)
 			c->flags |= SCAN_GOTOX;
+		if (!has_target(code))
 			continue;
-		}
-		__s64 t = (__s64)(chunk * GATE_CHUNK + j) + 1 + (code == INSN_JA32 ? buf[j].imm : buf[j].off);
+		__s64 t = (__s64)(chunk * GATE_CHUNK + j) + 1 +
+			  (code == INSN_JA32 ? ts->scan_buf[j].imm : ts->scan_buf[j].off);
 
 		if (t >= 0 && t < c->len && t < GATE_MAX_INSNS)
 			jt->words[(t >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (t & 63);
@@ -854,12 +867,8 @@ __noinline int gate_mark_chunk(struct scan_ctx *c, __u64 chunk)
 }
 
 /* Before the first pass: clears the bits of 8 words (512 instructions). */
-__noinline int gate_clear_chunk(struct scan_ctx *c, __u64 i)
+__noinline int gate_clear_chunk(struct jump_targets *jt, __u64 i)
 {
-	if (!c)
-		return 1;
-	struct jump_targets *jt = bpf_map_lookup_elem(&jump_targets, &c->cpu);
-
 	if (!jt)
 		return 1;
 	for (__u32 k = 0; k < 8; k++)
@@ -868,23 +877,42 @@ __noinline int gate_clear_chunk(struct scan_ctx *c, __u64 i)
 }
 
 /* Second pass, one chunk: the tags and classes. */
-__noinline int gate_scan_chunk(struct scan_ctx *c, __u64 chunk)
+__noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
-	struct jump_targets *jt;
+	struct scan_ctx *c;
 	__u64 n;
-	struct raw_insn *buf = read_chunk(c, chunk, &n, &jt);
 
-	if (!buf)
+	if (!ts || !jt)
+		return 1;
+	c = &ts->scan;
+	n = read_chunk(ts, chunk);
+	if (!n)
 		return 1;
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
 			break;
 		__u32 at = chunk * GATE_CHUNK + j;
+		__u32 target = (jt->words[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1;
+		__u8 code = ts->scan_buf[j].code;
 		__u64 raw;
 
-		__builtin_memcpy(&raw, &buf[j], sizeof(raw));
-		gate_scan_insn(c, raw, at, (jt->words[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1);
+		/*
+		 * Inside a block, ALU instructions and conditional jumps are done here: they change one tag
+		 * at most, and the call to gate_scan_insn costs more than that (it is a global function so
+		 * that the verifier checks its many branches once).
+		 */
+		if (!target && !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX))) {
+			if (INSN_CLASS(code) == INSN_ALU || INSN_CLASS(code) == INSN_ALU64) {
+				alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
+					ts->scan_buf[j].off);
+				continue;
+			}
+			if (has_target(code) && code != INSN_JA && code != INSN_JA32)
+				continue;
+		}
+		__builtin_memcpy(&raw, &ts->scan_buf[j], sizeof(raw));
+		gate_scan_insn(c, raw, at, target);
 	}
 	c->scanned = chunk * GATE_CHUNK + n;
 	return 0;
@@ -893,17 +921,23 @@ __noinline int gate_scan_chunk(struct scan_ctx *c, __u64 chunk)
 /* bpf_loop callbacks must return 0 (continue) or 1 (stop). */
 static long clear_chunk(__u64 i, void *data)
 {
-	return gate_clear_chunk(data, i) ? 1 : 0;
+	struct scan_loop *l = data;
+
+	return gate_clear_chunk(l->jt, i) ? 1 : 0;
 }
 
 static long mark_chunk(__u64 chunk, void *data)
 {
-	return gate_mark_chunk(data, chunk) ? 1 : 0;
+	struct scan_loop *l = data;
+
+	return gate_mark_chunk(l->ts, l->jt, chunk) ? 1 : 0;
 }
 
 static long scan_chunk(__u64 chunk, void *data)
 {
-	return gate_scan_chunk(data, chunk) ? 1 : 0;
+	struct scan_loop *l = data;
+
+	return gate_scan_chunk(l->ts, l->jt, chunk) ? 1 : 0;
 }
 
 /*
@@ -1309,7 +1343,6 @@ static __always_inline void event_program(struct gate_event *e, const struct fac
 
 static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 {
-	struct scan_ctx sc = {};
 	struct verdict v = {};
 	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
 	__u64 key = (__u64)aux;
@@ -1335,6 +1368,7 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 		return -EPERM;
 	}
 	struct facts *f = &ts->facts;
+	struct scan_ctx *sc = &ts->scan;
 
 	current_subject(&f->subject);
 	f->prog_type = BPF_CORE_READ(prog, type);
@@ -1347,46 +1381,47 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 	 * The classes: scan prog->insnsi in chunks. The address comes from aux->prog through a probe read,
 	 * so it is a scalar: the verifier refuses variable offsets on the trusted prog pointer.
 	 */
-	sc.insns = (__u64)BPF_CORE_READ(aux, prog) + bpf_core_field_offset(struct bpf_prog, insnsi);
-	sc.len = f->insn_cnt < GATE_MAX_INSNS ? f->insn_cnt : GATE_MAX_INSNS;
-	sc.prog_type = f->prog_type;
-	sc.owner = key;
-	sc.cpu = bpf_get_smp_processor_id();
-	__builtin_memset(sc.regs, GATE_T_SCALAR, sizeof(sc.regs));
-	sc.regs[1] = GATE_T_CTX;
-	sc.regs[REG_FP] = GATE_T_STACK;
-	__builtin_memset(sc.slots, GATE_T_SCALAR, sizeof(sc.slots));
+	sc->insns = (__u64)BPF_CORE_READ(aux, prog) + bpf_core_field_offset(struct bpf_prog, insnsi);
+	sc->len = f->insn_cnt < GATE_MAX_INSNS ? f->insn_cnt : GATE_MAX_INSNS;
+	sc->prog_type = f->prog_type;
+	__builtin_memset(sc->regs, GATE_T_SCALAR, sizeof(sc->regs));
+	sc->regs[1] = GATE_T_CTX;
+	sc->regs[REG_FP] = GATE_T_STACK;
+	__builtin_memset(sc->slots, GATE_T_SCALAR, sizeof(sc->slots));
 
-	struct jump_targets *jt = bpf_map_lookup_elem(&jump_targets, &sc.cpu);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct jump_targets *jt = bpf_map_lookup_elem(&jump_targets, &cpu);
 	bool contended = true;
 
 	if (jt) {
+		struct scan_loop loop = { .ts = ts, .jt = jt };
+
 		jt->owner = key;
-		bpf_loop((sc.len + 511) / 512, clear_chunk, &sc, 0);
-		bpf_loop((sc.len + GATE_CHUNK - 1) / GATE_CHUNK, mark_chunk, &sc, 0);
-		bpf_loop((sc.len + GATE_CHUNK - 1) / GATE_CHUNK, scan_chunk, &sc, 0);
+		bpf_loop((sc->len + 511) / 512, clear_chunk, &loop, 0);
+		bpf_loop((sc->len + GATE_CHUNK - 1) / GATE_CHUNK, mark_chunk, &loop, 0);
+		bpf_loop((sc->len + GATE_CHUNK - 1) / GATE_CHUNK, scan_chunk, &loop, 0);
 		/* Another load on this CPU took the jump targets meanwhile: the tags may be wrong. */
 		contended = *(volatile __u64 *)&jt->owner != key;
 	}
 	if (f->attach_type == AT_MODIFY_RETURN)
-		note(&sc, BPFGATE_CLASS_OVERRIDE_RETURN, GATE_EV_INSN | 0);
-	if (sc.scanned < f->insn_cnt) {
+		note(sc, BPFGATE_CLASS_OVERRIDE_RETURN, GATE_EV_INSN | 0);
+	if (sc->scanned < f->insn_cnt) {
 		/* Unread instructions could call anything. */
 		v.flags |= GATE_F_TRUNCATED;
-		note(&sc, BPFGATE_CLASS_UNKNOWN, GATE_EV_INSN | (sc.scanned & GATE_EV_VALUE_MASK));
+		note(sc, BPFGATE_CLASS_UNKNOWN, GATE_EV_INSN | (sc->scanned & GATE_EV_VALUE_MASK));
 	}
 	if (contended) {
 		/* Count the three by their preconditions alone, as if every access were through an unknown register. */
-		sc.flags |= SCAN_CONTENDED;
-		sc.unknown_load = 1;
-		sc.unknown_store = 1;
+		sc->flags |= SCAN_CONTENDED;
+		sc->unknown_load = 1;
+		sc->unknown_store = 1;
 	}
-	maybe_class(&sc, &maybe, BPFGATE_CLASS_KERNEL_READ, sc.btf_load,
-		    btf_typed(f->prog_type) || (sc.flags & SCAN_BTF_SOURCE) ? sc.unknown_load : 0);
-	maybe_class(&sc, &maybe, BPFGATE_CLASS_MAP_WRITE, sc.map_store, sc.flags & SCAN_MAP_REF ? sc.unknown_store : 0);
-	maybe_class(&sc, &maybe, BPFGATE_CLASS_PACKET_WRITE, sc.packet_store,
-		    packet_type(f->prog_type) ? sc.unknown_store : 0);
-	f->classes = sc.classes | maybe;
+	maybe_class(sc, &maybe, BPFGATE_CLASS_KERNEL_READ, sc->btf_load,
+		    btf_typed(f->prog_type) || (sc->flags & SCAN_BTF_SOURCE) ? sc->unknown_load : 0);
+	maybe_class(sc, &maybe, BPFGATE_CLASS_MAP_WRITE, sc->map_store, sc->flags & SCAN_MAP_REF ? sc->unknown_store : 0);
+	maybe_class(sc, &maybe, BPFGATE_CLASS_PACKET_WRITE, sc->packet_store,
+		    packet_type(f->prog_type) ? sc->unknown_store : 0);
+	f->classes = sc->classes | maybe;
 	f->maybe_classes = maybe;
 
 	/* The attach target, for programs that name it by BTF id at load time. */
@@ -1403,25 +1438,28 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 	if (kernel)
 		v.flags |= GATE_F_KERNEL;
 
-	/* Allowed so far: the map rules decide at lsm/bpf_prog, once the verifier has bound the maps. */
-	if (v.decision == GATE_DENY) {
-		bpf_map_delete_elem(&pending_loads, &key);
-	} else {
-		ts->load_decision = v.decision;
-		ts->load_generation = v.generation;
-	}
-
 	struct gate_event *e = new_event(GATE_OP_PROG_LOAD, &f->subject, &v);
 
 	if (e) {
 		event_program(e, f, aux);
 		e->attach_btf_id = btf_id;
-		e->scanned = sc.scanned;
-		e->scan_flags = sc.flags & SCAN_CONTENDED ? GATE_SCAN_CONTENDED : 0;
+		e->scanned = sc->scanned;
+		e->scan_flags = sc->flags & SCAN_CONTENDED ? GATE_SCAN_CONTENDED : 0;
 #pragma unroll
 		for (int k = 0; k < GATE_CLASS_SLOTS; k++)
-			e->evidence[k] = sc.evidence[k];
+			e->evidence[k] = sc->evidence[k];
 		bpf_ringbuf_submit(e, 0);
+	}
+
+	/*
+	 * Allowed so far: the map rules decide at lsm/bpf_prog, once the verifier has bound the maps. A denied
+	 * load's entry goes only now, after the event read its facts and scan from it.
+	 */
+	if (v.decision == GATE_DENY) {
+		bpf_map_delete_elem(&pending_loads, &key);
+	} else {
+		ts->load_decision = v.decision;
+		ts->load_generation = v.generation;
 	}
 	return v.decision == GATE_DENY ? -EPERM : 0;
 }
