@@ -816,13 +816,19 @@ struct scan_loop {
 	struct jump_targets *jt;
 };
 
-/* Reads up to GATE_CHUNK instructions of chunk `chunk` into ts->scan_buf; returns how many, 0 past the end. */
-static __always_inline __u64 read_chunk(struct pending_load *ts, __u64 chunk)
+/*
+ * Reads up to GATE_CHUNK instructions of chunk `chunk` into ts->scan_buf; returns how many, 0 past the end or
+ * without the load's entry or jump targets (a global function's pointer arguments may be NULL).
+ */
+static __always_inline __u64 read_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
 	__u64 start = chunk * GATE_CHUNK;
-	__u32 len = ts->scan.len;
+	__u32 len;
 	__u64 n;
 
+	if (!ts || !jt)
+		return 0;
+	len = ts->scan.len;
 	/* Explicit bounds: the verifier needs them for the size and address below. */
 	if (start >= len || start >= GATE_MAX_INSNS)
 		return 0;
@@ -838,15 +844,12 @@ static __always_inline __u64 read_chunk(struct pending_load *ts, __u64 chunk)
 /* First pass, one chunk: marks the jump targets, and notes an indirect jump. */
 __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
+	__u64 n = read_chunk(ts, jt, chunk);
 	struct scan_ctx *c;
-	__u64 n;
 
-	if (!ts || !jt)
-		return 1;
-	c = &ts->scan;
-	n = read_chunk(ts, chunk);
 	if (!n)
 		return 1;
+	c = &ts->scan;
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
@@ -879,15 +882,12 @@ __noinline int gate_clear_chunk(struct jump_targets *jt, __u64 i)
 /* Second pass, one chunk: the tags and classes. */
 __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
+	__u64 n = read_chunk(ts, jt, chunk);
 	struct scan_ctx *c;
-	__u64 n;
 
-	if (!ts || !jt)
-		return 1;
-	c = &ts->scan;
-	n = read_chunk(ts, chunk);
 	if (!n)
 		return 1;
+	c = &ts->scan;
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
