@@ -27,7 +27,7 @@ fn fail(what: String) -> ! {
 /// The scan's tables (`bpfgate::kernel_view`): the register tag bits, and per helper id the tag of r0 after
 /// the call and its call flags (arguments whose memory it writes, whether it runs a callback).
 fn scan_header(cat: &Catalogue) -> String {
-    use bpfgate::kernel_view::{call_flags, returned, tag, CALLBACK};
+    use bpfgate::kernel_view::{call_flags, returned, tag, CALLBACK, JOIN_SLOTS};
     // A power of two, so the program can mask the index and the verifier sees it in bounds.
     let len = (cat.helpers.iter().map(|h| h.id as usize + 1).max().unwrap_or(1)).next_power_of_two();
     let (mut ret, mut flags) = (vec![tag::ANY; len], vec![CALLBACK | 0x1f; len]);
@@ -53,6 +53,8 @@ fn scan_header(cat: &Catalogue) -> String {
     }
     let _ = writeln!(out, "/* In call flags: runs a callback; bits 0-4: writes the memory r1-r5 point to. */");
     let _ = writeln!(out, "#define GATE_CALL_CALLBACK {CALLBACK:#x}\n#define BPFGATE_HELPER_TABLE {len}");
+    let _ = writeln!(out, "/* Forward jump targets whose state the scan keeps at once, direct-mapped. */");
+    let _ = writeln!(out, "#define GATE_JOIN_SLOTS {JOIN_SLOTS}");
     // An explicit .rodata: clang would put a large constant in .rodata.cstN, whose BTF the kernel refuses.
     for (name, what, bytes) in [
         ("bpfgate_helper_ret", "tag of r0 after the call (kernel_view::returned)", &ret),

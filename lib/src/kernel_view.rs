@@ -170,14 +170,51 @@ const FP: u8 = 10;
 /// The stack frame the verifier allows, in 8-byte slots.
 const SLOTS: usize = 64;
 
-/// The scan's state: tags of r0-r10 and of the frame's 8-byte slots, and the last instruction of each kind
-/// that could prove a class.
-struct Scan {
-    prog_type: ProgType,
-    classes: ClassSet,
+/// Forward jump targets whose entry state the scan keeps at once, direct-mapped by index (`gate.bpf.c`'s
+/// `GATE_JOIN_SLOTS`).
+pub const JOIN_SLOTS: usize = 32;
+
+/// Tags of r0-r10 and of the frame's 8-byte slots.
+#[derive(Clone, Copy)]
+struct Tags {
     /// r0-r10, and r11-r15, which the verifier refuses, so that register fields index without a check.
     regs: [u8; 16],
     slots: [u8; SLOTS],
+}
+
+impl Tags {
+    /// A block's entry no jump's state reaches: anything could be anywhere.
+    const ANY: Tags = {
+        let mut regs = [tag::ANY; 16];
+        regs[FP as usize] = tag::STACK;
+        Tags { regs, slots: [tag::ANY; SLOTS] }
+    };
+
+    fn join(&mut self, other: &Tags) {
+        for (a, b) in self.regs.iter_mut().zip(other.regs).chain(self.slots.iter_mut().zip(other.slots)) {
+            *a |= b;
+        }
+    }
+}
+
+/// The state a forward jump carries to its target, joined over the jumps seen so far; `target` 0 is a free
+/// entry (no forward jump reaches instruction 0).
+#[derive(Clone, Copy)]
+struct Join {
+    target: u32,
+    tags: Tags,
+}
+
+/// The scan's state: the tags, the states pending at forward jump targets, and the last instruction of each
+/// kind that could prove a class.
+struct Scan {
+    prog_type: ProgType,
+    classes: ClassSet,
+    t: Tags,
+    joins: [Join; JOIN_SLOTS],
+    /// Where a block starts with every tag unknown: targets of backward jumps, forward targets whose state the
+    /// table could not keep, and every instruction of a program with an indirect jump.
+    resets: Vec<bool>,
     /// A load through a BTF pointer (or what was loaded from a map value: a kptr).
     btf_load: Option<u32>,
     /// A load through an unknown register.
@@ -197,11 +234,42 @@ fn slot_of(off: i64) -> Option<usize> {
 }
 
 impl Scan {
-    /// A block's entry: reached by a jump, or after an exit or jump. Anything could be anywhere.
-    fn reset(&mut self) {
-        self.regs = [tag::ANY; 16];
-        self.regs[FP as usize] = tag::STACK;
-        self.slots = [tag::ANY; SLOTS];
+    /// Instruction `at`'s entry state: unknown at a reset, the pending state of the forward jumps to it (joined
+    /// with the fall-through's unless the previous instruction ends a block), unknown where a block starts
+    /// that no jump before it reaches (a subprogram, dead code).
+    fn enter(&mut self, at: u32, block_ends: bool) {
+        let e = &mut self.joins[at as usize % JOIN_SLOTS];
+        let hit = at != 0 && e.target == at;
+        if hit {
+            e.target = 0;
+        }
+        if self.resets.get(at as usize).copied().unwrap_or(false) {
+            self.t = Tags::ANY;
+        } else if hit && block_ends {
+            self.t = e.tags;
+        } else if hit {
+            self.t.join(&e.tags);
+        } else if block_ends {
+            self.t = Tags::ANY;
+        }
+    }
+
+    /// A jump from `at` with offset `off`: a forward one's target gets the current state.
+    fn jump(&mut self, at: u32, off: i64) {
+        let t = i64::from(at) + 1 + off;
+        if t <= i64::from(at) || t >= self.resets.len() as i64 {
+            return;
+        }
+        let t = t as u32;
+        let e = &mut self.joins[t as usize % JOIN_SLOTS];
+        if e.target == t {
+            e.tags.join(&self.t);
+        } else if e.target == 0 {
+            *e = Join { target: t, tags: self.t };
+        } else if let Some(r) = self.resets.get_mut(t as usize) {
+            // The entry holds another pending target: this one starts unknown.
+            *r = true;
+        }
     }
 
     fn call(&mut self, at: u32, classes: ClassSet, effects: &[Effect]) -> (u8, bool) {
@@ -211,7 +279,7 @@ impl Scan {
         let flags = call_flags(effects);
         for r in 1..=5 {
             if flags & 1 << (r - 1) != 0 {
-                self.written(at, self.regs[r]);
+                self.written(at, self.t.regs[r]);
             }
         }
         (ret, flags & CALLBACK != 0)
@@ -247,7 +315,7 @@ impl Scan {
     }
 
     fn load(&mut self, at: u32, base: u8, off: i16, dw: bool, sx: bool) -> u8 {
-        let b = self.regs[usize::from(base)];
+        let b = self.t.regs[usize::from(base)];
         if b & tag::UNKNOWN != 0 {
             self.unknown_load = Some(at);
             return tag::ANY;
@@ -279,9 +347,9 @@ impl Scan {
         }
         if b & tag::STACK != 0 {
             v |= match (base == FP, slot_of(i64::from(off))) {
-                (true, Some(i)) if wide && off % 8 == 0 => self.slots[i],
+                (true, Some(i)) if wide && off % 8 == 0 => self.t.slots[i],
                 (true, _) => tag::SCALAR,
-                (false, _) if wide => self.slots.iter().fold(tag::SCALAR, |a, s| a | s),
+                (false, _) if wide => self.t.slots.iter().fold(tag::SCALAR, |a, s| a | s),
                 (false, _) => tag::SCALAR,
             };
         }
@@ -293,14 +361,14 @@ impl Scan {
     }
 
     fn store(&mut self, at: u32, base: u8, off: i16, size: u8, value: u8) {
-        let b = self.regs[usize::from(base)];
+        let b = self.t.regs[usize::from(base)];
         self.written(at, b);
         if b & (tag::STACK | tag::UNKNOWN) == 0 {
             return;
         }
         if base != FP {
             // Somewhere in the frame, perhaps.
-            for s in &mut self.slots {
+            for s in &mut self.t.slots {
                 *s |= value;
             }
             return;
@@ -308,13 +376,13 @@ impl Scan {
         let off = i64::from(off);
         if size == 8 && off % 8 == 0 {
             if let Some(i) = slot_of(off) {
-                self.slots[i] = value;
+                self.t.slots[i] = value;
             }
         } else {
             // What is left of a pointer partly overwritten is no pointer.
             for o in [off, off + i64::from(size) - 1] {
                 if let Some(i) = slot_of(o) {
-                    self.slots[i] = tag::SCALAR;
+                    self.t.slots[i] = tag::SCALAR;
                 }
             }
         }
@@ -324,50 +392,56 @@ impl Scan {
         let (dst, src) = (insn.dst & 0xf, insn.src & 0xf);
         let dw = size == 8;
         match insn.imm {
-            ATOMIC_LOAD_ACQ => self.regs[usize::from(dst)] = self.load(at, src, insn.off, dw, false),
-            ATOMIC_STORE_REL => self.store(at, dst, insn.off, size, self.regs[usize::from(src)]),
+            ATOMIC_LOAD_ACQ => self.t.regs[usize::from(dst)] = self.load(at, src, insn.off, dw, false),
+            ATOMIC_STORE_REL => self.store(at, dst, insn.off, size, self.t.regs[usize::from(src)]),
             ATOMIC_XCHG | ATOMIC_CMPXCHG => {
                 let old = self.load(at, dst, insn.off, dw, false);
-                self.store(at, dst, insn.off, size, self.regs[usize::from(src)]);
+                self.store(at, dst, insn.off, size, self.t.regs[usize::from(src)]);
                 let r = if insn.imm == ATOMIC_XCHG { src } else { 0 };
-                self.regs[usize::from(r)] = old;
+                self.t.regs[usize::from(r)] = old;
             }
             op => {
                 let old = (op & ATOMIC_FETCH != 0).then(|| self.load(at, dst, insn.off, dw, false));
                 self.store(at, dst, insn.off, size, tag::SCALAR);
                 if let Some(old) = old {
-                    self.regs[usize::from(src)] = old;
+                    self.t.regs[usize::from(src)] = old;
                 }
             }
         }
     }
 }
 
-/// Where the scan's blocks start, by linked index: jump targets. Every insn when the program has an indirect
-/// jump.
-fn jump_targets(obj: &Object, funcs: &[(usize, usize, usize)], len: usize) -> Vec<bool> {
-    let mut targets = vec![false; len];
+/// Where the scan resets every tag, by linked index: targets of backward jumps (their state comes from code
+/// not scanned yet). Every insn when the program has an indirect jump.
+fn backward_targets(obj: &Object, funcs: &[(usize, usize, usize)], len: usize) -> Vec<bool> {
+    let mut resets = vec![false; len];
     let mut base = 0i64;
     for &(sec, start, end) in funcs {
         let Some(cs) = obj.sections.get(sec) else { continue };
         let insns = cs.insns.get(start..end).unwrap_or_default();
         for (i, insn) in insns.iter().enumerate() {
-            let class = insn.code & 0x07;
-            if class != CLASS_JMP && class != CLASS_JMP32 || matches!(insn.code, CALL | CALLX | EXIT) {
-                continue;
-            }
             if insn.code == GOTOX {
                 return vec![true; len];
             }
-            let off = if insn.code == JA32 { i64::from(insn.imm) } else { i64::from(insn.off) };
-            let t = base + i as i64 + 1 + off;
-            if let Some(t) = usize::try_from(t).ok().and_then(|t| targets.get_mut(t)) {
-                *t = true;
+            let Some(off) = jump_offset(insn) else { continue };
+            let at = base + i as i64;
+            let t = at + 1 + off;
+            if let Some(r) = usize::try_from(t).ok().filter(|_| t <= at).and_then(|t| resets.get_mut(t)) {
+                *r = true;
             }
         }
         base += insns.len() as i64;
     }
-    targets
+    resets
+}
+
+/// A jump's offset: every JMP/JMP32 instruction but call, callx, exit and gotox (ja32's is in imm).
+fn jump_offset(insn: &RawInsn) -> Option<i64> {
+    let class = insn.code & 0x07;
+    if class != CLASS_JMP && class != CLASS_JMP32 || matches!(insn.code, CALL | CALLX | EXIT | GOTOX) {
+        return None;
+    }
+    Some(if insn.code == JA32 { i64::from(insn.imm) } else { i64::from(insn.off) })
 }
 
 /// The gate's view of a program whose linked code is `funcs`, `(section, start, end)` in layout order (the entry
@@ -380,12 +454,15 @@ pub fn compute(
 ) -> KernelView {
     let funcs: Vec<_> = funcs.into_iter().collect();
     let len = funcs.iter().map(|&(_, start, end)| end.saturating_sub(start)).sum();
-    let targets = jump_targets(obj, &funcs, len);
+    let mut t = Tags { regs: [tag::SCALAR; 16], slots: [tag::SCALAR; SLOTS] };
+    t.regs[1] = tag::CTX;
+    t.regs[FP as usize] = tag::STACK;
     let mut s = Scan {
         prog_type,
         classes: ClassSet::EMPTY,
-        regs: [tag::SCALAR; 16],
-        slots: [tag::SCALAR; SLOTS],
+        t,
+        joins: [Join { target: 0, tags: Tags::ANY }; JOIN_SLOTS],
+        resets: backward_targets(obj, &funcs, len),
         btf_load: None,
         unknown_load: None,
         map_store: None,
@@ -394,8 +471,6 @@ pub fn compute(
         btf_source: false,
         map_ref: false,
     };
-    s.regs[1] = tag::CTX;
-    s.regs[FP as usize] = tag::STACK;
     let mut base = 0u32;
     let mut block_ends = false;
     for (sec, start, end) in funcs {
@@ -403,9 +478,7 @@ pub fn compute(
         let insns = cs.insns.get(start..end).unwrap_or_default();
         for (i, insn) in insns.iter().enumerate() {
             let at = base + i as u32;
-            if block_ends || targets.get(at as usize).copied().unwrap_or(false) {
-                s.reset();
-            }
+            s.enter(at, block_ends);
             // Only calls and ld_imm64 are relocated. The second slot of an ld_imm64 is all zeros but for imm:
             // it matches no case of `scan`.
             let reloc = if matches!(insn.code, CALL | LD_IMM64) { cs.relocs.get(&(start + i)) } else { None };
@@ -438,10 +511,14 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
     let (dst, src) = (usize::from(insn.dst & 0xf), usize::from(insn.src & 0xf));
     let class = insn.code & 0x07;
     let size = [4, 2, 1, 8][usize::from(insn.code >> 3 & 3)];
+    if let Some(off) = jump_offset(insn) {
+        s.jump(at, off);
+        return matches!(insn.code, JA | JA32);
+    }
     match class {
         CLASS_JMP | CLASS_JMP32 => {
             let (ret, escapes) = match (insn.code, insn.src, reloc) {
-                (EXIT | JA | JA32 | GOTOX, ..) => return true,
+                (EXIT | GOTOX, ..) => return true,
                 // libbpf turns `call -1` against an extern into BPF_PSEUDO_KFUNC_CALL.
                 (CALL, _, Some(RelocTarget::Extern { name })) => s.kfunc(at, Some(name)),
                 (CALL, 0, _) => match helpers::helper(insn.imm as u32) {
@@ -456,14 +533,14 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
                 (CALLX, ..) => s.unknown_call(at),
                 _ => return false,
             };
-            if escapes && s.regs[1..=5].iter().any(|t| t & (tag::STACK | tag::UNKNOWN) != 0) {
-                s.slots = [tag::ANY; SLOTS];
+            if escapes && s.t.regs[1..=5].iter().any(|t| t & (tag::STACK | tag::UNKNOWN) != 0) {
+                s.t.slots = [tag::ANY; SLOTS];
             }
-            s.regs[0] = ret;
-            s.regs[1..=5].fill(tag::SCALAR);
+            s.t.regs[0] = ret;
+            s.t.regs[1..=5].fill(tag::SCALAR);
         }
         CLASS_LD if insn.code == LD_IMM64 => {
-            s.regs[dst] = match reloc {
+            s.t.regs[dst] = match reloc {
                 Some(RelocTarget::Map(_)) => {
                     s.map_ref = true;
                     tag::OTHER
@@ -501,29 +578,29 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
             };
         }
         // LD_ABS and LD_IND: r0 is the packet's data, r1-r5 are clobbered.
-        CLASS_LD if insn.code & 0xe0 == 0x20 || insn.code & 0xe0 == 0x40 => s.regs[0..=5].fill(tag::SCALAR),
+        CLASS_LD if insn.code & 0xe0 == 0x20 || insn.code & 0xe0 == 0x40 => s.t.regs[0..=5].fill(tag::SCALAR),
         CLASS_LDX if matches!(insn.code & 0xe0, MODE_MEM | MODE_MEMSX) => {
             let sx = insn.code & 0xe0 == MODE_MEMSX;
-            s.regs[dst] = s.load(at, src as u8, insn.off, insn.code & 0x18 == SIZE_DW, sx);
+            s.t.regs[dst] = s.load(at, src as u8, insn.off, insn.code & 0x18 == SIZE_DW, sx);
         }
         CLASS_ST | CLASS_STX if insn.code & 0xe0 == MODE_MEM => {
-            let value = if class == CLASS_ST { tag::SCALAR } else { s.regs[src] };
+            let value = if class == CLASS_ST { tag::SCALAR } else { s.t.regs[src] };
             s.store(at, dst as u8, insn.off, size, value);
         }
         CLASS_STX if insn.code & 0xe0 == MODE_ATOMIC => s.atomic(at, insn, size),
-        CLASS_ALU => s.regs[dst] = tag::SCALAR,
+        CLASS_ALU => s.t.regs[dst] = tag::SCALAR,
         CLASS_ALU64 => {
             let x = insn.code & 0x08 != 0;
-            let srct = if x { s.regs[src] } else { tag::SCALAR };
-            s.regs[dst] = match insn.code & 0xf0 {
+            let srct = if x { s.t.regs[src] } else { tag::SCALAR };
+            s.t.regs[dst] = match insn.code & 0xf0 {
                 // mov; movsx and addr_space_cast (off 1, to an arena pointer) when off is set.
                 0xb0 if x && insn.off == 1 => tag::ANY,
                 0xb0 if insn.off == 0 => srct,
                 0xb0 | 0x80 | 0xd0 => tag::SCALAR,
                 // add, sub: a pointer moves.
-                0x00 | 0x10 => s.regs[dst] | srct,
+                0x00 | 0x10 => s.t.regs[dst] | srct,
                 // Other arithmetic on a pointer keeps its provenance, conservatively (the library's rule).
-                _ => s.regs[dst] | srct | tag::SCALAR,
+                _ => s.t.regs[dst] | srct | tag::SCALAR,
             };
         }
         _ => {}

@@ -151,8 +151,8 @@ fn kernel_view_covers_what_the_library_proves() {
 
 /// The gate's tag rules on hand-built programs, each the smallest that shows one rule: what the scan follows
 /// (map values through the stack, context fields that hold packet or BTF pointers), what it ignores (scalars,
-/// the stack, a non-BTF context's fields), and where it gives up (a join resets every tag to unknown; callx
-/// could write anything), citing the last candidate instruction.
+/// the stack, a non-BTF context's fields), and where it gives up (a backward jump's target resets every tag to unknown;
+/// callx could write anything), citing the last candidate instruction.
 #[test]
 fn kernel_view_tags_what_registers_hold() {
     use crate::hostile::{call_helper, exit, insn, jeq_imm, ldx_dw, mov, mov_imm, stx_dw, Elf, Insn};
@@ -185,12 +185,23 @@ fn kernel_view_tags_what_registers_hold() {
             &[],
             None,
         ),
+        // A forward jump's state reaches its target: r2 is a scalar on both ways into insn 4.
+        ("scalar across a forward jump", "kprobe/f", cat(&[&map, &[mov_imm(2, 0), join, stx_dw(2, 0, 2)]]), &[], None),
+        // r0 is a map value on both ways into insn 8 (jeq at 6 skips insn 7): a map write, not a packet one.
         (
-            "store after a join",
-            "kprobe/f",
-            cat(&[&map, &[mov_imm(2, 0), join, stx_dw(2, 0, 2)]]),
+            "map value across a forward jump",
+            "tc",
+            cat(&[&map, &lookup, &[jeq_imm(0, 1, 1), mov_imm(1, 0), st(0, 0)]]),
             &[MapWrite],
-            Some((MapWrite, 4)),
+            Some((MapWrite, 8)),
+        ),
+        // Insn 3 is a backward jump's target: its state comes from code not scanned yet, so r2 is unknown there.
+        (
+            "store at a backward jump's target",
+            "tc",
+            cat(&[&map, &[mov_imm(2, 0), stx_dw(2, 0, 2), jeq_imm(2, 1, -2)]]),
+            &[MapWrite, PacketWrite],
+            Some((MapWrite, 3)),
         ),
         (
             "callx",

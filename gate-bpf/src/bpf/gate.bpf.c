@@ -135,10 +135,19 @@ struct raw_insn {
  * load; the stack has no room). The tags are bpfgate::kernel_view's (gate_scan.h): what each register and 8-byte stack slot may hold,
  * tracked in order through each block and reset to GATE_T_ANY where a block starts.
  */
+/* The state forward jumps carry to `target` (0: a free entry; no forward jump reaches insn 0), joined. */
+struct scan_join {
+	__u64 slots[8];
+	__u8 regs[16];
+	__u32 target;
+	__u32 reserved;
+};
+
 struct scan_ctx {
 	__u64 insns; /* kernel address of prog->insnsi */
 	__u64 slots[8]; /* a tag per byte: the 64 slots of the frame, r10-512 first */
 	__u8 regs[16];  /* r0-r10; r11-r15 only keep a bad register field in bounds */
+	struct scan_join joins[GATE_JOIN_SLOTS]; /* by target index, direct-mapped */
 	__u32 len;
 	__u32 scanned;
 	__u32 prog_type;
@@ -514,11 +523,65 @@ static __always_inline int slot_of(__s64 off)
 	return off >= -512 && off < 0 ? (int)((off + 512) >> 3) : -1;
 }
 
-static __always_inline void reset_block(struct scan_ctx *c)
+/* OR-joins the tags `from` into `to` (same layout in scan_ctx and scan_join). */
+static __always_inline void join_tags(__u64 *to_slots, __u8 *to_regs, const __u64 *from_slots, const __u8 *from_regs)
 {
-	__builtin_memset(c->regs, GATE_T_ANY, sizeof(c->regs));
-	c->regs[REG_FP] = GATE_T_STACK;
-	__builtin_memset(c->slots, GATE_T_ANY, sizeof(c->slots));
+	__u64 r0, r1;
+
+	for (int k = 0; k < 8; k++)
+		to_slots[k] |= from_slots[k];
+	__builtin_memcpy(&r0, from_regs, 8);
+	__builtin_memcpy(&r1, from_regs + 8, 8);
+	((__u64 *)to_regs)[0] |= r0;
+	((__u64 *)to_regs)[1] |= r1;
+}
+
+/*
+ * Instruction `at`'s entry state (kernel_view::Scan::enter): every tag unknown at a reset (a backward
+ * jump's target, a forward one the join table could not keep, every insn after a gotox); the pending
+ * state of the forward jumps to it, joined with the fall-through's unless the block ended; unknown where
+ * a block starts that no earlier jump reaches (a subprogram, dead code).
+ */
+static __always_inline void enter_insn(struct scan_ctx *c, __u32 at, bool reset)
+{
+	struct scan_join *e = &c->joins[at & (GATE_JOIN_SLOTS - 1)];
+	bool hit = at && e->target == at;
+	bool ended = c->flags & SCAN_BLOCK_ENDS;
+
+	if (hit)
+		e->target = 0;
+	c->flags &= ~SCAN_BLOCK_ENDS;
+	if (reset || (ended && !hit)) {
+		__builtin_memset(c->regs, GATE_T_ANY, sizeof(c->regs));
+		c->regs[REG_FP] = GATE_T_STACK;
+		__builtin_memset(c->slots, GATE_T_ANY, sizeof(c->slots));
+	} else if (hit && ended) {
+		__builtin_memcpy(c->slots, e->slots, sizeof(c->slots));
+		__builtin_memcpy(c->regs, e->regs, sizeof(c->regs));
+	} else if (hit) {
+		join_tags(c->slots, c->regs, e->slots, e->regs);
+	}
+}
+
+/*
+ * A jump from `at` to `t` (kernel_view::Scan::jump): a forward target gets the current state, joined in
+ * its entry; when the entry holds another pending target, `t` is marked to start unknown instead.
+ */
+static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *jt, __u32 at, __s64 t)
+{
+	if (t <= at || t >= c->len || t >= GATE_MAX_INSNS)
+		return;
+	struct scan_join *e = &c->joins[t & (GATE_JOIN_SLOTS - 1)];
+
+	if (e->target == t) {
+		join_tags(e->slots, e->regs, c->slots, c->regs);
+	} else if (!e->target) {
+		__builtin_memcpy(e->slots, c->slots, sizeof(c->slots));
+		__builtin_memcpy(e->regs, c->regs, sizeof(c->regs));
+		e->target = t;
+	} else {
+		jt->words[(t >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (t & 63);
+	}
 }
 
 /* Memory tagged t is written at insn `at` (stored as at + 1). */
@@ -763,9 +826,9 @@ static __always_inline bool has_target(__u8 code)
  * One instruction of the second pass: bpfgate::kernel_view::scan, step for step. A global function:
  * the verifier checks it once, with an unknown scan_ctx, not once per state of the chunk loop.
  */
-__noinline int gate_scan_insn(struct scan_ctx *c, __u64 raw, __u32 at, __u32 target)
+__noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64 raw, __u32 at, __u32 reset)
 {
-	if (!c)
+	if (!c || !jt)
 		return 0;
 	__u8 code = raw & 0xff;
 	__u8 dst = (raw >> 8) & 0x0f;
@@ -776,12 +839,14 @@ __noinline int gate_scan_insn(struct scan_ctx *c, __u64 raw, __u32 at, __u32 tar
 	__u8 mode = INSN_MODE(code);
 	__u32 size = (code & INSN_SIZE_DW) == INSN_SIZE_DW ? 8 : (code & 0x18) == 0x08 ? 2 : (code & 0x18) == 0x10 ? 1 : 4;
 
-	if (target || (c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)))
-		reset_block(c);
-	c->flags &= ~SCAN_BLOCK_ENDS;
+	enter_insn(c, at, reset || (c->flags & SCAN_GOTOX));
 
-	if (cls == INSN_JMP || cls == INSN_JMP32) {
-		if (code == INSN_EXIT || code == INSN_JA || code == INSN_JA32 || code == INSN_GOTOX)
+	if (has_target(code)) {
+		jump_tags(c, jt, at, (__s64)at + 1 + (code == INSN_JA32 ? imm : off));
+		if (code == INSN_JA || code == INSN_JA32)
+			c->flags |= SCAN_BLOCK_ENDS;
+	} else if (cls == INSN_JMP || cls == INSN_JMP32) {
+		if (code == INSN_EXIT || code == INSN_GOTOX)
 			c->flags |= SCAN_BLOCK_ENDS;
 		else if (code == INSN_CALL)
 			scan_call(c, src, off, imm, at);
@@ -863,7 +928,8 @@ __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt,
 		__s64 t = (__s64)(chunk * GATE_CHUNK + j) + 1 +
 			  (code == INSN_JA32 ? ts->scan_buf[j].imm : ts->scan_buf[j].off);
 
-		if (t >= 0 && t < c->len && t < GATE_MAX_INSNS)
+		/* Backward targets only: the scan carries forward jumps' states to their targets. */
+		if (t >= 0 && t <= chunk * GATE_CHUNK + j && t < GATE_MAX_INSNS)
 			jt->words[(t >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (t & 63);
 	}
 	return 0;
@@ -893,26 +959,23 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		if (j >= n)
 			break;
 		__u32 at = chunk * GATE_CHUNK + j;
-		__u32 target = (jt->words[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1;
+		__u32 reset = (jt->words[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1;
 		__u8 code = ts->scan_buf[j].code;
 		__u64 raw;
 
 		/*
-		 * Inside a block, ALU instructions and conditional jumps are done here: they change one tag
-		 * at most, and the call to gate_scan_insn costs more than that (it is a global function so
-		 * that the verifier checks its many branches once).
+		 * Inside a block (no reset, no pending jump state, no block end before it), ALU instructions
+		 * are done here: they change one tag, and the call to gate_scan_insn costs more than that (it
+		 * is a global function so that the verifier checks its many branches once).
 		 */
-		if (!target && !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX))) {
-			if (INSN_CLASS(code) == INSN_ALU || INSN_CLASS(code) == INSN_ALU64) {
-				alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
-					ts->scan_buf[j].off);
-				continue;
-			}
-			if (has_target(code) && code != INSN_JA && code != INSN_JA32)
-				continue;
+		if (!reset && c->joins[at & (GATE_JOIN_SLOTS - 1)].target != at &&
+		    !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)) &&
+		    (INSN_CLASS(code) == INSN_ALU || INSN_CLASS(code) == INSN_ALU64)) {
+			alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4, ts->scan_buf[j].off);
+			continue;
 		}
 		__builtin_memcpy(&raw, &ts->scan_buf[j], sizeof(raw));
-		gate_scan_insn(c, raw, at, target);
+		gate_scan_insn(c, jt, raw, at, reset);
 	}
 	c->scanned = chunk * GATE_CHUNK + n;
 	return 0;
