@@ -147,7 +147,6 @@ struct scan_ctx {
 	__u64 insns; /* kernel address of prog->insnsi */
 	__u64 slots[8]; /* a tag per byte: the 64 slots of the frame, r10-512 first */
 	__u8 regs[16];  /* r0-r10; r11-r15 only keep a bad register field in bounds */
-	struct scan_join joins[GATE_JOIN_SLOTS]; /* by target index, direct-mapped */
 	__u32 len;
 	__u32 scanned;
 	__u32 prog_type;
@@ -164,13 +163,17 @@ struct scan_ctx {
 };
 
 /*
- * Where the scanned program's blocks start: a bit per instruction, set on jump targets by a first
- * pass. One per CPU (the loader sizes the map); owner says which load is using it, so a load that
- * finds another took it meanwhile (it was preempted on this CPU) does not trust the bits.
+ * Where the scanned program's blocks start: bits per instruction, set by a first pass on jump targets
+ * (words) and on backward ones (resets: the tags reset there); and the states forward jumps carry to
+ * their targets. One per CPU (the loader sizes the
+ * map); owner says which load is using it, so a load that finds another took it meanwhile (it was
+ * preempted on this CPU) does not trust them.
  */
 struct jump_targets {
 	__u64 owner;
-	__u64 words[GATE_MAX_INSNS / 64];
+	struct scan_join joins[GATE_JOIN_SLOTS]; /* forward targets' pending states, by target index */
+	__u64 words[GATE_MAX_INSNS / 64];  /* jump targets */
+	__u64 resets[GATE_MAX_INSNS / 64]; /* targets where the tags reset */
 };
 
 struct {
@@ -542,11 +545,12 @@ static __always_inline void join_tags(__u64 *to_slots, __u8 *to_regs, const __u6
  * state of the forward jumps to it, joined with the fall-through's unless the block ended; unknown where
  * a block starts that no earlier jump reaches (a subprogram, dead code).
  */
-static __always_inline void enter_insn(struct scan_ctx *c, __u32 at, bool reset)
+static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *jt, __u32 at, bool target, bool gotox)
 {
-	struct scan_join *e = &c->joins[at & (GATE_JOIN_SLOTS - 1)];
-	bool hit = at && e->target == at;
+	struct scan_join *e = &jt->joins[at & (GATE_JOIN_SLOTS - 1)];
+	bool hit = target && at && e->target == at;
 	bool ended = c->flags & SCAN_BLOCK_ENDS;
+	bool reset = gotox || (target && (jt->resets[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1);
 
 	if (hit)
 		e->target = 0;
@@ -571,7 +575,7 @@ static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *j
 {
 	if (t <= at || t >= c->len || t >= GATE_MAX_INSNS)
 		return;
-	struct scan_join *e = &c->joins[t & (GATE_JOIN_SLOTS - 1)];
+	struct scan_join *e = &jt->joins[t & (GATE_JOIN_SLOTS - 1)];
 
 	if (e->target == t) {
 		join_tags(e->slots, e->regs, c->slots, c->regs);
@@ -580,7 +584,7 @@ static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *j
 		__builtin_memcpy(e->regs, c->regs, sizeof(c->regs));
 		e->target = t;
 	} else {
-		jt->words[(t >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (t & 63);
+		jt->resets[(t >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (t & 63);
 	}
 }
 
@@ -826,7 +830,7 @@ static __always_inline bool has_target(__u8 code)
  * One instruction of the second pass: bpfgate::kernel_view::scan, step for step. A global function:
  * the verifier checks it once, with an unknown scan_ctx, not once per state of the chunk loop.
  */
-__noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64 raw, __u32 at, __u32 reset)
+__noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64 raw, __u32 at, __u32 target)
 {
 	if (!c || !jt)
 		return 0;
@@ -839,7 +843,8 @@ __noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64
 	__u8 mode = INSN_MODE(code);
 	__u32 size = (code & INSN_SIZE_DW) == INSN_SIZE_DW ? 8 : (code & 0x18) == 0x08 ? 2 : (code & 0x18) == 0x10 ? 1 : 4;
 
-	enter_insn(c, at, reset || (c->flags & SCAN_GOTOX));
+	if (target || (c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)))
+		enter_insn(c, jt, at, target, c->flags & SCAN_GOTOX);
 
 	if (has_target(code)) {
 		jump_tags(c, jt, at, (__s64)at + 1 + (code == INSN_JA32 ? imm : off));
@@ -928,9 +933,14 @@ __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt,
 		__s64 t = (__s64)(chunk * GATE_CHUNK + j) + 1 +
 			  (code == INSN_JA32 ? ts->scan_buf[j].imm : ts->scan_buf[j].off);
 
-		/* Backward targets only: the scan carries forward jumps' states to their targets. */
-		if (t >= 0 && t <= chunk * GATE_CHUNK + j && t < GATE_MAX_INSNS)
-			jt->words[(t >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (t & 63);
+		if (t >= 0 && t < c->len && t < GATE_MAX_INSNS) {
+			__u64 w = (t >> 6) & (GATE_MAX_INSNS / 64 - 1);
+
+			jt->words[w] |= 1ULL << (t & 63);
+			/* The scan carries forward jumps' states to their targets, not backward ones'. */
+			if (t <= chunk * GATE_CHUNK + j)
+				jt->resets[w] |= 1ULL << (t & 63);
+		}
 	}
 	return 0;
 }
@@ -940,8 +950,10 @@ __noinline int gate_clear_chunk(struct jump_targets *jt, __u64 i)
 {
 	if (!jt)
 		return 1;
-	for (__u32 k = 0; k < 8; k++)
+	for (__u32 k = 0; k < 8; k++) {
 		jt->words[(i * 8 + k) & (GATE_MAX_INSNS / 64 - 1)] = 0;
+		jt->resets[(i * 8 + k) & (GATE_MAX_INSNS / 64 - 1)] = 0;
+	}
 	return 0;
 }
 
@@ -959,23 +971,28 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		if (j >= n)
 			break;
 		__u32 at = chunk * GATE_CHUNK + j;
-		__u32 reset = (jt->words[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1;
+		__u32 target = (jt->words[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1;
 		__u8 code = ts->scan_buf[j].code;
 		__u64 raw;
 
 		/*
 		 * Inside a block (no reset, no pending jump state, no block end before it), ALU instructions
-		 * are done here: they change one tag, and the call to gate_scan_insn costs more than that (it
-		 * is a global function so that the verifier checks its many branches once).
+		 * and conditional jumps are done here: the call to gate_scan_insn costs more than what they
+		 * do (it is a global function so that the verifier checks its many branches once).
 		 */
-		if (!reset && c->joins[at & (GATE_JOIN_SLOTS - 1)].target != at &&
-		    !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)) &&
-		    (INSN_CLASS(code) == INSN_ALU || INSN_CLASS(code) == INSN_ALU64)) {
-			alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4, ts->scan_buf[j].off);
-			continue;
+		if (!target && !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX))) {
+			if (INSN_CLASS(code) == INSN_ALU || INSN_CLASS(code) == INSN_ALU64) {
+				alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
+					ts->scan_buf[j].off);
+				continue;
+			}
+			if (has_target(code) && code != INSN_JA && code != INSN_JA32) {
+				jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
+				continue;
+			}
 		}
 		__builtin_memcpy(&raw, &ts->scan_buf[j], sizeof(raw));
-		gate_scan_insn(c, jt, raw, at, reset);
+		gate_scan_insn(c, jt, raw, at, target);
 	}
 	c->scanned = chunk * GATE_CHUNK + n;
 	return 0;
@@ -1460,6 +1477,8 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 		struct scan_loop loop = { .ts = ts, .jt = jt };
 
 		jt->owner = key;
+		for (int k = 0; k < GATE_JOIN_SLOTS; k++)
+			jt->joins[k].target = 0;
 		bpf_loop((sc->len + 511) / 512, clear_chunk, &loop, 0);
 		bpf_loop((sc->len + GATE_CHUNK - 1) / GATE_CHUNK, mark_chunk, &loop, 0);
 		bpf_loop((sc->len + GATE_CHUNK - 1) / GATE_CHUNK, scan_chunk, &loop, 0);
