@@ -599,8 +599,9 @@ impl Ctx<'_, '_> {
         let mut queue = std::mem::take(&mut self.buf.queue);
         let mut calls = std::mem::take(&mut self.buf.calls);
         let mut addresses = std::mem::take(&mut self.buf.addresses);
+        // A stack: libbpf appends the functions the entry reaches depth first, then the exception callbacks.
+        queue.extend(callbacks.iter().rev());
         queue.push_back(entry);
-        queue.extend(&callbacks);
         addresses.extend(&callbacks);
         let result = self.discover_all(&mut queue, &mut calls, &mut addresses);
         let result = result.and_then(|()| {
@@ -626,7 +627,7 @@ impl Ctx<'_, '_> {
     ) -> Result<(), AnalysisError> {
         let obj = self.obj;
         let mut total = 0usize;
-        while let Some((sec, start)) = queue.pop_front() {
+        while let Some((sec, start)) = queue.pop_back() {
             let Err(slot) = self.buf.by_loc.binary_search_by_key(&(sec, start), |&(l, _)| l) else { continue };
             let cs = &obj.sections[sec];
             if start >= cs.insns.len() {
@@ -652,6 +653,9 @@ impl Ctx<'_, '_> {
             self.buf.blocks.resize(self.buf.ops.len(), NOT_A_BLOCK);
             let n_blocks = number_blocks(ops, self.buf.blocks.get_mut(base..).unwrap_or_default());
             self.buf.by_loc.insert(slot, ((sec, start), id));
+            // libbpf's layout: each function the code refers to is appended where it is first referred to, and
+            // what it refers to right after it (depth first), so its targets go on the stack last one first.
+            let refs = queue.len();
             for (i, op) in ops.iter().enumerate() {
                 let pc = start + i;
                 // Only local calls and ld_imm64 can refer to code (checked here: this loop sees every instruction).
@@ -665,6 +669,7 @@ impl Ctx<'_, '_> {
                     }
                 }
             }
+            queue.make_contiguous()[refs..].reverse();
             self.funcs.push(Func {
                 section: sec,
                 start,
@@ -1777,6 +1782,28 @@ mod tests {
         assert!(meta.maps.iter().any(|m| m.name == "m" && m.write), "{:?}", meta.maps);
         assert_eq!(meta.subprograms.len(), 1);
         assert_eq!(meta.evidence[&Capability::MapWrite], vec![15 + 1]);
+    }
+
+    /// libbpf appends a subprogram where it is first referred to and what it refers to right after it: main calls
+    /// a then b, a calls c, so the kernel sees main, a, c, b (breadth first would be main, a, b, c).
+    #[test]
+    fn subprograms_are_laid_out_depth_first_as_libbpf_does() {
+        let code = vec![
+            call_local(3), // 0: a at 4
+            call_local(5), // 1: b at 7
+            movi(0, 0),
+            exit(),
+            call_local(4), // 4 (a): c at 9
+            movi(0, 0),
+            exit(),
+            movi(0, 0), // 7 (b)
+            exit(),
+            movi(0, 0), // 9 (c)
+            exit(),
+        ];
+        let meta = run(code, &[], &[0, 4, 7, 9]).expect("analyzes");
+        let layout: Vec<_> = meta.subprograms.iter().map(|s| (s.section_offset, s.start)).collect();
+        assert_eq!(layout, vec![(4, 4), (9, 7), (7, 9)]);
     }
 
     #[test]

@@ -232,7 +232,8 @@ pub struct Subprogram {
 /// The capability metadata of one program: reachable code only (entry plus the subprograms it calls).
 ///
 /// Instruction offsets are in the program's linked layout, the one the kernel sees: the entry function first, then
-/// each subprogram (see [`ProgramMetadata::subprograms`]) in order of first reference.
+/// each subprogram (see [`ProgramMetadata::subprograms`]) where libbpf appends it: where first referred to, depth
+/// first (what a subprogram refers to follows it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramMetadata {
     pub name: String,
