@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use crate::elf::{
     Extern, Object, ProgramEntry, RelocTarget, MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS,
 };
-use crate::helpers::{self, Effect};
+use crate::helpers::{self, CallbackArg, Effect};
 use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
 use crate::kernel_view;
 use crate::metadata::{
@@ -1397,23 +1397,19 @@ impl Ctx<'_, '_> {
             MANY_FUNCS => (0..self.funcs.len()).collect(),
             id => vec![id as usize],
         };
-        let s = Value::SCALAR;
         let btf = Value::kind(BTF | SCALAR);
-        let mapv = |m: u128| Value { map_val: m, kinds: SCALAR, ..Value::BOTTOM };
-        let input: [Value; 5] = match helper {
-            "loop" => [s, args[2].into_callee(), s, s, s],
-            "for_each_map_elem" => {
-                let m = args[0].map_ptr;
-                [Value { map_ptr: m, ..Value::BOTTOM }, mapv(m), mapv(m), args[2].into_callee(), s]
-            }
-            "timer_set_callback" => {
-                let m = args[0].map_val;
-                [Value { map_ptr: m, ..Value::BOTTOM }, mapv(m), mapv(m), s, s]
-            }
-            "find_vma" => [btf, btf, args[3].into_callee(), s, s],
-            "user_ringbuf_drain" => [s, args[2].into_callee(), s, s, s],
+        // r1 is the map (for_each_map_elem) or a value of it holding the timer (timer_set_callback).
+        let m = args[0].map_ptr | args[0].map_val;
+        let input: [Value; 5] = match helpers::callback_args(helper) {
+            Some(conv) => conv.map(|a| match a {
+                CallbackArg::Scalar => Value::SCALAR,
+                CallbackArg::Kernel => btf,
+                CallbackArg::Map => Value { map_ptr: m, ..Value::BOTTOM },
+                CallbackArg::MapValue => Value { map_val: m, kinds: SCALAR, ..Value::BOTTOM },
+                CallbackArg::Caller(r) => args.get(usize::from(r).wrapping_sub(1)).map_or(btf, |v| v.into_callee()),
+            }),
             // Unknown calling convention: anything the caller passed, or kernel memory.
-            _ => {
+            None => {
                 let all = args.iter().fold(btf, |acc, a| acc.join(&a.into_callee()));
                 [all; 5]
             }
@@ -1529,11 +1525,18 @@ impl Ctx<'_, '_> {
         facts.helpers.dedup();
         facts.kfuncs.sort_unstable();
         facts.kfuncs.dedup();
+        let calls: Vec<(u32, u32)> = (self.buf.calls.iter())
+            .filter_map(|&(caller, target, pc)| {
+                let site = self.at(caller, pc);
+                Some((site, self.funcs.get(self.buf.func_at(target)?)?.layout))
+            })
+            .collect();
         let kernel_view = kernel_view::compute(
             obj,
             info.prog_type,
             info.attach_type,
             self.funcs.iter().map(|f| (f.section, f.start, f.end)),
+            &calls,
         );
         ProgramMetadata {
             name: prog.name.clone(),

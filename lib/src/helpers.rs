@@ -55,6 +55,35 @@ pub fn helper_by_name(name: &str) -> Option<&'static Helper> {
     HELPERS.iter().find(|h| h.name == name)
 }
 
+/// What a helper hands the callback it runs, argument by argument: the kernel's calling conventions, which the
+/// analysis and the gate's view ([`crate::kernel_view`]) both follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackArg {
+    Scalar,
+    /// BTF-typed kernel memory (a task, a vma).
+    Kernel,
+    /// The map the helper's r1 refers to (the map itself, or the map value holding the timer).
+    Map,
+    /// A key or value of that map.
+    MapValue,
+    /// What the caller passed the helper in this register (a context for the callback).
+    Caller(u8),
+}
+
+/// The callback arguments of a helper (by name, without `bpf_`) that runs one; `None` for one not modelled,
+/// whose callback could get anything its caller passed, or kernel memory.
+pub fn callback_args(helper: &str) -> Option<[CallbackArg; 5]> {
+    use CallbackArg::*;
+    Some(match helper {
+        "loop" => [Scalar, Caller(3), Scalar, Scalar, Scalar],
+        "for_each_map_elem" => [Map, MapValue, MapValue, Caller(3), Scalar],
+        "timer_set_callback" => [Map, MapValue, MapValue, Scalar, Scalar],
+        "find_vma" => [Kernel, Kernel, Caller(4), Scalar, Scalar],
+        "user_ringbuf_drain" => [Scalar, Caller(3), Scalar, Scalar, Scalar],
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,9 +212,12 @@ struct Scan {
     classes: ClassSet,
     t: Tags,
     joins: [Join; JOIN_SLOTS],
-    /// Where a block starts with every tag unknown: targets of backward jumps, forward targets whose state the
-    /// table could not keep, and every instruction of a program with an indirect jump.
+    /// Where a block starts with every tag unknown: targets of backward jumps and calls, forward targets whose
+    /// state the table could not keep, and every instruction of a program with an indirect jump.
     resets: Vec<bool>,
+    /// What r1-r5 may hold where a function starts: what the calls before it passed, what the helpers that run
+    /// callbacks pass them.
+    args: [u8; 5],
     /// A load through a BTF pointer (or what was loaded from a map value: a kptr).
     btf_load: Option<u32>,
     /// A load through an unknown register.
@@ -235,8 +238,8 @@ fn slot_of(off: i64) -> Option<usize> {
 
 impl Scan {
     /// Instruction `at`'s entry state: unknown at a reset, the pending state of the forward jumps to it (joined
-    /// with the fall-through's unless the previous instruction ends a block), unknown where a block starts
-    /// that no jump before it reaches (a subprogram, dead code).
+    /// with the fall-through's unless the previous instruction ends a block), and where a block starts that no
+    /// jump reaches (a subprogram, dead code) a function's: [`Scan::args`] in r1-r5, a fresh frame.
     fn enter(&mut self, at: u32, block_ends: bool) {
         let e = &mut self.joins[at as usize % JOIN_SLOTS];
         let hit = at != 0 && e.target == at;
@@ -250,7 +253,9 @@ impl Scan {
         } else if hit {
             self.t.join(&e.tags);
         } else if block_ends {
-            self.t = Tags::ANY;
+            self.t = Tags { regs: [tag::SCALAR; 16], slots: [tag::SCALAR; SLOTS] };
+            self.t.regs[1..=5].copy_from_slice(&self.args);
+            self.t.regs[FP as usize] = tag::STACK;
         }
     }
 
@@ -411,17 +416,31 @@ impl Scan {
     }
 }
 
-/// Where the scan resets every tag, by linked index: targets of backward jumps (their state comes from code
-/// not scanned yet). Every insn when the program has an indirect jump.
-fn backward_targets(obj: &Object, funcs: &[(usize, usize, usize)], len: usize) -> Vec<bool> {
+/// The first pass over the linked code: where the scan resets every tag (targets of backward jumps and of calls
+/// from their own function or later, whose state comes from code not scanned yet; every insn when the program
+/// has an indirect jump), and what a function's r1-r5 start with before any call is scanned: a scalar, and, when
+/// the program takes a function's address, whatever the helpers and kfuncs it calls hand their callbacks.
+fn first_pass(obj: &Object, funcs: &[(usize, usize, usize)], calls: &[(u32, u32)], len: usize) -> (Vec<bool>, u8) {
     let mut resets = vec![false; len];
+    for &(_, entry) in calls.iter().filter(|(site, entry)| entry <= site) {
+        if let Some(r) = resets.get_mut(entry as usize) {
+            *r = true;
+        }
+    }
+    let (mut callbacks, mut address_taken) = (0, false);
     let mut base = 0i64;
     for &(sec, start, end) in funcs {
         let Some(cs) = obj.sections.get(sec) else { continue };
         let insns = cs.insns.get(start..end).unwrap_or_default();
         for (i, insn) in insns.iter().enumerate() {
-            if insn.code == GOTOX {
-                return vec![true; len];
+            let reloc = if matches!(insn.code, CALL | LD_IMM64) { cs.relocs.get(&(start + i)) } else { None };
+            match (insn.code, insn.src, reloc) {
+                (GOTOX, ..) => return (vec![true; len], tag::ANY),
+                // A kfunc: the gate does not look up what it hands a callback.
+                (CALL, _, Some(RelocTarget::Extern { .. })) | (CALL, 2, _) => callbacks = tag::ANY,
+                (CALL, 0, _) => callbacks |= callback_tags(helpers::helper(insn.imm as u32)),
+                (LD_IMM64, PSEUDO_FUNC, _) | (LD_IMM64, _, Some(RelocTarget::Code { .. })) => address_taken = true,
+                _ => {}
             }
             let Some(off) = jump_offset(insn) else { continue };
             let at = base + i as i64;
@@ -432,7 +451,38 @@ fn backward_targets(obj: &Object, funcs: &[(usize, usize, usize)], len: usize) -
         }
         base += insns.len() as i64;
     }
-    resets
+    (resets, tag::SCALAR | if address_taken { callbacks } else { 0 })
+}
+
+/// What a helper hands the callbacks it runs, all arguments together ([`helpers::callback_args`]): nothing for
+/// one that runs none, anything for one not catalogued or whose convention is not modelled.
+pub fn callback_tags(helper: Option<&helpers::Helper>) -> u8 {
+    use helpers::CallbackArg;
+    let Some(h) = helper else { return tag::ANY };
+    if !h.effects.iter().any(|e| matches!(e, Effect::Callback(_))) {
+        return 0;
+    }
+    helpers::callback_args(h.name).map_or(tag::ANY, |args| {
+        args.iter().fold(0, |t, a| {
+            t | match a {
+                CallbackArg::Scalar => tag::SCALAR,
+                CallbackArg::Kernel => tag::BTF | tag::SCALAR,
+                CallbackArg::Map => tag::OTHER,
+                CallbackArg::MapValue => tag::MAP_VALUE | tag::SCALAR,
+                // The gate reads this before it knows the caller's registers.
+                CallbackArg::Caller(_) => tag::UNKNOWN,
+            }
+        })
+    })
+}
+
+/// A caller's tag as its callee sees it: a pointer to the caller's frame is no pointer to the callee's.
+fn into_callee(t: u8) -> u8 {
+    if t & tag::STACK != 0 {
+        t & !tag::STACK | tag::UNKNOWN
+    } else {
+        t
+    }
 }
 
 /// A jump's offset: every JMP/JMP32 instruction but call, callx, exit and gotox (ja32's is in imm).
@@ -445,15 +495,18 @@ fn jump_offset(insn: &RawInsn) -> Option<i64> {
 }
 
 /// The gate's view of a program whose linked code is `funcs`, `(section, start, end)` in layout order (the entry
-/// function first), as libbpf will hand it to the kernel.
+/// function first), as libbpf will hand it to the kernel, with `calls` between them as (call instruction,
+/// callee's first instruction), both linked indexes.
 pub fn compute(
     obj: &Object,
     prog_type: ProgType,
     attach_type: Option<AttachType>,
     funcs: impl IntoIterator<Item = (usize, usize, usize)>,
+    calls: &[(u32, u32)],
 ) -> KernelView {
     let funcs: Vec<_> = funcs.into_iter().collect();
     let len = funcs.iter().map(|&(_, start, end)| end.saturating_sub(start)).sum();
+    let (resets, args) = first_pass(obj, &funcs, calls, len);
     let mut t = Tags { regs: [tag::SCALAR; 16], slots: [tag::SCALAR; SLOTS] };
     t.regs[1] = tag::CTX;
     t.regs[FP as usize] = tag::STACK;
@@ -462,7 +515,8 @@ pub fn compute(
         classes: ClassSet::EMPTY,
         t,
         joins: [Join { target: 0, tags: Tags::ANY }; JOIN_SLOTS],
-        resets: backward_targets(obj, &funcs, len),
+        resets,
+        args: [args; 5],
         btf_load: None,
         unknown_load: None,
         map_store: None,
@@ -525,8 +579,14 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
                     Some(h) => s.call(at, h.classes, h.effects),
                     None => s.unknown_call(at),
                 },
-                // A subprogram: it could store anything through a stack pointer it is handed.
-                (CALL, 1, _) => (tag::ANY, true),
+                // A subprogram: it starts with these arguments, and could store anything through a stack pointer
+                // it is handed.
+                (CALL, 1, _) => {
+                    for (a, r) in s.args.iter_mut().zip(&s.t.regs[1..=5]) {
+                        *a |= into_callee(*r);
+                    }
+                    (tag::ANY, true)
+                }
                 // A kfunc by raw BTF id: the gate knows the id, the library cannot name it.
                 (CALL, 2, _) => s.kfunc(at, None),
                 // The gate refuses to guess what an indirect call reaches.

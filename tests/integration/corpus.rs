@@ -239,6 +239,103 @@ fn kernel_view_tags_what_registers_hold() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// What the gate's view assumes where a function starts, on hand-built fentry programs (a load through an
+/// unknown register there counts kernel_read): the arguments its callers passed before it, what the helper that
+/// runs a callback hands it, and unknown where a call comes from later code. The last three are where the gate
+/// stays stricter than the library, which follows a caller's stack and joins every call site.
+#[test]
+fn kernel_view_follows_calls_and_callbacks() {
+    use crate::hostile::{
+        add_imm, call_helper, call_local, exit, insn, jeq_imm, ldx_dw, mov, mov_imm, stx_dw, Elf, Insn,
+    };
+    use bpfgate::Capability::KernelRead;
+    let map = [insn(0x18, 1, 1, 0, 3), insn(0, 0, 0, 0, 0)]; // r1 = map fd 3
+    let func = |dst: u8, rel: i32| [insn(0x18, dst, 4, 0, rel), insn(0, 0, 0, 0, 0)]; // dst = &func (+rel)
+    let key = [mov_imm(2, 0), stx_dw(10, -8, 2)]; // *(u64 *)(r10 - 8) = 0
+    let ret = [mov_imm(0, 0), exit()];
+    let load_r = |r: u8| [ldx_dw(2, r, 0), mov_imm(0, 0), exit()]; // a subprogram that loads through rN
+    let cat = |parts: &[&[Insn]]| parts.concat();
+    /// What, the entry function, the subprograms after it, the view's classes and kernel_read's evidence.
+    type Case<'a> = (&'a str, Vec<Insn>, Vec<Vec<Insn>>, bool, Option<u32>);
+    let cases: Vec<Case> = vec![
+        (
+            // r0 = lookup; if null skip; f(r0) at 12, which loads through r1: a map value.
+            "a callee loads through the map value it is passed",
+            cat(&[
+                &key,
+                &map,
+                &[mov(2, 10), add_imm(2, -8), call_helper(1), jeq_imm(0, 0, 2), mov(1, 0)],
+                &[call_local(2)],
+                &ret,
+            ]),
+            vec![load_r(1).to_vec()],
+            false,
+            None,
+        ),
+        (
+            "a callee loads through its caller's stack",
+            cat(&[&key, &[mov(1, 10), add_imm(1, -8), call_local(2)], &ret]),
+            vec![load_r(1).to_vec()],
+            true,
+            Some(7),
+        ),
+        (
+            // bpf_timer_set_callback(r1, f at 5): f gets the map, a key and a value.
+            "a timer callback loads through the value it is handed",
+            cat(&[&func(2, 4), &[call_helper(170)], &ret]),
+            vec![load_r(3).to_vec()],
+            false,
+            None,
+        ),
+        (
+            // bpf_loop(1, f at 11, r10 - 8, 0): f gets the caller's context pointer, which the gate cannot follow.
+            "a bpf_loop callback loads through the context it is handed",
+            cat(&[
+                &key,
+                &[mov_imm(1, 1)],
+                &func(2, 7),
+                &[mov(3, 10), add_imm(3, -8), mov_imm(4, 0), call_helper(181)],
+                &ret,
+            ]),
+            vec![load_r(2).to_vec()],
+            true,
+            Some(11),
+        ),
+        (
+            // main calls a (5) then b (8) with a scalar; b calls a: a's entry is a call from later code.
+            "a function called from later code",
+            cat(&[&[mov_imm(1, 0), call_local(3), call_local(5)], &ret]),
+            vec![load_r(1).to_vec(), cat(&[&[mov_imm(1, 0), call_local(-5)], &ret])],
+            true,
+            Some(5),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, main, subs, want_read, evidence) in cases {
+        let code = subs.iter().fold(main.clone(), |code, f| cat(&[&code, f]));
+        let (mut e, s) = Elf::program("fentry/f", "p", &code, main.len());
+        let mut start = main.len();
+        for (n, f) in subs.iter().enumerate() {
+            e.func(&format!("f{n}"), s, start, f.len());
+            start += f.len();
+        }
+        let report = bpfgate::inspect("kernel_view.o", &e.finish());
+        let Some(p) = report.programs.first() else {
+            failures.push(format!("{what}: no program: {:?}", report.errors));
+            continue;
+        };
+        let view = &p.kernel_view;
+        let got = (view.classes.contains(&KernelRead), view.evidence.get(&KernelRead).copied());
+        if got != (want_read, evidence) || p.capabilities.contains(&KernelRead) {
+            failures.push(format!(
+                "{what}: view {view:?}, library {:?}, want kernel_read {want_read} at {evidence:?}",
+                p.capabilities
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 /// `kernel_view::judged`, what `check --gate` evaluates: the view's classes, no attach target for a kprobe, and,
 /// with map_write, every map the program uses written except read-only ones, plus an unattributed write when one
 /// of them is a map-in-map. The program is rodata_read's, given a map_write and two more maps.

@@ -103,6 +103,7 @@
 #define SCAN_BLOCK_ENDS (1U << 2) /* the last instruction ended a block (exit, ja, gotox) */
 #define SCAN_GOTOX (1U << 3)      /* an indirect jump: any instruction may start a block */
 #define SCAN_CONTENDED (1U << 4)  /* another load took this CPU's jump_targets during the scan */
+#define SCAN_FUNC_ADDR (1U << 5)  /* an ld_imm64 of a function: the program runs callbacks */
 
 /* Instruction encoding the tags need. */
 #define INSN_LD 0x00
@@ -147,6 +148,11 @@ struct scan_ctx {
 	__u64 insns; /* kernel address of prog->insnsi */
 	__u64 slots[8]; /* a tag per byte: the 64 slots of the frame, r10-512 first */
 	__u8 regs[16];  /* r0-r10; r11-r15 only keep a bad register field in bounds */
+	/* What r1-r5 may hold where a function starts (kernel_view's Scan::args), and, from the first
+	 * pass, what the helpers and kfuncs the program calls hand callbacks. */
+	__u8 args[5];
+	__u8 callbacks;
+	__u8 reserved[2];
 	__u32 len;
 	__u32 scanned;
 	__u32 prog_type;
@@ -541,9 +547,9 @@ static __always_inline void join_tags(__u64 *to_slots, __u8 *to_regs, const __u6
 
 /*
  * Instruction `at`'s entry state (kernel_view::Scan::enter): every tag unknown at a reset (a backward
- * jump's target, a forward one the join table could not keep, every insn after a gotox); the pending
- * state of the forward jumps to it, joined with the fall-through's unless the block ended; unknown where
- * a block starts that no earlier jump reaches (a subprogram, dead code).
+ * jump's or call's target, a forward one the join table could not keep, every insn after a gotox); the
+ * pending state of the forward jumps to it, joined with the fall-through's unless the block ended; a
+ * function's where a block starts that no jump reaches (a subprogram, dead code).
  */
 static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *jt, __u32 at, bool target, bool gotox)
 {
@@ -555,10 +561,16 @@ static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *
 	if (hit)
 		e->target = 0;
 	c->flags &= ~SCAN_BLOCK_ENDS;
-	if (reset || (ended && !hit)) {
+	if (reset) {
 		__builtin_memset(c->regs, GATE_T_ANY, sizeof(c->regs));
 		c->regs[REG_FP] = GATE_T_STACK;
 		__builtin_memset(c->slots, GATE_T_ANY, sizeof(c->slots));
+	} else if (ended && !hit) {
+		/* A function's start: its arguments, a fresh frame. */
+		__builtin_memset(c->regs, GATE_T_SCALAR, sizeof(c->regs));
+		__builtin_memcpy(&c->regs[1], c->args, sizeof(c->args));
+		c->regs[REG_FP] = GATE_T_STACK;
+		__builtin_memset(c->slots, GATE_T_SCALAR, sizeof(c->slots));
 	} else if (hit && ended) {
 		__builtin_memcpy(c->slots, e->slots, sizeof(c->slots));
 		__builtin_memcpy(c->regs, e->regs, sizeof(c->regs));
@@ -746,7 +758,13 @@ static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, _
 			unknown_call(c, at);
 		}
 	} else if (src == PSEUDO_CALL) {
-		/* A subprogram: it could store anything through a stack pointer it is handed. */
+		/* A subprogram: it starts with these arguments (a pointer to this frame is none to its own), and
+		 * could store anything through a stack pointer it is handed. */
+		for (int r = 1; r <= 5; r++) {
+			__u8 t = c->regs[r];
+
+			c->args[r - 1] |= t & GATE_T_STACK ? (t & ~GATE_T_STACK) | GATE_T_UNKNOWN : t;
+		}
 		call_tags(c, GATE_T_ANY, true);
 	}
 }
@@ -925,19 +943,32 @@ __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt,
 		if (j >= n)
 			break;
 		__u8 code = ts->scan_buf[j].code;
+		__u8 src = ts->scan_buf[j].regs >> 4;
+		__s32 imm = ts->scan_buf[j].imm;
 
 		if (code == INSN_GOTOX)
 			c->flags |= SCAN_GOTOX;
-		if (!has_target(code))
+		if (code == INSN_LD_IMM64 && src == PSEUDO_FUNC)
+			c->flags |= SCAN_FUNC_ADDR;
+		if (code == INSN_CALL && src == PSEUDO_HELPER)
+			c->callbacks |= (__u32)imm < BPFGATE_HELPER_COUNT
+						? bpfgate_helper_callback[imm & (BPFGATE_HELPER_TABLE - 1)]
+						: GATE_T_ANY;
+		/* A kfunc: what it hands a callback is not looked up. */
+		if (code == INSN_CALL && src == PSEUDO_KFUNC_CALL)
+			c->callbacks = GATE_T_ANY;
+		if (!has_target(code) && !(code == INSN_CALL && src == PSEUDO_CALL))
 			continue;
+		/* A jump's target, or a called function's first instruction. */
 		__s64 t = (__s64)(chunk * GATE_CHUNK + j) + 1 +
-			  (code == INSN_JA32 ? ts->scan_buf[j].imm : ts->scan_buf[j].off);
+			  (code == INSN_JA32 || code == INSN_CALL ? imm : ts->scan_buf[j].off);
 
 		if (t >= 0 && t < c->len && t < GATE_MAX_INSNS) {
 			__u64 w = (t >> 6) & (GATE_MAX_INSNS / 64 - 1);
 
+			/* The scan carries forward jumps' states to their targets and calls' to the callee, not
+			 * backward ones'. */
 			jt->words[w] |= 1ULL << (t & 63);
-			/* The scan carries forward jumps' states to their targets, not backward ones'. */
 			if (t <= chunk * GATE_CHUNK + j)
 				jt->resets[w] |= 1ULL << (t & 63);
 		}
@@ -1481,6 +1512,9 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 			jt->joins[k].target = 0;
 		bpf_loop((sc->len + 511) / 512, clear_chunk, &loop, 0);
 		bpf_loop((sc->len + GATE_CHUNK - 1) / GATE_CHUNK, mark_chunk, &loop, 0);
+		/* Before any call is scanned, a function starts with a scalar, or what callbacks get. */
+		__builtin_memset(sc->args, GATE_T_SCALAR | (sc->flags & SCAN_FUNC_ADDR ? sc->callbacks : 0),
+				 sizeof(sc->args));
 		bpf_loop((sc->len + GATE_CHUNK - 1) / GATE_CHUNK, scan_chunk, &loop, 0);
 		/* Another load on this CPU took the jump targets meanwhile: the tags may be wrong. */
 		contended = *(volatile __u64 *)&jt->owner != key;
