@@ -946,17 +946,23 @@ __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt,
 		__u8 src = ts->scan_buf[j].regs >> 4;
 		__s32 imm = ts->scan_buf[j].imm;
 
-		if (code == INSN_GOTOX)
-			c->flags |= SCAN_GOTOX;
-		if (code == INSN_LD_IMM64 && src == PSEUDO_FUNC)
-			c->flags |= SCAN_FUNC_ADDR;
-		if (code == INSN_CALL && src == PSEUDO_HELPER)
+		/* Most instructions neither jump nor call nor take a function's address. */
+		if (INSN_CLASS(code) != INSN_JMP && INSN_CLASS(code) != INSN_JMP32) {
+			if (code == INSN_LD_IMM64 && src == PSEUDO_FUNC)
+				c->flags |= SCAN_FUNC_ADDR;
+			continue;
+		}
+		if (code == INSN_CALL && src == PSEUDO_HELPER) {
 			c->callbacks |= (__u32)imm < BPFGATE_HELPER_COUNT
 						? bpfgate_helper_callback[imm & (BPFGATE_HELPER_TABLE - 1)]
 						: GATE_T_ANY;
+			continue;
+		}
 		/* A kfunc: what it hands a callback is not looked up. */
 		if (code == INSN_CALL && src == PSEUDO_KFUNC_CALL)
 			c->callbacks = GATE_T_ANY;
+		if (code == INSN_GOTOX)
+			c->flags |= SCAN_GOTOX;
 		if (!has_target(code) && !(code == INSN_CALL && src == PSEUDO_CALL))
 			continue;
 		/* A jump's target, or a called function's first instruction. */
