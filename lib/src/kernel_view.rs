@@ -1,8 +1,8 @@
 //! The classes the in-kernel gate computes for a program, computed from the object.
 //!
 //! The gate (`gate-bpf/src/bpf/gate.bpf.c`, `gate_scan_insn`) reads the kernel's copy of the linked instructions
-//! twice, in order: a first pass marks jump targets, the second tags what each register and 8-byte stack slot may
-//! hold ([`tag`]) and counts classes. Classes that come from calls it gets exactly as the library does: helper
+//! twice, in order: a first pass marks jump and call targets and notes what callbacks may get, the second tags what
+//! each register and 8-byte stack slot may hold ([`tag`]) and counts classes. Classes that come from calls it gets exactly as the library does: helper
 //! classes from the catalogue (ids past its end are `unknown`), kfunc classes by name (uncatalogued kfuncs are
 //! `unknown`), and override_return for fmod_ret programs. The three classes the library proves by dataflow it
 //! counts from the tags, a superset of the library's:
@@ -12,20 +12,29 @@
 //!   may be one;
 //! - `packet_write` the same through a packet pointer (a context field [`ProgType::packet_ctx_fields`] names);
 //! - each of the three, too, for an access through an *unknown* register, when the program could hold such a
-//!   pointer at all (a BTF-typed type or a BTF source; a map reference; a packet program type).
+//!   pointer at all (a BTF-typed type or a BTF source; a map reference; a packet program type), and map_write
+//!   and packet_write for a call to an uncatalogued helper or kfunc, which could write anything.
 //!
-//! The tags are per block, not joined: where a block starts (a jump target, or after exit or an unconditional
-//! jump) every register and slot becomes unknown, r10 excepted. A call to a subprogram, or to a helper that runs a
-//! callback, may have stored anything in a frame whose address it was handed. So a program that carries a pointer
-//! across a branch, or dereferences one in a callback, has the class counted at the first access in the new block.
-//! The library's abstract interpretation follows both; the gate's verifier budget does not allow it.
+//! The tags follow the code in one linear pass. A forward jump's state waits at its target in a table of
+//! [`JOIN_SLOTS`] entries, direct-mapped by target, and is joined there with the fall-through's; a function starts
+//! with what the calls scanned before it passed in r1-r5 (a pointer to the caller's frame as unknown) and, if the
+//! program takes a function's address, what the helpers it calls hand their callbacks
+//! ([`crate::helpers::callback_args`]; a caller's context pointer as unknown, anything for a kfunc's callback).
+//! Every register and slot becomes unknown, r10 excepted, where the state comes from code not scanned yet: the
+//! target of a backward jump or of a call from the callee itself or a later function, and a forward target whose
+//! table entry holds another pending target. A call to a subprogram, or to a helper that runs a callback, may
+//! have stored anything in a frame whose address it was handed, and r0 after a subprogram is unknown. So the
+//! gate counts a class the library does not prove when a pointer crosses a loop's back edge, comes back from a
+//! subprogram, or reaches a callee through its caller's stack; the library's abstract interpretation follows
+//! them all, the gate's verifier budget does not.
 //!
 //! One difference the object cannot settle: the gate knows kfuncs by their BTF ids in vmlinux, so a catalogued
 //! kfunc the running kernel defines in a module (nf_conntrack's `bpf_ct_*` where nf_conntrack is a module) is
 //! `unknown` to it; this view takes every catalogued kfunc as known.
 //!
 //! `bpfgate check --gate` judges programs by this view, so an operator sees the decision the gate will take, and
-//! the live conformance test requires the gate's events to equal it.
+//! the live conformance test requires the gate's events to equal it (and, on every fixture, the library's
+//! classes).
 
 use std::collections::BTreeMap;
 

@@ -28,18 +28,22 @@
  *   indirect call (callx).
  * - maybe_classes: kernel_read, map_write and packet_write, which the library proves by dataflow, from
  *   a tag pass (bpfgate::kernel_view, the rules in full): a first pass over the instructions marks jump
- *   targets in this CPU's jump_targets entry; the second tags what each register and stack slot may
- *   hold (scalar, context, stack, packet, BTF pointer, map value, other pointer, unknown), reset to
- *   unknown where a block starts, and counts
+ *   and call targets in this CPU's jump_targets entry and notes what callbacks may get; the second tags
+ *   what each register and stack slot may hold (scalar, context, stack, packet, BTF pointer, map value,
+ *   other pointer, unknown), carries a forward jump's state to its target (a direct-mapped table of
+ *   GATE_JOIN_SLOTS pending targets), starts a function with what earlier calls passed it (and what
+ *   callbacks get), resets to unknown where the state comes from code not scanned yet (a backward
+ *   jump's or call's target, a forward target the table could not keep), and counts
  *     kernel_read  for a load through a BTF pointer, or through an unknown register in a program that
  *                  can hold one (BTF-typed type, kfunc call, helper returning a BTF pointer, BTF id);
  *     map_write    for a store, atomic or writing call through a map value, or through an unknown
  *                  register in a program that references a map;
  *     packet_write the same through a packet pointer, or an unknown register in a packet program type.
- *   A superset of the library's classes (the library joins states at branches; this does not). The
- *   policy check uses classes | maybe_classes. A load preempted on its CPU by another load's scan
- *   finds jump_targets taken over (owner changed) and counts the three by their preconditions alone
- *   (event scan_flags GATE_SCAN_CONTENDED).
+ *   A superset of the library's classes (equal on every fixture; the library also follows pointers
+ *   across loops, out of subprograms and through a caller's stack). The policy check uses classes |
+ *   maybe_classes. A load preempted on its CPU by another load's scan finds jump_targets taken over
+ *   (owner changed) and counts the three by their preconditions alone (event scan_flags
+ *   GATE_SCAN_CONTENDED).
  * - map rules: a program with map_write (proved or conservative) is taken to write every map it
  *   uses that programs can write (not BPF_F_RDONLY_PROG: .rodata, .kconfig); each must pass the
  *   rule (maps.named, then write any/own/none and pinned) with "own" meaning created by the same
