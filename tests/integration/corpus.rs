@@ -195,6 +195,19 @@ fn kernel_view_tags_what_registers_hold() {
             &[MapWrite],
             Some((MapWrite, 8)),
         ),
+        // Insn 38's state waits in the join table's entry 38 % 32 = 6 when the jump at 4 to insn 6 comes: that
+        // target cannot be kept, so insn 6 starts unknown.
+        (
+            "a forward target the join table cannot keep",
+            "kprobe/f",
+            cat(&[
+                &map,
+                &[mov_imm(2, 0), jeq_imm(2, 0, 34), jeq_imm(2, 0, 1), mov_imm(3, 0), stx_dw(2, 0, 2)],
+                &[mov_imm(3, 0); 31],
+            ]),
+            &[MapWrite],
+            Some((MapWrite, 6)),
+        ),
         // Insn 3 is a backward jump's target: its state comes from code not scanned yet, so r2 is unknown there.
         (
             "store at a backward jump's target",
