@@ -438,13 +438,16 @@ pub fn call_cycle(len: usize) -> Vec<u8> {
     e.finish()
 }
 
+/// An object with a license and the program `r1 = imm64; r0 = 0; exit` in section `kprobe/x`, for relocations
+/// on its `ld_imm64` (insn 0); returns it with the section's index.
+fn one_ld_imm64() -> (Elf, u32) {
+    let [a, b] = ld_imm64(1);
+    Elf::program("kprobe/x", "prog", &[a, b, mov_imm(0, 0), exit()], 4)
+}
+
 /// A program with a legacy map and `n` relocations all on its one `ld_imm64`.
 pub fn relocs_one_insn(n: usize) -> Vec<u8> {
-    let mut e = Elf::new();
-    e.license();
-    let [a, b] = ld_imm64(1);
-    let s = e.code("kprobe/x", &[a, b, mov_imm(0, 0), exit()]);
-    e.func("prog", s, 0, 4);
+    let (mut e, s) = one_ld_imm64();
     let maps = e.section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, legacy_map_def());
     let m = e.symbol("m", STB_GLOBAL | STT_OBJECT, maps, 0, 20);
     e.rel(s, (0..n).map(|_| (0, m, R_BPF_64_64)));
@@ -468,11 +471,7 @@ pub fn relocs_out_of_range(n: usize) -> Vec<u8> {
 
 /// A program with `n` relocations against symbol indices far past the symbol table.
 pub fn relocs_bad_symbol(n: usize) -> Vec<u8> {
-    let mut e = Elf::new();
-    e.license();
-    let [a, b] = ld_imm64(1);
-    let s = e.code("kprobe/x", &[a, b, mov_imm(0, 0), exit()]);
-    e.func("prog", s, 0, 4);
+    let (mut e, s) = one_ld_imm64();
     e.rel(s, (0..n as u32).map(|i| (0, u32::MAX - i, R_BPF_64_64)));
     e.finish()
 }

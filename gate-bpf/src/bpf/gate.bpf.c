@@ -1302,6 +1302,40 @@ static long check_used_map(__u64 i, void *data)
 }
 
 /*
+ * The first steps of compiled::evaluate, for a load or a map open by subject `s`: without a policy,
+ * allow; without a matching rule, the default (deny for a program on the gate's own hooks, which
+ * needs a rule that names its target); a deny rule denies. Returns whether rm->r still has to judge.
+ */
+static __always_inline bool rule_for(const struct gate_subject *s, struct verdict *v, struct rule_match *rm,
+				     bool gate_hook)
+{
+	bool audit_mode;
+
+	if (!match_rule(s, rm) || !rm->h) {
+		v->flags |= GATE_F_NO_POLICY;
+		v->rule = GATE_RULE_DEFAULT;
+		v->decision = GATE_ALLOW;
+		return false;
+	}
+	v->generation = rm->h->generation;
+	audit_mode = rm->h->mode == 1;
+	if (audit_mode)
+		v->flags |= GATE_F_AUDIT_MODE;
+	if (!rm->r) {
+		if (gate_hook)
+			finish(v, GATE_DENY, GATE_RULE_DEFAULT, R_NO_RULE | R_ATTACH_TARGET, audit_mode);
+		else
+			finish_default(v, rm->h, audit_mode);
+		return false;
+	}
+	if (rm->r->action == A_DENY || rm->r->action > A_AUDIT) {
+		finish(v, GATE_DENY, rm->id, R_RULE_DENIES, audit_mode);
+		return false;
+	}
+	return true;
+}
+
+/*
  * compiled::evaluate, step by step. `um` is NULL at lsm/bpf_prog_load, where the verifier has not
  * yet bound the program's maps: the map rules are then left to lsm/bpf_prog. `bad_map` receives
  * the index + 1 of the first map a rule refused. A global function: the verifier checks it once, on
@@ -1311,37 +1345,14 @@ __noinline int gate_evaluate(const struct facts *f, const struct gate_subject *s
 			     const struct used_maps *um, __u32 *bad_map)
 {
 	struct rule_match rm = {};
-	bool audit_mode;
 
 	if (!f || !s || !v || !bad_map)
 		return 0;
-	if (!match_rule(s, &rm) || !rm.h) {
-		v->flags |= GATE_F_NO_POLICY;
-		v->rule = GATE_RULE_DEFAULT;
-		v->decision = GATE_ALLOW;
+	if (!rule_for(s, v, &rm, f->gate_hook))
 		return 0;
-	}
-	struct gate_policy_header *h = rm.h;
 	struct gate_rule *r = rm.r;
-
-	v->generation = h->generation;
-	audit_mode = h->mode == 1;
-	if (audit_mode)
-		v->flags |= GATE_F_AUDIT_MODE;
-	if (!r) {
-		/* A program on the gate's own hooks needs a rule that names its target. */
-		if (f->gate_hook)
-			finish(v, GATE_DENY, GATE_RULE_DEFAULT, R_NO_RULE | R_ATTACH_TARGET, audit_mode);
-		else
-			finish_default(v, h, audit_mode);
-		return 0;
-	}
+	bool audit_mode = v->flags & GATE_F_AUDIT_MODE;
 	__u32 id = rm.id;
-
-	if (r->action == A_DENY || r->action > A_AUDIT) {
-		finish(v, GATE_DENY, id, R_RULE_DENIES, audit_mode);
-		return 0;
-	}
 	__u32 reasons = 0;
 
 	if ((r->flags & GATE_RULE_PROG_TYPES) && !(r->prog_types & bit_of(f->prog_type)))
@@ -1886,25 +1897,11 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 		/* The subject's rule decides as for a program that writes this map. */
 		struct rule_match rm = {};
 
-		if (!match_rule(&s, &rm) || !rm.h) {
-			v.decision = GATE_ALLOW;
-			v.flags |= GATE_F_NO_POLICY;
-		} else {
-			bool audit_mode = rm.h->mode == 1;
+		if (rule_for(&s, &v, &rm, false)) {
+			bool ok = map_write_ok(rm.r, rm.slot, &m);
 
-			v.generation = rm.h->generation;
-			if (audit_mode)
-				v.flags |= GATE_F_AUDIT_MODE;
-			if (!rm.r) {
-				finish_default(&v, rm.h, audit_mode);
-			} else if (rm.r->action == A_DENY || rm.r->action > A_AUDIT) {
-				finish(&v, GATE_DENY, rm.id, R_RULE_DENIES, audit_mode);
-			} else {
-				bool ok = map_write_ok(rm.r, rm.slot, &m);
-
-				finish(&v, rm.r->action == A_AUDIT ? GATE_AUDIT : ok ? GATE_ALLOW : GATE_DENY, rm.id,
-				       ok ? 0 : R_MAP, audit_mode);
-			}
+			finish(&v, rm.r->action == A_AUDIT ? GATE_AUDIT : ok ? GATE_ALLOW : GATE_DENY, rm.id,
+			       ok ? 0 : R_MAP, v.flags & GATE_F_AUDIT_MODE);
 		}
 		if (m.pinned)
 			v.flags |= GATE_F_PINNED;
