@@ -371,6 +371,85 @@ fn gate_other_subjects_are_unaffected() {
     assert_eq!(status.code(), Some(0), "the other executable must load send_signal.bpf.o");
 }
 
+/// A load whose scan is preempted by another load's scan on the same CPU cannot trust the per-CPU jump targets
+/// and join table the other took over: its event says so (`contended`) and it counts kernel_read, map_write and
+/// packet_write by their preconditions alone; here map_write, as the program references a map, which an
+/// uncontended scan does not count. The VM harness boots with preempt=full (elsewhere the test skips without
+/// it: under voluntary preemption a BPF program runs to its end), so two threads on the VM's one CPU
+/// loading a program of 200,000 instructions preempt each other's scans. The program has no exit, so the
+/// verifier refuses it at once after the gate's hook: the loads are mostly the gate's scans.
+#[test]
+fn gate_scan_contention_counts_by_preconditions() {
+    let Some(_guard) = live("gate_scan_contention_counts_by_preconditions") else { return };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !cmdline.contains("preempt=full") {
+        assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness boots with preempt=full: {cmdline}");
+        report!("SKIPPED: gate_scan_contention_counts_by_preconditions needs a kernel booted with preempt=full");
+        return;
+    }
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\nmode: audit\ndefault: deny\nrules:\n  - name: audit-everything\n    subject:\n      \
+         exe: {exe}\n    action: audit\n"
+    ));
+    g.take();
+    // r1 = map fd -1 (BPF_PSEUDO_MAP_FD: a map reference to the gate), then `r0 = 0` to the end.
+    let mut ld = libbpf_sys::bpf_insn {
+        code: (libbpf_sys::BPF_LD | libbpf_sys::BPF_IMM | libbpf_sys::BPF_DW) as u8,
+        imm: -1,
+        ..Default::default()
+    };
+    ld.set_dst_reg(1);
+    ld.set_src_reg(libbpf_sys::BPF_PSEUDO_MAP_FD as u8);
+    let mov = libbpf_sys::bpf_insn {
+        code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
+        ..Default::default()
+    };
+    let mut insns = vec![ld, libbpf_sys::bpf_insn::default()];
+    insns.resize(200_000, mov);
+    const LOADS: usize = 8;
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..LOADS {
+                    // SAFETY: all pointers are valid for the call; null opts means defaults. The load fails (no
+                    // exit); only the gate's decision on it matters.
+                    let fd = unsafe {
+                        libbpf_sys::bpf_prog_load(
+                            libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
+                            c"contend".as_ptr(),
+                            c"GPL".as_ptr(),
+                            insns.as_ptr(),
+                            insns.len() as _,
+                            std::ptr::null_mut(),
+                        )
+                    };
+                    assert!(fd < 0, "a program without exit loaded");
+                }
+            });
+        }
+    });
+    let events = g.take();
+    let ours = named(&events, "contend");
+    let map_write = Capability::MapWrite.bit();
+    let contended = ours.iter().filter(|e| Event::from_raw(e, g.gate.names()).contended).count();
+    for e in &ours {
+        let c = Event::from_raw(e, g.gate.names()).contended;
+        assert_eq!(
+            e.maybe_classes & map_write != 0,
+            c,
+            "a {} scan must {}count map_write: {}",
+            if c { "contended" } else { "clean" },
+            if c { "" } else { "not " },
+            g.describe(e)
+        );
+    }
+    report!("contention: {} loads decided, {contended} of them with a contended scan", ours.len());
+    assert_eq!(ours.len(), 2 * LOADS, "one decision per load");
+    assert!(contended > 0, "no scan was contended in {} loads", 2 * LOADS);
+}
+
 /// In audit mode the gate denies nothing, and for every fixture program it sees, the classes it counts (proved
 /// by calls, or by its tags) equal the library's classes for the program, and equal the library's model of the
 /// gate (`bpfgate::kernel_view`) exactly, split the same way into proved and conservative ones.

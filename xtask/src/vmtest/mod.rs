@@ -155,6 +155,8 @@ pub fn run(args: Args) -> Result<bool> {
                 accel,
                 memory: &args.memory,
                 cpus: args.cpus,
+                // The live tests need it (a load's scan preempted by another's); the benchmark keeps the default.
+                preempt_full: !args.no_tests,
                 timeout: Duration::from_secs(args.timeout),
                 log: &log,
             };
@@ -385,11 +387,12 @@ for t in /vmtest/tests/*; do
     [ -e "$t" ] || continue
     name=${{t##*/}}
     echo "VMTEST-BEGIN $name"
-    # One test thread: LSM programs are global, concurrent tests would see each other's.
+    # One test thread: LSM programs are global, concurrent tests would see each other's. BPFGATE_VMTEST:
+    # this guest boots as the tests expect (preempt=full).
     if [ -f /vmtest/filter ]; then
-        BPFGATE_LIVE=1 RUST_BACKTRACE=1 "$t" --test-threads=1 "$(cat /vmtest/filter)"
+        BPFGATE_LIVE=1 BPFGATE_VMTEST=1 RUST_BACKTRACE=1 "$t" --test-threads=1 "$(cat /vmtest/filter)"
     else
-        BPFGATE_LIVE=1 RUST_BACKTRACE=1 "$t" --test-threads=1
+        BPFGATE_LIVE=1 BPFGATE_VMTEST=1 RUST_BACKTRACE=1 "$t" --test-threads=1
     fi
     r=$?
     echo "VMTEST-END $name rc=$r"

@@ -38,6 +38,9 @@ pub struct Boot<'a> {
     pub accel: Accel,
     pub memory: &'a str,
     pub cpus: u32,
+    /// Boot with `preempt=full`: kernel code, the gate's programs included, can be preempted anywhere (Debian's
+    /// kernels default to voluntary preemption, where a BPF program runs to its end).
+    pub preempt_full: bool,
     pub timeout: Duration,
     /// Full console log (kernel and guest) goes here.
     pub log: &'a Path,
@@ -99,7 +102,11 @@ pub fn boot(b: &Boot, mut on_line: impl FnMut(&str)) -> Result<Outcome> {
         .arg(b.kernel)
         .arg("-initrd")
         .arg(b.initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init"])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init{}",
+            if b.preempt_full { " preempt=full" } else { "" }
+        ))
         // No terminal for qemu: it must not put the user's tty in raw mode (that would swallow
         // Ctrl-C), and the guest has nothing to read.
         .stdin(Stdio::null())
