@@ -1,10 +1,10 @@
 //! The classes the in-kernel gate computes for a program, computed from the object.
 //!
 //! The gate (`gate-bpf/src/bpf/gate.bpf.c`, `gate_scan_insn`) reads the kernel's copy of the linked instructions
-//! twice, in order: a first pass marks jump and call targets and notes what callbacks may get, the second tags what
-//! each register and 8-byte stack slot may hold ([`tag`]) and counts classes. Classes that come from calls it gets exactly as the library does: helper
-//! classes from the catalogue (ids past its end are `unknown`), kfunc classes by name (uncatalogued kfuncs are
-//! `unknown`), and override_return for fmod_ret programs. The three classes the library proves by dataflow it
+//! twice, in order: a first pass marks jump and call targets and notes what callbacks may get, the second tags
+//! what each register and 8-byte stack slot may hold ([`tag`]) and counts classes. Classes that come from calls it
+//! gets exactly as the library does: helper classes from the catalogue (ids past its end are `unknown`), kfunc
+//! classes by name (uncatalogued kfuncs are `unknown`), and override_return for fmod_ret programs. The three classes the library proves by dataflow it
 //! counts from the tags, a superset of the library's:
 //! - `kernel_read` for a load through a register that may hold a BTF pointer (a BTF-typed program's context
 //!   fields, a helper or kfunc returning one, a typed `__ksym`, a kptr loaded from a map value);
@@ -192,7 +192,7 @@ struct Tags {
 }
 
 impl Tags {
-    /// A block's entry no jump's state reaches: anything could be anywhere.
+    /// Where the state comes from code not scanned yet: anything could be anywhere.
     const ANY: Tags = {
         let mut regs = [tag::ANY; 16];
         regs[FP as usize] = tag::STACK;

@@ -137,8 +137,8 @@ struct raw_insn {
 
 /*
  * Scan state, in the load's pending_loads entry (per-CPU scratch could be clobbered by a preempting
- * load; the stack has no room). The tags are bpfgate::kernel_view's (gate_scan.h): what each register and 8-byte stack slot may hold,
- * tracked in order through each block and reset to GATE_T_ANY where a block starts.
+ * load; the stack has no room). The tags are bpfgate::kernel_view's (gate_scan.h): what each register and 8-byte
+ * stack slot may hold, tracked in order through the program (enter_insn says what a block starts with).
  */
 /* The state forward jumps carry to `target` (0: a free entry; no forward jump reaches insn 0), joined. */
 struct scan_join {
@@ -173,11 +173,10 @@ struct scan_ctx {
 };
 
 /*
- * Where the scanned program's blocks start: bits per instruction, set by a first pass on jump targets
- * (words) and on backward ones (resets: the tags reset there); and the states forward jumps carry to
- * their targets. One per CPU (the loader sizes the
- * map); owner says which load is using it, so a load that finds another took it meanwhile (it was
- * preempted on this CPU) does not trust them.
+ * Where the scanned program's blocks start: bits per instruction, set by a first pass on jump and call
+ * targets (words) and on backward ones (resets: the tags reset there); and the states forward jumps
+ * carry to their targets. One per CPU (the loader sizes the map); owner says which load is using it,
+ * so a load that finds another took it meanwhile (it was preempted on this CPU) does not trust them.
  */
 struct jump_targets {
 	__u64 owner;
@@ -976,8 +975,7 @@ __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt,
 		if (t >= 0 && t < c->len && t < GATE_MAX_INSNS) {
 			__u64 w = (t >> 6) & (GATE_MAX_INSNS / 64 - 1);
 
-			/* The scan carries forward jumps' states to their targets and calls' to the callee, not
-			 * backward ones'. */
+			/* A backward target resets the tags: its state comes from code not scanned yet. */
 			jt->words[w] |= 1ULL << (t & 63);
 			if (t <= chunk * GATE_CHUNK + j)
 				jt->resets[w] |= 1ULL << (t & 63);
