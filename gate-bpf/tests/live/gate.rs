@@ -7,14 +7,15 @@
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use bpfgate::metadata::{Capability, ClassSet};
 use bpfgate::policy::compiled::{self, CompiledPolicy};
 use bpfgate::policy::Policy;
 use bpfgate_gate::event::{
-    evidence, Event, RawEvent, OP_PROG_LOAD, OP_PROG_MAPS, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
+    evidence, scan_flags, Event, RawEvent, OP_PROG_LOAD, OP_PROG_MAPS, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
 };
 use bpfgate_gate::{EventStream, Gate, HookVariant, HostResolver};
 use libbpf_rs::libbpf_sys;
@@ -376,7 +377,7 @@ fn gate_other_subjects_are_unaffected() {
 /// packet_write by their preconditions alone; here map_write, as the program references a map, which an
 /// uncontended scan does not count. The VM harness boots with preempt=full (elsewhere the test skips without
 /// it: under voluntary preemption a BPF program runs to its end), so two threads on the VM's one CPU
-/// loading a program of 200,000 instructions preempt each other's scans. The program has no exit, so the
+/// loading a program of 500,000 instructions preempt each other's scans. The program has no exit, so the
 /// verifier refuses it at once after the gate's hook: the loads are mostly the gate's scans.
 #[test]
 fn gate_scan_contention_counts_by_preconditions() {
@@ -407,12 +408,22 @@ fn gate_scan_contention_counts_by_preconditions() {
         ..Default::default()
     };
     let mut insns = vec![ld, libbpf_sys::bpf_insn::default()];
-    insns.resize(200_000, mov);
-    const LOADS: usize = 8;
+    insns.resize(500_000, mov);
+    // Until a contended and a clean scan were seen, or each thread has made MAX_LOADS loads, or the time is up:
+    // whether a scan is preempted by the start of another depends on the scheduler, not on the test.
+    const MAX_LOADS: usize = 100;
+    let (stop, loads, done) = (AtomicBool::new(false), AtomicUsize::new(0), AtomicUsize::new(0));
+    let start = Barrier::new(2);
+    let is_contended = |e: &RawEvent| e.scan_flags & scan_flags::CONTENDED != 0;
+    let mut events = Vec::new();
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
-                for _ in 0..LOADS {
+                start.wait();
+                for _ in 0..MAX_LOADS {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     // SAFETY: all pointers are valid for the call; null opts means defaults. The load fails (no
                     // exit); only the gate's decision on it matters.
                     let fd = unsafe {
@@ -426,16 +437,28 @@ fn gate_scan_contention_counts_by_preconditions() {
                         )
                     };
                     assert!(fd < 0, "a program without exit loaded");
+                    loads.fetch_add(1, Ordering::SeqCst);
                 }
+                done.fetch_add(1, Ordering::SeqCst);
             });
         }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(100));
+            events.extend(g.take());
+            let ours = named(&events, "contend");
+            let seen = |c: bool| ours.iter().any(|e| is_contended(e) == c);
+            if seen(true) && seen(false) || Instant::now() > deadline {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
     });
-    let events = g.take();
+    events.extend(g.take());
     let ours = named(&events, "contend");
     let map_write = Capability::MapWrite.bit();
-    let contended = ours.iter().filter(|e| Event::from_raw(e, g.gate.names()).contended).count();
+    let contended = ours.iter().filter(|e| is_contended(e)).count();
     for e in &ours {
-        let c = Event::from_raw(e, g.gate.names()).contended;
+        let c = is_contended(e);
         assert_eq!(
             e.maybe_classes & map_write != 0,
             c,
@@ -445,9 +468,11 @@ fn gate_scan_contention_counts_by_preconditions() {
             g.describe(e)
         );
     }
-    report!("contention: {} loads decided, {contended} of them with a contended scan", ours.len());
-    assert_eq!(ours.len(), 2 * LOADS, "one decision per load");
-    assert!(contended > 0, "no scan was contended in {} loads", 2 * LOADS);
+    let loads = loads.load(Ordering::SeqCst);
+    report!("contention: {loads} loads, {} decided, {contended} of them with a contended scan", ours.len());
+    assert_eq!(ours.len(), loads, "one decision per load");
+    assert!(contended > 0, "no scan was contended in {loads} loads");
+    assert!(contended < ours.len(), "every scan was contended in {loads} loads");
 }
 
 /// In audit mode the gate denies nothing, and for every fixture program it sees, the classes it counts (proved
