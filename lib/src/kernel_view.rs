@@ -5,7 +5,8 @@
 //! what each register and 8-byte stack slot may hold ([`tag`]) and counts classes. Classes that come from calls it
 //! gets exactly as the library does: helper classes from the catalogue (ids past its end are `unknown`), kfunc
 //! classes by name (uncatalogued kfuncs are `unknown`), and override_return for fmod_ret programs. The three classes the library proves by dataflow it
-//! counts from the tags, a superset of the library's:
+//! counts from the tags, a superset of the library's but for one known gap (a kptr dereferenced where its register
+//! is unknown, in a program of a non-BTF type without a BTF source; SECURITY.md):
 //! - `kernel_read` for a load through a register that may hold a BTF pointer (a BTF-typed program's context
 //!   fields, a helper or kfunc returning one, a typed `__ksym`, a kptr loaded from a map value);
 //! - `map_write` for a store or atomic through a map value, or a helper or kfunc writing through an argument that

@@ -40,7 +40,8 @@
  *                  register in a program that references a map;
  *     packet_write the same through a packet pointer, or an unknown register in a packet program type.
  *   A superset of the library's classes (equal on every fixture; the library also follows pointers
- *   across loops, out of subprograms and through a caller's stack). The policy check uses classes |
+ *   across loops, out of subprograms and through a caller's stack), but for a kptr dereferenced where
+ *   its register is unknown in a non-BTF program without a BTF source (SECURITY.md). The policy check uses classes |
  *   maybe_classes. A load preempted on its CPU by another load's scan finds jump_targets taken over
  *   (owner changed) and counts the three by their preconditions alone (event scan_flags
  *   GATE_SCAN_CONTENDED).
