@@ -413,6 +413,7 @@ fn gate_scan_contention_counts_by_preconditions() {
     // whether a scan is preempted by the start of another depends on the scheduler, not on the test.
     const MAX_LOADS: usize = 100;
     let (stop, loads, done) = (AtomicBool::new(false), AtomicUsize::new(0), AtomicUsize::new(0));
+    let loaded = AtomicBool::new(false);
     let start = Barrier::new(2);
     let is_contended = |e: &RawEvent| e.scan_flags & scan_flags::CONTENDED != 0;
     let mut events = Vec::new();
@@ -436,7 +437,8 @@ fn gate_scan_contention_counts_by_preconditions() {
                             std::ptr::null_mut(),
                         )
                     };
-                    assert!(fd < 0, "a program without exit loaded");
+                    // Not an assert: the polling loop below waits for both threads to finish.
+                    loaded.fetch_or(fd >= 0, Ordering::SeqCst);
                     loads.fetch_add(1, Ordering::SeqCst);
                 }
                 done.fetch_add(1, Ordering::SeqCst);
@@ -454,6 +456,7 @@ fn gate_scan_contention_counts_by_preconditions() {
         }
     });
     events.extend(g.take());
+    assert!(!loaded.load(Ordering::SeqCst), "a program without exit loaded");
     let ours = named(&events, "contend");
     let map_write = Capability::MapWrite.bit();
     let contended = ours.iter().filter(|e| is_contended(e)).count();
