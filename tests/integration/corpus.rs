@@ -254,8 +254,8 @@ fn kernel_view_tags_what_registers_hold() {
 
 /// What the gate's view assumes where a function starts, on hand-built fentry programs (a load through an
 /// unknown register there counts kernel_read): the arguments its callers passed before it, what the helper that
-/// runs a callback hands it, and unknown where a call comes from later code. The last three are where the gate
-/// stays stricter than the library, which follows a caller's stack and joins every call site.
+/// runs a callback hands it, and unknown where a call comes from later code. The cases that count kernel_read are
+/// where the gate stays stricter than the library, which follows a caller's stack and joins every call site.
 #[test]
 fn kernel_view_follows_calls_and_callbacks() {
     use crate::hostile::{
