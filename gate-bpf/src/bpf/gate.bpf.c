@@ -121,6 +121,9 @@
 #define INSN_JA32 0x06  /* gotol: the offset is in imm */
 #define INSN_GOTOX 0x0d /* BPF_JMP | BPF_JA | BPF_X */
 #define INSN_SIZE_DW 0x18
+#define INSN_LDX_DW 0x79 /* BPF_LDX | BPF_MEM | BPF_DW */
+#define INSN_ST_DW 0x7a  /* BPF_ST | BPF_MEM | BPF_DW */
+#define INSN_STX_DW 0x7b /* BPF_STX | BPF_MEM | BPF_DW */
 #define PSEUDO_CALL 1
 #define PSEUDO_FUNC 4
 #define ATOMIC_FETCH 0x01
@@ -1016,9 +1019,10 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		__u64 raw;
 
 		/*
-		 * Inside a block (no reset, no pending jump state, no block end before it), ALU instructions
-		 * and conditional jumps are done here: the call to gate_scan_insn costs more than what they
-		 * do (it is a global function so that the verifier checks its many branches once).
+		 * Inside a block (no reset, no pending jump state, no block end before it), ALU instructions,
+		 * conditional jumps and spills and fills are done here: the call to gate_scan_insn costs more
+		 * than what they do (it is a global function so that the verifier checks its many branches
+		 * once).
 		 */
 		if (!target && !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX))) {
 			if (INSN_CLASS(code) == INSN_ALU || INSN_CLASS(code) == INSN_ALU64) {
@@ -1028,6 +1032,27 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 			}
 			if (has_target(code) && code != INSN_JA && code != INSN_JA32) {
 				jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
+				continue;
+			}
+			/*
+			 * An 8-byte spill or fill at an aligned slot of the frame, the commonest memory
+			 * access: what store_tag and load_tag do for it (no class, one slot or register).
+			 */
+			__s16 off = ts->scan_buf[j].off;
+			__u8 r = ts->scan_buf[j].regs;
+			bool spill = (code == INSN_STX_DW || code == INSN_ST_DW) && (r & 0x0f) == REG_FP;
+
+			if ((spill || (code == INSN_LDX_DW && r >> 4 == REG_FP)) && c->regs[REG_FP] == GATE_T_STACK &&
+			    off >= -512 && off < 0 && !(off & 7)) {
+				__u8 *slot = &slot_bytes(c)[((off + 512) >> 3) & 63];
+
+				if (spill) {
+					*slot = code == INSN_ST_DW ? GATE_T_SCALAR : c->regs[r >> 4];
+				} else {
+					__u8 v = *slot;
+
+					c->regs[r & 0x0f] = v ? v : GATE_T_SCALAR;
+				}
 				continue;
 			}
 		}
