@@ -1525,7 +1525,10 @@ impl Ctx<'_, '_> {
         facts.helpers.dedup();
         facts.kfuncs.sort_unstable();
         facts.kfuncs.dedup();
-        let calls: Vec<(u32, u32)> = (self.buf.calls.iter())
+        let calls: Vec<(u32, u32)> = self
+            .buf
+            .calls
+            .iter()
             .filter_map(|&(caller, target, pc)| {
                 let site = self.at(caller, pc);
                 Some((site, self.funcs.get(self.buf.func_at(target)?)?.layout))

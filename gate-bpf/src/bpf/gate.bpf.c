@@ -189,6 +189,17 @@ struct jump_targets {
 	__u64 resets[GATE_MAX_INSNS / 64]; /* targets where the tags reset */
 };
 
+/* Instruction n's bit in a jump_targets bitmap (words or resets); the word index is masked in bounds. */
+static __always_inline bool insn_bit(const __u64 *bits, __u64 n)
+{
+	return (bits[(n >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (n & 63)) & 1;
+}
+
+static __always_inline void set_insn_bit(__u64 *bits, __u64 n)
+{
+	bits[(n >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (n & 63);
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -563,7 +574,7 @@ static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *
 	struct scan_join *e = &jt->joins[at & (GATE_JOIN_SLOTS - 1)];
 	bool hit = target && at && e->target == at;
 	bool ended = c->flags & SCAN_BLOCK_ENDS;
-	bool reset = gotox || (target && (jt->resets[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1);
+	bool reset = gotox || (target && insn_bit(jt->resets, at));
 
 	if (hit)
 		e->target = 0;
@@ -603,7 +614,7 @@ static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *j
 		__builtin_memcpy(e->regs, c->regs, sizeof(c->regs));
 		e->target = t;
 	} else {
-		jt->resets[(t >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (t & 63);
+		set_insn_bit(jt->resets, t);
 	}
 }
 
@@ -977,12 +988,10 @@ __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt,
 			  (code == INSN_JA32 || code == INSN_CALL ? imm : ts->scan_buf[j].off);
 
 		if (t >= 0 && t < c->len && t < GATE_MAX_INSNS) {
-			__u64 w = (t >> 6) & (GATE_MAX_INSNS / 64 - 1);
-
+			set_insn_bit(jt->words, t);
 			/* A backward target resets the tags: its state comes from code not scanned yet. */
-			jt->words[w] |= 1ULL << (t & 63);
 			if (t <= chunk * GATE_CHUNK + j)
-				jt->resets[w] |= 1ULL << (t & 63);
+				set_insn_bit(jt->resets, t);
 		}
 	}
 	return 0;
@@ -1014,7 +1023,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		if (j >= n)
 			break;
 		__u32 at = chunk * GATE_CHUNK + j;
-		__u32 target = (jt->words[(at >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (at & 63)) & 1;
+		__u32 target = insn_bit(jt->words, at);
 		__u8 code = ts->scan_buf[j].code;
 		__u64 raw;
 
