@@ -15,6 +15,8 @@ pkg-config
 qemu-system-x86
 cpio
 busybox-static
+xz-utils
+zstd
 bpftrace
 bpftool
 debian-archive-keyring
@@ -23,6 +25,7 @@ debian-archive-keyring
 # libbpf-dev: <bpf/bpf_helpers.h> and friends for the test fixtures (scripts/build-fixtures.sh).
 # libelf-dev, zlib1g-dev, make, pkg-config: libbpf-sys builds libbpf from source.
 # qemu-system-x86, busybox-static, cpio: the VM live-test harness (cargo xtask vmtest).
+# xz-utils, zstd: vmtest decompresses the kernel modules the guests load (nf_conntrack, nf_nat).
 # bpftrace, bpftool: live tests and their guests use them as real BPF clients.
 # debian-archive-keyring: vmtest verifies the Debian kernel packages it downloads.
 

@@ -155,6 +155,10 @@ pub fn run(
             for raw in stream.drain()? {
                 print(&gate, &raw, opts.json, out)?;
             }
+            // Modules loaded since the start (or the last reload) get their kfuncs mapped.
+            if let Err(e) = gate.refresh_kfuncs() {
+                let _ = writeln!(log, "bpfgate: warning: module kfuncs not refreshed: {e}");
+            }
             match install(&mut gate, opts, log) {
                 Ok(generation) => {
                     reloads += 1;

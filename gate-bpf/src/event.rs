@@ -59,6 +59,9 @@ pub mod scan_flags {
     /// Another load's scan took the jump-target bits: kernel_read, map_write and packet_write were counted
     /// by their preconditions only (`kernel_view` does not model this).
     pub const CONTENDED: u16 = 1 << 0;
+    /// The verifier bound other module BTFs than the scan read from fd_array: unknown and the three
+    /// conservative classes were added.
+    pub const KFUNC_BTF_CHANGED: u16 = 1 << 1;
 }
 
 /// `gate_event.rule` when the policy default decided.
@@ -71,6 +74,8 @@ pub mod evidence {
     pub const KFUNC: u32 = 2 << 30;
     pub const INSN: u32 = 3 << 30;
     pub const KIND_MASK: u32 = 3 << 30;
+    /// With KFUNC: the value is the kfunc's index in the catalogue, not a BTF id.
+    pub const CATALOGUED: u32 = 1 << 29;
 }
 
 /// `struct gate_event`, byte for byte.
@@ -137,16 +142,29 @@ fn c_str(bytes: &[u8]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Evidence {
-    Helper { id: u32, name: String },
-    Kfunc { btf_id: u32, name: String },
-    Insn { index: u32 },
+    Helper {
+        id: u32,
+        name: String,
+    },
+    /// A catalogued kfunc, of vmlinux or a module.
+    Kfunc {
+        name: String,
+    },
+    /// A kfunc the catalogue does not have (or whose module BTF the gate has not mapped), by its BTF id.
+    UnknownKfunc {
+        btf_id: u32,
+    },
+    Insn {
+        index: u32,
+    },
 }
 
 impl fmt::Display for Evidence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Evidence::Helper { id, name } => write!(f, "helper {id} {name}"),
-            Evidence::Kfunc { btf_id, name } => write!(f, "kfunc {name} (btf {btf_id})"),
+            Evidence::Kfunc { name } => write!(f, "kfunc {name}"),
+            Evidence::UnknownKfunc { btf_id } => write!(f, "kfunc with btf id {btf_id} (not catalogued)"),
             Evidence::Insn { index } => write!(f, "insn {index}"),
         }
     }
@@ -211,6 +229,7 @@ pub struct Event {
     pub from_kernel: bool,
     pub truncated: bool,
     pub contended: bool,
+    pub kfunc_btf_changed: bool,
 }
 
 /// Names for what the raw event only has numbers for.
@@ -218,8 +237,6 @@ pub struct Event {
 pub struct Names {
     /// Rule names by rule id, per policy generation.
     pub rules: HashMap<u64, Vec<String>>,
-    /// Catalogued kfunc names by vmlinux BTF id.
-    pub kfuncs: HashMap<u32, String>,
 }
 
 fn reason_names(bits: u32) -> Vec<&'static str> {
@@ -251,10 +268,14 @@ impl Event {
                     id: value,
                     name: bpfgate::helpers::helper(value).map_or("unknown", |h| h.name).to_owned(),
                 }),
-                evidence::KFUNC => Some(Evidence::Kfunc {
-                    btf_id: value,
-                    name: names.kfuncs.get(&value).cloned().unwrap_or_else(|| "unknown".to_owned()),
-                }),
+                evidence::KFUNC if value & evidence::CATALOGUED != 0 => {
+                    let index = (value & !evidence::CATALOGUED) as usize;
+                    Some(match bpfgate::helpers::KFUNCS.get(index) {
+                        Some(k) => Evidence::Kfunc { name: k.name.to_owned() },
+                        None => Evidence::UnknownKfunc { btf_id: 0 },
+                    })
+                }
+                evidence::KFUNC => Some(Evidence::UnknownKfunc { btf_id: value }),
                 evidence::INSN => Some(Evidence::Insn { index: value }),
                 _ => None,
             }
@@ -316,6 +337,7 @@ impl Event {
             from_kernel: raw.flags & flags::KERNEL != 0,
             truncated: raw.flags & flags::TRUNCATED != 0,
             contended: raw.scan_flags & scan_flags::CONTENDED != 0,
+            kfunc_btf_changed: raw.scan_flags & scan_flags::KFUNC_BTF_CHANGED != 0,
         }
     }
 
@@ -410,6 +432,9 @@ impl Event {
         }
         if self.contended {
             f.write_str(" (scan contended)")?;
+        }
+        if self.kfunc_btf_changed {
+            f.write_str(" (fd_array changed during the load)")?;
         }
         Ok(())
     }

@@ -29,9 +29,10 @@ pub const MAX_RULES: u32 = 64;
 pub const MAX_TARGETS: u32 = 1024;
 pub const MAX_MAP_NAMES: u32 = 256;
 pub const MAX_SUBJECT_KEYS: usize = 256;
-/// `GATE_KFUNC_RET_SHIFT`, `GATE_KFUNC_FLAGS_SHIFT`: where `kfunc_classes` values keep the scan's tags.
+/// `GATE_KFUNC_*_SHIFT`: where `kfunc_classes` values keep the scan's tags and the catalogue index.
 const KFUNC_RET_SHIFT: u32 = 16;
 const KFUNC_FLAGS_SHIFT: u32 = 24;
+const KFUNC_INDEX_SHIFT: u32 = 32;
 
 /// Which variant of the `bpf`, `bpf_map_create` and `bpf_prog_load` hooks matches the running kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,17 +72,47 @@ fn bpf(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> GateError {
     move |error| GateError::Bpf { what, error }
 }
 
-/// The running kernel's vmlinux BTF, through libbpf.
-struct VmlinuxBtf(*mut libbpf_sys::btf);
+/// The running kernel's vmlinux BTF, or a module's (split on vmlinux's), through libbpf.
+struct KernelBtf(*mut libbpf_sys::btf);
 
-impl VmlinuxBtf {
-    fn load() -> Result<VmlinuxBtf, GateError> {
+impl KernelBtf {
+    fn vmlinux() -> Result<KernelBtf, GateError> {
         // SAFETY: no preconditions; returns NULL (errno set) on failure.
         let ptr = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
         if ptr.is_null() {
             return Err(GateError::Btf(std::io::Error::last_os_error()));
         }
-        Ok(VmlinuxBtf(ptr))
+        Ok(KernelBtf(ptr))
+    }
+
+    /// The BTF object `id` (a module's), split on `self`; None if it went away meanwhile.
+    fn module(&self, id: u32) -> Option<KernelBtf> {
+        // SAFETY: self.0 is a live BTF object; returns NULL (errno set) on failure.
+        let ptr = unsafe { libbpf_sys::btf__load_from_kernel_by_id_split(id, self.0) };
+        (!ptr.is_null()).then_some(KernelBtf(ptr))
+    }
+
+    /// The functions this BTF defines itself (not its base's): (BTF id, name).
+    fn own_funcs(&self) -> Vec<(u32, String)> {
+        // SAFETY: self.0 is a live BTF object; btf__base_btf returns its base or NULL.
+        let (base, count) = unsafe { (libbpf_sys::btf__base_btf(self.0), libbpf_sys::btf__type_cnt(self.0)) };
+        // SAFETY: base, when not NULL, is the live BTF object self was split on.
+        let first = if base.is_null() { 1 } else { unsafe { libbpf_sys::btf__type_cnt(base) } };
+        let mut funcs = Vec::new();
+        for id in first..count {
+            // SAFETY: ids below btf__type_cnt are in range; libbpf returns NULL otherwise.
+            let Some(t) = (unsafe { libbpf_sys::btf__type_by_id(self.0, id).as_ref() }) else { continue };
+            if (t.info >> 24) & 0x1f != libbpf_sys::BTF_KIND_FUNC {
+                continue;
+            }
+            // SAFETY: name offsets of the object's own types are valid; libbpf returns NULL otherwise.
+            let name = unsafe { libbpf_sys::btf__name_by_offset(self.0, t.name_off) };
+            if !name.is_null() {
+                // SAFETY: libbpf's strings are NUL-terminated and live as long as the object.
+                funcs.push((id, unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned()));
+            }
+        }
+        funcs
     }
 
     /// The BTF id of the function named `name`.
@@ -104,15 +135,46 @@ impl VmlinuxBtf {
     }
 }
 
-impl Drop for VmlinuxBtf {
+impl Drop for KernelBtf {
     fn drop(&mut self) {
         // SAFETY: self.0 came from btf__load_vmlinux_btf and is freed once.
         unsafe { libbpf_sys::btf__free(self.0) }
     }
 }
 
+/// The ids of the kernel's module BTF objects (not vmlinux's, not programs'), as BPF_BTF_GET_NEXT_ID lists them.
+fn module_btf_ids() -> Vec<u32> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut id, mut ids) = (0u32, Vec::new());
+    // SAFETY: next is a valid out-pointer; the loop ends when the kernel reports no further id.
+    while unsafe { libbpf_sys::bpf_btf_get_next_id(id, &mut id) } == 0 {
+        // SAFETY: no preconditions; a negative result means the object went away meanwhile.
+        let fd = unsafe { libbpf_sys::bpf_btf_get_fd_by_id(id) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: fd was just returned to us and is closed once, when `_owned` drops.
+        let _owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut name = [0u8; 64];
+        let mut info = libbpf_sys::bpf_btf_info {
+            name: name.as_mut_ptr() as u64,
+            name_len: name.len() as u32,
+            ..Default::default()
+        };
+        let mut len = size_of_val(&info) as u32;
+        // SAFETY: the kernel writes at most len bytes into info and name_len bytes into name.
+        if unsafe { libbpf_sys::bpf_btf_get_info_by_fd(fd, &mut info, &mut len) } != 0 {
+            continue;
+        }
+        if info.kernel_btf != 0 && !name.starts_with(b"vmlinux\0") {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
 /// The hook's prototype in the running kernel decides the program variant.
-fn hook_variant(btf: &VmlinuxBtf) -> Result<HookVariant, GateError> {
+fn hook_variant(btf: &KernelBtf) -> Result<HookVariant, GateError> {
     let func = btf.func("bpf_lsm_bpf_prog_load").ok_or(GateError::NoHook)?;
     let (_, _, proto) = btf.type_info(func).ok_or(GateError::NoHook)?;
     match btf.type_info(proto) {
@@ -154,6 +216,8 @@ pub struct Gate {
     sync_inner: MapHandle,
     names: Names,
     kfuncs_found: usize,
+    /// `kfunc_classes` keys of module kfuncs, dropped when [`Gate::refresh_kfuncs`] finds the module gone.
+    module_kfuncs: Vec<[u8; 8]>,
     /// The gate's own maps, programs and links, as recorded for self-protection.
     objects: Vec<GateObject>,
 }
@@ -170,7 +234,7 @@ impl Gate {
     /// Loads the gate (verifies the program matching this kernel) and fills the kfunc table. Nothing is
     /// enforced until [`Gate::install`] and [`Gate::attach`].
     pub fn load() -> Result<Gate, GateError> {
-        let btf = VmlinuxBtf::load()?;
+        let btf = KernelBtf::vmlinux()?;
         let variant = hook_variant(&btf)?;
 
         // The skeleton borrows its object storage for its whole life; one small leak per gate, and the
@@ -220,6 +284,7 @@ impl Gate {
             sync_inner,
             names: Names::default(),
             kfuncs_found: 0,
+            module_kfuncs: Vec::new(),
             objects: Vec::new(),
         };
         gate.fill_kfuncs(&btf)?;
@@ -260,26 +325,61 @@ impl Gate {
             .map_err(bpf("recording one of the gate's objects"))
     }
 
-    /// Catalogued kfuncs present in vmlinux, by BTF id. Module kfuncs are called through an fd_array slot
-    /// and stay `unknown`.
-    fn fill_kfuncs(&mut self, btf: &VmlinuxBtf) -> Result<(), GateError> {
-        use bpfgate::kernel_view::{call_flags, returned};
-        for k in bpfgate::helpers::KFUNCS {
-            let Some(id) = btf.func(k.name) else { continue };
-            let value = k.classes.0
-                | u32::from(returned(k.effects)) << KFUNC_RET_SHIFT
-                | u32::from(call_flags(k.effects)) << KFUNC_FLAGS_SHIFT;
-            let mut key = [0u8; 8];
-            key[4..].copy_from_slice(&id.to_ne_bytes());
-            self.skel
-                .maps
-                .kfunc_classes
-                .update(&key, &value.to_ne_bytes(), MapFlags::ANY)
-                .map_err(bpf(format!("recording kfunc {}", k.name)))?;
-            self.names.kfuncs.insert(id, k.name.to_owned());
-            self.kfuncs_found += 1;
+    /// Catalogued kfuncs present in vmlinux and in the modules loaded now, by (BTF object, BTF id): the
+    /// gate's scan looks a call up by the object its fd_array slot names (0 for vmlinux).
+    fn fill_kfuncs(&mut self, vmlinux: &KernelBtf) -> Result<(), GateError> {
+        for (index, k) in bpfgate::helpers::KFUNCS.iter().enumerate() {
+            if let Some(id) = vmlinux.func(k.name) {
+                self.record_kfunc(0, id, index)?;
+            }
+        }
+        self.fill_module_kfuncs(vmlinux)
+    }
+
+    fn fill_module_kfuncs(&mut self, vmlinux: &KernelBtf) -> Result<(), GateError> {
+        let catalogue: std::collections::HashMap<&str, usize> =
+            bpfgate::helpers::KFUNCS.iter().enumerate().map(|(i, k)| (k.name, i)).collect();
+        for obj in module_btf_ids() {
+            let Some(module) = vmlinux.module(obj) else { continue };
+            for (id, name) in module.own_funcs() {
+                if let Some(&index) = catalogue.get(name.as_str()) {
+                    let key = self.record_kfunc(obj, id, index)?;
+                    self.module_kfuncs.push(key);
+                }
+            }
         }
         Ok(())
+    }
+
+    fn record_kfunc(&mut self, obj: u32, id: u32, index: usize) -> Result<[u8; 8], GateError> {
+        use bpfgate::kernel_view::{call_flags, returned};
+        let k = &bpfgate::helpers::KFUNCS[index];
+        let value = u64::from(k.classes.0)
+            | u64::from(returned(k.effects)) << KFUNC_RET_SHIFT
+            | u64::from(call_flags(k.effects)) << KFUNC_FLAGS_SHIFT
+            | (index as u64) << KFUNC_INDEX_SHIFT;
+        let mut key = [0u8; 8];
+        key[..4].copy_from_slice(&obj.to_ne_bytes());
+        key[4..].copy_from_slice(&id.to_ne_bytes());
+        self.skel
+            .maps
+            .kfunc_classes
+            .update(&key, &value.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf(format!("recording kfunc {}", k.name)))?;
+        self.kfuncs_found += 1;
+        Ok(key)
+    }
+
+    /// Maps the kfuncs of modules loaded since the gate started (or the last refresh) and forgets those of
+    /// modules since unloaded. Until then a module's kfuncs are `unknown` to the gate. The daemon refreshes
+    /// on every policy reload.
+    pub fn refresh_kfuncs(&mut self) -> Result<(), GateError> {
+        let vmlinux = KernelBtf::vmlinux()?;
+        for key in std::mem::take(&mut self.module_kfuncs) {
+            delete_if_present(&self.skel.maps.kfunc_classes, &key)?;
+            self.kfuncs_found -= 1;
+        }
+        self.fill_module_kfuncs(&vmlinux)
     }
 
     pub fn variant(&self) -> HookVariant {
@@ -291,7 +391,7 @@ impl Gate {
         &self.objects
     }
 
-    /// How many catalogued kfuncs the running kernel has.
+    /// How many catalogued kfuncs the running kernel has (vmlinux and the modules mapped).
     pub fn kfuncs_found(&self) -> usize {
         self.kfuncs_found
     }

@@ -23,9 +23,11 @@
  * live conformance test requires the two to be equal):
  * - classes: exactly the classes the library derives from calls: helper classes from the catalogue
  *   table compiled in (bpfgate_catalogue.h; ids past its end are `unknown`), kfunc classes from the
- *   kfunc_classes map the loader fills from vmlinux BTF (kfuncs not in it, and every module kfunc,
- *   are `unknown`), tail_call (helper 12), override_return for BPF_MODIFY_RETURN programs, and `unknown` for an
- *   indirect call (callx).
+ *   kfunc_classes map the loader fills from vmlinux's and the loaded modules' BTF (kfuncs not in it are
+ *   `unknown`), tail_call (helper 12), override_return for BPF_MODIFY_RETURN programs, and `unknown` for an
+ *   indirect call (callx). A module kfunc call names its BTF by an index into the loader's fd_array: the
+ *   scan reads that fd's BTF object (gate_module_btf), and lsm/bpf_prog checks that the verifier bound
+ *   the same ones (kfunc_btfs_changed), so a loader that rewrites fd_array meanwhile gains nothing.
  * - maybe_classes: kernel_read, map_write and packet_write, which the library proves by dataflow, from
  *   a tag pass (bpfgate::kernel_view, the rules in full): a first pass over the instructions marks jump
  *   and call targets in this CPU's jump_targets entry and notes what callbacks may get; the second tags
@@ -152,6 +154,14 @@ struct scan_join {
 	__u32 reserved;
 };
 
+/* A module kfunc call's fd_array index and the BTF object id its fd held when the scan read it. */
+#define GATE_KFUNC_BTFS 8
+
+struct kfunc_btf {
+	__s32 off;
+	__u32 obj_id;
+};
+
 struct scan_ctx {
 	__u64 insns; /* kernel address of prog->insnsi */
 	__u64 slots[8]; /* a tag per byte: the 64 slots of the frame, r10-512 first */
@@ -174,6 +184,10 @@ struct scan_ctx {
 	__u32 packet_store;
 	__u32 unknown_store;
 	__u32 evidence[GATE_CLASS_SLOTS];
+	/* The load's attr->fd_array, and the module BTF objects its kfunc calls name, as the scan read them. */
+	__u64 fd_array;
+	__u32 kfunc_btf_cnt;
+	struct kfunc_btf kfunc_btfs[GATE_KFUNC_BTFS];
 };
 
 /*
@@ -240,7 +254,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GATE_MAX_KFUNCS);
 	__type(key, struct gate_kfunc_key);
-	__type(value, __u32);
+	__type(value, __u64);
 } kfunc_classes SEC(".maps");
 
 struct {
@@ -740,6 +754,55 @@ static __always_inline void unknown_call(struct scan_ctx *c, __u32 at)
 	call_tags(c, GATE_T_ANY, true);
 }
 
+/*
+ * The BTF object a module kfunc call names: its off indexes the load's fd_array (user memory, or kernel
+ * memory for a load from the kernel), whose fd this task holds. The verifier reads fd_array again later,
+ * so lsm/bpf_prog checks the objects it bound against these (kfunc_btfs_changed). 0 when unreadable, or
+ * past GATE_KFUNC_BTFS distinct indexes: the call is then unknown.
+ */
+__noinline __u32 gate_module_btf(struct scan_ctx *c, __s32 off)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file *file = NULL;
+	struct file **fds;
+	struct fdtable *fdt;
+	struct btf *btf;
+	__s32 fd = -1;
+	__u32 n, id;
+
+	if (!c || off <= 0 || !c->fd_array)
+		return 0;
+	n = c->kfunc_btf_cnt;
+#pragma clang loop unroll(disable)
+	for (__u32 k = 0; k < GATE_KFUNC_BTFS; k++) {
+		if (k >= n)
+			break;
+		if (c->kfunc_btfs[k].off == off)
+			return c->kfunc_btfs[k].obj_id;
+	}
+	if (n >= GATE_KFUNC_BTFS)
+		return 0;
+	const void *slot = (const void *)(c->fd_array + (__u64)off * sizeof(fd));
+
+	if (bpf_probe_read_user(&fd, sizeof(fd), slot) && bpf_probe_read_kernel(&fd, sizeof(fd), slot))
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	/* Not checked to be a BTF fd: if it is not, the verifier refuses the load or binds another object. */
+	btf = BPF_CORE_READ(file, private_data);
+	id = btf ? BPF_CORE_READ(btf, id) : 0;
+	if (!id)
+		return 0;
+	c->kfunc_btfs[n & (GATE_KFUNC_BTFS - 1)].off = off;
+	c->kfunc_btfs[n & (GATE_KFUNC_BTFS - 1)].obj_id = id;
+	c->kfunc_btf_cnt = n + 1;
+	return id;
+}
+
 static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, __s32 imm, __u32 at)
 {
 	if (src == PSEUDO_HELPER) {
@@ -758,21 +821,22 @@ static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, _
 			unknown_call(c, at);
 		}
 	} else if (src == PSEUDO_KFUNC_CALL) {
-		struct gate_kfunc_key key = {
-			.btf_off = (__u16)off,
-			.btf_id = (__u32)imm,
-		};
-		__u32 *found = bpf_map_lookup_elem(&kfunc_classes, &key);
+		struct gate_kfunc_key key = { .btf_id = (__u32)imm };
+		__u64 *found = NULL;
 
+		/* vmlinux's kfuncs by id; a module's by its BTF object too (none if its fd cannot be read). */
+		if (off == 0 || (key.btf_obj = gate_module_btf(c, off)))
+			found = bpf_map_lookup_elem(&kfunc_classes, &key);
 		c->flags |= SCAN_BTF_SOURCE; /* kfuncs trade in BTF pointers */
 		if (found) {
-			__u32 v = *found;
+			__u64 v = *found;
 
-			note(c, v & BPFGATE_CLASS_ALL, GATE_EV_KFUNC | (key.btf_id & GATE_EV_VALUE_MASK));
+			note(c, (__u32)v & BPFGATE_CLASS_ALL,
+			     GATE_EV_KFUNC | GATE_EV_CATALOGUED | ((v >> GATE_KFUNC_INDEX_SHIFT) & (GATE_EV_CATALOGUED - 1)));
 			known_call(c, at, v >> GATE_KFUNC_RET_SHIFT, v >> GATE_KFUNC_FLAGS_SHIFT);
 		} else {
 			/* Not catalogued: unknown, and it could write anything. */
-			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_KFUNC | (key.btf_id & GATE_EV_VALUE_MASK));
+			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_KFUNC | (key.btf_id & (GATE_EV_CATALOGUED - 1)));
 			unknown_call(c, at);
 		}
 	} else if (src == PSEUDO_CALL) {
@@ -1506,7 +1570,7 @@ static __always_inline void event_program(struct gate_event *e, const struct fac
 	__builtin_memcpy(e->target, f->target, sizeof(e->target));
 }
 
-static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
+static __always_inline int gate_prog_load(struct bpf_prog *prog, union bpf_attr *attr, bool kernel)
 {
 	struct verdict v = {};
 	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
@@ -1549,6 +1613,7 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, bool kernel)
 	sc->insns = (__u64)BPF_CORE_READ(aux, prog) + bpf_core_field_offset(struct bpf_prog, insnsi);
 	sc->len = f->insn_cnt < GATE_MAX_INSNS ? f->insn_cnt : GATE_MAX_INSNS;
 	sc->prog_type = f->prog_type;
+	sc->fd_array = BPF_CORE_READ(attr, fd_array);
 	__builtin_memset(sc->regs, GATE_T_SCALAR, sizeof(sc->regs));
 	sc->regs[1] = GATE_T_CTX;
 	sc->regs[REG_FP] = GATE_T_STACK;
@@ -1644,7 +1709,7 @@ int BPF_PROG(gate_prog_load_v3, struct bpf_prog *prog, union bpf_attr *attr, str
 {
 	if (ret)
 		return ret; /* an earlier LSM program already refused it */
-	return gate_prog_load(prog, false);
+	return gate_prog_load(prog, attr, false);
 }
 
 SEC("lsm/bpf_prog_load")
@@ -1653,7 +1718,7 @@ int BPF_PROG(gate_prog_load_v4, struct bpf_prog *prog, union bpf_attr *attr, str
 {
 	if (ret)
 		return ret;
-	return gate_prog_load(prog, kernel);
+	return gate_prog_load(prog, attr, kernel);
 }
 
 /* Who owns a map, as the map rules see it: own (same subject as `s`) and pinned. */
@@ -1732,6 +1797,44 @@ static __always_inline int gate_prog_open(struct bpf_prog_aux *aux, __u32 id)
 }
 
 /*
+ * Whether the verifier bound other module BTFs than the scan read from fd_array: every index the scan
+ * resolved must be in aux->kfunc_btf_tab (where the verifier keeps them for the program's life, sorted by
+ * index) with the same BTF object. A kernel without that table in its BTF cannot be checked: changed.
+ */
+static __noinline bool kfunc_btfs_changed(struct pending_load *ts, struct bpf_prog_aux *aux)
+{
+	if (!ts)
+		return true;
+	__u32 n = ts->scan.kfunc_btf_cnt, matched = 0;
+
+	if (!n)
+		return false;
+	if (!bpf_core_type_exists(struct bpf_kfunc_btf_tab))
+		return true;
+	struct bpf_kfunc_btf_tab *tab = BPF_CORE_READ(aux, kfunc_btf_tab);
+	if (!tab)
+		return true;
+	__u32 nr = BPF_CORE_READ(tab, nr_descs);
+	__u64 first = (__u64)tab + bpf_core_field_offset(struct bpf_kfunc_btf_tab, descs);
+	__u64 stride = bpf_core_type_size(struct bpf_kfunc_btf);
+
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < 256; i++) {
+		if (i >= nr)
+			break;
+		struct bpf_kfunc_btf *d = (struct bpf_kfunc_btf *)(first + i * stride);
+		__u32 off = BPF_CORE_READ(d, offset);
+		__u32 id = BPF_CORE_READ(d, btf, id);
+
+#pragma unroll
+		for (__u32 k = 0; k < GATE_KFUNC_BTFS; k++)
+			if (k < n && ts->scan.kfunc_btfs[k].off == off && ts->scan.kfunc_btfs[k].obj_id == id)
+				matched |= 1U << k;
+	}
+	return matched != (1U << n) - 1;
+}
+
+/*
  * lsm/bpf_prog: an fd to a program is about to be made. Right after a load (the task's pending
  * record names this program) it is the load's final decision, with the maps the verifier bound.
  * Otherwise (BPF_PROG_GET_FD_BY_ID, a pin): the gate's own programs are refused to others, and
@@ -1786,6 +1889,15 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		bpf_loop(cnt < GATE_MAX_USED_MAPS ? cnt : GATE_MAX_USED_MAPS, gather_map, &g, 0);
 	if (cnt > GATE_MAX_USED_MAPS)
 		um->unattributed = true; /* the kernel allows 64: cannot happen */
+	bool btfs_changed = kfunc_btfs_changed(ts, aux);
+
+	if (btfs_changed) {
+		/* The scan judged other kfuncs than the program calls: unknown, and the three it could miss. */
+		__u32 three = BPFGATE_CLASS_KERNEL_READ | BPFGATE_CLASS_MAP_WRITE | BPFGATE_CLASS_PACKET_WRITE;
+
+		ts->facts.classes |= BPFGATE_CLASS_UNKNOWN | three;
+		ts->facts.maybe_classes |= three;
+	}
 	gate_evaluate(&ts->facts, &ts->facts.subject, &v, um, &bad);
 	/*
 	 * Fail closed under an enforced policy: a program without a record could be handed to any
@@ -1803,12 +1915,14 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	 * while the verifier ran, this one generation decides the load. An event when that generation
 	 * differs, the outcome changed, or a map broke a rule; the load event stands otherwise.
 	 */
-	if ((v.reasons & R_MAP) || v.decision != ts->load_decision || v.generation != ts->load_generation) {
+	if ((v.reasons & R_MAP) || v.decision != ts->load_decision || v.generation != ts->load_generation ||
+	    btfs_changed) {
 		struct gate_event *e = new_event(GATE_OP_PROG_MAPS, &ts->facts.subject, &v);
 
 		if (e) {
 			event_program(e, &ts->facts, aux);
 			e->object_id = BPF_CORE_READ(aux, id);
+			e->scan_flags = btfs_changed ? GATE_SCAN_KFUNC_BTF_CHANGED : 0;
 			if (bad > 0 && bad <= GATE_MAX_USED_MAPS)
 				__builtin_memcpy(e->map_name, um->maps[(bad - 1) & (GATE_MAX_USED_MAPS - 1)].name,
 						 sizeof(e->map_name));

@@ -57,6 +57,8 @@
 /* gate_event.scan_flags */
 #define GATE_SCAN_CONTENDED (1U << 0) /* preempted by another load's scan: kernel_read, map_write and
 				       * packet_write counted by their preconditions only */
+#define GATE_SCAN_KFUNC_BTF_CHANGED (1U << 1) /* the verifier bound other module BTFs than the scan read
+					       * from fd_array: unknown and the three counted */
 
 /* Reason bit of self-protection denials, after bpfgate::policy::reason_bits. */
 #define GATE_R_GATE_OBJECT (1U << 8)
@@ -66,8 +68,9 @@
 
 /*
  * gate_event.evidence[class bit]: what first proved the class, kind in the top two bits.
- * HELPER: helper id; KFUNC: BTF id (vmlinux when the call's off was 0); INSN: instruction index
- * (conservative classes, and override_return of BPF_MODIFY_RETURN programs at 0).
+ * HELPER: helper id; KFUNC: with GATE_EV_CATALOGUED its index in the catalogue, else the call's BTF id
+ * (of vmlinux or a module); INSN: instruction index (conservative classes, and override_return of
+ * BPF_MODIFY_RETURN programs at 0).
  */
 #define GATE_EV_NONE 0U
 #define GATE_EV_HELPER (1U << 30)
@@ -75,6 +78,7 @@
 #define GATE_EV_INSN (3U << 30)
 #define GATE_EV_KIND_MASK (3U << 30)
 #define GATE_EV_VALUE_MASK (~GATE_EV_KIND_MASK)
+#define GATE_EV_CATALOGUED (1U << 29)
 
 /* One decision, on the events ring buffer (296 bytes). */
 struct gate_event {
@@ -181,14 +185,19 @@ struct gate_uid_key {
 
 /*
  * kfunc_classes values: class bits (0-15), the tag of what it returns (bpfgate::kernel_view::returned,
- * 16-23) and the arguments it writes through (kernel_view::call_flags, 24-31).
+ * 16-23), the arguments it writes through (kernel_view::call_flags, 24-31) and, in the high word, its
+ * index in the catalogue (bpfgate::helpers::KFUNCS), which events name it by.
  */
 #define GATE_KFUNC_RET_SHIFT 16
 #define GATE_KFUNC_FLAGS_SHIFT 24
+#define GATE_KFUNC_INDEX_SHIFT 32
 
-/* A kfunc call: btf_off is the call's off (0 = vmlinux, else an fd_array index), btf_id its imm. */
+/*
+ * A kfunc by where its BTF lives: btf_obj 0 for vmlinux (a call with off 0), else the id of the module's BTF
+ * object (the kernel's struct btf id, what BPF_BTF_GET_NEXT_ID lists); btf_id is the call's imm.
+ */
 struct gate_kfunc_key {
-	__u32 btf_off;
+	__u32 btf_obj;
 	__u32 btf_id;
 };
 

@@ -84,6 +84,18 @@ struct btf {
 	struct btf *base_btf;
 	__u32 start_id;
 	__u32 start_str_off;
+	__u32 id; /* the BTF object's id (BPF_BTF_GET_NEXT_ID) */
+} __attribute__((preserve_access_index));
+
+/* The module BTFs a program's kfunc calls name, bound by the verifier, by fd_array index (offset). */
+struct bpf_kfunc_btf {
+	struct btf *btf;
+	__u16 offset;
+} __attribute__((preserve_access_index));
+
+struct bpf_kfunc_btf_tab {
+	struct bpf_kfunc_btf descs[256];
+	__u32 nr_descs;
 } __attribute__((preserve_access_index));
 
 struct bpf_token;
@@ -107,6 +119,7 @@ struct bpf_prog_aux {
 	struct btf *attach_btf;
 	char name[BPF_OBJ_NAME_LEN];
 	struct bpf_token *token;
+	struct bpf_kfunc_btf_tab *kfunc_btf_tab;
 } __attribute__((preserve_access_index));
 
 /* insnsi sits in an anonymous union of flexible arrays in the kernel; libbpf finds it by name. */
@@ -130,17 +143,33 @@ struct inode {
 
 struct file {
 	struct inode *f_inode;
+	void *private_data; /* a BTF fd's struct btf */
 } __attribute__((preserve_access_index));
 
 struct mm_struct {
 	struct file *exe_file;
 } __attribute__((preserve_access_index));
 
-struct task_struct {
-	struct mm_struct *mm;
+/* The loading task's open files, for the BTF fds a load's fd_array names. */
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
 } __attribute__((preserve_access_index));
 
-/* Only passed through by pointer. */
-union bpf_attr;
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct mm_struct *mm;
+	struct files_struct *files;
+} __attribute__((preserve_access_index));
+
+/* BPF_PROG_LOAD's fd_array sits in one of the union's anonymous structs; CO-RE finds it by name. */
+union bpf_attr {
+	struct {
+		__u64 fd_array;
+	};
+} __attribute__((preserve_access_index));
 
 #endif /* BPFGATE_VMLINUX_H */

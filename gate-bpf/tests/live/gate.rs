@@ -69,6 +69,7 @@ const FIXTURES: &[Fixture] = fixtures![
     "maps_btf.bpf.o",
     "maps_iproute2.bpf.o",
     "maps_legacy.bpf.o",
+    "module_kfunc.bpf.o",
     "negative_pure_helper.bpf.o",
     "negative_tracepoint.bpf.o",
     "override_return.bpf.o",
@@ -1586,4 +1587,52 @@ fn gate_unknown_kfunc_is_denied_unless_allowed() {
     assert_eq!(results[0], (Err(libc::EPERM), VERDICT_DENY, unknown, ev));
     assert_ne!(results[1].0, Err(libc::EPERM), "allowed by the gate, refused (if at all) by the verifier");
     assert_eq!((results[1].1, results[1].2, results[1].3), (VERDICT_ALLOW, unknown, ev));
+}
+
+/// Kfuncs a module defines are known to the gate by the module BTF their call's fd_array slot names (the VM
+/// harness loads nf_conntrack and nf_nat): a conntrack lookup has no class and loads under a rule that denies
+/// `unknown`, packet_write and redirect, while setting NAT info is refused with an event naming
+/// bpf_ct_set_nat_info. The same after the daemon's refresh of module kfuncs.
+#[test]
+fn gate_resolves_module_kfuncs() {
+    let Some(_guard) = live("gate_resolves_module_kfuncs") else { return };
+    for m in ["nf_conntrack", "nf_nat"] {
+        if !std::path::Path::new("/sys/kernel/btf").join(m).exists() {
+            assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness loads {m}: no /sys/kernel/btf/{m}");
+            report!("SKIPPED gate_resolves_module_kfuncs: module {m} (with BTF) is not loaded");
+            return;
+        }
+    }
+    let bytes = fixture("module_kfunc.bpf.o").bytes;
+    let nat_index = bpfgate::helpers::KFUNCS.iter().position(|k| k.name == "bpf_ct_set_nat_info");
+    let nat_index = nat_index.expect("bpf_ct_set_nat_info is catalogued") as u32;
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-nat\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [unknown, packet_write, redirect]\n"
+    ));
+    for refresh in [false, true] {
+        if refresh {
+            g.gate.refresh_kfuncs().unwrap_or_else(|e| panic!("refreshing module kfuncs: {e:#}"));
+        }
+        g.take();
+        let lookup = load_object(bytes, |n| n == "ct_lookup");
+        let events = g.take();
+        let e = *named(&events, "ct_lookup").first().expect("a decision on ct_lookup");
+        report!("module kfunc lookup (refreshed: {refresh}): {lookup:?}: {}", g.describe(e));
+        assert_eq!(lookup, Ok(()), "{}", g.describe(e));
+        assert_eq!((e.verdict, e.classes, e.maybe_classes), (VERDICT_ALLOW, 0, 0), "{}", g.describe(e));
+
+        let nat = load_object(bytes, |n| n == "ct_nat");
+        let events = g.take();
+        let e = *named(&events, "ct_nat").first().expect("a decision on ct_nat");
+        let text = g.describe(e);
+        report!("module kfunc NAT (refreshed: {refresh}): {nat:?}: {text}");
+        let wanted = Capability::PacketWrite.bit() | Capability::Redirect.bit();
+        assert_eq!((nat, e.verdict, e.classes, e.maybe_classes), (Err(libc::EPERM), VERDICT_DENY, wanted, 0), "{text}");
+        let ev = evidence::KFUNC | evidence::CATALOGUED | nat_index;
+        assert_eq!(e.evidence[Capability::PacketWrite as usize], ev, "{text}");
+        assert!(text.contains("kfunc bpf_ct_set_nat_info"), "{text}");
+    }
 }

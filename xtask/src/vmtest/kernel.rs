@@ -5,6 +5,7 @@
 //! neither read nor changed. Release files are still verified with Debian's archive keyring.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,10 +42,17 @@ pub const MATRIX: &[KernelSpec] = &[
     KernelSpec { label: "sid", suites: &["sid"], select: Select::Meta },
 ];
 
+/// The modules each guest loads at boot, with what they need: their kfuncs (conntrack lookups, NAT) are
+/// what the gate must resolve through module BTF.
+const GUEST_MODULES: &[&str] = &["nf_conntrack", "nf_nat"];
+
 /// A kernel image ready to boot.
 pub struct Kernel {
     pub label: String,
     pub vmlinuz: PathBuf,
+    /// `lib/modules/RELEASE/` holding GUEST_MODULES and their dependencies, decompressed, and `load-order`;
+    /// None for a local kernel image.
+    pub modules: Option<PathBuf>,
     /// Package and version it came from, for reports.
     pub origin: String,
 }
@@ -57,6 +65,7 @@ pub fn local(path: &Path) -> Result<Kernel> {
     Ok(Kernel {
         label: path.file_name().map_or("local".into(), |n| n.to_string_lossy().into_owned()),
         vmlinuz: path.to_path_buf(),
+        modules: None,
         origin: format!("local file {}", path.display()),
     })
 }
@@ -87,6 +96,7 @@ pub fn fetch(spec: &KernelSpec, cache: &Path) -> Result<Kernel> {
                     Ok(Kernel {
                         label: spec.label.into(),
                         vmlinuz: dir.join("vmlinuz"),
+                        modules: modules_dir(&dir),
                         origin: dir.file_name().map_or(String::new(), |n| n.to_string_lossy().into()),
                     })
                 }
@@ -113,7 +123,20 @@ fn fetch_newest(spec: &KernelSpec, cache: &Path) -> Result<Kernel> {
             eprintln!("vmtest: downloading {package} {version} from {mirror} {suite}");
             apt.download_vmlinuz(&package, &dir)?;
         }
-        return Ok(Kernel { label: spec.label.into(), vmlinuz, origin: format!("{package} {version} ({suite})") });
+        if modules_dir(&dir).is_none() {
+            // Newer packaging ships the modules in linux-modules-*, older in the image package itself.
+            let holder =
+                apt.depends(&image)?.into_iter().find(|d| d.starts_with("linux-modules-")).unwrap_or(image.clone());
+            eprintln!("vmtest: extracting {} from {holder}", GUEST_MODULES.join(", "));
+            apt.download_modules(&holder, &dir)?;
+        }
+        let modules = modules_dir(&dir);
+        return Ok(Kernel {
+            label: spec.label.into(),
+            vmlinuz,
+            modules,
+            origin: format!("{package} {version} ({suite})"),
+        });
     }
     bail!("no kernel found for {}: {}", spec.label, misses.join("; "))
 }
@@ -301,7 +324,8 @@ APT::Get::Assume-Yes "true";
         Ok((package, version))
     }
 
-    fn download_vmlinuz(&self, package: &str, dest: &Path) -> Result<()> {
+    /// Downloads `package` and unpacks it into a fresh work directory; returns the directory and its tree.
+    fn unpack(&self, package: &str) -> Result<(PathBuf, PathBuf)> {
         let work = self.root.join("download");
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -322,7 +346,33 @@ APT::Get::Assume-Yes "true";
         if !out.status.success() {
             bail!("dpkg-deb -x {} failed: {}", deb.display(), String::from_utf8_lossy(&out.stderr).trim());
         }
-        let image = find_vmlinuz(&tree)?.with_context(|| format!("{} contains no vmlinuz", deb.display()))?;
+        Ok((work, tree))
+    }
+
+    /// GUEST_MODULES and what they depend on, from `package`, decompressed into `dest/modules/RELEASE/`
+    /// with a `load-order` file (dependencies first).
+    fn download_modules(&self, package: &str, dest: &Path) -> Result<()> {
+        let (work, tree) = self.unpack(package)?;
+        let (release, files) = module_files(&tree)?;
+        let staging = dest.join("modules.partial");
+        let _ = fs::remove_dir_all(&staging);
+        let out_dir = staging.join("lib/modules").join(&release);
+        fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        let mut order = Vec::new();
+        for name in GUEST_MODULES {
+            add_module(name, &files, &out_dir, &mut order)?;
+        }
+        fs::write(out_dir.join("load-order"), order.join("\n") + "\n")?;
+        let final_dir = dest.join("modules");
+        let _ = fs::remove_dir_all(&final_dir);
+        fs::rename(&staging, &final_dir).with_context(|| format!("creating {}", final_dir.display()))?;
+        let _ = fs::remove_dir_all(&work);
+        Ok(())
+    }
+
+    fn download_vmlinuz(&self, package: &str, dest: &Path) -> Result<()> {
+        let (work, tree) = self.unpack(package)?;
+        let image = find_vmlinuz(&tree)?.with_context(|| format!("{package} contains no vmlinuz"))?;
         // Stage then rename, so an interrupted run never leaves a truncated kernel behind.
         let staging = dest.with_extension("partial");
         let _ = fs::remove_dir_all(&staging);
@@ -353,6 +403,84 @@ pub fn prune(cache: &Path) {
             let _ = fs::remove_dir_all(path);
         }
     }
+}
+
+/// The `lib/modules/RELEASE` directory of a kernel's extracted modules, once complete.
+fn modules_dir(kernel_dir: &Path) -> Option<PathBuf> {
+    let dirs = fs::read_dir(kernel_dir.join("modules/lib/modules")).ok()?;
+    dirs.flatten().map(|e| e.path()).find(|d| d.join("load-order").is_file())
+}
+
+/// The kernel release a package's modules are for, and its module files by name (nf_conntrack ->
+/// .../nf_conntrack.ko.xz).
+fn module_files(tree: &Path) -> Result<(String, BTreeMap<String, PathBuf>)> {
+    for base in ["usr/lib/modules", "lib/modules"] {
+        let Ok(dirs) = fs::read_dir(tree.join(base)) else { continue };
+        for release in dirs.flatten() {
+            let mut files = BTreeMap::new();
+            let mut pending = vec![release.path().join("kernel")];
+            while let Some(dir) = pending.pop() {
+                let Ok(entries) = fs::read_dir(&dir) else { continue };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if path.is_dir() {
+                        pending.push(path);
+                    } else if let Some(stem) = [".ko", ".ko.xz", ".ko.zst"].iter().find_map(|s| name.strip_suffix(s)) {
+                        // modinfo names use underscores where file names may have dashes.
+                        files.insert(stem.replace('-', "_"), path);
+                    }
+                }
+            }
+            if !files.is_empty() {
+                return Ok((release.file_name().to_string_lossy().into_owned(), files));
+            }
+        }
+    }
+    bail!("the package has no kernel modules")
+}
+
+/// Decompresses module `name` into `out`, after its dependencies (modinfo `depends=`), appending each to
+/// `order` once.
+fn add_module(name: &str, files: &BTreeMap<String, PathBuf>, out: &Path, order: &mut Vec<String>) -> Result<()> {
+    if order.iter().any(|m| m == name) {
+        return Ok(());
+    }
+    let source = files.get(name).with_context(|| format!("module {name} is not in the kernel package"))?;
+    let tool = match source.extension().and_then(|e| e.to_str()) {
+        Some("xz") => Some("xz"),
+        Some("zst") => Some("zstd"),
+        _ => None,
+    };
+    let bytes = match tool {
+        Some(tool) => {
+            let out = Command::new(tool)
+                .arg("-dc")
+                .arg(source)
+                .output()
+                .with_context(|| format!("running {tool} (scripts/install-deps.sh installs it)"))?;
+            if !out.status.success() {
+                bail!("{tool} -dc {} failed: {}", source.display(), String::from_utf8_lossy(&out.stderr).trim());
+            }
+            out.stdout
+        }
+        None => fs::read(source).with_context(|| format!("reading {}", source.display()))?,
+    };
+    for dep in modinfo(&bytes, "depends").split(',').filter(|d| !d.is_empty()) {
+        add_module(dep, files, out, order)?;
+    }
+    fs::write(out.join(format!("{name}.ko")), &bytes).with_context(|| format!("writing module {name}"))?;
+    order.push(name.to_owned());
+    Ok(())
+}
+
+/// A `key=value` string of a module's .modinfo section (NUL-separated), or "".
+fn modinfo(ko: &[u8], key: &str) -> String {
+    let needle = format!("{key}=");
+    ko.split(|&b| b == 0)
+        .find_map(|s| s.strip_prefix(needle.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
 }
 
 /// boot/vmlinuz-VERSION (older packages) or usr/lib/modules/VERSION/vmlinuz (newer).

@@ -118,7 +118,9 @@ pub fn run(args: Args) -> Result<bool> {
     let t = Instant::now();
     // Per process, so concurrent runs in one checkout don't overwrite each other's guest.
     let initrd = TempFile(work.join(format!("initramfs-{}.cpio", std::process::id())));
-    let size = build_initramfs(&tests, &args.guest_bins, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
+    let modules: Vec<&Path> = kernels.iter().filter_map(|k| k.modules.as_deref()).collect();
+    let size =
+        build_initramfs(&tests, &args.guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
 
     let mut kvm_ok = match args.accel.as_str() {
@@ -318,6 +320,7 @@ fn build_live_tests(root: &Path) -> Result<Vec<TestBinary>> {
 fn build_initramfs(
     tests: &[TestBinary],
     bins: &[(String, PathBuf)],
+    modules: &[&Path],
     exec: Option<&str>,
     filter: Option<&str>,
     out: &Path,
@@ -338,6 +341,14 @@ fn build_initramfs(
     }
     for (guest, host) in bins {
         fs.executable(guest, host)?;
+    }
+    // Each kernel's modules at /lib/modules/RELEASE: the guest loads those of the kernel it booted.
+    for dir in modules {
+        let release = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            fs.file(&format!("/lib/modules/{release}/{name}"), &entry.path())?;
+        }
     }
     if let Some(cmd) = exec {
         // A file, not part of /init, so the command needs no quoting.
@@ -368,6 +379,13 @@ mount -t bpf bpffs /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ulimit -l unlimited
 echo "{init} kernel=$(uname -r)"
+mods=/lib/modules/$(uname -r)
+if [ -f "$mods/load-order" ]; then
+    for m in $(cat "$mods/load-order"); do
+        insmod "$mods/$m.ko" || echo "VMTEST-ERROR insmod $m failed"
+    done
+    echo "VMTEST-MODULES $(cat "$mods/load-order" | tr '\n' ' ')"
+fi
 lsm=$(cat /sys/kernel/security/lsm)
 echo "VMTEST-LSM $lsm"
 rc=0
