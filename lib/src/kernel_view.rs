@@ -29,9 +29,9 @@
 //! subprogram, or reaches a callee through its caller's stack; the library's abstract interpretation follows
 //! them all, the gate's verifier budget does not.
 //!
-//! One difference the object cannot settle: the gate knows kfuncs by their BTF ids in vmlinux, so a catalogued
-//! kfunc the running kernel defines in a module (nf_conntrack's `bpf_ct_*` where nf_conntrack is a module) is
-//! `unknown` to it; this view takes every catalogued kfunc as known.
+//! One difference the object cannot settle: the gate knows the kfuncs of the modules loaded when its daemon
+//! started or last reloaded; a catalogued kfunc of a module loaded since is `unknown` to it, while this view
+//! takes every catalogued kfunc as known.
 //!
 //! `bpfgate check --gate` judges programs by this view, so an operator sees the decision the gate will take, and
 //! the live conformance test requires the gate's events to equal it (and, on every fixture, the library's

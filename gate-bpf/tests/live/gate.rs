@@ -1636,3 +1636,89 @@ fn gate_resolves_module_kfuncs() {
         assert!(text.contains("kfunc bpf_ct_set_nat_info"), "{text}");
     }
 }
+
+/// The `bpfgate` binary itself (the VM harness puts it at /usr/bin/bpfgate): `bpfgate enforce` denies by its
+/// policy and prints the decision, SIGHUP reloads (a bad policy is refused and the one in force stays), SIGINT
+/// stops it with exit status 0 and the gate goes away with it.
+#[test]
+fn gate_cli_enforce_denies_reloads_and_stops() {
+    use std::io::{BufRead, BufReader};
+    let Some(_guard) = live("gate_cli_enforce_denies_reloads_and_stops") else { return };
+    let cli = std::path::Path::new("/usr/bin/bpfgate");
+    if !cli.is_file() {
+        assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness installs {}", cli.display());
+        report!("SKIPPED gate_cli_enforce_denies_reloads_and_stops: no {}", cli.display());
+        return;
+    }
+    let exe = this_exe();
+    let path = std::env::temp_dir().join(format!("bpfgate-cli-{}.yaml", std::process::id()));
+    let deny = format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [send_signal]\n"
+    );
+    let allow = format!("version: 1\ndefault: allow\nrules:\n  - name: anything\n    subject:\n      exe: {exe}\n");
+    std::fs::write(&path, &deny).expect("writing the policy");
+    let mut child = Command::new(cli)
+        .args(["enforce", "--policy"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting bpfgate enforce");
+    // The log (stderr) says when the gate enforces and what each reload did.
+    let (log_tx, log_rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).try_for_each(|l| log_tx.send(l)));
+    let stdout = child.stdout.take().expect("stdout");
+    let out = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let mut log = Vec::new();
+    let mut wait_log = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while let Ok(line) = log_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            log.push(line.clone());
+            if line.contains(what) {
+                return;
+            }
+        }
+        panic!("bpfgate enforce never logged {what:?}:\n{}", log.join("\n"));
+    };
+    let signal = |sig| {
+        // SAFETY: kill has no memory preconditions; the child is ours and not reaped yet.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0, "signalling bpfgate");
+    };
+    let send_signal = fixture("send_signal.bpf.o").bytes;
+
+    wait_log("bpfgate: enforcing");
+    let denied = load_object(send_signal, |_| true);
+    std::fs::write(&path, "version: 1\nrules: [").expect("writing the policy");
+    signal(libc::SIGHUP);
+    wait_log("reload refused");
+    let after_bad = load_object(send_signal, |_| true);
+    std::fs::write(&path, &allow).expect("writing the policy");
+    signal(libc::SIGHUP);
+    wait_log("bpfgate: reloaded");
+    let allowed = load_object(send_signal, |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(libc::SIGINT);
+    let status = child.wait().expect("waiting for bpfgate");
+    wait_log("bpfgate: stopped");
+    let after_stop = {
+        std::fs::write(&path, &deny).expect("writing the policy");
+        load_object(send_signal, |_| true)
+    };
+    let _ = std::fs::remove_file(&path);
+    let out = out.join().expect("stdout reader");
+    report!("bpfgate enforce log:\n{}", log.join("\n"));
+    for line in out.iter().filter(|l| l.contains("name: send_signal")) {
+        report!("bpfgate enforce: {line}");
+    }
+    assert_eq!(denied, Err(libc::EPERM), "the policy denies send_signal");
+    assert_eq!(after_bad, Err(libc::EPERM), "a refused reload keeps the policy in force");
+    assert_eq!(allowed, Ok(()), "the reloaded policy allows it");
+    assert!(status.success(), "bpfgate enforce exits 0 on SIGINT: {status}");
+    assert_eq!(after_stop, Ok(()), "the gate goes away with the daemon");
+    let denial = "classes: send_signal(helper 109 send_signal) rule: 0 (no-signals) action: BPFDenied";
+    let ours: Vec<&String> = out.iter().filter(|l| l.contains("name: send_signal")).collect();
+    assert!(ours.iter().filter(|l| l.contains(denial)).count() >= 2, "both denials printed:\n{}", out.join("\n"));
+    assert!(ours.iter().any(|l| l.contains("rule: 0 (anything) action: BPFAllowed")), "{}", out.join("\n"));
+}

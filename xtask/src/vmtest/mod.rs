@@ -24,6 +24,9 @@ use qemu::{Accel, Boot, Outcome};
 /// `cargo test --no-run` and run in every VM; add new ones here.
 const LIVE_TESTS: &[(&str, &str)] = &[("bpfgate-gate", "live")];
 
+/// Binaries of the workspace the live tests run in the guest: (package, binary, guest path).
+const LIVE_BINS: &[(&str, &str, &str)] = &[("bpfgate-cli", "bpfgate", "/usr/bin/bpfgate")];
+
 /// Host programs put into the guest (with their libraries) for live tests to use; missing
 /// ones are skipped with a warning. (guest path, host path)
 const GUEST_TOOLS: &[(&str, &str)] =
@@ -111,7 +114,7 @@ pub fn run(args: Args) -> Result<bool> {
 
     check_interrupted()?;
     let t = Instant::now();
-    let tests = if args.no_tests { Vec::new() } else { build_live_tests(&root)? };
+    let (tests, live_bins) = if args.no_tests { Default::default() } else { build_live_tests(&root)? };
     check_interrupted()?;
     eprintln!("vmtest: {} live test binaries built in {:.1}s", tests.len(), t.elapsed().as_secs_f64());
 
@@ -119,8 +122,9 @@ pub fn run(args: Args) -> Result<bool> {
     // Per process, so concurrent runs in one checkout don't overwrite each other's guest.
     let initrd = TempFile(work.join(format!("initramfs-{}.cpio", std::process::id())));
     let modules: Vec<&Path> = kernels.iter().filter_map(|k| k.modules.as_deref()).collect();
-    let size =
-        build_initramfs(&tests, &args.guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
+    let mut guest_bins = args.guest_bins.clone();
+    guest_bins.extend(live_bins.into_iter().map(|b| (b.name, b.path)));
+    let size = build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
 
     let mut kvm_ok = match args.accel.as_str() {
@@ -283,38 +287,50 @@ struct TestBinary {
     path: PathBuf,
 }
 
-/// `cargo test --no-run` for each live test target; executables come from cargo's JSON.
-fn build_live_tests(root: &Path) -> Result<Vec<TestBinary>> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut binaries = Vec::new();
+/// `cargo test --no-run` for each live test target, and `cargo build` of LIVE_BINS (as TestBinary with the
+/// guest path for a name); executables come from cargo's JSON.
+fn build_live_tests(root: &Path) -> Result<(Vec<TestBinary>, Vec<TestBinary>)> {
+    let mut tests = Vec::new();
     for (package, target) in LIVE_TESTS {
-        let mut child = Command::new(&cargo)
-            .current_dir(root)
-            .args(["test", "--no-run", "--message-format=json-render-diagnostics", "-p", package, "--test", target])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("running cargo")?;
-        let stdout = child.stdout.take().context("cargo stdout")?;
-        let mut found = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.context("reading cargo output")?;
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != *target {
-                continue;
-            }
-            if let Some(exe) = msg["executable"].as_str() {
-                found = Some(PathBuf::from(exe));
-            }
-        }
-        let status = child.wait().context("waiting for cargo")?;
-        if !status.success() {
-            bail!("building live tests of {package} failed ({status})");
-        }
-        let path = found.with_context(|| format!("cargo reported no executable for {package} --test {target}"))?;
-        binaries.push(TestBinary { name: format!("{package}.{target}"), path });
+        let path = cargo_executable(root, &["test", "--no-run", "-p", package, "--test", target], target)?;
+        tests.push(TestBinary { name: format!("{package}.{target}"), path });
     }
-    Ok(binaries)
+    let mut bins = Vec::new();
+    for (package, bin, guest) in LIVE_BINS {
+        let path = cargo_executable(root, &["build", "-p", package, "--bin", bin], bin)?;
+        bins.push(TestBinary { name: (*guest).to_owned(), path });
+    }
+    Ok((tests, bins))
+}
+
+/// Runs cargo with `args` and returns the executable it reports for target `target`.
+fn cargo_executable(root: &Path, args: &[&str], target: &str) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .current_dir(root)
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("running cargo")?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut found = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != target {
+            continue;
+        }
+        if let Some(exe) = msg["executable"].as_str() {
+            found = Some(PathBuf::from(exe));
+        }
+    }
+    let status = child.wait().context("waiting for cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    found.with_context(|| format!("cargo {} reported no executable", args.join(" ")))
 }
 
 fn build_initramfs(
