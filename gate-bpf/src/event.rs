@@ -62,6 +62,9 @@ pub mod scan_flags {
     /// The verifier bound other module BTFs than the scan read from fd_array: unknown and the three
     /// conservative classes were added.
     pub const KFUNC_BTF_CHANGED: u16 = 1 << 1;
+    /// kernel_read was counted after verification: a load through an unknown register, and a map the program
+    /// uses may hold kptrs.
+    pub const KPTR_READ: u16 = 1 << 2;
 }
 
 /// `gate_event.rule` when the policy default decided.
@@ -230,6 +233,7 @@ pub struct Event {
     pub truncated: bool,
     pub contended: bool,
     pub kfunc_btf_changed: bool,
+    pub kptr_read: bool,
 }
 
 /// Names for what the raw event only has numbers for.
@@ -338,6 +342,7 @@ impl Event {
             truncated: raw.flags & flags::TRUNCATED != 0,
             contended: raw.scan_flags & scan_flags::CONTENDED != 0,
             kfunc_btf_changed: raw.scan_flags & scan_flags::KFUNC_BTF_CHANGED != 0,
+            kptr_read: raw.scan_flags & scan_flags::KPTR_READ != 0,
         }
     }
 
@@ -435,6 +440,9 @@ impl Event {
         }
         if self.kfunc_btf_changed {
             f.write_str(" (fd_array changed during the load)")?;
+        }
+        if self.kptr_read {
+            f.write_str(" (kernel_read: a used map may hold kptrs)")?;
         }
         Ok(())
     }

@@ -1719,6 +1719,7 @@ mod tests_support {
             flags: 0,
             pinning: 0,
             read_only: false,
+            kptr: false,
         };
         let obj = Object {
             little_endian: true,

@@ -840,6 +840,43 @@ impl<'a> BtfIndex<'a> {
         None
     }
 
+    /// Whether type `id` holds a kptr anywhere (through typedefs, modifiers, struct and union members, array
+    /// elements, DATASEC variables): a pointer whose pointee is a type tag `kptr`, `kptr_untrusted` or
+    /// `percpu_kptr`, the fields the kernel lets a program load and dereference (`btf_find_kptr`). Bounded
+    /// like the kernel's walk: nesting past `MAX_RESOLVE_DEPTH` and more than 4,096 types visited count as
+    /// holding one (the verifier would refuse such a value type or not see past it either).
+    pub fn holds_kptr(&self, id: u32) -> bool {
+        let mut pending = vec![(id, 0usize)];
+        let mut visited = 0usize;
+        while let Some((id, depth)) = pending.pop() {
+            visited += 1;
+            if depth > MAX_RESOLVE_DEPTH || visited > 4096 {
+                return true;
+            }
+            let Some(t) = self.raw(id) else { continue };
+            match t.kind() {
+                KIND_TYPEDEF | KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_VAR => {
+                    pending.push((t.size_or_type, depth + 1))
+                }
+                KIND_PTR => {
+                    let tagged = self.raw(t.size_or_type).filter(|p| p.kind() == KIND_TYPE_TAG);
+                    if tagged.is_some_and(|p| {
+                        ["kptr", "kptr_untrusted", "percpu_kptr"].iter().any(|n| self.name_is(p.name_off, n))
+                    }) {
+                        return true;
+                    }
+                }
+                KIND_ARRAY => pending.push((self.word(&t, 0), depth + 1)),
+                KIND_STRUCT | KIND_UNION => {
+                    pending.extend((0..t.vlen()).map(|i| (self.word(&t, 3 * i + 1), depth + 1)));
+                }
+                KIND_DATASEC => pending.extend((0..t.vlen()).map(|i| (self.word(&t, 3 * i), depth + 1))),
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// Size in bytes of a type, as libbpf's `btf__resolve_size()`: through modifiers, typedefs, VARs and
     /// DECL_TAGs, arrays multiplied out. `None` for `void`, FWD, FUNC, FUNC_PROTO, unknown kinds, cycles and sizes
     /// beyond `u32`.
@@ -1122,6 +1159,11 @@ impl Btf {
     /// See [`BtfIndex::resolve`].
     pub fn resolve(&self, id: u32) -> Option<u32> {
         self.index().resolve(id)
+    }
+
+    /// See [`BtfIndex::holds_kptr`].
+    pub fn holds_kptr(&self, id: u32) -> bool {
+        self.index().holds_kptr(id)
     }
 
     /// See [`BtfIndex::size_of`].
@@ -1618,6 +1660,40 @@ mod tests {
         let maps = f(&mut b, int);
         b.maps(&maps);
         parse(&b.build(), true).expect("parse")
+    }
+
+    /// A kptr is a pointer to a `kptr`, `kptr_untrusted` or `percpu_kptr` type tag, found through members,
+    /// arrays, typedefs, volatile and DATASEC variables; a plain pointer and a `uptr` (user memory) are not.
+    #[test]
+    fn kptr_fields_are_found_where_the_kernel_looks() {
+        let mut b = Builder::new(true);
+        let int = b.int("int", 4);
+        let task = b.strukt("task_struct", 4, &[("pid", int)]);
+        let mut tagged = |b: &mut Builder, tag: &str| {
+            let t = b.ty(tag, KIND_TYPE_TAG, 0, task, &[]);
+            b.ty("", KIND_PTR, 0, t, &[])
+        };
+        let (kptr, untrusted, percpu, uptr) = (
+            tagged(&mut b, "kptr"),
+            tagged(&mut b, "kptr_untrusted"),
+            tagged(&mut b, "percpu_kptr"),
+            tagged(&mut b, "uptr"),
+        );
+        let plain = b.ty("", KIND_PTR, 0, task, &[]);
+        let none = b.strukt("none", 16, &[("p", plain), ("u", uptr)]);
+        let direct = b.strukt("direct", 8, &[("t", kptr)]);
+        let volatile = b.ty("", KIND_VOLATILE, 0, untrusted, &[]);
+        let inner = b.strukt("inner", 8, &[("t", volatile)]);
+        let array = b.ty("", KIND_ARRAY, 0, 0, &[inner, int, 2]);
+        let outer = b.strukt("outer", 24, &[("n", int), ("a", array)]);
+        let named = b.ty("outer_t", KIND_TYPEDEF, 0, outer, &[]);
+        let percpu_member = b.strukt("per", 8, &[("p", percpu)]);
+        let var = b.ty("global", KIND_VAR, 0, percpu_member, &[1]);
+        let data = b.ty(".bss", KIND_DATASEC, 1, 0, &[var, 0, 8]);
+        let btf = parse(&b.build(), true).expect("parse");
+        for (id, want) in [(none, false), (plain, false), (int, false), (direct, true), (named, true), (data, true)] {
+            assert_eq!(btf.holds_kptr(id), want, "type {id}");
+        }
     }
 
     #[test]

@@ -461,6 +461,7 @@ impl Object {
                     flags: 0,
                     pinning: 0,
                     read_only: name.starts_with(".rodata") || sh_flags & u64::from(elf::SHF_WRITE) == 0,
+                    kptr: false,
                 });
                 SecRole::Data(obj.maps.len() - 1)
             } else {
@@ -501,6 +502,12 @@ impl Object {
         }
         if let Some(idx) = btf_maps_sec {
             obj.read_btf_maps(&file, &syms, idx, btf.as_ref(), &mut map_syms);
+        }
+        // Global data holds kptrs where its DATASEC's variables do.
+        if let Some(b) = &btf {
+            for m in obj.maps.iter_mut().filter(|m| m.kind == MapKind::GlobalData) {
+                m.kptr = b.datasec(&m.name).is_some_and(|vars| vars.iter().any(|v| b.holds_kptr(v.type_id)));
+            }
         }
 
         // Function symbols and programs.
@@ -667,6 +674,7 @@ impl Object {
             flags: 0,
             pinning: 0,
             read_only: true,
+            kptr: false,
         });
         self.maps.len() - 1
     }
@@ -770,6 +778,7 @@ impl Object {
                 flags,
                 pinning,
                 read_only: false,
+                kptr: false,
             });
         }
     }
@@ -805,6 +814,7 @@ impl Object {
                 flags: d.flags,
                 pinning: d.pinning,
                 read_only: false,
+                kptr: d.value_type_id.is_some_and(|t| btf.holds_kptr(t)),
             });
         }
         // Map ids by name, sorted; of two definitions with one name the later one wins.

@@ -5,15 +5,15 @@
 //! what each register and 8-byte stack slot may hold ([`tag`]) and counts classes. Classes that come from calls it
 //! gets exactly as the library does: helper classes from the catalogue (ids past its end are `unknown`), kfunc
 //! classes by name (uncatalogued kfuncs are `unknown`), and override_return for fmod_ret programs. The three classes the library proves by dataflow it
-//! counts from the tags, a superset of the library's but for one known gap (a kptr dereferenced where its register
-//! is unknown, in a program of a non-BTF type without a BTF source; SECURITY.md):
+//! counts from the tags, a superset of the library's:
 //! - `kernel_read` for a load through a register that may hold a BTF pointer (a BTF-typed program's context
 //!   fields, a helper or kfunc returning one, a typed `__ksym`, a kptr loaded from a map value);
 //! - `map_write` for a store or atomic through a map value, or a helper or kfunc writing through an argument that
 //!   may be one;
 //! - `packet_write` the same through a packet pointer (a context field [`ProgType::packet_ctx_fields`] names);
 //! - each of the three, too, for an access through an *unknown* register, when the program could hold such a
-//!   pointer at all (a BTF-typed type or a BTF source; a map reference; a packet program type), and map_write
+//!   pointer at all (a BTF-typed type, a BTF source or a map that may hold kptrs, [`MapDef::may_hold_kptr`]; a
+//!   map reference; a packet program type), and map_write
 //!   and packet_write for a call to an uncatalogued helper or kfunc, which could write anything.
 //!
 //! The tags follow the code in one linear pass. A forward jump's state waits at its target in a table of
@@ -239,6 +239,8 @@ struct Scan {
     unknown_store: Option<u32>,
     btf_source: bool,
     map_ref: bool,
+    /// A map the program uses may hold kptrs ([`MapDef::may_hold_kptr`]; a raw map fd may too).
+    kptr_map: bool,
 }
 
 /// A frame offset's slot, if it is in the frame.
@@ -534,6 +536,7 @@ pub fn compute(
         unknown_store: None,
         btf_source: false,
         map_ref: false,
+        kptr_map: false,
     };
     let mut base = 0u32;
     let mut block_ends = false;
@@ -562,7 +565,7 @@ pub fn compute(
             evidence.insert(c, at);
         }
     };
-    let btf = prog_type.is_btf_typed() || s.btf_source;
+    let btf = prog_type.is_btf_typed() || s.btf_source || s.kptr_map;
     maybe(Capability::KernelRead, s.btf_load, s.unknown_load, btf);
     maybe(Capability::MapWrite, s.map_store, s.unknown_store, s.map_ref);
     maybe(Capability::PacketWrite, s.packet_store, s.unknown_store, prog_type.has_packet_ctx());
@@ -611,12 +614,14 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
         }
         CLASS_LD if insn.code == LD_IMM64 => {
             s.t.regs[dst] = match reloc {
-                Some(RelocTarget::Map(_)) => {
+                Some(RelocTarget::Map(map)) => {
                     s.map_ref = true;
+                    s.kptr_map |= obj.maps.get(*map).is_none_or(MapDef::may_hold_kptr);
                     tag::OTHER
                 }
-                Some(RelocTarget::MapValue { .. }) => {
+                Some(RelocTarget::MapValue { map, .. }) => {
                     s.map_ref = true;
+                    s.kptr_map |= obj.maps.get(*map).is_none_or(MapDef::may_hold_kptr);
                     tag::MAP_VALUE
                 }
                 Some(RelocTarget::Extern { name }) => {
@@ -634,12 +639,15 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
                         s.btf_source = true;
                         tag::BTF | tag::SCALAR
                     }
+                    // A map the object does not declare: it may hold kptrs.
                     PSEUDO_MAP_FD | PSEUDO_MAP_IDX => {
                         s.map_ref = true;
+                        s.kptr_map = true;
                         tag::OTHER
                     }
                     PSEUDO_MAP_VALUE | PSEUDO_MAP_IDX_VALUE => {
                         s.map_ref = true;
+                        s.kptr_map = true;
                         tag::MAP_VALUE
                     }
                     PSEUDO_FUNC => tag::OTHER,

@@ -190,6 +190,19 @@ pub struct MapDef {
     pub pinning: u32,
     /// Global data that the program cannot write (`.rodata*`, `.kconfig`).
     pub read_only: bool,
+    /// Its value type holds a kptr (a pointer tagged `kptr`, `kptr_untrusted` or `percpu_kptr` in BTF): the
+    /// kernel pointers a program can load from a map value and dereference.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kptr: bool,
+}
+
+impl MapDef {
+    /// Whether a value loaded from this map's memory may be a kptr: a kptr field, or a map of maps, whose
+    /// inner maps' value types the object does not settle.
+    pub fn may_hold_kptr(&self) -> bool {
+        use crate::elf::{MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
+        self.kptr || matches!(self.map_type, MAP_TYPE_ARRAY_OF_MAPS | MAP_TYPE_HASH_OF_MAPS)
+    }
 }
 
 /// A helper call target, by id and catalogue name (`unknown` when the id is not in the catalogue).

@@ -163,6 +163,9 @@ fn kernel_view_tags_what_registers_hold() {
     // r0 = bpf_map_lookup_elem(r1, r10 - 8), then exit when null: r0 is a map value from insn 6 on.
     let lookup = [mov(2, 10), insn(0x07, 2, 0, 0, -8), call_helper(1), jeq_imm(0, 0, 1)];
     let join = insn(0x05, 0, 0, 0, 0); // ja +0: the next instruction is a jump target
+                                       // r1 = *(u64 *)(r0 + 0); r7 = 0; loop: r7 += 1; if r7 < 2 goto loop; r2 = *(u32 *)(r1 + 0)
+    let loop_then_load =
+        [ldx_dw(1, 0, 0), mov_imm(7, 0), insn(0x07, 7, 0, 0, 1), insn(0xa5, 7, 0, -2, 2), insn(0x61, 2, 1, 0, 0)];
     let st = |dst: u8, off: i16| insn(0x7a, dst, 0, off, 1); // *(u64 *)(dst + off) = 1
     let cat = |parts: &[&[Insn]]| parts.concat();
     /// What, section, code before `r0 = 0; exit`, the view's classes, and one class's evidence.
@@ -223,6 +226,17 @@ fn kernel_view_tags_what_registers_hold() {
             &[MapWrite, Unknown],
             Some((MapWrite, 3)),
         ),
+        // r1 = *(u64 *)(r0 + 0) may be a kptr; a loop (8-9) loses track of it, and the map (a raw fd: the object
+        // does not say it has no kptr fields) makes a load through an unknown register a kernel read.
+        (
+            "kptr dereferenced after a loop head",
+            "kprobe/f",
+            cat(&[&map, &lookup, &loop_then_load]),
+            &[KernelRead],
+            Some((KernelRead, 10)),
+        ),
+        // The same load with no map that could hold a kptr, in a non-BTF program: nothing to read through.
+        ("unknown load without a kptr source", "kprobe/f", cat(&[&[mov(0, 1)], &loop_then_load]), &[], None),
         ("kprobe context load", "kprobe/f", vec![ldx_dw(2, 1, 0), ldx_dw(3, 2, 0)], &[], None),
         (
             "fentry argument load",

@@ -37,13 +37,13 @@
  *   callbacks get), resets to unknown where the state comes from code not scanned yet (a backward
  *   jump's or call's target, a forward target the table could not keep), and counts
  *     kernel_read  for a load through a BTF pointer, or through an unknown register in a program that
- *                  can hold one (BTF-typed type, kfunc call, helper returning a BTF pointer, BTF id);
+ *                  can hold one (BTF-typed type, kfunc call, helper returning a BTF pointer, BTF id, or,
+ *                  known at lsm/bpf_prog, a used map that may hold kptrs: map->record, map-in-map);
  *     map_write    for a store, atomic or writing call through a map value, or through an unknown
  *                  register in a program that references a map;
  *     packet_write the same through a packet pointer, or an unknown register in a packet program type.
  *   A superset of the library's classes (equal on every fixture; the library also follows pointers
- *   across loops, out of subprograms and through a caller's stack), but for a kptr dereferenced where
- *   its register is unknown in a non-BTF program without a BTF source (SECURITY.md). The policy check uses classes |
+ *   across loops, out of subprograms and through a caller's stack). The policy check uses classes |
  *   maybe_classes. A load preempted on its CPU by another load's scan finds jump_targets taken over
  *   (owner changed) and counts the three by their preconditions alone (event scan_flags
  *   GATE_SCAN_CONTENDED).
@@ -502,6 +502,7 @@ struct used_map {
 struct used_maps {
 	__u32 count;
 	bool unattributed; /* a map-in-map: writes may reach inner maps the gate cannot see */
+	bool kptr;         /* a map may hold kptrs: kptr fields, or a map-in-map (bpfgate::MapDef::may_hold_kptr) */
 	struct used_map maps[GATE_MAX_USED_MAPS];
 };
 
@@ -1731,6 +1732,22 @@ static __always_inline void map_facts(struct bpf_map *map, const struct gate_sub
 	*pinned = o && (o->flags & GATE_OWNER_PINNED);
 }
 
+/* Whether a map's value has kptr fields (map->record, which the kernel built from the value's BTF). */
+static __always_inline bool map_holds_kptr(struct bpf_map *map)
+{
+	__u32 kptrs = 0;
+
+	if (!bpf_core_field_exists(struct bpf_map, record))
+		return true;
+	if (bpf_core_enum_value_exists(enum btf_field_type, BPF_KPTR_UNREF))
+		kptrs |= bpf_core_enum_value(enum btf_field_type, BPF_KPTR_UNREF);
+	if (bpf_core_enum_value_exists(enum btf_field_type, BPF_KPTR_REF))
+		kptrs |= bpf_core_enum_value(enum btf_field_type, BPF_KPTR_REF);
+	if (bpf_core_enum_value_exists(enum btf_field_type, BPF_KPTR_PERCPU))
+		kptrs |= bpf_core_enum_value(enum btf_field_type, BPF_KPTR_PERCPU);
+	return BPF_CORE_READ(map, record, field_mask) & kptrs;
+}
+
 struct gather_ctx {
 	struct bpf_map **used;
 	struct used_maps *um;
@@ -1749,8 +1766,10 @@ static long gather_map(__u64 i, void *data)
 
 	if (type == BPF_MAP_TYPE_ARRAY_OF_MAPS || type == BPF_MAP_TYPE_HASH_OF_MAPS) {
 		um->unattributed = true; /* programs write the inner maps, which used_maps does not list */
+		um->kptr = true;         /* and their values may hold kptrs */
 		return 0;
 	}
+	um->kptr |= map_holds_kptr(map);
 	if (BPF_CORE_READ(map, map_flags) & BPF_F_RDONLY_PROG)
 		return 0; /* programs cannot write it (.rodata, .kconfig) */
 	__u32 n = um->count;
@@ -1878,6 +1897,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 
 	um->count = 0;
 	um->unattributed = false;
+	um->kptr = false;
 	struct gather_ctx g = {
 		.used = BPF_CORE_READ(aux, used_maps),
 		.um = um,
@@ -1890,6 +1910,16 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	if (cnt > GATE_MAX_USED_MAPS)
 		um->unattributed = true; /* the kernel allows 64: cannot happen */
 	bool btfs_changed = kfunc_btfs_changed(ts, aux);
+	/*
+	 * A load through an unknown register reads kernel memory where a used map may hold kptrs: known only now
+	 * that the verifier bound the maps (the scan counted it already in a BTF-typed program or with a BTF source).
+	 */
+	bool kptr_read = um->kptr && ts->scan.unknown_load && !(ts->facts.classes & BPFGATE_CLASS_KERNEL_READ);
+
+	if (kptr_read) {
+		ts->facts.classes |= BPFGATE_CLASS_KERNEL_READ;
+		ts->facts.maybe_classes |= BPFGATE_CLASS_KERNEL_READ;
+	}
 
 	if (btfs_changed) {
 		/* The scan judged other kfuncs than the program calls: unknown, and the three it could miss. */
@@ -1916,13 +1946,13 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	 * differs, the outcome changed, or a map broke a rule; the load event stands otherwise.
 	 */
 	if ((v.reasons & R_MAP) || v.decision != ts->load_decision || v.generation != ts->load_generation ||
-	    btfs_changed) {
+	    btfs_changed || kptr_read) {
 		struct gate_event *e = new_event(GATE_OP_PROG_MAPS, &ts->facts.subject, &v);
 
 		if (e) {
 			event_program(e, &ts->facts, aux);
 			e->object_id = BPF_CORE_READ(aux, id);
-			e->scan_flags = btfs_changed ? GATE_SCAN_KFUNC_BTF_CHANGED : 0;
+			e->scan_flags = (btfs_changed ? GATE_SCAN_KFUNC_BTF_CHANGED : 0) | (kptr_read ? GATE_SCAN_KPTR_READ : 0);
 			if (bad > 0 && bad <= GATE_MAX_USED_MAPS)
 				__builtin_memcpy(e->map_name, um->maps[(bad - 1) & (GATE_MAX_USED_MAPS - 1)].name,
 						 sizeof(e->map_name));

@@ -59,6 +59,8 @@
 				       * packet_write counted by their preconditions only */
 #define GATE_SCAN_KFUNC_BTF_CHANGED (1U << 1) /* the verifier bound other module BTFs than the scan read
 					       * from fd_array: unknown and the three counted */
+#define GATE_SCAN_KPTR_READ (1U << 2) /* kernel_read counted at lsm/bpf_prog: a load through an unknown
+				       * register, and a used map may hold kptrs */
 
 /* Reason bit of self-protection denials, after bpfgate::policy::reason_bits. */
 #define GATE_R_GATE_OBJECT (1U << 8)

@@ -102,12 +102,24 @@ struct bpf_token;
 
 struct bpf_prog;
 
+/* Which special fields a map value has (kernel/bpf/btf.c); the values come from the kernel's BTF (CO-RE). */
+enum btf_field_type {
+	BPF_KPTR_UNREF = 4,
+	BPF_KPTR_REF = 8,
+	BPF_KPTR_PERCPU = 16,
+};
+
+struct btf_record {
+	__u32 field_mask;
+} __attribute__((preserve_access_index));
+
 /* The maps a program uses are bound by the verifier: aux->used_maps after verification. */
 struct bpf_map {
 	enum bpf_map_type map_type;
 	__u32 map_flags;
 	__u32 id;
 	char name[BPF_OBJ_NAME_LEN];
+	struct btf_record *record;
 } __attribute__((preserve_access_index));
 
 struct bpf_prog_aux {

@@ -1722,3 +1722,160 @@ fn gate_cli_enforce_denies_reloads_and_stops() {
     assert!(ours.iter().filter(|l| l.contains(denial)).count() >= 2, "both denials printed:\n{}", out.join("\n"));
     assert!(ours.iter().any(|l| l.contains("rule: 0 (anything) action: BPFAllowed")), "{}", out.join("\n"));
 }
+
+/// Hand-made BTF for a map value `struct val { struct task_struct __kptr_untrusted *t; }`: types 1 int, 2
+/// task_struct, 3 the type tag, 4 the pointer, 5 val.
+fn kptr_value_btf() -> Vec<u8> {
+    let mut strs = b"\0int\0task_struct\0pid\0kptr_untrusted\0val\0t\0".to_vec();
+    let off = |name: &str| {
+        let at = strs.windows(name.len() + 2).position(|w| w[0] == 0 && &w[1..=name.len()] == name.as_bytes());
+        at.expect("string in the table") as u32 + 1
+    };
+    let kind = |k: u32, vlen: u32| k << 24 | vlen;
+    let types: Vec<u32> = vec![
+        off("int"),
+        kind(1, 0),
+        4,
+        1 << 24 | 32, // 1: int (signed, 32 bits)
+        off("task_struct"),
+        kind(4, 1),
+        4,
+        off("pid"),
+        1,
+        0, // 2: struct task_struct { int pid; }
+        off("kptr_untrusted"),
+        kind(18, 0),
+        2, // 3: type tag -> 2
+        0,
+        kind(2, 0),
+        3, // 4: pointer -> 3
+        off("val"),
+        kind(4, 1),
+        8,
+        off("t"),
+        4,
+        0, // 5: struct val { 4 t; }
+    ];
+    let types: Vec<u8> = types.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut btf = Vec::new();
+    btf.extend_from_slice(&0xeb9fu16.to_le_bytes());
+    btf.extend_from_slice(&[1, 0]); // version, flags
+    for w in [24u32, 0, types.len() as u32, types.len() as u32, strs.len() as u32] {
+        btf.extend_from_slice(&w.to_le_bytes());
+    }
+    btf.extend_from_slice(&types);
+    btf.append(&mut strs);
+    btf
+}
+
+/// A kprobe that looks up `map_fd`'s value, loses track of what it loaded in a loop the gate's tags reset at,
+/// then loads through it: with `kptr`, through the kptr it read from the value (a kernel read the library
+/// proves), otherwise through the map value again.
+fn load_after_loop(name: &str, map_fd: i32, kptr: bool) -> Result<(), i32> {
+    use libbpf_sys::*;
+    let raw = |code: u32, dst: u8, src: u8, off: i16, imm: i32| {
+        let mut i = bpf_insn { code: code as u8, off, imm, ..Default::default() };
+        i.set_dst_reg(dst);
+        i.set_src_reg(src);
+        i
+    };
+    let insns = [
+        raw(BPF_ST | BPF_MEM | BPF_W, 10, 0, -4, 0), // *(u32 *)(r10 - 4) = 0
+        raw(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+        raw(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
+        raw(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD as u8, 0, map_fd),
+        raw(0, 0, 0, 0, 0),
+        raw(BPF_JMP | BPF_CALL, 0, 0, 0, 1),         // bpf_map_lookup_elem
+        raw(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 6, 0),  // null: to r0 = 0; exit
+        raw(BPF_LDX | BPF_MEM | BPF_DW, 1, 0, 0, 0), // r1 = *(u64 *)(r0 + 0)
+        raw(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 0),
+        raw(BPF_ALU64 | BPF_ADD | BPF_K, 7, 0, 0, 1), // the loop head
+        raw(BPF_JMP | BPF_JLT | BPF_K, 7, 0, -2, 2),
+        raw(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1, 0),
+        if kptr {
+            raw(BPF_LDX | BPF_MEM | BPF_W, 2, 1, 0, 0) // r2 = *(u32 *)(r1 + 0): the kptr's target
+        } else {
+            raw(BPF_LDX | BPF_MEM | BPF_DW, 2, 0, 0, 0) // r2 = *(u64 *)(r0 + 0): the map value
+        },
+        raw(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0),
+        raw(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    ];
+    let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
+    // SAFETY: all pointers are valid for the call; null opts means defaults.
+    let fd = unsafe {
+        bpf_prog_load(
+            BPF_PROG_TYPE_KPROBE,
+            name.as_ptr(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd < 0 {
+        return Err(-fd);
+    }
+    // SAFETY: fd is a fresh program fd that we own and close here.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// A kptr dereferenced where the gate's tags lost it (after a loop head) in a kprobe, which has no BTF-typed
+/// context and no BTF source: the scan cannot tell, but at lsm/bpf_prog the map's kptr fields (map->record) make
+/// the load through an unknown register a kernel read, which the policy then refuses. The same loop over a map
+/// without kptr fields reads only the map value: no kernel_read.
+#[test]
+fn gate_counts_kernel_read_through_a_kptr_it_lost_track_of() {
+    use libbpf_sys::*;
+    let Some(_guard) = live("gate_counts_kernel_read_through_a_kptr_it_lost_track_of") else { return };
+    let btf = kptr_value_btf();
+    // SAFETY: the buffer is valid for its length; null opts means defaults.
+    let btf_fd = unsafe { bpf_btf_load(btf.as_ptr().cast(), btf.len() as _, std::ptr::null_mut()) };
+    assert!(btf_fd >= 0, "loading the kptr BTF: {}", std::io::Error::from_raw_os_error(-btf_fd));
+    let opts = bpf_map_create_opts {
+        sz: size_of::<bpf_map_create_opts>() as _,
+        btf_fd: btf_fd as u32,
+        btf_key_type_id: 1,
+        btf_value_type_id: 5,
+        ..Default::default()
+    };
+    // SAFETY: the name is NUL-terminated and opts is a valid, sized options struct.
+    let kptr_map = unsafe { bpf_map_create(BPF_MAP_TYPE_ARRAY, c"kptrs".as_ptr(), 4, 8, 1, &opts) };
+    assert!(kptr_map >= 0, "creating the kptr map: {}", std::io::Error::from_raw_os_error(-kptr_map));
+    // SAFETY: the name is NUL-terminated; null opts means defaults.
+    let plain_map = unsafe { bpf_map_create(BPF_MAP_TYPE_ARRAY, c"plain".as_ptr(), 4, 8, 1, std::ptr::null()) };
+    assert!(plain_map >= 0, "creating the plain map");
+
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-kernel-reads\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [kernel_read]\n"
+    ));
+    g.take();
+    let kptr = load_after_loop("bpfgate_kptr", kptr_map, true);
+    let events = g.take();
+    let ours = named(&events, "bpfgate_kptr");
+    report!("kptr after a loop: {kptr:?}: {:?}", ours.iter().map(|e| g.describe(e)).collect::<Vec<_>>());
+    let plain = load_after_loop("bpfgate_plain", plain_map, false);
+    let events = g.take();
+    let theirs = named(&events, "bpfgate_plain");
+    report!("map value after a loop: {plain:?}: {:?}", theirs.iter().map(|e| g.describe(e)).collect::<Vec<_>>());
+    g.install(&format!("version: 1\ndefault: allow\nrules:\n  - name: anything\n    subject:\n      exe: {exe}\n"));
+    let verified = load_after_loop("bpfgate_kptr", kptr_map, true);
+    for fd in [kptr_map, plain_map, btf_fd] {
+        // SAFETY: fds we created and close once.
+        unsafe { libc::close(fd) };
+    }
+
+    let read = Capability::KernelRead.bit();
+    assert_eq!(verified, Ok(()), "the verifier accepts the kptr program: the refusal is the gate's");
+    assert_eq!(kptr, Err(libc::EPERM));
+    let load = ours.iter().find(|e| e.op == OP_PROG_LOAD).expect("a load event");
+    assert_eq!(load.maybe_classes & read, 0, "the scan alone cannot tell: {}", g.describe(load));
+    let maps = ours.iter().find(|e| e.op == OP_PROG_MAPS).expect("a decision after verification");
+    assert_eq!((maps.verdict, maps.maybe_classes & read), (VERDICT_DENY, read), "{}", g.describe(maps));
+    assert_ne!(maps.scan_flags & scan_flags::KPTR_READ, 0, "{}", g.describe(maps));
+    assert_eq!(plain, Ok(()));
+    assert!(theirs.iter().all(|e| e.verdict == VERDICT_ALLOW && (e.classes | e.maybe_classes) & read == 0));
+}

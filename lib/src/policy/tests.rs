@@ -100,6 +100,7 @@ fn mapdef(name: &str, pinning: u32) -> MapDef {
         flags: 0,
         pinning,
         read_only: false,
+        kptr: false,
     }
 }
 
