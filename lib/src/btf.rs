@@ -1669,7 +1669,7 @@ mod tests {
         let mut b = Builder::new(true);
         let int = b.int("int", 4);
         let task = b.strukt("task_struct", 4, &[("pid", int)]);
-        let mut tagged = |b: &mut Builder, tag: &str| {
+        let tagged = |b: &mut Builder, tag: &str| {
             let t = b.ty(tag, KIND_TYPE_TAG, 0, task, &[]);
             b.ty("", KIND_PTR, 0, t, &[])
         };
