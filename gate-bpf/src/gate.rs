@@ -137,7 +137,7 @@ impl KernelBtf {
 
 impl Drop for KernelBtf {
     fn drop(&mut self) {
-        // SAFETY: self.0 came from btf__load_vmlinux_btf and is freed once.
+        // SAFETY: self.0 came from btf__load_vmlinux_btf or btf__load_from_kernel_by_id_split and is freed once.
         unsafe { libbpf_sys::btf__free(self.0) }
     }
 }
@@ -375,11 +375,14 @@ impl Gate {
     /// on every policy reload.
     pub fn refresh_kfuncs(&mut self) -> Result<(), GateError> {
         let vmlinux = KernelBtf::vmlinux()?;
-        for key in std::mem::take(&mut self.module_kfuncs) {
-            delete_if_present(&self.skel.maps.kfunc_classes, &key)?;
-            self.kfuncs_found -= 1;
+        let old = std::mem::take(&mut self.module_kfuncs);
+        self.kfuncs_found -= old.len();
+        // Entries still valid are overwritten in place, so no load finds them missing meanwhile.
+        let filled = self.fill_module_kfuncs(&vmlinux);
+        for key in old.iter().filter(|k| !self.module_kfuncs.contains(k)) {
+            delete_if_present(&self.skel.maps.kfunc_classes, key)?;
         }
-        self.fill_module_kfuncs(&vmlinux)
+        filled
     }
 
     pub fn variant(&self) -> HookVariant {

@@ -1907,8 +1907,11 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 
 	if (g.used)
 		bpf_loop(cnt < GATE_MAX_USED_MAPS ? cnt : GATE_MAX_USED_MAPS, gather_map, &g, 0);
-	if (cnt > GATE_MAX_USED_MAPS)
-		um->unattributed = true; /* the kernel allows 64: cannot happen */
+	if (cnt > GATE_MAX_USED_MAPS) {
+		/* The kernel allows 64: cannot happen. */
+		um->unattributed = true;
+		um->kptr = true;
+	}
 	bool btfs_changed = kfunc_btfs_changed(ts, aux);
 	/*
 	 * A load through an unknown register reads kernel memory where a used map may hold kptrs: known only now

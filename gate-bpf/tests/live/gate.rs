@@ -932,11 +932,16 @@ fn load_insns(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<(), i32> {
 
 /// As `load_insns`, keeping the program: its fd, which the caller closes.
 fn load_insns_fd(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<i32, i32> {
+    load_typed_fd(libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER, name, insns)
+}
+
+/// Loads `insns` as a GPL program of `prog_type` named `name`; the fd, which the caller closes, or the errno.
+fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<i32, i32> {
     let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
     // SAFETY: all pointers are valid for the call; null opts means defaults.
     let fd = unsafe {
         libbpf_sys::bpf_prog_load(
-            libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
+            prog_type,
             name.as_ptr(),
             c"GPL".as_ptr(),
             insns.as_ptr(),
@@ -1800,21 +1805,7 @@ fn load_after_loop(name: &str, map_fd: i32, kptr: bool) -> Result<(), i32> {
         raw(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0),
         raw(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
     ];
-    let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
-    // SAFETY: all pointers are valid for the call; null opts means defaults.
-    let fd = unsafe {
-        bpf_prog_load(
-            BPF_PROG_TYPE_KPROBE,
-            name.as_ptr(),
-            c"GPL".as_ptr(),
-            insns.as_ptr(),
-            insns.len() as _,
-            std::ptr::null_mut(),
-        )
-    };
-    if fd < 0 {
-        return Err(-fd);
-    }
+    let fd = load_typed_fd(BPF_PROG_TYPE_KPROBE, name, &insns)?;
     // SAFETY: fd is a fresh program fd that we own and close here.
     unsafe { libc::close(fd) };
     Ok(())
