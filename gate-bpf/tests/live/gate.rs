@@ -1870,3 +1870,188 @@ fn gate_counts_kernel_read_through_a_kptr_it_lost_track_of() {
     assert_eq!(plain, Ok(()));
     assert!(theirs.iter().all(|e| e.verdict == VERDICT_ALLOW && (e.classes | e.maybe_classes) & read == 0));
 }
+
+/// A kernel BTF object by name (`vmlinux`, a module's): a new fd to it and its id.
+fn kernel_btf(name: &str) -> Option<(i32, u32)> {
+    let mut id = 0u32;
+    // SAFETY: id is a valid out-pointer; the loop ends when the kernel reports no further id.
+    while unsafe { libbpf_sys::bpf_btf_get_next_id(id, &mut id) } == 0 {
+        // SAFETY: no preconditions; a negative result means the object went away meanwhile.
+        let fd = unsafe { libbpf_sys::bpf_btf_get_fd_by_id(id) };
+        if fd < 0 {
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        let mut info = libbpf_sys::bpf_btf_info {
+            name: buf.as_mut_ptr() as u64,
+            name_len: buf.len() as u32,
+            ..Default::default()
+        };
+        let mut len = size_of_val(&info) as u32;
+        // SAFETY: the kernel writes at most len bytes into info and name_len bytes into buf.
+        let ok = unsafe { libbpf_sys::bpf_btf_get_info_by_fd(fd, &mut info, &mut len) } == 0;
+        if ok && info.kernel_btf != 0 && buf.strip_prefix(name.as_bytes()).is_some_and(|rest| rest.first() == Some(&0))
+        {
+            return Some((fd, id));
+        }
+        // SAFETY: our fd, closed once.
+        unsafe { libc::close(fd) };
+    }
+    None
+}
+
+/// The BTF id of function `func` in kernel BTF object `obj` (a module's, split on vmlinux).
+fn module_func_id(obj: u32, func: &std::ffi::CStr) -> i32 {
+    // SAFETY: libbpf parses the running kernel's BTF; both handles are freed below.
+    let vmlinux = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
+    assert!(!vmlinux.is_null(), "vmlinux BTF");
+    // SAFETY: vmlinux is a live handle.
+    let module = unsafe { libbpf_sys::btf__load_from_kernel_by_id_split(obj, vmlinux) };
+    assert!(!module.is_null(), "module BTF {obj}");
+    // SAFETY: module is a live handle; func is NUL-terminated.
+    let id = unsafe { libbpf_sys::btf__find_by_name_kind(module, func.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
+    // SAFETY: each handle freed once, the split one first.
+    unsafe {
+        libbpf_sys::btf__free(module);
+        libbpf_sys::btf__free(vmlinux);
+    }
+    assert!(id > 0, "{func:?} in module BTF {obj}");
+    id
+}
+
+/// A loader that rewrites fd_array while the kernel handles its load gains nothing: the gate judges module
+/// kfuncs by the BTF object the scan read from fd_array, and after verification compares it with the one the
+/// verifier bound. Here fd_array[1] flips between nf_conntrack's BTF (where the program's kfunc ids are) and
+/// nf_nat's, on one CPU under full preemption, while an XDP program calling bpf_xdp_ct_lookup and bpf_ct_release
+/// through slot 1 loads again and again. A load the verifier accepts bound nf_conntrack; whenever the scan had read
+/// nf_nat (its kfuncs then `unknown` at load), the decision after verification must carry the flag and count
+/// unknown and the three conservative classes; otherwise neither. The test runs until it has seen a verified load
+/// of each kind.
+#[test]
+fn gate_checks_module_btfs_against_what_the_verifier_bound() {
+    use libbpf_sys::*;
+    use std::sync::atomic::AtomicI32;
+    let Some(_guard) = live("gate_checks_module_btfs_against_what_the_verifier_bound") else { return };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (Some((ct_fd, ct_id)), Some((nat_fd, _)), true) =
+        (kernel_btf("nf_conntrack"), kernel_btf("nf_nat"), cmdline.contains("preempt=full"))
+    else {
+        assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness loads nf_conntrack and nf_nat");
+        report!(
+            "SKIPPED gate_checks_module_btfs_against_what_the_verifier_bound: no nf_conntrack/nf_nat or preempt=full"
+        );
+        return;
+    };
+    let (lookup, release) = (module_func_id(ct_id, c"bpf_xdp_ct_lookup"), module_func_id(ct_id, c"bpf_ct_release"));
+    let raw = |code: u32, dst: u8, src: u8, off: i16, imm: i32| {
+        let mut i = bpf_insn { code: code as u8, off, imm, ..Default::default() };
+        i.set_dst_reg(dst);
+        i.set_src_reg(src);
+        i
+    };
+    let kfunc = |id: i32| raw(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL as u8, 1, id);
+    let st = |size: u32, off: i16, imm: i32| raw(BPF_ST | BPF_MEM | size, 10, 0, off, imm);
+    let mut insns = vec![
+        raw(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0), // r6 = ctx
+        st(BPF_DW, -32, 0),                           // the tuple (ipv4, 12 bytes) at r10 - 32
+        st(BPF_DW, -24, 0),
+        st(BPF_W, -16, -1), // opts at r10 - 16: netns_id -1, error 0, l4proto 6 (TCP)
+        st(BPF_W, -12, 0),
+        st(BPF_W, -8, 6),
+        raw(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
+        raw(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+        raw(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -32),
+        raw(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 12),
+        raw(BPF_ALU64 | BPF_MOV | BPF_X, 4, 10, 0, 0),
+        raw(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, -16),
+        raw(BPF_ALU64 | BPF_MOV | BPF_K, 5, 0, 0, 12),
+        kfunc(lookup),
+        raw(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
+        raw(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0),
+        kfunc(release),
+    ];
+    // A long scan after the calls: the window in which the other thread may run and flip the slot.
+    insns.resize(insns.len() + 50_000, raw(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 0));
+    insns.push(raw(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 2)); // XDP_PASS
+    insns.push(raw(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!("version: 1\ndefault: deny\nrules:\n  - name: anything\n    subject:\n      exe: {exe}\n"));
+    g.take();
+    let fd_array = [AtomicI32::new(ct_fd), AtomicI32::new(ct_fd)];
+    let stop = AtomicBool::new(false);
+    let unknown = Capability::Unknown.bit();
+    let changed = |e: &RawEvent| e.op == OP_PROG_MAPS && e.scan_flags & scan_flags::KFUNC_BTF_CHANGED != 0;
+    // (load result, classes at load, the decision after verification if one was reported)
+    let mut outcomes: Vec<(Result<(), i32>, u32, Option<RawEvent>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let now = fd_array[1].load(Ordering::SeqCst);
+                fd_array[1].store(if now == ct_fd { nat_fd } else { ct_fd }, Ordering::SeqCst);
+                std::thread::yield_now();
+            }
+        });
+        for attempt in 0..300 {
+            let mut opts = bpf_prog_load_opts {
+                sz: size_of::<bpf_prog_load_opts>() as _,
+                fd_array: fd_array.as_ptr().cast(),
+                ..Default::default()
+            };
+            let name = format!("bpfgate_fda{attempt}");
+            let cname = std::ffi::CString::new(name.clone()).expect("name");
+            // SAFETY: insns and fd_array outlive the call (AtomicI32 has i32's layout); opts is sized.
+            let fd = unsafe {
+                bpf_prog_load(
+                    BPF_PROG_TYPE_XDP,
+                    cname.as_ptr(),
+                    c"GPL".as_ptr(),
+                    insns.as_ptr(),
+                    insns.len() as _,
+                    &mut opts,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: our fd, closed once.
+                unsafe { libc::close(fd) };
+            }
+            let events = g.take();
+            let ours = named(&events, &name);
+            let at_load = ours.iter().find(|e| e.op == OP_PROG_LOAD).map_or(0, |e| e.classes | e.maybe_classes);
+            let after = ours.iter().find(|e| e.op == OP_PROG_MAPS).map(|e| **e);
+            outcomes.push((if fd >= 0 { Ok(()) } else { Err(-fd) }, at_load, after));
+            let seen =
+                |flag: bool| outcomes.iter().any(|(r, _, a)| r.is_ok() && a.is_some_and(|a| changed(&a)) == flag);
+            if seen(true) && seen(false) || Instant::now() > deadline {
+                break;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    for fd in [ct_fd, nat_fd] {
+        // SAFETY: our fds, closed once.
+        unsafe { libc::close(fd) };
+    }
+    let loaded: Vec<_> = outcomes.iter().filter(|(r, ..)| r.is_ok()).collect();
+    let caught: Vec<_> = loaded.iter().filter(|(_, _, a)| a.is_some_and(|a| changed(&a))).collect();
+    report!(
+        "fd_array flips: {} loads, {} verified, {} of them with the scan's BTF changed{}",
+        outcomes.len(),
+        loaded.len(),
+        caught.len(),
+        caught.first().and_then(|(_, _, a)| a.as_ref()).map_or(String::new(), |a| format!(": {}", g.describe(a)))
+    );
+    let conservative = Capability::KernelRead.bit() | Capability::MapWrite.bit() | Capability::PacketWrite.bit();
+    for (_, at_load, after) in &loaded {
+        let flagged = after.is_some_and(|a| changed(&a));
+        // The scan read nf_nat's BTF exactly when the kfuncs were unknown at load.
+        assert_eq!(at_load & unknown != 0, flagged, "classes at load {at_load:#x}, after: {after:?}");
+        if let Some(a) = after.filter(|a| changed(a)) {
+            assert_eq!(a.classes | a.maybe_classes, unknown | conservative, "{}", g.describe(&a));
+        }
+    }
+    assert!(!caught.is_empty(), "the flip never fell between the scan and the verifier in {} loads", outcomes.len());
+    assert!(caught.len() < loaded.len(), "no load read the same BTF as the verifier in {} loads", outcomes.len());
+}
