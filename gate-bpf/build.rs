@@ -27,7 +27,10 @@ fn fail(what: String) -> ! {
 /// The scan's tables (`bpfgate::kernel_view`): the register tag bits, and per helper id the tag of r0 after
 /// the call and its call flags (arguments whose memory it writes, whether it runs a callback).
 fn scan_header(cat: &Catalogue) -> String {
-    use bpfgate::kernel_view::{call_flags, callback_tags, returned, tag, CALLBACK, JOIN_SLOTS};
+    use bpfgate::kernel_view::{
+        call_flags, callback_tags, returned, tag, CALLBACK, JOIN_SLOTS, KFUNC_FLAGS_SHIFT, KFUNC_INDEX_SHIFT,
+        KFUNC_RET_SHIFT,
+    };
     // A power of two, so the program can mask the index and the verifier sees it in bounds.
     let len = (cat.helpers.iter().map(|h| h.id as usize + 1).max().unwrap_or(1)).next_power_of_two();
     let (mut ret, mut flags, mut callbacks) = (vec![tag::ANY; len], vec![CALLBACK | 0x1f; len], vec![tag::ANY; len]);
@@ -56,6 +59,10 @@ fn scan_header(cat: &Catalogue) -> String {
     let _ = writeln!(out, "#define GATE_CALL_CALLBACK {CALLBACK:#x}\n#define BPFGATE_HELPER_TABLE {len}");
     let _ = writeln!(out, "/* Forward jump targets whose state the scan keeps at once, direct-mapped. */");
     let _ = writeln!(out, "#define GATE_JOIN_SLOTS {JOIN_SLOTS}");
+    let _ = writeln!(out, "/* kfunc_classes values (kernel_view::kfunc_value): class bits, then these. */");
+    for (name, shift) in [("RET", KFUNC_RET_SHIFT), ("FLAGS", KFUNC_FLAGS_SHIFT), ("INDEX", KFUNC_INDEX_SHIFT)] {
+        let _ = writeln!(out, "#define GATE_KFUNC_{name}_SHIFT {shift}");
+    }
     // An explicit .rodata: clang would put a large constant in .rodata.cstN, whose BTF the kernel refuses.
     for (name, what, bytes) in [
         ("bpfgate_helper_ret", "tag of r0 after the call (kernel_view::returned)", &ret),

@@ -29,10 +29,6 @@ pub const MAX_RULES: u32 = 64;
 pub const MAX_TARGETS: u32 = 1024;
 pub const MAX_MAP_NAMES: u32 = 256;
 pub const MAX_SUBJECT_KEYS: usize = 256;
-/// `GATE_KFUNC_*_SHIFT`: where `kfunc_classes` values keep the scan's tags and the catalogue index.
-const KFUNC_RET_SHIFT: u32 = 16;
-const KFUNC_FLAGS_SHIFT: u32 = 24;
-const KFUNC_INDEX_SHIFT: u32 = 32;
 
 /// Which variant of the `bpf`, `bpf_map_create` and `bpf_prog_load` hooks matches the running kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,13 +347,10 @@ impl Gate {
         Ok(())
     }
 
+    /// Records `KFUNCS[index]` as BTF id `id` of BTF object `obj` (0: vmlinux); returns the map key.
     fn record_kfunc(&mut self, obj: u32, id: u32, index: usize) -> Result<[u8; 8], GateError> {
-        use bpfgate::kernel_view::{call_flags, returned};
         let k = &bpfgate::helpers::KFUNCS[index];
-        let value = u64::from(k.classes.0)
-            | u64::from(returned(k.effects)) << KFUNC_RET_SHIFT
-            | u64::from(call_flags(k.effects)) << KFUNC_FLAGS_SHIFT
-            | (index as u64) << KFUNC_INDEX_SHIFT;
+        let value = bpfgate::kernel_view::kfunc_value(k, index);
         let mut key = [0u8; 8];
         key[..4].copy_from_slice(&obj.to_ne_bytes());
         key[4..].copy_from_slice(&id.to_ne_bytes());

@@ -184,6 +184,20 @@ const SLOTS: usize = 64;
 /// `GATE_JOIN_SLOTS`).
 pub const JOIN_SLOTS: usize = 32;
 
+/// Where a value of the gate's `kfunc_classes` map keeps, beside the class bits (0-15), what the kfunc returns
+/// ([`returned`]), its [`call_flags`] and its catalogue index, which events name it by (`GATE_KFUNC_*_SHIFT`).
+pub const KFUNC_RET_SHIFT: u32 = 16;
+pub const KFUNC_FLAGS_SHIFT: u32 = 24;
+pub const KFUNC_INDEX_SHIFT: u32 = 32;
+
+/// The gate's `kfunc_classes` value for `k`, the kfunc at `index` in [`helpers::KFUNCS`].
+pub fn kfunc_value(k: &helpers::Kfunc, index: usize) -> u64 {
+    u64::from(k.classes.0)
+        | u64::from(returned(k.effects)) << KFUNC_RET_SHIFT
+        | u64::from(call_flags(k.effects)) << KFUNC_FLAGS_SHIFT
+        | (index as u64) << KFUNC_INDEX_SHIFT
+}
+
 /// Tags of r0-r10 and of the frame's 8-byte slots.
 #[derive(Clone, Copy)]
 struct Tags {

@@ -185,15 +185,7 @@ struct gate_uid_key {
 	__u32 uid;
 };
 
-/*
- * kfunc_classes values: class bits (0-15), the tag of what it returns (bpfgate::kernel_view::returned,
- * 16-23), the arguments it writes through (kernel_view::call_flags, 24-31) and, in the high word, its
- * index in the catalogue (bpfgate::helpers::KFUNCS), which events name it by.
- */
-#define GATE_KFUNC_RET_SHIFT 16
-#define GATE_KFUNC_FLAGS_SHIFT 24
-#define GATE_KFUNC_INDEX_SHIFT 32
-
+/* kfunc_classes values: bpfgate::kernel_view::kfunc_value (GATE_KFUNC_*_SHIFT in gate_scan.h). */
 /*
  * A kfunc by where its BTF lives: btf_obj 0 for vmlinux (a call with off 0), else the id of the module's BTF
  * object (the kernel's struct btf id, what BPF_BTF_GET_NEXT_ID lists); btf_id is the call's imm.
