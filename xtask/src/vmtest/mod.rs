@@ -121,7 +121,9 @@ pub fn run(args: Args) -> Result<bool> {
     let t = Instant::now();
     // Per process, so concurrent runs in one checkout don't overwrite each other's guest.
     let initrd = TempFile(work.join(format!("initramfs-{}.cpio", std::process::id())));
-    let modules: Vec<&Path> = kernels.iter().filter_map(|k| k.modules.as_deref()).collect();
+    // Only the live tests use the modules: a benchmark's guest stays as it was.
+    let modules: Vec<&Path> =
+        if args.no_tests { Vec::new() } else { kernels.iter().filter_map(|k| k.modules.as_deref()).collect() };
     let mut guest_bins = args.guest_bins.clone();
     guest_bins.extend(live_bins.into_iter().map(|b| (b.name, b.path)));
     let size = build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
