@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value = "all", value_delimiter = ',')]
     kernel: Vec<String>,
     /// Per-VM time limit in seconds (boot plus tests); qemu is killed when it runs out.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 900)]
     timeout: u64,
     /// Accelerator: auto tries KVM and falls back to TCG when KVM fails.
     #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
