@@ -136,7 +136,7 @@ impl RawEvent {
     }
 }
 
-fn c_str(bytes: &[u8]) -> String {
+pub(crate) fn c_str(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned()
 }

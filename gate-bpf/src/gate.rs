@@ -138,10 +138,11 @@ impl Drop for KernelBtf {
     }
 }
 
-/// The ids of the kernel's module BTF objects (not vmlinux's, not programs'), as BPF_BTF_GET_NEXT_ID lists them.
-fn module_btf_ids() -> Vec<u32> {
+/// The kernel's own BTF objects (vmlinux's and the modules', not programs'), as BPF_BTF_GET_NEXT_ID lists them:
+/// (id, name).
+pub fn kernel_btfs() -> Vec<(u32, String)> {
     use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut id, mut ids) = (0u32, Vec::new());
+    let (mut id, mut found) = (0u32, Vec::new());
     // SAFETY: next is a valid out-pointer; the loop ends when the kernel reports no further id.
     while unsafe { libbpf_sys::bpf_btf_get_next_id(id, &mut id) } == 0 {
         // SAFETY: no preconditions; a negative result means the object went away meanwhile.
@@ -162,11 +163,16 @@ fn module_btf_ids() -> Vec<u32> {
         if unsafe { libbpf_sys::bpf_btf_get_info_by_fd(fd, &mut info, &mut len) } != 0 {
             continue;
         }
-        if info.kernel_btf != 0 && !name.starts_with(b"vmlinux\0") {
-            ids.push(id);
+        if info.kernel_btf != 0 {
+            found.push((id, crate::event::c_str(&name)));
         }
     }
-    ids
+    found
+}
+
+/// The ids of the modules' BTF objects.
+fn module_btf_ids() -> Vec<u32> {
+    kernel_btfs().into_iter().filter(|(_, name)| name != "vmlinux").map(|(id, _)| id).collect()
 }
 
 /// The hook's prototype in the running kernel decides the program variant.

@@ -16,7 +16,7 @@ mod gate;
 pub mod resolve;
 
 pub use gate::{
-    object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant, Installed, DEFAULT_PIN_DIR, MAX_MAP_NAMES,
-    MAX_RULES, MAX_SUBJECT_KEYS, MAX_TARGETS,
+    kernel_btfs, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant, Installed, DEFAULT_PIN_DIR,
+    MAX_MAP_NAMES, MAX_RULES, MAX_SUBJECT_KEYS, MAX_TARGETS,
 };
 pub use resolve::HostResolver;

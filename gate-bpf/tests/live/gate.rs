@@ -1873,31 +1873,10 @@ fn gate_counts_kernel_read_through_a_kptr_it_lost_track_of() {
 
 /// A kernel BTF object by name (`vmlinux`, a module's): a new fd to it and its id.
 fn kernel_btf(name: &str) -> Option<(i32, u32)> {
-    let mut id = 0u32;
-    // SAFETY: id is a valid out-pointer; the loop ends when the kernel reports no further id.
-    while unsafe { libbpf_sys::bpf_btf_get_next_id(id, &mut id) } == 0 {
-        // SAFETY: no preconditions; a negative result means the object went away meanwhile.
-        let fd = unsafe { libbpf_sys::bpf_btf_get_fd_by_id(id) };
-        if fd < 0 {
-            continue;
-        }
-        let mut buf = [0u8; 64];
-        let mut info = libbpf_sys::bpf_btf_info {
-            name: buf.as_mut_ptr() as u64,
-            name_len: buf.len() as u32,
-            ..Default::default()
-        };
-        let mut len = size_of_val(&info) as u32;
-        // SAFETY: the kernel writes at most len bytes into info and name_len bytes into buf.
-        let ok = unsafe { libbpf_sys::bpf_btf_get_info_by_fd(fd, &mut info, &mut len) } == 0;
-        if ok && info.kernel_btf != 0 && buf.strip_prefix(name.as_bytes()).is_some_and(|rest| rest.first() == Some(&0))
-        {
-            return Some((fd, id));
-        }
-        // SAFETY: our fd, closed once.
-        unsafe { libc::close(fd) };
-    }
-    None
+    let (id, _) = bpfgate_gate::kernel_btfs().into_iter().find(|(_, n)| n == name)?;
+    // SAFETY: no preconditions; a negative result means the object went away meanwhile.
+    let fd = unsafe { libbpf_sys::bpf_btf_get_fd_by_id(id) };
+    (fd >= 0).then_some((fd, id))
 }
 
 /// The BTF id of function `func` in kernel BTF object `obj` (a module's, split on vmlinux).
