@@ -956,8 +956,14 @@ fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, insns: &[libb
 }
 
 fn insn(code: u32, dst: u8, imm: i32) -> libbpf_sys::bpf_insn {
-    let mut i = libbpf_sys::bpf_insn { code: code as u8, imm, ..Default::default() };
+    raw_insn(code, dst, 0, 0, imm)
+}
+
+/// An instruction with every field given.
+fn raw_insn(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_insn {
+    let mut i = libbpf_sys::bpf_insn { code: code as u8, off, imm, ..Default::default() };
     i.set_dst_reg(dst);
+    i.set_src_reg(src);
     i
 }
 
@@ -1778,32 +1784,26 @@ fn kptr_value_btf() -> Vec<u8> {
 /// proves), otherwise through the map value again.
 fn load_after_loop(name: &str, map_fd: i32, kptr: bool) -> Result<(), i32> {
     use libbpf_sys::*;
-    let raw = |code: u32, dst: u8, src: u8, off: i16, imm: i32| {
-        let mut i = bpf_insn { code: code as u8, off, imm, ..Default::default() };
-        i.set_dst_reg(dst);
-        i.set_src_reg(src);
-        i
-    };
     let insns = [
-        raw(BPF_ST | BPF_MEM | BPF_W, 10, 0, -4, 0), // *(u32 *)(r10 - 4) = 0
-        raw(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
-        raw(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
-        raw(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD as u8, 0, map_fd),
-        raw(0, 0, 0, 0, 0),
-        raw(BPF_JMP | BPF_CALL, 0, 0, 0, 1),         // bpf_map_lookup_elem
-        raw(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 6, 0),  // null: to r0 = 0; exit
-        raw(BPF_LDX | BPF_MEM | BPF_DW, 1, 0, 0, 0), // r1 = *(u64 *)(r0 + 0)
-        raw(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 0),
-        raw(BPF_ALU64 | BPF_ADD | BPF_K, 7, 0, 0, 1), // the loop head
-        raw(BPF_JMP | BPF_JLT | BPF_K, 7, 0, -2, 2),
-        raw(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1, 0),
+        raw_insn(BPF_ST | BPF_MEM | BPF_W, 10, 0, -4, 0), // *(u32 *)(r10 - 4) = 0
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+        raw_insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
+        raw_insn(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD as u8, 0, map_fd),
+        raw_insn(0, 0, 0, 0, 0),
+        raw_insn(BPF_JMP | BPF_CALL, 0, 0, 0, 1),         // bpf_map_lookup_elem
+        raw_insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 6, 0),  // null: to r0 = 0; exit
+        raw_insn(BPF_LDX | BPF_MEM | BPF_DW, 1, 0, 0, 0), // r1 = *(u64 *)(r0 + 0)
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 0),
+        raw_insn(BPF_ALU64 | BPF_ADD | BPF_K, 7, 0, 0, 1), // the loop head
+        raw_insn(BPF_JMP | BPF_JLT | BPF_K, 7, 0, -2, 2),
+        raw_insn(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1, 0),
         if kptr {
-            raw(BPF_LDX | BPF_MEM | BPF_W, 2, 1, 0, 0) // r2 = *(u32 *)(r1 + 0): the kptr's target
+            raw_insn(BPF_LDX | BPF_MEM | BPF_W, 2, 1, 0, 0) // r2 = *(u32 *)(r1 + 0): the kptr's target
         } else {
-            raw(BPF_LDX | BPF_MEM | BPF_DW, 2, 0, 0, 0) // r2 = *(u64 *)(r0 + 0): the map value
+            raw_insn(BPF_LDX | BPF_MEM | BPF_DW, 2, 0, 0, 0) // r2 = *(u64 *)(r0 + 0): the map value
         },
-        raw(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0),
-        raw(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0),
+        raw_insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
     ];
     let fd = load_typed_fd(BPF_PROG_TYPE_KPROBE, name, &insns)?;
     // SAFETY: fd is a fresh program fd that we own and close here.
@@ -1922,37 +1922,31 @@ fn gate_checks_module_btfs_against_what_the_verifier_bound() {
         return;
     };
     let (lookup, release) = (module_func_id(ct_id, c"bpf_xdp_ct_lookup"), module_func_id(ct_id, c"bpf_ct_release"));
-    let raw = |code: u32, dst: u8, src: u8, off: i16, imm: i32| {
-        let mut i = bpf_insn { code: code as u8, off, imm, ..Default::default() };
-        i.set_dst_reg(dst);
-        i.set_src_reg(src);
-        i
-    };
-    let kfunc = |id: i32| raw(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL as u8, 1, id);
-    let st = |size: u32, off: i16, imm: i32| raw(BPF_ST | BPF_MEM | size, 10, 0, off, imm);
+    let kfunc = |id: i32| raw_insn(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL as u8, 1, id);
+    let st = |size: u32, off: i16, imm: i32| raw_insn(BPF_ST | BPF_MEM | size, 10, 0, off, imm);
     let mut insns = vec![
-        raw(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0), // r6 = ctx
-        st(BPF_DW, -32, 0),                           // the tuple (ipv4, 12 bytes) at r10 - 32
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0), // r6 = ctx
+        st(BPF_DW, -32, 0),                                // the tuple (ipv4, 12 bytes) at r10 - 32
         st(BPF_DW, -24, 0),
         st(BPF_W, -16, -1), // opts at r10 - 16: netns_id -1, error 0, l4proto 6 (TCP)
         st(BPF_W, -12, 0),
         st(BPF_W, -8, 6),
-        raw(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
-        raw(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
-        raw(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -32),
-        raw(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 12),
-        raw(BPF_ALU64 | BPF_MOV | BPF_X, 4, 10, 0, 0),
-        raw(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, -16),
-        raw(BPF_ALU64 | BPF_MOV | BPF_K, 5, 0, 0, 12),
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+        raw_insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -32),
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 12),
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 4, 10, 0, 0),
+        raw_insn(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, -16),
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 5, 0, 0, 12),
         kfunc(lookup),
-        raw(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
-        raw(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0),
+        raw_insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
+        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0),
         kfunc(release),
     ];
     // A long scan after the calls: the window in which the other thread may run and flip the slot.
-    insns.resize(insns.len() + 50_000, raw(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 0));
-    insns.push(raw(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 2)); // XDP_PASS
-    insns.push(raw(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+    insns.resize(insns.len() + 50_000, raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 0));
+    insns.push(raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 2)); // XDP_PASS
+    insns.push(raw_insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
 
     let exe = this_exe();
     let mut g = Live::new();
