@@ -194,7 +194,7 @@ fn text_report(report: &ObjectReport, obj: Option<&Object>) -> String {
         for (cap, insns) in &p.evidence {
             let first = insns.first().copied().unwrap_or(0);
             let (sec, off) = p.locate(first);
-            let dis = obj.and_then(|o| o.disassemble(sec, off as usize)).unwrap_or_default();
+            let dis = obj.and_then(|o| bpfgate::disasm::disassemble(o, sec, off as usize)).unwrap_or_default();
             let more = if insns.len() > 1 { format!(" (and {} more)", insns.len() - 1) } else { String::new() };
             let _ = writeln!(s, "      {:<16} insn {first}: {dis}{more}", cap.name());
         }

@@ -8,7 +8,7 @@
 //! Properties:
 //! 1. **Decoding is total**: `insn::decode` at every slot either succeeds or returns an error, never panics;
 //!    a decoded instruction fits in the slots that remain; disassembly (`insn::Display`, with and without
-//!    names, and `Object::disassemble`) of every decodable slot never panics.
+//!    names, and `disasm::disassemble`) of every decodable slot never panics.
 //! 2. **The writer is valid**: the generated object parses with no errors and has exactly one program.
 //! 3. **Report invariants** of `bpfgate_fuzz::check_report` (evidence below `insn_count`, every capability has
 //!    evidence, JSON and CBOR round trips).
@@ -143,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(obj.errors.is_empty(), "generated ELF has errors: {:?}", obj.errors);
     assert_eq!(obj.programs.len(), usize::from(!code.is_empty()));
     for i in 0..insns.len() + 1 {
-        let _ = obj.disassemble(section, i);
+        let _ = bpfgate::disasm::disassemble(&obj, section, i);
     }
 
     // 3. Report invariants.

@@ -15,15 +15,14 @@ use std::collections::{BTreeMap, VecDeque};
 #[cfg(test)]
 use std::collections::HashMap;
 
-use crate::elf::{
-    Extern, Object, ProgramEntry, RelocTarget, MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS,
-};
+use crate::elf::{Extern, Object, ProgramEntry, RelocTarget};
 use crate::helpers::{self, CallbackArg, Effect};
 use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
-use crate::kernel_view;
 use crate::metadata::{
-    AttachType, Capability, ClassSet, HelperRef, MapAccess, ProgramMetadata, Subprogram, TailCall, UNKNOWN_MAP,
+    AttachType, Capability, ClassSet, HelperRef, KernelView, MapAccess, ProgramMetadata, Subprogram, TailCall,
+    UNKNOWN_MAP,
 };
+use crate::progtype::{MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
 
 /// The kernel's limit on the instructions of one program (`BPF_COMPLEXITY_LIMIT_INSNS`).
 pub const MAX_INSNS: usize = 1_000_000;
@@ -464,13 +463,25 @@ struct Ctx<'o, 'b> {
 /// lets programs spill pointers to the stack, and kptrs loaded from maps are treated as BTF pointers).
 pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, AnalysisError> {
     let mut unlimited = usize::MAX;
-    analyze_within(obj, prog, &mut unlimited)
+    analyze_within(obj, prog, &mut unlimited).map(|a| a.metadata)
+}
+
+/// A program's metadata (its [`ProgramMetadata::kernel_view`] left empty) and the linked layout it was found in,
+/// from which [`crate::kernel_view::compute`] derives the gate's view beside the analysis.
+#[derive(Debug, Clone)]
+pub struct Analyzed {
+    /// What the analysis found.
+    pub metadata: ProgramMetadata,
+    /// The linked program's functions, `(section, start, end)` in layout order (the entry function first).
+    pub funcs: Vec<(usize, usize, usize)>,
+    /// Calls between them: (call instruction, callee's first instruction), both linked indexes.
+    pub calls: Vec<(u32, u32)>,
 }
 
 /// [`analyze`], charging the instructions the program reaches and the maps it lists to `budget`, which the
 /// programs of one object share (start it at [`MAX_OBJECT_WORK`]). A program that would exceed what is left is
 /// not analyzed ([`AnalysisError::ObjectTooLarge`]).
-pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> Result<ProgramMetadata, AnalysisError> {
+pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> Result<Analyzed, AnalysisError> {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             let result = analyze_with(obj, prog, &mut buf, budget);
@@ -491,14 +502,14 @@ fn analyze_with(
     prog: &ProgramEntry,
     buf: &mut Buffers,
     budget: &mut usize,
-) -> Result<ProgramMetadata, AnalysisError> {
+) -> Result<Analyzed, AnalysisError> {
     buf.clear();
     let funcs = std::mem::take(&mut buf.funcs);
     let mut cx = Ctx { obj, prog, funcs, buf, facts: Facts::default(), foreign: Value::BOTTOM, budget: *budget };
     let result = cx.run();
     // Reached instructions are charged whether or not the analysis succeeded: decoding them was the work.
     let reached: usize = cx.funcs.iter().map(|f| f.end - f.start).sum();
-    let report = result.as_ref().map_or(ENTRY_WORK + prog.name.len(), report_work);
+    let report = result.as_ref().map_or(ENTRY_WORK + prog.name.len(), |a| report_work(&a.metadata));
     *budget = budget.saturating_sub(reached.saturating_add(report));
     cx.buf.funcs = cx.funcs;
     cx.buf.trim();
@@ -506,7 +517,7 @@ fn analyze_with(
 }
 
 impl Ctx<'_, '_> {
-    fn run(&mut self) -> Result<ProgramMetadata, AnalysisError> {
+    fn run(&mut self) -> Result<Analyzed, AnalysisError> {
         let cx = self;
         cx.discover()?;
         let mut entry_input = [Value::BOTTOM; 5];
@@ -1434,7 +1445,7 @@ impl Ctx<'_, '_> {
         }
     }
 
-    fn finish(&mut self) -> ProgramMetadata {
+    fn finish(&mut self) -> Analyzed {
         let obj = self.obj;
         let prog = self.prog;
         let info = &prog.info;
@@ -1534,14 +1545,7 @@ impl Ctx<'_, '_> {
                 Some((site, self.funcs.get(self.buf.func_at(target)?)?.layout))
             })
             .collect();
-        let kernel_view = kernel_view::compute(
-            obj,
-            info.prog_type,
-            info.attach_type,
-            self.funcs.iter().map(|f| (f.section, f.start, f.end)),
-            &calls,
-        );
-        ProgramMetadata {
+        let metadata = ProgramMetadata {
             name: prog.name.clone(),
             section: obj.sections[prog.section].name.clone(),
             section_offset: prog.start as u32,
@@ -1566,8 +1570,9 @@ impl Ctx<'_, '_> {
             maps,
             capabilities,
             evidence,
-            kernel_view,
-        }
+            kernel_view: KernelView::default(),
+        };
+        Analyzed { metadata, funcs: self.funcs.iter().map(|f| (f.section, f.start, f.end)).collect(), calls }
     }
 }
 

@@ -13,17 +13,8 @@ use object::{Endianness, Object as _, ObjectSection, ObjectSymbol, RelocationTar
 use crate::btf::BtfIndex;
 use crate::insn::{RawInsn, INSN_SIZE};
 use crate::metadata::{MapDef, MapKind};
+use crate::progtype::{MAP_TYPE_ARRAY, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS, MAP_TYPE_PROG_ARRAY};
 use crate::section::{self, SectionInfo};
-
-/// `BPF_MAP_TYPE_ARRAY`, the type libbpf gives global data maps.
-const MAP_TYPE_ARRAY: u32 = 2;
-/// `BPF_MAP_TYPE_ARENA`.
-pub const MAP_TYPE_ARENA: u32 = 33;
-/// `BPF_MAP_TYPE_PROG_ARRAY`.
-pub const MAP_TYPE_PROG_ARRAY: u32 = 3;
-/// Map-in-map types: lookups return an inner map, not a value.
-pub const MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-pub const MAP_TYPE_HASH_OF_MAPS: u32 = 13;
 
 /// Longest symbol or section name read: the kernel's `KSYM_NAME_LEN`, which every name it resolves (kfuncs,
 /// ksyms, BTF names) stays under. Names are copied per relocation and per program, so their length multiplies
@@ -342,6 +333,132 @@ enum SecRole {
 
 const NO_MAP: usize = usize::MAX;
 
+/// What [`Object::read_sections`] found: each section's role and where the BTF and map definitions are.
+struct Layout<'data> {
+    /// By ELF section index.
+    roles: Vec<SecRole>,
+    btf: Option<BtfIndex<'data>>,
+    legacy_maps: Option<SectionIndex>,
+    btf_maps: Option<SectionIndex>,
+}
+
+impl Layout<'_> {
+    fn role(&self, i: Option<SectionIndex>) -> SecRole {
+        i.and_then(|i| self.roles.get(i.0)).copied().unwrap_or(SecRole::Other)
+    }
+}
+
+/// Resolves the relocations of code sections against what the rest of the object defines.
+struct Relocator<'a, 'data> {
+    file: &'a ElfFile64<'data, Endianness>,
+    names: &'a SectionNames<'data>,
+    syms: &'a Symbols<'data>,
+    layout: &'a Layout<'data>,
+    /// By ELF symbol index, the map it names ([`NO_MAP`] for none).
+    map_syms: Vec<usize>,
+    /// The `.kconfig` DATASEC's variables, sorted; `None` without BTF.
+    kconfig_names: Option<Vec<&'a str>>,
+    /// The `.kconfig` map, once a relocation needed it.
+    kconfig_map: Option<usize>,
+}
+
+impl Relocator<'_, '_> {
+    /// The relocations of code section `pos`. One bad relocation already keeps the section's programs from being
+    /// analyzed: only the first is reported, and the rest counted, so a million of them cost no memory.
+    fn relocate(&mut self, obj: &mut Object, pos: usize) {
+        let Ok(sec) = self.file.section_by_index(SectionIndex(obj.sections[pos].elf_index)) else { return };
+        let section = obj.sections[pos].name.clone();
+        let mut bad_relocs: (Option<ElfError>, usize, u64) = (None, 0, 0);
+        for (offset, reloc) in sec.relocations() {
+            let insn = (offset / INSN_SIZE as u64) as usize;
+            let target = if offset % INSN_SIZE as u64 != 0 || insn >= obj.sections[pos].insns.len() {
+                Err("offset is not an instruction in the section".into())
+            } else {
+                self.target(obj, reloc.target())
+            };
+            match target {
+                Ok(target) => {
+                    obj.sections[pos].relocs.insert(insn, target);
+                }
+                Err(reason) if bad_relocs.0.is_none() => {
+                    bad_relocs.0 = Some(ElfError::BadRelocation { section: section.clone(), offset, reason });
+                }
+                Err(_) => {
+                    if bad_relocs.1 == 0 {
+                        bad_relocs.2 = offset;
+                    }
+                    bad_relocs.1 += 1;
+                }
+            }
+        }
+        let (first, more, offset) = bad_relocs;
+        obj.errors.extend(first);
+        if more > 0 {
+            let reason = format!("and {more} more bad relocations in this section (only the first is shown)");
+            obj.errors.push(ElfError::BadRelocation { section, offset, reason });
+        }
+    }
+
+    /// What a relocation refers to, or why it cannot be resolved.
+    fn target(&mut self, obj: &mut Object, target: RelocationTarget) -> Result<RelocTarget, String> {
+        let RelocationTarget::Symbol(sym_idx) = target else {
+            return Err("target is not a symbol".into());
+        };
+        let Some(sym) = self.syms.get(sym_idx.0) else {
+            // Not in the symbol table: the object crate words the error.
+            let e = self.file.symbol_by_index(sym_idx).err().map_or_else(|| "no such symbol".into(), |e| e.to_string());
+            return Err(format!("symbol {}: {e}", sym_idx.0));
+        };
+        let map = self.map_syms.get(sym_idx.0).copied().unwrap_or(NO_MAP);
+        let sym_name = || sym.name().unwrap_or("");
+        if map != NO_MAP {
+            return Ok(RelocTarget::Map(map));
+        }
+        if sym.undefined {
+            let sym_name = sym_name();
+            if sym_name.is_empty() {
+                return Err("undefined symbol without a readable name".into());
+            }
+            let is_kconfig = match &self.kconfig_names {
+                Some(names) => names.binary_search(&sym_name).is_ok(),
+                None => is_kconfig_extern(sym_name),
+            };
+            return Ok(if is_kconfig {
+                let map = *self.kconfig_map.get_or_insert_with(|| obj.kconfig_map(0));
+                RelocTarget::MapValue { map, offset: 0 }
+            } else {
+                RelocTarget::Extern { name: sym_name.to_owned() }
+            });
+        }
+        match self.layout.role(sym.section) {
+            SecRole::Data(map) => Ok(RelocTarget::MapValue { map, offset: sym.address }),
+            SecRole::Code(target_sec) => {
+                let sym_name = sym_name();
+                if sym.address % INSN_SIZE as u64 != 0 {
+                    return Err(format!("code symbol {sym_name} is not instruction-aligned"));
+                }
+                let name = if sym.kind == SymbolKind::Section {
+                    obj.sections[target_sec].name.clone()
+                } else {
+                    sym_name.to_owned()
+                };
+                Ok(RelocTarget::Code { section: target_sec, base: (sym.address / 8) as usize, symbol: name })
+            }
+            SecRole::Other => {
+                let sec_name = || sym.section.and_then(|i| self.names.by_index(self.file, i));
+                if sym.kind == SymbolKind::Section {
+                    return Err(format!(
+                        "refers to section {} itself, not to a named map or variable (a static map?)",
+                        sec_name().unwrap_or_default()
+                    ));
+                }
+                let in_sec = sec_name().unwrap_or("no section");
+                Err(format!("symbol `{}` in {in_sec} is neither a map, global data, code nor an extern", sym_name()))
+            }
+        }
+    }
+}
+
 impl Object {
     /// Parses a BPF ELF object.
     pub fn parse(data: &[u8]) -> Result<Object, ElfError> {
@@ -363,9 +480,8 @@ impl Object {
         if machine != elf::EM_BPF {
             return Err(ElfError::NotBpf { machine });
         }
-        let little_endian = file.is_little_endian();
         let mut obj = Object {
-            little_endian,
+            little_endian: file.is_little_endian(),
             license: None,
             maps: Vec::new(),
             sections: Vec::new(),
@@ -377,25 +493,73 @@ impl Object {
             by_name: Vec::new(),
         };
         let names = SectionNames::new(&file, data);
+        let layout = obj.read_sections(&file, &names)?;
+        let btf = layout.btf.as_ref();
+        if let Some(b) = btf {
+            obj.externs = externs(b);
+            obj.exception_callbacks = b.exception_callbacks();
+        }
+        // `.kconfig` externs: BTF's .kconfig DATASEC names them; without BTF, libbpf's naming convention does.
+        let kconfig = btf.and_then(|b| b.datasec(".kconfig"));
+        if let (Some(b), Some(vars)) = (btf, &kconfig) {
+            obj.kconfig_map(kconfig_layout_size(b, vars));
+        }
+        let syms = Symbols::read(&file);
+        let map_syms = obj.read_maps(&file, &syms, &layout);
+        obj.read_funcs(&syms, &layout)?;
+        obj.find_programs();
+        // Sorted once: every relocation against an undefined symbol asks.
+        let kconfig_names: Option<Vec<&str>> = kconfig.as_ref().map(|vars| {
+            let mut v: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+            v.sort_unstable();
+            v
+        });
+        let mut relocs = Relocator {
+            file: &file,
+            names: &names,
+            syms: &syms,
+            layout: &layout,
+            map_syms,
+            kconfig_names,
+            kconfig_map: None,
+        };
+        for pos in 0..obj.sections.len() {
+            relocs.relocate(&mut obj, pos);
+        }
+        if obj.dropped_errors > 0 {
+            obj.errors.push(ElfError::MoreErrors { count: obj.dropped_errors });
+        }
+        let mut by_name: Vec<usize> = (0..obj.sections.len()).collect();
+        by_name.sort_by(|&a, &b| (&obj.sections[a].name, a).cmp(&(&obj.sections[b].name, b)));
+        obj.by_name = by_name;
+        Ok(obj)
+    }
 
-        let mut btf = None;
-        let mut legacy_maps_sec = None;
-        let mut btf_maps_sec = None;
-        // Sections are few and densely numbered: a table beats hashing their indices.
-        let mut roles: Vec<SecRole> = vec![SecRole::Other; file.elf_section_table().len()];
+    /// Reads every section by its role: the license, BTF, code, global data, and where the map definitions are.
+    fn read_sections<'data>(
+        &mut self,
+        file: &ElfFile64<'data, Endianness>,
+        names: &SectionNames<'data>,
+    ) -> Result<Layout<'data>, ElfError> {
+        let mut layout = Layout {
+            // Sections are few and densely numbered: a table beats hashing their indices.
+            roles: vec![SecRole::Other; file.elf_section_table().len()],
+            btf: None,
+            legacy_maps: None,
+            btf_maps: None,
+        };
         let code_sections = file.sections().filter(|s| sh_flags(s) & u64::from(elf::SHF_EXECINSTR) != 0).count();
         if code_sections > MAX_OBJECT_FUNCS {
             return Err(ElfError::TooMany { what: "executable sections", limit: MAX_OBJECT_FUNCS });
         }
-        obj.sections.reserve_exact(code_sections);
-
+        self.sections.reserve_exact(code_sections);
         for sec in file.sections() {
             let sh_flags = sh_flags(&sec);
             let name = match names.of(sec.elf_section_header()) {
                 Ok(name) => name,
                 // A program must not vanish because its section name cannot be read.
                 Err(reason) if sh_flags & u64::from(elf::SHF_EXECINSTR) != 0 => {
-                    obj.error(ElfError::BadSectionName { index: sec.index().0, reason });
+                    self.error(ElfError::BadSectionName { index: sec.index().0, reason });
                     continue;
                 }
                 Err(_) => continue,
@@ -406,52 +570,27 @@ impl Object {
                 continue;
             }
             let role = if name == "license" {
-                if let Ok(bytes) = sec.data() {
-                    // What the kernel reads of it: the first 127 bytes.
-                    let bytes = bytes.get(..MAX_LICENSE_LEN).unwrap_or(bytes);
-                    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                    obj.license = Some(String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned());
-                }
+                self.read_license(&sec);
                 SecRole::Other
             } else if name == ".BTF" {
                 match sec.data() {
-                    Ok(bytes) => match crate::btf::index(bytes, little_endian) {
-                        Ok(b) => btf = Some(b),
-                        Err(e) => obj.error(e.into()),
+                    Ok(bytes) => match crate::btf::index(bytes, self.little_endian) {
+                        Ok(b) => layout.btf = Some(b),
+                        Err(e) => self.error(e.into()),
                     },
-                    Err(source) => obj.error(ElfError::SectionData { section: name.into(), source }),
+                    Err(source) => self.error(ElfError::SectionData { section: name.into(), source }),
                 }
                 SecRole::Other
             } else if name == "maps" || name.starts_with("maps/") {
-                legacy_maps_sec = Some(sec.index());
+                layout.legacy_maps = Some(sec.index());
                 SecRole::Other
             } else if name == ".maps" {
-                btf_maps_sec = Some(sec.index());
+                layout.btf_maps = Some(sec.index());
                 SecRole::Other
             } else if sh_flags & u64::from(elf::SHF_EXECINSTR) != 0 {
-                match sec.data() {
-                    Ok(bytes) if bytes.len() % INSN_SIZE != 0 => {
-                        obj.error(ElfError::TruncatedCode { section: name.into(), size: bytes.len() as u64 });
-                        SecRole::Other
-                    }
-                    Ok(bytes) if !bytes.is_empty() => {
-                        obj.sections.push(CodeSection {
-                            elf_index: sec.index().0,
-                            name: name.into(),
-                            insns: RawInsn::parse_all(bytes, little_endian),
-                            relocs: BTreeMap::new(),
-                            funcs: Vec::new(),
-                        });
-                        SecRole::Code(obj.sections.len() - 1)
-                    }
-                    Ok(_) => SecRole::Other,
-                    Err(source) => {
-                        obj.error(ElfError::SectionData { section: name.into(), source });
-                        SecRole::Other
-                    }
-                }
+                self.read_code(&sec, name)
             } else if is_global_data(name) && sh_flags & u64::from(elf::SHF_ALLOC) != 0 {
-                obj.maps.push(MapDef {
+                self.maps.push(MapDef {
                     name: name.into(),
                     kind: MapKind::GlobalData,
                     map_type: MAP_TYPE_ARRAY,
@@ -463,57 +602,75 @@ impl Object {
                     read_only: name.starts_with(".rodata") || sh_flags & u64::from(elf::SHF_WRITE) == 0,
                     kptr: false,
                 });
-                SecRole::Data(obj.maps.len() - 1)
+                SecRole::Data(self.maps.len() - 1)
             } else {
                 SecRole::Other
             };
-            if let Some(slot) = roles.get_mut(sec.index().0) {
+            if let Some(slot) = layout.roles.get_mut(sec.index().0) {
                 *slot = role;
             }
         }
-        let role = |i: Option<SectionIndex>| i.and_then(|i| roles.get(i.0)).copied().unwrap_or(SecRole::Other);
+        Ok(layout)
+    }
 
-        if let Some(b) = &btf {
-            obj.externs = externs(b);
-            obj.exception_callbacks = b.exception_callbacks();
+    /// The `license` section: what the kernel reads of it, the first 127 bytes up to a NUL.
+    fn read_license<'data>(&mut self, sec: &impl ObjectSection<'data>) {
+        if let Ok(bytes) = sec.data() {
+            let bytes = bytes.get(..MAX_LICENSE_LEN).unwrap_or(bytes);
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            self.license = Some(String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned());
         }
-        // `.kconfig` externs: BTF's .kconfig DATASEC names them; without BTF, libbpf's naming convention does.
-        let kconfig = btf.as_ref().and_then(|b| b.datasec(".kconfig"));
-        if let (Some(b), Some(vars)) = (&btf, &kconfig) {
-            obj.kconfig_map(kconfig_layout_size(b, vars));
-        }
-        // Sorted once: every relocation against an undefined symbol asks.
-        let kconfig_names: Option<Vec<&str>> = kconfig.as_ref().map(|vars| {
-            let mut v: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
-            v.sort_unstable();
-            v
-        });
-        let is_kconfig = |name: &str| match &kconfig_names {
-            Some(names) => names.binary_search(&name).is_ok(),
-            None => is_kconfig_extern(name),
-        };
-        let mut kconfig_map = None;
+    }
 
-        let syms = Symbols::read(&file);
-        // Map symbols: by ELF symbol index, the map they name (NO_MAP for none).
+    /// An executable section: its instructions, when it has whole ones.
+    fn read_code<'data>(&mut self, sec: &impl ObjectSection<'data>, name: &str) -> SecRole {
+        match sec.data() {
+            Ok(bytes) if bytes.len() % INSN_SIZE != 0 => {
+                self.error(ElfError::TruncatedCode { section: name.into(), size: bytes.len() as u64 });
+                SecRole::Other
+            }
+            Ok(bytes) if !bytes.is_empty() => {
+                self.sections.push(CodeSection {
+                    elf_index: sec.index().0,
+                    name: name.into(),
+                    insns: RawInsn::parse_all(bytes, self.little_endian),
+                    relocs: BTreeMap::new(),
+                    funcs: Vec::new(),
+                });
+                SecRole::Code(self.sections.len() - 1)
+            }
+            Ok(_) => SecRole::Other,
+            Err(source) => {
+                self.error(ElfError::SectionData { section: name.into(), source });
+                SecRole::Other
+            }
+        }
+    }
+
+    /// Legacy and BTF-defined maps, and which global data holds kptrs. Returns, by ELF symbol index, the map each
+    /// symbol names ([`NO_MAP`] for none).
+    fn read_maps(&mut self, file: &ElfFile64<Endianness>, syms: &Symbols<'_>, layout: &Layout<'_>) -> Vec<usize> {
         let mut map_syms: Vec<usize> = vec![NO_MAP; syms.0.len() + 1];
-        if let Some(idx) = legacy_maps_sec {
-            obj.read_legacy_maps(&file, &syms, idx, &mut map_syms);
+        if let Some(idx) = layout.legacy_maps {
+            self.read_legacy_maps(file, syms, idx, &mut map_syms);
         }
-        if let Some(idx) = btf_maps_sec {
-            obj.read_btf_maps(&file, &syms, idx, btf.as_ref(), &mut map_syms);
+        if let Some(idx) = layout.btf_maps {
+            self.read_btf_maps(file, syms, idx, layout.btf.as_ref(), &mut map_syms);
         }
         // Global data holds kptrs where its DATASEC's variables do.
-        if let Some(b) = &btf {
-            for m in obj.maps.iter_mut().filter(|m| m.kind == MapKind::GlobalData) {
+        if let Some(b) = &layout.btf {
+            for m in self.maps.iter_mut().filter(|m| m.kind == MapKind::GlobalData) {
                 m.kptr = b.datasec(&m.name).is_some_and(|vars| vars.iter().any(|v| b.holds_kptr(v.type_id)));
             }
         }
+        map_syms
+    }
 
-        // Function symbols and programs.
+    /// The function symbols of code sections: each function's extent, sorted by start.
+    fn read_funcs(&mut self, syms: &Symbols<'_>, layout: &Layout<'_>) -> Result<(), ElfError> {
         let mut funcs = 0usize;
         for (sym_idx, sym) in syms.iter() {
-            let SecRole::Code(pos) = role(sym.section) else { continue };
+            let SecRole::Code(pos) = layout.role(sym.section) else { continue };
             if sym.kind != SymbolKind::Text {
                 continue;
             }
@@ -521,31 +678,31 @@ impl Object {
             if funcs > MAX_OBJECT_FUNCS {
                 return Err(ElfError::TooMany { what: "function symbols", limit: MAX_OBJECT_FUNCS });
             }
-            let section = || obj.sections[pos].name.clone();
+            let section = || self.sections[pos].name.clone();
             // Skipping the symbol would silently merge its code into the function before it.
             let name = match sym.name_checked() {
                 Ok(name) => name,
                 Err(reason) => {
                     let e = ElfError::BadSymbolName { section: section(), symbol: sym_idx, reason };
-                    obj.error(e);
+                    self.error(e);
                     continue;
                 }
             };
             let (addr, size) = (sym.address, sym.size);
-            let len = obj.sections[pos].insns.len() as u64;
+            let len = self.sections[pos].insns.len() as u64;
             if addr % INSN_SIZE as u64 != 0
                 || size % INSN_SIZE as u64 != 0
                 || addr / 8 >= len
                 || (addr + size) / 8 > len
             {
-                obj.error(ElfError::BadSymbol { section: section(), symbol: name.into(), offset: addr });
+                self.error(ElfError::BadSymbol { section: section(), symbol: name.into(), offset: addr });
                 continue;
             }
             let start = (addr / 8) as usize;
             let end = if size == 0 { 0 } else { ((addr + size) / 8) as usize };
-            obj.sections[pos].funcs.push(Func { name: name.into(), start, end, global: sym.global });
+            self.sections[pos].funcs.push(Func { name: name.into(), start, end, global: sym.global });
         }
-        for cs in &mut obj.sections {
+        for cs in &mut self.sections {
             cs.funcs.sort_by(|a, b| (a.start, &a.name).cmp(&(b.start, &b.name)));
             cs.funcs.dedup_by_key(|f| f.start);
             for i in 0..cs.funcs.len() {
@@ -555,103 +712,7 @@ impl Object {
                 }
             }
         }
-        obj.find_programs();
-
-        // Relocations of code sections. One bad relocation already keeps the section's programs from being
-        // analyzed: only the first is reported, and the rest counted, so a million of them cost no memory.
-        for pos in 0..obj.sections.len() {
-            let Ok(sec) = file.section_by_index(SectionIndex(obj.sections[pos].elf_index)) else { continue };
-            let section = obj.sections[pos].name.clone();
-            let mut bad_relocs: (Option<ElfError>, usize, u64) = (None, 0, 0);
-            for (offset, reloc) in sec.relocations() {
-                let bad = |reason: String| ElfError::BadRelocation { section: section.clone(), offset, reason };
-                let mut note_bad = |e: ElfError| match bad_relocs.0 {
-                    None => bad_relocs.0 = Some(e),
-                    Some(_) => {
-                        if bad_relocs.1 == 0 {
-                            bad_relocs.2 = offset;
-                        }
-                        bad_relocs.1 += 1;
-                    }
-                };
-                let insn = (offset / INSN_SIZE as u64) as usize;
-                if offset % INSN_SIZE as u64 != 0 || insn >= obj.sections[pos].insns.len() {
-                    note_bad(bad("offset is not an instruction in the section".into()));
-                    continue;
-                }
-                let RelocationTarget::Symbol(sym_idx) = reloc.target() else {
-                    note_bad(bad("target is not a symbol".into()));
-                    continue;
-                };
-                let Some(sym) = syms.get(sym_idx.0) else {
-                    // Not in the symbol table: the object crate words the error.
-                    let e =
-                        file.symbol_by_index(sym_idx).err().map_or_else(|| "no such symbol".into(), |e| e.to_string());
-                    note_bad(bad(format!("symbol {}: {e}", sym_idx.0)));
-                    continue;
-                };
-                let map = map_syms.get(sym_idx.0).copied().unwrap_or(NO_MAP);
-                let sym_name = || sym.name().unwrap_or("");
-                let target = if map != NO_MAP {
-                    RelocTarget::Map(map)
-                } else if sym.undefined {
-                    let sym_name = sym_name();
-                    if sym_name.is_empty() {
-                        note_bad(bad("undefined symbol without a readable name".into()));
-                        continue;
-                    }
-                    if is_kconfig(sym_name) {
-                        let map = *kconfig_map.get_or_insert_with(|| obj.kconfig_map(0));
-                        RelocTarget::MapValue { map, offset: 0 }
-                    } else {
-                        RelocTarget::Extern { name: sym_name.to_owned() }
-                    }
-                } else if let SecRole::Data(map) = role(sym.section) {
-                    RelocTarget::MapValue { map, offset: sym.address }
-                } else if let SecRole::Code(target_sec) = role(sym.section) {
-                    let sym_name = sym_name();
-                    if sym.address % INSN_SIZE as u64 != 0 {
-                        note_bad(bad(format!("code symbol {sym_name} is not instruction-aligned")));
-                        continue;
-                    }
-                    let name = if sym.kind == SymbolKind::Section {
-                        obj.sections[target_sec].name.clone()
-                    } else {
-                        sym_name.to_owned()
-                    };
-                    RelocTarget::Code { section: target_sec, base: (sym.address / 8) as usize, symbol: name }
-                } else {
-                    let sec_name = || sym.section.and_then(|i| names.by_index(&file, i));
-                    if sym.kind == SymbolKind::Section {
-                        note_bad(bad(format!(
-                            "refers to section {} itself, not to a named map or variable (a static map?)",
-                            sec_name().unwrap_or_default()
-                        )));
-                        continue;
-                    }
-                    let in_sec = sec_name().unwrap_or("no section");
-                    note_bad(bad(format!(
-                        "symbol `{}` in {in_sec} is neither a map, global data, code nor an extern",
-                        sym_name()
-                    )));
-                    continue;
-                };
-                obj.sections[pos].relocs.insert(insn, target);
-            }
-            let (first, more, offset) = bad_relocs;
-            obj.errors.extend(first);
-            if more > 0 {
-                let reason = format!("and {more} more bad relocations in this section (only the first is shown)");
-                obj.errors.push(ElfError::BadRelocation { section, offset, reason });
-            }
-        }
-        if obj.dropped_errors > 0 {
-            obj.errors.push(ElfError::MoreErrors { count: obj.dropped_errors });
-        }
-        let mut by_name: Vec<usize> = (0..obj.sections.len()).collect();
-        by_name.sort_by(|&a, &b| (&obj.sections[a].name, a).cmp(&(&obj.sections[b].name, b)));
-        obj.by_name = by_name;
-        Ok(obj)
+        Ok(())
     }
 
     /// Records a problem, or past [`MAX_ERRORS`] only counts it.
@@ -894,26 +955,5 @@ impl Object {
         let name = |&i: &usize| self.sections.get(i).map_or("", |c| c.name.as_str());
         let i = self.by_name.partition_point(|p| name(p) < section);
         self.by_name.get(i).filter(|p| name(p) == section).and_then(|&p| self.sections.get(p))
-    }
-
-    /// The instruction at `insn` of code section `section`, in the kernel's notation, with helper and
-    /// relocation names; `None` when there is no such instruction or it does not decode.
-    pub fn disassemble(&self, section: &str, insn: usize) -> Option<String> {
-        struct Catalogue;
-        impl crate::insn::Names for Catalogue {
-            fn helper(&self, id: u32) -> Option<&str> {
-                crate::helpers::helper(id).map(|h| h.name)
-            }
-        }
-        let cs = self.section_named(section)?;
-        let op = crate::insn::decode(cs.insns.get(insn..)?).ok()?;
-        let reloc = cs.relocs.get(&insn).map(|r| match r {
-            RelocTarget::Map(m) | RelocTarget::MapValue { map: m, .. } => {
-                self.maps.get(*m).map(|m| m.name.clone()).unwrap_or_default()
-            }
-            RelocTarget::Code { symbol, .. } => symbol.clone(),
-            RelocTarget::Extern { name } => name.clone(),
-        });
-        Some(crate::insn::Display { op: &op, names: &Catalogue, reloc: reloc.as_deref() }.to_string())
     }
 }

@@ -40,32 +40,12 @@
 use std::collections::BTreeMap;
 
 use bpfgate_catalogue::Effect;
-use serde::{Deserialize, Serialize};
 
-use crate::elf::{Extern, Object, RelocTarget, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
+use crate::elf::{Extern, Object, RelocTarget};
 use crate::helpers;
 use crate::insn::RawInsn;
-use crate::metadata::{Capability, ClassSet, MapAccess, MapDef, ProgramMetadata, UNKNOWN_MAP};
-use crate::progtype::{AttachType, ProgType};
-
-/// What the gate judges a program by: `classes`, of which `conservative` are counted without proof.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KernelView {
-    /// Every class the gate counts, proved or conservative, in [`Capability`] order.
-    pub classes: Vec<Capability>,
-    /// Among `classes`, those the tags counted (kernel_read, map_write, packet_write) and no call proved.
-    pub conservative: Vec<Capability>,
-    /// For each conservative class, the instruction the gate cites: the last load (kernel_read) or store or
-    /// memory-writing call (map_write, packet_write) in the linked program the tags counted.
-    #[serde(default)]
-    pub evidence: BTreeMap<Capability, u32>,
-}
-
-impl KernelView {
-    pub fn class_set(&self) -> ClassSet {
-        self.classes.iter().copied().collect()
-    }
-}
+use crate::metadata::{Capability, ClassSet, KernelView, MapAccess, MapDef, ProgramMetadata, UNKNOWN_MAP};
+use crate::progtype::{AttachType, ProgType, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
 
 /// `BPF_F_RDONLY_PROG`: programs cannot write the map (libbpf sets it on `.rodata` and `.kconfig`).
 const RDONLY_PROG: u32 = 1 << 7;

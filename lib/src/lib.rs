@@ -18,6 +18,7 @@
 
 pub mod analysis;
 pub mod btf;
+pub mod disasm;
 pub mod elf;
 pub mod helpers;
 pub mod insn;
@@ -75,7 +76,11 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
     let mut budget = analysis::MAX_OBJECT_WORK;
     for (i, prog) in obj.programs.iter().enumerate() {
         match analysis::analyze_within(obj, prog, &mut budget) {
-            Ok(meta) => {
+            Ok(analysis::Analyzed { mut metadata, funcs, calls }) => {
+                // The gate's view, from the same linked layout.
+                metadata.kernel_view =
+                    kernel_view::compute(obj, metadata.prog_type, metadata.attach_type, funcs, &calls);
+                let meta = metadata;
                 let bad = std::iter::once(meta.section.as_str())
                     .chain(meta.subprograms.iter().map(|s| s.section.as_str()))
                     .find(|s| broken.binary_search(s).is_ok());

@@ -10,9 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernel_view::KernelView;
-
 pub use crate::progtype::{AttachType, ProgType};
+use crate::progtype::{MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
 
 /// Version of the metadata schema carried in every [`ObjectReport`].
 pub const SCHEMA_VERSION: u32 = 1;
@@ -200,7 +199,6 @@ impl MapDef {
     /// Whether a value loaded from this map's memory may be a kptr: a kptr field, or a map of maps, whose
     /// inner maps' value types the object does not settle.
     pub fn may_hold_kptr(&self) -> bool {
-        use crate::elf::{MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
         self.kptr || matches!(self.map_type, MAP_TYPE_ARRAY_OF_MAPS | MAP_TYPE_HASH_OF_MAPS)
     }
 }
@@ -289,6 +287,27 @@ impl ProgramMetadata {
             Some(s) => (&s.section, s.section_offset + (insn - s.start)),
             None => (&self.section, self.section_offset + insn),
         }
+    }
+}
+
+/// What the in-kernel gate judges a program by (computed by [`crate::kernel_view`]): `classes`, of which
+/// `conservative` are counted without proof.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelView {
+    /// Every class the gate counts, proved or conservative, in [`Capability`] order.
+    pub classes: Vec<Capability>,
+    /// Among `classes`, those the tags counted (kernel_read, map_write, packet_write) and no call proved.
+    pub conservative: Vec<Capability>,
+    /// For each conservative class, the instruction the gate cites: the last load (kernel_read) or store or
+    /// memory-writing call (map_write, packet_write) in the linked program the tags counted.
+    #[serde(default)]
+    pub evidence: BTreeMap<Capability, u32>,
+}
+
+impl KernelView {
+    /// The classes as a bitmask.
+    pub fn class_set(&self) -> ClassSet {
+        self.classes.iter().copied().collect()
     }
 }
 

@@ -1,4 +1,5 @@
-//! Kernel program and attach types (`enum bpf_prog_type`, `enum bpf_attach_type` in `include/uapi/linux/bpf.h`).
+//! Kernel program, attach and map types (`enum bpf_prog_type`, `enum bpf_attach_type`, `enum bpf_map_type` in
+//! `include/uapi/linux/bpf.h`).
 //!
 //! Names are the kernel's constant names without the prefix, in lower case (`BPF_PROG_TYPE_SCHED_CLS` is
 //! `sched_cls`, `BPF_TRACE_FENTRY` is `trace_fentry`); numbers are the kernel's, so the in-kernel gate and the policy
@@ -196,3 +197,14 @@ impl ProgType {
         !self.packet_ctx_fields().is_empty()
     }
 }
+
+/// `BPF_MAP_TYPE_ARRAY`, the type libbpf gives global data maps.
+pub const MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PROG_ARRAY`: the programs a tail call can jump to.
+pub const MAP_TYPE_PROG_ARRAY: u32 = 3;
+/// `BPF_MAP_TYPE_ARRAY_OF_MAPS`, a map-in-map: lookups return an inner map, not a value.
+pub const MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+/// `BPF_MAP_TYPE_HASH_OF_MAPS`, a map-in-map like [`MAP_TYPE_ARRAY_OF_MAPS`].
+pub const MAP_TYPE_HASH_OF_MAPS: u32 = 13;
+/// `BPF_MAP_TYPE_ARENA`: memory shared with user space, addressed directly by the program.
+pub const MAP_TYPE_ARENA: u32 = 33;
