@@ -98,7 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(bytes) => bpfgate::inspect(&name, &bytes),
             Err(e) => {
                 let mut r = bpfgate::inspect(&name, &[]);
-                r.errors = vec![format!("{name}: cannot read file: {e}")];
+                let message = format!("{name}: cannot read file: {e}");
+                r.errors = vec![bpfgate::InspectError::new(&name, bpfgate::InspectErrorKind::Io, message)];
                 r
             }
         };
@@ -106,9 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut programs = Vec::new();
         for prog in &report.programs {
             let verdict = if args.gate {
-                policy.evaluate_in(&subject, &bpfgate::kernel_view::judged(prog, &report.maps), &report.maps)
+                policy.evaluate(&subject, &bpfgate::kernel_view::judged(prog, &report.maps), &report.maps)
             } else {
-                policy.evaluate_in(&subject, prog, &report.maps)
+                policy.evaluate(&subject, prog, &report.maps)
             };
             denied |= verdict.decision == Decision::Deny;
             let _ = writeln!(
@@ -140,7 +141,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Format::Json => eprintln!("bpfgate: {e}"),
             }
         }
-        files.push(JsonFile { file: name, errors: report.errors.clone(), programs });
+        files.push(JsonFile {
+            file: name,
+            errors: report.errors.iter().map(|e| e.message.clone()).collect(),
+            programs,
+        });
     }
     let mut out = std::io::stdout().lock();
     match args.format {

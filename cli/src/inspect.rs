@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bpfgate::elf::Object;
-use bpfgate::metadata::{to_cbor, ObjectReport};
+use bpfgate::metadata::{to_cbor, InspectError, InspectErrorKind, ObjectReport};
+use bpfgate::Disassembly;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -44,14 +44,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let large = read.as_ref().is_ok_and(|&len| len > STREAM_ABOVE);
         // The text report disassembles evidence, so it keeps the parsed object instead of parsing twice.
         let (report, obj) = match read.map(|len| &buf[..len]) {
-            Ok(bytes) if matches!(args.format, Format::Text) => match Object::parse(bytes) {
-                Ok(obj) => (bpfgate::inspect_object(&name, &obj), Some(obj)),
-                Err(_) => (bpfgate::inspect(&name, bytes), None),
-            },
+            Ok(bytes) if matches!(args.format, Format::Text) => {
+                let (report, dis) = bpfgate::inspect_disassembled(&name, bytes);
+                (report, Some(dis))
+            }
             Ok(bytes) => (bpfgate::inspect(&name, bytes), None),
             Err(e) => {
                 let mut r = bpfgate::inspect(&name, &[]);
-                r.errors = vec![format!("{name}: cannot read file: {e}")];
+                r.errors =
+                    vec![InspectError::new(&name, InspectErrorKind::Io, format!("{name}: cannot read file: {e}"))];
                 (r, None)
             }
         };
@@ -89,7 +90,7 @@ fn write_report(
     format: Format,
     pretty: bool,
     report: &ObjectReport,
-    obj: Option<&Object>,
+    obj: Option<&Disassembly>,
 ) -> anyhow::Result<()> {
     match format {
         Format::Json if pretty => serde_json::to_writer_pretty(&mut *out, report)?,
@@ -132,7 +133,7 @@ fn read_file(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     }
 }
 
-fn text_report(report: &ObjectReport, obj: Option<&Object>) -> String {
+fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}", report.file);
     if let Some(l) = &report.license {
@@ -194,7 +195,7 @@ fn text_report(report: &ObjectReport, obj: Option<&Object>) -> String {
         for (cap, insns) in &p.evidence {
             let first = insns.first().copied().unwrap_or(0);
             let (sec, off) = p.locate(first);
-            let dis = obj.and_then(|o| bpfgate::disasm::disassemble(o, sec, off as usize)).unwrap_or_default();
+            let dis = obj.and_then(|o| o.insn(sec, off as usize)).unwrap_or_default();
             let more = if insns.len() > 1 { format!(" (and {} more)", insns.len() - 1) } else { String::new() };
             let _ = writeln!(s, "      {:<16} insn {first}: {dis}{more}", cap.name());
         }

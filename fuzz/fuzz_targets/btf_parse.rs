@@ -1,4 +1,4 @@
-//! `btf_parse`: arbitrary bytes as a `.BTF` section, through `bpfgate::btf::parse` in both byte orders.
+//! `btf_parse`: arbitrary bytes as a `.BTF` section, through `bpfgate::unstable::btf::parse` in both byte orders.
 //!
 //! Properties:
 //! * `parse` never panics (nor hangs) in either byte order, and is deterministic;
@@ -13,8 +13,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fn check(data: &[u8], little_endian: bool) {
-    let Ok(btf) = bpfgate::btf::parse(data, little_endian) else { return };
-    assert_eq!(bpfgate::btf::parse(data, little_endian).as_ref(), Ok(&btf), "parse is not deterministic");
+    let Ok(btf) = bpfgate::unstable::btf::parse(data, little_endian) else { return };
+    assert_eq!(bpfgate::unstable::btf::parse(data, little_endian).as_ref(), Ok(&btf), "parse is not deterministic");
     let count = btf.type_count();
     let mut expect = 1u32;
     for (id, t) in btf.types() {

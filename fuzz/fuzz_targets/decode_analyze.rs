@@ -37,9 +37,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use bpfgate::elf::Object;
+use bpfgate::unstable::elf::Object;
 use bpfgate::helpers;
-use bpfgate::insn::{self, CallTarget, Imm64, NoNames, Op, RawInsn};
+use bpfgate::unstable::insn::{self, CallTarget, Imm64, NoNames, Op, RawInsn};
 use bpfgate::metadata::{AttachType, Capability, ClassSet, ProgramMetadata};
 use bpfgate_fuzz::{check_report, encode_insn, BpfElf};
 use libfuzzer_sys::fuzz_target;
@@ -143,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(obj.errors.is_empty(), "generated ELF has errors: {:?}", obj.errors);
     assert_eq!(obj.programs.len(), usize::from(!code.is_empty()));
     for i in 0..insns.len() + 1 {
-        let _ = bpfgate::disasm::disassemble(&obj, section, i);
+        let _ = bpfgate::unstable::disassemble(&obj, section, i);
     }
 
     // 3. Report invariants.

@@ -164,7 +164,7 @@ pub fn evaluate_all(
 pub fn differential(policy: &Policy, c: &CompiledPolicy, subjects: &[Subject], mut each: impl FnMut(&CompiledVerdict)) {
     evaluate_all(c, subjects, |s, p, k| {
         each(&k);
-        let v = policy.evaluate_in(s, &p.meta, &p.maps);
+        let v = policy.evaluate(s, &p.meta, &p.maps);
         let ctx = || format!("subject {s:?}, program {}: source {v:?}, compiled {k:?}", p.name);
         assert_eq!(k.decision, v.decision, "decision differs; {}", ctx());
         assert_eq!(k.rule, v.rule.as_ref().map(|r| r.index as u32), "matched rule differs; {}", ctx());

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bpfgate::policy::compiled::{self, CompiledPolicy};
-use bpfgate::policy::Policy;
+use bpfgate::policy::{Policy, PolicyErrors};
 
 use crate::event::{Event, RawEvent};
 use crate::{Gate, GateError, HostResolver};
@@ -36,8 +36,12 @@ pub struct Options {
 pub enum DaemonError {
     #[error("cannot read {file}: {error}")]
     Read { file: String, error: std::io::Error },
+    /// The policy file is neither a compiled policy nor UTF-8.
+    #[error("{file}: neither a compiled policy nor UTF-8 YAML")]
+    NotAPolicy { file: String },
+    /// The YAML policy does not parse or compile: every error, located.
     #[error("{0}")]
-    Policy(String),
+    Policy(#[from] PolicyErrors),
     #[error(transparent)]
     Gate(#[from] GateError),
     #[error("writing decisions: {0}")]
@@ -74,14 +78,13 @@ pub fn read_policy(path: &Path, log: &mut dyn Write) -> Result<CompiledPolicy, D
     if let Ok(compiled) = CompiledPolicy::from_cbor(&file, &bytes) {
         return Ok(compiled);
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| DaemonError::Policy(format!("{file}: neither a compiled policy nor UTF-8 YAML")))?;
-    let policy = Policy::parse(&file, &text).map_err(|e| DaemonError::Policy(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| DaemonError::NotAPolicy { file: file.clone() })?;
+    let policy = Policy::parse(&file, &text)?;
     for w in policy.lint() {
         let _ = writeln!(log, "bpfgate: {w}");
     }
     // The gate numbers generations itself; this header's is replaced at install.
-    compiled::compile(&policy, 0).map_err(|e| DaemonError::Policy(e.to_string()))
+    Ok(compiled::compile(&policy, 0)?)
 }
 
 fn install(gate: &mut Gate, opts: &Options, log: &mut dyn Write) -> Result<u64, DaemonError> {

@@ -50,7 +50,7 @@ use crate::progtype::{AttachType, ProgType, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HAS
 /// `BPF_F_RDONLY_PROG`: programs cannot write the map (libbpf sets it on `.rodata` and `.kconfig`).
 const RDONLY_PROG: u32 = 1 << 7;
 
-/// `prog` as the gate judges it, for [`Policy::evaluate_in`](crate::policy::Policy::evaluate_in) to predict the
+/// `prog` as the gate judges it, for [`Policy::evaluate`](crate::policy::Policy::evaluate) to predict the
 /// gate's decision: the classes of its [`KernelView`]; an attach target only where the kernel names it at load
 /// (the BTF-typed tracing, lsm and ext programs: kprobes and tracepoints learn theirs at attach time); and, when
 /// the view counts map_write, a write to every map the program uses that programs can write, plus an unattributed

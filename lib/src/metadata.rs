@@ -14,7 +14,7 @@ pub use crate::progtype::{AttachType, ProgType};
 use crate::progtype::{MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
 
 /// Version of the metadata schema carried in every [`ObjectReport`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A class of things a program can do that a load policy cares about.
 ///
@@ -157,7 +157,82 @@ pub struct ObjectReport {
     pub maps: Vec<MapDef>,
     pub programs: Vec<ProgramMetadata>,
     /// Problems that stopped the analysis of one program or of the whole object, in the order found.
-    pub errors: Vec<String>,
+    pub errors: Vec<InspectError>,
+}
+
+/// What kind of problem an [`InspectError`] is: a stable tag for programs, where the message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InspectErrorKind {
+    /// The file could not be read (reported by callers that read it, such as the CLI).
+    Io,
+    /// Not an ELF file, or its headers are malformed.
+    NotElf,
+    /// An ELF file for another machine than BPF.
+    NotBpf,
+    /// A section's name or data cannot be read, or a code section is not whole instructions.
+    Section,
+    /// A function symbol is misplaced or its name cannot be read.
+    Symbol,
+    /// A map definition is malformed.
+    Map,
+    /// A relocation cannot be resolved; the programs using its section are not analyzed.
+    Relocation,
+    /// The `.BTF` section is malformed.
+    Btf,
+    /// A program's code is malformed: an undecodable instruction, a jump or call out of its function, code falling
+    /// off its end, a read of an unset register, recursion, a missing exception callback.
+    Code,
+    /// A limit was exceeded: the kernel's (instructions, call frames) or the library's (functions, maps, state,
+    /// the object's analysis budget, ELF symbols and sections).
+    Limit,
+    /// More errors than are kept; the message counts them.
+    MoreErrors,
+    /// A program not analyzed because code it uses has a bad relocation (reported under [`InspectErrorKind::Relocation`]).
+    Tainted,
+}
+
+/// A problem that stopped the analysis of one program or of the whole object, with where it is.
+///
+/// `message` is the whole human-readable text (naming the file, and the program, section and instruction where
+/// known), as it is printed; the other fields say the same for programs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct InspectError {
+    /// The file, as the caller named it.
+    pub file: String,
+    /// The program whose analysis stopped; `None` for a problem of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// The ELF section, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+    /// The byte offset in `section` (relocations, symbols), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The instruction offset in `section`, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insn: Option<u64>,
+    /// What kind of problem it is.
+    pub kind: InspectErrorKind,
+    /// The problem in words, as printed.
+    pub message: String,
+}
+
+impl InspectError {
+    /// An error of `file` not tied to a section, such as one reading it.
+    pub fn new(file: &str, kind: InspectErrorKind, message: impl Into<String>) -> InspectError {
+        InspectError {
+            file: file.to_owned(),
+            program: None,
+            section: None,
+            offset: None,
+            insn: None,
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// How a map was declared in the object.

@@ -33,7 +33,8 @@ fn every_corpus_object_inspects_without_panic() {
             let flagged = report.programs.iter().any(|p| p.capabilities.contains(&bpfgate::Capability::Unknown));
             assert!(!report.errors.is_empty() || flagged, "{name}: malformed object gave no error");
             for e in &report.errors {
-                assert!(e.starts_with(&name), "{name}: error does not name the file: {e}");
+                assert!(e.message.starts_with(&name), "{name}: error does not name the file: {e}");
+                assert_eq!(e.file, name);
             }
         } else {
             assert!(

@@ -4,10 +4,10 @@
 //! must point at the instruction that does the hidden thing, in the function that hides it.
 //!
 
-use bpfgate::elf::Object;
-use bpfgate::insn::{self, CallTarget, Op};
 use bpfgate::metadata::{Capability, ObjectReport, ProgramMetadata};
 use bpfgate::policy::{Decision, Policy, Reason, Subject};
+use bpfgate::unstable::elf::Object;
+use bpfgate::unstable::insn::{self, CallTarget, Op};
 
 use crate::support::{files_with, fixtures};
 
@@ -84,7 +84,7 @@ fn load(file: &str) -> Fixture {
     let path = fixtures().join(format!("{file}.bpf.o"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let object = Object::parse(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let report = bpfgate::inspect_object(file, &object);
+    let report = bpfgate::unstable::inspect_object(file, &object);
     assert!(report.errors.is_empty(), "{file}: {:?}", report.errors);
     Fixture { report, object }
 }
@@ -116,7 +116,7 @@ fn is(fx: &Fixture, prog: &ProgramMetadata, at: u32, op: Op, want: Insn) -> bool
             fx.object.sections.iter().any(|s| {
                 s.name == section
                     && matches!(s.relocs.get(&(offset as usize)),
-                        Some(bpfgate::elf::RelocTarget::Extern { name: n }) if n == name)
+                        Some(bpfgate::unstable::elf::RelocTarget::Extern { name: n }) if n == name)
             })
         }
         (Insn::Store, Op::Store { .. } | Op::Atomic { .. }) => true,
@@ -132,7 +132,7 @@ fn each_hidden_capability_is_denied_with_evidence_at_the_hiding_instruction() {
     for c in CASES {
         let fx = load(c.file);
         let prog = program(&fx, c.prog);
-        let verdict = deny(c.class).evaluate_in(&policy_subject, prog, &fx.report.maps);
+        let verdict = deny(c.class).evaluate(&policy_subject, prog, &fx.report.maps);
         let denied_for = verdict.reasons.iter().find_map(|r| match r {
             Reason::ClassDenied { class, evidence } if *class == c.class => Some(evidence),
             _ => None,
@@ -184,12 +184,12 @@ fn each_hidden_capability_is_denied_with_evidence_at_the_hiding_instruction() {
 fn tail_call_caller_is_judged_without_its_callee() {
     let fx = load("evasion_tail_call");
     let caller = program(&fx, "ev_tail_caller");
-    let verdict = deny(SendSignal).evaluate_in(&subject(), caller, &fx.report.maps);
+    let verdict = deny(SendSignal).evaluate(&subject(), caller, &fx.report.maps);
     assert_eq!(verdict.decision, Decision::Allow, "{verdict}");
     assert_eq!(caller.capabilities, [TailCall]);
     assert_eq!(caller.tail_calls.first().and_then(|t| t.map.as_deref()), Some("ev_jmp"));
     let callee = program(&fx, "ev_tail_callee");
-    assert_eq!(deny(SendSignal).evaluate_in(&subject(), callee, &fx.report.maps).decision, Decision::Deny);
+    assert_eq!(deny(SendSignal).evaluate(&subject(), callee, &fx.report.maps).decision, Decision::Deny);
 }
 
 /// Without the denied class the same programs are allowed: the denials above come from the hidden class.
@@ -200,7 +200,7 @@ fn evasion_programs_are_allowed_when_their_class_is_not_denied() {
         let prog = program(&fx, c.prog);
         // Deny a class the program does not have.
         let other = Capability::ALL.into_iter().find(|k| !prog.capabilities.contains(k)).unwrap_or(Unknown);
-        let verdict = deny(other).evaluate_in(&subject(), prog, &fx.report.maps);
+        let verdict = deny(other).evaluate(&subject(), prog, &fx.report.maps);
         assert_eq!(verdict.decision, Decision::Allow, "{} {}: {verdict}", c.file, c.prog);
     }
 }

@@ -6,10 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use bpfgate::analysis::{self, AnalysisError, MAX_CALL_FRAMES, MAX_FUNCS, MAX_INSNS, MAX_SHARED_MAPS};
-use bpfgate::elf::{ElfError, NameError, Object, MAX_ERRORS, MAX_NAME_LEN, MAX_OBJECT_FUNCS};
 use bpfgate::metadata::ObjectReport;
 use bpfgate::policy::{ErrorKind, Policy};
+use bpfgate::unstable::analysis::{self, AnalysisError, MAX_CALL_FRAMES, MAX_FUNCS, MAX_INSNS, MAX_SHARED_MAPS};
+use bpfgate::unstable::elf::{ElfError, NameError, Object, MAX_ERRORS, MAX_NAME_LEN, MAX_OBJECT_FUNCS};
+use bpfgate::InspectErrorKind::{Relocation, Tainted};
 
 use crate::hostile::*;
 use crate::support::bpfgate;
@@ -86,7 +87,7 @@ fn too_many_functions_fail_the_object_naming_the_limit() {
     let err = Object::parse(&many_programs(MAX_OBJECT_FUNCS + 1)).expect_err("over the limit");
     assert!(matches!(err, ElfError::TooMany { what: "function symbols", limit: MAX_OBJECT_FUNCS }), "{err}");
     let report = inspect(&many_programs(MAX_OBJECT_FUNCS + 1));
-    assert_eq!(report.errors, ["hostile.o: the object has more than 131072 function symbols"]);
+    assert_eq!(messages(&report), ["hostile.o: the object has more than 131072 function symbols"]);
 }
 
 #[test]
@@ -95,7 +96,7 @@ fn a_program_one_instruction_over_the_kernels_limit_is_an_error() {
     assert_eq!(err, AnalysisError::TooManyInsns { section: "kprobe/long".into(), insn: 0, limit: MAX_INSNS });
     let report = inspect(&long_program(MAX_INSNS + 1));
     assert_eq!(
-        report.errors,
+        messages(&report),
         ["hostile.o: program long: section kprobe/long insn 0: program reaches more than 1000000 instructions \
           (the kernel's limit)"]
     );
@@ -161,14 +162,18 @@ fn a_million_bad_relocations_are_one_error_and_a_count() {
         assert_eq!(relocs.len(), 2, "{relocs:?}");
         assert!(relocs[1].to_string().contains("and 999999 more bad relocations"), "{}", relocs[1]);
         // The section is still known to be broken: its program is not analyzed.
-        let report = bpfgate::inspect_object("hostile.o", &obj);
+        let report = bpfgate::unstable::inspect_object("hostile.o", &obj);
         assert!(report.programs.is_empty());
         assert_eq!(report.errors.len(), 3, "{:?}", report.errors);
         assert!(
-            report.errors[2].contains("not analyzed: section kprobe/x has a bad relocation"),
+            report.errors[2].message.contains("not analyzed: section kprobe/x has a bad relocation"),
             "{:?}",
             report.errors
         );
+        // The same, typed: the program, its section and the kind.
+        let e = &report.errors[2];
+        assert_eq!((e.kind, e.section.as_deref(), e.program.as_deref()), (Tainted, Some("kprobe/x"), Some("prog")));
+        assert!(report.errors[0].kind == Relocation && report.errors[0].offset.is_some(), "{:?}", report.errors[0]);
     }
 }
 
@@ -197,8 +202,8 @@ fn programs_sharing_a_subprogram_share_the_object_budget() {
     let report = inspect(&programs_long_names(20_000));
     assert_eq!(report.programs.len(), 10_013, "{:?}", report.errors);
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
-    assert!(report.errors[0].contains("exceed the analysis budget"), "{}", report.errors[0]);
-    assert!(report.errors[0].contains("nor are the 9986 programs after it"), "{}", report.errors[0]);
+    assert!(report.errors[0].message.contains("exceed the analysis budget"), "{}", report.errors[0]);
+    assert!(report.errors[0].message.contains("nor are the 9986 programs after it"), "{}", report.errors[0]);
 }
 
 #[test]
@@ -242,8 +247,8 @@ fn long_and_unterminated_names_are_errors_not_scans() {
 fn relocations_against_overlong_extern_names_are_errors() {
     let report = inspect(&long_extern_name(10_000, MAX_NAME_LEN + 1));
     assert!(report.programs.is_empty());
-    assert!(report.errors[0].contains("undefined symbol without a readable name"), "{:?}", report.errors);
-    assert!(report.errors[1].contains("and 9999 more bad relocations"), "{:?}", report.errors);
+    assert!(report.errors[0].message.contains("undefined symbol without a readable name"), "{:?}", report.errors);
+    assert!(report.errors[1].message.contains("and 9999 more bad relocations"), "{:?}", report.errors);
 }
 
 #[test]
@@ -253,7 +258,7 @@ fn the_license_is_what_the_kernel_reads_of_it() {
     let s = e.code("kprobe/x", &ret0());
     e.func("prog", s, 0, 2);
     let report = inspect(&e.finish());
-    assert_eq!(report.license.map(|l| l.len()), Some(bpfgate::elf::MAX_LICENSE_LEN));
+    assert_eq!(report.license.map(|l| l.len()), Some(bpfgate::unstable::elf::MAX_LICENSE_LEN));
 }
 
 #[test]
@@ -305,4 +310,9 @@ fn many_aliases_of_an_early_anchor_take_linear_time() {
 fn nested_anchors_count_against_the_node_budget() {
     let err = Policy::parse("hostile.yaml", &yaml_nested_anchors(60, 190_000)).expect_err("rejected");
     assert!(matches!(err.0[0].what, ErrorKind::TooLarge { .. }), "{err}");
+}
+
+/// The errors' messages, as printed.
+fn messages(report: &ObjectReport) -> Vec<&str> {
+    report.errors.iter().map(|e| e.message.as_str()).collect()
 }

@@ -597,7 +597,7 @@ fn gate_decisions_match_check_gate() {
                 .collect();
             // The last decision of the last attempt is the load's (libbpf may stop before BPF_PROG_LOAD).
             let Some(e) = decisions.last() else { continue };
-            let want = policy.evaluate_in(&subject, &bpfgate::kernel_view::judged(p, &report.maps), &report.maps);
+            let want = policy.evaluate(&subject, &bpfgate::kernel_view::judged(p, &report.maps), &report.maps);
             let gate_denies = e.verdict == VERDICT_DENY;
             let check_denies = want.decision == bpfgate::policy::Decision::Deny;
             compared += 1;

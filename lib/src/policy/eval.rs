@@ -369,14 +369,12 @@ fn evidence(prog: &ProgramMetadata, class: Capability) -> Evidence {
 }
 
 impl Policy {
-    /// Decide `prog` for `subject`, treating every map the program writes as created by the subject and not
-    /// pinned (no map definitions given). Use [`Policy::evaluate_in`] with the object's maps for pinning.
-    pub fn evaluate(&self, subject: &Subject, prog: &ProgramMetadata) -> Verdict {
-        self.evaluate_in(subject, prog, &[])
-    }
-
-    /// Decide `prog` for `subject`, with the object's map definitions (`ObjectReport::maps`) for map rules.
-    pub fn evaluate_in(&self, subject: &Subject, prog: &ProgramMetadata, maps: &[MapDef]) -> Verdict {
+    /// Decides `prog` for `subject`. `maps` are the object's map definitions ([`ObjectReport::maps`]): map rules
+    /// judge a written map as pinned or shared by its definition, and a map missing from `maps` is taken as the
+    /// subject's own and not pinned.
+    ///
+    /// [`ObjectReport::maps`]: crate::ObjectReport::maps
+    pub fn evaluate(&self, subject: &Subject, prog: &ProgramMetadata, maps: &[MapDef]) -> Verdict {
         let found = self.rules.iter().enumerate().find(|(_, r)| subject_matches(&r.subject, subject));
         let Some((index, rule)) = found else {
             let (mut decision, mut reasons) = match self.default {

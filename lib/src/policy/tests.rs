@@ -128,7 +128,7 @@ fn first_match_wins_even_when_a_later_rule_is_more_specific() {
          - name: cilium\n  subject: {cgroup: /system.slice/cilium.service}\n",
     );
     let s = Subject { cgroup: Some("/system.slice/cilium.service".into()), ..Subject::default() };
-    let v = p.evaluate(&s, &prog(ProgType::SchedCls));
+    let v = p.evaluate(&s, &prog(ProgType::SchedCls), &[]);
     assert_eq!(v.decision, Decision::Deny);
     assert_eq!(v.rule, Some(MatchedRule { index: 0, name: "services".into() }));
     assert_eq!(v.reasons, vec![Reason::RuleDenies]);
@@ -147,7 +147,7 @@ fn a_rule_matches_only_when_every_subject_field_matches() {
          - name: r\n  subject: {exe: /usr/bin/a, cgroup: /svc, uid: 0}\n",
     );
     let full = Subject { exe: Some("/usr/bin/a".into()), cgroup: Some("/svc/x".into()), uid: Some(0) };
-    assert_eq!(p.evaluate(&full, &prog(ProgType::Kprobe)).decision, Decision::Allow);
+    assert_eq!(p.evaluate(&full, &prog(ProgType::Kprobe), &[]).decision, Decision::Allow);
     for s in [
         Subject { uid: Some(1), ..full.clone() },
         Subject { exe: Some("/usr/bin/b".into()), ..full.clone() },
@@ -155,7 +155,7 @@ fn a_rule_matches_only_when_every_subject_field_matches() {
         Subject { cgroup: None, ..full.clone() },
         Subject { exe: None, ..full.clone() },
     ] {
-        let v = p.evaluate(&s, &prog(ProgType::Kprobe));
+        let v = p.evaluate(&s, &prog(ProgType::Kprobe), &[]);
         assert_eq!(v.rule, None, "{s:?}");
         assert_eq!(v.reasons, vec![Reason::NoRuleMatched { default: Action::Deny }]);
     }
@@ -174,14 +174,14 @@ fn cgroup_matches_descendants_and_paths_are_normalised() {
 #[test]
 fn empty_subject_matches_everyone_and_defaults_apply_otherwise() {
     let p = parse("version: 1\ndefault: allow\nrules: []\n");
-    let v = p.evaluate(&Subject::default(), &prog(ProgType::Xdp));
+    let v = p.evaluate(&Subject::default(), &prog(ProgType::Xdp), &[]);
     assert_eq!((v.decision, v.reasons.len()), (Decision::Allow, 0));
     let p = parse("version: 1\ndefault: audit\nrules: []\n");
-    let v = p.evaluate(&Subject::default(), &prog(ProgType::Xdp));
+    let v = p.evaluate(&Subject::default(), &prog(ProgType::Xdp), &[]);
     assert_eq!(v.decision, Decision::Audit);
     assert_eq!(v.reasons, vec![Reason::NoRuleMatched { default: Action::Audit }]);
     let p = parse("version: 1\nrules:\n  - name: all\n    subject: {}\n");
-    assert_eq!(p.evaluate(&Subject::default(), &prog(ProgType::Xdp)).decision, Decision::Allow);
+    assert_eq!(p.evaluate(&Subject::default(), &prog(ProgType::Xdp), &[]).decision, Decision::Allow);
     // No `default` means deny.
     let p = parse("version: 1\nrules: []\n");
     assert_eq!(p.default, Action::Deny);
@@ -190,7 +190,7 @@ fn empty_subject_matches_everyone_and_defaults_apply_otherwise() {
 #[test]
 fn audit_mode_turns_denials_into_audits_and_keeps_reasons() {
     let p = parse(&format!("{}    prog_types: [xdp]\n", HEAD.replace("version: 1\n", "version: 1\nmode: audit\n")));
-    let v = p.evaluate(&agent(), &prog(ProgType::Kprobe));
+    let v = p.evaluate(&agent(), &prog(ProgType::Kprobe), &[]);
     assert_eq!(v.decision, Decision::Audit);
     assert_eq!(v.reasons, vec![Reason::ProgType { prog_type: ProgType::Kprobe }]);
 }
@@ -198,10 +198,10 @@ fn audit_mode_turns_denials_into_audits_and_keeps_reasons() {
 #[test]
 fn audit_rule_allows_and_reports() {
     let p = one_rule("    action: audit\n    prog_types: [xdp]\n");
-    let v = p.evaluate(&agent(), &prog(ProgType::Kprobe));
+    let v = p.evaluate(&agent(), &prog(ProgType::Kprobe), &[]);
     assert_eq!(v.decision, Decision::Audit);
     assert_eq!(v.reasons.len(), 1);
-    let v = p.evaluate(&agent(), &prog(ProgType::Xdp));
+    let v = p.evaluate(&agent(), &prog(ProgType::Xdp), &[]);
     assert_eq!((v.decision, v.reasons.len()), (Decision::Audit, 0));
 }
 
@@ -215,7 +215,7 @@ fn denied_class_reports_offsets_and_helpers() {
         HelperRef { id: 36, name: "probe_write_user".into() },
         HelperRef { id: 1, name: "map_lookup_elem".into() },
     ];
-    let v = p.evaluate(&agent(), &pr);
+    let v = p.evaluate(&agent(), &pr, &[]);
     assert_eq!(v.decision, Decision::Deny);
     let Reason::ClassDenied { class, evidence } = &v.reasons[0] else { panic!("{v:?}") };
     assert_eq!(*class, Capability::UserWrite);
@@ -229,7 +229,7 @@ fn denied_class_reports_offsets_and_helpers() {
 fn allow_list_refuses_every_other_class_including_unknown() {
     let p = one_rule("    capabilities:\n      allow: [kernel_read]\n");
     let pr = with_class(with_class(prog(ProgType::Kprobe), Capability::KernelRead, &[1]), Capability::Unknown, &[9]);
-    let v = p.evaluate(&agent(), &pr);
+    let v = p.evaluate(&agent(), &pr, &[]);
     assert_eq!(
         v.reasons,
         vec![Reason::ClassNotAllowed {
@@ -238,7 +238,7 @@ fn allow_list_refuses_every_other_class_including_unknown() {
         }]
     );
     let ok = with_class(prog(ProgType::Kprobe), Capability::KernelRead, &[1]);
-    assert_eq!(p.evaluate(&agent(), &ok).decision, Decision::Allow);
+    assert_eq!(p.evaluate(&agent(), &ok, &[]).decision, Decision::Allow);
 }
 
 #[test]
@@ -246,11 +246,11 @@ fn prog_type_and_attach_type_rules() {
     let p = one_rule("    prog_types: [tracing, kprobe]\n    attach_types: [trace_fentry]\n");
     let mut fexit = prog(ProgType::Tracing);
     fexit.attach_type = Some(AttachType::TraceFexit);
-    let v = p.evaluate(&agent(), &fexit);
+    let v = p.evaluate(&agent(), &fexit, &[]);
     assert_eq!(v.reasons, vec![Reason::AttachType { attach_type: AttachType::TraceFexit }]);
     // No expected attach type: attach_types does not apply.
-    assert_eq!(p.evaluate(&agent(), &prog(ProgType::Kprobe)).decision, Decision::Allow);
-    let v = p.evaluate(&agent(), &prog(ProgType::Xdp));
+    assert_eq!(p.evaluate(&agent(), &prog(ProgType::Kprobe), &[]).decision, Decision::Allow);
+    let v = p.evaluate(&agent(), &prog(ProgType::Xdp), &[]);
     assert_eq!(v.reasons, vec![Reason::ProgType { prog_type: ProgType::Xdp }]);
 }
 
@@ -259,13 +259,16 @@ fn attach_target_rules() {
     let p = one_rule("    attach_targets: [\"do_sys_*\", vfs_read]\n");
     let mut k = prog(ProgType::Kprobe);
     k.attach_target = Some("do_sys_openat2".into());
-    assert_eq!(p.evaluate(&agent(), &k).decision, Decision::Allow);
+    assert_eq!(p.evaluate(&agent(), &k, &[]).decision, Decision::Allow);
     k.attach_target = Some("tcp_connect".into());
-    assert_eq!(p.evaluate(&agent(), &k).reasons, vec![Reason::AttachTarget { target: "tcp_connect".into() }]);
+    assert_eq!(p.evaluate(&agent(), &k, &[]).reasons, vec![Reason::AttachTarget { target: "tcp_connect".into() }]);
     k.attach_target = None;
-    assert_eq!(p.evaluate(&agent(), &k).reasons, vec![Reason::AttachTargetUnknown { prog_type: ProgType::Kprobe }]);
+    assert_eq!(
+        p.evaluate(&agent(), &k, &[]).reasons,
+        vec![Reason::AttachTargetUnknown { prog_type: ProgType::Kprobe }]
+    );
     // Untraced types have no target and are not constrained.
-    assert_eq!(p.evaluate(&agent(), &prog(ProgType::Xdp)).decision, Decision::Allow);
+    assert_eq!(p.evaluate(&agent(), &prog(ProgType::Xdp), &[]).decision, Decision::Allow);
 }
 
 #[test]
@@ -275,19 +278,22 @@ fn gate_hooks_need_a_rule_that_names_them() {
     let hook = Reason::GateHook { target: "bpf_prog_load".into() };
     // A rule without attach_targets, and a default allow, never allow the gate's own hooks.
     let v = one_rule("");
-    assert_eq!(v.evaluate(&agent(), &lsm).reasons, vec![hook.clone()]);
+    assert_eq!(v.evaluate(&agent(), &lsm, &[]).reasons, vec![hook.clone()]);
     let default_allow = parse("version: 1\ndefault: allow\nrules:\n  - name: x\n    subject: {uid: 7}\n");
-    let v = default_allow.evaluate(&agent(), &lsm);
+    let v = default_allow.evaluate(&agent(), &lsm, &[]);
     assert_eq!((v.decision, v.reasons.last()), (Decision::Deny, Some(&hook)));
     // Naming the target allows it; other lsm hooks and fentry on the hook's function are not gate hooks.
-    assert_eq!(one_rule("    attach_targets: [bpf_prog_load]\n").evaluate(&agent(), &lsm).decision, Decision::Allow);
+    assert_eq!(
+        one_rule("    attach_targets: [bpf_prog_load]\n").evaluate(&agent(), &lsm, &[]).decision,
+        Decision::Allow
+    );
     lsm.attach_target = Some("file_open".into());
     assert_eq!(v_allow(&one_rule(""), &lsm), Decision::Allow);
     let mut fmod = prog(ProgType::Tracing);
     fmod.attach_type = Some(AttachType::ModifyReturn);
     fmod.attach_target = Some("bpf_lsm_bpf_map".into());
     assert_eq!(
-        one_rule("").evaluate(&agent(), &fmod).reasons,
+        one_rule("").evaluate(&agent(), &fmod, &[]).reasons,
         vec![Reason::GateHook { target: "bpf_lsm_bpf_map".into() }]
     );
     fmod.attach_type = Some(AttachType::TraceFentry);
@@ -295,7 +301,7 @@ fn gate_hooks_need_a_rule_that_names_them() {
 }
 
 fn v_allow(p: &Policy, prog: &ProgramMetadata) -> Decision {
-    p.evaluate(&agent(), prog).decision
+    p.evaluate(&agent(), prog, &[]).decision
 }
 
 #[test]
@@ -303,19 +309,19 @@ fn max_insns_rule() {
     let p = one_rule("    max_insns: 100\n");
     let mut k = prog(ProgType::Kprobe);
     k.insn_count = 100;
-    assert_eq!(p.evaluate(&agent(), &k).decision, Decision::Allow);
+    assert_eq!(p.evaluate(&agent(), &k, &[]).decision, Decision::Allow);
     k.insn_count = 101;
-    assert_eq!(p.evaluate(&agent(), &k).reasons, vec![Reason::TooManyInsns { insns: 101, max: 100 }]);
+    assert_eq!(p.evaluate(&agent(), &k, &[]).reasons, vec![Reason::TooManyInsns { insns: 101, max: 100 }]);
 }
 
 #[test]
 fn map_rule_own_treats_pinned_maps_as_shared() {
     let p = one_rule("    maps: {write: own}\n");
     let k = writes(prog(ProgType::Xdp), "stats");
-    assert_eq!(p.evaluate_in(&agent(), &k, &[mapdef("stats", 0)]).decision, Decision::Allow);
+    assert_eq!(p.evaluate(&agent(), &k, &[mapdef("stats", 0)]).decision, Decision::Allow);
     // Without definitions every written map is the object's own.
-    assert_eq!(p.evaluate(&agent(), &k).decision, Decision::Allow);
-    let v = p.evaluate_in(&agent(), &k, &[mapdef("stats", 1)]);
+    assert_eq!(p.evaluate(&agent(), &k, &[]).decision, Decision::Allow);
+    let v = p.evaluate(&agent(), &k, &[mapdef("stats", 1)]);
     assert_eq!(v.reasons, vec![Reason::MapWrite { map: "stats".into(), why: MapRefusal::NotOwn }]);
 }
 
@@ -323,8 +329,8 @@ fn map_rule_own_treats_pinned_maps_as_shared() {
 fn map_rule_pinned_deny() {
     let p = one_rule("    maps: {pinned: deny}\n");
     let k = writes(prog(ProgType::Xdp), "stats");
-    assert_eq!(p.evaluate_in(&agent(), &k, &[mapdef("stats", 0)]).decision, Decision::Allow);
-    let v = p.evaluate_in(&agent(), &k, &[mapdef("stats", 2)]);
+    assert_eq!(p.evaluate(&agent(), &k, &[mapdef("stats", 0)]).decision, Decision::Allow);
+    let v = p.evaluate(&agent(), &k, &[mapdef("stats", 2)]);
     assert_eq!(v.reasons, vec![Reason::MapWrite { map: "stats".into(), why: MapRefusal::Pinned }]);
 }
 
@@ -333,9 +339,9 @@ fn map_rule_named_overrides_write_and_pinned() {
     let p = one_rule("    maps: {write: none, pinned: deny, named: [\"cilium_*\", events]}\n");
     let defs = [mapdef("cilium_ct4_global", 1), mapdef("events", 0), mapdef("other", 0)];
     for ok in ["cilium_ct4_global", "events"] {
-        assert_eq!(p.evaluate_in(&agent(), &writes(prog(ProgType::SchedCls), ok), &defs).decision, Decision::Allow);
+        assert_eq!(p.evaluate(&agent(), &writes(prog(ProgType::SchedCls), ok), &defs).decision, Decision::Allow);
     }
-    let v = p.evaluate_in(&agent(), &writes(prog(ProgType::SchedCls), "other"), &defs);
+    let v = p.evaluate(&agent(), &writes(prog(ProgType::SchedCls), "other"), &defs);
     assert_eq!(v.reasons, vec![Reason::MapWrite { map: "other".into(), why: MapRefusal::NotNamed }]);
 }
 
@@ -343,20 +349,20 @@ fn map_rule_named_overrides_write_and_pinned() {
 fn map_names_compare_on_the_kernels_15_bytes() {
     let p = one_rule("    maps: {write: none, named: [cilium_policy_v]}\n");
     // The kernel stores "cilium_policy_v" for both; a policy cannot tell them apart, so neither does the library.
-    let v = p.evaluate(&agent(), &writes(prog(ProgType::SchedCls), "cilium_policy_v2"));
+    let v = p.evaluate(&agent(), &writes(prog(ProgType::SchedCls), "cilium_policy_v2"), &[]);
     assert_eq!(v.decision, Decision::Allow);
 }
 
 #[test]
 fn unattributed_map_write_is_refused_only_under_map_restrictions() {
     let k = with_class(prog(ProgType::Kprobe), Capability::MapWrite, &[12]);
-    assert_eq!(one_rule("").evaluate(&agent(), &k).decision, Decision::Allow);
-    let v = one_rule("    maps: {write: own}\n").evaluate(&agent(), &k);
+    assert_eq!(one_rule("").evaluate(&agent(), &k, &[]).decision, Decision::Allow);
+    let v = one_rule("    maps: {write: own}\n").evaluate(&agent(), &k, &[]);
     assert_eq!(v.reasons, vec![Reason::UnattributedMapWrite { insns: vec![12] }]);
     // A write the analysis could not tie to a map of the object is unattributed too, even beside an own map:
     // never taken for a write to an own map named "(unknown map)".
     let k = writes(writes(k, crate::metadata::UNKNOWN_MAP), "own_map");
-    let v = one_rule("    maps: {write: own}\n").evaluate(&agent(), &k);
+    let v = one_rule("    maps: {write: own}\n").evaluate(&agent(), &k, &[]);
     assert!(matches!(v.reasons[..], [Reason::UnattributedMapWrite { .. }]), "{:?}", v.reasons);
     assert!(KernelProgram::from_metadata(&k, &[]).unattributed_map_write);
 }
@@ -364,7 +370,7 @@ fn unattributed_map_write_is_refused_only_under_map_restrictions() {
 #[test]
 fn deny_rule_denies_everything_of_its_subject() {
     let p = one_rule("    action: deny\n");
-    let v = p.evaluate(&agent(), &prog(ProgType::SocketFilter));
+    let v = p.evaluate(&agent(), &prog(ProgType::SocketFilter), &[]);
     assert_eq!((v.decision, v.reasons.clone()), (Decision::Deny, vec![Reason::RuleDenies]));
 }
 
@@ -377,7 +383,7 @@ fn every_reason_is_reported_in_order() {
     let mut k = writes(with_class(prog(ProgType::Tracing), Capability::UserWrite, &[3]), "m");
     k.attach_type = Some(AttachType::TraceFentry);
     k.attach_target = Some("tcp_connect".into());
-    let v = p.evaluate(&agent(), &k);
+    let v = p.evaluate(&agent(), &k, &[]);
     let bits: Vec<u32> = v.reasons.iter().map(|r| r.bit()).collect();
     use reason_bits::*;
     assert_eq!(bits, vec![PROG_TYPE, ATTACH_TYPE, ATTACH_TARGET, INSNS, CLASS, MAP]);
@@ -393,9 +399,9 @@ fn evaluation_is_deterministic() {
     let p = parse(&std::fs::read_to_string(root().join("examples/policies/observability.yaml")).unwrap());
     let k = with_class(with_class(prog(ProgType::Kprobe), Capability::SendSignal, &[2]), Capability::UserWrite, &[1]);
     let s = root_exe("/usr/bin/bpftrace");
-    let first = p.evaluate(&s, &k);
+    let first = p.evaluate(&s, &k, &[]);
     for _ in 0..10 {
-        assert_eq!(p.evaluate(&s, &k), first);
+        assert_eq!(p.evaluate(&s, &k, &[]), first);
     }
 }
 
@@ -569,7 +575,7 @@ fn golden_eval_of_the_examples() {
             out.push_str(&format!("subject exe={:?} cgroup={:?} uid={:?}\n", s.exe, s.cgroup, s.uid));
             for name in c.programs {
                 let g = &programs[&name];
-                let v = policy.evaluate_in(&s, &g.program, &g.maps);
+                let v = policy.evaluate(&s, &g.program, &g.maps);
                 out.push_str(&format!("  {name} ({}): {}\n", g.program.prog_type, v.to_string().replace('\n', "\n  ")));
             }
         }
@@ -804,7 +810,7 @@ proptest! {
         subject in subject(),
         (prog, defs) in program(),
     ) {
-        let source = policy.evaluate_in(&subject, &prog, &defs);
+        let source = policy.evaluate(&subject, &prog, &defs);
         let c = compiled::compile(&policy, 1).unwrap();
         // Go through the distribution format too.
         let c = CompiledPolicy::from_cbor("gen", &c.to_cbor()).unwrap();
@@ -851,7 +857,7 @@ fn differential_inputs_reach_every_outcome() {
     let (mut decisions, mut reasons, mut by_rule, mut by_default) = (BTreeMap::new(), 0u32, 0, 0);
     for _ in 0..2000 {
         let (p, s, (prog, defs)) = strategy.new_tree(&mut runner).unwrap().current();
-        let v = p.evaluate_in(&s, &prog, &defs);
+        let v = p.evaluate(&s, &prog, &defs);
         *decisions.entry(v.decision.name()).or_insert(0) += 1;
         reasons |= v.reason_mask();
         if v.rule.is_some() {

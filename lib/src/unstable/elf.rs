@@ -12,7 +12,7 @@ use object::{Endianness, Object as _, ObjectSection, ObjectSymbol, RelocationTar
 
 use crate::btf::BtfIndex;
 use crate::insn::{RawInsn, INSN_SIZE};
-use crate::metadata::{MapDef, MapKind};
+use crate::metadata::{InspectErrorKind, MapDef, MapKind};
 use crate::progtype::{MAP_TYPE_ARRAY, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS, MAP_TYPE_PROG_ARRAY};
 use crate::section::{self, SectionInfo};
 
@@ -80,6 +80,47 @@ pub enum ElfError {
     MoreErrors { count: usize },
     #[error("the object has more than {limit} {what}")]
     TooMany { what: &'static str, limit: usize },
+}
+
+impl ElfError {
+    /// The kind of an [`crate::InspectError`] reporting this.
+    pub fn kind(&self) -> InspectErrorKind {
+        match self {
+            ElfError::Parse(_) => InspectErrorKind::NotElf,
+            ElfError::NotBpf { .. } => InspectErrorKind::NotBpf,
+            ElfError::SectionData { .. } | ElfError::TruncatedCode { .. } | ElfError::BadSectionName { .. } => {
+                InspectErrorKind::Section
+            }
+            ElfError::BadRelocation { .. } => InspectErrorKind::Relocation,
+            ElfError::BadSymbol { .. } | ElfError::BadSymbolName { .. } => InspectErrorKind::Symbol,
+            ElfError::BadMap { .. } => InspectErrorKind::Map,
+            ElfError::Btf(_) => InspectErrorKind::Btf,
+            ElfError::MoreErrors { .. } => InspectErrorKind::MoreErrors,
+            ElfError::TooMany { .. } => InspectErrorKind::Limit,
+        }
+    }
+
+    /// The section the problem is in, where one is named.
+    pub fn section(&self) -> Option<&str> {
+        match self {
+            ElfError::SectionData { section, .. }
+            | ElfError::TruncatedCode { section, .. }
+            | ElfError::BadRelocation { section, .. }
+            | ElfError::BadSymbol { section, .. }
+            | ElfError::BadMap { section, .. }
+            | ElfError::BadSymbolName { section, .. } => Some(section),
+            ElfError::Btf(_) => Some(".BTF"),
+            _ => None,
+        }
+    }
+
+    /// The byte offset in [`ElfError::section`], where known.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            ElfError::BadRelocation { offset, .. } | ElfError::BadSymbol { offset, .. } => Some(*offset),
+            _ => None,
+        }
+    }
 }
 
 /// A function symbol (program or subprogram) and its extent, in instructions within its section.

@@ -19,8 +19,8 @@ use crate::elf::{Extern, Object, ProgramEntry, RelocTarget};
 use crate::helpers::{self, CallbackArg, Effect};
 use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
 use crate::metadata::{
-    AttachType, Capability, ClassSet, HelperRef, KernelView, MapAccess, ProgramMetadata, Subprogram, TailCall,
-    UNKNOWN_MAP,
+    AttachType, Capability, ClassSet, HelperRef, InspectErrorKind, KernelView, MapAccess, ProgramMetadata, Subprogram,
+    TailCall, UNKNOWN_MAP,
 };
 use crate::progtype::{MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
 
@@ -99,6 +99,44 @@ pub enum AnalysisError {
     UninitRegister { section: String, insn: usize, reg: u8 },
     #[error("analysis did not reach a fixpoint in {rounds} rounds")]
     NoFixpoint { rounds: usize },
+}
+
+impl AnalysisError {
+    /// The kind of an [`crate::InspectError`] reporting this.
+    pub fn kind(&self) -> InspectErrorKind {
+        use AnalysisError as E;
+        match self {
+            E::TooManyInsns { .. }
+            | E::TooManyFuncs { .. }
+            | E::CallTooDeep { .. }
+            | E::TooComplex { .. }
+            | E::TooManyMaps { .. }
+            | E::ObjectTooLarge { .. }
+            | E::NoFixpoint { .. } => InspectErrorKind::Limit,
+            _ => InspectErrorKind::Code,
+        }
+    }
+
+    /// The section and instruction offset in it the problem is at, where known.
+    pub fn location(&self) -> Option<(&str, usize)> {
+        use AnalysisError as E;
+        match self {
+            E::Insn { section, insn, .. }
+            | E::JumpOutOfRange { section, insn, .. }
+            | E::JumpIntoLdImm64 { section, insn, .. }
+            | E::FallsOffEnd { section, insn }
+            | E::CallOutOfRange { section, insn, .. }
+            | E::BadEntry { section, insn }
+            | E::TooManyInsns { section, insn, .. }
+            | E::TooManyFuncs { section, insn, .. }
+            | E::CallTooDeep { section, insn, .. }
+            | E::TooComplex { section, insn, .. }
+            | E::TooManyMaps { section, insn, .. }
+            | E::Recursion { section, insn }
+            | E::UninitRegister { section, insn, .. } => Some((section, *insn)),
+            E::MissingExceptionCallback { .. } | E::ObjectTooLarge { .. } | E::NoFixpoint { .. } => None,
+        }
+    }
 }
 
 // Pointer kinds a value may have.
