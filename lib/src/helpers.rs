@@ -16,6 +16,7 @@ pub struct Helper {
     pub name: &'static str,
     /// The classes a call proves on its own.
     pub classes: ClassSet,
+    /// What the helper does to its arguments and returns, beyond its classes (from the catalogue).
     pub effects: &'static [Effect],
     /// The kernel's own gate for the helper, or why it has no class.
     pub reason: &'static str,
@@ -28,6 +29,7 @@ pub struct Kfunc {
     pub name: &'static str,
     /// The classes a call proves on its own.
     pub classes: ClassSet,
+    /// What the kfunc does to its arguments and returns, beyond its classes (from the catalogue).
     pub effects: &'static [Effect],
     /// The `KF_*` flags and the kernel's gate, or why it has no class.
     pub reason: &'static str,
@@ -59,6 +61,7 @@ pub fn helper_by_name(name: &str) -> Option<&'static Helper> {
 /// analysis and the gate's view ([`crate::kernel_view`]) both follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackArg {
+    /// A number: nothing a class is read or written through.
     Scalar,
     /// BTF-typed kernel memory (a task, a vma).
     Kernel,

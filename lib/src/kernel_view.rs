@@ -10,7 +10,7 @@
 //!   fields, a helper or kfunc returning one, a typed `__ksym`, a kptr loaded from a map value);
 //! - `map_write` for a store or atomic through a map value, or a helper or kfunc writing through an argument that
 //!   may be one;
-//! - `packet_write` the same through a packet pointer (a context field [`ProgType::packet_ctx_fields`] names);
+//! - `packet_write` the same through a packet pointer (a context field [`ProgType::packet_ctx_fields`](crate::progtype::ProgType::packet_ctx_fields) names);
 //! - each of the three, too, for an access through an *unknown* register, when the program could hold such a
 //!   pointer at all (a BTF-typed type, a BTF source or a map that may hold kptrs, [`MapDef::may_hold_kptr`]; a
 //!   map reference; a packet program type), and map_write
@@ -84,11 +84,13 @@ pub fn judged(prog: &ProgramMetadata, maps: &[MapDef]) -> ProgramMetadata {
 /// What a register or stack slot may hold in the gate's scan, one bit per kind; `gate.bpf.c` uses the same
 /// bits (generated into `gate_scan.h`).
 pub mod tag {
+    /// A number.
     pub const SCALAR: u8 = 1 << 0;
     /// The program's context (r1 at entry).
     pub const CTX: u8 = 1 << 1;
     /// This function's stack frame.
     pub const STACK: u8 = 1 << 2;
+    /// Packet data (a context field [`ProgType::packet_ctx_fields`](crate::progtype::ProgType::packet_ctx_fields) names).
     pub const PACKET: u8 = 1 << 3;
     /// BTF-typed kernel memory: loads through it are kernel reads.
     pub const BTF: u8 = 1 << 4;
@@ -98,6 +100,7 @@ pub mod tag {
     pub const OTHER: u8 = 1 << 6;
     /// Not known (a block's entry, an indirect result): anything the program can hold, a caller's stack too.
     pub const UNKNOWN: u8 = 1 << 7;
+    /// Every tag: a value about which nothing is known.
     pub const ANY: u8 = 0xff;
 }
 
@@ -167,7 +170,9 @@ pub const JOIN_SLOTS: usize = 32;
 /// Where a value of the gate's `kfunc_classes` map keeps, beside the class bits (0-15), what the kfunc returns
 /// ([`returned`]), its [`call_flags`] and its catalogue index, which events name it by (`GATE_KFUNC_*_SHIFT`).
 pub const KFUNC_RET_SHIFT: u32 = 16;
+/// Bit position of a kfunc's flags in [`kfunc_value`].
 pub const KFUNC_FLAGS_SHIFT: u32 = 24;
+/// Bit position of a kfunc's catalogue index in [`kfunc_value`].
 pub const KFUNC_INDEX_SHIFT: u32 = 32;
 
 /// The gate's `kfunc_classes` value for `k`, the kfunc at `index` in [`helpers::KFUNCS`].

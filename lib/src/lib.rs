@@ -1,4 +1,4 @@
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 //! bpfgate: decide whether a BPF program may be loaded from what it can do.
 //!
 //! The library reads a BPF ELF object, decodes every program's instructions, follows the code each program can

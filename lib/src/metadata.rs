@@ -116,20 +116,26 @@ impl FromStr for Capability {
 pub struct ClassSet(pub u32);
 
 impl ClassSet {
+    /// No class.
     pub const EMPTY: ClassSet = ClassSet(0);
 
+    /// Whether `c` is in the set.
     pub fn contains(self, c: Capability) -> bool {
         self.0 & c.bit() != 0
     }
+    /// Adds `c`.
     pub fn insert(&mut self, c: Capability) {
         self.0 |= c.bit();
     }
+    /// Every class in either set.
     pub fn union(self, other: ClassSet) -> ClassSet {
         ClassSet(self.0 | other.0)
     }
+    /// Whether the set has no class.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+    /// The classes in the set, in bit order.
     pub fn iter(self) -> impl Iterator<Item = Capability> {
         Capability::ALL.into_iter().filter(move |c| self.contains(*c))
     }
@@ -148,6 +154,7 @@ impl FromIterator<Capability> for ClassSet {
 /// Everything `inspect` learned about one ELF object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectReport {
+    /// [`SCHEMA_VERSION`] of the library that wrote the report.
     pub schema_version: u32,
     /// The path as given by the caller.
     pub file: String,
@@ -155,6 +162,7 @@ pub struct ObjectReport {
     pub license: Option<String>,
     /// Map definitions found in the object (legacy, BTF-defined and global data).
     pub maps: Vec<MapDef>,
+    /// One entry per program that could be analyzed, in the object's order.
     pub programs: Vec<ProgramMetadata>,
     /// Problems that stopped the analysis of one program or of the whole object, in the order found.
     pub errors: Vec<InspectError>,
@@ -252,13 +260,19 @@ pub enum MapKind {
 /// A map declared by the object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapDef {
+    /// Symbol name (section name for global data).
     pub name: String,
+    /// How the object declares it.
     pub kind: MapKind,
     /// Kernel `enum bpf_map_type` value (`BPF_MAP_TYPE_ARRAY` for global data).
     pub map_type: u32,
+    /// Key size in bytes.
     pub key_size: u32,
+    /// Value size in bytes.
     pub value_size: u32,
+    /// Maximum number of entries.
     pub max_entries: u32,
+    /// `map_flags` as declared (`BPF_F_*`).
     pub flags: u32,
     /// Pinning mode: 0 none, 1 by name (`LIBBPF_PIN_BY_NAME`, iproute2 `PIN_GLOBAL_NS`), 2 object namespace.
     pub pinning: u32,
@@ -281,7 +295,9 @@ impl MapDef {
 /// A helper call target, by id and catalogue name (`unknown` when the id is not in the catalogue).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HelperRef {
+    /// The helper id (`enum bpf_func_id`).
     pub id: u32,
+    /// Its catalogue name.
     pub name: String,
 }
 
@@ -292,22 +308,29 @@ pub const UNKNOWN_MAP: &str = "(unknown map)";
 /// What one program does with one map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MapAccess {
+    /// The map's name ([`UNKNOWN_MAP`] for memory the analysis cannot tie to a map).
     pub name: String,
+    /// The program reads the map (by helper or load).
     pub read: bool,
+    /// The program writes the map (by helper, store or atomic).
     pub write: bool,
 }
 
 /// A tail call site and the prog array it goes through, when the analysis could tell.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TailCall {
+    /// The tail call instruction, in the linked layout.
     pub insn: u32,
+    /// The prog array's name, when exactly one map of the object can be it.
     pub map: Option<String>,
 }
 
 /// A subprogram linked into a program, and where it starts in the program's linked layout.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Subprogram {
+    /// Function symbol name (`section+offset` when it has none).
     pub name: String,
+    /// The section holding it.
     pub section: String,
     /// First instruction in the linked program.
     pub start: u32,
@@ -322,26 +345,38 @@ pub struct Subprogram {
 /// first (what a subprogram refers to follows it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramMetadata {
+    /// The entry function's symbol name (the section's name for old objects without symbols).
     pub name: String,
+    /// The ELF section holding the entry function.
     pub section: String,
     /// Instruction offset of the entry function within `section`.
     pub section_offset: u32,
+    /// Program type, from the section name as libbpf reads it.
     pub prog_type: ProgType,
+    /// Expected attach type, for program types that take one.
     pub attach_type: Option<AttachType>,
     /// Kernel function, tracepoint or other target named by the section (`do_sys_open` for `kprobe/do_sys_open`).
     pub attach_target: Option<String>,
+    /// Whether the program is sleepable (`.s` sections).
     pub sleepable: bool,
     /// Why the program type is `unspec`, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unspec_reason: Option<String>,
+    /// The object's license.
     pub license: Option<String>,
     /// Instructions in the linked program (ld_imm64 counts as two, as in the kernel).
     pub insn_count: u32,
+    /// Helpers called in reachable code, by id.
     pub helpers: Vec<HelperRef>,
+    /// Kfuncs called in reachable code, by name, sorted.
     pub kfuncs: Vec<String>,
+    /// Subprograms linked after the entry function, in layout order.
     pub subprograms: Vec<Subprogram>,
+    /// Tail call sites.
     pub tail_calls: Vec<TailCall>,
+    /// Maps used, one entry per name, sorted by name.
     pub maps: Vec<MapAccess>,
+    /// The capability classes found, in [`Capability`] order.
     pub capabilities: Vec<Capability>,
     /// For each capability, the instructions that prove it.
     pub evidence: BTreeMap<Capability, Vec<u32>>,
@@ -390,8 +425,10 @@ impl KernelView {
 #[derive(Debug, thiserror::Error)]
 pub enum CborError {
     #[error("CBOR encoding failed: {0}")]
+    /// Encoding failed (the encoder's message).
     Encode(String),
     #[error("CBOR decoding failed: {0}")]
+    /// The bytes are not a CBOR document of the expected type (the decoder's message).
     Decode(String),
 }
 

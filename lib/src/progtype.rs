@@ -15,7 +15,7 @@ macro_rules! kernel_enum {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[repr(u32)]
-        pub enum $ty { $($variant = $num,)* }
+        pub enum $ty { $(#[doc = concat!("`", $name, "`, number ", stringify!($num), ".")] $variant = $num,)* }
 
         impl $ty {
             /// Every value, in kernel order.

@@ -41,10 +41,15 @@ pub const MAX_MAP_PATTERNS: usize = 256;
 /// Helper ids the class table covers.
 pub const HELPER_TABLE_LEN: usize = 512;
 
+/// Bytes of a [`Header`] in the gate's map.
 pub const HEADER_SIZE: usize = 48;
+/// Bytes of a [`RuleRecord`] in the gate's map.
 pub const RULE_RECORD_SIZE: usize = 40;
+/// Bytes of an attach target [`PatternRecord`] in the gate's map.
 pub const TARGET_RECORD_SIZE: usize = 4 + TARGET_PATTERN_LEN;
+/// Bytes of a map name [`PatternRecord`] in the gate's map.
 pub const MAP_RECORD_SIZE: usize = 4 + 16;
+/// Bytes of an [`ExeKey`].
 pub const EXE_KEY_SIZE: usize = 16;
 
 /// `RuleRecord::flags` bits.
@@ -63,14 +68,31 @@ pub mod rule_flags {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompiledError {
     #[error("{file}: not a compiled bpfgate policy: {what}")]
-    Decode { file: String, what: String },
+    /// The bytes are not a compiled policy.
+    Decode {
+        /// The file, as named by the caller.
+        file: String,
+        /// The decoder's message.
+        what: String,
+    },
     #[error("{file}: {record} record: {what}")]
-    Invalid { file: String, record: &'static str, what: String },
+    /// A record is out of range or inconsistent.
+    Invalid {
+        /// The file, as named by the caller.
+        file: String,
+        /// Which record.
+        record: &'static str,
+        /// What is wrong with it.
+        what: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The header the gate reads first: the tables' shape and the rules without a subject constraint.
 pub struct Header {
+    /// [`MAGIC`].
     pub magic: u32,
+    /// [`FORMAT_VERSION`].
     pub format_version: u32,
     /// Chosen by whoever compiles; the daemon swaps tables atomically by generation.
     pub generation: u64,
@@ -78,6 +100,7 @@ pub struct Header {
     pub mode: u8,
     /// [`Action::number`] for subjects no rule matches.
     pub default_action: u8,
+    /// Rules in the table.
     pub rule_count: u16,
     /// Rules without an exe constraint.
     pub exe_any: u64,
@@ -90,6 +113,7 @@ pub struct Header {
 /// One rule, as the gate reads it from an array map indexed by rule id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRecord {
+    /// [`Action::number`].
     pub action: u8,
     /// [`MapWrite::number`](super::MapWrite::number).
     pub map_write: u8,
@@ -99,14 +123,19 @@ pub struct RuleRecord {
     pub max_insns: u32,
     /// Classes a program may use (all bits when the rule has no `capabilities.allow`).
     pub allowed_classes: u32,
+    /// Classes the rule's `capabilities.deny` refuses.
     pub denied_classes: u32,
     /// Bit `n` = prog type number `n` allowed.
     pub prog_types: u64,
     /// Bit `n` = attach type number `n` allowed.
     pub attach_types: u64,
+    /// First attach target pattern in [`CompiledPolicy::targets`].
     pub target_first: u16,
+    /// Attach target patterns of the rule.
     pub target_count: u16,
+    /// First map name pattern in [`CompiledPolicy::map_names`].
     pub map_first: u16,
+    /// Map name patterns of the rule.
     pub map_count: u16,
 }
 
@@ -115,36 +144,51 @@ pub struct RuleRecord {
 pub struct PatternRecord {
     /// 0 exact, 1 prefix.
     pub kind: u8,
+    /// The name, or its prefix.
     pub text: String,
 }
 
+/// [`PatternRecord::kind`] of a whole name.
 pub const PATTERN_EXACT: u8 = 0;
+/// [`PatternRecord::kind`] of a name prefix.
 pub const PATTERN_PREFIX: u8 = 1;
 
 /// A path subject key before resolution, and the rules it selects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathKey {
+    /// The path (normalized).
     pub path: String,
+    /// Bit `n`: rule `n` names this path.
     pub rules: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A uid subject key and the rules it selects.
 pub struct UidKey {
+    /// The user id.
     pub uid: u32,
+    /// Bit `n`: rule `n` names this uid.
     pub rules: u64,
 }
 
 /// A policy lowered for the kernel, portable (paths, not inodes). Serialized as CBOR for distribution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompiledPolicy {
+    /// Shape and defaults.
     pub header: Header,
     /// Rule names by rule id, for reports (not loaded into the kernel).
     pub rule_names: Vec<String>,
+    /// Rules by rule id.
     pub rules: Vec<RuleRecord>,
+    /// Executable paths, resolved to [`ExeKey`]s on the host.
     pub exe_keys: Vec<PathKey>,
+    /// cgroup paths, resolved to cgroup ids on the host.
     pub cgroup_keys: Vec<PathKey>,
+    /// Uids.
     pub uid_keys: Vec<UidKey>,
+    /// Attach target patterns, sliced by the rules.
     pub targets: Vec<PatternRecord>,
+    /// Map name patterns, sliced by the rules.
     pub map_names: Vec<PatternRecord>,
     /// Class bits ([`ClassSet`](crate::ClassSet)) by helper id; ids past the end are `unknown`.
     pub helper_classes: Vec<u32>,
@@ -306,6 +350,7 @@ fn helper_class_table() -> Vec<u32> {
 }
 
 impl CompiledPolicy {
+    /// Encodes the policy as CBOR, the form `bpfgate policy compile` writes.
     pub fn to_cbor(&self) -> Vec<u8> {
         // Writing into a Vec cannot fail and every field serializes; an empty result would fail from_cbor.
         cbor4ii::serde::to_vec(Vec::new(), self).unwrap_or_default()
@@ -320,6 +365,7 @@ impl CompiledPolicy {
         Ok(c)
     }
 
+    /// Checks every slice and count is in range, so the evaluator never reads outside a table.
     pub fn validate(&self, file: &str) -> Result<(), CompiledError> {
         let bad = |record: &'static str, what: String| CompiledError::Invalid { file: file.to_owned(), record, what };
         let h = &self.header;
@@ -408,12 +454,16 @@ pub trait Resolver {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An executable's identity on the host, as the gate compares it.
 pub struct ExeKey {
+    /// Device number (kernel `s_dev` encoding).
     pub dev: u64,
+    /// Inode number.
     pub ino: u64,
 }
 
 impl ExeKey {
+    /// The key's bytes in the gate's map.
     pub fn to_le_bytes(self) -> [u8; EXE_KEY_SIZE] {
         let mut b = [0u8; EXE_KEY_SIZE];
         b[..8].copy_from_slice(&self.dev.to_le_bytes());
@@ -425,28 +475,41 @@ impl ExeKey {
 /// What the daemon loads into the gate's maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelTables {
+    /// Shape and defaults.
     pub header: Header,
+    /// Rules by rule id.
     pub rules: Vec<RuleRecord>,
+    /// Rules selected by executable.
     pub exe: BTreeMap<ExeKey, u64>,
+    /// Rules selected by cgroup id.
     pub cgroup: BTreeMap<u64, u64>,
+    /// Rules selected by uid.
     pub uid: BTreeMap<u32, u64>,
+    /// Attach target patterns.
     pub targets: Vec<PatternRecord>,
+    /// Map name patterns.
     pub map_names: Vec<PatternRecord>,
+    /// Class bits by helper id.
     pub helper_classes: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A policy resolved on the host: the tables, and the subject paths that do not exist here.
 pub struct Resolved {
+    /// What the daemon loads.
     pub tables: KernelTables,
+    /// Executable and cgroup paths that could not be resolved (their rules cannot match).
     pub unresolved: Vec<String>,
 }
 
 /// The loading task as the gate sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelSubject {
+    /// The executable's identity, when known.
     pub exe: Option<ExeKey>,
     /// Ids of the task's cgroup and all its ancestors (order does not matter).
     pub cgroup_ancestors: Vec<u64>,
+    /// The task's uid, when known.
     pub uid: Option<u32>,
 }
 
@@ -478,20 +541,26 @@ impl KernelSubject {
 pub struct KernelMap {
     /// At most 15 bytes, as `bpf_map->name`.
     pub name: String,
+    /// The loading subject created it.
     pub own: bool,
+    /// It is pinned in bpffs.
     pub pinned: bool,
 }
 
 /// The program being loaded as the gate sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelProgram {
+    /// Program type number.
     pub prog_type: u32,
     /// `None` when the program type takes no expected attach type.
     pub attach_type: Option<u32>,
+    /// Attach target, where the kernel names it at load.
     pub attach_target: Option<String>,
+    /// Instructions.
     pub insn_cnt: u32,
     /// [`ClassSet`](crate::ClassSet) bits the gate computed from the instructions.
     pub classes: u32,
+    /// Maps the program writes.
     pub written_maps: Vec<KernelMap>,
     /// Map writes the gate cannot tie to a map.
     pub unattributed_map_write: bool,
@@ -524,8 +593,11 @@ impl KernelProgram {
 /// [`super::eval::reason_bits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompiledVerdict {
+    /// The decision.
     pub decision: Decision,
+    /// The rule that decided; `None` for the default.
     pub rule: Option<u32>,
+    /// Reason bits ([`super::reason_bits`]).
     pub reasons: u32,
 }
 
@@ -687,6 +759,7 @@ fn need(buf: &[u8], n: usize, record: &'static str) -> Result<(), CompiledError>
 }
 
 impl Header {
+    /// The header's bytes in the gate's map.
     pub fn to_le_bytes(&self) -> [u8; HEADER_SIZE] {
         let mut w = Writer::<HEADER_SIZE>::new();
         w.put(&self.magic.to_le_bytes());
@@ -700,6 +773,7 @@ impl Header {
         w.put(&self.uid_any.to_le_bytes());
         w.buf
     }
+    /// Reads a header from the gate's map bytes.
     pub fn from_le_bytes(b: &[u8]) -> Result<Header, CompiledError> {
         need(b, HEADER_SIZE, "header")?;
         let mut r = Reader { buf: b, at: 0 };
@@ -725,6 +799,7 @@ impl Header {
 }
 
 impl RuleRecord {
+    /// The record's bytes in the gate's map.
     pub fn to_le_bytes(&self) -> [u8; RULE_RECORD_SIZE] {
         let mut w = Writer::<RULE_RECORD_SIZE>::new();
         w.put(&[self.action, self.map_write, self.flags, 0]);
@@ -739,6 +814,7 @@ impl RuleRecord {
         w.put(&self.map_count.to_le_bytes());
         w.buf
     }
+    /// Reads a rule record from the gate's map bytes.
     pub fn from_le_bytes(b: &[u8]) -> Result<RuleRecord, CompiledError> {
         need(b, RULE_RECORD_SIZE, "rule")?;
         let mut r = Reader { buf: b, at: 0 };
@@ -771,6 +847,7 @@ impl PatternRecord {
         out.resize(4 + N, 0);
         out
     }
+    /// Reads a pattern record of `N` text bytes from the gate's map bytes.
     pub fn from_le_bytes<const N: usize>(b: &[u8]) -> Result<PatternRecord, CompiledError> {
         need(b, 4 + N, "pattern")?;
         let mut r = Reader { buf: b, at: 0 };

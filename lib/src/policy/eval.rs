@@ -20,6 +20,7 @@ pub struct Subject {
     pub exe: Option<String>,
     /// cgroup v2 path of the task, from the cgroup root.
     pub cgroup: Option<String>,
+    /// User id of the task.
     pub uid: Option<u32>,
 }
 
@@ -27,13 +28,16 @@ pub struct Subject {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
+    /// Load allowed.
     Allow,
+    /// Load refused.
     Deny,
     /// Load allowed, and reported.
     Audit,
 }
 
 impl Decision {
+    /// The snake_case name used in JSON.
     pub fn name(self) -> &'static str {
         match self {
             Decision::Allow => "allow",
@@ -41,6 +45,7 @@ impl Decision {
             Decision::Audit => "audit",
         }
     }
+    /// The number the gate uses in events.
     pub fn number(self) -> u8 {
         match self {
             Decision::Allow => 0,
@@ -63,7 +68,9 @@ impl fmt::Display for Decision {
 /// The rule that decided: its position in the file (0-based) and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct MatchedRule {
+    /// Position in the file, 0-based.
     pub index: usize,
+    /// The rule's name.
     pub name: String,
 }
 
@@ -71,10 +78,13 @@ pub struct MatchedRule {
 /// `ProgramMetadata::evidence`) and the called helpers and kfuncs whose catalogue entry carries the class.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Evidence {
+    /// Instruction offsets in the linked layout.
     pub insns: Vec<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Called helpers whose class it is.
     pub helpers: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Called kfuncs whose class it is.
     pub kfuncs: Vec<String>,
 }
 
@@ -96,61 +106,89 @@ pub enum MapRefusal {
 pub enum Reason {
     /// No rule matches the subject and the policy default is `deny` or `audit`.
     NoRuleMatched {
+        /// The policy's default action.
         default: Action,
     },
     /// The matching rule's action is `deny`.
     RuleDenies,
+    /// The program type is not in the rule's `prog_types`.
     ProgType {
+        /// The program's type.
         prog_type: ProgType,
     },
+    /// The expected attach type is not in the rule's `attach_types`.
     AttachType {
+        /// The program's attach type.
         attach_type: AttachType,
     },
+    /// The attach target matches none of the rule's `attach_targets`.
     AttachTarget {
+        /// The program's attach target.
         target: String,
     },
     /// The rule restricts attach targets and this traced program does not name one.
     AttachTargetUnknown {
+        /// The program's type.
         prog_type: ProgType,
     },
     /// The program attaches to a hook the gate itself uses, and no rule names that target
     /// ([`gate_hook`](super::schema::gate_hook)).
     GateHook {
+        /// The hook.
         target: String,
     },
+    /// The program has more instructions than the rule's `max_insns`.
     TooManyInsns {
+        /// The program's instructions.
         insns: u32,
+        /// The rule's limit.
         max: u32,
     },
     /// The class is in the rule's `capabilities.deny`.
     ClassDenied {
+        /// The class.
         class: Capability,
+        /// Where the program shows it.
         evidence: Evidence,
     },
     /// The rule has `capabilities.allow` and the class is not in it.
     ClassNotAllowed {
+        /// The class.
         class: Capability,
+        /// Where the program shows it.
         evidence: Evidence,
     },
+    /// A written map the rule's `maps` refuses.
     MapWrite {
+        /// The map's name.
         map: String,
+        /// Which map rule refuses it.
         why: MapRefusal,
     },
     /// The program writes map memory the analysis could not tie to a map, and the rule restricts map writes.
     UnattributedMapWrite {
+        /// The writing instructions.
         insns: Vec<u32>,
     },
 }
 
 /// Bits of the reason mask shared with the compiled evaluator (the gate reports these).
 pub mod reason_bits {
+    /// No rule matched and the default refused.
     pub const NO_RULE: u32 = 1 << 0;
+    /// The matching rule's action is `deny`.
     pub const RULE_DENIES: u32 = 1 << 1;
+    /// [`Reason::ProgType`](super::Reason::ProgType).
     pub const PROG_TYPE: u32 = 1 << 2;
+    /// [`Reason::AttachType`](super::Reason::AttachType).
     pub const ATTACH_TYPE: u32 = 1 << 3;
+    /// [`Reason::AttachTarget`](super::Reason::AttachTarget), [`Reason::AttachTargetUnknown`](super::Reason::AttachTargetUnknown) and [`Reason::GateHook`](super::Reason::GateHook).
     pub const ATTACH_TARGET: u32 = 1 << 4;
+    /// [`Reason::TooManyInsns`](super::Reason::TooManyInsns).
     pub const INSNS: u32 = 1 << 5;
+    /// [`Reason::ClassDenied`](super::Reason::ClassDenied) and [`Reason::ClassNotAllowed`](super::Reason::ClassNotAllowed).
     pub const CLASS: u32 = 1 << 6;
+    /// [`Reason::MapWrite`](super::Reason::MapWrite) and [`Reason::UnattributedMapWrite`](super::Reason::UnattributedMapWrite).
     pub const MAP: u32 = 1 << 7;
 }
 
@@ -269,6 +307,7 @@ fn describe(c: Capability) -> &'static str {
 /// The decision for one program, the rule that made it, and every reason against it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Verdict {
+    /// Allow, deny or audit.
     pub decision: Decision,
     /// `None` when no rule matched and the policy default decided.
     pub rule: Option<MatchedRule>,
@@ -302,7 +341,9 @@ impl Verdict {
 /// can see real ownership (it records who created each map).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapFacts {
+    /// The subject loading the object is taken to create it.
     pub own: bool,
+    /// It is pinned: shared through bpffs.
     pub pinned: bool,
 }
 

@@ -18,7 +18,9 @@ pub const MAP_NAME_LEN: usize = 15;
 /// A position in the policy file, both 1-based. `0:0` for items built in code.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Loc {
+    /// Line, 1-based.
     pub line: u32,
+    /// Column, 1-based.
     pub column: u32,
 }
 
@@ -31,12 +33,15 @@ impl fmt::Display for Loc {
 /// A value and where the file says it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Located<T> {
+    /// The value.
     pub value: T,
     #[serde(skip)]
+    /// Where it is written.
     pub loc: Loc,
 }
 
 impl<T> Located<T> {
+    /// `value` written at `loc`.
     pub fn new(value: T, loc: Loc) -> Self {
         Located { value, loc }
     }
@@ -51,17 +56,21 @@ impl<T> Located<T> {
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]
+    /// Denials refuse the load.
     Enforce,
+    /// Denials are reported and the load goes ahead.
     Audit,
 }
 
 impl Mode {
+    /// The name used in policy files.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
             Mode::Audit => "audit",
         }
     }
+    /// Every mode.
     pub const ALL: [Mode; 2] = [Mode::Enforce, Mode::Audit];
 }
 
@@ -79,7 +88,9 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action.
     pub const ALL: [Action; 3] = [Action::Allow, Action::Deny, Action::Audit];
+    /// The name used in policy files.
     pub fn name(self) -> &'static str {
         match self {
             Action::Allow => "allow",
@@ -95,6 +106,7 @@ impl Action {
             Action::Audit => 2,
         }
     }
+    /// The action with [`Action::number`] `n`.
     pub fn from_number(n: u8) -> Option<Action> {
         Action::ALL.into_iter().find(|a| a.number() == n)
     }
@@ -105,7 +117,9 @@ impl Action {
 pub struct Policy {
     /// The file name given to the parser, for diagnostics.
     pub file: String,
+    /// The policy schema version ([`POLICY_VERSION`]).
     pub version: u32,
+    /// Enforce or audit.
     pub mode: Mode,
     /// The action for subjects no rule matches.
     pub default: Action,
@@ -128,6 +142,7 @@ pub struct SubjectMatch {
 }
 
 impl SubjectMatch {
+    /// Whether the subject matches everyone.
     pub fn is_any(&self) -> bool {
         self.exe.is_none() && self.cgroup.is_none() && self.uid.is_none()
     }
@@ -147,7 +162,9 @@ pub enum MapWrite {
 }
 
 impl MapWrite {
+    /// Every value.
     pub const ALL: [MapWrite; 3] = [MapWrite::Any, MapWrite::Own, MapWrite::None];
+    /// The name used in policy files.
     pub fn name(self) -> &'static str {
         match self {
             MapWrite::Any => "any",
@@ -155,6 +172,7 @@ impl MapWrite {
             MapWrite::None => "none",
         }
     }
+    /// The number in compiled rules ([`RuleRecord::map_write`](super::compiled::RuleRecord::map_write)).
     pub fn number(self) -> u8 {
         match self {
             MapWrite::Any => 0,
@@ -167,6 +185,7 @@ impl MapWrite {
 /// Map rules of one rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MapRule {
+    /// Which maps the program may write.
     pub write: MapWrite,
     /// Maps that may be written whatever `write` and `pinned` say (exact names or `prefix*`).
     pub named: Vec<Pattern>,
@@ -191,12 +210,15 @@ impl MapRule {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Pattern {
+    /// The glob as written.
     pub text: String,
     #[serde(skip)]
+    /// Where it is written.
     pub loc: Loc,
 }
 
 impl Pattern {
+    /// A pattern built in code (no location).
     pub fn new(text: impl Into<String>) -> Self {
         Pattern { text: text.into(), loc: Loc::default() }
     }
@@ -223,7 +245,9 @@ impl Pattern {
 /// What the kernel gate can compare: a whole name or a name prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelPattern<'a> {
+    /// This name exactly.
     Exact(&'a str),
+    /// Names starting with this.
     Prefix(&'a str),
 }
 
@@ -278,12 +302,16 @@ fn ser_opt_classes<S: serde::Serializer>(c: &Option<ClassSet>, s: S) -> Result<S
 /// One rule: a subject, an action, and the constraints its programs must meet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
+    /// The rule's name, unique in the policy.
     pub name: String,
     /// Where the rule starts (its `- ` item).
     #[serde(skip)]
     pub loc: Loc,
+    /// Who the rule applies to.
     pub subject: SubjectMatch,
+    /// What it does with their programs.
     pub action: Action,
+    /// Classes allowed and denied.
     pub capabilities: ClassRule,
     /// When given, the only program types allowed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -295,7 +323,9 @@ pub struct Rule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attach_targets: Option<Vec<Pattern>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// When given, the most instructions a program may have.
     pub max_insns: Option<u32>,
+    /// Map rules.
     pub maps: MapRule,
 }
 
