@@ -1,0 +1,682 @@
+//! Capability analysis: reachable code, then an abstract interpretation of pointer provenance.
+//!
+//! For each program, the functions it can reach (BPF-to-BPF calls and callback addresses) are laid out the way
+//! libbpf links them. Each function is then interpreted over a lattice of pointer kinds per register and per
+//! 8-byte stack slot (context, own stack, a caller's stack, packet, BTF-typed kernel memory, map pointers, map
+//! values, arena, function addresses), to a fixpoint across functions (context-insensitive: a function's inputs
+//! are the join of all its call sites). Stores and helper arguments are then judged by what they may point to,
+//! which is what tells a map write through a spilled pointer from a store to the stack.
+//!
+//! The parts: `lattice` (the abstract values), `reach` (which functions a program reaches and how they are
+//! linked), `interp` (the interpretation of each function to a fixpoint), `report` (the metadata built from
+//! what it found); this module drives them and holds the limits.
+//!
+//! The analysis over-approximates: a capability the program cannot have may be reported (for code the verifier
+//! would reject anyway), but one it has is not missed, within the limits documented on [`analyze`].
+
+use std::collections::{BTreeMap, VecDeque};
+// The test support builds objects with it.
+#[cfg(test)]
+use std::collections::HashMap;
+
+use crate::elf::{Extern, Object, ProgramEntry, RelocTarget};
+use crate::helpers::{self, CallbackArg, Effect};
+use crate::insn::{self, AluOp, AtomicOp, CallTarget, Imm64, InsnError, Op, Operand, Size};
+use crate::metadata::{
+    AttachType, Capability, ClassSet, HelperRef, InspectErrorKind, KernelView, MapAccess, ProgramMetadata, Subprogram,
+    TailCall, UNKNOWN_MAP,
+};
+use crate::progtype::{MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
+
+mod interp;
+mod lattice;
+mod reach;
+mod report;
+
+use lattice::*;
+use reach::*;
+use report::*;
+
+/// The kernel's limit on the instructions of one program (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const MAX_INSNS: usize = 1_000_000;
+/// More functions than this in one program is not a real program.
+pub const MAX_FUNCS: usize = 4096;
+/// The kernel's `MAX_CALL_FRAMES`: a chain of BPF-to-BPF calls deeper than this is rejected by the verifier.
+/// The analysis rejects it too, so the fixpoint, which carries a result one call level per round, always ends.
+pub const MAX_CALL_FRAMES: usize = 8;
+/// The kernel's `MAX_BPF_STACK`: only slots inside a frame of this many bytes are tracked one by one; an access
+/// outside it, or a misaligned 8-byte one (both rejected by the verifier), counts as one at an unknown offset.
+/// This bounds the slots a state holds, and so the passes a loop can need to carry a pointer from slot to slot.
+pub const MAX_STACK: i32 = 512;
+/// Bytes of abstract state one function's interpretation may keep (an entry state per basic block, each with
+/// the registers and the stack slots that hold pointers; see `slot_bytes`). A million one-instruction blocks
+/// with a frame full of spilled pointers would need gigabytes; a program at the kernel's instruction limit with
+/// a branch every few instructions needs a few hundred megabytes.
+pub const MAX_STATE_BYTES: usize = 1 << 30;
+/// Work the analyses of one object's programs may do together: the instructions each program reaches, plus
+/// [`ENTRY_WORK`] and the bytes of its names for the program and for each entry (subprogram, map, kfunc, ...)
+/// its report lists. Without it a small object could have a million programs each analyze one huge subprogram
+/// again, or each list its thousands of functions.
+pub const MAX_OBJECT_WORK: usize = 16 * MAX_INSNS;
+/// What a program, or an entry in its report, counts against [`MAX_OBJECT_WORK`] besides its names: building and
+/// keeping an entry costs far more than interpreting an instruction.
+pub const ENTRY_WORK: usize = 64;
+/// The maps from the 128th on share one bit of the analysis' map sets, so a program that may touch one of them
+/// lists them all; past this many, it is an error ([`AnalysisError::TooManyMaps`]) instead.
+pub const MAX_SHARED_MAPS: usize = 1024;
+/// Bound on fixpoint rounds across functions; each round can only grow the lattice, so this is never hit by
+/// programs under the limits above, but it keeps hostile input from looping.
+const MAX_ROUNDS: usize = 64;
+
+/// Why a program could not be analyzed. `insn` is the instruction offset within `section`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("section {section} insn {insn}: {source}")]
+    Insn { section: String, insn: usize, source: InsnError },
+    #[error("section {section} insn {insn}: jump to {target} leaves the function ({start}..{end})")]
+    JumpOutOfRange { section: String, insn: usize, target: i64, start: usize, end: usize },
+    #[error("section {section} insn {insn}: jump into the middle of ld_imm64 at {target}")]
+    JumpIntoLdImm64 { section: String, insn: usize, target: usize },
+    #[error("section {section} insn {insn}: control falls off the end of the function")]
+    FallsOffEnd { section: String, insn: usize },
+    #[error("section {section} insn {insn}: call target {target} is outside section {target_section}")]
+    CallOutOfRange { section: String, insn: usize, target: i64, target_section: String },
+    #[error("section {section} insn {insn}: program entry is outside the section")]
+    BadEntry { section: String, insn: usize },
+    #[error("the exception callback {name} named by the program's BTF is not a function of the object")]
+    MissingExceptionCallback { name: String },
+    #[error("section {section} insn {insn}: program reaches more than {limit} instructions (the kernel's limit)")]
+    TooManyInsns { section: String, insn: usize, limit: usize },
+    #[error("section {section} insn {insn}: program reaches more than {limit} functions")]
+    TooManyFuncs { section: String, insn: usize, limit: usize },
+    #[error("section {section} insn {insn}: chain of {frames} BPF-to-BPF call frames, more than the kernel's {limit}")]
+    CallTooDeep { section: String, insn: usize, frames: usize, limit: usize },
+    #[error(
+        "section {section} insn {insn}: function too complex to analyze: its per-block states need more than \
+         {limit_mib} MiB"
+    )]
+    TooComplex { section: String, insn: usize, limit_mib: usize },
+    #[error(
+        "section {section} insn {insn}: program may touch any of the object's {count} maps from the 128th on, \
+         more than the {limit} a report lists"
+    )]
+    TooManyMaps { section: String, insn: usize, count: usize, limit: usize },
+    #[error(
+        "not analyzed: the object's programs together exceed the analysis budget of {limit} (instructions reached, \
+         report entries and their names)"
+    )]
+    ObjectTooLarge { limit: usize },
+    #[error("section {section} insn {insn}: recursive BPF-to-BPF call (the kernel rejects recursion)")]
+    Recursion { section: String, insn: usize },
+    #[error("section {section} insn {insn}: r{reg} is read before it is set")]
+    UninitRegister { section: String, insn: usize, reg: u8 },
+    #[error("analysis did not reach a fixpoint in {rounds} rounds")]
+    NoFixpoint { rounds: usize },
+}
+
+impl AnalysisError {
+    /// The kind of an [`crate::InspectError`] reporting this.
+    pub fn kind(&self) -> InspectErrorKind {
+        use AnalysisError as E;
+        match self {
+            E::TooManyInsns { .. }
+            | E::TooManyFuncs { .. }
+            | E::CallTooDeep { .. }
+            | E::TooComplex { .. }
+            | E::TooManyMaps { .. }
+            | E::ObjectTooLarge { .. }
+            | E::NoFixpoint { .. } => InspectErrorKind::Limit,
+            _ => InspectErrorKind::Code,
+        }
+    }
+
+    /// The section and instruction offset in it the problem is at, where known.
+    pub fn location(&self) -> Option<(&str, usize)> {
+        use AnalysisError as E;
+        match self {
+            E::Insn { section, insn, .. }
+            | E::JumpOutOfRange { section, insn, .. }
+            | E::JumpIntoLdImm64 { section, insn, .. }
+            | E::FallsOffEnd { section, insn }
+            | E::CallOutOfRange { section, insn, .. }
+            | E::BadEntry { section, insn }
+            | E::TooManyInsns { section, insn, .. }
+            | E::TooManyFuncs { section, insn, .. }
+            | E::CallTooDeep { section, insn, .. }
+            | E::TooComplex { section, insn, .. }
+            | E::TooManyMaps { section, insn, .. }
+            | E::Recursion { section, insn }
+            | E::UninitRegister { section, insn, .. } => Some((section, *insn)),
+            E::MissingExceptionCallback { .. } | E::ObjectTooLarge { .. } | E::NoFixpoint { .. } => None,
+        }
+    }
+}
+
+/// What the analysis found, accumulated across the fixpoint (only ever grows). The lists may repeat entries
+/// (an instruction is interpreted again when its inputs grow): `finish` sorts and deduplicates them, which is
+/// cheaper than keeping ordered sets on every step.
+#[derive(Default)]
+struct Facts<'o> {
+    /// Evidence instructions by `Capability as usize`.
+    evidence: [Vec<u32>; Capability::ALL.len()],
+    helpers: Vec<u32>,
+    kfuncs: Vec<&'o str>,
+    /// Maps read and written, as map sets (bit 127: every map from 127 on), only of maps the object has.
+    reads: u128,
+    writes: u128,
+    unknown_map: (bool, bool),
+    /// Prog arrays per tail call instruction; an instruction may appear more than once.
+    tail_calls: Vec<(u32, u128)>,
+}
+
+impl Facts<'_> {
+    fn class(&mut self, c: Capability, at: u32) {
+        if let Some(list) = self.evidence.get_mut(c as usize) {
+            if list.last() != Some(&at) {
+                list.push(at);
+            }
+        }
+    }
+    fn classes(&mut self, set: ClassSet, at: u32) {
+        // The set bits, in `Capability::ALL` (bit) order, as `ClassSet::iter` gives them.
+        let mut bits = set.0;
+        while bits != 0 {
+            if let Some(&c) = Capability::ALL.get(bits.trailing_zeros() as usize) {
+                self.class(c, at);
+            }
+            bits &= bits - 1;
+        }
+    }
+    fn maps(&mut self, set: u128, n_maps: usize, write: bool) {
+        // The bits of maps the object has: those below `n_maps`, and the shared last bit once maps reach it.
+        let named = if n_maps > OTHER_MAPS as usize { u128::MAX } else { (1u128 << n_maps) - 1 };
+        if write {
+            self.writes |= set & named;
+        } else {
+            self.reads |= set & named;
+        }
+        // The shared bit with fewer maps: one the object does not name.
+        if set & map_bit(OTHER_MAPS as usize) & !named != 0 {
+            if write {
+                self.unknown_map.1 = true;
+            } else {
+                self.unknown_map.0 = true;
+            }
+        }
+    }
+}
+
+/// The analysis' working memory that does not borrow the object. Kept between analyses (see [`BUFFERS`]): most
+/// programs are small, and allocating these for each cost more than interpreting it.
+#[derive(Default)]
+struct Buffers {
+    /// Decoded instructions of every function, function `f`'s at `f.layout..` (one buffer, not one per function).
+    ops: Vec<Option<Op>>,
+    /// Indexed like `ops`: the number (within its function) of the basic block an instruction starts, or
+    /// NOT_A_BLOCK.
+    blocks: Vec<u32>,
+    /// `interpret`'s: each block's entry state (valid where `seen`), the blocks to visit, and which of them are
+    /// queued.
+    states: Vec<State>,
+    seen: Vec<bool>,
+    work: VecDeque<usize>,
+    queued: Vec<bool>,
+    /// The functions, and their ids by (section, start instruction), sorted.
+    funcs: Vec<Func>,
+    by_loc: Vec<((usize, usize), usize)>,
+    /// `discover`'s: functions still to decode; local calls (caller, callee location, pc) and function addresses
+    /// found in the code.
+    queue: VecDeque<(usize, usize)>,
+    calls: Vec<(usize, (usize, usize), usize)>,
+    addresses: Vec<(usize, usize)>,
+}
+
+impl Buffers {
+    /// Frees what a big program left behind: kept, it would only make later programs' memory come from fresh
+    /// pages, and those page faults cost more than the allocations saved.
+    fn trim(&mut self) {
+        if self.ops.capacity() > 4096 {
+            self.ops = Vec::new();
+            self.blocks = Vec::new();
+        }
+        if self.states.capacity() > 16 {
+            self.states = Vec::new();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ops.clear();
+        self.blocks.clear();
+        // `states` keeps its length: entries are overwritten before use (see `seen`), and refilling them costs.
+        self.seen.clear();
+        self.work.clear();
+        self.queued.clear();
+        self.funcs.clear();
+        self.by_loc.clear();
+        self.queue.clear();
+        self.calls.clear();
+        self.addresses.clear();
+    }
+
+    /// The function at `loc`: (section, start instruction).
+    fn func_at(&self, loc: (usize, usize)) -> Option<usize> {
+        let i = self.by_loc.binary_search_by_key(&loc, |&(l, _)| l).ok()?;
+        self.by_loc.get(i).map(|&(_, f)| f)
+    }
+}
+
+/// Programs up to this many instructions leave their working buffers for the next analysis on the thread.
+const RETAINED_INSNS: usize = 1 << 16;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
+}
+
+struct Ctx<'o, 'b> {
+    obj: &'o Object,
+    prog: &'o ProgramEntry,
+    /// Taken from `buf` for the analysis (it is used everywhere).
+    funcs: Vec<Func>,
+    buf: &'b mut Buffers,
+    facts: Facts<'o>,
+    /// Everything ever stored to a stack slot: what a load through a foreign stack pointer may see.
+    foreign: Value,
+    /// What is left of the object's budget ([`MAX_OBJECT_WORK`]) for this program's instructions.
+    budget: usize,
+}
+
+/// Analyzes one program of `obj` into its capability metadata.
+///
+/// Limits, by design: a function's inputs are the join over its call sites (context-insensitive); branch
+/// conditions do not refine values; a pointer stored into map or context memory is not tracked (the verifier only
+/// lets programs spill pointers to the stack, and kptrs loaded from maps are treated as BTF pointers).
+pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, AnalysisError> {
+    let mut unlimited = usize::MAX;
+    analyze_within(obj, prog, &mut unlimited).map(|a| a.metadata)
+}
+
+/// A program's metadata (its [`ProgramMetadata::kernel_view`] left empty) and the linked layout it was found in,
+/// from which [`crate::kernel_view::compute`] derives the gate's view beside the analysis.
+#[derive(Debug, Clone)]
+pub struct Analyzed {
+    /// What the analysis found.
+    pub metadata: ProgramMetadata,
+    /// The linked program's functions, `(section, start, end)` in layout order (the entry function first).
+    pub funcs: Vec<(usize, usize, usize)>,
+    /// Calls between them: (call instruction, callee's first instruction), both linked indexes.
+    pub calls: Vec<(u32, u32)>,
+}
+
+/// [`analyze`], charging the instructions the program reaches and the maps it lists to `budget`, which the
+/// programs of one object share (start it at [`MAX_OBJECT_WORK`]). A program that would exceed what is left is
+/// not analyzed ([`AnalysisError::ObjectTooLarge`]).
+pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> Result<Analyzed, AnalysisError> {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let result = analyze_with(obj, prog, &mut buf, budget);
+            // Keep the buffers of ordinary programs only: a thread that once analyzed a huge one should not hold
+            // its memory for good.
+            if buf.ops.capacity() > RETAINED_INSNS {
+                *buf = Buffers::default();
+            }
+            result
+        }
+        // Only if an analysis were running on this thread already: it keeps its buffers.
+        Err(_) => analyze_with(obj, prog, &mut Buffers::default(), budget),
+    })
+}
+
+fn analyze_with(
+    obj: &Object,
+    prog: &ProgramEntry,
+    buf: &mut Buffers,
+    budget: &mut usize,
+) -> Result<Analyzed, AnalysisError> {
+    buf.clear();
+    let funcs = std::mem::take(&mut buf.funcs);
+    let mut cx = Ctx { obj, prog, funcs, buf, facts: Facts::default(), foreign: Value::BOTTOM, budget: *budget };
+    let result = cx.run();
+    // Reached instructions are charged whether or not the analysis succeeded: decoding them was the work.
+    let reached: usize = cx.funcs.iter().map(|f| f.end - f.start).sum();
+    let report = result.as_ref().map_or(ENTRY_WORK + prog.name.len(), |a| report_work(&a.metadata));
+    *budget = budget.saturating_sub(reached.saturating_add(report));
+    cx.buf.funcs = cx.funcs;
+    cx.buf.trim();
+    result
+}
+
+impl Ctx<'_, '_> {
+    fn run(&mut self) -> Result<Analyzed, AnalysisError> {
+        let cx = self;
+        cx.discover()?;
+        let mut entry_input = [Value::BOTTOM; 5];
+        entry_input[0] = Value::kind(CTX);
+        cx.funcs[0].input = entry_input;
+        cx.funcs[0].entered = true;
+        cx.funcs[0].dirty = true;
+        cx.fixpoint()?;
+        // Callbacks handed to something the analysis does not model get what the kernel may pass them.
+        let unfed: Vec<usize> = (0..cx.funcs.len())
+            .filter(|&f| cx.funcs[f].address_taken && cx.funcs[f].input.iter().all(|v| *v == Value::BOTTOM))
+            .collect();
+        if !unfed.is_empty() {
+            for f in unfed {
+                cx.feed(f, [Value::kind(SCALAR | BTF); 5]);
+            }
+            cx.fixpoint()?;
+        }
+        if let Some(e) = cx.funcs.iter_mut().find_map(|f| f.uninit.take()) {
+            return Err(e);
+        }
+        // Listing every map of the shared bit would make one program's report as long as the object's map table
+        // (and the next program's again); naming none would let its writes pass map rules as if unattributed.
+        let shared = cx.obj.maps.len().saturating_sub(OTHER_MAPS as usize);
+        if (cx.facts.reads | cx.facts.writes) & map_bit(OTHER_MAPS as usize) != 0 && shared > MAX_SHARED_MAPS {
+            return Err(AnalysisError::TooManyMaps {
+                section: cx.section_name(cx.prog.section),
+                insn: cx.prog.start,
+                count: shared,
+                limit: MAX_SHARED_MAPS,
+            });
+        }
+        Ok(cx.finish())
+    }
+
+    /// Re-interprets functions whose inputs, callees' results or the foreign-stack contents changed, until none
+    /// did.
+    fn fixpoint(&mut self) -> Result<(), AnalysisError> {
+        for _ in 0..MAX_ROUNDS {
+            if !self.funcs.iter().any(|f| f.dirty) {
+                return Ok(());
+            }
+            for f in 0..self.funcs.len() {
+                if std::mem::take(&mut self.funcs[f].dirty) {
+                    self.interpret(f)?;
+                }
+            }
+        }
+        Err(AnalysisError::NoFixpoint { rounds: MAX_ROUNDS })
+    }
+
+    fn section_name(&self, s: usize) -> String {
+        self.obj.sections.get(s).map(|c| c.name.clone()).unwrap_or_default()
+    }
+
+    fn at(&self, f: usize, pc: usize) -> u32 {
+        let func = &self.funcs[f];
+        func.layout + (pc - func.start) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::elf::{CodeSection, Func as ElfFunc};
+    use crate::insn::RawInsn;
+    use crate::metadata::{MapDef, MapKind};
+
+    pub(super) fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
+        RawInsn { code, dst, src, off, imm }
+    }
+    pub(super) fn mov(dst: u8, src: u8) -> RawInsn {
+        i(0xbf, dst, src, 0, 0)
+    }
+    pub(super) fn movi(dst: u8, imm: i32) -> RawInsn {
+        i(0xb7, dst, 0, 0, imm)
+    }
+    pub(super) fn addi(dst: u8, imm: i32) -> RawInsn {
+        i(0x07, dst, 0, 0, imm)
+    }
+    pub(super) fn ldx(dst: u8, src: u8, off: i16) -> RawInsn {
+        i(0x79, dst, src, off, 0)
+    }
+    pub(super) fn stx(dst: u8, off: i16, src: u8) -> RawInsn {
+        i(0x7b, dst, src, off, 0)
+    }
+    pub(super) fn call(id: i32) -> RawInsn {
+        i(0x85, 0, 0, 0, id)
+    }
+    pub(super) fn call_local(rel: i32) -> RawInsn {
+        i(0x85, 0, 1, 0, rel)
+    }
+    pub(super) fn exit() -> RawInsn {
+        i(0x95, 0, 0, 0, 0)
+    }
+    /// `r{dst} = map 0`: the two ld_imm64 slots; the caller adds the relocation.
+    pub(super) fn ld_map(dst: u8) -> [RawInsn; 2] {
+        [i(0x18, dst, 0, 0, 0), i(0, 0, 0, 0, 0)]
+    }
+
+    /// An object with one kprobe section holding `insns`, map 0 (`m`, an array), relocations of `ld_map`
+    /// slots at `map_relocs`, and function symbols at `funcs` (the program is the first).
+    pub(super) fn object(insns: Vec<RawInsn>, map_relocs: &[usize], funcs: &[usize]) -> (Object, ProgramEntry) {
+        let len = insns.len();
+        let mut relocs = BTreeMap::new();
+        for &at in map_relocs {
+            relocs.insert(at, RelocTarget::Map(0));
+        }
+        let funcs: Vec<ElfFunc> = funcs
+            .iter()
+            .enumerate()
+            .map(|(n, &start)| ElfFunc { name: format!("f{n}"), start, end: 0, global: n == 0 })
+            .collect();
+        let mut cs = CodeSection { elf_index: 1, name: "kprobe/x".into(), insns, relocs, funcs };
+        let bounds: Vec<usize> = cs.funcs.iter().map(|f| f.start).collect();
+        for (n, f) in cs.funcs.iter_mut().enumerate() {
+            f.end = bounds.get(n + 1).copied().unwrap_or(len);
+        }
+        let map = MapDef {
+            name: "m".into(),
+            kind: MapKind::Btf,
+            map_type: 2,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1,
+            flags: 0,
+            pinning: 0,
+            read_only: false,
+            kptr: false,
+        };
+        let obj = Object {
+            little_endian: true,
+            license: None,
+            maps: vec![map],
+            sections: vec![cs],
+            programs: Vec::new(),
+            externs: HashMap::new(),
+            exception_callbacks: Vec::new(),
+            errors: Vec::new(),
+            dropped_errors: 0,
+            by_name: Vec::new(),
+        };
+        let prog = ProgramEntry { name: "f0".into(), section: 0, start: 0, info: crate::section::classify("kprobe/x") };
+        (obj, prog)
+    }
+
+    pub(super) fn run(
+        insns: Vec<RawInsn>,
+        map_relocs: &[usize],
+        funcs: &[usize],
+    ) -> Result<ProgramMetadata, AnalysisError> {
+        let (obj, prog) = object(insns, map_relocs, funcs);
+        analyze(&obj, &prog)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::insn::RawInsn;
+
+    /// r0 = bpf_map_lookup_elem(&m, r10-8) with a null check, as the first 9 instructions.
+    fn lookup() -> Vec<RawInsn> {
+        let [a, b] = ld_map(1);
+        vec![movi(2, 0), stx(10, -8, 2), a, b, mov(2, 10), addi(2, -8), call(1), i(0x55, 0, 0, 1, 0), exit()]
+    }
+
+    #[test]
+    fn write_through_a_pointer_spilled_to_the_stack_is_a_map_write() {
+        let mut code = lookup();
+        // spill, clobber r1-r5 with a call, fill, store through the filled pointer
+        code.extend([stx(10, -16, 0), call(5), ldx(1, 10, -16), stx(1, 0, 0), movi(0, 0), exit()]);
+        let meta = run(code, &[2], &[0]).expect("analyzes");
+        assert_eq!(meta.maps, vec![MapAccess { name: "m".into(), read: true, write: true }]);
+        assert_eq!(meta.evidence[&Capability::MapWrite], vec![12]);
+    }
+
+    #[test]
+    fn stores_to_the_stack_are_not_map_writes() {
+        let mut code = lookup();
+        code.extend([ldx(3, 0, 0), stx(10, -24, 3), movi(0, 0), exit()]);
+        let meta = run(code, &[2], &[0]).expect("analyzes");
+        assert!(!meta.capabilities.contains(&Capability::MapWrite), "{:?}", meta.capabilities);
+        assert_eq!(meta.maps, vec![MapAccess { name: "m".into(), read: true, write: false }]);
+    }
+
+    #[test]
+    fn a_callee_writing_through_a_spilled_pointer_in_its_callers_frame_is_found() {
+        let mut code = lookup();
+        // main: spill the value pointer, pass the slot's address to f at 15.
+        code.extend([stx(10, -16, 0), mov(1, 10), addi(1, -16), call_local(2), movi(0, 0), exit()]);
+        // f: fill the caller's slot through its argument and store through it.
+        code.extend([ldx(2, 1, 0), stx(2, 0, 10), movi(0, 0), exit()]);
+        let meta = run(code, &[2], &[0, 15]).expect("analyzes");
+        assert!(meta.maps.iter().any(|m| m.name == "m" && m.write), "{:?}", meta.maps);
+        assert_eq!(meta.subprograms.len(), 1);
+        assert_eq!(meta.evidence[&Capability::MapWrite], vec![15 + 1]);
+    }
+
+    /// libbpf appends a subprogram where it is first referred to and what it refers to right after it: main calls
+    /// a then b, a calls c, so the kernel sees main, a, c, b (breadth first would be main, a, b, c).
+    #[test]
+    fn subprograms_are_laid_out_depth_first_as_libbpf_does() {
+        let code = vec![
+            call_local(3), // 0: a at 4
+            call_local(5), // 1: b at 7
+            movi(0, 0),
+            exit(),
+            call_local(4), // 4 (a): c at 9
+            movi(0, 0),
+            exit(),
+            movi(0, 0), // 7 (b)
+            exit(),
+            movi(0, 0), // 9 (c)
+            exit(),
+        ];
+        let meta = run(code, &[], &[0, 4, 7, 9]).expect("analyzes");
+        let layout: Vec<_> = meta.subprograms.iter().map(|s| (s.section_offset, s.start)).collect();
+        assert_eq!(layout, vec![(4, 4), (9, 7), (7, 9)]);
+    }
+
+    #[test]
+    fn a_callee_spilling_into_its_callers_frame_is_found() {
+        // main: pass r10-8 to f; afterwards fill the slot and store through it.
+        let mut code = vec![mov(1, 10), addi(1, -8), call_local(4), ldx(1, 10, -8), stx(1, 0, 10), movi(0, 0), exit()];
+        // f at 7: r6 = arg; r0 = lookup; *(arg) = r0
+        let [a, b] = ld_map(1);
+        code.extend([mov(6, 1), movi(2, 0), stx(10, -8, 2), a, b, mov(2, 10), addi(2, -8), call(1)]);
+        code.extend([stx(6, 0, 0), movi(0, 0), exit()]);
+        // call at 2 targets 2 + 4 + 1 = 7
+        let meta = run(code, &[10], &[0, 7]).expect("analyzes");
+        assert!(meta.maps.iter().any(|m| m.name == "m" && m.write), "{:?}", meta.maps);
+    }
+
+    #[test]
+    fn reading_an_unset_register_is_an_error_naming_the_instruction() {
+        let err = run(vec![movi(0, 0), mov(0, 3), exit()], &[], &[0]).expect_err("r3 is unset");
+        assert_eq!(err, AnalysisError::UninitRegister { section: "kprobe/x".into(), insn: 1, reg: 3 });
+        assert_eq!(err.to_string(), "section kprobe/x insn 1: r3 is read before it is set");
+        // After a helper call r1-r5 are clobbered.
+        let err = run(vec![call(5), mov(0, 1), exit()], &[], &[0]).expect_err("r1 clobbered");
+        assert!(matches!(err, AnalysisError::UninitRegister { insn: 1, reg: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn malformed_control_flow_is_an_error() {
+        let out = run(vec![i(0x05, 0, 0, 5, 0), exit()], &[], &[0]).expect_err("jump out");
+        assert!(matches!(out, AnalysisError::JumpOutOfRange { insn: 0, .. }), "{out}");
+        let fall = run(vec![movi(0, 0)], &[], &[0]).expect_err("falls off");
+        assert!(matches!(fall, AnalysisError::FallsOffEnd { insn: 0, .. }), "{fall}");
+        let bad = run(vec![i(0xff, 0, 0, 0, 0), exit()], &[], &[0]).expect_err("bad opcode");
+        assert_eq!(bad.to_string(), "section kprobe/x insn 0: invalid opcode 0xff");
+        let rec = run(vec![call_local(-1), exit()], &[], &[0]).expect_err("recursion");
+        assert!(matches!(rec, AnalysisError::Recursion { insn: 0, .. }), "{rec}");
+        let mid = run(vec![i(0x05, 0, 0, 1, 0), i(0x18, 0, 0, 0, 0), i(0, 0, 0, 0, 0), exit()], &[], &[0]);
+        assert!(matches!(mid, Err(AnalysisError::JumpIntoLdImm64 { .. })), "{mid:?}");
+    }
+
+    #[test]
+    fn helper_classes_come_with_their_call_site() {
+        let code = vec![movi(1, 9), call(109), movi(0, 0), exit()];
+        let meta = run(code, &[], &[0]).expect("analyzes");
+        assert_eq!(meta.capabilities, vec![Capability::SendSignal]);
+        assert_eq!(meta.evidence[&Capability::SendSignal], vec![1]);
+        let unknown = run(vec![call(4000), movi(0, 0), exit()], &[], &[0]).expect("analyzes");
+        assert_eq!(unknown.capabilities, vec![Capability::Unknown]);
+        assert_eq!(unknown.helpers[0].name, "unknown");
+    }
+
+    #[test]
+    fn unreached_subprograms_do_not_count() {
+        // f1 at 2 sends a signal but nothing calls it.
+        let code = vec![movi(0, 0), exit(), movi(1, 9), call(109), exit()];
+        let meta = run(code, &[], &[0, 2]).expect("analyzes");
+        assert!(meta.capabilities.is_empty());
+        assert_eq!(meta.insn_count, 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// Random instruction streams (biased towards valid opcodes) never panic and finish quickly.
+        #[test]
+        fn random_programs_never_panic(
+            raw in proptest::collection::vec(
+                (proptest::sample::select(vec![0x07u8, 0x0f, 0x05, 0x15, 0x1d, 0x18, 0x61, 0x79, 0x7b, 0x7a,
+                    0x85, 0x95, 0xb7, 0xbf, 0xdb, 0xc3, 0x55, 0x25, 0x06, 0xe5, 0x00, 0xff]),
+                 0u8..12, 0u8..12, -8i16..8, -3i32..220),
+                1..200),
+            funcs in proptest::collection::vec(0usize..200, 0..4),
+        ) {
+            let insns: Vec<RawInsn> = raw.iter().map(|&(c, d, s, o, m)| i(c, d, s, o, m)).collect();
+            let len = insns.len();
+            let mut starts: Vec<usize> = std::iter::once(0).chain(funcs.into_iter().filter(|&f| f < len)).collect();
+            starts.sort();
+            starts.dedup();
+            let (obj, prog) = object(insns, &[], &starts);
+            let start = std::time::Instant::now();
+            if let Ok(meta) = analyze(&obj, &prog) {
+                for (c, e) in &meta.evidence {
+                    proptest::prop_assert!(e.iter().all(|&at| at < meta.insn_count), "{c} evidence out of range");
+                }
+            }
+            proptest::prop_assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::tests_support::*;
+    use super::*;
+
+    /// The kernel's instruction limit, with a branch every few instructions: analysis must finish.
+    /// Run with `cargo test --release -p bpfgate --lib limits -- --ignored --nocapture` to see the time.
+    #[test]
+    #[ignore = "slow in debug builds; run in release to measure"]
+    fn a_program_at_the_kernel_instruction_limit_is_analyzed() {
+        let mut code = Vec::with_capacity(MAX_INSNS);
+        code.push(movi(0, 0));
+        while code.len() < MAX_INSNS - 8 {
+            code.extend([stx(10, -8, 10), ldx(1, 10, -8), addi(0, 1), i(0x15, 0, 0, 1, 7), movi(2, 3)]);
+        }
+        code.push(exit());
+        let start = std::time::Instant::now();
+        let meta = run(code, &[], &[0]).expect("analyzes");
+        eprintln!("{} insns in {:?}", meta.insn_count, start.elapsed());
+        assert!(meta.capabilities.is_empty());
+    }
+}
