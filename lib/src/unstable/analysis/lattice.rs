@@ -1,6 +1,9 @@
 //! The abstract values: what a register or stack slot may point to, joined over paths.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use super::MAX_STACK;
+use crate::insn::Size;
 
 // Pointer kinds a value may have.
 pub(super) const SCALAR: u16 = 1 << 0;
