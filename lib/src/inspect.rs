@@ -11,10 +11,7 @@ use crate::metadata::{InspectError, InspectErrorKind, ObjectReport, SCHEMA_VERSI
 /// instruction. Never panics on malformed input; a program that cannot be analyzed is reported in
 /// [`ObjectReport::errors`] and the others are still analyzed.
 pub fn inspect(file: &str, bytes: &[u8]) -> ObjectReport {
-    match elf::Object::parse(bytes) {
-        Ok(obj) => inspect_object(file, &obj),
-        Err(e) => ObjectReport { errors: vec![elf_error(file, &e)], ..empty(file) },
-    }
+    inspect_disassembled(file, bytes).0
 }
 
 /// [`inspect`], keeping the parsed object to disassemble the instructions the report cites: for a report a

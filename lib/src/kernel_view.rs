@@ -55,6 +55,10 @@ const RDONLY_PROG: u32 = 1 << 7;
 /// (the BTF-typed tracing, lsm and ext programs: kprobes and tracepoints learn theirs at attach time); and, when
 /// the view counts map_write, a write to every map the program uses that programs can write, plus an unattributed
 /// one if it uses a map-in-map (the gate cannot see inner maps).
+///
+/// This is the one conversion from the library's metadata to the gate's view; `bpfgate check --gate` evaluates
+/// its result, and [`KernelProgram::from_metadata`](crate::policy::compiled::KernelProgram::from_metadata) encodes
+/// it as the gate's records.
 pub fn judged(prog: &ProgramMetadata, maps: &[MapDef]) -> ProgramMetadata {
     let mut p = prog.clone();
     p.capabilities.clone_from(&p.kernel_view.classes);

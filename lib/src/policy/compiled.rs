@@ -567,7 +567,9 @@ pub struct KernelProgram {
 }
 
 impl KernelProgram {
-    /// The facts the gate would compute, taken from the library's analysis.
+    /// `p` in the gate's record form, as given: its classes, attach target and written maps, with ownership and
+    /// pinning from `maps`. It judges nothing; for what the gate itself computes, encode
+    /// [`kernel_view::judged`](crate::kernel_view::judged)`(p, maps)`, the one conversion to the gate's view.
     pub fn from_metadata(p: &ProgramMetadata, maps: &[MapDef]) -> KernelProgram {
         let (written, unattributed_map_write) = written_maps(p);
         let classes = p.class_set();
