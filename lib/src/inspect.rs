@@ -130,3 +130,23 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_typed_and_keep_their_message() {
+        let report = inspect("junk.o", b"not an ELF file");
+        let [e] = report.errors.as_slice() else { panic!("{:?}", report.errors) };
+        assert_eq!(
+            (e.file.as_str(), e.kind, e.program.as_deref(), e.section.as_deref()),
+            ("junk.o", InspectErrorKind::NotElf, None, None)
+        );
+        assert!(e.message.starts_with("junk.o: not a valid ELF file"), "{e}");
+        assert_eq!(e.to_string(), e.message);
+        let json = serde_json::to_value(e).expect("serializes");
+        assert_eq!(json["kind"], "not_elf");
+        assert!(json.get("program").is_none(), "absent fields are left out: {json}");
+    }
+}
