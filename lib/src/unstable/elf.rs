@@ -53,6 +53,44 @@ fn name_at(table: &[u8], offset: u32) -> Result<&str, NameError> {
     }
 }
 
+/// Why a relocation of a code section cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelocError {
+    #[error("offset is not an instruction in the section")]
+    NotAnInstruction,
+    #[error("target is not a symbol")]
+    NotASymbol,
+    #[error("symbol {index}: {error}")]
+    NoSuchSymbol { index: usize, error: String },
+    #[error("undefined symbol without a readable name")]
+    UnnamedExtern,
+    #[error("code symbol {symbol} is not instruction-aligned")]
+    MisalignedCode { symbol: String },
+    #[error("refers to section {section} itself, not to a named map or variable (a static map?)")]
+    SectionItself { section: String },
+    #[error("symbol `{symbol}` in {section} is neither a map, global data, code nor an extern")]
+    UnknownTarget { symbol: String, section: String },
+    #[error("and {count} more bad relocations in this section (only the first is shown)")]
+    More { count: usize },
+}
+
+/// Why a map definition is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("definition at byte {offset} is shorter than struct bpf_map_def")]
+    Short { offset: u64 },
+    #[error("definition has {size} bytes with unknown non-zero fields past byte {known}")]
+    UnknownFields { size: usize, known: usize },
+    #[error("BTF-defined maps need a .BTF section, and it is missing or unreadable")]
+    NoBtf,
+    #[error("symbol has no BTF map definition")]
+    NoBtfDefinition,
+    #[error("definition at byte {offset} has non-zero data; BTF-defined maps must be zero")]
+    NonZeroBtfDefinition { offset: u64 },
+    #[error("initial value at byte {offset}: only prog arrays and maps of maps can be initialized")]
+    BadInitialValue { offset: u64 },
+}
+
 /// Why an object, or part of it, could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
@@ -65,11 +103,11 @@ pub enum ElfError {
     #[error("section {section}: size {size} is not a multiple of 8 bytes")]
     TruncatedCode { section: String, size: u64 },
     #[error("section {section}: relocation at byte offset {offset}: {reason}")]
-    BadRelocation { section: String, offset: u64, reason: String },
+    BadRelocation { section: String, offset: u64, reason: RelocError },
     #[error("section {section}: symbol {symbol} at byte offset {offset} is not instruction-aligned or out of range")]
     BadSymbol { section: String, symbol: String, offset: u64 },
     #[error("section {section}: map {map}: {reason}")]
-    BadMap { section: String, map: String, reason: String },
+    BadMap { section: String, map: String, reason: MapError },
     #[error("section .BTF: {0}")]
     Btf(#[from] crate::btf::BtfError),
     #[error("executable section {index}: name {reason}")]
@@ -413,7 +451,7 @@ impl Relocator<'_, '_> {
         for (offset, reloc) in sec.relocations() {
             let insn = (offset / INSN_SIZE as u64) as usize;
             let target = if offset % INSN_SIZE as u64 != 0 || insn >= obj.sections[pos].insns.len() {
-                Err("offset is not an instruction in the section".into())
+                Err(RelocError::NotAnInstruction)
             } else {
                 self.target(obj, reloc.target())
             };
@@ -435,20 +473,19 @@ impl Relocator<'_, '_> {
         let (first, more, offset) = bad_relocs;
         obj.errors.extend(first);
         if more > 0 {
-            let reason = format!("and {more} more bad relocations in this section (only the first is shown)");
-            obj.errors.push(ElfError::BadRelocation { section, offset, reason });
+            obj.errors.push(ElfError::BadRelocation { section, offset, reason: RelocError::More { count: more } });
         }
     }
 
     /// What a relocation refers to, or why it cannot be resolved.
-    fn target(&mut self, obj: &mut Object, target: RelocationTarget) -> Result<RelocTarget, String> {
+    fn target(&mut self, obj: &mut Object, target: RelocationTarget) -> Result<RelocTarget, RelocError> {
         let RelocationTarget::Symbol(sym_idx) = target else {
-            return Err("target is not a symbol".into());
+            return Err(RelocError::NotASymbol);
         };
         let Some(sym) = self.syms.get(sym_idx.0) else {
             // Not in the symbol table: the object crate words the error.
             let e = self.file.symbol_by_index(sym_idx).err().map_or_else(|| "no such symbol".into(), |e| e.to_string());
-            return Err(format!("symbol {}: {e}", sym_idx.0));
+            return Err(RelocError::NoSuchSymbol { index: sym_idx.0, error: e });
         };
         let map = self.map_syms.get(sym_idx.0).copied().unwrap_or(NO_MAP);
         let sym_name = || sym.name().unwrap_or("");
@@ -458,7 +495,7 @@ impl Relocator<'_, '_> {
         if sym.undefined {
             let sym_name = sym_name();
             if sym_name.is_empty() {
-                return Err("undefined symbol without a readable name".into());
+                return Err(RelocError::UnnamedExtern);
             }
             let is_kconfig = match &self.kconfig_names {
                 Some(names) => names.binary_search(&sym_name).is_ok(),
@@ -476,7 +513,7 @@ impl Relocator<'_, '_> {
             SecRole::Code(target_sec) => {
                 let sym_name = sym_name();
                 if sym.address % INSN_SIZE as u64 != 0 {
-                    return Err(format!("code symbol {sym_name} is not instruction-aligned"));
+                    return Err(RelocError::MisalignedCode { symbol: sym_name.to_owned() });
                 }
                 let name = if sym.kind == SymbolKind::Section {
                     obj.sections[target_sec].name.clone()
@@ -488,13 +525,10 @@ impl Relocator<'_, '_> {
             SecRole::Other => {
                 let sec_name = || sym.section.and_then(|i| self.names.by_index(self.file, i));
                 if sym.kind == SymbolKind::Section {
-                    return Err(format!(
-                        "refers to section {} itself, not to a named map or variable (a static map?)",
-                        sec_name().unwrap_or_default()
-                    ));
+                    return Err(RelocError::SectionItself { section: sec_name().unwrap_or_default().to_owned() });
                 }
                 let in_sec = sec_name().unwrap_or("no section");
-                Err(format!("symbol `{}` in {in_sec} is neither a map, global data, code nor an extern", sym_name()))
+                Err(RelocError::UnknownTarget { symbol: sym_name().to_owned(), section: in_sec.to_owned() })
             }
         }
     }
@@ -849,7 +883,7 @@ impl Object {
                 self.error(ElfError::BadMap {
                     section: section.clone(),
                     map: name.into(),
-                    reason: format!("definition at byte {addr} is shorter than struct bpf_map_def"),
+                    reason: MapError::Short { offset: addr },
                 });
                 continue;
             };
@@ -862,7 +896,7 @@ impl Object {
                 self.error(ElfError::BadMap {
                     section: section.clone(),
                     map: name.into(),
-                    reason: format!("definition has {def_size} bytes with unknown non-zero fields past byte {known}"),
+                    reason: MapError::UnknownFields { size: def_size, known },
                 });
                 continue;
             }
@@ -894,11 +928,7 @@ impl Object {
         map_syms: &mut [usize],
     ) {
         let Some(btf) = btf else {
-            return self.error(ElfError::BadMap {
-                section: ".maps".into(),
-                map: "*".into(),
-                reason: "BTF-defined maps need a .BTF section, and it is missing or unreadable".into(),
-            });
+            return self.error(ElfError::BadMap { section: ".maps".into(), map: "*".into(), reason: MapError::NoBtf });
         };
         let defs = match btf.btf_map_defs() {
             Ok(d) => d,
@@ -941,7 +971,7 @@ impl Object {
                     let e = ElfError::BadMap {
                         section: ".maps".into(),
                         map: name.into(),
-                        reason: "symbol has no BTF map definition".into(),
+                        reason: MapError::NoBtfDefinition,
                     };
                     push_capped(&mut self.errors, &mut self.dropped_errors, e);
                 }
@@ -956,7 +986,7 @@ impl Object {
                     self.error(ElfError::BadMap {
                         section: ".maps".into(),
                         map: self.maps.get(map).map(|m| m.name.clone()).unwrap_or_default(),
-                        reason: format!("definition at byte {start} has non-zero data; BTF-defined maps must be zero"),
+                        reason: MapError::NonZeroBtfDefinition { offset: start },
                     });
                 }
             }
@@ -976,9 +1006,7 @@ impl Object {
                     self.error(ElfError::BadMap {
                         section: ".maps".into(),
                         map: name,
-                        reason: format!(
-                            "initial value at byte {offset}: only prog arrays and maps of maps can be initialized"
-                        ),
+                        reason: MapError::BadInitialValue { offset },
                     });
                 }
             }
