@@ -37,10 +37,10 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use bpfgate::unstable::elf::Object;
 use bpfgate::helpers;
-use bpfgate::unstable::insn::{self, CallTarget, Imm64, NoNames, Op, RawInsn};
 use bpfgate::metadata::{AttachType, Capability, ClassSet, ProgramMetadata};
+use bpfgate::unstable::elf::Object;
+use bpfgate::unstable::insn::{self, CallTarget, Imm64, NoNames, Op, RawInsn};
 use bpfgate_fuzz::{check_report, encode_insn, BpfElf};
 use libfuzzer_sys::fuzz_target;
 
