@@ -311,9 +311,8 @@ pub fn slow_fixpoint_in_frame(pad: usize, stride: i16) -> Vec<u8> {
     Elf::program("kprobe/fix", "fix", &code, code.len()).0.finish()
 }
 
-/// `maps` legacy maps and `progs` programs, each looking up a map the object does not name (a raw map fd):
-/// every program may touch every map from the 128th on.
-pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
+/// An object with a license and `maps` legacy maps `m<i>` in section `maps`.
+fn with_legacy_maps(maps: usize) -> Elf {
     let mut e = Elf::new();
     e.license();
     let defs: Vec<u8> = (0..maps).flat_map(|_| legacy_map_def()).collect();
@@ -321,10 +320,18 @@ pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
     for i in 0..maps {
         e.symbol(&format!("m{i}"), STB_GLOBAL | STT_OBJECT, sec, 20 * i as u64, 20);
     }
+    e
+}
+
+/// `maps` legacy maps and `progs` programs, each looking up a map the object does not name (a raw map fd):
+/// every program may touch every map from the 128th on.
+pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
+    let mut e = with_legacy_maps(maps);
     // r1 = map fd 5 (src_reg 1, no relocation); r2 = r10; r2 += -8; *(r10-8) = 0; call lookup; r0 = 0; exit
+    let [ld, ld_hi] = ld_map_fd(1, 5);
     let prog = [
-        insn(0x18, 1, 1, 0, 5),
-        insn(0, 0, 0, 0, 0),
+        ld,
+        ld_hi,
         mov_imm(3, 0),
         stx_dw(10, -8, 3),
         mov(2, 10),
@@ -344,13 +351,7 @@ pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
 /// `maps` legacy maps and `relocs` `ld_imm64`s against an undefined `CONFIG_` extern (a `.kconfig` value):
 /// looking the `.kconfig` map up among the maps on every relocation costs `maps * relocs`.
 pub fn kconfig_storm(maps: usize, relocs: usize) -> Vec<u8> {
-    let mut e = Elf::new();
-    e.license();
-    let defs: Vec<u8> = (0..maps).flat_map(|_| legacy_map_def()).collect();
-    let sec = e.section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, defs);
-    for i in 0..maps {
-        e.symbol(&format!("m{i}"), STB_GLOBAL | STT_OBJECT, sec, 20 * i as u64, 20);
-    }
+    let mut e = with_legacy_maps(maps);
     let mut code = Vec::with_capacity(2 * relocs + 2);
     for _ in 0..relocs {
         code.extend(ld_imm64(1, 0, 0));
