@@ -69,7 +69,7 @@ impl Btf {
 
     /// An integer of `size` bytes (all bits used), `encoding` 0 or [`INT_SIGNED`].
     pub fn int(&mut self, name: &str, size: u32, encoding: u32) -> u32 {
-        self.add(name, KIND_INT, 0, false, size, &[encoding << 24 | size * 8])
+        self.add(name, KIND_INT, 0, false, size, &[(encoding << 24) | (size * 8)])
     }
     pub fn ptr(&mut self, to: u32) -> u32 {
         self.add("", KIND_PTR, 0, false, to, &[])
