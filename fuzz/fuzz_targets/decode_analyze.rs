@@ -3,7 +3,7 @@
 //! Input layout: byte 0 selects the byte order (bit 0: big-endian) and the program's section name (bits 1..,
 //! an index into [`SECTIONS`], which sets the program type); bytes 1..3 select a helper for the monotonicity
 //! check (little-endian u16); the rest is the code, truncated to a multiple of 8 bytes. The object is built by
-//! `bpfgate_fuzz::BpfElf`: one executable section, one global FUNC symbol at 0 covering it, `license` "GPL".
+//! `bpfgate_fuzz::object`: one executable section, one global FUNC symbol at 0 covering it, `license` "GPL".
 //!
 //! Properties:
 //! 1. **Decoding is total**: `insn::decode` at every slot either succeeds or returns an error, never panics;
@@ -41,7 +41,8 @@ use bpfgate::helpers;
 use bpfgate::metadata::{AttachType, Capability, ClassSet, ProgramMetadata};
 use bpfgate::unstable::elf::Object;
 use bpfgate::unstable::insn::{self, CallTarget, Imm64, NoNames, Op, RawInsn};
-use bpfgate_fuzz::{check_report, encode_insn, BpfElf};
+use bpfgate_fuzz::{check_report, object};
+use bpfgate_test_support::insn::{call_helper, encode, exit, jeq_imm};
 use libfuzzer_sys::fuzz_target;
 
 /// Section names, one per kind of context the analysis treats differently (packet pointers, BTF-typed
@@ -136,7 +137,7 @@ fuzz_target!(|data: &[u8]| {
         targets_entry |= target == Some(0);
     }
 
-    let a = BpfElf { little_endian, section, code, symbol: "prog", license: "GPL" }.write();
+    let a = object(little_endian, section, code);
 
     // 2. The writer's object is a clean BPF object.
     let obj = Object::parse(&a).expect("generated ELF parses");
@@ -164,12 +165,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let ids = effect_free_helpers();
     let n = ids[usize::from(selector) % ids.len()];
-    let mut b_code = Vec::with_capacity(code.len() + 24);
-    b_code.extend_from_slice(&encode_insn(0x15, 10, 0, 2, 0, little_endian)); // if r10 == 0 goto +2
-    b_code.extend_from_slice(&encode_insn(0x85, 0, 0, 0, n as i32, little_endian)); // call N
-    b_code.extend_from_slice(&encode_insn(0x95, 0, 0, 0, 0, little_endian)); // exit
+    // if r10 == 0 goto +2; call N; exit
+    let mut b_code = encode(&[jeq_imm(10, 0, 2), call_helper(n as i32), exit()], little_endian);
     b_code.extend_from_slice(code);
-    let b = BpfElf { little_endian, section, code: &b_code, symbol: "prog", license: "GPL" }.write();
+    let b = object(little_endian, section, &b_code);
     let report_b = bpfgate::inspect("fuzz.o", &b);
     check_report(&report_b);
     let Some(prog_b) = report_b.programs.first() else {

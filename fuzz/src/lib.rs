@@ -1,10 +1,12 @@
-//! Shared pieces of the bpfgate fuzz targets: report invariants, a tiny ELF64 writer for BPF objects, and (in
-//! [`policy`]) the fixed programs, subjects and checks of the two policy targets.
+//! Shared pieces of the bpfgate fuzz targets: report invariants, the one-program objects `decode_analyze` wraps
+//! its input in (written by `bpfgate_test_support::elf`), and (in [`policy`]) the fixed programs, subjects and
+//! checks of the two policy targets.
 
 pub mod policy;
 
 use bpfgate::metadata::{from_cbor, to_cbor};
 use bpfgate::{ObjectReport, ProgramMetadata};
+use bpfgate_test_support::elf::Elf;
 
 /// Invariants every report must satisfy, whatever the input:
 ///
@@ -50,214 +52,14 @@ pub fn check_program(p: &ProgramMetadata) {
     assert_eq!(&back, p, "CBOR round trip changed the program metadata");
 }
 
-/// A minimal relocatable BPF ELF64 object: one executable section holding `code`, a global FUNC symbol `symbol`
-/// at offset 0 covering the whole section, a `license` section, `.symtab`, `.strtab` and `.shstrtab`.
-pub struct BpfElf<'a> {
-    pub little_endian: bool,
-    /// Name of the code section, which gives the program type (`kprobe/x`, `xdp`, ...).
-    pub section: &'a str,
-    /// Instruction bytes; a trailing partial instruction is dropped.
-    pub code: &'a [u8],
-    pub symbol: &'a str,
-    pub license: &'a str,
-}
-
-const SHT_PROGBITS: u32 = 1;
-const SHT_SYMTAB: u32 = 2;
-const SHT_STRTAB: u32 = 3;
-const SHF_WRITE: u64 = 1;
-const SHF_ALLOC: u64 = 2;
-const SHF_EXECINSTR: u64 = 4;
-const EM_BPF: u16 = 247;
-
-struct Out {
-    buf: Vec<u8>,
-    le: bool,
-}
-
-impl Out {
-    fn u8(&mut self, v: u8) {
-        self.buf.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.buf.extend_from_slice(&if self.le { v.to_le_bytes() } else { v.to_be_bytes() });
-    }
-    fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&if self.le { v.to_le_bytes() } else { v.to_be_bytes() });
-    }
-    fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&if self.le { v.to_le_bytes() } else { v.to_be_bytes() });
-    }
-    fn align(&mut self, a: usize) {
-        while self.buf.len() % a != 0 {
-            self.buf.push(0);
-        }
-    }
-    fn pos(&self) -> u64 {
-        self.buf.len() as u64
-    }
-}
-
-/// A string table; offset 0 is the empty string.
-struct StrTab(Vec<u8>);
-
-impl StrTab {
-    fn new() -> StrTab {
-        StrTab(vec![0])
-    }
-    fn add(&mut self, s: &str) -> u32 {
-        let off = self.0.len() as u32;
-        self.0.extend_from_slice(s.as_bytes());
-        self.0.push(0);
-        off
-    }
-}
-
-struct Shdr {
-    name: u32,
-    kind: u32,
-    flags: u64,
-    offset: u64,
-    size: u64,
-    link: u32,
-    info: u32,
-    align: u64,
-    entsize: u64,
-}
-
-impl BpfElf<'_> {
-    /// The object's bytes.
-    pub fn write(&self) -> Vec<u8> {
-        let code = &self.code[..self.code.len() / 8 * 8];
-        let mut shstr = StrTab::new();
-        let mut str = StrTab::new();
-        let n_code = shstr.add(self.section);
-        let n_license = shstr.add("license");
-        let n_symtab = shstr.add(".symtab");
-        let n_strtab = shstr.add(".strtab");
-        let n_shstrtab = shstr.add(".shstrtab");
-        let sym_name = str.add(self.symbol);
-
-        let mut o = Out { buf: Vec::new(), le: self.little_endian };
-        o.buf.resize(64, 0); // header, written last
-        let mut shdrs =
-            vec![Shdr { name: 0, kind: 0, flags: 0, offset: 0, size: 0, link: 0, info: 0, align: 0, entsize: 0 }];
-
-        o.align(8);
-        let off = o.pos();
-        o.buf.extend_from_slice(code);
-        shdrs.push(Shdr {
-            name: n_code,
-            kind: SHT_PROGBITS,
-            flags: SHF_ALLOC | SHF_EXECINSTR,
-            offset: off,
-            size: code.len() as u64,
-            link: 0,
-            info: 0,
-            align: 8,
-            entsize: 0,
-        });
-
-        let off = o.pos();
-        o.buf.extend_from_slice(self.license.as_bytes());
-        o.u8(0);
-        shdrs.push(Shdr {
-            name: n_license,
-            kind: SHT_PROGBITS,
-            flags: SHF_ALLOC | SHF_WRITE,
-            offset: off,
-            size: self.license.len() as u64 + 1,
-            link: 0,
-            info: 0,
-            align: 1,
-            entsize: 0,
-        });
-
-        o.align(8);
-        let off = o.pos();
-        o.buf.extend_from_slice(&[0; 24]); // the null symbol
-        o.u32(sym_name);
-        o.u8(0x12); // STB_GLOBAL << 4 | STT_FUNC
-        o.u8(0); // STV_DEFAULT
-        o.u16(1); // the code section
-        o.u64(0);
-        o.u64(code.len() as u64);
-        shdrs.push(Shdr {
-            name: n_symtab,
-            kind: SHT_SYMTAB,
-            flags: 0,
-            offset: off,
-            size: 48,
-            link: 4,
-            info: 1,
-            align: 8,
-            entsize: 24,
-        });
-
-        for (name, tab) in [(n_strtab, &str), (n_shstrtab, &shstr)] {
-            let off = o.pos();
-            o.buf.extend_from_slice(&tab.0);
-            shdrs.push(Shdr {
-                name,
-                kind: SHT_STRTAB,
-                flags: 0,
-                offset: off,
-                size: tab.0.len() as u64,
-                link: 0,
-                info: 0,
-                align: 1,
-                entsize: 0,
-            });
-        }
-
-        o.align(8);
-        let shoff = o.pos();
-        for s in &shdrs {
-            o.u32(s.name);
-            o.u32(s.kind);
-            o.u64(s.flags);
-            o.u64(0); // sh_addr
-            o.u64(s.offset);
-            o.u64(s.size);
-            o.u32(s.link);
-            o.u32(s.info);
-            o.u64(s.align);
-            o.u64(s.entsize);
-        }
-
-        let mut h = Out { buf: Vec::with_capacity(64), le: self.little_endian };
-        h.buf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, if self.little_endian { 1 } else { 2 }, 1, 0]);
-        h.buf.extend_from_slice(&[0; 8]);
-        h.u16(1); // ET_REL
-        h.u16(EM_BPF);
-        h.u32(1); // EV_CURRENT
-        h.u64(0); // e_entry
-        h.u64(0); // e_phoff
-        h.u64(shoff);
-        h.u32(0); // e_flags
-        h.u16(64); // e_ehsize
-        h.u16(0); // e_phentsize
-        h.u16(0); // e_phnum
-        h.u16(64); // e_shentsize
-        h.u16(shdrs.len() as u16);
-        h.u16(shdrs.len() as u16 - 1); // .shstrtab is last
-        o.buf[..64].copy_from_slice(&h.buf);
-        o.buf
-    }
-}
-
-/// Encodes one instruction slot in the given byte order (the inverse of `RawInsn::parse`).
-pub fn encode_insn(code: u8, dst: u8, src: u8, off: i16, imm: i32, little_endian: bool) -> [u8; 8] {
-    let mut b = [0u8; 8];
-    b[0] = code;
-    if little_endian {
-        b[1] = (src << 4) | (dst & 0xf);
-        b[2..4].copy_from_slice(&off.to_le_bytes());
-        b[4..8].copy_from_slice(&imm.to_le_bytes());
-    } else {
-        b[1] = (dst << 4) | (src & 0xf);
-        b[2..4].copy_from_slice(&off.to_be_bytes());
-        b[4..8].copy_from_slice(&imm.to_be_bytes());
-    }
-    b
+/// A minimal relocatable BPF ELF64 object in the given byte order: one executable section `section` holding
+/// `code` (a trailing partial instruction dropped), the global function `prog` covering all of it, and a
+/// `license` section ("GPL").
+pub fn object(little_endian: bool, section: &str, code: &[u8]) -> Vec<u8> {
+    let code = &code[..code.len() / 8 * 8];
+    let mut e = Elf::with_byte_order(little_endian);
+    let s = e.code_bytes(section, code.to_vec());
+    e.license();
+    e.func("prog", s, 0, code.len() / 8);
+    e.finish()
 }

@@ -14,6 +14,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
+use bpfgate_test_support::insn::{exit, mov_imm};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
@@ -66,22 +67,16 @@ fn live(test: &str) -> Option<MutexGuard<'static, ()>> {
 /// Loads a trivial socket filter (`r0 = 0; exit`) named `name`: the operation the smoke LSM
 /// program denies for one specific name.
 fn load_socket_filter(name: &str) -> std::io::Result<OwnedFd> {
-    let mut mov = libbpf_sys::bpf_insn {
-        code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
-        ..Default::default()
-    };
-    mov.set_dst_reg(0);
-    let exit = libbpf_sys::bpf_insn { code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8, ..Default::default() };
-    let insns = [mov, exit];
+    let insns = [mov_imm(0, 0), exit()];
     let name = CString::new(name).map_err(std::io::Error::other)?;
     let license = c"GPL";
-    // SAFETY: all pointers are valid for the call; null opts means defaults.
+    // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); null opts means defaults.
     let fd = unsafe {
         libbpf_sys::bpf_prog_load(
             libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
             name.as_ptr(),
             license.as_ptr(),
-            insns.as_ptr(),
+            insns.as_ptr().cast(),
             insns.len() as _,
             std::ptr::null_mut(),
         )

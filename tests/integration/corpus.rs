@@ -156,9 +156,10 @@ fn kernel_view_covers_what_the_library_proves() {
 /// callx could write anything), citing the last candidate instruction.
 #[test]
 fn kernel_view_tags_what_registers_hold() {
-    use crate::hostile::{call_helper, exit, insn, jeq_imm, ldx_dw, mov, mov_imm, stx_dw, Elf, Insn};
     use bpfgate::Capability;
     use bpfgate::Capability::{KernelRead, MapWrite, PacketWrite, Unknown};
+    use bpfgate_test_support::elf::Elf;
+    use bpfgate_test_support::insn::{call_helper, exit, insn, jeq_imm, ldx_dw, mov, mov_imm, stx_dw, Insn};
     // r1 = map fd 3 (BPF_PSEUDO_MAP_FD).
     let map = [insn(0x18, 1, 1, 0, 3), insn(0, 0, 0, 0, 0)];
     // r0 = bpf_map_lookup_elem(r1, r10 - 8), then exit when null: r0 is a map value from insn 6 on.
@@ -273,10 +274,11 @@ fn kernel_view_tags_what_registers_hold() {
 /// where the gate stays stricter than the library, which follows a caller's stack and joins every call site.
 #[test]
 fn kernel_view_follows_calls_and_callbacks() {
-    use crate::hostile::{
-        add_imm, call_helper, call_local, exit, insn, jeq_imm, ldx_dw, mov, mov_imm, stx_dw, Elf, Insn,
-    };
     use bpfgate::Capability::KernelRead;
+    use bpfgate_test_support::elf::Elf;
+    use bpfgate_test_support::insn::{
+        add_imm, call_helper, call_local, exit, insn, jeq_imm, ldx_dw, mov, mov_imm, stx_dw, Insn,
+    };
     let map = [insn(0x18, 1, 1, 0, 3), insn(0, 0, 0, 0, 0)]; // r1 = map fd 3
     let func = |dst: u8, rel: i32| [insn(0x18, dst, 4, 0, rel), insn(0, 0, 0, 0, 0)]; // dst = &func (+rel)
     let key = [mov_imm(2, 0), stx_dw(10, -8, 2)]; // *(u64 *)(r10 - 8) = 0

@@ -1,8 +1,8 @@
-//! Resource limits on hostile input (issue 6): every generated object (see `hostile.rs`) gives a report or an
-//! error naming the limit and where it was hit, never a panic, and the work stays bounded. The inputs here are
-//! sized to stay fast in debug builds while still being far past where quadratic work would show (each test
-//! notes what the unbounded version cost); `cargo xtask limits` runs the full sizes and docs/limits.md has
-//! the measured time and memory.
+//! Resource limits on hostile input (issue 6): every generated object (see `bpfgate_test_support::hostile`) gives a
+//! report or an error naming the limit and where it was hit, never a panic, and the work stays bounded. The inputs here
+//! are sized to stay fast in debug builds while still being far past where quadratic work would show (each test notes
+//! what the unbounded version cost); `cargo xtask limits` runs the full sizes and docs/limits.md has the measured time
+//! and memory.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,9 @@ use bpfgate::unstable::analysis::{self, AnalysisError, MAX_CALL_FRAMES, MAX_FUNC
 use bpfgate::unstable::elf::{ElfError, NameError, Object, MAX_ERRORS, MAX_NAME_LEN, MAX_OBJECT_FUNCS};
 use bpfgate::InspectErrorKind::{Relocation, Tainted};
 
-use crate::hostile::*;
+use bpfgate_test_support::elf::*;
+use bpfgate_test_support::hostile::*;
+
 use crate::support::bpfgate;
 
 /// Generous for a debug build on a loaded machine, and far below what the unbounded versions took.

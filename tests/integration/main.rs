@@ -4,7 +4,6 @@ mod cli;
 mod corpus;
 mod evasion;
 mod fixtures;
-mod hostile;
 mod limits;
 mod policy_cli;
 mod readme;

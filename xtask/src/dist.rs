@@ -1,11 +1,11 @@
-//! `cargo xtask dist`: the release binary, `target/dist/release/bpfgate`.
+//! `cargo xtask dist`: the release binary, `target/dist/release/bpfgate`, the build the project packages.
 //!
-//! On glibc Linux it is a static PIE (`-C target-feature=+crt-static`): no dynamic loader work at each start, which
-//! is a third of a short `bpfgate inspect` (docs/benchmarks.md), no `LD_PRELOAD` reach into `bpfgate enforce`, and
-//! ASLR kept. Cargo cannot give one binary that target feature in a plain `cargo build`: in `.cargo/config.toml`
-//! it reaches the proc-macro crates too, which cannot be built with it. `cargo rustc` passes it to the final crate
-//! only, and the link-time `cfg` of std's libc bindings follows it. The own target directory keeps this build and
-//! `cargo build --release` from relinking over each other.
+//! On glibc Linux it is a static PIE (`-C target-feature=+crt-static`): `bpfgate enforce` runs as root, and a
+//! binary without a dynamic loader gives `LD_PRELOAD`, `LD_LIBRARY_PATH` and the host's shared libraries no reach
+//! into it; ASLR is kept. Cargo cannot give one binary that target feature in a plain `cargo build`: in
+//! `.cargo/config.toml` it reaches the proc-macro crates too, which cannot be built with it. `cargo rustc` passes
+//! it to the final crate only, and the link-time `cfg` of std's libc bindings follows it. The own target
+//! directory keeps this build and `cargo build --release` from relinking over each other.
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! `cargo xtask limits`: generates hostile inputs (tests/integration/hostile.rs) into `target/limits/` and
+//! `cargo xtask limits`: generates hostile inputs (`bpfgate_test_support::hostile`) into `target/limits/` and
 //! measures `bpfgate inspect` and `bpfgate policy lint` on each: result, wall and CPU time, peak RSS, printed as
 //! the Markdown table of docs/limits.md.
 //!
@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use crate::bench::machine;
-
-#[path = "../../tests/integration/hostile.rs"]
-mod hostile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,7 +58,7 @@ fn yaml(name: &'static str, what: impl Into<String>, f: impl Fn() -> String + 's
 }
 
 fn cases() -> Vec<Case> {
-    use hostile::*;
+    use bpfgate_test_support::hostile::*;
     const M: usize = 1_000_000;
     vec![
         elf("sections", "70,000 code sections, one program each (extended numbering)", || many_sections(70_000)),

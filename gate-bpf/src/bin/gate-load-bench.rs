@@ -18,7 +18,10 @@ use bpfgate::policy::compiled;
 use bpfgate::policy::Policy;
 use bpfgate_gate::event::{flags, Event, RawEvent, VERDICT_ALLOW};
 use bpfgate_gate::{EventStream, Gate, HostResolver};
-use libbpf_rs::libbpf_sys::{self as sys, bpf_insn};
+use bpfgate_test_support::insn::{
+    alu32_reg, alu64_imm, alu64_reg, call_helper, exit, jmp_imm, ld_map_fd, ldx, op, st_imm, stx, Insn,
+};
+use libbpf_rs::libbpf_sys as sys;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -137,46 +140,6 @@ fn main() -> ExitCode {
 // ---------------------------------------------------------------------------------------------------------
 // Program generation
 
-fn insn(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> bpf_insn {
-    // Opcodes are 8-bit by definition; the bindings type them u32.
-    let mut i = bpf_insn { code: code as u8, off, imm, ..Default::default() };
-    i.set_dst_reg(dst);
-    i.set_src_reg(src);
-    i
-}
-
-fn alu_imm(op: u32, dst: u8, imm: i32) -> bpf_insn {
-    insn(sys::BPF_ALU64 | op | sys::BPF_K, dst, 0, 0, imm)
-}
-
-fn alu_reg(op: u32, dst: u8, src: u8) -> bpf_insn {
-    insn(sys::BPF_ALU64 | op | sys::BPF_X, dst, src, 0, 0)
-}
-
-fn alu32_reg(op: u32, dst: u8, src: u8) -> bpf_insn {
-    insn(sys::BPF_ALU | op | sys::BPF_X, dst, src, 0, 0)
-}
-
-fn ldx(size: u32, dst: u8, src: u8, off: i16) -> bpf_insn {
-    insn(sys::BPF_LDX | size | sys::BPF_MEM, dst, src, off, 0)
-}
-
-fn stx(size: u32, dst: u8, src: u8, off: i16) -> bpf_insn {
-    insn(sys::BPF_STX | size | sys::BPF_MEM, dst, src, off, 0)
-}
-
-fn st_imm(size: u32, dst: u8, off: i16, imm: i32) -> bpf_insn {
-    insn(sys::BPF_ST | size | sys::BPF_MEM, dst, 0, off, imm)
-}
-
-fn jmp_imm(op: u32, dst: u8, imm: i32, off: i16) -> bpf_insn {
-    insn(sys::BPF_JMP | op | sys::BPF_K, dst, 0, off, imm)
-}
-
-fn call(helper: u32) -> bpf_insn {
-    insn(sys::BPF_JMP | sys::BPF_CALL, 0, 0, 0, helper as i32)
-}
-
 const R0: u8 = 0;
 const R1: u8 = 1;
 const R2: u8 = 2;
@@ -205,118 +168,112 @@ const EPILOGUE: usize = 2;
 const MIN_INSNS: usize = PROLOGUE + EPILOGUE;
 
 /// `r6 = ctx`, accumulators r7-r9 zeroed, every stack slot, the map key and the map value written.
-fn prologue(p: &mut Vec<bpf_insn>) {
-    p.push(alu_reg(sys::BPF_MOV, R6, R1));
+fn prologue(p: &mut Vec<Insn>) {
+    p.push(alu64_reg(op::MOV, R6, R1));
     for r in [R7, R8, R9] {
-        p.push(alu_imm(sys::BPF_MOV, r, 0));
+        p.push(alu64_imm(op::MOV, r, 0));
     }
     for i in 0..SLOTS {
-        p.push(st_imm(sys::BPF_DW, FP, slot(i), 0));
+        p.push(st_imm(op::DW, FP, slot(i), 0));
     }
-    p.push(st_imm(sys::BPF_DW, FP, KEY_OFF, 0));
-    p.push(st_imm(sys::BPF_DW, FP, VALUE_OFF, 0));
+    p.push(st_imm(op::DW, FP, KEY_OFF, 0));
+    p.push(st_imm(op::DW, FP, VALUE_OFF, 0));
 }
 
 /// A context field load: `len`, `mark`, `queue_mapping`, `protocol` of `__sk_buff` (the verifier rewrites each
 /// into one load from the `sk_buff`), or a `pt_regs` register (read as is).
-fn ctx_load(kind: Kind, dst: u8, v: usize) -> bpf_insn {
+fn ctx_load(kind: Kind, dst: u8, v: usize) -> Insn {
     match kind {
-        Kind::SocketFilter => ldx(sys::BPF_W, dst, R6, [0, 8, 12, 16][v % 4]),
+        Kind::SocketFilter => ldx(op::W, dst, R6, [0, 8, 12, 16][v % 4]),
         // v % 16 < 16: offsets 0..=120 of the 168-byte pt_regs.
-        Kind::Kprobe => ldx(sys::BPF_DW, dst, R6, 8 * (v % 16) as i16),
+        Kind::Kprobe => ldx(op::DW, dst, R6, 8 * (v % 16) as i16),
     }
 }
 
 /// A compute block (25 instructions): a helper call, a context load, stack spills and fills, 64- and 32-bit
 /// ALU, and one data-dependent forward branch. r1-r5 are written before they are read (calls clobber them).
-fn compute_block(p: &mut Vec<bpf_insn>, kind: Kind, v: usize) {
+fn compute_block(p: &mut Vec<Insn>, kind: Kind, v: usize) {
     let threshold = 1000 + (v % 97) as i32;
     p.extend([
-        call(sys::BPF_FUNC_ktime_get_ns),
-        alu_reg(sys::BPF_ADD, R7, R0),
+        call_helper(sys::BPF_FUNC_ktime_get_ns as i32),
+        alu64_reg(op::ADD, R7, R0),
         ctx_load(kind, R1, v),
-        alu_reg(sys::BPF_XOR, R8, R1),
-        ldx(sys::BPF_DW, R2, FP, slot(v)),
-        alu_reg(sys::BPF_ADD, R2, R7),
-        alu_imm(sys::BPF_AND, R2, 0xffff),
-        stx(sys::BPF_DW, FP, R2, slot(v + 3)),
-        alu_reg(sys::BPF_MOV, R3, R8),
-        alu_imm(sys::BPF_LSH, R3, 3),
-        alu_imm(sys::BPF_OR, R3, 5),
-        alu_reg(sys::BPF_SUB, R3, R2),
-        jmp_imm(sys::BPF_JGT, R3, threshold, 2),
-        alu_imm(sys::BPF_ADD, R9, 1),
-        alu_reg(sys::BPF_XOR, R9, R3),
-        ldx(sys::BPF_DW, R4, FP, slot(v + 5)),
-        alu_imm(sys::BPF_MUL, R4, 7),
-        alu_imm(sys::BPF_RSH, R4, 2),
-        stx(sys::BPF_W, FP, R4, slot(v + 6)),
-        alu32_reg(sys::BPF_MOV, R5, R7),
-        alu32_reg(sys::BPF_ADD, R5, R8),
-        alu_reg(sys::BPF_XOR, R5, R9),
-        alu_reg(sys::BPF_MOV, R7, R5),
-        alu_imm(sys::BPF_ADD, R8, 13),
-        stx(sys::BPF_DW, FP, R8, slot(v + 1)),
+        alu64_reg(op::XOR, R8, R1),
+        ldx(op::DW, R2, FP, slot(v)),
+        alu64_reg(op::ADD, R2, R7),
+        alu64_imm(op::AND, R2, 0xffff),
+        stx(op::DW, FP, slot(v + 3), R2),
+        alu64_reg(op::MOV, R3, R8),
+        alu64_imm(op::LSH, R3, 3),
+        alu64_imm(op::OR, R3, 5),
+        alu64_reg(op::SUB, R3, R2),
+        jmp_imm(op::JGT, R3, threshold, 2),
+        alu64_imm(op::ADD, R9, 1),
+        alu64_reg(op::XOR, R9, R3),
+        ldx(op::DW, R4, FP, slot(v + 5)),
+        alu64_imm(op::MUL, R4, 7),
+        alu64_imm(op::RSH, R4, 2),
+        stx(op::W, FP, slot(v + 6), R4),
+        alu32_reg(op::MOV, R5, R7),
+        alu32_reg(op::ADD, R5, R8),
+        alu64_reg(op::XOR, R5, R9),
+        alu64_reg(op::MOV, R7, R5),
+        alu64_imm(op::ADD, R8, 13),
+        stx(op::DW, FP, slot(v + 1), R8),
     ]);
 }
 const COMPUTE_BLOCK: usize = 25;
 
-/// `ld_imm64 r1 = map` (two slots).
-fn ld_map(p: &mut Vec<bpf_insn>, map_fd: i32) {
-    p.push(insn(sys::BPF_LD | sys::BPF_IMM | sys::BPF_DW, R1, sys::BPF_PSEUDO_MAP_FD as u8, 0, map_fd));
-    p.push(bpf_insn::default());
-}
-
 /// A map update block (16 instructions): `bpf_map_update_elem` of a stack value, a branch on its result, and
 /// stack work after the join.
-fn update_block(p: &mut Vec<bpf_insn>, map_fd: i32, v: usize) {
-    ld_map(p, map_fd);
+fn update_block(p: &mut Vec<Insn>, map_fd: i32, v: usize) {
+    p.extend(ld_map_fd(R1, map_fd));
     p.extend([
-        alu_reg(sys::BPF_MOV, R2, FP),
-        alu_imm(sys::BPF_ADD, R2, i32::from(KEY_OFF)),
-        stx(sys::BPF_DW, FP, R9, VALUE_OFF),
-        alu_reg(sys::BPF_MOV, R3, FP),
-        alu_imm(sys::BPF_ADD, R3, i32::from(VALUE_OFF)),
-        alu_imm(sys::BPF_MOV, R4, 0), // BPF_ANY
-        call(sys::BPF_FUNC_map_update_elem),
-        jmp_imm(sys::BPF_JNE, R0, 0, 2),
-        alu_imm(sys::BPF_ADD, R9, 1),
-        alu_reg(sys::BPF_XOR, R8, R9),
-        ldx(sys::BPF_DW, R3, FP, slot(v + 2)),
-        alu_reg(sys::BPF_ADD, R3, R8),
-        stx(sys::BPF_DW, FP, R3, slot(v + 4)),
-        alu_reg(sys::BPF_SUB, R9, R3),
+        alu64_reg(op::MOV, R2, FP),
+        alu64_imm(op::ADD, R2, i32::from(KEY_OFF)),
+        stx(op::DW, FP, VALUE_OFF, R9),
+        alu64_reg(op::MOV, R3, FP),
+        alu64_imm(op::ADD, R3, i32::from(VALUE_OFF)),
+        alu64_imm(op::MOV, R4, 0), // BPF_ANY
+        call_helper(sys::BPF_FUNC_map_update_elem as i32),
+        jmp_imm(op::JNE, R0, 0, 2),
+        alu64_imm(op::ADD, R9, 1),
+        alu64_reg(op::XOR, R8, R9),
+        ldx(op::DW, R3, FP, slot(v + 2)),
+        alu64_reg(op::ADD, R3, R8),
+        stx(op::DW, FP, slot(v + 4), R3),
+        alu64_reg(op::SUB, R9, R3),
     ]);
 }
 const UPDATE_BLOCK: usize = 16;
 
 /// A map lookup block (14 instructions): a lookup with its null check, a read-modify-write of the value, and
 /// stack work after the join. The verifier inlines array lookups by patching the program.
-fn lookup_block(p: &mut Vec<bpf_insn>, map_fd: i32, v: usize) {
-    ld_map(p, map_fd);
+fn lookup_block(p: &mut Vec<Insn>, map_fd: i32, v: usize) {
+    p.extend(ld_map_fd(R1, map_fd));
     p.extend([
-        alu_reg(sys::BPF_MOV, R2, FP),
-        alu_imm(sys::BPF_ADD, R2, i32::from(KEY_OFF)),
-        call(sys::BPF_FUNC_map_lookup_elem),
-        jmp_imm(sys::BPF_JEQ, R0, 0, 4),
-        ldx(sys::BPF_DW, R1, R0, 0),
-        alu_reg(sys::BPF_ADD, R1, R9),
-        alu_reg(sys::BPF_XOR, R1, R7),
-        stx(sys::BPF_DW, R0, R1, 0),
-        ldx(sys::BPF_DW, R3, FP, slot(v + 2)),
-        alu_reg(sys::BPF_ADD, R3, R8),
-        stx(sys::BPF_DW, FP, R3, slot(v + 4)),
-        alu_reg(sys::BPF_SUB, R9, R3),
+        alu64_reg(op::MOV, R2, FP),
+        alu64_imm(op::ADD, R2, i32::from(KEY_OFF)),
+        call_helper(sys::BPF_FUNC_map_lookup_elem as i32),
+        jmp_imm(op::JEQ, R0, 0, 4),
+        ldx(op::DW, R1, R0, 0),
+        alu64_reg(op::ADD, R1, R9),
+        alu64_reg(op::XOR, R1, R7),
+        stx(op::DW, R0, 0, R1),
+        ldx(op::DW, R3, FP, slot(v + 2)),
+        alu64_reg(op::ADD, R3, R8),
+        stx(op::DW, FP, slot(v + 4), R3),
+        alu64_reg(op::SUB, R9, R3),
     ]);
 }
 const LOOKUP_BLOCK: usize = 14;
 
 /// Straight-line ALU to pad a program to its exact size.
-fn filler(v: usize) -> bpf_insn {
+fn filler(v: usize) -> Insn {
     match v % 3 {
-        0 => alu_imm(sys::BPF_ADD, R7, 1),
-        1 => alu_imm(sys::BPF_XOR, R8, 0x55),
-        _ => alu_reg(sys::BPF_ADD, R9, R7),
+        0 => alu64_imm(op::ADD, R7, 1),
+        1 => alu64_imm(op::XOR, R8, 0x55),
+        _ => alu64_reg(op::ADD, R9, R7),
     }
 }
 
@@ -330,7 +287,7 @@ fn filler(v: usize) -> bpf_insn {
 /// pointer instead; the verifier inlines each such lookup by patching the program, which copies the whole
 /// program and its per-instruction data, so the load time of such programs grows with the square of their size
 /// and the gate's share shrinks: the update form is the harder case for the gate.
-fn generate(n: usize, kind: Kind, map_fd: i32, lookups: bool) -> Vec<bpf_insn> {
+fn generate(n: usize, kind: Kind, map_fd: i32, lookups: bool) -> Vec<Insn> {
     let map_block_len = if lookups { LOOKUP_BLOCK } else { UPDATE_BLOCK };
     let mut p = Vec::with_capacity(n);
     prologue(&mut p);
@@ -356,8 +313,8 @@ fn generate(n: usize, kind: Kind, map_fd: i32, lookups: bool) -> Vec<bpf_insn> {
         p.push(filler(f));
         f += 1;
     }
-    p.push(alu_imm(sys::BPF_MOV, R0, 0));
-    p.push(insn(sys::BPF_JMP | sys::BPF_EXIT, 0, 0, 0, 0));
+    p.push(alu64_imm(op::MOV, R0, 0));
+    p.push(exit());
     p
 }
 
@@ -367,7 +324,7 @@ fn generate(n: usize, kind: Kind, map_fd: i32, lookups: bool) -> Vec<bpf_insn> {
 struct Program {
     name: String,
     cname: CString,
-    insns: Vec<bpf_insn>,
+    insns: Vec<Insn>,
     kind: Kind,
 }
 
@@ -384,7 +341,7 @@ impl Program {
 
     /// `r0 = 0; exit`, loaded unmeasured after each switch between states.
     fn warm(kind: Kind) -> Result<Program, Error> {
-        let insns = vec![alu_imm(sys::BPF_MOV, R0, 0), insn(sys::BPF_JMP | sys::BPF_EXIT, 0, 0, 0, 0)];
+        let insns = vec![alu64_imm(op::MOV, R0, 0), exit()];
         Ok(Program { name: "lbench_warm".into(), cname: CString::new("lbench_warm")?, insns, kind })
     }
 
@@ -392,13 +349,14 @@ impl Program {
     fn load(&self, opts: Option<&mut sys::bpf_prog_load_opts>) -> Result<(Duration, OwnedFd), std::io::Error> {
         let opts = opts.map_or(std::ptr::null_mut(), |o| o as *mut _);
         let start = Instant::now();
-        // SAFETY: name, license and instructions outlive the call; opts is null or a valid, sized struct.
+        // SAFETY: name, license and instructions outlive the call (Insn has struct bpf_insn's layout); opts is
+        // null or a valid, sized struct.
         let fd = unsafe {
             sys::bpf_prog_load(
                 self.kind.prog_type(),
                 self.cname.as_ptr(),
                 c"GPL".as_ptr(),
-                self.insns.as_ptr(),
+                self.insns.as_ptr().cast(),
                 self.insns.len() as _,
                 opts,
             )

@@ -18,6 +18,10 @@ use bpfgate_gate::event::{
     evidence, scan_flags, Event, RawEvent, OP_PROG_LOAD, OP_PROG_MAPS, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
 };
 use bpfgate_gate::{EventStream, Gate, HookVariant, HostResolver};
+use bpfgate_test_support::btf::{Btf, INT_SIGNED};
+use bpfgate_test_support::insn::{
+    add_imm, call_helper, call_kfunc, exit, jeq_imm, jmp_imm, ld_map_fd, ldx, ldx_dw, mov, mov_imm, op, st_imm, Insn,
+};
 use libbpf_rs::libbpf_sys;
 
 use super::live;
@@ -397,19 +401,8 @@ fn gate_scan_contention_counts_by_preconditions() {
     ));
     g.take();
     // r1 = map fd -1 (BPF_PSEUDO_MAP_FD: a map reference to the gate), then `r0 = 0` to the end.
-    let mut ld = libbpf_sys::bpf_insn {
-        code: (libbpf_sys::BPF_LD | libbpf_sys::BPF_IMM | libbpf_sys::BPF_DW) as u8,
-        imm: -1,
-        ..Default::default()
-    };
-    ld.set_dst_reg(1);
-    ld.set_src_reg(libbpf_sys::BPF_PSEUDO_MAP_FD as u8);
-    let mov = libbpf_sys::bpf_insn {
-        code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
-        ..Default::default()
-    };
-    let mut insns = vec![ld, libbpf_sys::bpf_insn::default()];
-    insns.resize(500_000, mov);
+    let mut insns = ld_map_fd(1, -1).to_vec();
+    insns.resize(500_000, mov_imm(0, 0));
     // Until a contended and a clean scan were seen, or each thread has made MAX_LOADS loads, or the time is up:
     // whether a scan is preempted by the start of another depends on the scheduler, not on the test.
     const MAX_LOADS: usize = 100;
@@ -426,14 +419,14 @@ fn gate_scan_contention_counts_by_preconditions() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    // SAFETY: all pointers are valid for the call; null opts means defaults. The load fails (no
-                    // exit); only the gate's decision on it matters.
+                    // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); null
+                    // opts means defaults. The load fails (no exit); only the gate's decision on it matters.
                     let fd = unsafe {
                         libbpf_sys::bpf_prog_load(
                             libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
                             c"contend".as_ptr(),
                             c"GPL".as_ptr(),
-                            insns.as_ptr(),
+                            insns.as_ptr().cast(),
                             insns.len() as _,
                             std::ptr::null_mut(),
                         )
@@ -923,7 +916,7 @@ fn gate_enforce_loop_json_audit() {
 }
 
 /// Loads a socket filter made of `insns`; `Err(errno)` when the load fails.
-fn load_insns(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<(), i32> {
+fn load_insns(name: &str, insns: &[Insn]) -> Result<(), i32> {
     let fd = load_insns_fd(name, insns)?;
     // SAFETY: fd is a fresh program fd that we own and close here.
     unsafe { libc::close(fd) };
@@ -931,20 +924,20 @@ fn load_insns(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<(), i32> {
 }
 
 /// As `load_insns`, keeping the program: its fd, which the caller closes.
-fn load_insns_fd(name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<i32, i32> {
+fn load_insns_fd(name: &str, insns: &[Insn]) -> Result<i32, i32> {
     load_typed_fd(libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER, name, insns)
 }
 
 /// Loads `insns` as a GPL program of `prog_type` named `name`; the fd, which the caller closes, or the errno.
-fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, insns: &[libbpf_sys::bpf_insn]) -> Result<i32, i32> {
+fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, insns: &[Insn]) -> Result<i32, i32> {
     let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
-    // SAFETY: all pointers are valid for the call; null opts means defaults.
+    // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); null opts means defaults.
     let fd = unsafe {
         libbpf_sys::bpf_prog_load(
             prog_type,
             name.as_ptr(),
             c"GPL".as_ptr(),
-            insns.as_ptr(),
+            insns.as_ptr().cast(),
             insns.len() as _,
             std::ptr::null_mut(),
         )
@@ -955,32 +948,15 @@ fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, insns: &[libb
     Ok(fd)
 }
 
-fn insn(code: u32, dst: u8, imm: i32) -> libbpf_sys::bpf_insn {
-    raw_insn(code, dst, 0, 0, imm)
-}
-
-/// An instruction with every field given.
-fn raw_insn(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_insn {
-    let mut i = libbpf_sys::bpf_insn { code: code as u8, off, imm, ..Default::default() };
-    i.set_dst_reg(dst);
-    i.set_src_reg(src);
-    i
-}
-
-/// `dst = imm` (64-bit).
-fn mov(dst: u8, imm: i32) -> libbpf_sys::bpf_insn {
-    insn(libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K, dst, imm)
-}
-
 /// The kernel's limit is 1M instructions: the gate scans all of them and finds a helper call in the last ones.
 #[test]
 fn gate_scans_a_program_at_the_kernel_limit() {
     let Some(_guard) = live("gate_scans_a_program_at_the_kernel_limit") else { return };
     const LIMIT: usize = 1_000_000;
-    let mut insns = vec![mov(0, 0); LIMIT - 3];
-    insns.push(mov(1, 10));
-    insns.push(insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, 109)); // bpf_send_signal
-    insns.push(insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0));
+    let mut insns = vec![mov_imm(0, 0); LIMIT - 3];
+    insns.push(mov_imm(1, 10));
+    insns.push(call_helper(109)); // bpf_send_signal
+    insns.push(exit());
     let exe = this_exe();
     let mut g = Live::new();
     g.install(&format!(
@@ -1042,33 +1018,20 @@ fn obj_id(fd: i32) -> u32 {
 
 /// A socket filter that updates the map behind `map_fd` (helper 2, map_update_elem).
 fn load_map_writer(name: &str, map_fd: i32) -> Result<(), i32> {
-    use libbpf_sys::*;
-    let mut ld = insn(BPF_LD | BPF_IMM | BPF_DW, 1, map_fd);
-    ld.set_src_reg(BPF_PSEUDO_MAP_FD as u8);
-    let st = |off: i16, imm: i32| {
-        let mut i = insn(BPF_ST | BPF_MEM | BPF_W, 10, imm);
-        i.off = off;
-        i
-    };
-    let mov_reg = |dst: u8, src: u8| {
-        let mut i = insn(BPF_ALU64 | BPF_MOV | BPF_X, dst, 0);
-        i.set_src_reg(src);
-        i
-    };
-    let add = |dst: u8, imm: i32| insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, imm);
+    let [ld, ld_hi] = ld_map_fd(1, map_fd);
     let insns = [
-        st(-4, 0),
-        st(-8, 1),
+        st_imm(op::W, 10, -4, 0),
+        st_imm(op::W, 10, -8, 1),
         ld,
-        insn(0, 0, 0),
-        mov_reg(2, 10),
-        add(2, -4),
-        mov_reg(3, 10),
-        add(3, -8),
-        mov(4, 0),
-        insn(BPF_JMP | BPF_CALL, 0, 2),
-        mov(0, 0),
-        insn(BPF_JMP | BPF_EXIT, 0, 0),
+        ld_hi,
+        mov(2, 10),
+        add_imm(2, -4),
+        mov(3, 10),
+        add_imm(3, -8),
+        mov_imm(4, 0),
+        call_helper(2),
+        mov_imm(0, 0),
+        exit(),
     ];
     load_insns(name, &insns)
 }
@@ -1305,22 +1268,10 @@ fn gate_program_isolation_between_subjects() {
     let mut g = Live::new();
     g.install(&cgroup_denies(&cg, "trace_printk"));
     // bpf_trace_printk("", 8) from a zeroed stack slot.
-    let mut zero = insn(BPF_ST | BPF_MEM | BPF_DW, 10, 0);
-    zero.off = -8;
-    let mut fp = insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0);
-    fp.set_src_reg(10);
-    let exit = insn(BPF_JMP | BPF_EXIT, 0, 0);
-    let printk = [
-        zero,
-        fp,
-        insn(BPF_ALU64 | BPF_ADD | BPF_K, 1, -8),
-        mov(2, 8),
-        insn(BPF_JMP | BPF_CALL, 0, 6),
-        mov(0, 0),
-        exit,
-    ];
+    let printk =
+        [st_imm(op::DW, 10, -8, 0), mov(1, 10), add_imm(1, -8), mov_imm(2, 8), call_helper(6), mov_imm(0, 0), exit()];
     let printk_fd = load_insns_fd("bpfgate_printk", &printk).expect("loading the trace_printk program");
-    let plain_fd = load_insns_fd("bpfgate_plain", &[mov(0, 0), exit]).expect("loading the plain program");
+    let plain_fd = load_insns_fd("bpfgate_plain", &[mov_imm(0, 0), exit()]).expect("loading the plain program");
     let (printk_id, plain_id) = (obj_id(printk_fd), obj_id(plain_fd));
     g.take();
     let denied = run_child(Some(&cg.path), &[format!("prog:{printk_id}")]);
@@ -1551,12 +1502,7 @@ fn no_signals_policy() -> String {
 
 /// A small denied load (send_signal, helper 109) straight through the syscall: true when refused with EPERM.
 fn load_signal_denied() -> bool {
-    let insns = [
-        mov(1, 10),
-        insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, 109),
-        mov(0, 0),
-        insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0),
-    ];
+    let insns = [mov_imm(1, 10), call_helper(109), mov_imm(0, 0), exit()];
     load_insns("bpfgate_flood", &insns) == Err(libc::EPERM)
 }
 
@@ -1574,9 +1520,7 @@ fn gate_unknown_kfunc_is_denied_unless_allowed() {
     // SAFETY: freed once.
     unsafe { libbpf_sys::btf__free(btf) };
     assert!(id > 0, "bpf_lsm_bpf in vmlinux BTF");
-    let mut call = insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_CALL, 0, id);
-    call.set_src_reg(libbpf_sys::BPF_PSEUDO_KFUNC_CALL as u8);
-    let insns = [call, mov(0, 0), insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0)];
+    let insns = [call_kfunc(id, 0), mov_imm(0, 0), exit()];
     let exe = this_exe();
     let mut g = Live::new();
     let mut results = Vec::new();
@@ -1737,75 +1681,42 @@ fn gate_cli_enforce_denies_reloads_and_stops() {
 /// Hand-made BTF for a map value `struct val { struct task_struct __kptr_untrusted *t; }`: types 1 int, 2
 /// task_struct, 3 the type tag, 4 the pointer, 5 val.
 fn kptr_value_btf() -> Vec<u8> {
-    let mut strs = b"\0int\0task_struct\0pid\0kptr_untrusted\0val\0t\0".to_vec();
-    let off = |name: &str| {
-        let at = strs.windows(name.len() + 2).position(|w| w[0] == 0 && &w[1..=name.len()] == name.as_bytes());
-        at.expect("string in the table") as u32 + 1
-    };
-    let kind = |k: u32, vlen: u32| k << 24 | vlen;
-    let types: Vec<u32> = vec![
-        off("int"),
-        kind(1, 0),
-        4,
-        1 << 24 | 32, // 1: int (signed, 32 bits)
-        off("task_struct"),
-        kind(4, 1),
-        4,
-        off("pid"),
-        1,
-        0, // 2: struct task_struct { int pid; }
-        off("kptr_untrusted"),
-        kind(18, 0),
-        2, // 3: type tag -> 2
-        0,
-        kind(2, 0),
-        3, // 4: pointer -> 3
-        off("val"),
-        kind(4, 1),
-        8,
-        off("t"),
-        4,
-        0, // 5: struct val { 4 t; }
-    ];
-    let types: Vec<u8> = types.iter().flat_map(|w| w.to_le_bytes()).collect();
-    let mut btf = Vec::new();
-    btf.extend_from_slice(&0xeb9fu16.to_le_bytes());
-    btf.extend_from_slice(&[1, 0]); // version, flags
-    for w in [24u32, 0, types.len() as u32, types.len() as u32, strs.len() as u32] {
-        btf.extend_from_slice(&w.to_le_bytes());
-    }
-    btf.extend_from_slice(&types);
-    btf.append(&mut strs);
-    btf
+    let mut b = Btf::new();
+    let int = b.int("int", 4, INT_SIGNED);
+    let task = b.struct_("task_struct", 4, &[("pid", int, 0)]);
+    let tag = b.type_tag("kptr_untrusted", task);
+    let ptr = b.ptr(tag);
+    b.struct_("val", 8, &[("t", ptr, 0)]);
+    b.finish()
 }
 
 /// A kprobe that looks up `map_fd`'s value, loses track of what it loaded in a loop the gate's tags reset at,
 /// then loads through it: with `kptr`, through the kptr it read from the value (a kernel read the library
 /// proves), otherwise through the map value again.
 fn load_after_loop(name: &str, map_fd: i32, kptr: bool) -> Result<(), i32> {
-    use libbpf_sys::*;
+    let [ld, ld_hi] = ld_map_fd(1, map_fd);
     let insns = [
-        raw_insn(BPF_ST | BPF_MEM | BPF_W, 10, 0, -4, 0), // *(u32 *)(r10 - 4) = 0
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
-        raw_insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
-        raw_insn(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD as u8, 0, map_fd),
-        raw_insn(0, 0, 0, 0, 0),
-        raw_insn(BPF_JMP | BPF_CALL, 0, 0, 0, 1),         // bpf_map_lookup_elem
-        raw_insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 6, 0),  // null: to r0 = 0; exit
-        raw_insn(BPF_LDX | BPF_MEM | BPF_DW, 1, 0, 0, 0), // r1 = *(u64 *)(r0 + 0)
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 0),
-        raw_insn(BPF_ALU64 | BPF_ADD | BPF_K, 7, 0, 0, 1), // the loop head
-        raw_insn(BPF_JMP | BPF_JLT | BPF_K, 7, 0, -2, 2),
-        raw_insn(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1, 0),
+        st_imm(op::W, 10, -4, 0), // *(u32 *)(r10 - 4) = 0
+        mov(2, 10),
+        add_imm(2, -4),
+        ld,
+        ld_hi,
+        call_helper(1),   // bpf_map_lookup_elem
+        jeq_imm(0, 0, 6), // null: to r0 = 0; exit
+        ldx_dw(1, 0, 0),  // r1 = *(u64 *)(r0 + 0)
+        mov_imm(7, 0),
+        add_imm(7, 1), // the loop head
+        jmp_imm(op::JLT, 7, 2, -2),
+        jeq_imm(1, 0, 1),
         if kptr {
-            raw_insn(BPF_LDX | BPF_MEM | BPF_W, 2, 1, 0, 0) // r2 = *(u32 *)(r1 + 0): the kptr's target
+            ldx(op::W, 2, 1, 0) // r2 = *(u32 *)(r1 + 0): the kptr's target
         } else {
-            raw_insn(BPF_LDX | BPF_MEM | BPF_DW, 2, 0, 0, 0) // r2 = *(u64 *)(r0 + 0): the map value
+            ldx_dw(2, 0, 0) // r2 = *(u64 *)(r0 + 0): the map value
         },
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0),
-        raw_insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+        mov_imm(0, 0),
+        exit(),
     ];
-    let fd = load_typed_fd(BPF_PROG_TYPE_KPROBE, name, &insns)?;
+    let fd = load_typed_fd(libbpf_sys::BPF_PROG_TYPE_KPROBE, name, &insns)?;
     // SAFETY: fd is a fresh program fd that we own and close here.
     unsafe { libc::close(fd) };
     Ok(())
@@ -1922,31 +1833,30 @@ fn gate_checks_module_btfs_against_what_the_verifier_bound() {
         return;
     };
     let (lookup, release) = (module_func_id(ct_id, c"bpf_xdp_ct_lookup"), module_func_id(ct_id, c"bpf_ct_release"));
-    let kfunc = |id: i32| raw_insn(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL as u8, 1, id);
-    let st = |size: u32, off: i16, imm: i32| raw_insn(BPF_ST | BPF_MEM | size, 10, 0, off, imm);
+    let st = |size: u8, off: i16, imm: i32| st_imm(size, 10, off, imm);
     let mut insns = vec![
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0), // r6 = ctx
-        st(BPF_DW, -32, 0),                                // the tuple (ipv4, 12 bytes) at r10 - 32
-        st(BPF_DW, -24, 0),
-        st(BPF_W, -16, -1), // opts at r10 - 16: netns_id -1, error 0, l4proto 6 (TCP)
-        st(BPF_W, -12, 0),
-        st(BPF_W, -8, 6),
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
-        raw_insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -32),
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 12),
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 4, 10, 0, 0),
-        raw_insn(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, -16),
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 5, 0, 0, 12),
-        kfunc(lookup),
-        raw_insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
-        raw_insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0),
-        kfunc(release),
+        mov(6, 1),          // r6 = ctx
+        st(op::DW, -32, 0), // the tuple (ipv4, 12 bytes) at r10 - 32
+        st(op::DW, -24, 0),
+        st(op::W, -16, -1), // opts at r10 - 16: netns_id -1, error 0, l4proto 6 (TCP)
+        st(op::W, -12, 0),
+        st(op::W, -8, 6),
+        mov(1, 6),
+        mov(2, 10),
+        add_imm(2, -32),
+        mov_imm(3, 12),
+        mov(4, 10),
+        add_imm(4, -16),
+        mov_imm(5, 12),
+        call_kfunc(lookup, 1), // both kfuncs from the BTF of fd_array[1]
+        jeq_imm(0, 0, 2),
+        mov(1, 0),
+        call_kfunc(release, 1),
     ];
     // A long scan after the calls: the window in which the other thread may run and flip the slot.
-    insns.resize(insns.len() + 50_000, raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 0));
-    insns.push(raw_insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 2)); // XDP_PASS
-    insns.push(raw_insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+    insns.resize(insns.len() + 50_000, mov_imm(7, 0));
+    insns.push(mov_imm(0, 2)); // XDP_PASS
+    insns.push(exit());
 
     let exe = this_exe();
     let mut g = Live::new();
@@ -1975,13 +1885,14 @@ fn gate_checks_module_btfs_against_what_the_verifier_bound() {
             };
             let name = format!("bpfgate_fda{attempt}");
             let cname = std::ffi::CString::new(name.clone()).expect("name");
-            // SAFETY: insns and fd_array outlive the call (AtomicI32 has i32's layout); opts is sized.
+            // SAFETY: insns and fd_array outlive the call (Insn has struct bpf_insn's layout, AtomicI32 i32's);
+            // opts is sized.
             let fd = unsafe {
                 bpf_prog_load(
                     BPF_PROG_TYPE_XDP,
                     cname.as_ptr(),
                     c"GPL".as_ptr(),
-                    insns.as_ptr(),
+                    insns.as_ptr().cast(),
                     insns.len() as _,
                     &mut opts,
                 )

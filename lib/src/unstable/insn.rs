@@ -39,6 +39,14 @@ impl RawInsn {
     }
 }
 
+/// Tests build instructions with `bpfgate-test-support`, which does not depend on this crate.
+#[cfg(test)]
+impl From<bpfgate_test_support::insn::Insn> for RawInsn {
+    fn from(i: bpfgate_test_support::insn::Insn) -> RawInsn {
+        RawInsn { code: i.code, dst: i.dst(), src: i.src(), off: i.off, imm: i.imm }
+    }
+}
+
 // Instruction classes, sizes, modes and operations (include/uapi/linux/bpf_common.h and bpf.h).
 const CLASS_LD: u8 = 0x00;
 const CLASS_LDX: u8 = 0x01;
@@ -811,6 +819,18 @@ mod tests {
     fn dis(insns: &[RawInsn]) -> String {
         let op = decode(insns).expect("decodes");
         Display { op: &op, names: &NoNames, reloc: None }.to_string()
+    }
+
+    #[test]
+    fn parses_what_test_support_encodes_in_either_byte_order() {
+        use bpfgate_test_support::insn::{call_kfunc, encode, insn, ld_map_fd, stx_dw};
+        let [ld, ld_hi] = ld_map_fd(9, -1);
+        let insns = [insn(0xbf, 1, 2, -4, 0x1234_5678), stx_dw(10, -8, 3), call_kfunc(77, 2), ld, ld_hi];
+        let want: Vec<RawInsn> = insns.iter().map(|&i| RawInsn::from(i)).collect();
+        for little_endian in [true, false] {
+            assert_eq!(RawInsn::parse_all(&encode(&insns, little_endian), little_endian), want);
+        }
+        assert_eq!((want[1].dst, want[1].src, want[1].off), (10, 3, -8));
     }
 
     #[test]

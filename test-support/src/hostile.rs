@@ -1,306 +1,11 @@
-//! Generators of hostile inputs for the resource-limit tests (`limits.rs`) and `cargo xtask limits`, which
-//! includes this file by path: BPF ELF objects built byte by byte (so they can break every rule a linker keeps:
-//! extended section numbering, names without terminators, relocations of anything), and policy YAML.
+//! Generators of hostile inputs for the resource-limit tests (`tests/integration/limits.rs`) and `cargo xtask
+//! limits`: BPF ELF objects that break the rules a linker keeps, at sizes that try the analysis's limits, and
+//! policy YAML.
 //!
 //! Each generator takes its size, so the tests run small or medium instances and the xtask the full ones.
-#![allow(dead_code)] // Each includer uses a different subset.
 
-/// One BPF instruction, as it is stored in a little-endian object.
-pub type Insn = [u8; 8];
-
-pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    let mut b = [0u8; 8];
-    b[0] = code;
-    b[1] = (src << 4) | (dst & 0xf);
-    b[2..4].copy_from_slice(&off.to_le_bytes());
-    b[4..8].copy_from_slice(&imm.to_le_bytes());
-    b
-}
-
-pub fn mov_imm(dst: u8, imm: i32) -> Insn {
-    insn(0xb7, dst, 0, 0, imm)
-}
-pub fn mov(dst: u8, src: u8) -> Insn {
-    insn(0xbf, dst, src, 0, 0)
-}
-pub fn add_imm(dst: u8, imm: i32) -> Insn {
-    insn(0x07, dst, 0, 0, imm)
-}
-pub fn exit() -> Insn {
-    insn(0x95, 0, 0, 0, 0)
-}
-pub fn call_helper(id: i32) -> Insn {
-    insn(0x85, 0, 0, 0, id)
-}
-/// A BPF-to-BPF call `rel` instructions past the next one (`src_reg` 1, before relocation).
-pub fn call_local(rel: i32) -> Insn {
-    insn(0x85, 0, 1, 0, rel)
-}
-pub fn stx_dw(dst: u8, off: i16, src: u8) -> Insn {
-    insn(0x7b, dst, src, off, 0)
-}
-pub fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
-    insn(0x79, dst, src, off, 0)
-}
-/// `if dst == imm goto +off`.
-pub fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
-    insn(0x15, dst, 0, off, imm)
-}
-pub fn ja(off: i16) -> Insn {
-    insn(0x05, 0, 0, off, 0)
-}
-/// `dst = imm64`: two slots; a relocation on the first turns it into a map or extern reference.
-pub fn ld_imm64(dst: u8) -> [Insn; 2] {
-    [insn(0x18, dst, 0, 0, 0), insn(0, 0, 0, 0, 0)]
-}
-
-pub const SHT_PROGBITS: u32 = 1;
-pub const SHT_SYMTAB: u32 = 2;
-pub const SHT_STRTAB: u32 = 3;
-pub const SHT_REL: u32 = 9;
-pub const SHT_SYMTAB_SHNDX: u32 = 18;
-pub const SHF_WRITE: u64 = 1;
-pub const SHF_ALLOC: u64 = 2;
-pub const SHF_EXECINSTR: u64 = 4;
-/// Section indices from here on need ELF extended numbering (`SHN_LORESERVE`).
-pub const SHN_LORESERVE: u32 = 0xff00;
-const SHN_XINDEX: u16 = 0xffff;
-pub const STT_NOTYPE: u8 = 0;
-pub const STT_OBJECT: u8 = 1;
-pub const STT_FUNC: u8 = 2;
-pub const STB_GLOBAL: u8 = 1 << 4;
-/// `R_BPF_64_64`: an `ld_imm64` of a map or global; `R_BPF_64_32`: a call.
-pub const R_BPF_64_64: u32 = 1;
-pub const R_BPF_64_32: u32 = 10;
-
-#[derive(Clone, Copy)]
-enum Link {
-    None,
-    Symtab,
-}
-
-struct Sec {
-    name: u32,
-    typ: u32,
-    flags: u64,
-    data: Vec<u8>,
-    link: Link,
-    info: u32,
-    entsize: u64,
-}
-
-struct Sym {
-    name: u32,
-    info: u8,
-    shndx: u32,
-    value: u64,
-    size: u64,
-}
-
-/// A relocatable little-endian ELF64 object for EM_BPF. Sections are numbered from 1 in the order they are
-/// added; `.symtab`, `.symtab_shndx` (when a symbol needs it), `.strtab` and `.shstrtab` come last. More than
-/// `SHN_LORESERVE` sections switch to extended numbering (`e_shnum` 0, the count in section 0's `sh_size`).
-pub struct Elf {
-    secs: Vec<Sec>,
-    syms: Vec<Sym>,
-    strtab: Vec<u8>,
-    shstrtab: Vec<u8>,
-}
-
-impl Default for Elf {
-    fn default() -> Self {
-        Elf::new()
-    }
-}
-
-impl Elf {
-    pub fn new() -> Elf {
-        Elf { secs: Vec::new(), syms: Vec::new(), strtab: vec![0], shstrtab: vec![0] }
-    }
-
-    /// Adds `bytes` to `.strtab` as they are (no terminator): the offset of the first.
-    pub fn strtab_raw(&mut self, bytes: &[u8]) -> u32 {
-        let off = self.strtab.len() as u32;
-        self.strtab.extend_from_slice(bytes);
-        off
-    }
-    /// Adds a NUL-terminated name to `.strtab`.
-    pub fn str(&mut self, name: &[u8]) -> u32 {
-        let off = self.strtab_raw(name);
-        self.strtab.push(0);
-        off
-    }
-    /// Adds `bytes` to `.shstrtab` as they are.
-    pub fn shstrtab_raw(&mut self, bytes: &[u8]) -> u32 {
-        let off = self.shstrtab.len() as u32;
-        self.shstrtab.extend_from_slice(bytes);
-        off
-    }
-    fn shstr(&mut self, name: &[u8]) -> u32 {
-        let off = self.shstrtab_raw(name);
-        self.shstrtab.push(0);
-        off
-    }
-
-    /// A section named by an offset into `.shstrtab`: its index.
-    pub fn section_at(&mut self, name: u32, typ: u32, flags: u64, data: Vec<u8>) -> u32 {
-        self.secs.push(Sec { name, typ, flags, data, link: Link::None, info: 0, entsize: 0 });
-        self.secs.len() as u32
-    }
-    pub fn section(&mut self, name: &str, typ: u32, flags: u64, data: Vec<u8>) -> u32 {
-        let off = self.shstr(name.as_bytes());
-        self.section_at(off, typ, flags, data)
-    }
-    /// An executable section holding `insns`.
-    pub fn code(&mut self, name: &str, insns: &[Insn]) -> u32 {
-        self.section(name, SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, insns.concat())
-    }
-    /// A `.rel<target>` section: `(byte offset, symbol index, type)` each.
-    pub fn rel(&mut self, target: u32, relocs: impl IntoIterator<Item = (u64, u32, u32)>) -> u32 {
-        let mut data = Vec::new();
-        for (offset, sym, typ) in relocs {
-            data.extend_from_slice(&offset.to_le_bytes());
-            data.extend_from_slice(&((u64::from(sym) << 32) | u64::from(typ)).to_le_bytes());
-        }
-        let name = self.shstr(format!(".rel{target}").as_bytes());
-        self.secs.push(Sec { name, typ: SHT_REL, flags: 0, data, link: Link::Symtab, info: target, entsize: 16 });
-        self.secs.len() as u32
-    }
-    /// The license section every GPL-only helper needs.
-    pub fn license(&mut self) -> u32 {
-        self.section("license", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, b"GPL\0".to_vec())
-    }
-
-    /// A symbol named by a `.strtab` offset: its index (the null symbol is 0).
-    pub fn symbol_at(&mut self, name: u32, info: u8, shndx: u32, value: u64, size: u64) -> u32 {
-        self.syms.push(Sym { name, info, shndx, value, size });
-        self.syms.len() as u32
-    }
-    pub fn symbol(&mut self, name: &str, info: u8, shndx: u32, value: u64, size: u64) -> u32 {
-        let off = self.str(name.as_bytes());
-        self.symbol_at(off, info, shndx, value, size)
-    }
-    /// A global function of `len` instructions at instruction `start` of section `shndx`.
-    /// An object with a license and one code section holding `code`, whose first `len` instructions are the
-    /// function `func`; returns it with the section's index for more symbols and relocations.
-    pub fn program(section: &str, func: &str, code: &[Insn], len: usize) -> (Elf, u32) {
-        let mut e = Elf::new();
-        e.license();
-        let s = e.code(section, code);
-        e.func(func, s, 0, len);
-        (e, s)
-    }
-
-    pub fn func(&mut self, name: &str, shndx: u32, start: usize, len: usize) -> u32 {
-        self.symbol(name, STB_GLOBAL | STT_FUNC, shndx, start as u64 * 8, len as u64 * 8)
-    }
-
-    pub fn finish(mut self) -> Vec<u8> {
-        let xindex = self.syms.iter().any(|s| s.shndx >= SHN_LORESERVE);
-        let n_user = self.secs.len() as u32;
-        let symtab_idx = n_user + 1;
-        let strtab_idx = symtab_idx + 1 + u32::from(xindex);
-        let shstrtab_idx = strtab_idx + 1;
-
-        let mut symtab = vec![0u8; 24];
-        let mut shndx_tab = vec![0u8; 4];
-        for s in &self.syms {
-            symtab.extend_from_slice(&s.name.to_le_bytes());
-            symtab.push(s.info);
-            symtab.push(0);
-            let short = if s.shndx >= SHN_LORESERVE { SHN_XINDEX } else { s.shndx as u16 };
-            symtab.extend_from_slice(&short.to_le_bytes());
-            symtab.extend_from_slice(&s.value.to_le_bytes());
-            symtab.extend_from_slice(&s.size.to_le_bytes());
-            shndx_tab.extend_from_slice(&(if s.shndx >= SHN_LORESERVE { s.shndx } else { 0 }).to_le_bytes());
-        }
-        // ELF wants local symbols first; sh_info is the first non-local one.
-        let first_global = self.syms.iter().position(|s| s.info >> 4 != 0).map_or(self.syms.len(), |i| i) + 1;
-        let name = self.shstr(b".symtab");
-        let strtab = std::mem::take(&mut self.strtab);
-        self.secs.push(Sec {
-            name,
-            typ: SHT_SYMTAB,
-            flags: 0,
-            data: symtab,
-            link: Link::None,
-            info: first_global as u32,
-            entsize: 24,
-        });
-        if xindex {
-            let name = self.shstr(b".symtab_shndx");
-            self.secs.push(Sec {
-                name,
-                typ: SHT_SYMTAB_SHNDX,
-                flags: 0,
-                data: shndx_tab,
-                link: Link::Symtab,
-                info: 0,
-                entsize: 4,
-            });
-        }
-        let name = self.shstr(b".strtab");
-        self.secs.push(Sec { name, typ: SHT_STRTAB, flags: 0, data: strtab, link: Link::None, info: 0, entsize: 0 });
-        let name = self.shstr(b".shstrtab");
-        let shstrtab = std::mem::take(&mut self.shstrtab);
-        self.secs.push(Sec { name, typ: SHT_STRTAB, flags: 0, data: shstrtab, link: Link::None, info: 0, entsize: 0 });
-
-        let symtab_link = strtab_idx;
-        let count = self.secs.len() + 1;
-        let mut out = vec![0u8; 64];
-        let mut offsets = Vec::with_capacity(self.secs.len());
-        for s in &self.secs {
-            while !out.len().is_multiple_of(8) {
-                out.push(0);
-            }
-            offsets.push(out.len() as u64);
-            out.extend_from_slice(&s.data);
-        }
-        while !out.len().is_multiple_of(8) {
-            out.push(0);
-        }
-        let shoff = out.len() as u64;
-        let extended = count >= SHN_LORESERVE as usize;
-        let big_shstrndx = shstrtab_idx >= SHN_LORESERVE;
-        // Section 0 holds the real count and string table index when they do not fit the header.
-        let mut sh0 = [0u8; 64];
-        if extended {
-            sh0[32..40].copy_from_slice(&(count as u64).to_le_bytes());
-        }
-        if big_shstrndx {
-            sh0[40..44].copy_from_slice(&shstrtab_idx.to_le_bytes());
-        }
-        out.extend_from_slice(&sh0);
-        for (s, off) in self.secs.iter().zip(offsets) {
-            let link = match (s.typ, s.link) {
-                (SHT_SYMTAB, _) => symtab_link,
-                (_, Link::Symtab) => symtab_idx,
-                (_, Link::None) => 0,
-            };
-            out.extend_from_slice(&s.name.to_le_bytes());
-            out.extend_from_slice(&s.typ.to_le_bytes());
-            out.extend_from_slice(&s.flags.to_le_bytes());
-            out.extend_from_slice(&0u64.to_le_bytes());
-            out.extend_from_slice(&off.to_le_bytes());
-            out.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
-            out.extend_from_slice(&link.to_le_bytes());
-            out.extend_from_slice(&s.info.to_le_bytes());
-            out.extend_from_slice(&8u64.to_le_bytes());
-            out.extend_from_slice(&s.entsize.to_le_bytes());
-        }
-        let h = &mut out[..64];
-        h[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
-        h[16..18].copy_from_slice(&1u16.to_le_bytes()); // ET_REL
-        h[18..20].copy_from_slice(&247u16.to_le_bytes()); // EM_BPF
-        h[20..24].copy_from_slice(&1u32.to_le_bytes());
-        h[40..48].copy_from_slice(&shoff.to_le_bytes());
-        h[52..54].copy_from_slice(&64u16.to_le_bytes());
-        h[58..60].copy_from_slice(&64u16.to_le_bytes());
-        h[60..62].copy_from_slice(&(if extended { 0 } else { count as u16 }).to_le_bytes());
-        h[62..64].copy_from_slice(&(if big_shstrndx { SHN_XINDEX } else { shstrtab_idx as u16 }).to_le_bytes());
-        out
-    }
-}
+use crate::elf::*;
+use crate::insn::*;
 
 /// `r0 = 0; exit`: the smallest program that analyzes.
 pub fn ret0() -> [Insn; 2] {
@@ -441,7 +146,7 @@ pub fn call_cycle(len: usize) -> Vec<u8> {
 /// An object with a license and the program `r1 = imm64; r0 = 0; exit` in section `kprobe/x`, for relocations
 /// on its `ld_imm64` (insn 0); returns it with the section's index.
 fn one_ld_imm64() -> (Elf, u32) {
-    let [a, b] = ld_imm64(1);
+    let [a, b] = ld_imm64(1, 0, 0);
     Elf::program("kprobe/x", "prog", &[a, b, mov_imm(0, 0), exit()], 4)
 }
 
@@ -507,7 +212,7 @@ pub fn shared_subprogram(n: usize, sub_len: usize) -> Vec<u8> {
 pub fn long_extern_name(n: usize, name_len: usize) -> Vec<u8> {
     let mut code = Vec::with_capacity(2 * n + 2);
     for _ in 0..n {
-        code.extend(ld_imm64(1));
+        code.extend(ld_imm64(1, 0, 0));
     }
     code.extend(ret0());
     let (mut e, s) = Elf::program("kprobe/x", "prog", &code, code.len());
@@ -540,7 +245,7 @@ pub fn long_section_names(n: usize, len: usize) -> Vec<u8> {
     let name = e.shstrtab_raw(b"kprobe/");
     e.shstrtab_raw(&vec![b'a'; len]);
     for _ in 0..n {
-        e.section_at(name, SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, ret0().concat());
+        e.section_at(name, SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, encode(&ret0(), true));
     }
     // The names of .symtab, .strtab and .shstrtab follow and end the run.
     e.finish()
@@ -606,9 +311,8 @@ pub fn slow_fixpoint_in_frame(pad: usize, stride: i16) -> Vec<u8> {
     Elf::program("kprobe/fix", "fix", &code, code.len()).0.finish()
 }
 
-/// `maps` legacy maps and `progs` programs, each looking up a map the object does not name (a raw map fd):
-/// every program may touch every map from the 128th on.
-pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
+/// An object with a license and `maps` legacy maps `m<i>` in section `maps`.
+fn with_legacy_maps(maps: usize) -> Elf {
     let mut e = Elf::new();
     e.license();
     let defs: Vec<u8> = (0..maps).flat_map(|_| legacy_map_def()).collect();
@@ -616,10 +320,18 @@ pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
     for i in 0..maps {
         e.symbol(&format!("m{i}"), STB_GLOBAL | STT_OBJECT, sec, 20 * i as u64, 20);
     }
+    e
+}
+
+/// `maps` legacy maps and `progs` programs, each looking up a map the object does not name (a raw map fd):
+/// every program may touch every map from the 128th on.
+pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
+    let mut e = with_legacy_maps(maps);
     // r1 = map fd 5 (src_reg 1, no relocation); r2 = r10; r2 += -8; *(r10-8) = 0; call lookup; r0 = 0; exit
+    let [ld, ld_hi] = ld_map_fd(1, 5);
     let prog = [
-        insn(0x18, 1, 1, 0, 5),
-        insn(0, 0, 0, 0, 0),
+        ld,
+        ld_hi,
         mov_imm(3, 0),
         stx_dw(10, -8, 3),
         mov(2, 10),
@@ -639,16 +351,10 @@ pub fn many_maps(maps: usize, progs: usize) -> Vec<u8> {
 /// `maps` legacy maps and `relocs` `ld_imm64`s against an undefined `CONFIG_` extern (a `.kconfig` value):
 /// looking the `.kconfig` map up among the maps on every relocation costs `maps * relocs`.
 pub fn kconfig_storm(maps: usize, relocs: usize) -> Vec<u8> {
-    let mut e = Elf::new();
-    e.license();
-    let defs: Vec<u8> = (0..maps).flat_map(|_| legacy_map_def()).collect();
-    let sec = e.section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, defs);
-    for i in 0..maps {
-        e.symbol(&format!("m{i}"), STB_GLOBAL | STT_OBJECT, sec, 20 * i as u64, 20);
-    }
+    let mut e = with_legacy_maps(maps);
     let mut code = Vec::with_capacity(2 * relocs + 2);
     for _ in 0..relocs {
-        code.extend(ld_imm64(1));
+        code.extend(ld_imm64(1, 0, 0));
     }
     code.extend(ret0());
     let s = e.code("kprobe/x", &code);
