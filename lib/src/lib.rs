@@ -19,6 +19,7 @@
 pub mod analysis;
 pub mod btf;
 pub mod elf;
+pub mod gate_abi;
 pub mod helpers;
 pub mod insn;
 pub mod kernel_view;

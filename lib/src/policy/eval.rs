@@ -43,9 +43,9 @@ impl Decision {
     }
     pub fn number(self) -> u8 {
         match self {
-            Decision::Allow => 0,
-            Decision::Deny => 1,
-            Decision::Audit => 2,
+            Decision::Allow => crate::gate_abi::VERDICT_ALLOW,
+            Decision::Deny => crate::gate_abi::VERDICT_DENY,
+            Decision::Audit => crate::gate_abi::VERDICT_AUDIT,
         }
     }
 }
@@ -142,17 +142,9 @@ pub enum Reason {
     },
 }
 
-/// Bits of the reason mask shared with the compiled evaluator (the gate reports these).
-pub mod reason_bits {
-    pub const NO_RULE: u32 = 1 << 0;
-    pub const RULE_DENIES: u32 = 1 << 1;
-    pub const PROG_TYPE: u32 = 1 << 2;
-    pub const ATTACH_TYPE: u32 = 1 << 3;
-    pub const ATTACH_TARGET: u32 = 1 << 4;
-    pub const INSNS: u32 = 1 << 5;
-    pub const CLASS: u32 = 1 << 6;
-    pub const MAP: u32 = 1 << 7;
-}
+/// Bits of the reason mask shared with the compiled evaluator (the gate reports these, with its own
+/// `GATE_OBJECT`).
+pub use crate::gate_abi::reason_bits;
 
 impl Reason {
     /// The bit of this reason's kind in [`reason_bits`].
