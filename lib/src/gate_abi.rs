@@ -5,7 +5,7 @@
 //! This module is for `bpfgate-gate`, not a loader API. Its `build.rs` renders [`c_header`] into `gate_abi.h`:
 //! the C side of every record and constant here, with `_Static_assert`s that each record's size and each field's
 //! offset equal what `size_of` and `offset_of!` give in Rust. So a record change touches this file only: the
-//! [`record!`] and [`constants!`] invocations below define the Rust items and the list the C header is generated
+//! `record!` and `constants!` invocations below define the Rust items and the lists the C header is generated
 //! from.
 //!
 //! Records are `#[repr(C)]`, fixed-width fields with explicit padding, so both compilers lay them out the same
@@ -123,32 +123,34 @@ macro_rules! record {
             /// The record's size in bytes (`sizeof(struct ...)` in C).
             pub const SIZE: usize = size_of::<$name>();
 
-            fn write(&self, out: &mut [u8; $name::SIZE], le: bool) {
+            fn encode(&self, le: bool) -> [u8; $name::SIZE] {
+                let mut out = [0u8; $name::SIZE];
                 $( Field::put(&self.$field, &mut out[std::mem::offset_of!($name, $field)..], le); )*
+                out
+            }
+
+            fn decode(b: &[u8], le: bool) -> $name {
+                $name { $( $field: Field::get(b.get(std::mem::offset_of!($name, $field)..).unwrap_or_default(), le), )* }
             }
 
             /// The record as the gate's policy maps hold it (little-endian; padding zero).
             pub fn to_le_bytes(&self) -> [u8; $name::SIZE] {
-                let mut b = [0u8; $name::SIZE];
-                self.write(&mut b, true);
-                b
+                self.encode(true)
             }
 
             /// The record in the host's byte order, as map keys and events are.
             pub fn to_ne_bytes(&self) -> [u8; $name::SIZE] {
-                let mut b = [0u8; $name::SIZE];
-                self.write(&mut b, false);
-                b
+                self.encode(false)
             }
 
             /// Reads a record written by [`Self::to_le_bytes`]; bytes missing from a short `b` read as zero.
             pub fn decode_le(b: &[u8]) -> $name {
-                $name { $( $field: Field::get(b.get(std::mem::offset_of!($name, $field)..).unwrap_or_default(), true), )* }
+                $name::decode(b, true)
             }
 
             /// Reads a record in the host's byte order; bytes missing from a short `b` read as zero.
             pub fn decode_ne(b: &[u8]) -> $name {
-                $name { $( $field: Field::get(b.get(std::mem::offset_of!($name, $field)..).unwrap_or_default(), false), )* }
+                $name::decode(b, false)
             }
         }
 
@@ -171,12 +173,12 @@ macro_rules! record {
     )*};
 }
 
-/// A named constant for the C header: `(C name, value, how to print it, doc)`.
+/// A named constant for the C header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CConst {
     pub name: &'static str,
     pub value: u64,
-    /// A bit (`(1U << n)`) rather than a number.
+    /// Of a group of bits and masks: printed unsigned, a single bit as `(1U << n)` (other numbers are plain ints).
     pub bit: bool,
     pub doc: &'static str,
 }
