@@ -661,6 +661,18 @@ mod tests {
     }
 
     #[test]
+    fn pattern_records_are_the_pattern_tables_records() {
+        use crate::policy::compiled::PatternRecord;
+        let p = PatternRecord { kind: PATTERN_PREFIX, text: "vfs_".into() };
+        let t = p.target_record();
+        assert_eq!((t.kind, t.len, &t.text[..5]), (PATTERN_PREFIX, 4, &b"vfs_\0"[..]));
+        assert_eq!(t.to_le_bytes().to_vec(), p.to_le_bytes::<TARGET_PATTERN_LEN>());
+        let m = p.map_record();
+        assert_eq!((m.kind, m.len, &m.text[..5]), (PATTERN_PREFIX, 4, &b"vfs_\0"[..]));
+        assert_eq!(m.to_le_bytes().to_vec(), p.to_le_bytes::<NAME_LEN>());
+    }
+
+    #[test]
     fn every_record_field_is_covered_and_the_header_asserts_it() {
         let h = c_header();
         for (name, _, size, fields) in records() {
