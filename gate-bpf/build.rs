@@ -1,9 +1,10 @@
-//! Compiles the BPF C sources under src/bpf/ and generates their libbpf-rs skeletons into
-//! OUT_DIR, the libbpf-rs-examples way. The gate's tables come from the library and the shared
-//! catalogue, generated into OUT_DIR so the kernel and the library cannot drift apart:
-//! `bpfgate_catalogue.h` (classes by helper id), `gate_scan.h` (the scan's register tags and what
-//! each helper returns and writes, from `bpfgate::kernel_view`) and `gate_progtypes.h` (the
-//! library's program-type facts).
+//! Compiles the BPF C sources under src/bpf/ (`gate.bpf.c`, one compilation unit, and the `*.bpf.h` headers it
+//! includes per concern) and generates their libbpf-rs skeletons into OUT_DIR, the libbpf-rs-examples way. The
+//! gate's interface and tables come from the library and the shared catalogue, generated into OUT_DIR/include so
+//! the kernel and the library cannot drift apart: `gate_abi.h` (limits, records with `_Static_assert`s on their
+//! sizes and offsets, rule flags, reason bits, event constants: `bpfgate::gate_abi`), `bpfgate_catalogue.h`
+//! (classes by helper id), `gate_scan.h` (the scan's register tags and what each helper returns and writes, from
+//! `bpfgate::kernel_view`) and `gate_progtypes.h` (the library's program-type facts).
 
 use std::env;
 use std::fmt::Write as _;
@@ -156,13 +157,14 @@ fn main() {
     if let Err(err) = std::fs::create_dir_all(&gen_dir) {
         fail(format!("creating {}: {err}", gen_dir.display()));
     }
+    write(&gen_dir.join("gate_abi.h"), &bpfgate::gate_abi::c_header());
     write(&gen_dir.join("bpfgate_catalogue.h"), &cat.render_c_header());
     write(&gen_dir.join("gate_scan.h"), &scan_header(&cat));
     write(&gen_dir.join("gate_progtypes.h"), &progtypes_header());
     let gen_include = format!("-I{}", gen_dir.display());
 
-    println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
-    println!("cargo:rerun-if-changed=src/bpf/gate.h");
+    // The sources and every header beside them (vmlinux.h, the gate's *.bpf.h).
+    println!("cargo:rerun-if-changed=src/bpf");
     for stem in PROGRAMS {
         let src = format!("src/bpf/{stem}.bpf.c");
         let skel = out_dir.join(format!("{stem}.skel.rs"));

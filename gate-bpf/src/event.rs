@@ -1,5 +1,5 @@
-//! Decisions as the gate reports them on its ring buffer (`struct gate_event` in `src/bpf/gate.h`), and their
-//! readable forms: one line of text, or one JSON object.
+//! Decisions as the gate reports them on its ring buffer ([`RawEvent`], `struct gate_event`: both from
+//! `bpfgate::gate_abi`), and their readable forms: one line of text, or one JSON object.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,18 +8,10 @@ use bpfgate::metadata::{AttachType, Capability, ProgType};
 use bpfgate::policy::reason_bits;
 use serde::Serialize;
 
-pub const COMM_LEN: usize = 16;
-pub const NAME_LEN: usize = 16;
-pub const TARGET_LEN: usize = 80;
-pub const CLASS_SLOTS: usize = 16;
-
-/// `gate_event.op`.
-pub const OP_PROG_LOAD: u32 = 1;
-pub const OP_PROG_MAPS: u32 = 2;
-pub const OP_MAP_CREATE: u32 = 3;
-pub const OP_MAP_OPEN: u32 = 4;
-pub const OP_PROG_OPEN: u32 = 5;
-pub const OP_LINK_OPEN: u32 = 6;
+pub use bpfgate::gate_abi::{
+    evidence, flags, scan_flags, RawEvent, CLASS_SLOTS, COMM_LEN, NAME_LEN, OP_LINK_OPEN, OP_MAP_CREATE, OP_MAP_OPEN,
+    OP_PROG_LOAD, OP_PROG_MAPS, OP_PROG_OPEN, RULE_DEFAULT, TARGET_LEN, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
+};
 
 /// The readable name of an operation.
 pub fn op_name(op: u32) -> &'static str {
@@ -34,106 +26,17 @@ pub fn op_name(op: u32) -> &'static str {
     }
 }
 
-/// `GATE_R_GATE_OBJECT`: the reason bit of self-protection denials (after the policy's reason bits).
-pub const REASON_GATE_OBJECT: u32 = 1 << 8;
-
-/// `gate_event.verdict` (`bpfgate::policy::Decision::number`).
-pub const VERDICT_ALLOW: u8 = 0;
-pub const VERDICT_DENY: u8 = 1;
-pub const VERDICT_AUDIT: u8 = 2;
-
-/// `gate_event.flags`.
-pub mod flags {
-    pub const KERNEL: u8 = 1 << 0;
-    pub const NO_POLICY: u8 = 1 << 1;
-    pub const AUDIT_MODE: u8 = 1 << 2;
-    pub const TARGET: u8 = 1 << 3;
-    pub const ENFORCED: u8 = 1 << 4;
-    pub const TRUNCATED: u8 = 1 << 5;
-    pub const GATE_OBJECT: u8 = 1 << 6;
-    pub const PINNED: u8 = 1 << 7;
-}
-
-/// `gate_event.scan_flags`.
-pub mod scan_flags {
-    /// Another load's scan took the jump-target bits: kernel_read, map_write and packet_write were counted
-    /// by their preconditions only (`kernel_view` does not model this).
-    pub const CONTENDED: u16 = 1 << 0;
-    /// The verifier bound other module BTFs than the scan read from fd_array: unknown and the three
-    /// conservative classes were added.
-    pub const KFUNC_BTF_CHANGED: u16 = 1 << 1;
-    /// kernel_read was counted after verification: a load through an unknown register, and a map the program
-    /// uses may hold kptrs.
-    pub const KPTR_READ: u16 = 1 << 2;
-}
-
-/// `gate_event.rule` when the policy default decided.
-pub const RULE_DEFAULT: u32 = u32::MAX;
-
-/// Evidence kinds, in the top two bits of `gate_event.evidence[i]`.
-pub mod evidence {
-    pub const NONE: u32 = 0;
-    pub const HELPER: u32 = 1 << 30;
-    pub const KFUNC: u32 = 2 << 30;
-    pub const INSN: u32 = 3 << 30;
-    pub const KIND_MASK: u32 = 3 << 30;
-    /// With KFUNC: the value is the kfunc's index in the catalogue, not a BTF id.
-    pub const CATALOGUED: u32 = 1 << 29;
-}
-
-/// `struct gate_event`, byte for byte.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct RawEvent {
-    pub ts_ns: u64,
-    pub generation: u64,
-    pub exe_dev: u64,
-    pub exe_ino: u64,
-    pub cgroup_id: u64,
-    pub pid: u32,
-    pub tgid: u32,
-    pub uid: u32,
-    pub op: u32,
-    pub prog_type: u32,
-    pub attach_type: u32,
-    pub attach_btf_id: u32,
-    pub insn_cnt: u32,
-    pub classes: u32,
-    pub maybe_classes: u32,
-    pub reasons: u32,
-    pub rule: u32,
-    pub verdict: u8,
-    pub flags: u8,
-    pub scan_flags: u16,
-    pub scanned: u32,
-    pub evidence: [u32; CLASS_SLOTS],
-    pub object_id: u32,
-    pub fmode: u32,
-    pub comm: [u8; COMM_LEN],
-    pub name: [u8; NAME_LEN],
-    pub map_name: [u8; NAME_LEN],
-    pub target: [u8; TARGET_LEN],
-}
-
-/// The size `gate.h` documents; the BPF side has the same layout rules (fixed widths, explicit padding).
-pub const RAW_EVENT_SIZE: usize = 296;
-const _: () = assert!(std::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);
-
 /// Why an event record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("gate event of {0} bytes, expected {RAW_EVENT_SIZE}")]
+#[error("gate event of {0} bytes, expected {size}", size = RawEvent::SIZE)]
 pub struct EventSizeError(pub usize);
 
-impl RawEvent {
-    /// Reads a ring buffer record.
-    pub fn parse(bytes: &[u8]) -> Result<RawEvent, EventSizeError> {
-        if bytes.len() < RAW_EVENT_SIZE {
-            return Err(EventSizeError(bytes.len()));
-        }
-        // SAFETY: RawEvent is repr(C) plain old data (integers and byte arrays, every bit pattern valid) and
-        // `bytes` holds at least size_of::<RawEvent>() bytes; read_unaligned copes with any alignment.
-        Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawEvent>()) })
+/// Reads a ring buffer record (`struct gate_event`, in the host's byte order).
+pub fn parse(bytes: &[u8]) -> Result<RawEvent, EventSizeError> {
+    if bytes.len() < RawEvent::SIZE {
+        return Err(EventSizeError(bytes.len()));
     }
+    Ok(RawEvent::decode_ne(bytes))
 }
 
 pub(crate) fn c_str(bytes: &[u8]) -> String {
@@ -254,7 +157,7 @@ fn reason_names(bits: u32) -> Vec<&'static str> {
         (INSNS, "max_insns"),
         (CLASS, "capabilities"),
         (MAP, "maps"),
-        (REASON_GATE_OBJECT, "gate_object"),
+        (GATE_OBJECT, "gate_object"),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)
@@ -266,7 +169,7 @@ impl Event {
     pub fn from_raw(raw: &RawEvent, names: &Names) -> Event {
         let evidence_of = |slot: usize| -> Option<Evidence> {
             let e = raw.evidence.get(slot).copied().unwrap_or(0);
-            let value = e & !evidence::KIND_MASK;
+            let value = e & evidence::VALUE_MASK;
             match e & evidence::KIND_MASK {
                 evidence::HELPER => Some(Evidence::Helper {
                     id: value,
@@ -495,9 +398,8 @@ mod tests {
     #[test]
     fn parses_and_formats_a_denial() {
         let r = raw();
-        // SAFETY: RawEvent is plain old data; viewing it as bytes is how the ring buffer hands it over.
-        let bytes = unsafe { std::slice::from_raw_parts((&r as *const RawEvent).cast::<u8>(), size_of::<RawEvent>()) };
-        let parsed = RawEvent::parse(bytes).expect("full record");
+        let parsed = parse(&r.to_ne_bytes()).expect("full record");
+        assert_eq!(parsed, r);
         let mut names = Names::default();
         names.rules.insert(7, vec!["a".into(), "b".into(), "no-signals".into()]);
         let e = Event::from_raw(&parsed, &names);
@@ -524,6 +426,6 @@ mod tests {
 
     #[test]
     fn short_records_are_refused() {
-        assert_eq!(RawEvent::parse(&[0u8; 10]).err(), Some(EventSizeError(10)));
+        assert_eq!(parse(&[0u8; 10]).err(), Some(EventSizeError(10)));
     }
 }

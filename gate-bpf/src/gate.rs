@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bpfgate::policy::compiled::{
-    self, CompiledPolicy, ExeKey, KernelTables, Resolver, HEADER_SIZE, MAP_NAME_LEN, RULE_RECORD_SIZE,
-    TARGET_PATTERN_LEN,
+use bpfgate::gate_abi::{
+    Header, KfuncKey, ObjectKey, PolicyCgroupKey, PolicyExeKey, PolicyUidKey, KIND_LINK, KIND_MAP, KIND_PROG,
+    MAX_MAP_PATTERNS, MAX_RULES, MAX_SUBJECT_KEYS, MAX_TARGET_PATTERNS, MODE_AUDIT,
 };
+use bpfgate::policy::compiled::{self, CompiledPolicy, KernelTables, Resolver};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, MapHandle, MapType, RingBuffer, RingBufferBuilder};
 
@@ -23,12 +24,6 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/gate.skel.rs"));
 }
 use skel::{GateSkel, GateSkelBuilder};
-
-/// Limits compiled into `gate.bpf.c` (`gate.h`).
-pub const MAX_RULES: u32 = 64;
-pub const MAX_TARGETS: u32 = 1024;
-pub const MAX_MAP_NAMES: u32 = 256;
-pub const MAX_SUBJECT_KEYS: usize = 256;
 
 /// Which variant of the `bpf`, `bpf_map_create` and `bpf_prog_load` hooks matches the running kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,9 +185,9 @@ fn hook_variant(btf: &KernelBtf) -> Result<HookVariant, GateError> {
 /// Map keys of one policy slot, remembered so the slot can be emptied before it is reused.
 #[derive(Debug, Default)]
 struct SlotKeys {
-    exe: Vec<[u8; 24]>,
-    cgroup: Vec<[u8; 16]>,
-    uid: Vec<[u8; 8]>,
+    exe: Vec<[u8; PolicyExeKey::SIZE]>,
+    cgroup: Vec<[u8; PolicyCgroupKey::SIZE]>,
+    uid: Vec<[u8; PolicyUidKey::SIZE]>,
 }
 
 /// What [`Gate::install`] did.
@@ -219,7 +214,7 @@ pub struct Gate {
     names: Names,
     kfuncs_found: usize,
     /// `kfunc_classes` keys of module kfuncs, dropped when [`Gate::refresh_kfuncs`] finds the module gone.
-    module_kfuncs: Vec<[u8; 8]>,
+    module_kfuncs: Vec<[u8; KfuncKey::SIZE]>,
     /// The gate's own maps, programs and links, as recorded for self-protection.
     objects: Vec<GateObject>,
 }
@@ -354,12 +349,10 @@ impl Gate {
     }
 
     /// Records `KFUNCS[index]` as BTF id `id` of BTF object `obj` (0: vmlinux); returns the map key.
-    fn record_kfunc(&mut self, obj: u32, id: u32, index: usize) -> Result<[u8; 8], GateError> {
+    fn record_kfunc(&mut self, obj: u32, id: u32, index: usize) -> Result<[u8; KfuncKey::SIZE], GateError> {
         let k = &bpfgate::helpers::KFUNCS[index];
         let value = bpfgate::kernel_view::kfunc_value(k, index);
-        let mut key = [0u8; 8];
-        key[..4].copy_from_slice(&obj.to_ne_bytes());
-        key[4..].copy_from_slice(&id.to_ne_bytes());
+        let key = KfuncKey { btf_obj: obj, btf_id: id }.to_ne_bytes();
         self.skel
             .maps
             .kfunc_classes
@@ -488,7 +481,7 @@ impl Gate {
         let generation = self.next_generation;
         tables.header.generation = generation;
         if audit {
-            tables.header.mode = 1;
+            tables.header.mode = MODE_AUDIT;
         }
 
         let slot = match self.active {
@@ -510,7 +503,7 @@ impl Gate {
         let maps = &self.skel.maps;
         // The header goes first: a slot without magic is never read as a policy.
         maps.policy_header
-            .update(&slot.to_ne_bytes(), &[0u8; HEADER_SIZE], MapFlags::ANY)
+            .update(&slot.to_ne_bytes(), &[0u8; Header::SIZE], MapFlags::ANY)
             .map_err(bpf("clearing a policy header"))?;
         for k in &keys.exe {
             delete_if_present(&maps.policy_exe, k)?;
@@ -527,41 +520,38 @@ impl Gate {
     fn fill_slot(&mut self, slot: u32, t: &KernelTables) -> Result<(), GateError> {
         let maps = &self.skel.maps;
         let mut keys = SlotKeys::default();
+        // Array indexes: the slot's table, then the entry (the limits were checked, so these fit in u32).
+        let index = |max: usize, i: usize| (slot as usize * max + i) as u32;
         for (id, rule) in t.rules.iter().enumerate() {
-            let index = slot * MAX_RULES + id as u32;
-            let bytes: [u8; RULE_RECORD_SIZE] = rule.to_le_bytes();
-            maps.policy_rules.update(&index.to_ne_bytes(), &bytes, MapFlags::ANY).map_err(bpf("writing a rule"))?;
+            let bytes = rule.to_le_bytes();
+            maps.policy_rules
+                .update(&index(MAX_RULES, id).to_ne_bytes(), &bytes, MapFlags::ANY)
+                .map_err(bpf("writing a rule"))?;
         }
         for (i, p) in t.targets.iter().enumerate() {
-            let index = slot * MAX_TARGETS + i as u32;
-            let bytes = p.to_le_bytes::<TARGET_PATTERN_LEN>();
+            let bytes = p.target_record().to_le_bytes();
             maps.policy_targets
-                .update(&index.to_ne_bytes(), &bytes, MapFlags::ANY)
+                .update(&index(MAX_TARGET_PATTERNS, i).to_ne_bytes(), &bytes, MapFlags::ANY)
                 .map_err(bpf("writing an attach-target pattern"))?;
         }
         for (i, p) in t.map_names.iter().enumerate() {
-            let index = slot * MAX_MAP_NAMES + i as u32;
-            let bytes = p.to_le_bytes::<{ MAP_NAME_LEN + 1 }>();
+            let bytes = p.map_record().to_le_bytes();
             maps.policy_map_names
-                .update(&index.to_ne_bytes(), &bytes, MapFlags::ANY)
+                .update(&index(MAX_MAP_PATTERNS, i).to_ne_bytes(), &bytes, MapFlags::ANY)
                 .map_err(bpf("writing a map-name pattern"))?;
         }
         for (key, rules) in &t.exe {
-            let k = exe_key(slot, *key);
+            let k = PolicyExeKey { slot, reserved: 0, dev: key.dev, ino: key.ino }.to_ne_bytes();
             maps.policy_exe.update(&k, &rules.to_ne_bytes(), MapFlags::ANY).map_err(bpf("writing an exe key"))?;
             keys.exe.push(k);
         }
-        for (id, rules) in &t.cgroup {
-            let mut k = [0u8; 16];
-            k[..8].copy_from_slice(&u64::from(slot).to_ne_bytes());
-            k[8..].copy_from_slice(&id.to_ne_bytes());
+        for (&id, rules) in &t.cgroup {
+            let k = PolicyCgroupKey { slot: u64::from(slot), id }.to_ne_bytes();
             maps.policy_cgroup.update(&k, &rules.to_ne_bytes(), MapFlags::ANY).map_err(bpf("writing a cgroup key"))?;
             keys.cgroup.push(k);
         }
-        for (uid, rules) in &t.uid {
-            let mut k = [0u8; 8];
-            k[..4].copy_from_slice(&slot.to_ne_bytes());
-            k[4..].copy_from_slice(&uid.to_ne_bytes());
+        for (&uid, rules) in &t.uid {
+            let k = PolicyUidKey { slot, uid }.to_ne_bytes();
             maps.policy_uid.update(&k, &rules.to_ne_bytes(), MapFlags::ANY).map_err(bpf("writing a uid key"))?;
             keys.uid.push(k);
         }
@@ -632,7 +622,7 @@ impl Gate {
         builder
             .add(&map, move |bytes: &[u8]| {
                 // A short record cannot come from this program; skipping it keeps the stream going.
-                if let Ok(e) = RawEvent::parse(bytes) {
+                if let Ok(e) = crate::event::parse(bytes) {
                     sink.borrow_mut().push_back(e);
                 }
                 0
@@ -666,18 +656,10 @@ pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, GateError> {
     Ok(removed)
 }
 
-/// A `gate_objects` key: `struct gate_object_key { __u32 kind; __u32 id; }`.
-fn object_key(kind: u32, id: u32) -> [u8; 8] {
-    let mut key = [0u8; 8];
-    key[..4].copy_from_slice(&kind.to_ne_bytes());
-    key[4..].copy_from_slice(&id.to_ne_bytes());
-    key
+/// A `gate_objects` key.
+fn object_key(kind: u32, id: u32) -> [u8; ObjectKey::SIZE] {
+    ObjectKey { kind, id }.to_ne_bytes()
 }
-
-/// `gate_objects` kinds (`GATE_KIND_*`).
-const KIND_MAP: u32 = 1;
-const KIND_PROG: u32 = 2;
-const KIND_LINK: u32 = 3;
 
 /// The kernel id of a map, program or link fd: `id` is the second u32 of all three info structs.
 pub fn object_id(fd: std::os::fd::RawFd) -> Result<u32, GateError> {
@@ -702,19 +684,11 @@ fn delete_if_present(map: &dyn MapCore, key: &[u8]) -> Result<(), GateError> {
     }
 }
 
-fn exe_key(slot: u32, key: ExeKey) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..4].copy_from_slice(&slot.to_ne_bytes());
-    k[8..16].copy_from_slice(&key.dev.to_ne_bytes());
-    k[16..].copy_from_slice(&key.ino.to_ne_bytes());
-    k
-}
-
 fn check_limits(t: &KernelTables) -> Result<(), GateError> {
     let limits = [
-        ("rules", t.rules.len(), MAX_RULES as usize),
-        ("attach-target patterns", t.targets.len(), MAX_TARGETS as usize),
-        ("map-name patterns", t.map_names.len(), MAX_MAP_NAMES as usize),
+        ("rules", t.rules.len(), MAX_RULES),
+        ("attach-target patterns", t.targets.len(), MAX_TARGET_PATTERNS),
+        ("map-name patterns", t.map_names.len(), MAX_MAP_PATTERNS),
         ("executable keys", t.exe.len(), MAX_SUBJECT_KEYS),
         ("cgroup keys", t.cgroup.len(), MAX_SUBJECT_KEYS),
         ("uid keys", t.uid.len(), MAX_SUBJECT_KEYS),

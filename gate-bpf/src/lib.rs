@@ -17,6 +17,5 @@ pub mod resolve;
 
 pub use gate::{
     kernel_btfs, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant, Installed, DEFAULT_PIN_DIR,
-    MAX_MAP_NAMES, MAX_RULES, MAX_SUBJECT_KEYS, MAX_TARGETS,
 };
 pub use resolve::HostResolver;

@@ -43,7 +43,13 @@ use bpfgate_catalogue::Effect;
 
 use crate::elf::{Extern, Object, RelocTarget};
 use crate::helpers;
-use crate::insn::RawInsn;
+use crate::insn::{
+    RawInsn, ATOMIC_CMPXCHG, ATOMIC_FETCH, ATOMIC_LOAD_ACQ, ATOMIC_STORE_REL, ATOMIC_XCHG, CALL, CALLX, CALL_HELPER,
+    CLASS_ALU, CLASS_ALU64, CLASS_JMP, CLASS_JMP32, CLASS_LD, CLASS_LDX, CLASS_MASK, CLASS_ST, CLASS_STX, EXIT, GOTOX,
+    JA, JA32, LD_IMM64, MODE_ABS, MODE_ATOMIC, MODE_IND, MODE_MASK, MODE_MEM, MODE_MEMSX, OP_ADD, OP_END, OP_MASK,
+    OP_MOV, OP_NEG, OP_SUB, PSEUDO_BTF_ID, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_IDX,
+    PSEUDO_MAP_IDX_VALUE, PSEUDO_MAP_VALUE, REG_FP as FP, SIZE_DW, SIZE_MASK, SRC_X,
+};
 use crate::metadata::{Capability, ClassSet, KernelView, MapAccess, MapDef, ProgramMetadata, UNKNOWN_MAP};
 use crate::progtype::{AttachType, ProgType, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
 
@@ -132,38 +138,6 @@ pub fn call_flags(effects: &[Effect]) -> u8 {
     })
 }
 
-const CLASS_LD: u8 = 0x00;
-const CLASS_LDX: u8 = 0x01;
-const CLASS_ST: u8 = 0x02;
-const CLASS_STX: u8 = 0x03;
-const CLASS_ALU: u8 = 0x04;
-const CLASS_JMP: u8 = 0x05;
-const CLASS_JMP32: u8 = 0x06;
-const CLASS_ALU64: u8 = 0x07;
-const MODE_MEM: u8 = 0x60;
-const MODE_MEMSX: u8 = 0x80;
-const MODE_ATOMIC: u8 = 0xc0;
-const SIZE_DW: u8 = 0x18;
-const CALL: u8 = 0x85;
-const CALLX: u8 = 0x8d;
-const EXIT: u8 = 0x95;
-const JA: u8 = 0x05;
-const JA32: u8 = 0x06;
-/// `gotox`: an indirect jump, through a table the scan does not read.
-const GOTOX: u8 = 0x0d;
-const LD_IMM64: u8 = 0x18;
-const PSEUDO_MAP_FD: u8 = 1;
-const PSEUDO_MAP_VALUE: u8 = 2;
-const PSEUDO_BTF_ID: u8 = 3;
-const PSEUDO_FUNC: u8 = 4;
-const PSEUDO_MAP_IDX: u8 = 5;
-const PSEUDO_MAP_IDX_VALUE: u8 = 6;
-const ATOMIC_FETCH: i32 = 0x01;
-const ATOMIC_XCHG: i32 = 0xe1;
-const ATOMIC_CMPXCHG: i32 = 0xf1;
-const ATOMIC_LOAD_ACQ: i32 = 0x100;
-const ATOMIC_STORE_REL: i32 = 0x110;
-const FP: u8 = 10;
 /// The stack frame the verifier allows, in 8-byte slots.
 const SLOTS: usize = 64;
 
@@ -452,8 +426,8 @@ fn first_pass(obj: &Object, funcs: &[(usize, usize, usize)], calls: &[(u32, u32)
             match (insn.code, insn.src, reloc) {
                 (GOTOX, ..) => return (vec![true; len], tag::ANY),
                 // A kfunc: the gate does not look up what it hands a callback.
-                (CALL, _, Some(RelocTarget::Extern { .. })) | (CALL, 2, _) => callbacks = tag::ANY,
-                (CALL, 0, _) => callbacks |= callback_tags(helpers::helper(insn.imm as u32)),
+                (CALL, _, Some(RelocTarget::Extern { .. })) | (CALL, PSEUDO_KFUNC_CALL, _) => callbacks = tag::ANY,
+                (CALL, CALL_HELPER, _) => callbacks |= callback_tags(helpers::helper(insn.imm as u32)),
                 (LD_IMM64, PSEUDO_FUNC, _) | (LD_IMM64, _, Some(RelocTarget::Code { .. })) => address_taken = true,
                 _ => {}
             }
@@ -502,7 +476,7 @@ fn into_callee(t: u8) -> u8 {
 
 /// A jump's offset: every JMP/JMP32 instruction but call, callx, exit and gotox (ja32's is in imm).
 fn jump_offset(insn: &RawInsn) -> Option<i64> {
-    let class = insn.code & 0x07;
+    let class = insn.code & CLASS_MASK;
     if class != CLASS_JMP && class != CLASS_JMP32 || matches!(insn.code, CALL | CALLX | EXIT | GOTOX) {
         return None;
     }
@@ -579,7 +553,7 @@ pub fn compute(
 /// Scans one instruction; returns whether it ends a block (the next instruction is reached only by a jump).
 fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&RelocTarget>) -> bool {
     let (dst, src) = (usize::from(insn.dst & 0xf), usize::from(insn.src & 0xf));
-    let class = insn.code & 0x07;
+    let class = insn.code & CLASS_MASK;
     let size = [4, 2, 1, 8][usize::from(insn.code >> 3 & 3)];
     if let Some(off) = jump_offset(insn) {
         s.jump(at, off);
@@ -591,20 +565,20 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
                 (EXIT | GOTOX, ..) => return true,
                 // libbpf turns `call -1` against an extern into BPF_PSEUDO_KFUNC_CALL.
                 (CALL, _, Some(RelocTarget::Extern { name })) => s.kfunc(at, Some(name)),
-                (CALL, 0, _) => match helpers::helper(insn.imm as u32) {
+                (CALL, CALL_HELPER, _) => match helpers::helper(insn.imm as u32) {
                     Some(h) => s.call(at, h.classes, h.effects),
                     None => s.unknown_call(at),
                 },
                 // A subprogram: it starts with these arguments, and could store anything through a stack pointer
                 // it is handed.
-                (CALL, 1, _) => {
+                (CALL, PSEUDO_CALL, _) => {
                     for (a, r) in s.args.iter_mut().zip(&s.t.regs[1..=5]) {
                         *a |= into_callee(*r);
                     }
                     (tag::ANY, true)
                 }
                 // A kfunc by raw BTF id: the gate knows the id, the library cannot name it.
-                (CALL, 2, _) => s.kfunc(at, None),
+                (CALL, PSEUDO_KFUNC_CALL, _) => s.kfunc(at, None),
                 // The gate refuses to guess what an indirect call reaches.
                 (CALLX, ..) => s.unknown_call(at),
                 _ => return false,
@@ -659,27 +633,27 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
             };
         }
         // LD_ABS and LD_IND: r0 is the packet's data, r1-r5 are clobbered.
-        CLASS_LD if insn.code & 0xe0 == 0x20 || insn.code & 0xe0 == 0x40 => s.t.regs[0..=5].fill(tag::SCALAR),
-        CLASS_LDX if matches!(insn.code & 0xe0, MODE_MEM | MODE_MEMSX) => {
-            let sx = insn.code & 0xe0 == MODE_MEMSX;
-            s.t.regs[dst] = s.load(at, src as u8, insn.off, insn.code & 0x18 == SIZE_DW, sx);
+        CLASS_LD if matches!(insn.code & MODE_MASK, MODE_ABS | MODE_IND) => s.t.regs[0..=5].fill(tag::SCALAR),
+        CLASS_LDX if matches!(insn.code & MODE_MASK, MODE_MEM | MODE_MEMSX) => {
+            let sx = insn.code & MODE_MASK == MODE_MEMSX;
+            s.t.regs[dst] = s.load(at, src as u8, insn.off, insn.code & SIZE_MASK == SIZE_DW, sx);
         }
-        CLASS_ST | CLASS_STX if insn.code & 0xe0 == MODE_MEM => {
+        CLASS_ST | CLASS_STX if insn.code & MODE_MASK == MODE_MEM => {
             let value = if class == CLASS_ST { tag::SCALAR } else { s.t.regs[src] };
             s.store(at, dst as u8, insn.off, size, value);
         }
-        CLASS_STX if insn.code & 0xe0 == MODE_ATOMIC => s.atomic(at, insn, size),
+        CLASS_STX if insn.code & MODE_MASK == MODE_ATOMIC => s.atomic(at, insn, size),
         CLASS_ALU => s.t.regs[dst] = tag::SCALAR,
         CLASS_ALU64 => {
-            let x = insn.code & 0x08 != 0;
+            let x = insn.code & SRC_X != 0;
             let srct = if x { s.t.regs[src] } else { tag::SCALAR };
-            s.t.regs[dst] = match insn.code & 0xf0 {
+            s.t.regs[dst] = match insn.code & OP_MASK {
                 // mov; movsx and addr_space_cast (off 1, to an arena pointer) when off is set.
-                0xb0 if x && insn.off == 1 => tag::ANY,
-                0xb0 if insn.off == 0 => srct,
-                0xb0 | 0x80 | 0xd0 => tag::SCALAR,
+                OP_MOV if x && insn.off == 1 => tag::ANY,
+                OP_MOV if insn.off == 0 => srct,
+                OP_MOV | OP_NEG | OP_END => tag::SCALAR,
                 // add, sub: a pointer moves.
-                0x00 | 0x10 => s.t.regs[dst] | srct,
+                OP_ADD | OP_SUB => s.t.regs[dst] | srct,
                 // Other arithmetic on a pointer keeps its provenance, conservatively (the library's rule).
                 _ => s.t.regs[dst] | srct | tag::SCALAR,
             };

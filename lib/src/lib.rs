@@ -23,6 +23,7 @@
 //! ```
 
 mod disasm;
+pub mod gate_abi;
 pub mod helpers;
 mod inspect;
 pub mod kernel_view;

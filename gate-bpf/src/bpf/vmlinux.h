@@ -49,14 +49,98 @@ enum bpf_map_type {
 enum bpf_prog_type {
 	BPF_PROG_TYPE_UNSPEC = 0,
 	BPF_PROG_TYPE_SOCKET_FILTER = 1,
+	BPF_PROG_TYPE_CGROUP_SKB = 8,
+	BPF_PROG_TYPE_TRACING = 26,
 	BPF_PROG_TYPE_LSM = 29,
 };
 
 /* Only the values the gate compares against; the field must stay an enum for CO-RE. */
 enum bpf_attach_type {
 	BPF_CGROUP_INET_INGRESS = 0,
+	BPF_TRACE_RAW_TP = 23,
 	BPF_MODIFY_RETURN = 26,
+	BPF_TRACE_ITER = 28,
 };
+
+/* The bpf() commands the gate notes (lsm/bpf). */
+enum bpf_cmd {
+	BPF_OBJ_GET = 7,
+	BPF_LINK_GET_FD_BY_ID = 30,
+};
+
+enum {
+	BPF_REG_0 = 0,
+	BPF_REG_10 = 10, /* the frame pointer */
+};
+
+/*
+ * uapi macros (linux/bpf_common.h, linux/bpf.h): macros are not in BTF, so a generated vmlinux.h lacks them
+ * too. The uapi's names and values for the instruction fields the scan decodes, defined here rather than
+ * taken from the build host's linux/bpf.h, which may predate BPF_MEMSX and load-acquire.
+ */
+#define BPF_CLASS(code) ((code) & 0x07)
+#define BPF_LD 0x00
+#define BPF_LDX 0x01
+#define BPF_ST 0x02
+#define BPF_STX 0x03
+#define BPF_ALU 0x04
+#define BPF_JMP 0x05
+#define BPF_JMP32 0x06
+#define BPF_ALU64 0x07
+
+#define BPF_SIZE(code) ((code) & 0x18)
+#define BPF_W 0x00
+#define BPF_H 0x08
+#define BPF_B 0x10
+#define BPF_DW 0x18
+
+#define BPF_MODE(code) ((code) & 0xe0)
+#define BPF_IMM 0x00
+#define BPF_ABS 0x20
+#define BPF_IND 0x40
+#define BPF_MEM 0x60
+#define BPF_MEMSX 0x80
+#define BPF_ATOMIC 0xc0
+
+#define BPF_OP(code) ((code) & 0xf0)
+#define BPF_ADD 0x00
+#define BPF_SUB 0x10
+#define BPF_NEG 0x80
+#define BPF_MOV 0xb0
+#define BPF_END 0xd0
+#define BPF_JA 0x00
+#define BPF_CALL 0x80
+#define BPF_EXIT 0x90
+
+#define BPF_SRC(code) ((code) & 0x08)
+#define BPF_K 0x00
+#define BPF_X 0x08
+
+/* Atomic operations, in imm. */
+#define BPF_FETCH 0x01
+#define BPF_XCHG (0xe0 | BPF_FETCH)
+#define BPF_CMPXCHG (0xf0 | BPF_FETCH)
+#define BPF_LOAD_ACQ 0x100
+#define BPF_STORE_REL 0x110
+
+/* ld_imm64 src_reg. */
+#define BPF_PSEUDO_MAP_FD 1
+#define BPF_PSEUDO_MAP_VALUE 2
+#define BPF_PSEUDO_BTF_ID 3
+#define BPF_PSEUDO_FUNC 4
+#define BPF_PSEUDO_MAP_IDX 5
+#define BPF_PSEUDO_MAP_IDX_VALUE 6
+/* call src_reg (0: a helper). */
+#define BPF_PSEUDO_CALL 1
+#define BPF_PSEUDO_KFUNC_CALL 2
+
+/* Map flag: programs cannot write the map (libbpf sets it on .rodata and .kconfig). */
+#define BPF_F_RDONLY_PROG (1U << 7)
+
+/* Kernel macros: the verifier's stack frame (linux/bpf.h), a file mode bit (linux/fs.h), an errno. */
+#define MAX_BPF_STACK 512
+#define FMODE_WRITE 0x2
+#define EPERM 1
 
 /* libbpf's bpf_helpers.h uses these map flags in __uint() declarations. */
 #define BPF_F_NO_PREALLOC (1U << 0)

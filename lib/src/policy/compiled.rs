@@ -26,43 +26,24 @@ use super::schema::{gate_hook, Action, KernelPattern, Mode, Pattern, Policy, TRA
 use super::{Decision, ErrorKind, PolicyErrors};
 use crate::metadata::{MapDef, ProgramMetadata};
 
-/// `BPFG` read as a little-endian u32.
-pub const MAGIC: u32 = u32::from_le_bytes(*b"BPFG");
-/// Version of the record layout; bumped whenever a record changes.
-pub const FORMAT_VERSION: u32 = 1;
-/// Rules are bits of a u64 mask.
-pub const MAX_RULES: usize = 64;
-/// Entries in the attach-target pattern table.
-pub const MAX_TARGET_PATTERNS: usize = 1024;
-/// Bytes of one attach-target pattern.
-pub const TARGET_PATTERN_LEN: usize = 64;
-/// Entries in the map-name pattern table.
-pub const MAX_MAP_PATTERNS: usize = 256;
+pub use crate::gate_abi::{
+    rule_flags, Header, RuleRecord, FORMAT_VERSION, MAGIC, MAX_MAP_PATTERNS, MAX_RULES, MAX_TARGET_PATTERNS,
+    PATTERN_EXACT, PATTERN_PREFIX, TARGET_PATTERN_LEN,
+};
+use crate::gate_abi::{MapPattern, TargetPattern, MODE_AUDIT, MODE_ENFORCE};
 /// Helper ids the class table covers.
 pub const HELPER_TABLE_LEN: usize = 512;
 
 /// Bytes of a [`Header`] in the gate's map.
-pub const HEADER_SIZE: usize = 48;
+pub const HEADER_SIZE: usize = Header::SIZE;
 /// Bytes of a [`RuleRecord`] in the gate's map.
-pub const RULE_RECORD_SIZE: usize = 40;
-/// Bytes of an attach target [`PatternRecord`] in the gate's map.
-pub const TARGET_RECORD_SIZE: usize = 4 + TARGET_PATTERN_LEN;
-/// Bytes of a map name [`PatternRecord`] in the gate's map.
-pub const MAP_RECORD_SIZE: usize = 4 + 16;
-/// Bytes of an [`ExeKey`].
+pub const RULE_RECORD_SIZE: usize = RuleRecord::SIZE;
+/// Bytes of an attach target pattern record in the gate's map.
+pub const TARGET_RECORD_SIZE: usize = TargetPattern::SIZE;
+/// Bytes of a map name pattern record in the gate's map.
+pub const MAP_RECORD_SIZE: usize = MapPattern::SIZE;
+/// Bytes of an [`ExeKey`] in the gate's map.
 pub const EXE_KEY_SIZE: usize = 16;
-
-/// `RuleRecord::flags` bits.
-pub mod rule_flags {
-    /// `prog_types` given: the `prog_types` mask applies.
-    pub const PROG_TYPES: u8 = 1 << 0;
-    /// `attach_types` given: the `attach_types` mask applies to programs with an expected attach type.
-    pub const ATTACH_TYPES: u8 = 1 << 1;
-    /// `attach_targets` given: the target slice applies.
-    pub const ATTACH_TARGETS: u8 = 1 << 2;
-    /// `maps.pinned: allow`.
-    pub const PINNED_OK: u8 = 1 << 3;
-}
 
 /// Problems reading a compiled policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,71 +68,14 @@ pub enum CompiledError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-/// The header the gate reads first: the tables' shape and the rules without a subject constraint.
-pub struct Header {
-    /// [`MAGIC`].
-    pub magic: u32,
-    /// [`FORMAT_VERSION`].
-    pub format_version: u32,
-    /// Chosen by whoever compiles; the daemon swaps tables atomically by generation.
-    pub generation: u64,
-    /// 0 enforce, 1 audit.
-    pub mode: u8,
-    /// [`Action::number`] for subjects no rule matches.
-    pub default_action: u8,
-    /// Rules in the table.
-    pub rule_count: u16,
-    /// Rules without an exe constraint.
-    pub exe_any: u64,
-    /// Rules without a cgroup constraint.
-    pub cgroup_any: u64,
-    /// Rules without a uid constraint.
-    pub uid_any: u64,
-}
-
-/// One rule, as the gate reads it from an array map indexed by rule id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleRecord {
-    /// [`Action::number`].
-    pub action: u8,
-    /// [`MapWrite::number`](super::MapWrite::number).
-    pub map_write: u8,
-    /// [`rule_flags`].
-    pub flags: u8,
-    /// `u32::MAX` when the rule sets no limit.
-    pub max_insns: u32,
-    /// Classes a program may use (all bits when the rule has no `capabilities.allow`).
-    pub allowed_classes: u32,
-    /// Classes the rule's `capabilities.deny` refuses.
-    pub denied_classes: u32,
-    /// Bit `n` = prog type number `n` allowed.
-    pub prog_types: u64,
-    /// Bit `n` = attach type number `n` allowed.
-    pub attach_types: u64,
-    /// First attach target pattern in [`CompiledPolicy::targets`].
-    pub target_first: u16,
-    /// Attach target patterns of the rule.
-    pub target_count: u16,
-    /// First map name pattern in [`CompiledPolicy::map_names`].
-    pub map_first: u16,
-    /// Map name patterns of the rule.
-    pub map_count: u16,
-}
-
 /// An exact name or a prefix, in a bounded table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatternRecord {
-    /// 0 exact, 1 prefix.
+    /// [`PATTERN_EXACT`] or [`PATTERN_PREFIX`].
     pub kind: u8,
     /// The name, or its prefix.
     pub text: String,
 }
-
-/// [`PatternRecord::kind`] of a whole name.
-pub const PATTERN_EXACT: u8 = 0;
-/// [`PatternRecord::kind`] of a name prefix.
-pub const PATTERN_PREFIX: u8 = 1;
 
 /// A path subject key before resolution, and the rules it selects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,11 +132,12 @@ pub fn compile(policy: &Policy, generation: u64) -> Result<CompiledPolicy, Polic
             format_version: FORMAT_VERSION,
             generation,
             mode: match policy.mode {
-                Mode::Enforce => 0,
-                Mode::Audit => 1,
+                Mode::Enforce => MODE_ENFORCE,
+                Mode::Audit => MODE_AUDIT,
             },
             default_action: policy.default.number(),
             rule_count: policy.rules.len().min(MAX_RULES) as u16,
+            reserved: 0,
             exe_any: 0,
             cgroup_any: 0,
             uid_any: 0,
@@ -268,6 +193,7 @@ pub fn compile(policy: &Policy, generation: u64) -> Result<CompiledPolicy, Polic
             action: rule.action.number(),
             map_write: rule.maps.write.number(),
             flags,
+            reserved: 0,
             max_insns: rule.max_insns.unwrap_or(u32::MAX),
             allowed_classes: rule.capabilities.allow.map_or(u32::MAX, |a| a.0),
             denied_classes: rule.capabilities.deny.0,
@@ -378,7 +304,7 @@ impl CompiledPolicy {
                 format!("format version {} (this bpfgate reads {FORMAT_VERSION})", h.format_version),
             ));
         }
-        if h.mode > 1 || Action::from_number(h.default_action).is_none() {
+        if h.mode > MODE_AUDIT || Action::from_number(h.default_action).is_none() {
             return Err(bad("header", "mode or default action out of range".into()));
         }
         let n = usize::from(h.rule_count);
@@ -629,7 +555,7 @@ pub fn evaluate(t: &KernelTables, subject: &KernelSubject, prog: &KernelProgram)
     let cg = subject.cgroup_ancestors.iter().fold(0, |m, id| m | t.cgroup.get(id).copied().unwrap_or(0)) | h.cgroup_any;
     let uid = subject.uid.and_then(|u| t.uid.get(&u)).copied().unwrap_or(0) | h.uid_any;
     let candidates = exe & cg & uid & valid;
-    let audit_mode = h.mode == 1;
+    let audit_mode = h.mode == MODE_AUDIT;
     let finish = |decision: Decision, rule: Option<u32>, reasons: u32| {
         let decision = if audit_mode && decision == Decision::Deny { Decision::Audit } else { decision };
         CompiledVerdict { decision, rule, reasons }
@@ -705,52 +631,8 @@ pub fn evaluate(t: &KernelTables, subject: &KernelSubject, prog: &KernelProgram)
     finish(decision, Some(id), reasons)
 }
 
-// Fixed-size little-endian encodings: what the daemon writes into the gate's maps.
-
-struct Writer<const N: usize> {
-    buf: [u8; N],
-    at: usize,
-}
-
-impl<const N: usize> Writer<N> {
-    fn new() -> Self {
-        Writer { buf: [0; N], at: 0 }
-    }
-    fn put(&mut self, b: &[u8]) {
-        if let Some(dst) = self.buf.get_mut(self.at..self.at + b.len()) {
-            dst.copy_from_slice(b);
-        }
-        self.at += b.len();
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        if let Some(src) = self.buf.get(self.at..self.at + N) {
-            out.copy_from_slice(src);
-        }
-        self.at += N;
-        out
-    }
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.take())
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take())
-    }
-}
+// Fixed-size little-endian encodings: what the daemon writes into the gate's maps. `to_le_bytes` comes with the
+// records (gate_abi).
 
 fn need(buf: &[u8], n: usize, record: &'static str) -> Result<(), CompiledError> {
     if buf.len() == n {
@@ -761,86 +643,33 @@ fn need(buf: &[u8], n: usize, record: &'static str) -> Result<(), CompiledError>
 }
 
 impl Header {
-    /// The header's bytes in the gate's map.
-    pub fn to_le_bytes(&self) -> [u8; HEADER_SIZE] {
-        let mut w = Writer::<HEADER_SIZE>::new();
-        w.put(&self.magic.to_le_bytes());
-        w.put(&self.format_version.to_le_bytes());
-        w.put(&self.generation.to_le_bytes());
-        w.put(&[self.mode, self.default_action]);
-        w.put(&self.rule_count.to_le_bytes());
-        w.put(&[0; 4]);
-        w.put(&self.exe_any.to_le_bytes());
-        w.put(&self.cgroup_any.to_le_bytes());
-        w.put(&self.uid_any.to_le_bytes());
-        w.buf
-    }
     /// Reads a header from the gate's map bytes.
     pub fn from_le_bytes(b: &[u8]) -> Result<Header, CompiledError> {
         need(b, HEADER_SIZE, "header")?;
-        let mut r = Reader { buf: b, at: 0 };
-        let magic = r.u32();
-        let format_version = r.u32();
-        let generation = r.u64();
-        let mode = r.u8();
-        let default_action = r.u8();
-        let rule_count = r.u16();
-        r.u32();
-        Ok(Header {
-            magic,
-            format_version,
-            generation,
-            mode,
-            default_action,
-            rule_count,
-            exe_any: r.u64(),
-            cgroup_any: r.u64(),
-            uid_any: r.u64(),
-        })
+        Ok(Header { reserved: 0, ..Header::decode_le(b) })
     }
 }
 
 impl RuleRecord {
-    /// The record's bytes in the gate's map.
-    pub fn to_le_bytes(&self) -> [u8; RULE_RECORD_SIZE] {
-        let mut w = Writer::<RULE_RECORD_SIZE>::new();
-        w.put(&[self.action, self.map_write, self.flags, 0]);
-        w.put(&self.max_insns.to_le_bytes());
-        w.put(&self.allowed_classes.to_le_bytes());
-        w.put(&self.denied_classes.to_le_bytes());
-        w.put(&self.prog_types.to_le_bytes());
-        w.put(&self.attach_types.to_le_bytes());
-        w.put(&self.target_first.to_le_bytes());
-        w.put(&self.target_count.to_le_bytes());
-        w.put(&self.map_first.to_le_bytes());
-        w.put(&self.map_count.to_le_bytes());
-        w.buf
-    }
     /// Reads a rule record from the gate's map bytes.
     pub fn from_le_bytes(b: &[u8]) -> Result<RuleRecord, CompiledError> {
         need(b, RULE_RECORD_SIZE, "rule")?;
-        let mut r = Reader { buf: b, at: 0 };
-        let (action, map_write, flags) = (r.u8(), r.u8(), r.u8());
-        r.u8();
-        Ok(RuleRecord {
-            action,
-            map_write,
-            flags,
-            max_insns: r.u32(),
-            allowed_classes: r.u32(),
-            denied_classes: r.u32(),
-            prog_types: r.u64(),
-            attach_types: r.u64(),
-            target_first: r.u16(),
-            target_count: r.u16(),
-            map_first: r.u16(),
-            map_count: r.u16(),
-        })
+        Ok(RuleRecord { reserved: 0, ..RuleRecord::decode_le(b) })
     }
 }
 
 impl PatternRecord {
-    /// `kind u8, len u8, 2 reserved, name[N]` (NUL-padded). `N` is 64 for targets and 16 for map names.
+    /// The record of the attach-target table ([`TargetPattern`]).
+    pub fn target_record(&self) -> TargetPattern {
+        TargetPattern::decode_le(&self.to_le_bytes::<TARGET_PATTERN_LEN>())
+    }
+
+    /// The record of the map-name table ([`MapPattern`]).
+    pub fn map_record(&self) -> MapPattern {
+        MapPattern::decode_le(&self.to_le_bytes::<{ MAP_NAME_LEN + 1 }>())
+    }
+
+    /// `kind u8, len u8, 2 reserved, name[N]` (NUL-padded): [`TargetPattern`] for `N` 64, [`MapPattern`] for 16.
     pub fn to_le_bytes<const N: usize>(&self) -> Vec<u8> {
         let text = self.text.as_bytes();
         let len = text.len().min(N);
@@ -852,9 +681,8 @@ impl PatternRecord {
     /// Reads a pattern record of `N` text bytes from the gate's map bytes.
     pub fn from_le_bytes<const N: usize>(b: &[u8]) -> Result<PatternRecord, CompiledError> {
         need(b, 4 + N, "pattern")?;
-        let mut r = Reader { buf: b, at: 0 };
-        let kind = r.u8();
-        let len = usize::from(r.u8()).min(N);
+        let kind = b.first().copied().unwrap_or(0);
+        let len = usize::from(b.get(1).copied().unwrap_or(0)).min(N);
         let name = b.get(4..4 + len).unwrap_or_default();
         let text = String::from_utf8(name.to_vec()).map_err(|_| CompiledError::Invalid {
             file: String::new(),

@@ -48,9 +48,9 @@ impl Decision {
     /// The number the gate uses in events.
     pub fn number(self) -> u8 {
         match self {
-            Decision::Allow => 0,
-            Decision::Deny => 1,
-            Decision::Audit => 2,
+            Decision::Allow => crate::gate_abi::VERDICT_ALLOW,
+            Decision::Deny => crate::gate_abi::VERDICT_DENY,
+            Decision::Audit => crate::gate_abi::VERDICT_AUDIT,
         }
     }
 }
@@ -172,25 +172,9 @@ pub enum Reason {
     },
 }
 
-/// Bits of the reason mask shared with the compiled evaluator (the gate reports these).
-pub mod reason_bits {
-    /// No rule matched and the default refused.
-    pub const NO_RULE: u32 = 1 << 0;
-    /// The matching rule's action is `deny`.
-    pub const RULE_DENIES: u32 = 1 << 1;
-    /// [`Reason::ProgType`](super::Reason::ProgType).
-    pub const PROG_TYPE: u32 = 1 << 2;
-    /// [`Reason::AttachType`](super::Reason::AttachType).
-    pub const ATTACH_TYPE: u32 = 1 << 3;
-    /// [`Reason::AttachTarget`](super::Reason::AttachTarget), [`Reason::AttachTargetUnknown`](super::Reason::AttachTargetUnknown) and [`Reason::GateHook`](super::Reason::GateHook).
-    pub const ATTACH_TARGET: u32 = 1 << 4;
-    /// [`Reason::TooManyInsns`](super::Reason::TooManyInsns).
-    pub const INSNS: u32 = 1 << 5;
-    /// [`Reason::ClassDenied`](super::Reason::ClassDenied) and [`Reason::ClassNotAllowed`](super::Reason::ClassNotAllowed).
-    pub const CLASS: u32 = 1 << 6;
-    /// [`Reason::MapWrite`](super::Reason::MapWrite) and [`Reason::UnattributedMapWrite`](super::Reason::UnattributedMapWrite).
-    pub const MAP: u32 = 1 << 7;
-}
+/// Bits of the reason mask shared with the compiled evaluator (the gate reports these, with its own
+/// `GATE_OBJECT`).
+pub use crate::gate_abi::reason_bits;
 
 impl Reason {
     /// The bit of this reason's kind in [`reason_bits`].

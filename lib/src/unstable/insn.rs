@@ -47,21 +47,51 @@ impl From<bpfgate_test_support::insn::Insn> for RawInsn {
     }
 }
 
-// Instruction classes, sizes, modes and operations (include/uapi/linux/bpf_common.h and bpf.h).
-const CLASS_LD: u8 = 0x00;
-const CLASS_LDX: u8 = 0x01;
-const CLASS_ST: u8 = 0x02;
-const CLASS_ALU: u8 = 0x04;
-const CLASS_JMP: u8 = 0x05;
-const CLASS_JMP32: u8 = 0x06;
-const CLASS_ALU64: u8 = 0x07;
-const MODE_IMM: u8 = 0x00;
-const MODE_ABS: u8 = 0x20;
-const MODE_IND: u8 = 0x40;
-const MODE_MEM: u8 = 0x60;
-const MODE_MEMSX: u8 = 0x80;
-const MODE_ATOMIC: u8 = 0xc0;
-const SRC_X: u8 = 0x08;
+// Instruction classes, sizes, modes and operations (include/uapi/linux/bpf_common.h and bpf.h), for this
+// module and `kernel_view`.
+pub(crate) const CLASS_MASK: u8 = 0x07;
+pub(crate) const CLASS_LD: u8 = 0x00;
+pub(crate) const CLASS_LDX: u8 = 0x01;
+pub(crate) const CLASS_ST: u8 = 0x02;
+pub(crate) const CLASS_STX: u8 = 0x03;
+pub(crate) const CLASS_ALU: u8 = 0x04;
+pub(crate) const CLASS_JMP: u8 = 0x05;
+pub(crate) const CLASS_JMP32: u8 = 0x06;
+pub(crate) const CLASS_ALU64: u8 = 0x07;
+pub(crate) const SIZE_MASK: u8 = 0x18;
+pub(crate) const SIZE_DW: u8 = 0x18;
+pub(crate) const MODE_MASK: u8 = 0xe0;
+pub(crate) const MODE_IMM: u8 = 0x00;
+pub(crate) const MODE_ABS: u8 = 0x20;
+pub(crate) const MODE_IND: u8 = 0x40;
+pub(crate) const MODE_MEM: u8 = 0x60;
+pub(crate) const MODE_MEMSX: u8 = 0x80;
+pub(crate) const MODE_ATOMIC: u8 = 0xc0;
+pub(crate) const SRC_X: u8 = 0x08;
+pub(crate) const OP_MASK: u8 = 0xf0;
+pub(crate) const OP_ADD: u8 = 0x00;
+pub(crate) const OP_SUB: u8 = 0x10;
+pub(crate) const OP_NEG: u8 = 0x80;
+pub(crate) const OP_MOV: u8 = 0xb0;
+pub(crate) const OP_END: u8 = 0xd0;
+/// Whole opcodes: `BPF_JMP | BPF_CALL`, `| BPF_X` (callx), `BPF_JMP | BPF_EXIT`, `BPF_JMP | BPF_JA`,
+/// `BPF_JMP32 | BPF_JA` (gotol: the offset is in imm), `BPF_JMP | BPF_JA | BPF_X` (gotox: an indirect jump),
+/// `BPF_LD | BPF_IMM | BPF_DW`.
+pub(crate) const CALL: u8 = 0x85;
+pub(crate) const CALLX: u8 = 0x8d;
+pub(crate) const EXIT: u8 = 0x95;
+pub(crate) const JA: u8 = 0x05;
+pub(crate) const JA32: u8 = 0x06;
+pub(crate) const GOTOX: u8 = 0x0d;
+pub(crate) const LD_IMM64: u8 = 0x18;
+/// Atomic operations (imm of a `BPF_STX | BPF_ATOMIC`).
+pub(crate) const ATOMIC_FETCH: i32 = 0x01;
+pub(crate) const ATOMIC_XCHG: i32 = 0xe1;
+pub(crate) const ATOMIC_CMPXCHG: i32 = 0xf1;
+pub(crate) const ATOMIC_LOAD_ACQ: i32 = 0x100;
+pub(crate) const ATOMIC_STORE_REL: i32 = 0x110;
+/// The frame pointer, r10.
+pub(crate) const REG_FP: u8 = 10;
 
 /// `ld_imm64` pseudo sources (src_reg of the first slot).
 pub const PSEUDO_MAP_FD: u8 = 1;
@@ -70,7 +100,8 @@ pub const PSEUDO_BTF_ID: u8 = 3;
 pub const PSEUDO_FUNC: u8 = 4;
 pub const PSEUDO_MAP_IDX: u8 = 5;
 pub const PSEUDO_MAP_IDX_VALUE: u8 = 6;
-/// `call` sources.
+/// `call` sources: a helper by id (0), a subprogram, a kfunc by BTF id.
+pub const CALL_HELPER: u8 = 0;
 pub const PSEUDO_CALL: u8 = 1;
 pub const PSEUDO_KFUNC_CALL: u8 = 2;
 

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Small helpers every concern uses: bit arithmetic, prefixes, the loading task as a subject.
+ */
+#ifndef BPFGATE_COMMON_BPF_H
+#define BPFGATE_COMMON_BPF_H
+
+static __always_inline __u64 bit_of(__u32 n)
+{
+	return n < 64 ? 1ULL << n : 0;
+}
+
+static __always_inline __u32 lowest_bit(__u64 m)
+{
+	__u32 n = 0;
+
+	if (!(m & 0xffffffffULL)) { n += 32; m >>= 32; }
+	if (!(m & 0xffffULL)) { n += 16; m >>= 16; }
+	if (!(m & 0xffULL)) { n += 8; m >>= 8; }
+	if (!(m & 0xfULL)) { n += 4; m >>= 4; }
+	if (!(m & 0x3ULL)) { n += 2; m >>= 2; }
+	if (!(m & 0x1ULL)) { n += 1; }
+	return n;
+}
+
+static __always_inline bool has_prefix(const char *s, const char *prefix, int len)
+{
+	for (int i = 0; i < len; i++)
+		if (s[i] != prefix[i])
+			return false;
+	return true;
+}
+
+/* The loading task: executable, cgroup, real uid. */
+static __always_inline void current_subject(struct gate_subject *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file *exe_file = BPF_CORE_READ(task, mm, exe_file);
+
+	s->uid = (__u32)bpf_get_current_uid_gid();
+	s->cgroup_id = bpf_get_current_cgroup_id();
+	if (exe_file) {
+		s->exe_ino = BPF_CORE_READ(exe_file, f_inode, i_ino);
+		s->exe_dev = BPF_CORE_READ(exe_file, f_inode, i_sb, s_dev);
+	}
+}
+
+static __always_inline bool same_subject(const struct gate_subject *a, const struct gate_subject *b)
+{
+	return a->exe_dev == b->exe_dev && a->exe_ino == b->exe_ino && a->cgroup_id == b->cgroup_id &&
+	       a->uid == b->uid;
+}
+
+#endif /* BPFGATE_COMMON_BPF_H */

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * kfuncs: their classes by BTF object and id (filled by the loader), the module BTF a call names through
+ * fd_array, and the check at lsm/bpf_prog that the verifier bound the same module BTFs.
+ */
+#ifndef BPFGATE_KFUNCS_BPF_H
+#define BPFGATE_KFUNCS_BPF_H
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_KFUNCS);
+	__type(key, struct gate_kfunc_key);
+	__type(value, __u64);
+} kfunc_classes SEC(".maps");
+
+/*
+ * The BTF object a module kfunc call names: its off indexes the load's fd_array (user memory, or kernel
+ * memory for a load from the kernel), whose fd this task holds. The verifier reads fd_array again later,
+ * so lsm/bpf_prog checks the objects it bound against these (kfunc_btfs_changed). 0 when unreadable, or
+ * past GATE_KFUNC_BTFS distinct indexes: the call is then unknown.
+ */
+__noinline __u32 gate_module_btf(struct scan_ctx *c, __s32 off)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file *file = NULL;
+	struct file **fds;
+	struct fdtable *fdt;
+	struct btf *btf;
+	__s32 fd = -1;
+	__u32 n, id;
+
+	if (!c || off <= 0 || !c->fd_array)
+		return 0;
+	n = c->kfunc_btf_cnt;
+#pragma clang loop unroll(disable)
+	for (__u32 k = 0; k < GATE_KFUNC_BTFS; k++) {
+		if (k >= n)
+			break;
+		if (c->kfunc_btfs[k].off == off)
+			return c->kfunc_btfs[k].obj_id;
+	}
+	if (n >= GATE_KFUNC_BTFS)
+		return 0;
+	const void *slot = (const void *)(c->fd_array + (__u64)off * sizeof(fd));
+
+	if (bpf_probe_read_user(&fd, sizeof(fd), slot) && bpf_probe_read_kernel(&fd, sizeof(fd), slot))
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	/* Not checked to be a BTF fd: if it is not, the verifier refuses the load or binds another object. */
+	btf = BPF_CORE_READ(file, private_data);
+	id = btf ? BPF_CORE_READ(btf, id) : 0;
+	if (!id)
+		return 0;
+	c->kfunc_btfs[n & (GATE_KFUNC_BTFS - 1)].off = off;
+	c->kfunc_btfs[n & (GATE_KFUNC_BTFS - 1)].obj_id = id;
+	c->kfunc_btf_cnt = n + 1;
+	return id;
+}
+
+/*
+ * Whether the verifier bound other module BTFs than the scan read from fd_array: every index the scan
+ * resolved must be in aux->kfunc_btf_tab (where the verifier keeps them for the program's life, sorted by
+ * index) with the same BTF object. A kernel without that table in its BTF cannot be checked: changed.
+ */
+static __noinline bool kfunc_btfs_changed(struct pending_load *ts, struct bpf_prog_aux *aux)
+{
+	if (!ts)
+		return true;
+	__u32 n = ts->scan.kfunc_btf_cnt, matched = 0;
+
+	if (!n)
+		return false;
+	if (!bpf_core_type_exists(struct bpf_kfunc_btf_tab))
+		return true;
+	struct bpf_kfunc_btf_tab *tab = BPF_CORE_READ(aux, kfunc_btf_tab);
+	if (!tab)
+		return true;
+	__u32 nr = BPF_CORE_READ(tab, nr_descs);
+	__u64 first = (__u64)tab + bpf_core_field_offset(struct bpf_kfunc_btf_tab, descs);
+	__u64 stride = bpf_core_type_size(struct bpf_kfunc_btf);
+
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < 256; i++) {
+		if (i >= nr)
+			break;
+		struct bpf_kfunc_btf *d = (struct bpf_kfunc_btf *)(first + i * stride);
+		__u32 off = BPF_CORE_READ(d, offset);
+		__u32 id = BPF_CORE_READ(d, btf, id);
+
+#pragma unroll
+		for (__u32 k = 0; k < GATE_KFUNC_BTFS; k++)
+			if (k < n && ts->scan.kfunc_btfs[k].off == off && ts->scan.kfunc_btfs[k].obj_id == id)
+				matched |= 1U << k;
+	}
+	return matched != (1U << n) - 1;
+}
+
+#endif /* BPFGATE_KFUNCS_BPF_H */

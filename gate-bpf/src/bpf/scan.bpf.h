@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The scan (bpfgate::kernel_view): two bpf_loop passes over prog->insnsi in chunks. The first marks jump
+ * and call targets in this CPU's jump_targets entry; the second tags registers and stack slots and counts
+ * classes.
+ */
+#ifndef BPFGATE_SCAN_BPF_H
+#define BPFGATE_SCAN_BPF_H
+
+/* A call's src_reg for a helper, by id in imm (the uapi names only the pseudo calls). */
+#define HELPER_CALL 0
+
+/* Instruction n's bit in a jump_targets bitmap (words or resets); the word index is masked in bounds. */
+static __always_inline bool insn_bit(const __u64 *bits, __u64 n)
+{
+	return (bits[(n >> 6) & (GATE_MAX_INSNS / 64 - 1)] >> (n & 63)) & 1;
+}
+
+static __always_inline void set_insn_bit(__u64 *bits, __u64 n)
+{
+	bits[(n >> 6) & (GATE_MAX_INSNS / 64 - 1)] |= 1ULL << (n & 63);
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jump_targets);
+} jump_targets SEC(".maps");
+
+/*
+ * Adds classes; each class's evidence is the first thing that proved it. Branch-free per class: the
+ * scan runs this in a loop the verifier walks, and every branch here would multiply its states. Out
+ * of line, so the scan loop does not keep 13 evidence words in registers and spill them.
+ */
+static __noinline void note(struct scan_ctx *c, __u32 cls, __u32 ev)
+{
+	__u32 fresh = cls & ~c->classes;
+
+	c->classes |= cls;
+#pragma clang loop unroll(disable)
+	for (__u32 k = 0; k < BPFGATE_CLASS_COUNT; k++) {
+		__u32 m = -((fresh >> k) & 1);
+
+		c->evidence[k] = (ev & m) | (c->evidence[k] & ~m);
+	}
+}
+
+static __always_inline __u8 *slot_bytes(struct scan_ctx *c)
+{
+	return (__u8 *)c->slots;
+}
+
+/* A frame offset's slot (0-63), or -1 outside the frame. */
+static __always_inline int slot_of(__s64 off)
+{
+	return off >= -MAX_BPF_STACK && off < 0 ? (int)((off + MAX_BPF_STACK) >> 3) : -1;
+}
+
+/* OR-joins the tags `from` into `to` (same layout in scan_ctx and scan_join). */
+static __always_inline void join_tags(__u64 *to_slots, __u8 *to_regs, const __u64 *from_slots, const __u8 *from_regs)
+{
+	__u64 r0, r1;
+
+	for (int k = 0; k < 8; k++)
+		to_slots[k] |= from_slots[k];
+	__builtin_memcpy(&r0, from_regs, 8);
+	__builtin_memcpy(&r1, from_regs + 8, 8);
+	((__u64 *)to_regs)[0] |= r0;
+	((__u64 *)to_regs)[1] |= r1;
+}
+
+/*
+ * Instruction `at`'s entry state (kernel_view::Scan::enter): every tag unknown at a reset (a backward
+ * jump's or call's target, a forward one the join table could not keep, every insn after a gotox); the
+ * pending state of the forward jumps to it, joined with the fall-through's unless the block ended; a
+ * function's where a block starts that no jump reaches (a subprogram, dead code).
+ */
+static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *jt, __u32 at, bool target, bool gotox)
+{
+	struct scan_join *e = &jt->joins[at & (GATE_JOIN_SLOTS - 1)];
+	bool hit = target && at && e->target == at;
+	bool ended = c->flags & SCAN_BLOCK_ENDS;
+	bool reset = gotox || (target && insn_bit(jt->resets, at));
+
+	if (hit)
+		e->target = 0;
+	c->flags &= ~SCAN_BLOCK_ENDS;
+	if (reset) {
+		__builtin_memset(c->regs, GATE_T_ANY, sizeof(c->regs));
+		c->regs[BPF_REG_10] = GATE_T_STACK;
+		__builtin_memset(c->slots, GATE_T_ANY, sizeof(c->slots));
+	} else if (ended && !hit) {
+		/* A function's start: its arguments, a fresh frame. */
+		__builtin_memset(c->regs, GATE_T_SCALAR, sizeof(c->regs));
+		__builtin_memcpy(&c->regs[1], c->args, sizeof(c->args));
+		c->regs[BPF_REG_10] = GATE_T_STACK;
+		__builtin_memset(c->slots, GATE_T_SCALAR, sizeof(c->slots));
+	} else if (hit && ended) {
+		__builtin_memcpy(c->slots, e->slots, sizeof(c->slots));
+		__builtin_memcpy(c->regs, e->regs, sizeof(c->regs));
+	} else if (hit) {
+		join_tags(c->slots, c->regs, e->slots, e->regs);
+	}
+}
+
+/*
+ * A jump from `at` to `t` (kernel_view::Scan::jump): a forward target gets the current state, joined in
+ * its entry; when the entry holds another pending target, `t` is marked to start unknown instead.
+ */
+static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *jt, __u32 at, __s64 t)
+{
+	if (t <= at || t >= c->len || t >= GATE_MAX_INSNS)
+		return;
+	struct scan_join *e = &jt->joins[t & (GATE_JOIN_SLOTS - 1)];
+
+	if (e->target == t) {
+		join_tags(e->slots, e->regs, c->slots, c->regs);
+	} else if (!e->target) {
+		__builtin_memcpy(e->slots, c->slots, sizeof(c->slots));
+		__builtin_memcpy(e->regs, c->regs, sizeof(c->regs));
+		e->target = t;
+	} else {
+		set_insn_bit(jt->resets, t);
+	}
+}
+
+/* Memory tagged t is written at insn `at` (stored as at + 1). */
+static __always_inline void written(struct scan_ctx *c, __u32 at, __u8 t)
+{
+	if (t & GATE_T_UNKNOWN) {
+		c->unknown_store = at + 1;
+		return;
+	}
+	if (t & GATE_T_MAP_VALUE)
+		c->map_store = at + 1;
+	if (t & GATE_T_PACKET)
+		c->packet_store = at + 1;
+}
+
+static __always_inline __u8 load_tag(struct scan_ctx *c, __u32 at, __u8 base, __s16 off, bool dw, bool sx)
+{
+	__u8 b = c->regs[base & 0xf];
+	bool wide = dw && !sx;
+	__u8 v = 0;
+
+	if (b & GATE_T_UNKNOWN) {
+		c->unknown_load = at + 1;
+		return GATE_T_ANY;
+	}
+	if (b & GATE_T_BTF) {
+		c->btf_load = at + 1;
+		v |= GATE_T_SCALAR | (wide ? GATE_T_BTF : 0);
+	}
+	if (b & (GATE_T_SCALAR | GATE_T_PACKET | GATE_T_OTHER))
+		v |= GATE_T_SCALAR;
+	/* A kptr, or an arena pointer. */
+	if (b & GATE_T_MAP_VALUE)
+		v |= GATE_T_SCALAR | (wide ? GATE_T_BTF | GATE_T_MAP_VALUE : 0);
+	if (b & GATE_T_CTX) {
+		if (btf_typed(c->prog_type))
+			v |= GATE_T_SCALAR | (wide ? GATE_T_BTF : 0);
+		else if (packet_ctx_field(c->prog_type, off))
+			v |= GATE_T_PACKET;
+		else
+			v |= GATE_T_SCALAR;
+	}
+	if (b & GATE_T_STACK) {
+		int i = slot_of(off);
+
+		if (base == BPF_REG_10) {
+			if (wide && i >= 0 && i < 64 && (off & 7) == 0)
+				v |= slot_bytes(c)[i];
+			else
+				v |= GATE_T_SCALAR;
+		} else if (wide) {
+			/* Somewhere in the frame: any slot. */
+			__u64 all = 0;
+
+			for (int k = 0; k < 8; k++)
+				all |= c->slots[k];
+			all |= all >> 32;
+			all |= all >> 16;
+			all |= all >> 8;
+			v |= GATE_T_SCALAR | (__u8)all;
+		} else {
+			v |= GATE_T_SCALAR;
+		}
+	}
+	return v ? v : GATE_T_SCALAR;
+}
+
+static __always_inline void store_tag(struct scan_ctx *c, __u32 at, __u8 base, __s16 off, __u32 size, __u8 value)
+{
+	__u8 b = c->regs[base & 0xf];
+
+	written(c, at, b);
+	if (!(b & (GATE_T_STACK | GATE_T_UNKNOWN)))
+		return;
+	if (base != BPF_REG_10) {
+		/* Perhaps somewhere in the frame. */
+		__u64 spread = (__u64)value * 0x0101010101010101ULL;
+
+		for (int k = 0; k < 8; k++)
+			c->slots[k] |= spread;
+		return;
+	}
+	int i = slot_of(off);
+
+	if (size == 8 && (off & 7) == 0) {
+		if (i >= 0 && i < 64)
+			slot_bytes(c)[i] = value;
+		return;
+	}
+	/* What is left of a pointer partly overwritten is no pointer. */
+	if (i >= 0 && i < 64)
+		slot_bytes(c)[i] = GATE_T_SCALAR;
+	i = slot_of((__s64)off + size - 1);
+	if (i >= 0 && i < 64)
+		slot_bytes(c)[i] = GATE_T_SCALAR;
+}
+
+/* A call's effect on the tags: r0 gets ret; one that runs program code given a stack pointer may have stored anything in the frame. */
+static __always_inline void call_tags(struct scan_ctx *c, __u8 ret, bool escapes)
+{
+	__u8 args = c->regs[1] | c->regs[2] | c->regs[3] | c->regs[4] | c->regs[5];
+
+	if (escapes && (args & (GATE_T_STACK | GATE_T_UNKNOWN)))
+		__builtin_memset(c->slots, GATE_T_ANY, sizeof(c->slots));
+	c->regs[0] = ret;
+	__builtin_memset(&c->regs[1], GATE_T_SCALAR, 5);
+}
+
+/* A call with catalogued effects: the arguments it writes through, then r0. */
+static __always_inline void known_call(struct scan_ctx *c, __u32 at, __u8 ret, __u8 flags)
+{
+	for (int r = 1; r <= 5; r++)
+		if (flags & (1U << (r - 1)))
+			written(c, at, c->regs[r]);
+	call_tags(c, ret, flags & GATE_CALL_CALLBACK);
+}
+
+/* A call that could do anything. */
+static __always_inline void unknown_call(struct scan_ctx *c, __u32 at)
+{
+	c->unknown_store = at + 1;
+	call_tags(c, GATE_T_ANY, true);
+}
+
+static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, __s32 imm, __u32 at)
+{
+	if (src == HELPER_CALL) {
+		__u32 id = (__u32)imm;
+
+		if (id < BPFGATE_HELPER_COUNT) {
+			__u32 k = id & (BPFGATE_HELPER_TABLE - 1);
+			__u8 ret = bpfgate_helper_ret[k];
+
+			if (ret & GATE_T_BTF)
+				c->flags |= SCAN_BTF_SOURCE;
+			note(c, bpfgate_helper_classes[id], GATE_EV_HELPER | (id & GATE_EV_VALUE_MASK));
+			known_call(c, at, ret, bpfgate_helper_flags[k]);
+		} else {
+			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_HELPER | (id & GATE_EV_VALUE_MASK));
+			unknown_call(c, at);
+		}
+	} else if (src == BPF_PSEUDO_KFUNC_CALL) {
+		struct gate_kfunc_key key = { .btf_id = (__u32)imm };
+		__u64 *found = NULL;
+
+		/* vmlinux's kfuncs by id; a module's by its BTF object too (none if its fd cannot be read). */
+		if (off == 0 || (key.btf_obj = gate_module_btf(c, off)))
+			found = bpf_map_lookup_elem(&kfunc_classes, &key);
+		c->flags |= SCAN_BTF_SOURCE; /* kfuncs trade in BTF pointers */
+		if (found) {
+			__u64 v = *found;
+
+			note(c, (__u32)v & BPFGATE_CLASS_ALL,
+			     GATE_EV_KFUNC | GATE_EV_CATALOGUED | ((v >> GATE_KFUNC_INDEX_SHIFT) & (GATE_EV_CATALOGUED - 1)));
+			known_call(c, at, v >> GATE_KFUNC_RET_SHIFT, v >> GATE_KFUNC_FLAGS_SHIFT);
+		} else {
+			/* Not catalogued: unknown, and it could write anything. */
+			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_KFUNC | (key.btf_id & (GATE_EV_CATALOGUED - 1)));
+			unknown_call(c, at);
+		}
+	} else if (src == BPF_PSEUDO_CALL) {
+		/* A subprogram: it starts with these arguments (a pointer to this frame is none to its own), and
+		 * could store anything through a stack pointer it is handed. */
+		for (int r = 1; r <= 5; r++) {
+			__u8 t = c->regs[r];
+
+			c->args[r - 1] |= t & GATE_T_STACK ? (t & ~GATE_T_STACK) | GATE_T_UNKNOWN : t;
+		}
+		call_tags(c, GATE_T_ANY, true);
+	}
+}
+
+static __always_inline void scan_atomic(struct scan_ctx *c, __u8 dst, __u8 src, __s16 off, __s32 op, __u32 size,
+					__u32 at)
+{
+	bool dw = size == 8;
+	__u8 old;
+
+	if (op == BPF_LOAD_ACQ) {
+		c->regs[dst] = load_tag(c, at, src, off, dw, false);
+	} else if (op == BPF_STORE_REL) {
+		store_tag(c, at, dst, off, size, c->regs[src]);
+	} else if (op == BPF_XCHG || op == BPF_CMPXCHG) {
+		old = load_tag(c, at, dst, off, dw, false);
+		store_tag(c, at, dst, off, size, c->regs[src]);
+		c->regs[op == BPF_XCHG ? src : 0] = old;
+	} else if (op & BPF_FETCH) {
+		old = load_tag(c, at, dst, off, dw, false);
+		store_tag(c, at, dst, off, size, GATE_T_SCALAR);
+		c->regs[src] = old;
+	} else {
+		store_tag(c, at, dst, off, size, GATE_T_SCALAR);
+	}
+}
+
+static __always_inline __u8 ld_imm64_tag(struct scan_ctx *c, __u8 src)
+{
+	if (src == BPF_PSEUDO_BTF_ID) {
+		c->flags |= SCAN_BTF_SOURCE;
+		return GATE_T_BTF | GATE_T_SCALAR;
+	}
+	if (src == BPF_PSEUDO_MAP_FD || src == BPF_PSEUDO_MAP_IDX) {
+		c->flags |= SCAN_MAP_REF;
+		return GATE_T_OTHER;
+	}
+	if (src == BPF_PSEUDO_MAP_VALUE || src == BPF_PSEUDO_MAP_IDX_VALUE) {
+		c->flags |= SCAN_MAP_REF;
+		return GATE_T_MAP_VALUE;
+	}
+	return src == BPF_PSEUDO_FUNC ? GATE_T_OTHER : GATE_T_SCALAR;
+}
+
+static __always_inline __u8 alu64_tag(__u8 code, __u8 d, __u8 s, __s16 off)
+{
+	bool x = BPF_SRC(code) == BPF_X;
+	__u8 op = BPF_OP(code);
+
+	if (!x)
+		s = GATE_T_SCALAR;
+	if (op == BPF_MOV) /* mov; movsx and addr_space_cast (off 1: an arena pointer) when off is set */
+		return x && off == 1 ? GATE_T_ANY : off == 0 ? s : GATE_T_SCALAR;
+	if (op == BPF_NEG || op == BPF_END) /* neg, bswap */
+		return GATE_T_SCALAR;
+	if (op == BPF_ADD || op == BPF_SUB) /* add, sub: a pointer moves */
+		return d | s;
+	/* Other arithmetic on a pointer keeps its provenance, conservatively (the library's rule). */
+	return d | s | GATE_T_SCALAR;
+}
+
+/* An ALU instruction: only its destination's tag changes. */
+static __always_inline void alu_tag(struct scan_ctx *c, __u8 code, __u8 dst, __u8 src, __s16 off)
+{
+	if (BPF_CLASS(code) == BPF_ALU)
+		c->regs[dst] = GATE_T_SCALAR;
+	else
+		c->regs[dst] = alu64_tag(code, c->regs[dst], c->regs[src], off);
+}
+
+/* A jump whose target is in off (imm for ja32): every JMP/JMP32 instruction but call, callx, exit and gotox. */
+static __always_inline bool has_target(__u8 code)
+{
+	__u8 cls = BPF_CLASS(code);
+
+	return (cls == BPF_JMP || cls == BPF_JMP32) && code != (BPF_JMP | BPF_CALL) && code != (BPF_JMP | BPF_CALL | BPF_X) &&
+	       code != (BPF_JMP | BPF_EXIT) && code != (BPF_JMP | BPF_JA | BPF_X);
+}
+
+/*
+ * One instruction of the second pass: bpfgate::kernel_view::scan, step for step. A global function:
+ * the verifier checks it once, with an unknown scan_ctx, not once per state of the chunk loop.
+ */
+__noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64 raw, __u32 at, __u32 target)
+{
+	if (!c || !jt)
+		return 0;
+	__u8 code = raw & 0xff;
+	__u8 dst = (raw >> 8) & 0x0f;
+	__u8 src = (raw >> 12) & 0x0f;
+	__s16 off = (__s16)(raw >> 16);
+	__s32 imm = (__s32)(raw >> 32);
+	__u8 cls = BPF_CLASS(code);
+	__u8 mode = BPF_MODE(code);
+	__u32 size = BPF_SIZE(code) == BPF_DW ? 8 : BPF_SIZE(code) == BPF_H ? 2 : BPF_SIZE(code) == BPF_B ? 1 : 4;
+
+	if (target || (c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)))
+		enter_insn(c, jt, at, target, c->flags & SCAN_GOTOX);
+
+	if (has_target(code)) {
+		jump_tags(c, jt, at, (__s64)at + 1 + (code == (BPF_JMP32 | BPF_JA) ? imm : off));
+		if (code == (BPF_JMP | BPF_JA) || code == (BPF_JMP32 | BPF_JA))
+			c->flags |= SCAN_BLOCK_ENDS;
+	} else if (cls == BPF_JMP || cls == BPF_JMP32) {
+		if (code == (BPF_JMP | BPF_EXIT) || code == (BPF_JMP | BPF_JA | BPF_X))
+			c->flags |= SCAN_BLOCK_ENDS;
+		else if (code == (BPF_JMP | BPF_CALL))
+			scan_call(c, src, off, imm, at);
+		else if (code == (BPF_JMP | BPF_CALL | BPF_X)) {
+			/* An indirect call could reach anything (the verifier refuses it; the library says unknown). */
+			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_INSN | (at & GATE_EV_VALUE_MASK));
+			unknown_call(c, at);
+		}
+	} else if (code == (BPF_LD | BPF_IMM | BPF_DW)) {
+		c->regs[dst] = ld_imm64_tag(c, src);
+	} else if (cls == BPF_LD && (mode == BPF_ABS || mode == BPF_IND)) {
+		/* LD_ABS, LD_IND: r0 is packet data, r1-r5 are clobbered. */
+		__builtin_memset(c->regs, GATE_T_SCALAR, 6);
+	} else if (cls == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX)) {
+		c->regs[dst] = load_tag(c, at, src, off, size == 8, mode == BPF_MEMSX);
+	} else if ((cls == BPF_ST || cls == BPF_STX) && mode == BPF_MEM) {
+		store_tag(c, at, dst, off, size, cls == BPF_ST ? GATE_T_SCALAR : c->regs[src]);
+	} else if (cls == BPF_STX && mode == BPF_ATOMIC) {
+		scan_atomic(c, dst, src, off, imm, size, at);
+	} else if (cls == BPF_ALU || cls == BPF_ALU64) {
+		alu_tag(c, code, dst, src, off);
+	}
+	return 0;
+}
+
+/*
+ * What the chunk functions work on: the load's pending_loads entry (its scan state and buffer) and this
+ * CPU's jump targets, looked up once per load rather than once per chunk.
+ */
+struct scan_loop {
+	struct pending_load *ts;
+	struct jump_targets *jt;
+};
+
+/*
+ * Reads up to GATE_CHUNK instructions of chunk `chunk` into ts->scan_buf; returns how many, 0 past the end or
+ * without the load's entry or jump targets (a global function's pointer arguments may be NULL).
+ */
+static __always_inline __u64 read_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
+{
+	__u64 start = chunk * GATE_CHUNK;
+	__u32 len;
+	__u64 n;
+
+	if (!ts || !jt)
+		return 0;
+	len = ts->scan.len;
+	/* Explicit bounds: the verifier needs them for the size and address below. */
+	if (start >= len || start >= GATE_MAX_INSNS)
+		return 0;
+	n = len - start;
+	if (n > GATE_CHUNK)
+		n = GATE_CHUNK;
+	if (bpf_probe_read_kernel(ts->scan_buf, n * sizeof(ts->scan_buf[0]),
+				  (const void *)(ts->scan.insns + start * sizeof(ts->scan_buf[0]))))
+		return 0;
+	return n;
+}
+
+/* First pass, one chunk: marks the jump targets, and notes an indirect jump. */
+__noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
+{
+	__u64 n = read_chunk(ts, jt, chunk);
+	struct scan_ctx *c;
+
+	if (!n)
+		return 1;
+	c = &ts->scan;
+#pragma clang loop unroll(disable)
+	for (__u32 j = 0; j < GATE_CHUNK; j++) {
+		if (j >= n)
+			break;
+		__u8 code = ts->scan_buf[j].code;
+		__u8 src = ts->scan_buf[j].regs >> 4;
+		__s32 imm = ts->scan_buf[j].imm;
+
+		/* Most instructions neither jump nor call nor take a function's address. */
+		if (BPF_CLASS(code) != BPF_JMP && BPF_CLASS(code) != BPF_JMP32) {
+			if (code == (BPF_LD | BPF_IMM | BPF_DW) && src == BPF_PSEUDO_FUNC)
+				c->flags |= SCAN_FUNC_ADDR;
+			continue;
+		}
+		if (code == (BPF_JMP | BPF_CALL) && src == HELPER_CALL) {
+			c->callbacks |= (__u32)imm < BPFGATE_HELPER_COUNT
+						? bpfgate_helper_callback[imm & (BPFGATE_HELPER_TABLE - 1)]
+						: GATE_T_ANY;
+			continue;
+		}
+		/* A kfunc: what it hands a callback is not looked up. */
+		if (code == (BPF_JMP | BPF_CALL) && src == BPF_PSEUDO_KFUNC_CALL)
+			c->callbacks = GATE_T_ANY;
+		if (code == (BPF_JMP | BPF_JA | BPF_X))
+			c->flags |= SCAN_GOTOX;
+		if (!has_target(code) && !(code == (BPF_JMP | BPF_CALL) && src == BPF_PSEUDO_CALL))
+			continue;
+		/* A jump's target, or a called function's first instruction. */
+		__s64 t = (__s64)(chunk * GATE_CHUNK + j) + 1 +
+			  (code == (BPF_JMP32 | BPF_JA) || code == (BPF_JMP | BPF_CALL) ? imm : ts->scan_buf[j].off);
+
+		if (t >= 0 && t < c->len && t < GATE_MAX_INSNS) {
+			set_insn_bit(jt->words, t);
+			/* A backward target resets the tags: its state comes from code not scanned yet. */
+			if (t <= chunk * GATE_CHUNK + j)
+				set_insn_bit(jt->resets, t);
+		}
+	}
+	return 0;
+}
+
+/* Before the first pass: clears the bits of 8 words (512 instructions). */
+__noinline int gate_clear_chunk(struct jump_targets *jt, __u64 i)
+{
+	if (!jt)
+		return 1;
+	for (__u32 k = 0; k < 8; k++) {
+		jt->words[(i * 8 + k) & (GATE_MAX_INSNS / 64 - 1)] = 0;
+		jt->resets[(i * 8 + k) & (GATE_MAX_INSNS / 64 - 1)] = 0;
+	}
+	return 0;
+}
+
+/* Second pass, one chunk: the tags and classes. */
+__noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
+{
+	__u64 n = read_chunk(ts, jt, chunk);
+	struct scan_ctx *c;
+
+	if (!n)
+		return 1;
+	c = &ts->scan;
+#pragma clang loop unroll(disable)
+	for (__u32 j = 0; j < GATE_CHUNK; j++) {
+		if (j >= n)
+			break;
+		__u32 at = chunk * GATE_CHUNK + j;
+		__u32 target = insn_bit(jt->words, at);
+		__u8 code = ts->scan_buf[j].code;
+		__u64 raw;
+
+		/*
+		 * Inside a block (no reset, no pending jump state, no block end before it), ALU instructions,
+		 * conditional jumps and spills and fills are done here: the call to gate_scan_insn costs more
+		 * than what they do (it is a global function so that the verifier checks its many branches
+		 * once).
+		 */
+		if (!target && !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX))) {
+			if (BPF_CLASS(code) == BPF_ALU || BPF_CLASS(code) == BPF_ALU64) {
+				alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
+					ts->scan_buf[j].off);
+				continue;
+			}
+			if (has_target(code) && code != (BPF_JMP | BPF_JA) && code != (BPF_JMP32 | BPF_JA)) {
+				jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
+				continue;
+			}
+			/*
+			 * An 8-byte spill or fill at an aligned slot of the frame, the commonest memory
+			 * access: what store_tag and load_tag do for it (no class, one slot or register).
+			 */
+			__s16 off = ts->scan_buf[j].off;
+			__u8 r = ts->scan_buf[j].regs;
+			bool spill = (code == (BPF_STX | BPF_MEM | BPF_DW) || code == (BPF_ST | BPF_MEM | BPF_DW)) && (r & 0x0f) == BPF_REG_10;
+
+			if ((spill || (code == (BPF_LDX | BPF_MEM | BPF_DW) && r >> 4 == BPF_REG_10)) && c->regs[BPF_REG_10] == GATE_T_STACK &&
+			    off >= -MAX_BPF_STACK && off < 0 && !(off & 7)) {
+				__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
+
+				if (spill) {
+					*slot = code == (BPF_ST | BPF_MEM | BPF_DW) ? GATE_T_SCALAR : c->regs[r >> 4];
+				} else {
+					__u8 v = *slot;
+
+					c->regs[r & 0x0f] = v ? v : GATE_T_SCALAR;
+				}
+				continue;
+			}
+		}
+		__builtin_memcpy(&raw, &ts->scan_buf[j], sizeof(raw));
+		gate_scan_insn(c, jt, raw, at, target);
+	}
+	c->scanned = chunk * GATE_CHUNK + n;
+	return 0;
+}
+
+/* bpf_loop callbacks must return 0 (continue) or 1 (stop). */
+static long clear_chunk(__u64 i, void *data)
+{
+	struct scan_loop *l = data;
+
+	return gate_clear_chunk(l->jt, i) ? 1 : 0;
+}
+
+static long mark_chunk(__u64 chunk, void *data)
+{
+	struct scan_loop *l = data;
+
+	return gate_mark_chunk(l->ts, l->jt, chunk) ? 1 : 0;
+}
+
+static long scan_chunk(__u64 chunk, void *data)
+{
+	struct scan_loop *l = data;
+
+	return gate_scan_chunk(l->ts, l->jt, chunk) ? 1 : 0;
+}
+
+/*
+ * Counts a class (one bit) the tags found, unless a call proved it: `found` is the last access through
+ * the class's tag, `unknown` the last through an unknown register where that could be the class.
+ * Evidence is the later of the two.
+ */
+static __always_inline void maybe_class(struct scan_ctx *c, __u32 *maybe, __u32 cls, __u32 found, __u32 unknown)
+{
+	__u32 at = found > unknown ? found : unknown;
+	int slot = __builtin_ctz(cls);
+
+	if (at && !(c->classes & cls) && slot >= 0 && slot < GATE_CLASS_SLOTS) {
+		*maybe |= cls;
+		c->evidence[slot] = GATE_EV_INSN | ((at - 1) & GATE_EV_VALUE_MASK);
+	}
+}
+
+#endif /* BPFGATE_SCAN_BPF_H */

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The BPF side's own records: the scan's state, a program's facts and verdict, the maps a program uses,
+ * a load in flight. Not shared with user space (what is, the loader's records and the events, is gate_abi.h,
+ * generated from bpfgate::gate_abi).
+ */
+#ifndef BPFGATE_TYPES_BPF_H
+#define BPFGATE_TYPES_BPF_H
+
+/* The kernel's limit on BPF_PROG_LOAD instructions (BPF_COMPLEXITY_LIMIT_INSNS). */
+#define GATE_MAX_INSNS (1U << 20)
+
+/* Instructions copied per bpf_loop iteration, into the load's pending_loads entry. */
+#define GATE_CHUNK 32
+
+/* Scan flags. */
+#define SCAN_BTF_SOURCE (1U << 0) /* a kfunc, a helper returning a BTF pointer, an ld_imm64 of a BTF id */
+#define SCAN_MAP_REF (1U << 1)    /* an ld_imm64 of a map or map value */
+#define SCAN_BLOCK_ENDS (1U << 2) /* the last instruction ended a block (exit, ja, gotox) */
+#define SCAN_GOTOX (1U << 3)      /* an indirect jump: any instruction may start a block */
+#define SCAN_CONTENDED (1U << 4)  /* another load took this CPU's jump_targets during the scan */
+#define SCAN_FUNC_ADDR (1U << 5)  /* an ld_imm64 of a function: the program runs callbacks */
+
+struct raw_insn {
+	__u8 code;
+	__u8 regs; /* dst_reg in the low nibble, src_reg in the high one (little-endian bitfields) */
+	__s16 off;
+	__s32 imm;
+};
+
+/*
+ * Scan state, in the load's pending_loads entry (per-CPU scratch could be clobbered by a preempting
+ * load; the stack has no room). The tags are bpfgate::kernel_view's (gate_scan.h): what each register and 8-byte
+ * stack slot may hold, tracked in order through the program (enter_insn says what a block starts with).
+ */
+/* The state forward jumps carry to `target` (0: a free entry; no forward jump reaches insn 0), joined. */
+struct scan_join {
+	__u64 slots[8];
+	__u8 regs[16];
+	__u32 target;
+	__u32 reserved;
+};
+
+/* A module kfunc call's fd_array index and the BTF object id its fd held when the scan read it. */
+#define GATE_KFUNC_BTFS 8
+
+struct kfunc_btf {
+	__s32 off;
+	__u32 obj_id;
+};
+
+struct scan_ctx {
+	__u64 insns; /* kernel address of prog->insnsi */
+	__u64 slots[8]; /* a tag per byte: the 64 slots of the frame, r10-512 first */
+	__u8 regs[16];  /* r0-r10; r11-r15 only keep a bad register field in bounds */
+	/* What r1-r5 may hold where a function starts (kernel_view's Scan::args), and, from the first
+	 * pass, what the helpers and kfuncs the program calls hand callbacks. */
+	__u8 args[5];
+	__u8 callbacks;
+	__u8 reserved[2];
+	__u32 len;
+	__u32 scanned;
+	__u32 prog_type;
+	__u32 classes;
+	__u32 flags;
+	/* The last instruction, plus one (0: none), that loaded through a BTF pointer or an unknown
+	 * register, or wrote through a map value, a packet or an unknown register. */
+	__u32 btf_load;
+	__u32 unknown_load;
+	__u32 map_store;
+	__u32 packet_store;
+	__u32 unknown_store;
+	__u32 evidence[GATE_CLASS_SLOTS];
+	/* The load's attr->fd_array, and the module BTF objects its kfunc calls name, as the scan read them. */
+	__u64 fd_array;
+	__u32 kfunc_btf_cnt;
+	struct kfunc_btf kfunc_btfs[GATE_KFUNC_BTFS];
+};
+
+/*
+ * Where the scanned program's blocks start: bits per instruction, set by a first pass on jump and call
+ * targets (words) and on backward ones (resets: the tags reset there); and the states forward jumps
+ * carry to their targets. One per CPU (the loader sizes the map); owner says which load is using it,
+ * so a load that finds another took it meanwhile (it was preempted on this CPU) does not trust them.
+ */
+struct jump_targets {
+	__u64 owner;
+	struct scan_join joins[GATE_JOIN_SLOTS]; /* forward targets' pending states, by target index */
+	__u64 words[GATE_MAX_INSNS / 64];  /* jump targets */
+	__u64 resets[GATE_MAX_INSNS / 64]; /* targets where the tags reset */
+};
+
+/* Who loads a program or creates a map: executable, cgroup, real uid. */
+struct gate_subject {
+	__u64 exe_dev;
+	__u64 exe_ino;
+	__u64 cgroup_id;
+	__u32 uid;
+	__u32 reserved;
+};
+
+struct facts {
+	struct gate_subject subject;
+	__u32 prog_type;
+	__u32 attach_type;
+	__u32 insn_cnt;
+	__u32 classes; /* classes | maybe_classes: what the policy judges */
+	__u32 maybe_classes;
+	bool has_attach_type;
+	bool has_target;
+	bool gate_hook; /* attaches where it could overrule the gate (see gate_hook_target) */
+	char target[GATE_TARGET_LEN];
+};
+
+struct verdict {
+	__u64 generation;
+	__u32 rule;
+	__u32 reasons;
+	__u8 decision;
+	__u8 flags;
+};
+
+/* The maps of one program as the map rules see them, gathered at lsm/bpf_prog. */
+#define GATE_MAX_USED_MAPS 64
+struct used_map {
+	char name[GATE_NAME_LEN];
+	__u32 id;
+	__u8 own;
+	__u8 pinned;
+	__u8 reserved[2];
+};
+
+struct used_maps {
+	__u32 count;
+	bool unattributed; /* a map-in-map: writes may reach inner maps the gate cannot see */
+	bool kptr;         /* a map may hold kptrs: kptr fields, or a map-in-map (bpfgate::MapDef::may_hold_kptr) */
+	struct used_map maps[GATE_MAX_USED_MAPS];
+};
+
+/*
+ * A load in flight, from lsm/bpf_prog_load to lsm/bpf_prog (or lsm/bpf_prog_free when the verifier
+ * refuses it), keyed by its bpf_prog_aux address (aux survives the verifier's reallocations of the
+ * program): the facts its final decision needs once the verifier has bound its maps. A map entry,
+ * not stack or per-CPU scratch: it is too large for the stack, and LSM programs can be preempted
+ * (another task's hook on the same CPU would overwrite a per-CPU buffer mid-decision). Task storage
+ * would be natural, but 7.x kernels refuse to create it from these hooks.
+ */
+struct pending_load {
+	__u32 load_decision;
+	__u32 reserved;
+	__u64 load_generation;
+	struct facts facts;
+	struct used_maps used;
+	/* The scan's state and the chunk of instructions it reads: here, as the stack has no room for them. */
+	struct scan_ctx scan;
+	struct raw_insn scan_buf[GATE_CHUNK];
+};
+
+#endif /* BPFGATE_TYPES_BPF_H */
