@@ -6,6 +6,7 @@ set -eu
 
 PACKAGES="
 clang
+clang-format-19
 llvm
 libelf-dev
 libbpf-dev
@@ -22,6 +23,7 @@ bpftool
 debian-archive-keyring
 "
 # clang, llvm: compile the BPF C programs (libbpf-cargo) and inspect objects.
+# clang-format-19: scripts/lint.sh checks the BPF C's formatting (19 formats BPF map macros better than 14).
 # libbpf-dev: <bpf/bpf_helpers.h> and friends for the test fixtures (scripts/build-fixtures.sh).
 # libelf-dev, zlib1g-dev, make, pkg-config: libbpf-sys builds libbpf from source.
 # qemu-system-x86, busybox-static, cpio: the VM live-test harness (cargo xtask vmtest).

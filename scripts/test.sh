@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# Formatting, clippy, rustdoc and the dependency rule (scripts/lint.sh).
+scripts/lint.sh
 # The committed fixture objects are exactly what their sources compile to.
 scripts/build-fixtures.sh --check
 cargo test --workspace --locked

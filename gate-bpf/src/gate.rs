@@ -53,6 +53,8 @@ pub enum GateError {
     NoBss,
     #[error("{what} {path}: {error}")]
     Pins { what: &'static str, path: String, error: std::io::Error },
+    #[error("the pins are removed, but the kernel still holds the gate's program {prog_id} after {waited:?}")]
+    StillAttached { prog_id: u32, waited: Duration },
 }
 
 /// Where `bpfgate enforce --persist` pins the gate by default (one file per link and map).
@@ -634,7 +636,9 @@ impl Gate {
 }
 
 /// Removes a persisted gate: its pins under `dir`, then `dir`. Removing a link's pin detaches it (nothing
-/// else holds it once its daemon is gone). Returns the pins removed; none when nothing was persisted there.
+/// else holds it once its daemon is gone), but the kernel releases a link from a workqueue after its last
+/// reference goes: this returns only once the programs the links held are gone, so no load after it is
+/// decided by the gate. Returns the pins removed; none when nothing was persisted there.
 pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, GateError> {
     let pins_error = |what, path: &Path| {
         let path = path.display().to_string();
@@ -646,14 +650,62 @@ pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, GateError> {
         Err(e) => return Err(pins_error("cannot read", dir)(e)),
     };
     let mut removed = Vec::new();
+    let mut progs = Vec::new();
     for entry in entries {
         let path = entry.map_err(pins_error("cannot read", dir))?.path();
+        if let Some(id) = linked_prog(&path) {
+            progs.push(id);
+        }
         std::fs::remove_file(&path).map_err(pins_error("cannot remove", &path))?;
         removed.push(path);
     }
     std::fs::remove_dir(dir).map_err(pins_error("cannot remove", dir))?;
     removed.sort();
+    wait_gone(&progs, UNPIN_TIMEOUT)?;
     Ok(removed)
+}
+
+/// How long [`unpin`] waits for the kernel to release the links; the release is a queued work item, done in
+/// microseconds unless the machine is starved.
+const UNPIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The id of the program a pinned link holds; `None` for a pin that is no link (the maps).
+fn linked_prog(pin: &Path) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = CString::new(pin.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is NUL-terminated; a negative return is an error, anything else an fd we own.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(path.as_ptr()) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just returned to us and is closed once, here.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut info = libbpf_sys::bpf_link_info::default();
+    let mut len = size_of_val(&info) as u32;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which is that large. A map fd fails (EINVAL).
+    let rc = unsafe { libbpf_sys::bpf_link_get_info_by_fd(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut info, &mut len) };
+    (rc == 0 && info.prog_id != 0).then_some(info.prog_id)
+}
+
+/// Whether a program with this id exists: ids are listed in order, so the next after `id - 1` is `id`.
+fn prog_exists(id: u32) -> bool {
+    let mut next = 0;
+    // SAFETY: `next` is a valid out pointer.
+    let rc = unsafe { libbpf_sys::bpf_prog_get_next_id(id - 1, &mut next) };
+    rc == 0 && next == id
+}
+
+/// Waits until none of `progs` exists: a link's release detaches its program before dropping the reference
+/// that frees it (and its id).
+fn wait_gone(progs: &[u32], timeout: Duration) -> Result<(), GateError> {
+    let start = std::time::Instant::now();
+    while let Some(&id) = progs.iter().find(|&&id| prog_exists(id)) {
+        if start.elapsed() > timeout {
+            return Err(GateError::StillAttached { prog_id: id, waited: timeout });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// A `gate_objects` key.

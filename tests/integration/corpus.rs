@@ -10,6 +10,12 @@ use crate::support::{corpus, files_with};
 fn corpus_files() -> Option<Vec<std::path::PathBuf>> {
     let dir = corpus();
     if !dir.is_dir() {
+        // CI sets BPFGATE_REQUIRE_CORPUS=1: there a missing corpus is a failure, not a skip.
+        assert!(
+            std::env::var_os("BPFGATE_REQUIRE_CORPUS").is_none_or(|v| v != "1"),
+            "no shared corpus at {} and BPFGATE_REQUIRE_CORPUS=1",
+            dir.display()
+        );
         eprintln!("SKIPPED: no shared corpus at {} (set BPFGATE_CORPUS to run the corpus tests)", dir.display());
         return None;
     }

@@ -31,9 +31,10 @@ pub struct Args {
     /// Program type of the generated programs.
     #[arg(long = "type", default_value = "socket_filter", value_parser = ["socket_filter", "kprobe"])]
     prog_type: String,
-    /// The ratio (with / without the gate) the target size must stay under.
-    #[arg(long, default_value_t = 1.05)]
-    target: f64,
+    /// The ratio (with / without the gate) the target size must stay under (default 1.05), or with --syscalls
+    /// every syscall (default 1.02).
+    #[arg(long)]
+    target: Option<f64>,
     /// The size the target applies to.
     #[arg(long, default_value_t = 4000)]
     target_size: u32,
@@ -41,6 +42,13 @@ pub struct Args {
     /// instead of calling bpf_map_update_elem.
     #[arg(long)]
     map_lookups: bool,
+    /// Measure the hot path instead of loads: map lookup/update/delete/get_next_key and fd-by-id syscalls per
+    /// call with and without the gate.
+    #[arg(long)]
+    syscalls: bool,
+    /// Syscalls per timed batch (with --syscalls).
+    #[arg(long, default_value_t = 2000)]
+    calls: u32,
     /// Skip the pass that reads the gate's own run time from BPF stats.
     #[arg(long)]
     no_stats: bool,
@@ -80,10 +88,17 @@ pub fn run(args: Args) -> Result<bool> {
     }
     // Removed when the run ends.
     let _wrapper = if icount { Some(icount_qemu()?) } else { None };
-    let mut cmd = format!(
-        "BPFGATE_LIVE=1 {GUEST_PATH} --sizes {} --rounds {} --per-round {} --type {} --target {} --target-size {}",
-        args.sizes, args.rounds, args.per_round, args.prog_type, args.target, args.target_size
-    );
+    let mut cmd = if args.syscalls {
+        format!("BPFGATE_LIVE=1 {GUEST_PATH} --syscalls --rounds {} --calls {}", args.rounds, args.calls)
+    } else {
+        format!(
+            "BPFGATE_LIVE=1 {GUEST_PATH} --sizes {} --rounds {} --per-round {} --type {} --target-size {}",
+            args.sizes, args.rounds, args.per_round, args.prog_type, args.target_size
+        )
+    };
+    if let Some(target) = args.target {
+        cmd.push_str(&format!(" --target {target}"));
+    }
     if args.no_stats {
         cmd.push_str(" --no-stats");
     }
