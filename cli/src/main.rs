@@ -12,9 +12,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod alloc;
+mod assets;
 mod check;
 mod enforce;
+mod follow;
 mod inspect;
+mod notify;
 mod policy;
 
 #[derive(Parser)]
@@ -35,6 +38,9 @@ enum Command {
     Policy(policy::Command),
     /// Load the in-kernel gate, enforce a policy on every BPF program load, and print each decision.
     Enforce(enforce::Args),
+    /// Write man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(assets::Args),
 }
 
 #[global_allocator]
@@ -71,6 +77,7 @@ fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Enforce(args) => enforce::run(args),
+        Command::GenerateAssets(args) => assets::run(args, <Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(code) => code,
