@@ -116,7 +116,8 @@ fn linked_crates(root: &Path) -> Result<Vec<String>> {
     let mut crates: Vec<String> = String::from_utf8(out)?
         .lines()
         .filter_map(|line| {
-            let (pkg, license) = line.split_once('|')?;
+            // cargo tree marks a crate already listed with " (*)" after the format's last field.
+            let (pkg, license) = line.trim_end_matches(" (*)").split_once('|')?;
             let mut words = pkg.split_whitespace();
             let (name, version) = (words.next()?, words.next()?);
             // The workspace's own crates are `Files: *`.
