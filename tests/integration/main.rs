@@ -5,6 +5,7 @@ mod corpus;
 mod evasion;
 mod fixtures;
 mod hostile;
+mod kubernetes;
 mod limits;
 mod policy_cli;
 mod readme;
