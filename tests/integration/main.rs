@@ -7,6 +7,7 @@ mod fixtures;
 mod hostile;
 mod kubernetes;
 mod limits;
+mod packaging;
 mod policy_cli;
 mod readme;
 mod support;

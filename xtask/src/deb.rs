@@ -276,7 +276,7 @@ fn collect_files(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> 
 pub(crate) fn check(root: &Path, deb: &Path) -> Result<()> {
     let stage = deb.with_extension("");
     // The unit as installed: --root resolves ExecStart= and the other paths inside a root made of the staged
-    // tree and /bin/kill of ExecReload= (package procps, a dependency). Man pages are not looked up (the
+    // tree and /bin/kill of ExecReload= (package procps, a dependency of the package). Man pages are not looked up (the
     // host's man database does not have them). Unknown or misspelled settings are only warnings to systemd,
     // so any output counts as a failure.
     let verify_root = deb.with_extension("verify-root");
@@ -286,7 +286,8 @@ pub(crate) fn check(root: &Path, deb: &Path) -> Result<()> {
     for (rel, mode) in [("lib/systemd/system/bpfgate.service", 0o644), ("usr/bin/bpfgate", 0o755)] {
         write(&verify_root.join(rel), std::fs::read(stage.join(rel))?, mode)?;
     }
-    write(&verify_root.join("bin/kill"), std::fs::read("/bin/kill").context("reading /bin/kill (procps)")?, 0o755)?;
+    // A stand-in: only the presence of an executable /bin/kill is checked.
+    write(&verify_root.join("bin/kill"), "#!/bin/sh\n", 0o755)?;
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg("--man=no")
