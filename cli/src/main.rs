@@ -19,6 +19,7 @@ mod follow;
 mod inspect;
 mod notify;
 mod policy;
+mod suggest;
 
 #[derive(Parser)]
 #[command(name = "bpfgate", version, about = "Gate BPF program loads by what the programs can do")]
