@@ -21,6 +21,9 @@ zstd
 bpftrace
 bpftool
 debian-archive-keyring
+lintian
+systemd
+binutils
 "
 # clang, llvm: compile the BPF C programs (libbpf-cargo) and inspect objects.
 # clang-format-19: scripts/lint.sh checks the BPF C's formatting (19 formats BPF map macros better than 14).
@@ -30,6 +33,9 @@ debian-archive-keyring
 # xz-utils, zstd: vmtest decompresses the kernel modules the guests load (nf_conntrack, nf_nat).
 # bpftrace, bpftool: live tests and their guests use them as real BPF clients.
 # debian-archive-keyring: vmtest verifies the Debian kernel packages it downloads.
+# lintian: `cargo xtask deb --check` lints the Debian package with it.
+# systemd: `cargo xtask deb --check` runs `systemd-analyze verify` on bpfgate.service (nothing is started).
+# binutils: `cargo xtask deb` strips the release binary (strip).
 
 missing=""
 for pkg in $PACKAGES; do

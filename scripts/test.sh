@@ -9,5 +9,8 @@ scripts/lint.sh
 # The committed fixture objects are exactly what their sources compile to.
 scripts/build-fixtures.sh --check
 cargo test --workspace --locked
+# The Debian package, built as released (a fat-LTO release build: 2-8 min on the 2-core machine, the most
+# expensive step before the VMs), then `systemd-analyze verify` on its unit and lintian on the package.
+cargo xtask deb --check
 # Live-kernel tests in qemu VMs on BPF-LSM kernels (6.12 and the newest sid kernel).
 cargo xtask vmtest --kernel all --timeout 1500

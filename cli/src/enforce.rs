@@ -2,7 +2,9 @@
 //! load the in-kernel gate, install the policy, and print every decision (the loop is `bpfgate_gate::daemon`).
 //! SIGHUP reloads the policy (a bad one is refused and the one in force stays); SIGINT and SIGTERM stop
 //! cleanly. By default the gate's links are bound to this process: when it exits, for any reason, the kernel
-//! detaches the gate. With `--persist` they are pinned and stay until `bpfgate enforce --stop`.
+//! detaches the gate. With `--persist` they are pinned and stay until `bpfgate enforce --stop`. Under systemd
+//! (`Type=notify`) it reports readiness, reloads and stopping (`notify`); `--follow` reloads when the policy
+//! file's content changes (`follow`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +30,13 @@ pub struct Args {
     /// Remove a persisted gate and exit.
     #[arg(long, conflicts_with_all = ["policy", "audit", "json"])]
     stop: bool,
+    /// Reload when the policy file's content changes (checked every `--follow-interval` seconds, through
+    /// symlinks: a Kubernetes ConfigMap volume swaps them). SIGHUP still reloads too.
+    #[arg(long, conflicts_with = "stop")]
+    follow: bool,
+    /// Seconds between two checks of `--follow`.
+    #[arg(long, default_value_t = 2, requires = "follow", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    follow_interval: u64,
     /// Where `--persist` pins and `--stop` unpins (a directory on bpffs).
     #[arg(long, default_value = bpfgate_gate::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
@@ -74,8 +83,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         json: args.json,
         persist: args.persist.then_some(args.pin_dir),
     };
+    // Under systemd (Type=notify): READY=1 once enforcing, RELOADING=1/READY=1 around reloads, STOPPING=1.
+    let notifier = match crate::notify::Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("bpfgate: warning: not notifying systemd: {e}");
+            None
+        }
+    };
+    let mut notify_log = std::io::stderr();
+    let mut lifecycle = crate::notify::SystemdLifecycle::new(notifier, &opts.policy, &mut notify_log);
+    if args.follow {
+        // The baseline is taken before the daemon reads the policy (see PolicyWatch::new).
+        let watch = crate::follow::PolicyWatch::new(&opts.policy);
+        let interval = std::time::Duration::from_secs(args.follow_interval);
+        // Detached: it ends with the process, or with the loop when CONTROL.stop is set.
+        std::thread::spawn(move || crate::follow::follow(watch, &CONTROL, interval, &mut std::io::stderr()));
+    }
     let mut out = std::io::stdout().lock();
     let mut log = std::io::stderr();
-    daemon::run(&opts, &CONTROL, &mut out, &mut log, &mut || {}).context("bpfgate enforce")?;
+    daemon::run_with(&opts, &CONTROL, &mut out, &mut log, &mut lifecycle).context("bpfgate enforce")?;
     Ok(ExitCode::SUCCESS)
 }

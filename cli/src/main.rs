@@ -6,10 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod assets;
 mod check;
 mod enforce;
+mod follow;
 mod inspect;
+mod notify;
 mod policy;
+mod suggest;
 
 #[derive(Parser)]
 #[command(name = "bpfgate", version, about = "Gate BPF program loads by what the programs can do")]
@@ -29,6 +33,9 @@ enum Command {
     Policy(policy::Command),
     /// Load the in-kernel gate, enforce a policy on every BPF program load, and print each decision.
     Enforce(enforce::Args),
+    /// Write man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(assets::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +45,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Enforce(args) => enforce::run(args),
+        Command::GenerateAssets(args) => assets::run(args, <Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,4 @@
-//! `bpfgate policy lint|compile` (issue 3).
+//! `bpfgate policy lint|compile` (issue 3), and `policy suggest` (`suggest.rs`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -36,6 +36,8 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         generation: u64,
     },
+    /// Draft rules admitting exactly what `enforce --json` events show each subject loading (audit2allow).
+    Suggest(crate::suggest::Args),
 }
 
 #[derive(Serialize)]
@@ -67,6 +69,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Lint { policy, format } => lint(&policy, format),
         Command::Compile { policy, output, generation } => compile(&policy, &output, generation),
+        Command::Suggest(args) => crate::suggest::run(args),
     }
 }
 

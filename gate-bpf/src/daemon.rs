@@ -107,6 +107,28 @@ fn print(gate: &Gate, raw: &RawEvent, json: bool, out: &mut dyn Write) -> Result
     writeln!(out, "{line}").and_then(|()| out.flush()).map_err(DaemonError::Output)
 }
 
+/// What the loop tells its runner about its state; `bpfgate enforce` turns it into systemd notifications
+/// (sd_notify READY=1, RELOADING=1, STOPPING=1).
+pub trait Lifecycle {
+    /// The gate is attached and the first policy installed (and pinned, with `--persist`).
+    fn ready(&mut self);
+    /// A reload request was taken: the policy file is about to be read again.
+    fn reloading(&mut self) {}
+    /// The reload ended: the generation now in force, or the error that refused the new policy (the one in
+    /// force stays, so the gate is enforcing either way).
+    fn reloaded(&mut self, _result: Result<u64, &DaemonError>) {}
+    /// The loop saw `control.stop` and is stopping.
+    fn stopping(&mut self) {}
+}
+
+struct ReadyOnly<'a>(&'a mut dyn FnMut());
+
+impl Lifecycle for ReadyOnly<'_> {
+    fn ready(&mut self) {
+        (self.0)()
+    }
+}
+
 /// Runs until `control.stop`. `ready` is called once the gate is attached and enforcing. The gate is detached
 /// before returning, on success and on error (its link is bound to this process either way).
 pub fn run(
@@ -115,6 +137,17 @@ pub fn run(
     out: &mut dyn Write,
     log: &mut dyn Write,
     ready: &mut dyn FnMut(),
+) -> Result<Summary, DaemonError> {
+    run_with(opts, control, out, log, &mut ReadyOnly(ready))
+}
+
+/// [`run`], telling `lifecycle` when the gate is ready, around each reload, and when it stops.
+pub fn run_with(
+    opts: &Options,
+    control: &Control,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+    lifecycle: &mut dyn Lifecycle,
 ) -> Result<Summary, DaemonError> {
     // A bad policy at start is an error before anything is loaded.
     let first = read_policy(&opts.policy, log)?;
@@ -147,13 +180,14 @@ pub fn run(
         if opts.audit { ", audit mode" } else { "" },
         gate.kfuncs_found()
     );
-    ready();
+    lifecycle.ready();
     let (mut reloads, mut refused_reloads) = (0, 0);
     while !control.stop.load(Ordering::SeqCst) {
         for raw in stream.poll(Duration::from_millis(100))? {
             print(&gate, &raw, opts.json, out)?;
         }
         if control.reload.swap(false, Ordering::SeqCst) {
+            lifecycle.reloading();
             // Decisions made before the switch print with the old generation's rule names.
             for raw in stream.drain()? {
                 print(&gate, &raw, opts.json, out)?;
@@ -162,7 +196,8 @@ pub fn run(
             if let Err(e) = gate.refresh_kfuncs() {
                 let _ = writeln!(log, "bpfgate: warning: module kfuncs not refreshed: {e}");
             }
-            match install(&mut gate, opts, log) {
+            let result = install(&mut gate, opts, log);
+            match &result {
                 Ok(generation) => {
                     reloads += 1;
                     let _ = writeln!(log, "bpfgate: reloaded {} (generation {generation})", opts.policy.display());
@@ -176,8 +211,10 @@ pub fn run(
                     );
                 }
             }
+            lifecycle.reloaded(result.as_ref().map(|g| *g));
         }
     }
+    lifecycle.stopping();
     // Pinned links stay attached after this: only the pins hold them then.
     gate.detach();
     for raw in stream.drain()? {

@@ -26,6 +26,10 @@ mod gate;
 #[path = "live/evasion.rs"]
 mod evasion;
 
+// The binary as services run it: systemd notifications and --follow (issue 20).
+#[path = "live/ops.rs"]
+mod ops;
+
 mod smoke_skel {
     include!(concat!(env!("OUT_DIR"), "/smoke.skel.rs"));
 }

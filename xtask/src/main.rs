@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod bench;
+mod deb;
 mod dist;
 mod limits;
 mod vmtest;
@@ -23,6 +24,8 @@ enum Command {
     Vmtest(vmtest::Args),
     /// Build the release `bpfgate` (static-pie on glibc Linux) into target/dist/release.
     Dist(dist::Args),
+    /// Build the Debian package (target/deb/bpfgate_VERSION_ARCH.deb) from the release binary and packaging/.
+    Deb(deb::Args),
     /// Benchmark `bpfgate inspect` against `llvm-objdump -d` over the corpus (docs/benchmarks.md).
     Bench(bench::Args),
     /// Measure `bpfgate` on generated hostile inputs: time and peak memory of each (docs/limits.md).
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Vmtest(args) => vmtest::run(args),
         Command::Dist(args) => dist::run(args),
+        Command::Deb(args) => deb::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Limits(args) => limits::run(args),
         Command::BenchGate(args) => vmtest::gate_bench::run(args),
