@@ -8,7 +8,7 @@
 # Downloads go through a private apt configuration (the machine's /etc/apt is not read or changed) into
 # $BPFGATE_CORPUS_CACHE (default ~/.cache/bpfgate-corpus), about 200 MB, most of it linux-source-6.12.
 # Needs: apt, dpkg-dev (dpkg-source), debian-archive-keyring, xz-utils, python3, bookworm's clang-14 and clang-19,
-# llvm-19 (llvm-strip-19), bpftool, linux-libc-dev. Never loads anything into a kernel.
+# gcc-bpf, llvm-19 (llvm-strip-19), bpftool, linux-libc-dev. Never loads anything into a kernel.
 set -euo pipefail
 
 die() { echo "corpus/build.sh: $*" >&2; exit 2; }
@@ -55,6 +55,9 @@ clang19=$(clang-19 -dumpversion)
 [ "$clang14" = 14.0.6 ] || die "clang-14 is $clang14; the committed objects are clang 14.0.6 output"
 [ "$clang19" = 19.1.7 ] || die "clang-19 is $clang19; the committed objects are clang 19.1.7 output"
 bpftool_v=$(bpftool version | sed -n '1s/.* v//p')
+need bpf-gcc "apt-get install gcc-bpf"
+gcc_v=$(bpf-gcc -dumpfullversion)
+[ "$gcc_v" = 12.2.0 ] || die "bpf-gcc is $gcc_v; the committed objects are GCC 12.2.0 output"
 asm_inc=/usr/include/x86_64-linux-gnu
 [ -f $asm_inc/asm/types.h ] || die "$asm_inc/asm/types.h missing (apt-get install linux-libc-dev)"
 
@@ -111,7 +114,7 @@ done
 
 # --- Build into a temp tree -----------------------------------------------------------------------------------
 work=$(mktemp -d /tmp/bpfgate-corpus.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+[ -n "${BPFGATE_CORPUS_KEEP-}" ] || trap 'rm -rf "$work"' EXIT
 out=$work/out
 mkdir -p "$out" "$work/x" "$work/gen/bpf" "$work/stub/gnu"
 # Debug info and BTF line info name files under $work; this maps them to one fixed prefix.
@@ -165,8 +168,10 @@ for f in "$work/x/cilium/$g"/testdata/*.elf "$work/x/cilium/$g"/btf/testdata/*.e
 	n=$(basename "$f")
 	case $rel in */btf/testdata/*) n=btf-$n ;; esac
 	cp "$f" "$out/deb/cilium-ebpf/$n"
+	lic=$(elf_license "$f")
+	[ "$lic" != - ] || lic="none in the object; Expat (MIT) per the package's copyright"
 	add "deb/cilium-ebpf/$n" "golang-github-cilium-ebpf-dev=0.9.1-1 (binary)" "/$rel" "prebuilt upstream (committed test data)" \
-		"$(elf_license "$f")"
+		"$lic"
 done
 
 # 2. BPF objects embedded in host binaries (libbpf skeletons; libxdp's dispatcher, linked into xdp-tools).
@@ -230,7 +235,13 @@ $py "$L/scripts/bpf_doc.py" --header --file "$L/include/uapi/linux/bpf.h" >"$wor
 ln -s "$L/include/uapi" "$work/gen/uapi"
 
 lsrc="linux-source-6.12=6.12.118-1~deb12u1 (binary package holding the source)"
-spdx() { sed -n '1,3s/.*SPDX-License-Identifier: *\([^*]*[^* ]\).*/\1/p' "$1" | head -1; }
+# The source's SPDX line; files without one are under the kernel's COPYING (GPL-2.0 with the syscall note) and
+# say "version 2 of the GNU General Public License" in their header.
+spdx() {
+	local id
+	id=$(sed -n '1,10s/.*SPDX-License-Identifier: *\([^*]*[^* ]\).*/\1/p' "$1" | head -1)
+	echo "${id:-GPL-2.0-only (no SPDX line; the header and the kernel COPYING)}"
+}
 strip_debug() { llvm-strip-19 --strip-debug "$1"; }
 
 # samples/bpf: the CO-RE *.bpf.c samples (tracex5 needs a generated syscall_nrs.h) and the two *_kern.c that
@@ -298,8 +309,40 @@ for n in "${selftests[@]}"; do
 		"$(spdx "$S/progs/$n.c")"
 done
 
+# 5. A few of the same selftests built by GCC (bookworm's gcc-bpf 12): another compiler's relocation, symbol and
+#    BTF conventions. GCC 12 cannot build most selftests (helper calls through libbpf's function pointers, more
+#    than five arguments); these are the ones it builds.
+# (tailcall1 is left out: GCC 12 does not see bpf_tail_call_static and calls an undeclared extern instead.)
+gcc_selftests=(kprobe_multi test_global_func1 test_pkt_access test_subprogs test_tc_link test_tc_neigh_fib
+	test_vmlinux test_xdp_bpf2bpf trace_printk)
+gcc_dir=/tmp/bpfgate-corpus-gcc
+gf="(under $gcc_dir, a symlink to the build dir; ASLR off) bpf-gcc -O2 -g -gbtf -D__TARGET_ARCH_x86 -mlittle-endian -I\$gen -I\$selftests -I\$tools/include/uapi -idirafter /usr/include -idirafter $asm_inc -idirafter \$stub -std=gnu11 -fno-strict-aliasing; llvm-strip-19 --strip-debug"
+mkdir -p "$out/src/linux-selftests-gcc"
+# GCC writes the absolute source path into .BTF and ignores the prefix maps there (it takes the directory from
+# $PWD), and orders its BTF by heap addresses: so it runs with ASLR off, and every path it sees goes through one
+# fixed symlink to this build's directory (one build at a time holds it).
+(
+	flock 9
+	ln -sfn "$work" "$gcc_dir"
+	G=$gcc_dir/linux/tools/testing/selftests/bpf
+	cd "$G/progs"
+	for n in "${gcc_selftests[@]}"; do
+		o=$out/src/linux-selftests-gcc/$n.bpf.o
+		setarch "$(uname -m)" -R bpf-gcc -O2 -g -gbtf -D__TARGET_ARCH_x86 -mlittle-endian -I"$gcc_dir/gen" -I"$G" \
+			-I"$gcc_dir/linux/tools/include/uapi" -idirafter /usr/include -idirafter $asm_inc \
+			-idirafter "$gcc_dir/stub" -std=gnu11 -fno-strict-aliasing -c "$n.c" -o "$o" 2>"$work/cc.err" ||
+			{ cat "$work/cc.err" >&2; die "selftests progs/$n.c failed to compile with bpf-gcc"; }
+		strip_debug "$o"
+	done
+	rm -f "$gcc_dir"
+) 9>/tmp/bpfgate-corpus-gcc.lock
+for n in "${gcc_selftests[@]}"; do
+	add "src/linux-selftests-gcc/$n.bpf.o" "$lsrc" "tools/testing/selftests/bpf/progs/$n.c" "$gf" \
+		"$(spdx "$S/progs/$n.c")"
+done
+
 {
-	echo "# tools: clang-14 $clang14, clang-19 $clang19, bpftool $bpftool_v; vmlinux.h from linux-image-6.12.118+deb12-cloud-amd64-unsigned=6.12.118-1~deb12u1"
+	echo "# tools: clang-14 $clang14, clang-19 $clang19, bpf-gcc $gcc_v, bpftool $bpftool_v; vmlinux.h from linux-image-6.12.118+deb12-cloud-amd64-unsigned=6.12.118-1~deb12u1"
 	echo "# \$gen: vmlinux.h plus tools/lib/bpf/*.h and the generated bpf_helper_defs.h; \$stub: an empty gnu/stubs-32.h; \$selftests, \$tools: the source tree's"
 	echo "# $dups extracted or copied objects were left out as byte-identical to one listed above them"
 } >>"$manifest"

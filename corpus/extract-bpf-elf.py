@@ -47,13 +47,14 @@ def extent(data, at):
 
 
 def license_of(data):
-    """The NUL-terminated string in the section named "license" of a 64-bit little-endian ELF, or None."""
-    if data[:6] != b"\x7fELF\x02\x01" or len(data) < 64:
+    """The NUL-terminated string in the section named "license" of a 64-bit ELF (either byte order), or None."""
+    if data[:5] != b"\x7fELF\x02" or data[5:6] not in (b"\x01", b"\x02") or len(data) < 64:
         return None
-    e_shoff, = struct.unpack_from("<Q", data, 40)
-    e_shnum, e_shstrndx = struct.unpack_from("<HH", data, 60)
+    e = "<" if data[5] == 1 else ">"
+    e_shoff, = struct.unpack_from(e + "Q", data, 40)
+    e_shnum, e_shstrndx = struct.unpack_from(e + "HH", data, 60)
     try:
-        sections = [struct.unpack_from("<IIQQQQ", data, e_shoff + i * 64) for i in range(e_shnum)]
+        sections = [struct.unpack_from(e + "IIQQQQ", data, e_shoff + i * 64) for i in range(e_shnum)]
         strtab = sections[e_shstrndx][4]
         for name, _type, _fl, _addr, off, size in sections:
             end = data.index(b"\0", strtab + name)
