@@ -61,6 +61,10 @@ pub struct Args {
     /// its libtest filter).
     #[arg(long)]
     filter: Option<String>,
+    /// Put a host executable into the guest, as GUEST_PATH=HOST_PATH (its shared libraries too), e.g. an
+    /// experiment's loader for `--exec`. Repeatable.
+    #[arg(long = "guest-file", value_name = "GUEST=HOST")]
+    guest_files: Vec<String>,
     /// Also echo the kernel's boot messages, not only the guest's test output.
     #[arg(long, short)]
     verbose: bool,
@@ -125,6 +129,15 @@ pub fn run(args: Args) -> Result<bool> {
     let modules: Vec<&Path> =
         if args.no_tests { Vec::new() } else { kernels.iter().filter_map(|k| k.modules.as_deref()).collect() };
     let mut guest_bins = args.guest_bins.clone();
+    for spec in &args.guest_files {
+        let Some((guest, host)) = spec.split_once('=').filter(|(g, h)| g.starts_with('/') && !h.is_empty()) else {
+            bail!("--guest-file {spec:?}: expected GUEST_PATH=HOST_PATH with an absolute guest path");
+        };
+        if !Path::new(host).is_file() {
+            bail!("--guest-file {spec:?}: {host} is not a file");
+        }
+        guest_bins.push((guest.to_owned(), PathBuf::from(host)));
+    }
     guest_bins.extend(live_bins.into_iter().map(|b| (b.name, b.path)));
     let size = build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
