@@ -25,6 +25,10 @@ mod gate;
 #[path = "live/evasion.rs"]
 mod evasion;
 
+// `bpfgate enforce`'s kernel preconditions (issue 16).
+#[path = "live/preflight.rs"]
+mod preflight;
+
 mod smoke_skel {
     include!(concat!(env!("OUT_DIR"), "/smoke.skel.rs"));
 }
