@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long)]
     filter: Option<String>,
     /// Put a host executable into the guest, as GUEST_PATH=HOST_PATH (its shared libraries too), e.g. an
-    /// experiment's loader for `--exec`. Repeatable.
+    /// experiment's loader for `--exec`; not under /tmp, which the guest mounts a tmpfs over. Repeatable.
     #[arg(long = "guest-file", value_name = "GUEST=HOST")]
     guest_files: Vec<String>,
     /// Also echo the kernel's boot messages, not only the guest's test output.
@@ -481,4 +481,29 @@ fn summary_detail(lines: &[String], rc: i32) -> String {
 
 fn sanitize(label: &str) -> String {
     label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(names: &[&str]) -> Vec<String> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        wanted_kernels(&names)
+            .unwrap()
+            .into_iter()
+            .map(|w| match w {
+                Wanted::Spec(spec) => spec.label.to_string(),
+                Wanted::File(path) => path.display().to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn all_is_the_ci_matrix_and_6_1_only_when_named() {
+        assert_eq!(labels(&["all"]), ["6.12", "sid"]);
+        assert_eq!(labels(&["6.1"]), ["6.1"]);
+        assert_eq!(labels(&["6.1", "all", "/boot/bzImage"]), ["6.1", "6.12", "sid", "/boot/bzImage"]);
+        assert!(wanted_kernels(&["5.10".to_string()]).is_err());
+    }
 }
