@@ -11,6 +11,7 @@ use bpfgate::policy::compiled::{self, CompiledPolicy};
 use bpfgate::policy::{Policy, PolicyErrors};
 
 use crate::event::{Event, RawEvent};
+use crate::preflight::PreflightError;
 use crate::{Gate, GateError, HostResolver};
 
 /// Requests to a running loop, settable from a signal handler (atomic stores only).
@@ -34,6 +35,9 @@ pub struct Options {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The kernel cannot run the gate; the message says what to do.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
     #[error("cannot read {file}: {error}")]
     Read { file: String, error: std::io::Error },
     /// The policy file is neither a compiled policy nor UTF-8.
@@ -149,7 +153,8 @@ pub fn run_with(
     log: &mut dyn Write,
     lifecycle: &mut dyn Lifecycle,
 ) -> Result<Summary, DaemonError> {
-    // A bad policy at start is an error before anything is loaded.
+    // A kernel that cannot run the gate, then a bad policy, are errors before anything is loaded.
+    crate::preflight::preflight()?;
     let first = read_policy(&opts.policy, log)?;
     if let Some(dir) = &opts.persist {
         if dir.exists() {

@@ -13,6 +13,7 @@
 pub mod daemon;
 pub mod event;
 mod gate;
+pub mod preflight;
 pub mod resolve;
 
 pub use gate::{

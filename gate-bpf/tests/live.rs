@@ -29,6 +29,9 @@ mod evasion;
 // The binary as services run it: systemd notifications and --follow (issue 20).
 #[path = "live/ops.rs"]
 mod ops;
+// `bpfgate enforce`'s kernel preconditions (issue 16).
+#[path = "live/preflight.rs"]
+mod preflight;
 
 mod smoke_skel {
     include!(concat!(env!("OUT_DIR"), "/smoke.skel.rs"));

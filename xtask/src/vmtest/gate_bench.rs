@@ -115,6 +115,7 @@ pub fn run(args: Args) -> Result<bool> {
         exec: Some(cmd),
         filter: None,
         verbose: args.verbose,
+        guest_files: Vec::new(),
         guest_bins: vec![(GUEST_PATH.to_owned(), binary)],
         no_tests: true,
     };

@@ -36,8 +36,8 @@ const BUSYBOX: &str = "/bin/busybox";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Kernels to test: 6.12, sid, all (both), or a path to a bzImage. Repeatable or
-    /// comma-separated.
+    /// Kernels to test: 6.12, sid, all (both), 6.1 (bookworm's own; not in all), or a path to a bzImage.
+    /// Repeatable or comma-separated.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     kernel: Vec<String>,
     /// Per-VM time limit in seconds (boot plus tests); qemu is killed when it runs out.
@@ -61,6 +61,10 @@ pub struct Args {
     /// its libtest filter).
     #[arg(long)]
     filter: Option<String>,
+    /// Put a host executable into the guest, as GUEST_PATH=HOST_PATH (its shared libraries too), e.g. an
+    /// experiment's loader for `--exec`; not under /tmp, which the guest mounts a tmpfs over. Repeatable.
+    #[arg(long = "guest-file", value_name = "GUEST=HOST")]
+    guest_files: Vec<String>,
     /// Also echo the kernel's boot messages, not only the guest's test output.
     #[arg(long, short)]
     verbose: bool,
@@ -125,6 +129,15 @@ pub fn run(args: Args) -> Result<bool> {
     let modules: Vec<&Path> =
         if args.no_tests { Vec::new() } else { kernels.iter().filter_map(|k| k.modules.as_deref()).collect() };
     let mut guest_bins = args.guest_bins.clone();
+    for spec in &args.guest_files {
+        let Some((guest, host)) = spec.split_once('=').filter(|(g, h)| g.starts_with('/') && !h.is_empty()) else {
+            bail!("--guest-file {spec:?}: expected GUEST_PATH=HOST_PATH with an absolute guest path");
+        };
+        if !Path::new(host).is_file() {
+            bail!("--guest-file {spec:?}: {host} is not a file");
+        }
+        guest_bins.push((guest.to_owned(), PathBuf::from(host)));
+    }
     guest_bins.extend(live_bins.into_iter().map(|b| (b.name, b.path)));
     let size = build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
@@ -267,7 +280,7 @@ fn wanted_kernels(names: &[String]) -> Result<Vec<Wanted>> {
     let mut wanted = Vec::new();
     for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         if name == "all" {
-            wanted.extend(kernel::MATRIX.iter().map(Wanted::Spec));
+            wanted.extend(kernel::MATRIX.iter().filter(|s| s.in_all).map(Wanted::Spec));
         } else if let Some(spec) = kernel::MATRIX.iter().find(|s| s.label == name) {
             wanted.push(Wanted::Spec(spec));
         } else if name.contains('/') {
@@ -468,4 +481,29 @@ fn summary_detail(lines: &[String], rc: i32) -> String {
 
 fn sanitize(label: &str) -> String {
     label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(names: &[&str]) -> Vec<String> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        wanted_kernels(&names)
+            .unwrap()
+            .into_iter()
+            .map(|w| match w {
+                Wanted::Spec(spec) => spec.label.to_string(),
+                Wanted::File(path) => path.display().to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn all_is_the_ci_matrix_and_6_1_only_when_named() {
+        assert_eq!(labels(&["all"]), ["6.12", "sid"]);
+        assert_eq!(labels(&["6.1"]), ["6.1"]);
+        assert_eq!(labels(&["6.1", "all", "/boot/bzImage"]), ["6.1", "6.12", "sid", "/boot/bzImage"]);
+        assert!(wanted_kernels(&["5.10".to_string()]).is_err());
+    }
 }
