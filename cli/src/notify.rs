@@ -180,10 +180,14 @@ mod tests {
         assert!(usec > 0 && usec <= monotonic_usec());
         life.reloaded(Ok(3));
         assert_eq!(recv(&server), "READY=1\nSTATUS=enforcing /etc/p.yaml (generation 3)");
-        life.reloaded(Err(&DaemonError::Policy("p.yaml:1:1: error: x\np.yaml:2:1: error: y".into())));
+        // Several errors, so the message has several lines, which STATUS must get as one.
+        let errors = bpfgate::Policy::parse("p.yaml", "version: 1\nmode: sometimes\ndefault: maybe\n").unwrap_err();
+        let text = errors.to_string();
+        assert!(text.lines().count() > 1, "{text}");
+        life.reloaded(Err(&DaemonError::Policy(errors)));
         assert_eq!(
             recv(&server),
-            "READY=1\nSTATUS=reload refused, the previous policy stays: p.yaml:1:1: error: x p.yaml:2:1: error: y"
+            format!("READY=1\nSTATUS=reload refused, the previous policy stays: {}", text.replace('\n', " "))
         );
         life.stopping();
         assert_eq!(recv(&server), "STOPPING=1\nSTATUS=stopping");

@@ -462,7 +462,7 @@ mod tests {
     use bpfgate::metadata::{AttachType, ProgType};
     use bpfgate::policy::compiled::{self, ExeKey, KernelMap, KernelProgram, KernelSubject, Resolver};
     use bpfgate::policy::{reason_bits, Decision};
-    use bpfgate_gate::event::{self, Event, Names, RawEvent, RAW_EVENT_SIZE};
+    use bpfgate_gate::event::{self, Event, Names, RawEvent};
 
     use super::*;
 
@@ -490,7 +490,7 @@ mod tests {
     }
 
     fn json(l: &Load) -> String {
-        let mut raw = RawEvent::parse(&[0u8; RAW_EVENT_SIZE]).unwrap();
+        let mut raw = event::parse(&[0u8; RawEvent::SIZE]).unwrap();
         raw.op = l.op;
         // No such process: the event's exe is set below, as the daemon would have read it.
         raw.tgid = u32::MAX - 1;
