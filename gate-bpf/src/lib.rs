@@ -13,6 +13,7 @@
 pub mod daemon;
 pub mod event;
 mod gate;
+pub mod identity;
 pub mod resolve;
 
 pub use gate::{
