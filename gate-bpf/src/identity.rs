@@ -343,7 +343,6 @@ pub fn relevant(dir: &Path, names: &BTreeSet<OsString>, ev: &RawInotify) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpfgate::policy::compiled::Resolver as _;
     use std::os::unix::fs::MetadataExt;
 
     /// A fresh, canonical directory under the temporary directory.
