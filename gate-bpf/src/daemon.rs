@@ -1,6 +1,7 @@
 //! The enforcement loop behind `bpfgate enforce`: load the gate, install the policy file, attach, print every
-//! decision, reload on request (a bad policy is refused and the one in force stays), stop on request. The CLI
-//! turns signals into [`Control`] flags; the live tests drive the same loop directly.
+//! decision, reload on request (a bad policy is refused and the one in force stays), install the policy in force
+//! again when an executable it names is replaced, renamed or deleted ([`crate::identity`]), stop on request. The
+//! CLI turns signals into [`Control`] flags; the live tests drive the same loop directly.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
