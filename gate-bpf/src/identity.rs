@@ -458,6 +458,41 @@ mod tests {
     }
 
     #[test]
+    fn changes_behind_a_symlink_are_reported() {
+        let dir = scratch("behind-link");
+        std::fs::create_dir(dir.join("lib")).unwrap();
+        std::fs::write(dir.join("lib/python3.11"), b"v1").unwrap();
+        std::fs::write(dir.join("lib/python3.12"), b"v2").unwrap();
+        std::os::unix::fs::symlink("lib/python3.11", dir.join("python3")).unwrap();
+        let path = dir.join("python3").display().to_string();
+        let r = IdentityResolver::new(HostResolver::new(), true);
+        let first = r.exe(&path).expect("resolves");
+        let mut ids = r.finish();
+
+        // The target upgraded in place of the link's name: reported through the target's directory.
+        std::fs::write(dir.join("lib/python3.11.new"), b"v1.1").unwrap();
+        assert_eq!(ids.changed().unwrap(), Vec::<String>::new());
+        std::fs::rename(dir.join("lib/python3.11.new"), dir.join("lib/python3.11")).unwrap();
+        assert_eq!(ids.changed().unwrap(), vec![dir.join("lib/python3.11").display().to_string()]);
+        let r = IdentityResolver::new(HostResolver::new(), true);
+        let second = r.exe(&path).expect("resolves");
+        assert_ne!(second, first);
+        let mut ids = r.finish();
+
+        // The link pointed elsewhere (update-alternatives): reported through the link's directory.
+        std::os::unix::fs::symlink("lib/python3.12", dir.join("python3.tmp")).unwrap();
+        std::fs::rename(dir.join("python3.tmp"), dir.join("python3")).unwrap();
+        assert_eq!(ids.changed().unwrap(), vec![dir.join("python3").display().to_string()]);
+        let r = IdentityResolver::new(HostResolver::new(), true);
+        let third = r.exe(&path).expect("resolves");
+        let v2 = std::fs::metadata(dir.join("lib/python3.12")).unwrap().ino();
+        assert_eq!(third.ino, v2);
+        let ids = r.finish();
+        assert!(ids.watcher.as_ref().unwrap().watched().contains(&(dir.join("lib"), "python3.12".into())));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_replacement_is_reported_and_re_resolves_to_the_new_file() {
         let dir = scratch("replace");
         let agent = dir.join("agent");

@@ -1613,6 +1613,18 @@ impl Drop for Agent {
     }
 }
 
+/// A child process killed (SIGKILL) and reaped when this drops, also when a test panics.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Whether process `pid` has an open fd on the inode `(dev, ino)` (st_dev as stat reports it).
 fn holds(pid: u32, dev: u64, ino: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -1699,8 +1711,9 @@ fn gate_exe_identity_follows_replacement_and_deletion() {
         ),
     )
     .expect("writing the policy");
-    let daemon = spawn_daemon(&policy_path, None);
-    let daemon_pid = daemon.id();
+    // Killed however the test ends: a daemon left behind would keep its policy on the later tests.
+    let daemon = KillOnDrop(Some(spawn_daemon(&policy_path, None)));
+    let daemon_pid = daemon.0.as_ref().map_or(0, |d| d.id());
     let kdev = bpfgate_gate::resolve::kernel_dev(dev);
 
     // v1 runs (the agent started before the upgrade).
@@ -1740,7 +1753,7 @@ fn gate_exe_identity_follows_replacement_and_deletion() {
     std::fs::rename(&v3, &agent).expect("installing v3");
     let allowed_after_reinstall = until_agent(&mut third, 0, reinstalled, limit);
 
-    kill_hard(daemon);
+    drop(daemon);
     drop((old, new, third));
     let _ = std::fs::remove_dir_all(&dir);
     report!(
