@@ -1,18 +1,20 @@
 //! The enforcement loop behind `bpfgate enforce`: load the gate, install the policy file, attach, print every
-//! decision, reload on request (a bad policy is refused and the one in force stays), stop on request. The CLI
-//! turns signals into [`Control`] flags; the live tests drive the same loop directly.
+//! decision, reload on request (a bad policy is refused and the one in force stays), install the policy in force
+//! again when an executable it names is replaced, renamed or deleted ([`crate::identity`]), stop on request. The
+//! CLI turns signals into [`Control`] flags; the live tests drive the same loop directly.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bpfgate::policy::compiled::{self, CompiledPolicy};
 use bpfgate::policy::{Policy, PolicyErrors};
 
 use crate::event::{Event, RawEvent};
+use crate::identity::{Identities, IdentityResolver};
 use crate::preflight::PreflightError;
-use crate::{Gate, GateError, HostResolver};
+use crate::{Gate, GateError, HostResolver, Installed};
 
 /// Requests to a running loop, settable from a signal handler (atomic stores only).
 #[derive(Debug, Default)]
@@ -62,6 +64,8 @@ pub struct Summary {
     pub dropped: u64,
     pub reloads: u32,
     pub refused_reloads: u32,
+    /// Installs of the policy in force with fresh identities, after a watched executable changed.
+    pub re_resolutions: u32,
 }
 
 /// `bpfgate enforce --stop`: removes a persisted gate (its pins in `dir`), which detaches it.
@@ -91,14 +95,25 @@ pub fn read_policy(path: &Path, log: &mut dyn Write) -> Result<CompiledPolicy, D
     Ok(compiled::compile(&policy, 0)?)
 }
 
-fn install(gate: &mut Gate, opts: &Options, log: &mut dyn Write) -> Result<u64, DaemonError> {
-    let policy = read_policy(&opts.policy, log)?;
-    let installed = gate.install(&policy, &HostResolver::new(), opts.audit)?;
+/// Installs `policy` with executables opened and watched (`crate::identity`). The identities returned must be
+/// kept while this generation is in force: they hold the files whose keys it matches.
+fn install(
+    gate: &mut Gate,
+    policy: &CompiledPolicy,
+    audit: bool,
+    log: &mut dyn Write,
+) -> Result<(Installed, Identities), DaemonError> {
+    let resolver = IdentityResolver::new(HostResolver::new(), true);
+    let installed = gate.install(policy, &resolver, audit)?;
+    let identities = resolver.finish();
     for p in &installed.unresolved {
         let _ =
-            writeln!(log, "bpfgate: warning: {p} does not exist on this host; its rules cannot match until a reload");
+            writeln!(log, "bpfgate: warning: {p} does not exist on this host; its rules cannot match until it appears");
     }
-    Ok(installed.generation)
+    if let Some(e) = &identities.watch_error {
+        let _ = writeln!(log, "bpfgate: warning: executables not followed ({e}); SIGHUP resolves them again");
+    }
+    Ok((installed, identities))
 }
 
 fn print(gate: &Gate, raw: &RawEvent, json: bool, out: &mut dyn Write) -> Result<(), DaemonError> {
@@ -162,11 +177,9 @@ pub fn run_with(
         }
     }
     let mut gate = Gate::load()?;
-    let installed = gate.install(&first, &HostResolver::new(), opts.audit)?;
-    for p in &installed.unresolved {
-        let _ =
-            writeln!(log, "bpfgate: warning: {p} does not exist on this host; its rules cannot match until a reload");
-    }
+    // The policy in force, kept to install again with fresh identities when an executable it names changes.
+    let (installed, mut identities) = install(&mut gate, &first, opts.audit, log)?;
+    let mut in_force = first;
     let mut stream = gate.events()?;
     gate.attach()?;
     if let Some(dir) = &opts.persist {
@@ -186,7 +199,7 @@ pub fn run_with(
         gate.kfuncs_found()
     );
     lifecycle.ready();
-    let (mut reloads, mut refused_reloads) = (0, 0);
+    let (mut reloads, mut refused_reloads, mut re_resolutions) = (0, 0, 0);
     while !control.stop.load(Ordering::SeqCst) {
         for raw in stream.poll(Duration::from_millis(100))? {
             print(&gate, &raw, opts.json, out)?;
@@ -201,11 +214,14 @@ pub fn run_with(
             if let Err(e) = gate.refresh_kfuncs() {
                 let _ = writeln!(log, "bpfgate: warning: module kfuncs not refreshed: {e}");
             }
-            let result = install(&mut gate, opts, log);
-            match &result {
-                Ok(generation) => {
+            match read_policy(&opts.policy, log).and_then(|p| Ok((install(&mut gate, &p, opts.audit, log)?, p))) {
+                Ok(((installed, ids), policy)) => {
+                    // The old generation's files are let go only now that it is out of force.
+                    (identities, in_force) = (ids, policy);
                     reloads += 1;
+                    let generation = installed.generation;
                     let _ = writeln!(log, "bpfgate: reloaded {} (generation {generation})", opts.policy.display());
+                    lifecycle.reloaded(Ok(generation));
                 }
                 Err(e) => {
                     refused_reloads += 1;
@@ -214,9 +230,42 @@ pub fn run_with(
                         "bpfgate: reload refused, generation {} stays in force: {e}",
                         gate.generation().unwrap_or(0)
                     );
+                    lifecycle.reloaded(Err(&e));
                 }
             }
-            lifecycle.reloaded(result.as_ref().map(|g| *g));
+        }
+        // An executable the policy names was replaced, renamed, deleted or created: the same policy again,
+        // with fresh identities, through the same atomic switch.
+        let changed = identities.changed().unwrap_or_else(|e| vec![format!("(inotify failed: {e})")]);
+        if !changed.is_empty() {
+            let started = Instant::now();
+            for raw in stream.drain()? {
+                print(&gate, &raw, opts.json, out)?;
+            }
+            match install(&mut gate, &in_force, opts.audit, log) {
+                Ok((installed, ids)) => {
+                    let changes = ids.describe_changes(&identities);
+                    identities = ids;
+                    re_resolutions += 1;
+                    let _ = writeln!(
+                        log,
+                        "bpfgate: {} changed: executables resolved again in {} ms (generation {}): {}",
+                        changed.join(", "),
+                        started.elapsed().as_millis(),
+                        installed.generation,
+                        if changes.is_empty() { "no identity changed".to_owned() } else { changes.join("; ") }
+                    );
+                }
+                Err(e) => {
+                    // The old identities and their watches stay; the next change tries again.
+                    let _ = writeln!(
+                        log,
+                        "bpfgate: {} changed but could not be resolved again, generation {} stays in force: {e}",
+                        changed.join(", "),
+                        gate.generation().unwrap_or(0)
+                    );
+                }
+            }
         }
     }
     lifecycle.stopping();
@@ -231,5 +280,5 @@ pub fn run_with(
     if let Some(dir) = &opts.persist {
         let _ = writeln!(log, "bpfgate: the gate stays attached (pinned in {})", dir.display());
     }
-    Ok(Summary { decisions, denials, dropped, reloads, refused_reloads })
+    Ok(Summary { decisions, denials, dropped, reloads, refused_reloads, re_resolutions })
 }

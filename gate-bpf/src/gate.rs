@@ -497,11 +497,15 @@ impl Gate {
         self.active = Some(slot);
         self.next_generation += 1;
         self.names.rules.insert(generation, policy.rule_names.clone());
+        // No decision reads the old slot after the grace period: empty it now, so its subject keys (an
+        // executable replaced since, whose inode number the daemon no longer holds) are nowhere in the gate.
+        // A failure leaves them unread (and retried at the next install); the new policy is in force.
+        let _ = self.clear_slot(1 - slot);
         Ok(Installed { generation, unresolved: resolved.unresolved })
     }
 
     fn clear_slot(&mut self, slot: u32) -> Result<(), GateError> {
-        let keys = std::mem::take(&mut self.slots[slot as usize]);
+        let keys = &self.slots[slot as usize];
         let maps = &self.skel.maps;
         // The header goes first: a slot without magic is never read as a policy.
         maps.policy_header
@@ -516,6 +520,8 @@ impl Gate {
         for k in &keys.uid {
             delete_if_present(&maps.policy_uid, k)?;
         }
+        // Forgotten only once gone: after a failure the next clear tries them again.
+        self.slots[slot as usize] = SlotKeys::default();
         Ok(())
     }
 

@@ -5,7 +5,8 @@
 //! on a ring buffer.
 //!
 //! [`Gate`] loads it, installs policies atomically and attaches it; [`HostResolver`] turns policy paths into
-//! the keys the kernel compares; [`event`] reads and formats decisions.
+//! the keys the kernel compares, and [`identity::IdentityResolver`] does so for the daemon while holding and
+//! watching the executables; [`event`] reads and formats decisions.
 //!
 //! What the kernel computes, and where it is conservative (dataflow classes, which maps are written), is
 //! documented at the top of `src/bpf/gate.bpf.c`.
@@ -13,6 +14,7 @@
 pub mod daemon;
 pub mod event;
 mod gate;
+pub mod identity;
 pub mod preflight;
 pub mod resolve;
 

@@ -1492,6 +1492,241 @@ fn gate_persisted_gate_survives_its_daemon_until_stopped() {
     assert!(!dir.exists());
 }
 
+// ---- executable identity across upgrades (issue 20) ----------------------------------------------------------
+
+/// Environment variable of `gate_child_stdin_loader`.
+const CHILD_STDIN_ENV: &str = "BPFGATE_GATE_CHILD_STDIN_LOADS";
+
+/// Not a test on its own: an agent that loads a program whenever asked. For each line on stdin it loads
+/// send_signal.bpf.o and prints `load=ERRNO` (0: loaded); it exits at the end of its input. Run from copies of
+/// this binary, so that it is another executable (inode) than the test and the daemon.
+#[test]
+fn gate_child_stdin_loader() {
+    use std::io::{BufRead as _, Write as _};
+    if std::env::var_os(CHILD_STDIN_ENV).is_none() {
+        return;
+    }
+    let mut out = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+        let result = load_object(fixture("send_signal.bpf.o").bytes, |_| true).err().unwrap_or(0);
+        let _ = writeln!(out, "load={result}");
+        let _ = out.flush();
+    }
+    std::process::exit(0);
+}
+
+/// A running `gate_child_stdin_loader`: a process whose executable stays the inode it was started from.
+struct Agent {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Agent {
+    fn start(exe: &std::path::Path) -> Agent {
+        use std::io::BufRead as _;
+        let mut child = Command::new(exe)
+            .args(["--exact", "gate::gate_child_stdin_loader", "--test-threads=1", "--nocapture"])
+            .env(CHILD_STDIN_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+        let stdin = child.stdin.take();
+        let lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Agent { child, stdin, lines }
+    }
+
+    /// Asks for one load of send_signal.bpf.o: 0 when it loaded, else the errno.
+    fn load(&mut self) -> i32 {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().expect("the agent's stdin");
+        writeln!(stdin, "load").and_then(|()| stdin.flush()).expect("asking the agent to load");
+        loop {
+            let line = self.lines.next().expect("the agent exited").expect("reading the agent's output");
+            // libtest prints "test NAME ... " before the first line.
+            if let Some((_, n)) = line.split_once("load=") {
+                return n.trim().parse().expect("an errno");
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // End of input ends the agent.
+        self.stdin = None;
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when this drops, also when a test panics.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether process `pid` has an open fd on the inode `(dev, ino)` (st_dev as stat reports it).
+fn holds(pid: u32, dev: u64, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.filter_map(Result::ok).any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+}
+
+/// Every key of every `policy_exe` map in the kernel (the gate's exe table, both slots): (slot, dev, ino), the
+/// dev in the kernel's encoding. Read through read-only fds, which the gate gives anyone.
+fn gate_exe_keys() -> Vec<(u32, u64, u64)> {
+    let (mut id, mut keys) = (0u32, Vec::new());
+    // SAFETY: a valid out-pointer; the loop ends when the kernel reports no further id.
+    while unsafe { libbpf_sys::bpf_map_get_next_id(id, &mut id) } == 0 {
+        let fd = map_fd_by_id(id, libbpf_sys::BPF_F_RDONLY);
+        if fd < 0 {
+            continue;
+        }
+        let mut info = libbpf_sys::bpf_map_info::default();
+        let mut len = size_of_val(&info) as u32;
+        // SAFETY: the kernel writes at most len bytes into info.
+        let rc = unsafe { libbpf_sys::bpf_map_get_info_by_fd(fd, &mut info, &mut len) };
+        let name: Vec<u8> = info.name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        if rc == 0 && name == b"policy_exe" {
+            let mut key = [0u8; 24];
+            let mut prev: Option<[u8; 24]> = None;
+            loop {
+                let p = prev.as_ref().map_or(std::ptr::null(), |k| k.as_ptr().cast());
+                // SAFETY: prev is null or a 24-byte key; key has room for one.
+                if unsafe { libbpf_sys::bpf_map_get_next_key(fd, p, key.as_mut_ptr().cast()) } != 0 {
+                    break;
+                }
+                let word = |i: usize| u64::from_ne_bytes(key[i..i + 8].try_into().expect("8 bytes"));
+                keys.push((u32::from_ne_bytes(key[..4].try_into().expect("4 bytes")), word(8), word(16)));
+                prev = Some(key);
+            }
+        }
+        fd_result(fd);
+    }
+    keys
+}
+
+/// Polls `agent` until its load gets `want` (0 or an errno), at most `limit`; the time it took from `since`.
+fn until_agent(agent: &mut Agent, want: i32, since: Instant, limit: Duration) -> Duration {
+    loop {
+        let got = agent.load();
+        if got == want {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < limit, "the agent still gets {got}, not {want}, after {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An upgrade replaces an allowed executable: a new file is written and renamed over the old one (as dpkg and
+/// rpm do). The daemon follows it: within a bounded time, measured here, the new executable's loads are allowed
+/// while a process still running the old one is denied; the daemon held the old file open while its identity
+/// was in force (so no other file could get its inode number) and neither holds it nor has its key in the
+/// gate's tables afterwards. Then the executable is deleted (its rule no longer matches anything) and installed
+/// again (matched again).
+#[test]
+fn gate_exe_identity_follows_replacement_and_deletion() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(_guard) = live("gate_exe_identity_follows_replacement_and_deletion") else { return };
+    let limit = Duration::from_secs(5);
+    let dir = std::env::temp_dir().join(format!("bpfgate-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating the agent's directory");
+    let agent = dir.join("agent");
+    // Each version: a fresh copy of this binary, another inode every time.
+    let version = |name: &str| {
+        let path = dir.join(name);
+        std::fs::copy(this_exe(), &path).expect("copying the test binary");
+        let md = std::fs::metadata(&path).expect("stat");
+        (path, md.dev(), md.ino())
+    };
+    let (v1, dev, v1_ino) = version("agent.v1");
+    std::fs::rename(&v1, &agent).expect("installing v1");
+    let policy_path = dir.join("policy.yaml");
+    std::fs::write(
+        &policy_path,
+        format!(
+            "version: 1\ndefault: allow\nrules:\n  - name: agent\n    subject:\n      exe: {}\n  - name: others\n    \
+             subject: {{}}\n    capabilities:\n      deny: [send_signal]\n",
+            agent.display()
+        ),
+    )
+    .expect("writing the policy");
+    // Killed however the test ends: a daemon left behind would keep its policy on the later tests.
+    let daemon = KillOnDrop(Some(spawn_daemon(&policy_path, None)));
+    let daemon_pid = daemon.0.as_ref().map_or(0, |d| d.id());
+    let kdev = bpfgate_gate::resolve::kernel_dev(dev);
+
+    // v1 runs (the agent started before the upgrade).
+    let mut old = Agent::start(&agent);
+    let old_before = old.load();
+    let others = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
+    let held_v1 = holds(daemon_pid, dev, v1_ino);
+    let keys_v1 = gate_exe_keys();
+
+    // The upgrade: v2 written beside it, started (it runs v2's inode), then renamed over the old path.
+    let (v2, _, v2_ino) = version("agent.v2");
+    let mut new = Agent::start(&v2);
+    let new_before = new.load();
+    let replaced = Instant::now();
+    std::fs::rename(&v2, &agent).expect("renaming v2 over v1");
+    let allowed_after = until_agent(&mut new, 0, replaced, limit);
+    let old_after = old.load();
+    // The daemon lets v1 go and empties the old slot just after the switch (which is what the loads saw).
+    let has = |keys: &[(u32, u64, u64)], ino: u64| keys.iter().any(|&(_, d, i)| d == kdev && i == ino);
+    wait_for("the daemon to let v1 go", limit, || !holds(daemon_pid, dev, v1_ino) && !has(&gate_exe_keys(), v1_ino));
+    let released_v1 = replaced.elapsed();
+    let held_v2 = holds(daemon_pid, dev, v2_ino);
+    let keys_v2 = gate_exe_keys();
+
+    // Deleted: the rule matches nothing (v2's process is another subject now), and the daemon lets it go.
+    let deleted = Instant::now();
+    std::fs::remove_file(&agent).expect("deleting the agent");
+    let denied_after_delete = until_agent(&mut new, libc::EPERM, deleted, limit);
+    wait_for("the daemon to let v2 go", limit, || !holds(daemon_pid, dev, v2_ino) && !has(&gate_exe_keys(), v2_ino));
+    let released_v2 = deleted.elapsed();
+
+    // Installed again (v3): matched again.
+    let (v3, _, v3_ino) = version("agent.v3");
+    let mut third = Agent::start(&v3);
+    let third_before = third.load();
+    let reinstalled = Instant::now();
+    std::fs::rename(&v3, &agent).expect("installing v3");
+    let allowed_after_reinstall = until_agent(&mut third, 0, reinstalled, limit);
+
+    drop(daemon);
+    drop((old, new, third));
+    let _ = std::fs::remove_dir_all(&dir);
+    report!(
+        "exe identity: v1 ({v1_ino}) loads {old_before}, others {others:?}, daemon holds v1: {held_v1}; v2 \
+         ({v2_ino}) before the rename {new_before}; rename over v1 -> v2 allowed after {allowed_after:?}; v1's \
+         process then {old_after}; v1 let go and its key gone after {released_v1:?}, v2 held {held_v2}; deleted \
+         -> v2 denied after {denied_after_delete:?}, let go and key gone after {released_v2:?}; v3 ({v3_ino}) \
+         before {third_before}, renamed in -> allowed after {allowed_after_reinstall:?}"
+    );
+    assert_eq!(old_before, 0, "v1 is the allowed subject");
+    assert_eq!(others, Err(libc::EPERM), "other executables are denied send_signal");
+    assert!(held_v1, "the daemon holds v1 open while its identity is in force");
+    assert!(has(&keys_v1, v1_ino), "v1's key is in the gate: {keys_v1:?}");
+    assert_eq!(new_before, libc::EPERM, "v2 is not the agent before it replaces v1");
+    assert!(allowed_after < limit);
+    assert_eq!(old_after, libc::EPERM, "v1's identity no longer matches once v2 replaced it");
+    assert!(held_v2, "the daemon holds v2 while its identity is in force");
+    assert!(has(&keys_v2, v2_ino), "v2's key is in the gate: {keys_v2:?}");
+    assert_eq!(third_before, libc::EPERM);
+    assert!(allowed_after_reinstall < limit);
+}
+
 fn no_signals_policy() -> String {
     format!(
         "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {}\n    \
