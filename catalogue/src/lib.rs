@@ -569,7 +569,7 @@ mod tests {
             Effect::Callback(5),
         ];
         assert_eq!(k[0].effects, effects);
-        let tokens: Vec<String> = effects.iter().map(|e| e.to_string()).collect();
+        let tokens: Vec<String> = effects.iter().map(ToString::to_string).collect();
         assert_eq!(
             tokens.join(","),
             "map_read=r1,map_write=r2,ret_map_value=r3,write_mem=r4,ret_kernel_ptr,callback=r5"

@@ -144,7 +144,7 @@ struct ReadyOnly<'a>(&'a mut dyn FnMut());
 
 impl Lifecycle for ReadyOnly<'_> {
     fn ready(&mut self) {
-        (self.0)()
+        (self.0)();
     }
 }
 

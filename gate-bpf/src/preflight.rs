@@ -145,8 +145,8 @@ pub fn btf_facts(path: &Path) -> BtfFacts {
     }
     match Btf::from_path(path) {
         Ok(btf) => BtfFacts::Read {
-            bpf_lsm: btf.type_by_name::<Func>(BPF_LSM_WITNESS).is_some(),
-            prog_load_hook: btf.type_by_name::<Func>(PROG_LOAD_HOOK).is_some(),
+            bpf_lsm: btf.type_by_name::<Func<'_>>(BPF_LSM_WITNESS).is_some(),
+            prog_load_hook: btf.type_by_name::<Func<'_>>(PROG_LOAD_HOOK).is_some(),
         },
         Err(e) => BtfFacts::Unreadable(e.to_string()),
     }

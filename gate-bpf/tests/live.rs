@@ -68,7 +68,7 @@ fn live(test: &str) -> Option<MutexGuard<'static, ()>> {
         return None;
     }
     // A panicking test poisons the lock; the kernel state it guards is still fine.
-    Some(LIVE_LOCK.lock().unwrap_or_else(|poison| poison.into_inner()))
+    Some(LIVE_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 /// Loads a trivial socket filter (`r0 = 0; exit`) named `name`: the operation the smoke LSM

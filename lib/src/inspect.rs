@@ -110,7 +110,7 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
                         // The gate's view, from the same linked layout.
                         metadata.kernel_view =
                             kernel_view::compute(obj, metadata.prog_type, metadata.attach_type, funcs, &calls);
-                        report.programs.push(metadata)
+                        report.programs.push(metadata);
                     }
                 }
             }

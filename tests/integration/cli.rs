@@ -17,7 +17,7 @@ fn inspect_json_one_file_is_one_object() {
     for key in ["name", "section", "prog_type", "insn_count", "helpers", "kfuncs", "maps", "capabilities", "evidence"] {
         assert!(prog.get(key).is_some(), "program lacks {key}: {prog}");
     }
-    assert!(v["errors"].as_array().is_some_and(|e| e.is_empty()));
+    assert!(v["errors"].as_array().is_some_and(std::vec::Vec::is_empty));
 }
 
 #[test]

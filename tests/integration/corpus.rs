@@ -178,7 +178,7 @@ fn kernel_view_tags_what_registers_hold() {
     let cat = |parts: &[&[Insn]]| parts.concat();
     /// What, section, code before `r0 = 0; exit`, the view's classes, and one class's evidence.
     type Case<'a> = (&'a str, &'a str, Vec<Insn>, &'a [Capability], Option<(Capability, u32)>);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("scalar store", "kprobe/f", cat(&[&map, &[mov_imm(2, 0), stx_dw(2, 0, 2)]]), &[], None),
         ("stack store", "kprobe/f", cat(&[&map, &[stx_dw(10, -8, 1)]]), &[], None),
         ("map value store", "kprobe/f", cat(&[&map, &lookup, &[st(0, 0)]]), &[MapWrite], Some((MapWrite, 6))),
@@ -293,7 +293,7 @@ fn kernel_view_follows_calls_and_callbacks() {
     let cat = |parts: &[&[Insn]]| parts.concat();
     /// What, the entry function, the subprograms after it, the view's classes and kernel_read's evidence.
     type Case<'a> = (&'a str, Vec<Insn>, Vec<Vec<Insn>>, bool, Option<u32>);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             // r0 = lookup; if null skip; f(r0) at 12, which loads through r1: a map value.
             "a callee loads through the map value it is passed",

@@ -175,7 +175,7 @@ fn check(prog: &ProgramMetadata, spec: &Spec) -> Vec<String> {
     }
     // Every capability must come with the instruction that proves it.
     for c in &prog.capabilities {
-        if prog.evidence.get(c).is_none_or(|e| e.is_empty()) {
+        if prog.evidence.get(c).is_none_or(std::vec::Vec::is_empty) {
             bad.push(format!("{c} has no evidence"));
         }
     }
@@ -257,9 +257,9 @@ fn spec_parser_reads_the_comment_format() {
     let a = &specs["a"];
     assert_eq!(a.prog_type.as_deref(), Some("kprobe"));
     assert_eq!(a.attach_target.as_deref(), Some("f"));
-    assert_eq!(a.capabilities.as_ref().map(|c| c.len()), Some(2));
+    assert_eq!(a.capabilities.as_ref().map(std::collections::BTreeSet::len), Some(2));
     assert_eq!(a.helpers, Some([1, 113].into_iter().collect()));
-    assert_eq!(a.maps.as_ref().map(|m| m.len()), Some(2));
+    assert_eq!(a.maps.as_ref().map(std::collections::BTreeMap::len), Some(2));
     let b = &specs["b"];
     assert_eq!(b.helpers, Some(BTreeSet::new()));
     assert_eq!(b.maps, Some(BTreeMap::new()));

@@ -167,7 +167,7 @@ pub(crate) fn build(root: &Path, binary: &Path, maintainer: &str) -> Result<Path
     run_cmd(Command::new(&bin).arg("generate-assets").arg("--out").arg(&assets))?;
     let man_dir = assets.join("man/man1");
     let mut pages: Vec<_> = std::fs::read_dir(&man_dir)?.collect::<Result<_, _>>()?;
-    pages.sort_by_key(|e| e.file_name());
+    pages.sort_by_key(std::fs::DirEntry::file_name);
     ensure!(!pages.is_empty(), "generate-assets wrote no man pages");
     for page in pages {
         let name = page.file_name().to_string_lossy().into_owned();
@@ -208,7 +208,7 @@ pub(crate) fn build(root: &Path, binary: &Path, maintainer: &str) -> Result<Path
         gzip(&std::fs::read(root.join(from)).with_context(|| format!("reading {from}"))?, &doc.join(to))?;
     }
     let mut examples: Vec<_> = std::fs::read_dir(root.join("examples/policies"))?.collect::<Result<_, _>>()?;
-    examples.sort_by_key(|e| e.file_name());
+    examples.sort_by_key(std::fs::DirEntry::file_name);
     for e in examples {
         write(&doc.join("examples").join(e.file_name()), std::fs::read(e.path())?, 0o644)?;
     }
@@ -260,7 +260,7 @@ fn source_date_epoch(root: &Path) -> String {
 /// Files under `dir`, relative to `base`, sorted.
 fn collect_files(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
+    entries.sort_by_key(std::fs::DirEntry::file_name);
     for e in entries {
         let path = e.path();
         if e.file_type()?.is_dir() {

@@ -1073,7 +1073,11 @@ impl HotPath {
                             (&raw mut next).cast(),
                         );
                         key = if rc == 0 { next } else { u32::MAX };
-                        if rc == -libc_enoent() { 0 } else { rc }
+                        if rc == -libc_enoent() {
+                            0
+                        } else {
+                            rc
+                        }
                     }
                     Syscall::MapFdById => close_fd(sys::bpf_map_get_fd_by_id(self.map_id)),
                     Syscall::ProgFdById => close_fd(sys::bpf_prog_get_fd_by_id(self.prog_id)),

@@ -584,10 +584,8 @@ fn gate_decisions_match_check_gate() {
         for p in &report.programs {
             let _ = load_object(f.bytes, |n| n == p.name);
             let events = g.take();
-            let decisions: Vec<_> = named(&events, &p.name)
-                .into_iter()
-                .filter(|e| matches!(e.op, bpfgate_gate::event::OP_PROG_LOAD | bpfgate_gate::event::OP_PROG_MAPS))
-                .collect();
+            let decisions: Vec<_> =
+                named(&events, &p.name).into_iter().filter(|e| matches!(e.op, OP_PROG_LOAD | OP_PROG_MAPS)).collect();
             // The last decision of the last attempt is the load's (libbpf may stop before BPF_PROG_LOAD).
             let Some(e) = decisions.last() else { continue };
             let want = policy.evaluate(&subject, &bpfgate::kernel_view::judged(p, &report.maps), &report.maps);
@@ -620,12 +618,12 @@ fn gate_reload_is_atomic_under_concurrent_loads() {
     denying.insert(first, false);
     g.take();
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
     let loader = {
         let stop = std::sync::Arc::clone(&stop);
         std::thread::spawn(move || {
             let (mut ok, mut eperm, mut other) = (0u32, 0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 match super::load_socket_filter("bpfgate_gen") {
                     Ok(_) => ok += 1,
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
@@ -643,7 +641,7 @@ fn gate_reload_is_atomic_under_concurrent_loads() {
         std::thread::sleep(Duration::from_millis(20));
         all.extend(g.take());
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let (ok, eperm, other) = loader.join().expect("loader thread");
     std::thread::sleep(Duration::from_millis(50));
     all.extend(g.take());
@@ -781,7 +779,7 @@ struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Shared {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -791,7 +789,7 @@ impl std::io::Write for Shared {
 
 impl Shared {
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
     }
 }
 
@@ -1189,9 +1187,9 @@ fn gate_map_isolation_between_subjects() {
     assert_eq!(own.get("write_foreign"), Some(&libc::EPERM), "a program writing another subject's map");
     assert_eq!(own.get("write_own"), Some(&0), "a program writing the subject's own map");
     assert!(
-        events.iter().any(|e| e.op == bpfgate_gate::event::OP_PROG_MAPS
-            && e.verdict == VERDICT_DENY
-            && e.map_name.starts_with(b"bpfgate_iso")),
+        events
+            .iter()
+            .any(|e| e.op == OP_PROG_MAPS && e.verdict == VERDICT_DENY && e.map_name.starts_with(b"bpfgate_iso")),
         "no load_maps denial naming the map"
     );
     assert!(
@@ -1452,7 +1450,7 @@ fn gate_persisted_gate_survives_its_daemon_until_stopped() {
     let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/bpfgate-test-{}", std::process::id()));
     std::fs::write(&policy, no_signals_policy()).expect("writing the policy");
     let daemon = spawn_daemon(&policy, Some(&dir));
-    let pins = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let pins = std::fs::read_dir(&dir).map(std::iter::Iterator::count).unwrap_or(0);
     kill_hard(daemon);
     let after_kill = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
     // A second daemon refuses to start over a persisted gate.
@@ -1664,7 +1662,7 @@ fn gate_exe_identity_follows_replacement_and_deletion() {
     .expect("writing the policy");
     // Killed however the test ends: a daemon left behind would keep its policy on the later tests.
     let daemon = KillOnDrop(Some(spawn_daemon(&policy_path, None)));
-    let daemon_pid = daemon.0.as_ref().map_or(0, |d| d.id());
+    let daemon_pid = daemon.0.as_ref().map_or(0, std::process::Child::id);
     let kdev = bpfgate_gate::resolve::kernel_dev(dev);
 
     // v1 runs (the agent started before the upgrade).
@@ -2026,7 +2024,7 @@ fn kernel_btf(name: &str) -> Option<(i32, u32)> {
 }
 
 /// The BTF id of function `func` in kernel BTF object `obj` (a module's, split on vmlinux).
-fn module_func_id(obj: u32, func: &std::ffi::CStr) -> i32 {
+fn module_func_id(obj: u32, func: &CStr) -> i32 {
     // SAFETY: libbpf parses the running kernel's BTF; both handles are freed below.
     let vmlinux = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
     assert!(!vmlinux.is_null(), "vmlinux BTF");

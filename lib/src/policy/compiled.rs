@@ -501,7 +501,7 @@ impl KernelProgram {
         let classes = p.class_set();
         KernelProgram {
             prog_type: p.prog_type.number(),
-            attach_type: p.attach_type.map(|a| a.number()),
+            attach_type: p.attach_type.map(super::super::progtype::AttachType::number),
             attach_target: p.attach_target.clone(),
             insn_cnt: p.insn_count,
             classes: classes.0,

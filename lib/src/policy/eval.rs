@@ -194,7 +194,7 @@ impl Reason {
 }
 
 fn list<T: fmt::Display>(v: &[T]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 impl fmt::Display for Evidence {
@@ -452,7 +452,7 @@ pub(crate) fn written_maps(prog: &ProgramMetadata) -> (Vec<&str>, bool) {
 
 fn gate_hook_target(prog: &ProgramMetadata) -> Option<String> {
     let target = prog.attach_target.as_deref();
-    gate_hook(prog.prog_type.number(), prog.attach_type.map(|a| a.number()), target)
+    gate_hook(prog.prog_type.number(), prog.attach_type.map(AttachType::number), target)
         .then(|| target.unwrap_or_default().to_owned())
 }
 
@@ -474,7 +474,7 @@ fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reaso
             Some(t) if !patterns.iter().any(|p| p.matches(t)) => out.push(Reason::AttachTarget { target: t.clone() }),
             Some(_) => {}
             None if TRACED_TYPES.contains(&prog.prog_type) => {
-                out.push(Reason::AttachTargetUnknown { prog_type: prog.prog_type })
+                out.push(Reason::AttachTargetUnknown { prog_type: prog.prog_type });
             }
             None => {}
         }

@@ -39,10 +39,10 @@ fn empty_lists(rule: &Rule, out: &mut Vec<(Loc, WarningKind)>) {
     if rule.action == Action::Deny {
         return;
     }
-    if rule.prog_types.as_ref().is_some_and(|v| v.is_empty()) {
+    if rule.prog_types.as_ref().is_some_and(Vec::is_empty) {
         out.push((rule.loc, WarningKind::EmptyList { field: "prog_types" }));
     }
-    if rule.attach_targets.as_ref().is_some_and(|v| v.is_empty()) {
+    if rule.attach_targets.as_ref().is_some_and(Vec::is_empty) {
         out.push((rule.loc, WarningKind::EmptyList { field: "attach_targets" }));
     }
 }

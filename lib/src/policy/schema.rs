@@ -289,7 +289,7 @@ pub struct ClassRule {
 }
 
 fn ser_classes<S: serde::Serializer>(c: &ClassSet, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(c.iter().map(|c| c.name()))
+    s.collect_seq(c.iter().map(super::super::metadata::Capability::name))
 }
 
 fn ser_opt_classes<S: serde::Serializer>(c: &Option<ClassSet>, s: S) -> Result<S::Ok, S::Error> {

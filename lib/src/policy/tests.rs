@@ -50,7 +50,7 @@ fn parse(text: &str) -> Policy {
 fn errors(text: &str) -> Vec<String> {
     match Policy::parse("t.yaml", text) {
         Ok(_) => panic!("expected errors"),
-        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -384,7 +384,7 @@ fn every_reason_is_reported_in_order() {
     k.attach_type = Some(AttachType::TraceFentry);
     k.attach_target = Some("tcp_connect".into());
     let v = p.evaluate(&agent(), &k, &[]);
-    let bits: Vec<u32> = v.reasons.iter().map(|r| r.bit()).collect();
+    let bits: Vec<u32> = v.reasons.iter().map(super::eval::Reason::bit).collect();
     use reason_bits::*;
     assert_eq!(bits, vec![PROG_TYPE, ATTACH_TYPE, ATTACH_TARGET, INSNS, CLASS, MAP]);
     let json = serde_json::to_value(&v).unwrap();

@@ -202,7 +202,7 @@ fn relocate(n: &mut Node, loc: Loc) {
         Kind::Seq(v) => v.iter_mut().for_each(|x| relocate(x, loc)),
         Kind::Map(v) => v.iter_mut().for_each(|(k, x)| {
             relocate(k, loc);
-            relocate(x, loc)
+            relocate(x, loc);
         }),
     }
 }

@@ -856,7 +856,7 @@ impl<'a> BtfIndex<'a> {
             let Some(t) = self.raw(id) else { continue };
             match t.kind() {
                 KIND_TYPEDEF | KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_VAR => {
-                    pending.push((t.size_or_type, depth + 1))
+                    pending.push((t.size_or_type, depth + 1));
                 }
                 KIND_PTR => {
                     let tagged = self.raw(t.size_or_type).filter(|p| p.kind() == KIND_TYPE_TAG);

@@ -724,7 +724,7 @@ impl Object {
 
     /// Legacy and BTF-defined maps, and which global data holds kptrs. Returns, by ELF symbol index, the map each
     /// symbol names ([`NO_MAP`] for none).
-    fn read_maps(&mut self, file: &ElfFile64<Endianness>, syms: &Symbols<'_>, layout: &Layout<'_>) -> Vec<usize> {
+    fn read_maps(&mut self, file: &ElfFile64<'_, Endianness>, syms: &Symbols<'_>, layout: &Layout<'_>) -> Vec<usize> {
         let mut map_syms: Vec<usize> = vec![NO_MAP; syms.0.len() + 1];
         if let Some(idx) = layout.legacy_maps {
             self.read_legacy_maps(file, syms, idx, &mut map_syms);
@@ -847,7 +847,7 @@ impl Object {
     /// `struct bpf_map_def` (5 or more u32) or iproute2's `struct bpf_elf_map` (9 u32, pinning at word 6).
     fn read_legacy_maps(
         &mut self,
-        file: &ElfFile64<Endianness>,
+        file: &ElfFile64<'_, Endianness>,
         symbols: &Symbols<'_>,
         idx: SectionIndex,
         map_syms: &mut [usize],
@@ -921,7 +921,7 @@ impl Object {
 
     fn read_btf_maps(
         &mut self,
-        file: &ElfFile64<Endianness>,
+        file: &ElfFile64<'_, Endianness>,
         symbols: &Symbols<'_>,
         idx: SectionIndex,
         btf: Option<&BtfIndex<'_>>,

@@ -635,7 +635,7 @@ fn decode_ld(i: RawInsn, next: Option<&RawInsn>) -> Result<Op, InsnError> {
                 return Err(InsnError::BadLdImm64Tail);
             }
             let value = match i.src {
-                0 => Imm64::Const(((next.imm as u32 as u64) << 32 | i.imm as u32 as u64) as i64),
+                0 => Imm64::Const((u64::from(next.imm as u32) << 32 | u64::from(i.imm as u32)) as i64),
                 PSEUDO_MAP_FD => Imm64::MapFd(i.imm),
                 PSEUDO_MAP_VALUE => Imm64::MapValue { fd: i.imm, off: next.imm as u32 },
                 PSEUDO_BTF_ID => Imm64::BtfId(i.imm),

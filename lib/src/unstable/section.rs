@@ -237,9 +237,9 @@ fn libbpf_match(pattern: &str, name: &str) -> Option<Option<String>> {
 /// Tier 2: names libbpf 0.x, cilium/ebpf or iproute2 loaders still accept.
 fn legacy_match(def: &SecDef, name: &str) -> bool {
     match def.legacy {
-        Legacy::No => false,
-        Legacy::Prefix => name.starts_with(def.pattern),
-        Legacy::Slash => name.strip_prefix(def.pattern).is_some_and(|rest| rest.starts_with('/')),
+        No => false,
+        Prefix => name.starts_with(def.pattern),
+        Slash => name.strip_prefix(def.pattern).is_some_and(|rest| rest.starts_with('/')),
     }
 }
 

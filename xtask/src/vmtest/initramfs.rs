@@ -113,13 +113,13 @@ impl Initramfs {
                 Node::Bytes { data, mode } => w.entry(path, 0o100000 | mode, data.len() as u64, &mut &data[..], 0)?,
                 Node::Symlink(target) => w.entry(path, 0o120777, target.len() as u64, &mut target.as_bytes(), 0)?,
                 Node::CharDev { major, minor } => {
-                    w.entry(path, 0o020600, 0, &mut io::empty(), (u64::from(*major) << 32) | u64::from(*minor))?
+                    w.entry(path, 0o020600, 0, &mut io::empty(), (u64::from(*major) << 32) | u64::from(*minor))?;
                 }
                 Node::File { source, mode } => {
                     let mut f = File::open(source).with_context(|| format!("opening {}", source.display()))?;
                     let size = f.metadata()?.len();
                     w.entry(path, 0o100000 | mode, size, &mut f, 0)
-                        .with_context(|| format!("archiving {}", source.display()))?
+                        .with_context(|| format!("archiving {}", source.display()))?;
                 }
             }
         }

@@ -488,7 +488,7 @@ mod tests {
     use super::*;
 
     fn labels(names: &[&str]) -> Vec<String> {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = names.iter().map(ToString::to_string).collect();
         wanted_kernels(&names)
             .unwrap()
             .into_iter()

@@ -83,7 +83,7 @@ enum Msg {
     Eof,
 }
 
-pub fn boot(b: &Boot, mut on_line: impl FnMut(&str)) -> Result<Outcome> {
+pub fn boot(b: &Boot<'_>, mut on_line: impl FnMut(&str)) -> Result<Outcome> {
     let mut cmd = Command::new(b.qemu);
     match b.accel {
         // -cpu host: the guest gets the host's features, as on a real machine.

@@ -47,7 +47,7 @@ impl Ctx<'_, '_> {
         let mut queued = std::mem::take(&mut self.buf.queued);
         let n_blocks = self.funcs[f].n_blocks;
         // The bytes of the entry states kept ([`MAX_STATE_BYTES`]): one per block, then their stack slots.
-        let mut kept = n_blocks.saturating_mul(std::mem::size_of::<State>());
+        let mut kept = n_blocks.saturating_mul(size_of::<State>());
         let mut too_big = kept > MAX_STATE_BYTES;
         // Entries past `n_blocks` and those not `seen` are left over from before, unused.
         if states.len() < n_blocks && !too_big {
@@ -83,7 +83,7 @@ impl Ctx<'_, '_> {
                 let next = i + op.slots();
                 let succs: [Option<usize>; 2] = match op {
                     Op::Exit => [None, None],
-                    Op::Ja { off, .. } => [Some(rel(i, 1, off as i64)), None],
+                    Op::Ja { off, .. } => [Some(rel(i, 1, i64::from(off))), None],
                     Op::Jump { off, .. } | Op::MayGoto { off } => [Some(next), Some(rel(i, 1, i64::from(off)))],
                     // Straight-line code continues in this block unless `next` starts another.
                     _ if next < len && block_at(self, next) == NOT_A_BLOCK => {

@@ -31,7 +31,7 @@ pub(super) const NOT_A_BLOCK: u32 = u32::MAX;
 /// What [`MAX_STATE_BYTES`] counts of the stack slots of a block's entry state, beyond the state itself: a B-tree
 /// node of 11 slots, holding at least 5 unless it is the root, per 5 slots.
 pub(super) fn slot_bytes(slots: usize) -> usize {
-    const NODE: usize = 8 + 11 * std::mem::size_of::<(i32, Value)>();
+    const NODE: usize = 8 + 11 * size_of::<(i32, Value)>();
     slots.div_ceil(5) * NODE
 }
 
@@ -47,7 +47,7 @@ pub(super) fn number_blocks(ops: &[Option<Op>], blocks: &mut [u32]) -> usize {
         let Some(op) = op else { continue };
         let next = i + op.slots();
         let target = match *op {
-            Op::Ja { off, .. } => Some(rel(i, 1, off as i64)),
+            Op::Ja { off, .. } => Some(rel(i, 1, i64::from(off))),
             Op::Jump { off, .. } | Op::MayGoto { off } => Some(rel(i, 1, i64::from(off))),
             Op::Exit => None,
             _ => continue,
