@@ -14,12 +14,29 @@ static __always_inline __u32 lowest_bit(__u64 m)
 {
 	__u32 n = 0;
 
-	if (!(m & 0xffffffffULL)) { n += 32; m >>= 32; }
-	if (!(m & 0xffffULL)) { n += 16; m >>= 16; }
-	if (!(m & 0xffULL)) { n += 8; m >>= 8; }
-	if (!(m & 0xfULL)) { n += 4; m >>= 4; }
-	if (!(m & 0x3ULL)) { n += 2; m >>= 2; }
-	if (!(m & 0x1ULL)) { n += 1; }
+	if (!(m & 0xffffffffULL)) {
+		n += 32;
+		m >>= 32;
+	}
+	if (!(m & 0xffffULL)) {
+		n += 16;
+		m >>= 16;
+	}
+	if (!(m & 0xffULL)) {
+		n += 8;
+		m >>= 8;
+	}
+	if (!(m & 0xfULL)) {
+		n += 4;
+		m >>= 4;
+	}
+	if (!(m & 0x3ULL)) {
+		n += 2;
+		m >>= 2;
+	}
+	if (!(m & 0x1ULL)) {
+		n += 1;
+	}
 	return n;
 }
 

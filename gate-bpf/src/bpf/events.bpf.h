@@ -33,7 +33,8 @@ static __always_inline void count_drop(void)
 }
 
 /* Reserves an event with the fields every operation has; NULL (counted) when the ring buffer is full. */
-static __always_inline struct gate_event *new_event(__u32 op, const struct gate_subject *s, const struct verdict *v)
+static __always_inline struct gate_event *new_event(__u32 op, const struct gate_subject *s,
+						    const struct verdict *v)
 {
 	struct gate_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -64,7 +65,8 @@ static __always_inline struct gate_event *new_event(__u32 op, const struct gate_
 }
 
 /* What an event about a load or a loaded program says of the program. */
-static __always_inline void event_program(struct gate_event *e, const struct facts *f, struct bpf_prog_aux *aux)
+static __always_inline void event_program(struct gate_event *e, const struct facts *f,
+					  struct bpf_prog_aux *aux)
 {
 	e->prog_type = f->prog_type;
 	e->attach_type = f->attach_type;

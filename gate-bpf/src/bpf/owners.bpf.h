@@ -13,12 +13,12 @@
  * before the gate started have no record: they are nobody's own.
  */
 #define GATE_MAX_MAP_OWNERS (1U << 16)
-#define GATE_OWNER_KNOWN (1U << 0)  /* created while the gate was attached; subject fields valid */
+#define GATE_OWNER_KNOWN (1U << 0) /* created while the gate was attached; subject fields valid */
 #define GATE_OWNER_PINNED (1U << 1) /* opened through a pin (BPF_OBJ_GET) at least once */
 
 struct gate_map_owner {
 	struct gate_subject subject;
-	__u32 flags;            /* GATE_OWNER_* */
+	__u32 flags; /* GATE_OWNER_* */
 	__u32 reserved;
 };
 
@@ -42,7 +42,8 @@ struct {
 } thread_cmds SEC(".maps");
 
 /* Who owns a map, as the map rules see it: own (same subject as `s`) and pinned. */
-static __always_inline void map_facts(struct bpf_map *map, const struct gate_subject *s, __u8 *own, __u8 *pinned)
+static __always_inline void map_facts(struct bpf_map *map, const struct gate_subject *s, __u8 *own,
+				      __u8 *pinned)
 {
 	__u64 key = (__u64)map;
 	struct gate_map_owner *o = bpf_map_lookup_elem(&map_owners, &key);
@@ -85,7 +86,7 @@ static long gather_map(__u64 i, void *data)
 
 	if (type == BPF_MAP_TYPE_ARRAY_OF_MAPS || type == BPF_MAP_TYPE_HASH_OF_MAPS) {
 		um->unattributed = true; /* programs write the inner maps, which used_maps does not list */
-		um->kptr = true;         /* and their values may hold kptrs */
+		um->kptr = true; /* and their values may hold kptrs */
 		return 0;
 	}
 	um->kptr |= map_holds_kptr(map);

@@ -113,7 +113,8 @@ static long match_target(__u64 i, void *data)
 	return 0;
 }
 
-static __always_inline void finish(struct verdict *v, __u8 decision, __u32 rule, __u32 reasons, bool audit_mode)
+static __always_inline void finish(struct verdict *v, __u8 decision, __u32 rule, __u32 reasons,
+				   bool audit_mode)
 {
 	v->decision = (audit_mode && decision == GATE_VERDICT_DENY) ? GATE_VERDICT_AUDIT : decision;
 	v->rule = rule;
@@ -121,7 +122,8 @@ static __always_inline void finish(struct verdict *v, __u8 decision, __u32 rule,
 }
 
 /* The policy's default action, for a subject no rule matches. */
-static __always_inline void finish_default(struct verdict *v, const struct gate_policy_header *h, bool audit_mode)
+static __always_inline void finish_default(struct verdict *v, const struct gate_policy_header *h,
+					   bool audit_mode)
 {
 	if (h->default_action == GATE_ACTION_ALLOW)
 		finish(v, GATE_VERDICT_ALLOW, GATE_RULE_DEFAULT, 0, audit_mode);
@@ -280,7 +282,8 @@ static __always_inline bool rule_for(const struct gate_subject *s, struct verdic
 		v->flags |= GATE_F_AUDIT_MODE;
 	if (!rm->r) {
 		if (gate_hook)
-			finish(v, GATE_VERDICT_DENY, GATE_RULE_DEFAULT, GATE_R_NO_RULE | GATE_R_ATTACH_TARGET, audit_mode);
+			finish(v, GATE_VERDICT_DENY, GATE_RULE_DEFAULT, GATE_R_NO_RULE | GATE_R_ATTACH_TARGET,
+			       audit_mode);
 		else
 			finish_default(v, rm->h, audit_mode);
 		return false;
@@ -314,7 +317,8 @@ __noinline int gate_evaluate(const struct facts *f, const struct gate_subject *s
 
 	if ((r->flags & GATE_RULE_PROG_TYPES) && !(r->prog_types & bit_of(f->prog_type)))
 		reasons |= GATE_R_PROG_TYPE;
-	if (f->has_attach_type && (r->flags & GATE_RULE_ATTACH_TYPES) && !(r->attach_types & bit_of(f->attach_type)))
+	if (f->has_attach_type && (r->flags & GATE_RULE_ATTACH_TYPES) &&
+	    !(r->attach_types & bit_of(f->attach_type)))
 		reasons |= GATE_R_ATTACH_TYPE;
 	if (r->flags & GATE_RULE_ATTACH_TARGETS) {
 		bool ok;

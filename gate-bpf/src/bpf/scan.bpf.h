@@ -58,7 +58,8 @@ static __always_inline int slot_of(__s64 off)
 }
 
 /* OR-joins the tags `from` into `to` (same layout in scan_ctx and scan_join). */
-static __always_inline void join_tags(__u64 *to_slots, __u8 *to_regs, const __u64 *from_slots, const __u8 *from_regs)
+static __always_inline void join_tags(__u64 *to_slots, __u8 *to_regs, const __u64 *from_slots,
+				      const __u8 *from_regs)
 {
 	__u64 r0, r1;
 
@@ -76,7 +77,8 @@ static __always_inline void join_tags(__u64 *to_slots, __u8 *to_regs, const __u6
  * pending state of the forward jumps to it, joined with the fall-through's unless the block ended; a
  * function's where a block starts that no jump reaches (a subprogram, dead code).
  */
-static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *jt, __u32 at, bool target, bool gotox)
+static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *jt, __u32 at, bool target,
+				       bool gotox)
 {
 	struct scan_join *e = &jt->joins[at & (GATE_JOIN_SLOTS - 1)];
 	bool hit = target && at && e->target == at;
@@ -190,7 +192,8 @@ static __always_inline __u8 load_tag(struct scan_ctx *c, __u32 at, __u8 base, __
 	return v ? v : GATE_T_SCALAR;
 }
 
-static __always_inline void store_tag(struct scan_ctx *c, __u32 at, __u8 base, __s16 off, __u32 size, __u8 value)
+static __always_inline void store_tag(struct scan_ctx *c, __u32 at, __u8 base, __s16 off, __u32 size,
+				      __u8 value)
 {
 	__u8 b = c->regs[base & 0xf];
 
@@ -276,11 +279,13 @@ static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, _
 			__u64 v = *found;
 
 			note(c, (__u32)v & BPFGATE_CLASS_ALL,
-			     GATE_EV_KFUNC | GATE_EV_CATALOGUED | ((v >> GATE_KFUNC_INDEX_SHIFT) & (GATE_EV_CATALOGUED - 1)));
+			     GATE_EV_KFUNC | GATE_EV_CATALOGUED |
+				     ((v >> GATE_KFUNC_INDEX_SHIFT) & (GATE_EV_CATALOGUED - 1)));
 			known_call(c, at, v >> GATE_KFUNC_RET_SHIFT, v >> GATE_KFUNC_FLAGS_SHIFT);
 		} else {
 			/* Not catalogued: unknown, and it could write anything. */
-			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_KFUNC | (key.btf_id & (GATE_EV_CATALOGUED - 1)));
+			note(c, BPFGATE_CLASS_UNKNOWN,
+			     GATE_EV_KFUNC | (key.btf_id & (GATE_EV_CATALOGUED - 1)));
 			unknown_call(c, at);
 		}
 	} else if (src == BPF_PSEUDO_CALL) {
@@ -295,8 +300,8 @@ static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, _
 	}
 }
 
-static __always_inline void scan_atomic(struct scan_ctx *c, __u8 dst, __u8 src, __s16 off, __s32 op, __u32 size,
-					__u32 at)
+static __always_inline void scan_atomic(struct scan_ctx *c, __u8 dst, __u8 src, __s16 off, __s32 op,
+					__u32 size, __u32 at)
 {
 	bool dw = size == 8;
 	__u8 old;
@@ -366,8 +371,9 @@ static __always_inline bool has_target(__u8 code)
 {
 	__u8 cls = BPF_CLASS(code);
 
-	return (cls == BPF_JMP || cls == BPF_JMP32) && code != (BPF_JMP | BPF_CALL) && code != (BPF_JMP | BPF_CALL | BPF_X) &&
-	       code != (BPF_JMP | BPF_EXIT) && code != (BPF_JMP | BPF_JA | BPF_X);
+	return (cls == BPF_JMP || cls == BPF_JMP32) && code != (BPF_JMP | BPF_CALL) &&
+	       code != (BPF_JMP | BPF_CALL | BPF_X) && code != (BPF_JMP | BPF_EXIT) &&
+	       code != (BPF_JMP | BPF_JA | BPF_X);
 }
 
 /*
@@ -385,7 +391,10 @@ __noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64
 	__s32 imm = (__s32)(raw >> 32);
 	__u8 cls = BPF_CLASS(code);
 	__u8 mode = BPF_MODE(code);
-	__u32 size = BPF_SIZE(code) == BPF_DW ? 8 : BPF_SIZE(code) == BPF_H ? 2 : BPF_SIZE(code) == BPF_B ? 1 : 4;
+	__u32 size = BPF_SIZE(code) == BPF_DW  ? 8
+		     : BPF_SIZE(code) == BPF_H ? 2
+		     : BPF_SIZE(code) == BPF_B ? 1
+					       : 4;
 
 	if (target || (c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)))
 		enter_insn(c, jt, at, target, c->flags & SCAN_GOTOX);
@@ -492,8 +501,10 @@ __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt,
 		if (!has_target(code) && !(code == (BPF_JMP | BPF_CALL) && src == BPF_PSEUDO_CALL))
 			continue;
 		/* A jump's target, or a called function's first instruction. */
-		__s64 t = (__s64)(chunk * GATE_CHUNK + j) + 1 +
-			  (code == (BPF_JMP32 | BPF_JA) || code == (BPF_JMP | BPF_CALL) ? imm : ts->scan_buf[j].off);
+		__s64 t =
+			(__s64)(chunk * GATE_CHUNK + j) + 1 +
+			(code == (BPF_JMP32 | BPF_JA) || code == (BPF_JMP | BPF_CALL) ? imm
+										      : ts->scan_buf[j].off);
 
 		if (t >= 0 && t < c->len && t < GATE_MAX_INSNS) {
 			set_insn_bit(jt->words, t);
@@ -557,14 +568,18 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 			 */
 			__s16 off = ts->scan_buf[j].off;
 			__u8 r = ts->scan_buf[j].regs;
-			bool spill = (code == (BPF_STX | BPF_MEM | BPF_DW) || code == (BPF_ST | BPF_MEM | BPF_DW)) && (r & 0x0f) == BPF_REG_10;
+			bool spill = (code == (BPF_STX | BPF_MEM | BPF_DW) ||
+				      code == (BPF_ST | BPF_MEM | BPF_DW)) &&
+				     (r & 0x0f) == BPF_REG_10;
 
-			if ((spill || (code == (BPF_LDX | BPF_MEM | BPF_DW) && r >> 4 == BPF_REG_10)) && c->regs[BPF_REG_10] == GATE_T_STACK &&
-			    off >= -MAX_BPF_STACK && off < 0 && !(off & 7)) {
+			if ((spill || (code == (BPF_LDX | BPF_MEM | BPF_DW) && r >> 4 == BPF_REG_10)) &&
+			    c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK && off < 0 &&
+			    !(off & 7)) {
 				__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
 
 				if (spill) {
-					*slot = code == (BPF_ST | BPF_MEM | BPF_DW) ? GATE_T_SCALAR : c->regs[r >> 4];
+					*slot = code == (BPF_ST | BPF_MEM | BPF_DW) ? GATE_T_SCALAR
+										    : c->regs[r >> 4];
 				} else {
 					__u8 v = *slot;
 
@@ -607,7 +622,8 @@ static long scan_chunk(__u64 chunk, void *data)
  * the class's tag, `unknown` the last through an unknown register where that could be the class.
  * Evidence is the later of the two.
  */
-static __always_inline void maybe_class(struct scan_ctx *c, __u32 *maybe, __u32 cls, __u32 found, __u32 unknown)
+static __always_inline void maybe_class(struct scan_ctx *c, __u32 *maybe, __u32 cls, __u32 found,
+					__u32 unknown)
 {
 	__u32 at = found > unknown ? found : unknown;
 	int slot = __builtin_ctz(cls);

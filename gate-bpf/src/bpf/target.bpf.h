@@ -10,7 +10,8 @@
  * Copies the name of BTF type `id` of `btf` (following split BTF to its base) into out, named as the
  * library names targets from sections: lsm/file_open, tp_btf/sched_switch, iter/task.
  */
-static __always_inline int btf_type_name(struct btf *btf, __u32 id, __u32 prog_type, __u32 attach_type, char *out)
+static __always_inline int btf_type_name(struct btf *btf, __u32 id, __u32 prog_type, __u32 attach_type,
+					 char *out)
 {
 	__u32 start, name_off, str_off;
 	struct btf_type **types;
@@ -47,9 +48,11 @@ static __always_inline int btf_type_name(struct btf *btf, __u32 id, __u32 prog_t
 	/* Only for their own program kinds: fentry/bpf_lsm_file_open names the function itself. */
 	if (prog_type == BPF_PROG_TYPE_LSM && has_prefix(out, "bpf_lsm_", 8))
 		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 8);
-	else if (prog_type == BPF_PROG_TYPE_TRACING && attach_type == BPF_TRACE_RAW_TP && has_prefix(out, "btf_trace_", 10))
+	else if (prog_type == BPF_PROG_TYPE_TRACING && attach_type == BPF_TRACE_RAW_TP &&
+		 has_prefix(out, "btf_trace_", 10))
 		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 10);
-	else if (prog_type == BPF_PROG_TYPE_TRACING && attach_type == BPF_TRACE_ITER && has_prefix(out, "bpf_iter_", 9))
+	else if (prog_type == BPF_PROG_TYPE_TRACING && attach_type == BPF_TRACE_ITER &&
+		 has_prefix(out, "bpf_iter_", 9))
 		bpf_probe_read_kernel_str(out, GATE_TARGET_LEN, strings + (name_off - str_off) + 9);
 	return 0;
 }

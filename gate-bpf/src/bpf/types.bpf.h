@@ -15,11 +15,11 @@
 
 /* Scan flags. */
 #define SCAN_BTF_SOURCE (1U << 0) /* a kfunc, a helper returning a BTF pointer, an ld_imm64 of a BTF id */
-#define SCAN_MAP_REF (1U << 1)    /* an ld_imm64 of a map or map value */
+#define SCAN_MAP_REF (1U << 1) /* an ld_imm64 of a map or map value */
 #define SCAN_BLOCK_ENDS (1U << 2) /* the last instruction ended a block (exit, ja, gotox) */
-#define SCAN_GOTOX (1U << 3)      /* an indirect jump: any instruction may start a block */
-#define SCAN_CONTENDED (1U << 4)  /* another load took this CPU's jump_targets during the scan */
-#define SCAN_FUNC_ADDR (1U << 5)  /* an ld_imm64 of a function: the program runs callbacks */
+#define SCAN_GOTOX (1U << 3) /* an indirect jump: any instruction may start a block */
+#define SCAN_CONTENDED (1U << 4) /* another load took this CPU's jump_targets during the scan */
+#define SCAN_FUNC_ADDR (1U << 5) /* an ld_imm64 of a function: the program runs callbacks */
 
 struct raw_insn {
 	__u8 code;
@@ -52,7 +52,7 @@ struct kfunc_btf {
 struct scan_ctx {
 	__u64 insns; /* kernel address of prog->insnsi */
 	__u64 slots[8]; /* a tag per byte: the 64 slots of the frame, r10-512 first */
-	__u8 regs[16];  /* r0-r10; r11-r15 only keep a bad register field in bounds */
+	__u8 regs[16]; /* r0-r10; r11-r15 only keep a bad register field in bounds */
 	/* What r1-r5 may hold where a function starts (kernel_view's Scan::args), and, from the first
 	 * pass, what the helpers and kfuncs the program calls hand callbacks. */
 	__u8 args[5];
@@ -86,7 +86,7 @@ struct scan_ctx {
 struct jump_targets {
 	__u64 owner;
 	struct scan_join joins[GATE_JOIN_SLOTS]; /* forward targets' pending states, by target index */
-	__u64 words[GATE_MAX_INSNS / 64];  /* jump targets */
+	__u64 words[GATE_MAX_INSNS / 64]; /* jump targets */
 	__u64 resets[GATE_MAX_INSNS / 64]; /* targets where the tags reset */
 };
 
@@ -133,7 +133,7 @@ struct used_map {
 struct used_maps {
 	__u32 count;
 	bool unattributed; /* a map-in-map: writes may reach inner maps the gate cannot see */
-	bool kptr;         /* a map may hold kptrs: kptr fields, or a map-in-map (bpfgate::MapDef::may_hold_kptr) */
+	bool kptr; /* a map may hold kptrs: kptr fields, or a map-in-map (bpfgate::MapDef::may_hold_kptr) */
 	struct used_map maps[GATE_MAX_USED_MAPS];
 };
 
