@@ -17,6 +17,7 @@ mapfile -t c_files < <(git ls-files 'gate-bpf/src/bpf/*.c' 'gate-bpf/src/bpf/*.h
 
 if [ "$fix" = 1 ]; then
 	cargo fmt --all
+	cargo fmt --manifest-path fuzz/Cargo.toml
 	"$clang_format" -i "${c_files[@]}"
 	exit 0
 fi
@@ -25,6 +26,7 @@ step() { echo "lint: $*" >&2; }
 
 step "cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 step "clang-format (${#c_files[@]} files)"
 "$clang_format" --dry-run -Werror "${c_files[@]}"
 step "clippy -D warnings"

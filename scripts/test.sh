@@ -9,6 +9,8 @@ scripts/lint.sh
 # The committed fixture objects are exactly what their sources compile to.
 scripts/build-fixtures.sh --check
 cargo test --workspace --locked
+# Every fuzz target's properties on its seeds and regressions (fuzz/tests/replay.rs; no libFuzzer needed).
+cargo test --manifest-path fuzz/Cargo.toml --no-default-features --locked
 # The Debian package, built as released (a fat-LTO release build: 2-8 min on the 2-core machine, the most
 # expensive step before the VMs), then `systemd-analyze verify` on its unit and lintian on the package.
 cargo xtask deb --check

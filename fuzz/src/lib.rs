@@ -3,6 +3,7 @@
 //! checks of the two policy targets.
 
 pub mod policy;
+pub mod targets;
 
 use bpfgate::metadata::{from_cbor, to_cbor};
 use bpfgate::{ObjectReport, ProgramMetadata};

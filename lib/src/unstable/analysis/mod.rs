@@ -355,11 +355,21 @@ impl Ctx<'_, '_> {
         cx.funcs[0].entered = true;
         cx.funcs[0].dirty = true;
         cx.fixpoint()?;
-        // Callbacks handed to something the analysis does not model get what the kernel may pass them.
-        let unfed: Vec<usize> = (0..cx.funcs.len())
-            .filter(|&f| cx.funcs[f].address_taken && cx.funcs[f].input.iter().all(|v| *v == Value::BOTTOM))
-            .collect();
-        if !unfed.is_empty() {
+        // Callbacks handed to something the analysis does not model get what the kernel may pass them. So does a
+        // function referred to only from code no path reaches: libbpf appends it all the same, so it is in the
+        // layout and the report, and a report lists only what it analyzed (the verifier would refuse such a
+        // program for its unreachable instructions; the report still says what its code could do). Each round
+        // enters at least one more function.
+        loop {
+            let unfed: Vec<usize> = (0..cx.funcs.len())
+                .filter(|&f| {
+                    let func = &cx.funcs[f];
+                    !func.entered || (func.address_taken && func.input.iter().all(|v| *v == Value::BOTTOM))
+                })
+                .collect();
+            if unfed.is_empty() {
+                break;
+            }
             for f in unfed {
                 cx.feed(f, [Value::kind(SCALAR | BTF); 5]);
             }
@@ -417,36 +427,39 @@ mod tests_support {
     use crate::insn::RawInsn;
     use crate::metadata::{MapDef, MapKind};
 
+    // The instructions come from the one builder the repository's tests share (bpfgate-test-support).
+    use bpfgate_test_support::insn as t;
+
     pub(super) fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
-        RawInsn { code, dst, src, off, imm }
+        t::insn(code, dst, src, off, imm).into()
     }
     pub(super) fn mov(dst: u8, src: u8) -> RawInsn {
-        i(0xbf, dst, src, 0, 0)
+        t::mov(dst, src).into()
     }
     pub(super) fn movi(dst: u8, imm: i32) -> RawInsn {
-        i(0xb7, dst, 0, 0, imm)
+        t::mov_imm(dst, imm).into()
     }
     pub(super) fn addi(dst: u8, imm: i32) -> RawInsn {
-        i(0x07, dst, 0, 0, imm)
+        t::add_imm(dst, imm).into()
     }
     pub(super) fn ldx(dst: u8, src: u8, off: i16) -> RawInsn {
-        i(0x79, dst, src, off, 0)
+        t::ldx_dw(dst, src, off).into()
     }
     pub(super) fn stx(dst: u8, off: i16, src: u8) -> RawInsn {
-        i(0x7b, dst, src, off, 0)
+        t::stx_dw(dst, off, src).into()
     }
     pub(super) fn call(id: i32) -> RawInsn {
-        i(0x85, 0, 0, 0, id)
+        t::call_helper(id).into()
     }
     pub(super) fn call_local(rel: i32) -> RawInsn {
-        i(0x85, 0, 1, 0, rel)
+        t::call_local(rel).into()
     }
     pub(super) fn exit() -> RawInsn {
-        i(0x95, 0, 0, 0, 0)
+        t::exit().into()
     }
     /// `r{dst} = map 0`: the two ld_imm64 slots; the caller adds the relocation.
     pub(super) fn ld_map(dst: u8) -> [RawInsn; 2] {
-        [i(0x18, dst, 0, 0, 0), i(0, 0, 0, 0, 0)]
+        t::ld_imm64(dst, 0, 0).map(RawInsn::from)
     }
 
     /// An object with one kprobe section holding `insns`, map 0 (`m`, an array), relocations of `ld_map`
@@ -547,6 +560,27 @@ mod tests {
         assert!(meta.maps.iter().any(|m| m.name == "m" && m.write), "{:?}", meta.maps);
         assert_eq!(meta.subprograms.len(), 1);
         assert_eq!(meta.evidence[&Capability::MapWrite], vec![15 + 1]);
+    }
+
+    /// A subprogram called only from code no path reaches is in the layout (libbpf appends it) and in the report,
+    /// so it is analyzed too: its calls are in the report (issue 19's fuzz finding on evasion_callbacks' .text).
+    #[test]
+    fn a_subprogram_called_only_from_dead_code_is_analyzed() {
+        let code = vec![
+            movi(0, 0),    // 0
+            exit(),        // 1
+            call_local(1), // 2: unreachable, calls f at 4
+            exit(),        // 3
+            movi(1, 9),    // 4 (f): send_signal(9)
+            call(109),
+            movi(0, 0),
+            exit(),
+        ];
+        let meta = run(code, &[], &[0, 4]).expect("analyzes");
+        assert_eq!(meta.subprograms.len(), 1);
+        assert_eq!(meta.insn_count, 8);
+        assert!(meta.helpers.iter().any(|h| h.id == 109), "{:?}", meta.helpers);
+        assert_eq!(meta.evidence[&Capability::SendSignal], vec![5]);
     }
 
     /// libbpf appends a subprogram where it is first referred to and what it refers to right after it: main calls
