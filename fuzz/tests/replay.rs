@@ -12,29 +12,11 @@ use std::path::{Path, PathBuf};
 use bpfgate::metadata::to_cbor;
 use bpfgate::policy::{compiled, Policy};
 use bpfgate_fuzz::targets;
+use bpfgate_test_support::files::under as files;
 use object::{Object as _, ObjectSection as _, SectionFlags};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Files under `dir` (recursively) whose names end in one of `exts` (all files when empty), sorted.
-fn files(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if exts.is_empty() || exts.iter().any(|x| p.to_string_lossy().ends_with(x)) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The objects the seeds come from.

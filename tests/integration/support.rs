@@ -17,24 +17,7 @@ pub fn corpus() -> PathBuf {
     std::env::var_os("BPFGATE_CORPUS").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/corpus"))
 }
 
-/// Every file under `dir` whose name ends in one of `exts`, sorted.
-pub fn files_with(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if exts.iter().any(|x| p.to_string_lossy().ends_with(x)) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
+pub use bpfgate_test_support::files::under as files_with;
 
 /// Runs the `bpfgate` binary built for this test run.
 pub fn bpfgate(args: &[&str]) -> Output {
