@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::gate_abi;
 use crate::metadata::ClassSet;
 use crate::progtype::{AttachType, ProgType};
 
@@ -101,9 +102,9 @@ impl Action {
     /// The number in the compiled form.
     pub fn number(self) -> u8 {
         match self {
-            Action::Allow => 0,
-            Action::Deny => 1,
-            Action::Audit => 2,
+            Action::Allow => gate_abi::ACTION_ALLOW,
+            Action::Deny => gate_abi::ACTION_DENY,
+            Action::Audit => gate_abi::ACTION_AUDIT,
         }
     }
     /// The action with [`Action::number`] `n`.
@@ -175,9 +176,9 @@ impl MapWrite {
     /// The number in compiled rules ([`RuleRecord::map_write`](super::compiled::RuleRecord::map_write)).
     pub fn number(self) -> u8 {
         match self {
-            MapWrite::Any => 0,
-            MapWrite::Own => 1,
-            MapWrite::None => 2,
+            MapWrite::Any => gate_abi::MAP_WRITE_ANY,
+            MapWrite::Own => gate_abi::MAP_WRITE_OWN,
+            MapWrite::None => gate_abi::MAP_WRITE_NONE,
         }
     }
 }

@@ -871,3 +871,17 @@ fn differential_inputs_reach_every_outcome() {
     assert!(by_rule > 300 && by_default > 300, "{by_rule} {by_default}");
     assert_eq!(reasons, (1 << 8) - 1, "{reasons:#b}");
 }
+
+/// The compiled policy's pattern records encode as the gate's pattern-table records.
+#[test]
+fn pattern_records_are_the_pattern_tables_records() {
+    use crate::gate_abi::{NAME_LEN, PATTERN_PREFIX, TARGET_PATTERN_LEN};
+    use crate::policy::compiled::PatternRecord;
+    let p = PatternRecord { kind: PATTERN_PREFIX, text: "vfs_".into() };
+    let t = p.target_record();
+    assert_eq!((t.kind, t.len, &t.text[..5]), (PATTERN_PREFIX, 4, &b"vfs_\0"[..]));
+    assert_eq!(t.to_le_bytes().to_vec(), p.to_le_bytes::<TARGET_PATTERN_LEN>());
+    let m = p.map_record();
+    assert_eq!((m.kind, m.len, &m.text[..5]), (PATTERN_PREFIX, 4, &b"vfs_\0"[..]));
+    assert_eq!(m.to_le_bytes().to_vec(), p.to_le_bytes::<NAME_LEN>());
+}
