@@ -381,9 +381,13 @@ fn gate_other_subjects_are_unaffected() {
 /// and join table the other took over: its event says so (`contended`) and it counts kernel_read, map_write and
 /// packet_write by their preconditions alone; here map_write, as the program references a map, which an
 /// uncontended scan does not count. The VM harness boots with preempt=full (elsewhere the test skips without
-/// it: under voluntary preemption a BPF program runs to its end), so two threads on the VM's one CPU
-/// loading a program of 500,000 instructions preempt each other's scans. The program has no exit, so the
-/// verifier refuses it at once after the gate's hook: the loads are mostly the gate's scans.
+/// it: under voluntary preemption a BPF program runs to its end). On the VM's one CPU, one thread loads a
+/// program of 500,000 instructions back to back, and a SCHED_FIFO thread wakes every few milliseconds and
+/// loads it too: a real-time wake-up preempts the other thread at once, mostly in the middle of its scan, so
+/// the preemption does not depend on when the fair scheduler ends a time slice (left to two equal threads,
+/// one full-suite run on 6.12 saw 200 loads without one preempted scan). The real-time thread's own scans
+/// run to their end: clean ones. The program has no exit, so the verifier refuses it at once after the
+/// gate's hook: the loads are mostly the gate's scans.
 #[test]
 fn gate_scan_contention_counts_by_preconditions() {
     let Some(_guard) = live("gate_scan_contention_counts_by_preconditions") else { return };
@@ -404,20 +408,34 @@ fn gate_scan_contention_counts_by_preconditions() {
     let mut insns = ld_map_fd(1, -1).to_vec();
     insns.resize(500_000, mov_imm(0, 0));
     // Until a contended and a clean scan were seen, or each thread has made MAX_LOADS loads, or the time is up:
-    // whether a scan is preempted by the start of another depends on the scheduler, not on the test.
+    // the real-time thread's wake-up lands in a scan most of the time, not always.
     const MAX_LOADS: usize = 100;
     let (stop, loads, done) = (AtomicBool::new(false), AtomicUsize::new(0), AtomicUsize::new(0));
-    let loaded = AtomicBool::new(false);
+    let (loaded, realtime_refused) = (AtomicBool::new(false), AtomicBool::new(false));
     let start = Barrier::new(2);
     let is_contended = |e: &RawEvent| e.scan_flags & scan_flags::CONTENDED != 0;
     let mut events = Vec::new();
     std::thread::scope(|scope| {
-        for _ in 0..2 {
-            scope.spawn(|| {
+        for realtime in [false, true] {
+            let (stop, loads, done, loaded, start, insns) = (&stop, &loads, &done, &loaded, &start, &insns);
+            let realtime_refused = &realtime_refused;
+            scope.spawn(move || {
+                if realtime {
+                    let param = libc::sched_param { sched_priority: 1 };
+                    // SAFETY: pid 0 is this thread; param is a valid sched_param.
+                    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+                    // Not an assert (the other thread waits at the barrier): checked after the threads end.
+                    realtime_refused.store(rc != 0, Ordering::SeqCst);
+                }
                 start.wait();
-                for _ in 0..MAX_LOADS {
+                for i in 0..MAX_LOADS {
                     if stop.load(Ordering::SeqCst) {
                         break;
+                    }
+                    if realtime {
+                        // Wakes up while the other thread is in a load (a 500,000-instruction load takes about
+                        // 30 ms here), at 3 to 19 ms into it in turn: one of them lands in its scan.
+                        std::thread::sleep(Duration::from_millis(3 + 4 * (i as u64 % 5)));
                     }
                     // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); null
                     // opts means defaults. The load fails (no exit); only the gate's decision on it matters.
@@ -450,6 +468,7 @@ fn gate_scan_contention_counts_by_preconditions() {
         }
     });
     events.extend(g.take());
+    assert!(!realtime_refused.load(Ordering::SeqCst), "the second loader could not be made SCHED_FIFO");
     assert!(!loaded.load(Ordering::SeqCst), "a program without exit loaded");
     let ours = named(&events, "contend");
     let map_write = Capability::MapWrite.bit();
