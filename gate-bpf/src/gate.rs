@@ -677,6 +677,7 @@ const UNPIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The id of the program a pinned link holds; `None` for a pin that is no link (the maps).
 fn linked_prog(pin: &Path) -> Option<u32> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     use std::os::unix::ffi::OsStrExt as _;
     let path = CString::new(pin.as_os_str().as_bytes()).ok()?;
     // SAFETY: `path` is NUL-terminated; a negative return is an error, anything else an fd we own.
@@ -685,11 +686,11 @@ fn linked_prog(pin: &Path) -> Option<u32> {
         return None;
     }
     // SAFETY: `fd` was just returned to us and is closed once, here.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut info = libbpf_sys::bpf_link_info::default();
     let mut len = size_of_val(&info) as u32;
     // SAFETY: the kernel writes at most `len` bytes into `info`, which is that large. A map fd fails (EINVAL).
-    let rc = unsafe { libbpf_sys::bpf_link_get_info_by_fd(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut info, &mut len) };
+    let rc = unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
     (rc == 0 && info.prog_id != 0).then_some(info.prog_id)
 }
 

@@ -1073,7 +1073,7 @@ impl HotPath {
                             (&raw mut next).cast(),
                         );
                         key = if rc == 0 { next } else { u32::MAX };
-                        if rc == -libc_enoent() {
+                        if rc == -libc::ENOENT {
                             0
                         } else {
                             rc
@@ -1087,11 +1087,6 @@ impl HotPath {
         }
         Ok(start.elapsed())
     }
-}
-
-/// ENOENT without a libc dependency for one constant.
-fn libc_enoent() -> i32 {
-    std::io::Error::from(std::io::ErrorKind::NotFound).raw_os_error().unwrap_or(2)
 }
 
 /// Closes an fd a by-id call returned (its cost is part of the measured call, in both states alike).
