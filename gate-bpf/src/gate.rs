@@ -28,6 +28,10 @@ use skel::{GateSkel, GateSkelBuilder};
 /// Which variant of the `bpf`, `bpf_map_create` and `bpf_prog_load` hooks matches the running kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookVariant {
+    /// No `security_bpf_prog_load` (before 6.9; Debian bookworm's 6.1): loads are scanned at
+    /// `fentry/bpf_check` and decided at `lsm/bpf_prog`; map owners at `lsm/bpf_map_alloc_security`,
+    /// records dropped at `lsm/bpf_map_free_security` and `lsm/bpf_prog_free_security` (`legacy.bpf.h`).
+    Legacy,
     /// `(prog, attr, token)`: up to 6.15.
     ThreeArgs,
     /// `(prog, attr, token, kernel)`: 6.16 and later.
@@ -38,7 +42,12 @@ pub enum HookVariant {
 pub enum GateError {
     #[error("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux): {0}")]
     Btf(std::io::Error),
-    #[error("the kernel's BTF has no bpf_lsm_bpf_prog_load: BPF LSM is not built into this kernel")]
+    #[error("the kernel's BTF has no bpf_lsm_bpf: BPF LSM is not built into this kernel")]
+    NoBpfLsm,
+    #[error(
+        "the kernel's BTF has neither bpf_lsm_bpf_prog_load (6.9+) nor what the gate uses without it \
+         (bpf_check, bpf_lsm_bpf_prog_free_security, bpf_lsm_bpf_map_alloc_security)"
+    )]
     NoHook,
     #[error("bpf_lsm_bpf_prog_load takes {0} arguments; the gate knows 3 (up to 6.15) and 4 (6.16+)")]
     UnknownHook(u16),
@@ -172,9 +181,19 @@ fn module_btf_ids() -> Vec<u32> {
     kernel_btfs().into_iter().filter(|(_, name)| name != "vmlinux").map(|(id, _)| id).collect()
 }
 
-/// The hook's prototype in the running kernel decides the program variant.
+/// The hook's prototype in the running kernel decides the program variant; a kernel without the hook takes
+/// the fentry/bpf_check variant when it has what that needs.
 fn hook_variant(btf: &KernelBtf) -> Result<HookVariant, GateError> {
-    let func = btf.func("bpf_lsm_bpf_prog_load").ok_or(GateError::NoHook)?;
+    if btf.func("bpf_lsm_bpf").is_none() {
+        return Err(GateError::NoBpfLsm);
+    }
+    let Some(func) = btf.func("bpf_lsm_bpf_prog_load") else {
+        let legacy = ["bpf_check", "bpf_lsm_bpf_prog_free_security", "bpf_lsm_bpf_map_alloc_security"];
+        return match legacy.iter().all(|f| btf.func(f).is_some()) {
+            true => Ok(HookVariant::Legacy),
+            false => Err(GateError::NoHook),
+        };
+    };
     let (_, _, proto) = btf.type_info(func).ok_or(GateError::NoHook)?;
     match btf.type_info(proto) {
         Some((kind, 3, _)) if kind == libbpf_sys::BTF_KIND_FUNC_PROTO => Ok(HookVariant::ThreeArgs),
@@ -240,13 +259,23 @@ impl Gate {
         // object itself is still closed when the skeleton drops.
         let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = GateSkelBuilder::default().open(storage).map_err(bpf("opening the gate object"))?;
-        let three = variant == HookVariant::ThreeArgs;
+        let (three, four, legacy) = (
+            variant == HookVariant::ThreeArgs,
+            variant == HookVariant::FourArgs,
+            variant == HookVariant::Legacy,
+        );
         open.progs.gate_prog_load_v3.set_autoload(three);
         open.progs.gate_map_create_v3.set_autoload(three);
-        open.progs.gate_bpf_v3.set_autoload(three);
-        open.progs.gate_prog_load_v4.set_autoload(!three);
-        open.progs.gate_map_create_v4.set_autoload(!three);
-        open.progs.gate_bpf_v4.set_autoload(!three);
+        open.progs.gate_bpf_v3.set_autoload(three || legacy);
+        open.progs.gate_prog_load_v4.set_autoload(four);
+        open.progs.gate_map_create_v4.set_autoload(four);
+        open.progs.gate_bpf_v4.set_autoload(four);
+        open.progs.gate_map_free.set_autoload(!legacy);
+        open.progs.gate_prog_free.set_autoload(!legacy);
+        open.progs.gate_check_scan.set_autoload(legacy);
+        open.progs.gate_map_alloc.set_autoload(legacy);
+        open.progs.gate_map_free_legacy.set_autoload(legacy);
+        open.progs.gate_prog_free_legacy.set_autoload(legacy);
         // The gate's maps, programs and links obey this process only (self-protection): its tgid, and its
         // executable, so that a later process that happens to get the same pid is not taken for it.
         let exe = std::fs::metadata("/proc/self/exe").map_err(|error| GateError::Pins {
@@ -264,6 +293,7 @@ impl Gate {
         rodata.gate_daemon_tgid = std::process::id();
         rodata.gate_daemon_dev = crate::resolve::kernel_dev(std::os::unix::fs::MetadataExt::dev(&exe));
         rodata.gate_daemon_ino = std::os::unix::fs::MetadataExt::ino(&exe);
+        rodata.gate_fentry_scan = legacy;
         let skel = open.load().map_err(bpf("loading the gate program (verifier)"))?;
 
         let opts = libbpf_sys::bpf_map_create_opts {
@@ -408,19 +438,34 @@ impl Gate {
         let three = self.variant == HookVariant::ThreeArgs;
         // lsm/bpf first: the later hooks read the command it records. Map ownership before the load hook,
         // so maps created from now on have owners by the time programs using them load.
-        let hooks = [
-            (if three { &p.gate_bpf_v3 } else { &p.gate_bpf_v4 }, "lsm/bpf"),
-            (if three { &p.gate_map_create_v3 } else { &p.gate_map_create_v4 }, "lsm/bpf_map_create"),
-            (&p.gate_map_free, "lsm/bpf_map_free"),
-            (&p.gate_map_fd, "lsm/bpf_map"),
-            (&p.gate_prog_fd, "lsm/bpf_prog"),
-            (&p.gate_prog_free, "lsm/bpf_prog_free"),
-            (if three { &p.gate_prog_load_v3 } else { &p.gate_prog_load_v4 }, "lsm/bpf_prog_load"),
-        ];
+        let hooks = match self.variant {
+            HookVariant::ThreeArgs | HookVariant::FourArgs => vec![
+                (if three { &p.gate_bpf_v3 } else { &p.gate_bpf_v4 }, "lsm/bpf"),
+                (if three { &p.gate_map_create_v3 } else { &p.gate_map_create_v4 }, "lsm/bpf_map_create"),
+                (&p.gate_map_free, "lsm/bpf_map_free"),
+                (&p.gate_map_fd, "lsm/bpf_map"),
+                (&p.gate_prog_fd, "lsm/bpf_prog"),
+                (&p.gate_prog_free, "lsm/bpf_prog_free"),
+                (if three { &p.gate_prog_load_v3 } else { &p.gate_prog_load_v4 }, "lsm/bpf_prog_load"),
+            ],
+            // The decision (lsm/bpf_prog) before the scan (fentry/bpf_check): a load scanned and denied must
+            // never reach an unattached decision. A load noted in BPF_PROG_LOAD by lsm/bpf that entered
+            // bpf_check before the scan was attached has no record there, and is denied (fail closed).
+            HookVariant::Legacy => vec![
+                (&p.gate_bpf_v3, "lsm/bpf"),
+                (&p.gate_prog_free_legacy, "lsm/bpf_prog_free_security"),
+                (&p.gate_map_free_legacy, "lsm/bpf_map_free_security"),
+                (&p.gate_map_alloc, "lsm/bpf_map_alloc_security"),
+                (&p.gate_map_fd, "lsm/bpf_map"),
+                (&p.gate_prog_fd, "lsm/bpf_prog"),
+                (&p.gate_check_scan, "fentry/bpf_check"),
+            ],
+        };
         let mut links = Vec::new();
         for (prog, hook) in hooks {
             // On error the links made so far drop with `links`: nothing stays half-attached.
-            links.push((hook, prog.attach_lsm().map_err(bpf(format!("attaching {hook}")))?));
+            let link = if hook.starts_with("fentry/") { prog.attach_trace() } else { prog.attach_lsm() };
+            links.push((hook, link.map_err(bpf(format!("attaching {hook}")))?));
         }
         let fds: Vec<i32> = links.iter().map(|(_, l)| l.as_fd().as_raw_fd()).collect();
         self.links = links;
@@ -440,7 +485,7 @@ impl Gate {
         std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(pins_error("cannot create", dir))?;
         let mut pinned = Vec::new();
         for (hook, link) in &mut self.links {
-            let path = dir.join(format!("link_{}", hook.trim_start_matches("lsm/")));
+            let path = dir.join(format!("link_{}", hook.trim_start_matches("lsm/").replace('/', "_")));
             link.pin(&path).map_err(bpf(format!("pinning {}", path.display())))?;
             pinned.push(path);
         }

@@ -96,6 +96,12 @@ char LICENSE[] SEC("license") = "GPL";
 #include "scan.bpf.h"
 #include "owners.bpf.h"
 
+/*
+ * Set by the loader on kernels without lsm/bpf_prog_load (6.1): loads are scanned at fentry/bpf_check
+ * (legacy.bpf.h) and decided at lsm/bpf_prog.
+ */
+const volatile bool gate_fentry_scan = false;
+
 /* Loads in flight at once; when full, loads are denied (fail closed). */
 #define GATE_MAX_PENDING 4096
 
@@ -107,6 +113,9 @@ struct {
 	__type(value, struct pending_load);
 } pending_loads SEC(".maps");
 
+/* Numbers pending_loads records (their state word), so a stale reader's compare-and-swap cannot decide a new one. */
+volatile __u64 gate_load_seq = 0;
+
 /* All zeros, never written: the initial value of a pending_loads entry (too large for the stack). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -115,7 +124,14 @@ struct {
 	__type(value, struct pending_load);
 } pending_zero SEC(".maps");
 
-static __always_inline int gate_prog_load(struct bpf_prog *prog, union bpf_attr *attr, bool kernel)
+/*
+ * Scans a load's instructions (the kernel's copy, before the verifier touches them), judges everything
+ * but the map rules into `v`, sends the load event, and returns the load's pending_loads record (state
+ * pending, with a fresh sequence number), or NULL when there was no room to record it (the event then
+ * says denied: the caller fails closed). Called at lsm/bpf_prog_load (6.9+) and fentry/bpf_check (6.1).
+ */
+static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u64 fd_array, bool kernel,
+						      struct verdict *vp)
 {
 	struct verdict v = {};
 	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
@@ -139,7 +155,8 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, union bpf_attr 
 			e->prog_type = BPF_CORE_READ(prog, type);
 			bpf_ringbuf_submit(e, 0);
 		}
-		return -EPERM;
+		*vp = v;
+		return NULL;
 	}
 	struct facts *f = &ts->facts;
 	struct scan_ctx *sc = &ts->scan;
@@ -158,7 +175,7 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, union bpf_attr 
 	sc->insns = (__u64)BPF_CORE_READ(aux, prog) + bpf_core_field_offset(struct bpf_prog, insnsi);
 	sc->len = f->insn_cnt < GATE_MAX_INSNS ? f->insn_cnt : GATE_MAX_INSNS;
 	sc->prog_type = f->prog_type;
-	sc->fd_array = BPF_CORE_READ(attr, fd_array);
+	sc->fd_array = fd_array;
 	__builtin_memset(sc->regs, GATE_T_SCALAR, sizeof(sc->regs));
 	sc->regs[1] = GATE_T_CTX;
 	sc->regs[BPF_REG_10] = GATE_T_STACK;
@@ -232,17 +249,31 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, union bpf_attr 
 		bpf_ringbuf_submit(e, 0);
 	}
 
+	ts->load_decision = v.decision;
+	ts->load_generation = v.generation;
+	ts->state = (__sync_fetch_and_add(&gate_load_seq, 1) + 1) << 2 | GATE_LOAD_PENDING;
+	*vp = v;
+	return ts;
+}
+
+static __always_inline int gate_prog_load(struct bpf_prog *prog, union bpf_attr *attr, bool kernel)
+{
+	struct verdict v = {};
+	__u64 key = (__u64)BPF_CORE_READ(prog, aux);
+	struct pending_load *ts = gate_scan(prog, BPF_CORE_READ(attr, fd_array), kernel, &v);
+
+	if (!ts)
+		return -EPERM;
 	/*
 	 * Allowed so far: the map rules decide at lsm/bpf_prog, once the verifier has bound the maps. A denied
-	 * load's entry goes only now, after the event read its facts and scan from it.
+	 * load fails here (it never gets an id, so nothing else can reach it): its record goes now, after the
+	 * event read its facts and scan from it.
 	 */
 	if (v.decision == GATE_VERDICT_DENY) {
 		bpf_map_delete_elem(&pending_loads, &key);
-	} else {
-		ts->load_decision = v.decision;
-		ts->load_generation = v.generation;
+		return -EPERM;
 	}
-	return v.decision == GATE_VERDICT_DENY ? -EPERM : 0;
+	return 0;
 }
 
 /*
@@ -268,10 +299,86 @@ int BPF_PROG(gate_prog_load_v4, struct bpf_prog *prog, union bpf_attr *attr, str
 }
 
 /*
- * lsm/bpf_prog: an fd to a program is about to be made. Right after a load (the task's pending
- * record names this program) it is the load's final decision, with the maps the verifier bound.
- * Otherwise (BPF_PROG_GET_FD_BY_ID, a pin): the gate's own programs are refused to others, and
- * another subject's program is decided by gate_prog_open.
+ * An fd to a program the gate has no pending record of: the gate's own programs go to its daemon only;
+ * a program another subject loaded is decided by gate_prog_open. On 6.1 (fentry/bpf_check scans), a
+ * load whose scan left no record (no room, or it entered bpf_check before the gate attached) reaches
+ * here from its own BPF_PROG_LOAD: denied under an enforced policy (fail closed).
+ */
+static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bpf_prog_aux *aux)
+{
+	__u32 id = BPF_CORE_READ(aux, id);
+	__u64 key = (__u64)aux;
+	struct gate_subject s = {};
+	struct verdict v = {};
+
+	if (is_daemon())
+		return 0;
+	if (!gate_object(GATE_KIND_PROG, id)) {
+		__u64 tid = bpf_get_current_pid_tgid();
+		__u32 *cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
+
+		if (!gate_fentry_scan || !cmd || *cmd != BPF_PROG_LOAD || bpf_map_lookup_elem(&loaded_progs, &key))
+			return gate_prog_open(aux, id);
+		struct rule_match rm = {};
+
+		current_subject(&s);
+		rule_for(&s, &v, &rm, false);
+		if (v.flags & (GATE_F_NO_POLICY | GATE_F_AUDIT_MODE))
+			return 0;
+		v.decision = GATE_VERDICT_DENY;
+		v.rule = GATE_RULE_DEFAULT;
+		v.reasons = 0;
+		struct gate_event *e = new_event(GATE_OP_PROG_LOAD, &s, &v);
+
+		if (e) {
+			e->object_id = id;
+			e->prog_type = BPF_CORE_READ(prog, type);
+			if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
+				e->name[0] = 0;
+			bpf_ringbuf_submit(e, 0);
+		}
+		return -EPERM;
+	}
+	current_subject(&s);
+	refuse_gate_object(&v);
+	struct gate_event *e = new_event(GATE_OP_PROG_OPEN, &s, &v);
+
+	if (e) {
+		e->object_id = id;
+		e->prog_type = BPF_CORE_READ(prog, type);
+		if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
+			e->name[0] = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return -EPERM;
+}
+
+/*
+ * The verdict of a program whose record another call decided (or that this call's record went away under
+ * it): a denied record refuses every fd; an allowed program's facts are in loaded_progs (written before
+ * its record said allowed), and gate_prog_open judges this caller by them; no record at all is a program
+ * being freed.
+ */
+static __always_inline int gate_prog_decided(struct bpf_prog_aux *aux)
+{
+	__u64 key = (__u64)aux;
+	struct pending_load *ts = bpf_map_lookup_elem(&pending_loads, &key);
+
+	if (ts && (ts->state & GATE_LOAD_STATE_MASK) == GATE_LOAD_DENIED)
+		return -EPERM;
+	if (!bpf_map_lookup_elem(&loaded_progs, &key))
+		return -EPERM;
+	return gate_prog_open(aux, BPF_CORE_READ(aux, id));
+}
+
+/*
+ * lsm/bpf_prog: an fd to a program is about to be made: right after a load's verification
+ * (bpf_prog_new_fd, after the program got its id), or by id (BPF_PROG_GET_FD_BY_ID) or pin. The first
+ * call for a pending record is the load's final decision, with the maps the verifier bound, by the
+ * subject the scan recorded: that first call need not be the loader's own (another thread can open the
+ * new id meanwhile). The verdict is stored with one compare-and-swap on the record's state word, so
+ * concurrent first calls agree: a denied record refuses every fd (the load fails with EPERM and the
+ * kernel frees the program), an allowed one sends callers other than the loader to gate_prog_open.
  */
 SEC("lsm/bpf_prog")
 int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
@@ -284,34 +391,14 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	if (ret)
 		return ret;
 	ts = bpf_map_lookup_elem(&pending_loads, &key);
-	if (!ts) {
-		__u32 id = BPF_CORE_READ(aux, id);
+	if (!ts)
+		return gate_prog_unrecorded(prog, aux);
+	__u64 state = *(volatile __u64 *)&ts->state;
 
-		if (is_daemon())
-			return 0;
-		if (!gate_object(GATE_KIND_PROG, id))
-			return gate_prog_open(aux, id);
-		struct gate_subject s = {};
-
-		current_subject(&s);
-		refuse_gate_object(&v);
-		struct gate_event *e = new_event(GATE_OP_PROG_OPEN, &s, &v);
-
-		if (e) {
-			e->object_id = id;
-			e->prog_type = BPF_CORE_READ(prog, type);
-			if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
-				e->name[0] = 0;
-			bpf_ringbuf_submit(e, 0);
-		}
-		return -EPERM;
-	}
+	if ((state & GATE_LOAD_STATE_MASK) != GATE_LOAD_PENDING)
+		return gate_prog_decided(aux);
 	__u32 bad = 0;
 	struct used_maps *um = &ts->used;
-
-	um->count = 0;
-	um->unattributed = false;
-	um->kptr = false;
 	struct gather_ctx g = {
 		.used = BPF_CORE_READ(aux, used_maps),
 		.um = um,
@@ -323,16 +410,19 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		bpf_loop(cnt < GATE_MAX_USED_MAPS ? cnt : GATE_MAX_USED_MAPS, gather_map, &g, 0);
 	if (cnt > GATE_MAX_USED_MAPS) {
 		/* The kernel allows 64: cannot happen. */
-		um->unattributed = true;
-		um->kptr = true;
+		g.unattributed = true;
+		g.kptr = true;
 	}
+	um->count = g.count;
+	um->unattributed = g.unattributed;
+	um->kptr = g.kptr;
 	bool btfs_changed = kfunc_btfs_changed(ts, aux);
 	/*
 	 * A load through an unknown register reads kernel memory where a used map may hold kptrs: known only now
 	 * that the verifier bound the maps (the scan counted it already in a BTF-typed program or with a BTF source).
 	 */
 	bool kptr_read =
-		um->kptr && ts->scan.unknown_load && !(ts->facts.classes & BPFGATE_CLASS_KERNEL_READ);
+		g.kptr && ts->scan.unknown_load && !(ts->facts.classes & BPFGATE_CLASS_KERNEL_READ);
 
 	if (kptr_read) {
 		ts->facts.classes |= BPFGATE_CLASS_KERNEL_READ;
@@ -350,7 +440,8 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	gate_evaluate(&ts->facts, &ts->facts.subject, &v, um, &bad);
 	/*
 	 * Fail closed under an enforced policy: a program without a record could be handed to any
-	 * subject (gate_prog_open).
+	 * subject (gate_prog_open). The record goes in before the verdict is published, so whoever
+	 * reads "allowed" finds it.
 	 */
 	if (v.decision != GATE_VERDICT_DENY &&
 	    bpf_map_update_elem(&loaded_progs, &key, &ts->facts, BPF_ANY) &&
@@ -359,6 +450,11 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		v.rule = GATE_RULE_DEFAULT;
 		v.reasons = 0;
 	}
+	bool deny = v.decision == GATE_VERDICT_DENY;
+	__u64 decided = (state & ~GATE_LOAD_STATE_MASK) | (deny ? GATE_LOAD_DENIED : GATE_LOAD_ALLOWED);
+
+	if (__sync_val_compare_and_swap(&ts->state, state, decided) != state)
+		return gate_prog_decided(aux); /* another call decided first: its verdict stands */
 
 	/*
 	 * The whole decision is taken again here, under the policy in force now: if a reload happened
@@ -381,8 +477,12 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 			bpf_ringbuf_submit(e, 0);
 		}
 	}
+	/* A denied record stays until the program is freed (lsm/bpf_prog_free), refusing every fd meanwhile. */
+	if (deny)
+		return -EPERM;
 	bpf_map_delete_elem(&pending_loads, &key);
-	return v.decision == GATE_VERDICT_DENY ? -EPERM : 0;
+	/* This call may be another subject's open by id, racing the loader's own: judged as any open. */
+	return gate_prog_open(aux, BPF_CORE_READ(aux, id));
 }
 
 /*
@@ -526,10 +626,10 @@ static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
 	__u32 c = cmd;
 
 	/*
-	 * Only BPF_OBJ_GET is noted, and dropped at the thread's next call: the common call (a map lookup
+	 * Only BPF_OBJ_GET (and, on 6.1, BPF_PROG_LOAD: gate_prog_unrecorded) is noted, and dropped at the thread's next call: the common call (a map lookup
 	 * from user space) costs one failed lookup, not an LRU update.
 	 */
-	if (cmd == BPF_OBJ_GET)
+	if (cmd == BPF_OBJ_GET || (gate_fentry_scan && cmd == BPF_PROG_LOAD))
 		bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
 	else if (bpf_map_lookup_elem(&thread_cmds, &tid))
 		bpf_map_delete_elem(&thread_cmds, &tid);
@@ -569,3 +669,6 @@ int BPF_PROG(gate_bpf_v4, int cmd, union bpf_attr *attr, unsigned int size, bool
 		return ret;
 	return gate_bpf_cmd(cmd, attr);
 }
+
+/* The hooks of kernels without security_bpf_prog_load (6.1): they use gate_scan and gate_map_create above. */
+#include "legacy.bpf.h"

@@ -52,13 +52,18 @@ static __always_inline void map_facts(struct bpf_map *map, const struct gate_sub
 	*pinned = o && (o->flags & GATE_OWNER_PINNED);
 }
 
-/* Whether a map's value has kptr fields (map->record, which the kernel built from the value's BTF). */
+/* Whether a map's value has kptr fields (map->record, which the kernel built from the value's BTF; on 6.1
+ * map->kptr_off_tab). */
 static __always_inline bool map_holds_kptr(struct bpf_map *map)
 {
 	__u32 kptrs = 0;
 
-	if (!bpf_core_field_exists(struct bpf_map, record))
+	if (!bpf_core_field_exists(struct bpf_map, record)) {
+		/* 6.1: kptr_off_tab, set when the value has kptr fields. Neither field: take it as holding some. */
+		if (bpf_core_field_exists(struct bpf_map___v61, kptr_off_tab))
+			return BPF_CORE_READ((struct bpf_map___v61 *)map, kptr_off_tab) != NULL;
 		return true;
+	}
 	if (bpf_core_enum_value_exists(enum btf_field_type, BPF_KPTR_UNREF))
 		kptrs |= bpf_core_enum_value(enum btf_field_type, BPF_KPTR_UNREF);
 	if (bpf_core_enum_value_exists(enum btf_field_type, BPF_KPTR_REF))
@@ -68,10 +73,18 @@ static __always_inline bool map_holds_kptr(struct bpf_map *map)
 	return BPF_CORE_READ(map, record, field_mask) & kptrs;
 }
 
+/*
+ * What gather_map collects. The counts and flags are the caller's (on its stack) and written to `um` once
+ * at the end: concurrent first lsm/bpf_prog calls for one program gather into the same record, and each
+ * writes the same values to the same slots (the maps the verifier bound do not change), never a reset.
+ */
 struct gather_ctx {
 	struct bpf_map **used;
 	struct used_maps *um;
 	const struct gate_subject *subject;
+	__u32 count;
+	bool unattributed;
+	bool kptr;
 };
 
 static long gather_map(__u64 i, void *data)
@@ -85,14 +98,14 @@ static long gather_map(__u64 i, void *data)
 	enum bpf_map_type type = BPF_CORE_READ(map, map_type);
 
 	if (type == BPF_MAP_TYPE_ARRAY_OF_MAPS || type == BPF_MAP_TYPE_HASH_OF_MAPS) {
-		um->unattributed = true; /* programs write the inner maps, which used_maps does not list */
-		um->kptr = true; /* and their values may hold kptrs */
+		g->unattributed = true; /* programs write the inner maps, which used_maps does not list */
+		g->kptr = true; /* and their values may hold kptrs */
 		return 0;
 	}
-	um->kptr |= map_holds_kptr(map);
+	g->kptr |= map_holds_kptr(map);
 	if (BPF_CORE_READ(map, map_flags) & BPF_F_RDONLY_PROG)
 		return 0; /* programs cannot write it (.rodata, .kconfig) */
-	__u32 n = um->count;
+	__u32 n = g->count;
 
 	if (n >= GATE_MAX_USED_MAPS)
 		return 1;
@@ -101,7 +114,7 @@ static long gather_map(__u64 i, void *data)
 	m->id = BPF_CORE_READ(map, id);
 	BPF_CORE_READ_STR_INTO(&m->name, map, name);
 	map_facts(map, g->subject, &m->own, &m->pinned);
-	um->count = n + 1;
+	g->count = n + 1;
 	return 0;
 }
 

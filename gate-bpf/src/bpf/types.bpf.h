@@ -138,17 +138,29 @@ struct used_maps {
 };
 
 /*
- * A load in flight, from lsm/bpf_prog_load to lsm/bpf_prog (or lsm/bpf_prog_free when the verifier
- * refuses it), keyed by its bpf_prog_aux address (aux survives the verifier's reallocations of the
+ * A load in flight, from lsm/bpf_prog_load (6.9+) or fentry/bpf_check (6.1) to lsm/bpf_prog (or
+ * lsm/bpf_prog_free when the verifier refuses it; a denied one stays until the program is freed), keyed by its bpf_prog_aux address (aux survives the verifier's reallocations of the
  * program): the facts its final decision needs once the verifier has bound its maps. A map entry,
  * not stack or per-CPU scratch: it is too large for the stack, and LSM programs can be preempted
  * (another task's hook on the same CPU would overwrite a per-CPU buffer mid-decision). Task storage
  * would be natural, but 7.x kernels refuse to create it from these hooks.
  */
+/*
+ * A pending_load's state word: a sequence number (gate_load_seq, unique per record) shifted left by 2, and
+ * the state in the low bits. lsm/bpf_prog stores its verdict with one compare-and-swap on the whole word, so
+ * of concurrent first calls for one program (the loader's fd and another thread's BPF_PROG_GET_FD_BY_ID)
+ * exactly one decides, and a call that read a record later freed and reused for another load cannot.
+ */
+#define GATE_LOAD_PENDING 0U /* scanned; the map rules have not decided yet */
+#define GATE_LOAD_ALLOWED 1U /* decided: allowed; the facts are in loaded_progs */
+#define GATE_LOAD_DENIED 2U /* decided, or denied by the scan at fentry/bpf_check: every fd is refused */
+#define GATE_LOAD_STATE_MASK 3ULL
+
 struct pending_load {
 	__u32 load_decision;
 	__u32 reserved;
 	__u64 load_generation;
+	__u64 state; /* sequence << 2 | GATE_LOAD_* */
 	struct facts facts;
 	struct used_maps used;
 	/* The scan's state and the chunk of instructions it reads: here, as the stack has no room for them. */

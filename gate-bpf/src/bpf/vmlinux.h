@@ -64,6 +64,7 @@ enum bpf_attach_type {
 
 /* The bpf() commands the gate notes (lsm/bpf). */
 enum bpf_cmd {
+	BPF_PROG_LOAD = 5,
 	BPF_OBJ_GET = 7,
 	BPF_LINK_GET_FD_BY_ID = 30,
 };
@@ -204,6 +205,11 @@ struct bpf_map {
 	__u32 id;
 	char name[BPF_OBJ_NAME_LEN];
 	struct btf_record *record;
+} __attribute__((preserve_access_index));
+
+/* 6.1 (before btf_record, 6.2): the value's kptr fields, NULL when it has none. */
+struct bpf_map___v61 {
+	void *kptr_off_tab;
 } __attribute__((preserve_access_index));
 
 struct bpf_prog_aux {
