@@ -62,6 +62,33 @@ __noinline __u32 gate_module_btf(struct scan_ctx *c, __s32 off)
 	return id;
 }
 
+struct btf_match_ctx {
+	struct pending_load *ts;
+	__u64 first;
+	__u64 stride;
+	__u32 n;
+	__u32 matched;
+};
+
+/*
+ * One descriptor of aux->kfunc_btf_tab against the scan's indexes. A bpf_loop callback, not a loop: 6.1's
+ * verifier walks a bounded loop whose bit mask changes per iteration state by state past its 1M limit.
+ */
+static long match_kfunc_btf(__u64 i, void *data)
+{
+	struct btf_match_ctx *m = data;
+	struct pending_load *ts = m->ts;
+	struct bpf_kfunc_btf *d = (struct bpf_kfunc_btf *)(m->first + i * m->stride);
+	__u32 off = BPF_CORE_READ(d, offset);
+	__u32 id = BPF_CORE_READ(d, btf, id);
+
+#pragma unroll
+	for (__u32 k = 0; k < GATE_KFUNC_BTFS; k++)
+		if (k < m->n && ts->scan.kfunc_btfs[k].off == off && ts->scan.kfunc_btfs[k].obj_id == id)
+			m->matched |= 1U << k;
+	return 0;
+}
+
 /*
  * Whether the verifier bound other module BTFs than the scan read from fd_array: every index the scan
  * resolved must be in aux->kfunc_btf_tab (where the verifier keeps them for the program's life, sorted by
@@ -71,7 +98,7 @@ static __noinline bool kfunc_btfs_changed(struct pending_load *ts, struct bpf_pr
 {
 	if (!ts)
 		return true;
-	__u32 n = ts->scan.kfunc_btf_cnt, matched = 0;
+	__u32 n = ts->scan.kfunc_btf_cnt;
 
 	if (!n)
 		return false;
@@ -81,23 +108,15 @@ static __noinline bool kfunc_btfs_changed(struct pending_load *ts, struct bpf_pr
 	if (!tab)
 		return true;
 	__u32 nr = BPF_CORE_READ(tab, nr_descs);
-	__u64 first = (__u64)tab + bpf_core_field_offset(struct bpf_kfunc_btf_tab, descs);
-	__u64 stride = bpf_core_type_size(struct bpf_kfunc_btf);
+	struct btf_match_ctx m = {
+		.ts = ts,
+		.first = (__u64)tab + bpf_core_field_offset(struct bpf_kfunc_btf_tab, descs),
+		.stride = bpf_core_type_size(struct bpf_kfunc_btf),
+		.n = n,
+	};
 
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < 256; i++) {
-		if (i >= nr)
-			break;
-		struct bpf_kfunc_btf *d = (struct bpf_kfunc_btf *)(first + i * stride);
-		__u32 off = BPF_CORE_READ(d, offset);
-		__u32 id = BPF_CORE_READ(d, btf, id);
-
-#pragma unroll
-		for (__u32 k = 0; k < GATE_KFUNC_BTFS; k++)
-			if (k < n && ts->scan.kfunc_btfs[k].off == off && ts->scan.kfunc_btfs[k].obj_id == id)
-				matched |= 1U << k;
-	}
-	return matched != (1U << n) - 1;
+	bpf_loop(nr < 256 ? nr : 256, match_kfunc_btf, &m, 0);
+	return m.matched != (1U << (n & 31)) - 1;
 }
 
 #endif /* BPFGATE_KFUNCS_BPF_H */

@@ -221,7 +221,9 @@ fn gate_loads_the_hook_variant_of_this_kernel() {
         _ => HookVariant::Legacy,
     };
     assert_eq!(gate.variant(), expected, "kernel {}", release.trim());
-    assert!(gate.kfuncs_found() > 50, "only {} catalogued kfuncs found in vmlinux BTF", gate.kfuncs_found());
+    // 6.1 has fewer kfuncs (29 of the catalogue's); 6.12 and later well over 50.
+    let floor = if version >= (6, 9) { 50 } else { 20 };
+    assert!(gate.kfuncs_found() > floor, "only {} catalogued kfuncs found in vmlinux BTF", gate.kfuncs_found());
     report!(
         "gate: kernel {} uses {:?}; {} catalogued kfuncs in vmlinux BTF",
         release.trim(),
