@@ -169,7 +169,11 @@ pub fn run_with(
     lifecycle: &mut dyn Lifecycle,
 ) -> Result<Summary, DaemonError> {
     // A kernel that cannot run the gate, then a bad policy, are errors before anything is loaded.
-    crate::preflight::preflight()?;
+    let facts = crate::preflight::KernelFacts::read();
+    crate::preflight::check(&facts)?;
+    if let Some(notice) = crate::preflight::notice(&facts) {
+        let _ = writeln!(log, "bpfgate: {notice}");
+    }
     let first = read_policy(&opts.policy, log)?;
     if let Some(dir) = &opts.persist {
         if dir.exists() {

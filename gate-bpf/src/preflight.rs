@@ -1,6 +1,7 @@
 //! The preconditions of `bpfgate enforce`, checked before anything is loaded, with messages that say what to do:
-//! the kernel exposes its BTF, is built with BPF LSM, has the hook the gate decides loads at
-//! (`security_bpf_prog_load`, Linux 6.9), and has BPF LSM active.
+//! the kernel exposes its BTF, is built with BPF LSM, has a place the gate can scan the kernel's copy of each
+//! program at (the `security_bpf_prog_load` hook, Linux 6.9; before it, an fentry program on `bpf_check` with
+//! `bpf_get_func_arg` and `bpf_loop`, Linux 5.17), and has BPF LSM active.
 //!
 //! [`check`] is a pure function of [`KernelFacts`]; [`KernelFacts::read`] gathers them from `/proc` and `/sys`;
 //! [`preflight`] does both.
@@ -15,6 +16,11 @@ pub const BTF_FILE: &str = "/sys/kernel/btf/vmlinux";
 pub const BPF_LSM_WITNESS: &str = "bpf_lsm_bpf";
 /// The attach point of `lsm/bpf_prog_load`, the hook the gate decides loads at (Linux 6.9).
 pub const PROG_LOAD_HOOK: &str = "bpf_lsm_bpf_prog_load";
+/// What the gate uses on a kernel without [`PROG_LOAD_HOOK`] (6.1): the function it scans at (`fentry/bpf_check`)
+/// and the LSM hooks that stand for `bpf_prog_free` and `bpf_map_create` there.
+pub const FENTRY_SCAN_FUNCS: [&str; 3] = ["bpf_check", "bpf_lsm_bpf_prog_free_security", "bpf_lsm_bpf_map_alloc_security"];
+/// The helpers the fentry scan needs (`enum bpf_func_id`): the `bpf_check` argument, and the scan's loops (5.17).
+pub const FENTRY_SCAN_HELPERS: [&str; 2] = ["BPF_FUNC_get_func_arg", "BPF_FUNC_loop"];
 
 /// What the kernel's BTF says, as far as the preconditions go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +29,9 @@ pub enum BtfFacts {
     Missing,
     /// It exists but could not be read or parsed (the error).
     Unreadable(String),
-    /// Whether it has [`BPF_LSM_WITNESS`] and [`PROG_LOAD_HOOK`].
-    Read { bpf_lsm: bool, prog_load_hook: bool },
+    /// Whether it has [`BPF_LSM_WITNESS`] and [`PROG_LOAD_HOOK`], and what the scan at `fentry/bpf_check` needs
+    /// ([`FENTRY_SCAN_FUNCS`], [`FENTRY_SCAN_HELPERS`]).
+    Read { bpf_lsm: bool, prog_load_hook: bool, fentry_scan: bool },
 }
 
 /// The facts [`check`] judges, gathered by [`KernelFacts::read`] (or written by hand in tests).
@@ -54,11 +61,12 @@ pub enum PreflightError {
     )]
     NoBpfLsm { release: String },
     #[error(
-        "kernel {release} is too old: the gate decides each load at the security_bpf_prog_load LSM hook, which \
-         Linux 6.9 added (the first hook that runs after the kernel copied the program's instructions; older \
-         kernels only have security_bpf_prog_alloc, before the copy), and this kernel's BTF has no \
-         {PROG_LOAD_HOOK}; boot Linux 6.9 or later (on Debian bookworm: linux-image-cloud-amd64 or \
-         linux-image-amd64 from bookworm-backports)"
+        "kernel {release} is too old: the gate scans each program in the kernel's own copy of its instructions, \
+         at the security_bpf_prog_load LSM hook (Linux 6.9) or, before it, with an fentry program on bpf_check \
+         that needs the bpf_get_func_arg and bpf_loop helpers (Linux 5.17; security_bpf_prog_alloc runs before \
+         the copy and security_bpf sees only the user's buffer, which another thread can rewrite); this kernel's \
+         BTF has neither {PROG_LOAD_HOOK} nor those; the gate is tested on Debian bookworm's 6.1, 6.12 \
+         (bookworm-backports) and sid's kernel: boot one of those or later"
     )]
     KernelTooOld { release: String },
     #[error("cannot read the active LSM list ({LSM_FILE}): {0}; is securityfs mounted (mount -t securityfs securityfs /sys/kernel/security)?")]
@@ -110,7 +118,7 @@ pub fn check(facts: &KernelFacts) -> Result<(), PreflightError> {
         BtfFacts::Missing => return Err(PreflightError::NoBtf),
         BtfFacts::Unreadable(e) => return Err(PreflightError::BtfUnreadable(e.clone())),
         BtfFacts::Read { bpf_lsm: false, .. } => return Err(PreflightError::NoBpfLsm { release: release() }),
-        BtfFacts::Read { prog_load_hook: false, .. } => {
+        BtfFacts::Read { prog_load_hook: false, fentry_scan: false, .. } => {
             return Err(PreflightError::KernelTooOld { release: release() })
         }
         BtfFacts::Read { .. } => {}
@@ -137,18 +145,42 @@ impl KernelFacts {
     }
 }
 
-/// Looks the two functions up in the BTF at `path`.
+/// Looks the functions and helpers up in the BTF at `path`.
 pub fn btf_facts(path: &Path) -> BtfFacts {
-    use libbpf_rs::btf::{types::Func, Btf};
+    use libbpf_rs::btf::{
+        types::{Enum, Func},
+        Btf,
+    };
     if !path.exists() {
         return BtfFacts::Missing;
     }
     match Btf::from_path(path) {
-        Ok(btf) => BtfFacts::Read {
-            bpf_lsm: btf.type_by_name::<Func<'_>>(BPF_LSM_WITNESS).is_some(),
-            prog_load_hook: btf.type_by_name::<Func<'_>>(PROG_LOAD_HOOK).is_some(),
-        },
+        Ok(btf) => {
+            let func = |name: &str| btf.type_by_name::<Func<'_>>(name).is_some();
+            let helpers = btf.type_by_name::<Enum<'_>>("bpf_func_id").is_some_and(|e| {
+                FENTRY_SCAN_HELPERS.iter().all(|h| e.iter().any(|m| m.name.is_some_and(|n| n == *h)))
+            });
+            BtfFacts::Read {
+                bpf_lsm: func(BPF_LSM_WITNESS),
+                prog_load_hook: func(PROG_LOAD_HOOK),
+                fentry_scan: helpers && FENTRY_SCAN_FUNCS.iter().all(|f| func(f)),
+            }
+        }
         Err(e) => BtfFacts::Unreadable(e.to_string()),
+    }
+}
+
+/// What the daemon says at start about how this kernel is gated, when it differs from 6.9+: `None` there.
+pub fn notice(facts: &KernelFacts) -> Option<String> {
+    match facts.btf {
+        BtfFacts::Read { prog_load_hook: false, fentry_scan: true, .. } => Some(format!(
+            "kernel {} has no security_bpf_prog_load (Linux 6.9): each load is scanned at fentry/bpf_check and \
+             decided at lsm/bpf_prog, after the verifier (a denied program is verified, then refused with EPERM; \
+             one the verifier rejects fails with the verifier's error); every guarantee of 6.9+ holds (no BPF \
+             tokens on this kernel, nothing to gate there)",
+            facts.release
+        )),
+        _ => None,
     }
 }
 
@@ -173,7 +205,12 @@ mod tests {
     }
 
     fn good_btf() -> BtfFacts {
-        BtfFacts::Read { bpf_lsm: true, prog_load_hook: true }
+        BtfFacts::Read { bpf_lsm: true, prog_load_hook: true, fentry_scan: true }
+    }
+
+    /// Debian bookworm's own 6.1: BPF LSM built in and active, no security_bpf_prog_load, fentry and the helpers.
+    fn bookworm_btf() -> BtfFacts {
+        BtfFacts::Read { bpf_lsm: true, prog_load_hook: false, fentry_scan: true }
     }
 
     #[test]
@@ -232,23 +269,40 @@ mod tests {
     }
 
     #[test]
-    fn a_kernel_without_the_hook_is_too_old_even_with_bpf_inactive() {
-        // Debian bookworm's own 6.1: BPF LSM built in and active, no security_bpf_prog_load.
-        let bookworm = BtfFacts::Read { bpf_lsm: true, prog_load_hook: false };
+    fn bookworm_61_passes_with_the_fentry_scan_and_says_so() {
+        let f = facts("lockdown,capability,landlock,yama,apparmor,tomoyo,bpf", bookworm_btf());
+        assert_eq!(check(&f), Ok(()));
+        let notice = notice(&f).expect("6.1 is announced");
+        assert!(notice.starts_with("kernel 6.1.0-50-cloud-amd64 has no security_bpf_prog_load"), "{notice}");
+        assert!(notice.contains("scanned at fentry/bpf_check and decided at lsm/bpf_prog"), "{notice}");
+        assert_eq!(super::notice(&facts(DEBIAN_612, good_btf())), None);
+        // BPF LSM inactive on 6.1 is that, not "too old".
+        let err = check(&facts("lockdown,capability,yama", bookworm_btf())).unwrap_err();
+        assert!(matches!(err, PreflightError::BpfLsmInactive { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_kernel_without_the_hook_or_the_fentry_scan_is_too_old_even_with_bpf_inactive() {
+        // A 5.15 kernel: BPF LSM, no security_bpf_prog_load, no bpf_get_func_arg.
+        let old = BtfFacts::Read { bpf_lsm: true, prog_load_hook: false, fentry_scan: false };
         for lsm in ["lockdown,capability,landlock,yama,apparmor,tomoyo,bpf", "lockdown,capability,yama"] {
-            let err = check(&facts(lsm, bookworm.clone())).unwrap_err();
-            assert_eq!(err, PreflightError::KernelTooOld { release: "6.1.0-50-cloud-amd64".into() });
+            let mut f = facts(lsm, old.clone());
+            f.release = "5.15.0-91-generic".into();
+            let err = check(&f).unwrap_err();
+            assert_eq!(err, PreflightError::KernelTooOld { release: "5.15.0-91-generic".into() });
             let msg = err.to_string();
-            assert!(msg.starts_with("kernel 6.1.0-50-cloud-amd64 is too old: "), "{msg}");
-            assert!(msg.contains("security_bpf_prog_load LSM hook, which Linux 6.9 added"), "{msg}");
-            assert!(msg.contains("this kernel's BTF has no bpf_lsm_bpf_prog_load"), "{msg}");
-            assert!(msg.contains("boot Linux 6.9 or later"), "{msg}");
+            assert!(msg.starts_with("kernel 5.15.0-91-generic is too old: "), "{msg}");
+            assert!(msg.contains("security_bpf_prog_load LSM hook (Linux 6.9)"), "{msg}");
+            assert!(msg.contains("bpf_get_func_arg and bpf_loop helpers (Linux 5.17"), "{msg}");
+            assert!(msg.contains("tested on Debian bookworm's 6.1"), "{msg}");
+            assert_eq!(notice(&f), None);
         }
     }
 
     #[test]
     fn a_kernel_without_bpf_lsm_says_so() {
-        let err = check(&facts("capability,selinux", BtfFacts::Read { bpf_lsm: false, prog_load_hook: false }));
+        let no_lsm = BtfFacts::Read { bpf_lsm: false, prog_load_hook: false, fentry_scan: true };
+        let err = check(&facts("capability,selinux", no_lsm));
         assert_eq!(
             err.unwrap_err().to_string(),
             "kernel 6.1.0-50-cloud-amd64 is built without BPF LSM (its BTF has no bpf_lsm_bpf): the gate is a set of \

@@ -1935,6 +1935,13 @@ fn gate_cli_enforce_denies_reloads_and_stops() {
     let ours: Vec<&String> = out.iter().filter(|l| l.contains("name: send_signal")).collect();
     assert!(ours.iter().filter(|l| l.contains(denial)).count() >= 2, "both denials printed:\n{}", out.join("\n"));
     assert!(ours.iter().any(|l| l.contains("rule: 0 (anything) action: BPFAllowed")), "{}", out.join("\n"));
+    // On a kernel without security_bpf_prog_load (6.1) the daemon says how it gates at start; on 6.9+ nothing.
+    let facts = bpfgate_gate::preflight::KernelFacts::read();
+    let notice = log.iter().find(|l| l.contains("has no security_bpf_prog_load"));
+    match bpfgate_gate::preflight::notice(&facts) {
+        Some(expected) => assert_eq!(notice, Some(&format!("bpfgate: {expected}")), "{}", log.join("\n")),
+        None => assert_eq!(notice, None, "{}", log.join("\n")),
+    }
 }
 
 /// Hand-made BTF for a map value `struct val { struct task_struct __kptr_untrusted *t; }`: types 1 int, 2
