@@ -32,6 +32,9 @@ mod ops;
 // `bpfgate enforce`'s kernel preconditions (issue 16).
 #[path = "live/preflight.rs"]
 mod preflight;
+// The user's instruction buffer rewritten during loads (issue 16).
+#[path = "live/race.rs"]
+mod race;
 
 mod smoke_skel {
     include!(concat!(env!("OUT_DIR"), "/smoke.skel.rs"));
