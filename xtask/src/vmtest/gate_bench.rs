@@ -16,7 +16,7 @@ const GUEST_PATH: &str = "/vmtest/bin/gate-load-bench";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Kernels: 6.12, sid, all (both), or a path to a bzImage. Repeatable or comma-separated.
+    /// Kernels: 6.1, 6.12, sid, all (the three), or a path to a bzImage. Repeatable or comma-separated.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     kernel: Vec<String>,
     /// Program sizes in instructions.
