@@ -41,4 +41,21 @@ int BPF_PROG(bpfgate_smoke_deny, struct bpf_prog *prog)
 	return -EPERM;
 }
 
+/*
+ * Kernels without lsm/bpf_prog_load (6.1): the same denial where the program's fd is made (lsm/bpf_prog), which
+ * fails the load. The test loads whichever of the two the kernel has (the other is not autoloaded).
+ */
+SEC("lsm/bpf_prog")
+int BPF_PROG(bpfgate_smoke_deny_fd, struct bpf_prog *prog)
+{
+	char name[BPF_OBJ_NAME_LEN] = {};
+
+	if (bpf_core_read(&name, sizeof(name), &prog->aux->name) < 0)
+		return 0;
+	if (!is_smoke_name(name))
+		return 0;
+	__sync_fetch_and_add(&denied, 1);
+	return -EPERM;
+}
+
 char LICENSE[] SEC("license") = "GPL";
