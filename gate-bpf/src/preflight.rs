@@ -170,16 +170,33 @@ pub fn btf_facts(path: &Path) -> BtfFacts {
     }
 }
 
+/// Whether the kernel command line asks for full preemption (`preempt=full`; the last `preempt=` wins).
+pub fn full_preemption(cmdline: &str) -> bool {
+    cmdline.split_whitespace().filter_map(|w| w.strip_prefix("preempt=")).next_back() == Some("full")
+}
+
 /// What the daemon says at start about how this kernel is gated, when it differs from 6.9+: `None` there.
 pub fn notice(facts: &KernelFacts) -> Option<String> {
     match facts.btf {
-        BtfFacts::Read { prog_load_hook: false, fentry_scan: true, .. } => Some(format!(
-            "kernel {} has no security_bpf_prog_load (Linux 6.9): each load is scanned at fentry/bpf_check and \
-             decided at lsm/bpf_prog, after the verifier (a denied program is verified, then refused with EPERM; \
-             one the verifier rejects fails with the verifier's error); every guarantee of 6.9+ holds (no BPF \
-             tokens on this kernel, nothing to gate there)",
-            facts.release
-        )),
+        BtfFacts::Read { prog_load_hook: false, fentry_scan: true, .. } => {
+            let mut notice = format!(
+                "kernel {} has no security_bpf_prog_load (Linux 6.9): each load is scanned at fentry/bpf_check and \
+                 decided at lsm/bpf_prog, after the verifier (a denied program is verified, then refused with \
+                 EPERM; one the verifier rejects fails with the verifier's error); no BPF tokens on this kernel, \
+                 nothing to gate there",
+                facts.release
+            );
+            if full_preemption(&facts.cmdline) {
+                notice.push_str(
+                    "; warning: booted with preempt=full, under which this kernel skips a BPF LSM or fentry program \
+                     run on a CPU where the same program is preempted (recursion protection, which 6.2 dropped for \
+                     LSM programs): a load whose scan is skipped is denied (fail closed), but a program fd or \
+                     map open whose decision is skipped is not decided (program and map isolation, \
+                     self-protection); boot with Debian's default voluntary preemption (no preempt=full)",
+                );
+            }
+            Some(notice)
+        }
         _ => None,
     }
 }
@@ -275,7 +292,14 @@ mod tests {
         let notice = notice(&f).expect("6.1 is announced");
         assert!(notice.starts_with("kernel 6.1.0-50-cloud-amd64 has no security_bpf_prog_load"), "{notice}");
         assert!(notice.contains("scanned at fentry/bpf_check and decided at lsm/bpf_prog"), "{notice}");
+        assert!(!notice.contains("preempt=full"), "{notice}");
         assert_eq!(super::notice(&facts(DEBIAN_612, good_btf())), None);
+        let mut full = facts("lockdown,capability,bpf", bookworm_btf());
+        full.cmdline = "root=/dev/vda preempt=full quiet".into();
+        let notice = super::notice(&full).expect("6.1 is announced");
+        assert!(notice.contains("warning: booted with preempt=full"), "{notice}");
+        full.cmdline = "preempt=full preempt=voluntary".into();
+        assert!(!super::notice(&full).expect("6.1").contains("warning"));
         // BPF LSM inactive on 6.1 is that, not "too old".
         let err = check(&facts("lockdown,capability,yama", bookworm_btf())).unwrap_err();
         assert!(matches!(err, PreflightError::BpfLsmInactive { .. }), "{err}");

@@ -404,6 +404,18 @@ fn gate_scan_contention_counts_by_preconditions() {
         report!("SKIPPED: gate_scan_contention_counts_by_preconditions needs a kernel booted with preempt=full");
         return;
     }
+    if !super::has_prog_load_hook() {
+        // 6.1 runs a fentry program with recursion protection: a load that preempts another's scan on its CPU
+        // does not run the scan at all (the program is already active there), so no scan is ever contended;
+        // that load has no record at lsm/bpf_prog and is denied under an enforced policy (fail closed).
+        report!(
+            "NOT APPLICABLE on this kernel: gate_scan_contention_counts_by_preconditions: without \
+             security_bpf_prog_load the scan runs at fentry/bpf_check, which the kernel never re-enters on a CPU \
+             while it is preempted there (recursion protection): a preempting load is not scanned and fails closed \
+             instead of being counted by preconditions"
+        );
+        return;
+    }
     let exe = this_exe();
     let mut g = Live::new();
     g.install(&format!(
