@@ -8,13 +8,16 @@
  * Hooks:
  * - lsm/bpf (every bpf() call, first): notes BPF_OBJ_GET for lsm/bpf_map; refuses
  *   BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone but its daemon.
- * - lsm/bpf_prog_load: scans the program and decides everything but the map rules.
+ * - lsm/bpf_prog_load (6.9+; on 6.1 fentry/bpf_check, legacy.bpf.h): scans the program and decides
+ *   everything but the map rules.
  * - lsm/bpf_prog (an fd to a program is made: right after a load's verification, or by id or pin):
- *   for a load, the final decision with the maps the verifier bound (aux->used_maps); otherwise it
- *   refuses fds to the gate's own programs to anyone but its daemon, and a program another subject
- *   loaded to anyone whose rule would not let it load that program.
- * - lsm/bpf_prog_free: drops the record of a load the verifier refused.
- * - lsm/bpf_map_create, lsm/bpf_map_free: map owners (the creating subject), by map address.
+ *   for a load, the final decision with the maps the verifier bound (aux->used_maps), stored with a
+ *   compare-and-swap so concurrent first calls agree; otherwise it refuses fds to the gate's own
+ *   programs to anyone but its daemon, and a program another subject loaded to anyone whose rule
+ *   would not let it load that program.
+ * - lsm/bpf_prog_free (6.1: lsm/bpf_prog_free_security): drops a program's records.
+ * - lsm/bpf_map_create, lsm/bpf_map_free (6.1: lsm/bpf_map_alloc_security, lsm/bpf_map_free_security):
+ *   map owners (the creating subject), by map address.
  * - lsm/bpf_map (an fd to a map is made): a writable fd to another subject's map needs the subject's
  *   rule to allow writing it; a writable fd to the gate's own maps only goes to its daemon; a map
  *   reached through a pin (BPF_OBJ_GET) is marked pinned.
@@ -70,6 +73,7 @@
  *   kfuncs.bpf.h   kfunc classes, module BTFs by fd_array
  *   scan.bpf.h     the scan (bpfgate::kernel_view)
  *   owners.bpf.h   map owners, the maps a program uses, program loaders (gate_prog_open)
+ *   legacy.bpf.h   the hooks of kernels without security_bpf_prog_load (6.1), included last
  * and the headers build.rs generates from the library: gate_abi.h (the records and constants shared with the
  * loader, with static asserts on their layout: bpfgate::gate_abi), bpfgate_catalogue.h, gate_scan.h and
  * gate_progtypes.h. Instruction fields are read with the uapi names (vmlinux.h).
