@@ -259,11 +259,8 @@ impl Gate {
         // object itself is still closed when the skeleton drops.
         let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = GateSkelBuilder::default().open(storage).map_err(bpf("opening the gate object"))?;
-        let (three, four, legacy) = (
-            variant == HookVariant::ThreeArgs,
-            variant == HookVariant::FourArgs,
-            variant == HookVariant::Legacy,
-        );
+        let (three, four, legacy) =
+            (variant == HookVariant::ThreeArgs, variant == HookVariant::FourArgs, variant == HookVariant::Legacy);
         open.progs.gate_prog_load_v3.set_autoload(three);
         open.progs.gate_map_create_v3.set_autoload(three);
         open.progs.gate_bpf_v3.set_autoload(three || legacy);

@@ -18,7 +18,8 @@ pub const BPF_LSM_WITNESS: &str = "bpf_lsm_bpf";
 pub const PROG_LOAD_HOOK: &str = "bpf_lsm_bpf_prog_load";
 /// What the gate uses on a kernel without [`PROG_LOAD_HOOK`] (6.1): the function it scans at (`fentry/bpf_check`)
 /// and the LSM hooks that stand for `bpf_prog_free` and `bpf_map_create` there.
-pub const FENTRY_SCAN_FUNCS: [&str; 3] = ["bpf_check", "bpf_lsm_bpf_prog_free_security", "bpf_lsm_bpf_map_alloc_security"];
+pub const FENTRY_SCAN_FUNCS: [&str; 3] =
+    ["bpf_check", "bpf_lsm_bpf_prog_free_security", "bpf_lsm_bpf_map_alloc_security"];
 /// The helpers the fentry scan needs (`enum bpf_func_id`): the `bpf_check` argument, and the scan's loops (5.17).
 pub const FENTRY_SCAN_HELPERS: [&str; 2] = ["BPF_FUNC_get_func_arg", "BPF_FUNC_loop"];
 
@@ -157,9 +158,9 @@ pub fn btf_facts(path: &Path) -> BtfFacts {
     match Btf::from_path(path) {
         Ok(btf) => {
             let func = |name: &str| btf.type_by_name::<Func<'_>>(name).is_some();
-            let helpers = btf.type_by_name::<Enum<'_>>("bpf_func_id").is_some_and(|e| {
-                FENTRY_SCAN_HELPERS.iter().all(|h| e.iter().any(|m| m.name.is_some_and(|n| n == *h)))
-            });
+            let helpers = btf
+                .type_by_name::<Enum<'_>>("bpf_func_id")
+                .is_some_and(|e| FENTRY_SCAN_HELPERS.iter().all(|h| e.iter().any(|m| m.name.is_some_and(|n| n == *h))));
             BtfFacts::Read {
                 bpf_lsm: func(BPF_LSM_WITNESS),
                 prog_load_hook: func(PROG_LOAD_HOOK),

@@ -124,10 +124,10 @@ fn has_prog_load_hook() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {
         let path = std::path::Path::new(bpfgate_gate::preflight::BTF_FILE);
-        matches!(bpfgate_gate::preflight::btf_facts(path), bpfgate_gate::preflight::BtfFacts::Read {
-            prog_load_hook: true,
-            ..
-        })
+        matches!(
+            bpfgate_gate::preflight::btf_facts(path),
+            bpfgate_gate::preflight::BtfFacts::Read { prog_load_hook: true, .. }
+        )
     })
 }
 

@@ -321,7 +321,8 @@ static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bp
 		__u64 tid = bpf_get_current_pid_tgid();
 		__u32 *cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
 
-		if (!gate_fentry_scan || !cmd || *cmd != BPF_PROG_LOAD || bpf_map_lookup_elem(&loaded_progs, &key))
+		if (!gate_fentry_scan || !cmd || *cmd != BPF_PROG_LOAD ||
+		    bpf_map_lookup_elem(&loaded_progs, &key))
 			return gate_prog_open(aux, id);
 		struct rule_match rm = {};
 
@@ -425,8 +426,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	 * A load through an unknown register reads kernel memory where a used map may hold kptrs: known only now
 	 * that the verifier bound the maps (the scan counted it already in a BTF-typed program or with a BTF source).
 	 */
-	bool kptr_read =
-		g.kptr && ts->scan.unknown_load && !(ts->facts.classes & BPFGATE_CLASS_KERNEL_READ);
+	bool kptr_read = g.kptr && ts->scan.unknown_load && !(ts->facts.classes & BPFGATE_CLASS_KERNEL_READ);
 
 	if (kptr_read) {
 		ts->facts.classes |= BPFGATE_CLASS_KERNEL_READ;

@@ -33,10 +33,12 @@ int gate_check_scan(__u64 *ctx)
 		return 0; /* cannot happen; no record: lsm/bpf_prog fails the load closed */
 	if (bpf_probe_read_kernel(&prog, sizeof(prog), (void *)progp) || !prog)
 		return 0;
-	struct pending_load *ts = gate_scan(prog, BPF_CORE_READ((union bpf_attr *)attrp, fd_array), false, &v);
+	struct pending_load *ts =
+		gate_scan(prog, BPF_CORE_READ((union bpf_attr *)attrp, fd_array), false, &v);
 
 	if (ts && v.decision == GATE_VERDICT_DENY)
-		ts->state |= GATE_LOAD_DENIED; /* the loader's own lsm/bpf_prog call refuses it, and everyone's */
+		ts->state |=
+			GATE_LOAD_DENIED; /* the loader's own lsm/bpf_prog call refuses it, and everyone's */
 	return 0;
 }
 
