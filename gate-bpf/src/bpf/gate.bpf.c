@@ -327,8 +327,12 @@ static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bp
 		struct rule_match rm = {};
 
 		current_subject(&s);
-		rule_for(&s, &v, &rm, false);
+		bool judge = rule_for(&s, &v, &rm, false);
+
+		/* Not enforced for this subject: no policy, audit mode, or an audit rule. */
 		if (v.flags & (GATE_F_NO_POLICY | GATE_F_AUDIT_MODE))
+			return 0;
+		if (judge && rm.r->action == GATE_ACTION_AUDIT)
 			return 0;
 		v.decision = GATE_VERDICT_DENY;
 		v.rule = GATE_RULE_DEFAULT;
