@@ -101,7 +101,7 @@ fn gate_race_user_buffer_rewritten_during_loads() {
         let flipper = s.spawn(|| {
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let next = if flips % 2 == 0 { denied[FLIPPED] } else { harmless[FLIPPED] };
+                let next = if flips.is_multiple_of(2) { denied[FLIPPED] } else { harmless[FLIPPED] };
                 buf[FLIPPED].store(next, Ordering::Relaxed);
                 flips += 1;
             }
