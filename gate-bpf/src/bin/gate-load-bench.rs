@@ -424,7 +424,8 @@ fn create_map() -> Result<OwnedFd, Error> {
 // The gate's own run time (BPF stats)
 
 /// The gate's loaded programs (LSM programs named `gate_*`: the `bpf_prog_load` hook and, depending on the
-/// gate's version, others such as `bpf`, `bpf_prog` and `bpf_map_create`), with their kernel names.
+/// gate's version, others such as `bpf`, `bpf_prog` and `bpf_map_create`; on 6.1 the `fentry/bpf_check` scan),
+/// with their kernel names.
 fn gate_progs() -> Result<Vec<(String, OwnedFd)>, Error> {
     let mut id = 0u32;
     let mut found = Vec::new();
@@ -444,12 +445,14 @@ fn gate_progs() -> Result<Vec<(String, OwnedFd)>, Error> {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let info = prog_info(&fd)?;
         let name: Vec<u8> = info.name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-        if info.type_ == sys::BPF_PROG_TYPE_LSM && name.starts_with(b"gate_") {
+        // The 6.1 scan is a tracing program (fentry/bpf_check); the kernel truncates names to 15 bytes.
+        let tracing = info.type_ == sys::BPF_PROG_TYPE_TRACING;
+        if (info.type_ == sys::BPF_PROG_TYPE_LSM || tracing) && name.starts_with(b"gate_") {
             found.push((String::from_utf8_lossy(&name).into_owned(), fd));
         }
     }
-    if !found.iter().any(|(n, _)| n.starts_with("gate_prog_load")) {
-        return Err("the gate's bpf_prog_load program is not among the loaded programs".into());
+    if !found.iter().any(|(n, _)| n.starts_with("gate_prog_load") || n.starts_with("gate_check_scan")) {
+        return Err("the gate's scan program (bpf_prog_load or bpf_check) is not among the loaded programs".into());
     }
     Ok(found)
 }
