@@ -944,6 +944,23 @@ impl<'a> BtfIndex<'a> {
         out
     }
 
+    /// The names of the FUNCs whose prototype returns `void` (type 0), sorted.
+    pub fn void_funcs(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for id in 1..=self.type_count() {
+            let Some(func) = self.raw(id).filter(|t| t.kind() == KIND_FUNC) else { continue };
+            let proto = self.raw(func.size_or_type).filter(|t| t.kind() == KIND_FUNC_PROTO);
+            if let (Some(proto), Some(name)) = (proto, self.name(func.name_off)) {
+                if proto.size_or_type == 0 {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Number of parameters of a FUNC's prototype, not counting a variadic `...` (type 0); `None` when `id` is
     /// not a FUNC with a FUNC_PROTO.
     pub fn func_param_count(&self, id: u32) -> Option<usize> {
