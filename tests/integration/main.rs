@@ -9,4 +9,5 @@ mod limits;
 mod packaging;
 mod policy_cli;
 mod readme;
+mod real_world;
 mod support;
