@@ -6,6 +6,7 @@ mod evasion;
 mod fixtures;
 mod kubernetes;
 mod limits;
+mod loaders;
 mod packaging;
 mod policy_cli;
 mod readme;
