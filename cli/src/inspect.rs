@@ -223,7 +223,11 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
     }
     for u in &report.unreached {
         let sym = u.symbol.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-        let _ = writeln!(s, "  unreached: section {} insns {}..{}{sym}: no program contains or reaches it", u.section, u.start, u.end);
+        let _ = writeln!(
+            s,
+            "  unreached: section {} insns {}..{}{sym}: no program contains or reaches it",
+            u.section, u.start, u.end
+        );
     }
     for n in &report.notes {
         let _ = writeln!(s, "  note: {n}");

@@ -74,7 +74,10 @@ fn apply_overrides(file: &str, obj: &mut elf::Object, overrides: &[LoadOverride]
         }
         if !found {
             let message = format!("{file}: load override for {}: the object has no such program", o.program);
-            errors.push(InspectError { program: Some(o.program.clone()), ..InspectError::new(file, InspectErrorKind::Override, message) });
+            errors.push(InspectError {
+                program: Some(o.program.clone()),
+                ..InspectError::new(file, InspectErrorKind::Override, message)
+            });
         }
     }
     errors

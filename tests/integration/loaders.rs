@@ -5,7 +5,9 @@
 
 use bpfgate::metadata::MapKind;
 use bpfgate::{inspect, inspect_with, InspectErrorKind, LoadOverride, Loader, ObjectReport, ProgType};
-use bpfgate_test_support::elf::{Elf, R_BPF_64_32, R_BPF_64_64, SHT_PROGBITS, STB_GLOBAL, STT_FUNC, STT_NOTYPE, STT_OBJECT};
+use bpfgate_test_support::elf::{
+    Elf, R_BPF_64_32, R_BPF_64_64, SHT_PROGBITS, STB_GLOBAL, STT_FUNC, STT_NOTYPE, STT_OBJECT,
+};
 use bpfgate_test_support::insn::{call_helper, call_local, exit, ld_imm64, mov, mov_imm, op, st_imm, Insn};
 
 use crate::support::repo;
@@ -134,7 +136,11 @@ fn static_functions_of_a_program_section_are_programs() {
             ("tail_b", 4, &[Loader::CiliumEbpf, Loader::Aya][..]),
         ]
     );
-    assert!(report.notes.iter().any(|n| n.contains("program tail_a in section classifier is static")), "{:?}", report.notes);
+    assert!(
+        report.notes.iter().any(|n| n.contains("program tail_a in section classifier is static")),
+        "{:?}",
+        report.notes
+    );
     assert!(report.unreached.is_empty(), "{:?}", report.unreached);
     golden("static_programs", &report);
 }
@@ -204,7 +210,11 @@ fn load_overrides_set_what_the_loader_sets() {
         attach_target: Some("vfs_read".into()),
         ..LoadOverride::default()
     };
-    let typed = LoadOverride { program: "dummy_kprobe_with_long_name".into(), prog_type: Some(ProgType::Tracing), ..LoadOverride::default() };
+    let typed = LoadOverride {
+        program: "dummy_kprobe_with_long_name".into(),
+        prog_type: Some(ProgType::Tracing),
+        ..LoadOverride::default()
+    };
     let report = inspect_with("dummy.o", &bytes, &[target, typed]);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let p = &report.programs[0];

@@ -119,7 +119,12 @@ fn read_objdump(tool: &str, path: &Path) -> Option<Objdump> {
     for line in text.lines() {
         // -h: `  3 xdp  00000198 0000000000000000 TEXT`
         let words: Vec<&str> = line.split_whitespace().collect();
-        if words.len() >= 5 && !line.contains('\t') && words[0].parse::<u32>().is_ok() && hex(words[2]).is_some() && hex(words[3]).is_some() {
+        if words.len() >= 5
+            && !line.contains('\t')
+            && words[0].parse::<u32>().is_ok()
+            && hex(words[2]).is_some()
+            && hex(words[3]).is_some()
+        {
             if words[4..].contains(&"TEXT") {
                 exec.insert(words[1].to_owned());
             }
@@ -294,7 +299,8 @@ fn corpus_programs_and_helpers_agree_with_llvm_objdump() {
                 failures.push(format!("{name}: {sect}/{prog}: helpers {mine:?}, objdump {helpers:?}"));
             }
             if p.kfuncs.is_empty() == kfunc {
-                failures.push(format!("{name}: {sect}/{prog}: kfuncs {:?}, objdump sees a kfunc call: {kfunc}", p.kfuncs));
+                failures
+                    .push(format!("{name}: {sect}/{prog}: kfuncs {:?}, objdump sees a kfunc call: {kfunc}", p.kfuncs));
             }
             checked += 1;
         }

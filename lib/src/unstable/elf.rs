@@ -321,11 +321,45 @@ fn sh_flags<'data>(sec: &impl ObjectSection<'data>) -> u64 {
 /// aya's program section kinds (`ProgramSection::from_str` in `aya-obj`): the part of a section name before the
 /// first `/`. aya refuses an object with an executable section of another kind.
 const AYA_KINDS: &[&str] = &[
-    "kprobe", "kretprobe", "uprobe", "uprobe.s", "uprobe.multi", "uprobe.multi.s", "uretprobe", "uretprobe.s",
-    "uretprobe.multi", "uretprobe.multi.s", "xdp", "xdp.frags", "tp_btf", "tracepoint", "tp", "socket", "sk_msg",
-    "sk_skb", "sockops", "classifier", "cgroup_skb", "cgroup", "lirc_mode2", "perf_event", "raw_tp", "raw_tracepoint",
-    "lsm", "lsm.s", "lsm_cgroup", "fentry", "fentry.s", "fexit", "fexit.s", "flow_dissector", "freplace", "sk_lookup",
-    "sk_reuseport", "iter", "iter.s",
+    "kprobe",
+    "kretprobe",
+    "uprobe",
+    "uprobe.s",
+    "uprobe.multi",
+    "uprobe.multi.s",
+    "uretprobe",
+    "uretprobe.s",
+    "uretprobe.multi",
+    "uretprobe.multi.s",
+    "xdp",
+    "xdp.frags",
+    "tp_btf",
+    "tracepoint",
+    "tp",
+    "socket",
+    "sk_msg",
+    "sk_skb",
+    "sockops",
+    "classifier",
+    "cgroup_skb",
+    "cgroup",
+    "lirc_mode2",
+    "perf_event",
+    "raw_tp",
+    "raw_tracepoint",
+    "lsm",
+    "lsm.s",
+    "lsm_cgroup",
+    "fentry",
+    "fentry.s",
+    "fexit",
+    "fexit.s",
+    "flow_dissector",
+    "freplace",
+    "sk_lookup",
+    "sk_reuseport",
+    "iter",
+    "iter.s",
 ];
 
 fn aya_kind(section: &str) -> bool {
@@ -790,7 +824,8 @@ impl Object {
             // Functions are FUNC symbols; LLVM before 8 wrote them as GLOBAL NOTYPE symbols of size 0, which
             // cilium/ebpf and iproute2 take as functions too. LOCAL NOTYPE symbols are jump labels.
             let is_func = sym.st_type == elf::STT_FUNC;
-            if !is_func && !(sym.st_type == elf::STT_NOTYPE && sym.global && !sym.undefined) {
+            let old_llvm_func = sym.st_type == elf::STT_NOTYPE && sym.global && !sym.undefined;
+            if !is_func && !old_llvm_func {
                 continue;
             }
             funcs += 1;
@@ -882,8 +917,7 @@ impl Object {
         self.programs.reserve_exact(count);
         // Whole-object refusals: libbpf 1.x refuses a `maps` section and static programs, aya unknown sections.
         let programs = || self.sections.iter().filter(|cs| cs.name != ".text");
-        let static_prog =
-            programs().find_map(|cs| cs.funcs.iter().find(|f| f.is_func && !f.global).map(|f| (cs, f)));
+        let static_prog = programs().find_map(|cs| cs.funcs.iter().find(|f| f.is_func && !f.global).map(|f| (cs, f)));
         let libbpf = !legacy_maps && static_prog.is_none();
         let aya_refuses = programs().find(|cs| !aya_kind(&cs.name)).map(|cs| cs.name.clone());
         let mut notes = Vec::new();
