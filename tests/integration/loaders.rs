@@ -227,3 +227,41 @@ fn load_overrides_set_what_the_loader_sets() {
     assert_eq!(report.errors[0].kind, InspectErrorKind::Override);
     assert_eq!(report.programs.len(), 1, "the programs are still analyzed");
 }
+
+/// The kernel checks a struct_ops program's r0 at exit only if the map member pointing to it returns a value:
+/// the member's BTF prototype decides, over the program's own.
+#[test]
+fn struct_ops_members_returning_void_need_no_r0() {
+    use bpfgate_test_support::btf::{Btf, KIND_DATASEC, KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR};
+    let mut b = Btf::new();
+    let int = b.int("int", 4, 1);
+    let void_proto = b.add("", KIND_FUNC_PROTO, 0, false, 0, &[]);
+    let int_proto = b.add("", KIND_FUNC_PROTO, 0, false, int, &[]);
+    let (void_ptr, int_ptr) = (b.ptr(void_proto), b.ptr(int_proto));
+    let ops = b.struct_("my_ops", 16, &[("release", void_ptr, 0), ("init", int_ptr, 64)]);
+    let var = b.add("ops", KIND_VAR, 0, false, ops, &[1]);
+    b.add(".struct_ops", KIND_DATASEC, 1, false, 16, &[var, 0, 16]);
+    // Each program's own prototype says the opposite of its member's.
+    b.add("do_release", KIND_FUNC, 1, false, int_proto, &[]);
+    b.add("do_init", KIND_FUNC, 1, false, void_proto, &[]);
+    let mut e = Elf::new();
+    e.license();
+    e.btf(b.finish());
+    let release = e.code("struct_ops/release", &[exit()]);
+    let rel_sym = e.func("do_release", release, 0, 1);
+    let init = e.code("struct_ops/init", &[exit()]);
+    let init_sym = e.func("do_init", init, 0, 1);
+    let data = e.section(".struct_ops", SHT_PROGBITS, 3, vec![0; 16]);
+    e.symbol("ops", STB_GLOBAL | STT_OBJECT, data, 0, 16);
+    // R_BPF_64_ABS64 (2): the function pointers of the map's members.
+    e.rel(data, [(0, rel_sym, 2), (8, init_sym, 2)]);
+    let report = inspect("struct_ops.o", &e.finish());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let notes = |name: &str| report.programs.iter().find(|p| p.name == name).expect(name).notes.clone();
+    assert_eq!(notes("do_release"), Vec::<String>::new());
+    let init_notes = notes("do_init");
+    assert!(
+        init_notes.len() == 1 && init_notes[0].contains("r0 is read before it is set"),
+        "a member returning int needs r0: {init_notes:?}"
+    );
+}

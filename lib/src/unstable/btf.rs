@@ -944,6 +944,21 @@ impl<'a> BtfIndex<'a> {
         out
     }
 
+    /// Whether the member at byte `offset` of STRUCT `struct_id` is a pointer to a function returning `void`
+    /// (a struct_ops member); `None` when there is no such member or it is no function pointer.
+    pub fn member_returns_void(&self, struct_id: u32, offset: u32) -> Option<bool> {
+        let st = self.raw(self.resolve(struct_id)?).filter(|t| t.kind() == KIND_STRUCT)?;
+        let kind_flag = st.info >> 31 != 0;
+        let member = (0..st.vlen()).find(|&i| {
+            let bits = self.word(&st, 3 * i + 2);
+            let bits = if kind_flag { bits & 0x00ff_ffff } else { bits };
+            bits % 8 == 0 && bits / 8 == offset
+        })?;
+        let ptr = self.raw(self.resolve(self.word(&st, 3 * member + 1))?).filter(|t| t.kind() == KIND_PTR)?;
+        let proto = self.raw(self.resolve(ptr.size_or_type)?).filter(|t| t.kind() == KIND_FUNC_PROTO)?;
+        Some(proto.size_or_type == 0)
+    }
+
     /// The names of the FUNCs whose prototype returns `void` (type 0), sorted.
     pub fn void_funcs(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -257,6 +257,9 @@ pub struct Object {
     /// Functions whose BTF prototype returns `void`, sorted: the entry of a struct_ops or LSM program declared
     /// so need not set r0 (the kernel skips the return check for hooks returning `void`).
     pub void_funcs: Vec<String>,
+    /// Functions a struct_ops map's member points to, sorted, and whether that member's prototype returns
+    /// `void`: what the kernel checks the program's return by.
+    pub struct_ops_members: Vec<(String, bool)>,
     /// Errors past [`MAX_ERRORS`], counted only.
     pub(crate) dropped_errors: usize,
     /// Positions in `sections`, sorted by name (then position); empty for an object not from [`Object::parse`].
@@ -364,6 +367,33 @@ const AYA_KINDS: &[&str] = &[
 
 fn aya_kind(section: &str) -> bool {
     AYA_KINDS.contains(&section.split('/').next().unwrap_or(section))
+}
+
+/// The functions the struct_ops maps of `.struct_ops` and `.struct_ops.link` point to (their relocations), each
+/// with whether its member's prototype returns `void`, sorted by name.
+fn struct_ops_members(file: &ElfFile64<'_, Endianness>, syms: &Symbols<'_>, btf: &BtfIndex<'_>) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    for sec in file.sections() {
+        let Ok(name @ (".struct_ops" | ".struct_ops.link")) = sec.name() else { continue };
+        let Some(vars) = btf.datasec(name) else { continue };
+        for (offset, reloc) in sec.relocations() {
+            let RelocationTarget::Symbol(i) = reloc.target() else { continue };
+            let Some(func) = syms.get(i.0).and_then(|s| s.name()) else { continue };
+            let var = vars.iter().find(|v| {
+                u64::from(v.offset) <= offset && offset < u64::from(v.offset).saturating_add(u64::from(v.size))
+            });
+            let member = var.and_then(|v| {
+                let within = u32::try_from(offset - u64::from(v.offset)).ok()?;
+                btf.member_returns_void(v.type_id, within)
+            });
+            if let Some(void) = member {
+                out.push((func.to_owned(), void));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// [`Object::error`] for callers that hold another borrow of the object.
@@ -633,6 +663,7 @@ impl Object {
             errors: Vec::new(),
             notes: Vec::new(),
             void_funcs: Vec::new(),
+            struct_ops_members: Vec::new(),
             dropped_errors: 0,
             by_name: Vec::new(),
         };
@@ -650,6 +681,9 @@ impl Object {
             obj.kconfig_map(kconfig_layout_size(b, vars));
         }
         let syms = Symbols::read(&file);
+        if let Some(b) = btf {
+            obj.struct_ops_members = struct_ops_members(&file, &syms, b);
+        }
         let map_syms = obj.read_maps(&file, &syms, &layout);
         obj.read_funcs(&syms, &layout)?;
         obj.find_programs(layout.legacy_maps_exact);

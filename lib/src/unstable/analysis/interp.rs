@@ -302,18 +302,35 @@ impl Ctx<'_, '_> {
     }
 
     /// A struct_ops or LSM program whose hook returns `void`: the kernel does not check r0 at its exit
-    /// (`check_return_code`). The hook's prototype is the struct_ops member's or the LSM hook's; the program's own
-    /// BTF prototype stands for it, as `BPF_PROG` and `BPF_STRUCT_OPS` declare the program with the hook's return
-    /// type.
+    /// (`check_return_code`). For struct_ops, the hook is the member of the struct_ops map that points to the
+    /// program (its BTF prototype); for LSM, or a struct_ops program no map member points to, the program's own
+    /// BTF prototype stands for the hook's, as `BPF_PROG` and `BPF_STRUCT_OPS` declare the program with the
+    /// hook's return type.
     fn returns_void(&self) -> bool {
         let info = &self.prog.info;
-        let hook = match info.prog_type {
-            ProgType::StructOps => true,
-            ProgType::Lsm => info.attach_type != Some(AttachType::LsmCgroup),
+        let obj = self.obj;
+        let name = obj.sections[self.prog.section].func_name(self.prog.start).unwrap_or(&self.prog.name);
+        let own = || obj.void_funcs.binary_search_by(|v| v.as_str().cmp(name)).is_ok();
+        match info.prog_type {
+            ProgType::StructOps => {
+                let i = obj.struct_ops_members.partition_point(|(f, _)| f.as_str() < name);
+                let mut members = obj
+                    .struct_ops_members
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|(f, _)| f == name)
+                    .peekable();
+                // Members of several maps may point to it: void only if every one returns void.
+                if members.peek().is_none() {
+                    own()
+                } else {
+                    members.all(|&(_, void)| void)
+                }
+            }
+            ProgType::Lsm => info.attach_type != Some(AttachType::LsmCgroup) && own(),
             _ => false,
-        };
-        let name = self.obj.sections[self.prog.section].func_name(self.prog.start).unwrap_or(&self.prog.name);
-        hook && self.obj.void_funcs.binary_search_by(|v| v.as_str().cmp(name)).is_ok()
+        }
     }
 
     #[inline(never)]

@@ -513,6 +513,7 @@ mod tests_support {
             errors: Vec::new(),
             notes: Vec::new(),
             void_funcs: Vec::new(),
+            struct_ops_members: Vec::new(),
             dropped_errors: 0,
             by_name: Vec::new(),
         };
