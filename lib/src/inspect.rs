@@ -261,6 +261,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kernel_names_are_the_first_15_bytes() {
+        use crate::metadata::kernel_name;
+        assert_eq!(kernel_name("xdp_program_with_a_long_name"), "xdp_program_wit");
+        assert_eq!(kernel_name("exactly_15_byte"), "exactly_15_byte");
+        assert_eq!(kernel_name("short"), "short");
+        // Cut at a character boundary: 9 two-byte characters are 18 bytes, 7 fit.
+        assert_eq!(kernel_name("ééééééééé"), "ééééééé");
+    }
+
+    #[test]
     fn errors_are_typed_and_keep_their_message() {
         let report = inspect("junk.o", b"not an ELF file");
         let [e] = report.errors.as_slice() else { panic!("{:?}", report.errors) };

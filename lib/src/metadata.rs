@@ -224,13 +224,11 @@ impl fmt::Display for Loader {
     }
 }
 
-/// The kernel's `BPF_OBJ_NAME_LEN`: a program name holds at most this many bytes less one (the terminator).
-pub const BPF_OBJ_NAME_LEN: usize = 16;
-
 /// The name the kernel keeps for a program loaded under `name` (what `bpftool prog` and the gate's events show):
-/// its first 15 bytes, as libbpf, cilium/ebpf and aya pass it (cut at a character boundary).
+/// its first 15 bytes (`BPF_OBJ_NAME_LEN`, [`crate::gate_abi::NAME_LEN`], less the terminator), as libbpf,
+/// cilium/ebpf and aya pass it (cut at a character boundary).
 pub fn kernel_name(name: &str) -> String {
-    let mut end = name.len().min(BPF_OBJ_NAME_LEN - 1);
+    let mut end = name.len().min(crate::gate_abi::NAME_LEN - 1);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
