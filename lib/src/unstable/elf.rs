@@ -955,6 +955,7 @@ impl Object {
         let libbpf = !legacy_maps && static_prog.is_none();
         let aya_refuses = programs().find(|cs| !aya_kind(&cs.name)).map(|cs| cs.name.clone());
         let mut notes = Vec::new();
+        let mut unnamed_more = 0usize;
         if legacy_maps {
             notes.push(
                 "libbpf 1.x refuses this object: it has a legacy `maps` section (libbpf 0.x, cilium/ebpf, iproute2 \
@@ -977,10 +978,16 @@ impl Object {
             }
             let info = section::classify(&cs.name);
             if cs.funcs.is_empty() {
-                notes.push(format!(
-                    "section {}: no function symbol; only iproute2's own loader loads it (as one program, unnamed)",
-                    cs.name
-                ));
+                // Kept like errors: a million such sections say no more than a thousand.
+                if notes.len() < MAX_ERRORS {
+                    notes.push(format!(
+                        "section {}: no function symbol; only iproute2's own loader loads it (as one program, \
+                         unnamed)",
+                        cs.name
+                    ));
+                } else {
+                    unnamed_more += 1;
+                }
                 self.programs.push(ProgramEntry {
                     name: cs.name.clone(),
                     section: pos,
@@ -1015,6 +1022,9 @@ impl Object {
                     notes: Vec::new(),
                 });
             }
+        }
+        if unnamed_more > 0 {
+            notes.push(format!("and {unnamed_more} more sections without a function symbol"));
         }
         self.notes.extend(notes);
     }
