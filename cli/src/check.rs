@@ -81,6 +81,9 @@ struct JsonProgram {
     prog_type: String,
     attach_type: Option<String>,
     attach_target: Option<String>,
+    /// Load overrides applied and other notes of the program's report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
     verdict: Verdict,
 }
 
@@ -176,6 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 prog_type: prog.prog_type.to_string(),
                 attach_type: prog.attach_type.map(|a| a.to_string()),
                 attach_target: prog.attach_target.clone(),
+                notes: prog.notes.clone(),
                 verdict,
             });
         }
