@@ -944,19 +944,29 @@ impl<'a> BtfIndex<'a> {
         out
     }
 
-    /// Whether the member at byte `offset` of STRUCT `struct_id` is a pointer to a function returning `void`
-    /// (a struct_ops member); `None` when there is no such member or it is no function pointer.
-    pub fn member_returns_void(&self, struct_id: u32, offset: u32) -> Option<bool> {
-        let st = self.raw(self.resolve(struct_id)?).filter(|t| t.kind() == KIND_STRUCT)?;
+    /// The function-pointer members of STRUCT `struct_id` (a struct_ops type): each one's byte offset and
+    /// whether its prototype returns `void`, sorted by offset. Empty for anything but a STRUCT.
+    pub fn fn_ptr_members(&self, struct_id: u32) -> Vec<(u32, bool)> {
+        let Some(st) = self.resolve(struct_id).and_then(|id| self.raw(id)).filter(|t| t.kind() == KIND_STRUCT) else {
+            return Vec::new();
+        };
         let kind_flag = st.info >> 31 != 0;
-        let member = (0..st.vlen()).find(|&i| {
+        let mut out = Vec::new();
+        for i in 0..st.vlen() {
             let bits = self.word(&st, 3 * i + 2);
             let bits = if kind_flag { bits & 0x00ff_ffff } else { bits };
-            bits % 8 == 0 && bits / 8 == offset
-        })?;
-        let ptr = self.raw(self.resolve(self.word(&st, 3 * member + 1))?).filter(|t| t.kind() == KIND_PTR)?;
-        let proto = self.raw(self.resolve(ptr.size_or_type)?).filter(|t| t.kind() == KIND_FUNC_PROTO)?;
-        Some(proto.size_or_type == 0)
+            let ptr =
+                self.resolve(self.word(&st, 3 * i + 1)).and_then(|id| self.raw(id)).filter(|t| t.kind() == KIND_PTR);
+            let proto = ptr
+                .and_then(|p| self.resolve(p.size_or_type))
+                .and_then(|id| self.raw(id))
+                .filter(|t| t.kind() == KIND_FUNC_PROTO);
+            if let (Some(proto), true) = (proto, bits % 8 == 0) {
+                out.push((bits / 8, proto.size_or_type == 0));
+            }
+        }
+        out.sort_unstable();
+        out
     }
 
     /// The names of the FUNCs whose prototype returns `void` (type 0), sorted.

@@ -257,7 +257,7 @@ pub struct Object {
     /// Functions whose BTF prototype returns `void`, sorted: the entry of a struct_ops or LSM program declared
     /// so need not set r0 (the kernel skips the return check for hooks returning `void`).
     pub void_funcs: Vec<String>,
-    /// Functions a struct_ops map's member points to, sorted, and whether that member's prototype returns
+    /// Functions struct_ops map members point to, sorted, and whether those members' prototypes all return
     /// `void`: what the kernel checks the program's return by.
     pub struct_ops_members: Vec<(String, bool)>,
     /// Errors past [`MAX_ERRORS`], counted only.
@@ -370,29 +370,33 @@ fn aya_kind(section: &str) -> bool {
 }
 
 /// The functions the struct_ops maps of `.struct_ops` and `.struct_ops.link` point to (their relocations), each
-/// with whether its member's prototype returns `void`, sorted by name.
+/// with whether its members' prototypes all return `void`, sorted by name. Searches, not scans, and one entry per
+/// function: an object may have a million relocations and a struct of 65,535 members.
 fn struct_ops_members(file: &ElfFile64<'_, Endianness>, syms: &Symbols<'_>, btf: &BtfIndex<'_>) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
+    let mut by_func: HashMap<&str, bool> = HashMap::new();
     for sec in file.sections() {
         let Ok(name @ (".struct_ops" | ".struct_ops.link")) = sec.name() else { continue };
-        let Some(vars) = btf.datasec(name) else { continue };
+        let Some(mut vars) = btf.datasec(name) else { continue };
+        vars.sort_unstable_by_key(|v| v.offset);
+        let mut members: HashMap<u32, Vec<(u32, bool)>> = HashMap::new();
         for (offset, reloc) in sec.relocations() {
             let RelocationTarget::Symbol(i) = reloc.target() else { continue };
             let Some(func) = syms.get(i.0).and_then(|s| s.name()) else { continue };
-            let var = vars.iter().find(|v| {
-                u64::from(v.offset) <= offset && offset < u64::from(v.offset).saturating_add(u64::from(v.size))
-            });
-            let member = var.and_then(|v| {
-                let within = u32::try_from(offset - u64::from(v.offset)).ok()?;
-                btf.member_returns_void(v.type_id, within)
-            });
-            if let Some(void) = member {
-                out.push((func.to_owned(), void));
+            let at = vars.partition_point(|v| u64::from(v.offset) <= offset);
+            let Some(var) = at.checked_sub(1).and_then(|i| vars.get(i)) else { continue };
+            let Some(within) = offset.checked_sub(u64::from(var.offset)).filter(|&w| w < u64::from(var.size)) else {
+                continue;
+            };
+            let list = members.entry(var.type_id).or_insert_with(|| btf.fn_ptr_members(var.type_id));
+            let found = u32::try_from(within).ok().and_then(|w| list.binary_search_by_key(&w, |&(o, _)| o).ok());
+            if let Some(&(_, void)) = found.and_then(|k| list.get(k)) {
+                // Members of several maps may point to one function: void only if every one is.
+                by_func.entry(func).and_modify(|v| *v &= void).or_insert(void);
             }
         }
     }
+    let mut out: Vec<(String, bool)> = by_func.into_iter().map(|(f, v)| (f.to_owned(), v)).collect();
     out.sort();
-    out.dedup();
     out
 }
 

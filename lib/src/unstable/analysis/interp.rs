@@ -312,22 +312,10 @@ impl Ctx<'_, '_> {
         let name = obj.sections[self.prog.section].func_name(self.prog.start).unwrap_or(&self.prog.name);
         let own = || obj.void_funcs.binary_search_by(|v| v.as_str().cmp(name)).is_ok();
         match info.prog_type {
-            ProgType::StructOps => {
-                let i = obj.struct_ops_members.partition_point(|(f, _)| f.as_str() < name);
-                let mut members = obj
-                    .struct_ops_members
-                    .get(i..)
-                    .unwrap_or_default()
-                    .iter()
-                    .take_while(|(f, _)| f == name)
-                    .peekable();
-                // Members of several maps may point to it: void only if every one returns void.
-                if members.peek().is_none() {
-                    own()
-                } else {
-                    members.all(|&(_, void)| void)
-                }
-            }
+            ProgType::StructOps => match obj.struct_ops_members.binary_search_by(|(f, _)| f.as_str().cmp(name)) {
+                Ok(i) => obj.struct_ops_members.get(i).is_some_and(|&(_, void)| void),
+                Err(_) => own(),
+            },
             ProgType::Lsm => info.attach_type != Some(AttachType::LsmCgroup) && own(),
             _ => false,
         }
