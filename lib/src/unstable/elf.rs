@@ -1124,16 +1124,26 @@ impl Object {
             });
         }
         // Map-in-map the iproute2 way: an outer map names its inner maps' template by `inner_id`; a map with an
-        // `id` and an `inner_idx` (not -1) is placed at that slot of every map whose `inner_id` is its `id`.
+        // `id` and an `inner_idx` (not -1) is placed at that slot of every map whose `inner_id` is its `id`. By
+        // hash: a hostile object may define a million maps.
+        let mut by_id: HashMap<u32, usize> = HashMap::new();
+        let mut outer_ids = std::collections::HashSet::new();
+        for &(m, id, inner_id, _) in &ids {
+            if id != 0 {
+                by_id.entry(id).or_insert(m);
+            }
+            if inner_id != 0 {
+                outer_ids.insert(inner_id);
+            }
+        }
         for &(m, id, inner_id, inner_idx) in &ids {
             if id != 0 {
                 self.maps[m].id = Some(id);
             }
             if inner_id != 0 {
-                self.maps[m].inner_map =
-                    ids.iter().find(|&&(_, other, _, _)| other == inner_id).map(|&(i, ..)| self.maps[i].name.clone());
+                self.maps[m].inner_map = by_id.get(&inner_id).map(|&i| self.maps[i].name.clone());
             }
-            let outer = ids.iter().any(|&(_, _, o, _)| id != 0 && o == id);
+            let outer = id != 0 && outer_ids.contains(&id);
             if let Some(idx) = inner_idx.filter(|&i| i != u32::MAX && inner_id == 0 && outer) {
                 self.maps[m].inner_idx = Some(idx);
             }
