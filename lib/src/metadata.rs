@@ -438,11 +438,12 @@ pub struct ProgramMetadata {
     pub section: String,
     /// Instruction offset of the entry function within `section`.
     pub section_offset: u32,
-    /// Program type, from the section name as libbpf reads it.
+    /// Program type, from the section name as libbpf reads it, or as a [`crate::LoadOverride`] sets it.
     pub prog_type: ProgType,
     /// Expected attach type, for program types that take one.
     pub attach_type: Option<AttachType>,
-    /// Kernel function, tracepoint or other target named by the section (`do_sys_open` for `kprobe/do_sys_open`).
+    /// Kernel function, tracepoint or other target named by the section (`do_sys_open` for `kprobe/do_sys_open`),
+    /// or set by a [`crate::LoadOverride`].
     pub attach_target: Option<String>,
     /// Whether the program is sleepable (`.s` sections).
     pub sleepable: bool,
