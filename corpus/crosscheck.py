@@ -7,8 +7,8 @@ Defaults: target/release/bpfgate, llvm-objdump-19, every *.o and *.elf under cor
 
 The independent reading, from `llvm-objdump -t` (symbols), `-h` (which sections hold code) and `-dr` (raw
 instruction bytes and relocations), with no part of bpfgate:
-  - programs: the FUNC symbols in executable sections other than .text (libbpf's rule), or one per executable
-    section that has no FUNC symbol;
+  - programs: the FUNC and GLOBAL/WEAK NOTYPE symbols in executable sections other than .text (the loaders' rule,
+    docs/loaders.md), or one per executable section that has none (one per start address);
   - per program, the helper ids called (BPF_CALL with src_reg 0 and no relocation), whether a kfunc is called
     (src_reg 2, or a call relocated against an undefined symbol), and tail_call (helper 12), over the program and
     every subprogram it reaches: BPF_CALL with src_reg 1 (pc-relative, or through an R_BPF_64_32 relocation) and
@@ -59,7 +59,9 @@ def read_object(tool, path):
         value, flags, sect, size, name = int(m.group(1), 16), m.group(2), m.group(3), int(m.group(4), 16), m.group(5)
         name = re.sub(r"^\.(hidden|protected|internal) ", "", name)  # visibility, printed before the name
         symvals.setdefault(name, (sect, value))
-        if flags[6] == "F" and sect in exec_sections:
+        # Functions as the loaders take them (docs/loaders.md): FUNC symbols, and the GLOBAL/WEAK NOTYPE symbols
+        # LLVM before 8 wrote for functions.
+        if (flags[6] == "F" or (flags[6] == " " and flags[0] in "gw")) and sect in exec_sections:
             funcs[sect].append((value // 8, (value + size) // 8, name, flags[0] == "g"))
         if flags[6] == "d":
             symvals[sect] = (sect, 0)
@@ -90,7 +92,10 @@ def read_object(tool, path):
         if s == ".text" or not insns.get(s):
             continue
         if funcs.get(s):
-            programs += [(s, name, start) for start, _e, name, _g in sorted(funcs[s])]
+            starts = {}
+            for start, _e, name, _g in sorted(funcs[s]):
+                starts.setdefault(start, name)
+            programs += [(s, name, start) for start, name in sorted(starts.items())]
         else:
             programs.append((s, s, 0))
     return programs, funcs, insns, symvals, exec_sections
@@ -102,7 +107,9 @@ def reach(obj, sect, start):
 
     def func_range(s, at):
         for a, e, name, _g in funcs.get(s, []):
-            if a <= at < max(e, a + 1):
+            if e == a:  # size 0 (LLVM before 8): up to the next symbol
+                e = min([b for b, _e, _n, _g in funcs.get(s, []) if b > a] or [max(insns.get(s, {a: 0})) + 1])
+            if a <= at < e:
                 return a, e, name
         # No symbol: the whole section.
         idx = sorted(insns.get(s, {}))
@@ -160,7 +167,7 @@ def main():
             rep = json.loads(r.stdout)
         except ValueError:
             rep = {"programs": [], "errors": [f"no JSON: {r.stderr.strip()[:200]}"]}
-        errors = rep.get("errors", [])
+        errors = [e["message"] if isinstance(e, dict) else e for e in rep.get("errors", [])]
         got = {(p["section"], p["name"]): p for p in rep["programs"]}
         obj = read_object(a.objdump, path)
         notes = []

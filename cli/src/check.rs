@@ -41,6 +41,19 @@ pub struct Args {
     gate: bool,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// The attach target the loader sets at run time for a program (libbpf's `bpf_program__set_attach_target`,
+    /// cilium/ebpf's `AttachTo`): `dummy_kprobe=vfs_read` judges bcc's placeholder as attached to vfs_read.
+    /// PROGRAM is the program's name in the report or the kernel's (15-byte) name. Repeatable.
+    #[arg(long, value_name = "PROGRAM=TARGET", value_parser = parse_assign)]
+    attach_target: Vec<(String, String)>,
+    /// The program type the loader sets at run time (`bpf_program__set_type`, `tc ... bpf obj F sec S` loads
+    /// `sched_cls`): `ingress=sched_cls`. Repeatable.
+    #[arg(long, value_name = "PROGRAM=TYPE", value_parser = parse_assign)]
+    prog_type: Vec<(String, String)>,
+    /// The expected attach type the loader sets at run time (`bpf_program__set_expected_attach_type`):
+    /// `handler=trace_fentry`. Repeatable.
+    #[arg(long, value_name = "PROGRAM=TYPE", value_parser = parse_assign)]
+    attach_type: Vec<(String, String)>,
     /// BPF ELF objects to check.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -63,14 +76,44 @@ struct JsonFile {
 #[derive(Serialize)]
 struct JsonProgram {
     name: String,
+    kernel_name: String,
     section: String,
     prog_type: String,
     attach_type: Option<String>,
     attach_target: Option<String>,
+    /// Load overrides applied and other notes of the program's report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
     verdict: Verdict,
 }
 
+fn parse_assign(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((p, v)) if !p.is_empty() && !v.is_empty() => Ok((p.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}`: expected PROGRAM=VALUE")),
+    }
+}
+
+/// The overrides the flags give, one per program and field.
+fn overrides(args: &Args) -> anyhow::Result<Vec<bpfgate::LoadOverride>> {
+    let mut out = Vec::new();
+    let new = |program: &str| bpfgate::LoadOverride { program: program.to_owned(), ..Default::default() };
+    for (p, t) in &args.attach_target {
+        out.push(bpfgate::LoadOverride { attach_target: Some(t.clone()), ..new(p) });
+    }
+    for (p, t) in &args.prog_type {
+        let t = t.parse().map_err(|e: String| anyhow::anyhow!("--prog-type {p}={t}: {e}"))?;
+        out.push(bpfgate::LoadOverride { prog_type: Some(t), ..new(p) });
+    }
+    for (p, t) in &args.attach_type {
+        let t = t.parse().map_err(|e: String| anyhow::anyhow!("--attach-type {p}={t}: {e}"))?;
+        out.push(bpfgate::LoadOverride { attach_type: Some(t), ..new(p) });
+    }
+    Ok(out)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let overrides = overrides(&args)?;
     for (flag, v) in [("--exe", &args.exe), ("--cgroup", &args.cgroup)] {
         if v.as_deref().is_some_and(|p| !p.starts_with('/')) {
             anyhow::bail!("{flag} must be an absolute path");
@@ -95,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         let name = path.display().to_string();
         let report = match std::fs::read(path) {
-            Ok(bytes) => bpfgate::inspect(&name, &bytes),
+            Ok(bytes) => bpfgate::inspect_with(&name, &bytes, &overrides),
             Err(e) => {
                 let mut r = bpfgate::inspect(&name, &[]);
                 let message = format!("{name}: cannot read file: {e}");
@@ -112,20 +155,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 policy.evaluate(&subject, prog, &report.maps)
             };
             denied |= verdict.decision == Decision::Deny;
+            // The kernel's name where it differs: what `bpftool prog` and the gate's events show.
+            let kname = if prog.kernel_name != prog.name && !prog.kernel_name.is_empty() {
+                format!(", kernel name {}", prog.kernel_name)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 text_out,
-                "{name}: {} ({}, {}): {}",
+                "{name}: {} ({}, {}{kname}): {}",
                 prog.name,
                 prog.section,
                 prog.prog_type,
                 verdict.to_string().replace('\n', "\n  ")
             );
+            for note in &prog.notes {
+                let _ = writeln!(text_out, "  note: {note}");
+            }
             programs.push(JsonProgram {
                 name: prog.name.clone(),
+                kernel_name: prog.kernel_name.clone(),
                 section: prog.section.clone(),
                 prog_type: prog.prog_type.to_string(),
                 attach_type: prog.attach_type.map(|a| a.to_string()),
                 attach_target: prog.attach_target.clone(),
+                notes: prog.notes.clone(),
                 verdict,
             });
         }

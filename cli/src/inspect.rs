@@ -142,18 +142,32 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
     for m in &report.maps {
         let _ = writeln!(
             s,
-            "  map {}: type {} key {} value {} entries {}{}{}",
+            "  map {}: type {} key {} value {} entries {}{}{}{}",
             m.name,
             m.map_type,
             m.key_size,
             m.value_size,
             m.max_entries,
-            if m.pinning != 0 { " pinned" } else { "" },
-            if m.read_only { " read-only" } else { "" }
+            match m.pinning {
+                0 => String::new(),
+                1 => " pinned".into(),
+                2 => " pinned (object namespace)".into(),
+                p => format!(" pinned (iproute2 pinning {p})"),
+            },
+            if m.read_only { " read-only" } else { "" },
+            m.inner_map.as_deref().map(|i| format!(" inner map {i}")).unwrap_or_default()
         );
     }
     for p in &report.programs {
         let _ = writeln!(s, "\n  program {} (section {})", p.name, p.section);
+        if p.kernel_name != p.name {
+            let kname = if p.kernel_name.is_empty() { "none (iproute2 passes no name)" } else { &p.kernel_name };
+            let _ = writeln!(s, "    kernel name: {kname}");
+        }
+        if !p.loaders.is_empty() {
+            let names: Vec<&str> = p.loaders.iter().map(|l| l.name()).collect();
+            let _ = writeln!(s, "    loaded by: {}", names.join(", "));
+        }
         let _ = write!(s, "    type {}", p.prog_type);
         if let Some(a) = p.attach_type {
             let _ = write!(s, ", attach {a}");
@@ -167,6 +181,9 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
         let _ = writeln!(s, ", {} instructions", p.insn_count);
         if let Some(r) = &p.unspec_reason {
             let _ = writeln!(s, "    unspec: {r}");
+        }
+        for n in &p.notes {
+            let _ = writeln!(s, "    note: {n}");
         }
         if !p.helpers.is_empty() {
             let names: Vec<String> = p.helpers.iter().map(|h| format!("bpf_{}#{}", h.name, h.id)).collect();
@@ -203,6 +220,17 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
         for (cap, &at) in p.kernel_view.evidence.iter().filter(|(c, _)| !p.capabilities.contains(c)) {
             let _ = writeln!(s, "    gate also counts {} (conservatively; last candidate insn {at})", cap.name());
         }
+    }
+    for u in &report.unreached {
+        let sym = u.symbol.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  unreached: section {} insns {}..{}{sym}: no program contains or reaches it",
+            u.section, u.start, u.end
+        );
+    }
+    for n in &report.notes {
+        let _ = writeln!(s, "  note: {n}");
     }
     for e in &report.errors {
         let _ = writeln!(s, "  error: {e}");

@@ -5,13 +5,82 @@ use crate::analysis::{self, AnalysisError, Analyzed};
 use crate::disasm;
 use crate::elf::{self, ElfError};
 use crate::kernel_view;
-use crate::metadata::{InspectError, InspectErrorKind, ObjectReport, SCHEMA_VERSION};
+use crate::metadata::{AttachType, ProgType};
+use crate::metadata::{InspectError, InspectErrorKind, ObjectReport, UnreachedCode, SCHEMA_VERSION};
 
 /// Inspects one BPF ELF object: every program's capability metadata, or errors naming file, section and
 /// instruction. Never panics on malformed input; a program that cannot be analyzed is reported in
 /// [`ObjectReport::errors`] and the others are still analyzed.
 pub fn inspect(file: &str, bytes: &[u8]) -> ObjectReport {
     inspect_disassembled(file, bytes).0
+}
+
+/// What a loader sets at run time for one program, over what the object says: judged as it will be loaded.
+///
+/// libbpf's `bpf_program__set_type`, `bpf_program__set_expected_attach_type` and
+/// `bpf_program__set_attach_target` (bcc's fsdist, fsslower, funclatency and ksnoop load placeholders such as
+/// `dummy_kprobe` and set the real function at run time); cilium/ebpf's `ProgramSpec.Type`, `AttachType` and
+/// `AttachTo`; `tc`'s program type from its command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOverride {
+    /// The program: its name in the report, or the name the kernel keeps (its first 15 bytes).
+    pub program: String,
+    /// The program type the loader sets.
+    pub prog_type: Option<ProgType>,
+    /// The expected attach type the loader sets.
+    pub attach_type: Option<AttachType>,
+    /// The attach target the loader sets: a kernel function, tracepoint or BTF type name.
+    pub attach_target: Option<String>,
+}
+
+/// [`inspect`] of the programs as a loader that sets things at run time ([`LoadOverride`]) will load them. Each
+/// override applied is said in the program's `notes`; one that names no program is an error of kind
+/// [`InspectErrorKind::Override`].
+pub fn inspect_with(file: &str, bytes: &[u8], overrides: &[LoadOverride]) -> ObjectReport {
+    match elf::Object::parse(bytes) {
+        Ok(mut obj) => {
+            let errors = apply_overrides(file, &mut obj, overrides);
+            let mut report = inspect_object(file, &obj);
+            report.errors.extend(errors);
+            report
+        }
+        Err(e) => ObjectReport { errors: vec![elf_error(file, &e)], ..empty(file) },
+    }
+}
+
+/// Applies `overrides` to the programs of `obj`; errors for those that name no program.
+fn apply_overrides(file: &str, obj: &mut elf::Object, overrides: &[LoadOverride]) -> Vec<InspectError> {
+    let mut errors = Vec::new();
+    for o in overrides {
+        let mut found = false;
+        for p in obj.programs.iter_mut().filter(|p| p.name == o.program || p.kernel_name == o.program) {
+            found = true;
+            let info = &mut p.info;
+            if let Some(t) = o.prog_type {
+                p.notes.push(format!("program type set by the loader: {t} (the section says {})", info.prog_type));
+                info.prog_type = t;
+                info.unspec_reason = None;
+            }
+            if let Some(a) = o.attach_type {
+                let was = info.attach_type.map_or_else(|| "none".to_owned(), |a| a.to_string());
+                p.notes.push(format!("expected attach type set by the loader: {a} (the section says {was})"));
+                info.attach_type = Some(a);
+            }
+            if let Some(t) = &o.attach_target {
+                let was = info.attach_target.as_deref().unwrap_or("none");
+                p.notes.push(format!("attach target set by the loader: {t} (the section says {was})"));
+                info.attach_target = Some(t.clone());
+            }
+        }
+        if !found {
+            let message = format!("{file}: load override for {}: the object has no such program", o.program);
+            errors.push(InspectError {
+                program: Some(o.program.clone()),
+                ..InspectError::new(file, InspectErrorKind::Override, message)
+            });
+        }
+    }
+    errors
 }
 
 /// [`inspect`], keeping the parsed object to disassemble the instructions the report cites: for a report a
@@ -43,6 +112,8 @@ fn empty(file: &str) -> ObjectReport {
         maps: Vec::new(),
         programs: Vec::new(),
         errors: Vec::new(),
+        unreached: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
@@ -72,6 +143,7 @@ fn program_error(
 /// [`inspect`] for an object already parsed.
 pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
     let mut report = empty(file);
+    report.notes = obj.notes.clone();
     report.license = obj.license.clone();
     report.maps = obj.maps.clone();
     report.errors.extend(obj.errors.iter().map(|e| elf_error(file, e)));
@@ -89,9 +161,15 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
     broken.dedup();
     // Shared by the programs: each can reach code the others reach too (see `analysis::MAX_OBJECT_WORK`).
     let mut budget = analysis::MAX_OBJECT_WORK;
+    // What the reported programs hold: (section, start, end) of every function each contains or reaches; for a
+    // program in `errors`, its entry function.
+    let mut covered: Vec<(usize, usize, usize)> = Vec::new();
     for (i, prog) in obj.programs.iter().enumerate() {
+        let entry = obj.sections.get(prog.section).map(|cs| (prog.section, prog.start, cs.func_end(prog.start)));
+        covered.extend(entry);
         match analysis::analyze_within(obj, prog, &mut budget) {
             Ok(Analyzed { mut metadata, funcs, calls }) => {
+                covered.extend(&funcs);
                 let bad = std::iter::once(metadata.section.as_str())
                     .chain(metadata.subprograms.iter().map(|s| s.section.as_str()))
                     .find(|s| broken.binary_search(s).is_ok());
@@ -120,6 +198,10 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
                 let after = if rest > 0 { format!(" (nor are the {rest} programs after it)") } else { String::new() };
                 let message = format!("{file}: program {}: {e}{after}", prog.name);
                 report.errors.push(program_error(file, &prog.name, e.kind(), None, message));
+                // Not analyzed, but named in `errors`: their entry functions are not unreached code.
+                for p in obj.programs.get(i + 1..).unwrap_or_default() {
+                    covered.extend(obj.sections.get(p.section).map(|cs| (p.section, p.start, cs.func_end(p.start))));
+                }
                 break;
             }
             Err(e) => {
@@ -128,12 +210,65 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
             }
         }
     }
+    report.unreached = unreached(obj, covered);
     report
+}
+
+/// The runs of each code section that `covered` (section, start, end) leaves out, split where a function symbol
+/// starts, each named after the symbol it starts at.
+fn unreached(obj: &elf::Object, mut covered: Vec<(usize, usize, usize)>) -> Vec<UnreachedCode> {
+    covered.sort_unstable();
+    let mut out = Vec::new();
+    let mut runs = covered.iter().peekable();
+    for (pos, cs) in obj.sections.iter().enumerate() {
+        let mut at = 0;
+        let mut gaps = Vec::new();
+        while let Some(&&(_, start, end)) = runs.peek().filter(|r| r.0 == pos) {
+            if start > at {
+                gaps.push((at, start));
+            }
+            at = at.max(end);
+            runs.next();
+        }
+        if at < cs.insns.len() {
+            gaps.push((at, cs.insns.len()));
+        }
+        for (start, end) in gaps {
+            // Split at every function start inside the run.
+            let first = cs.funcs.partition_point(|f| f.start <= start);
+            let mut from = start;
+            for f in cs.funcs.get(first..).unwrap_or_default().iter().take_while(|f| f.start < end) {
+                out.push(run(cs, from, f.start));
+                from = f.start;
+            }
+            out.push(run(cs, from, end));
+        }
+    }
+    out
+}
+
+fn run(cs: &elf::CodeSection, start: usize, end: usize) -> UnreachedCode {
+    UnreachedCode {
+        section: cs.name.clone(),
+        start: start as u32,
+        end: end as u32,
+        symbol: cs.func_name(start).map(str::to_owned),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_names_are_the_first_15_bytes() {
+        use crate::metadata::kernel_name;
+        assert_eq!(kernel_name("xdp_program_with_a_long_name"), "xdp_program_wit");
+        assert_eq!(kernel_name("exactly_15_byte"), "exactly_15_byte");
+        assert_eq!(kernel_name("short"), "short");
+        // Cut at a character boundary: 9 two-byte characters are 18 bytes, 7 fit.
+        assert_eq!(kernel_name("ééééééééé"), "ééééééé");
+    }
 
     #[test]
     fn errors_are_typed_and_keep_their_message() {

@@ -36,9 +36,9 @@ pub mod progtype;
 pub mod unstable;
 pub(crate) use unstable::{analysis, btf, elf, insn, section};
 
-pub use inspect::{inspect, inspect_disassembled, Disassembly};
+pub use inspect::{inspect, inspect_disassembled, inspect_with, Disassembly, LoadOverride};
 pub use metadata::{
-    AttachType, Capability, ClassSet, InspectError, InspectErrorKind, KernelView, MapAccess, MapDef, ObjectReport,
-    ProgType, ProgramMetadata,
+    AttachType, Capability, ClassSet, InspectError, InspectErrorKind, KernelView, Loader, MapAccess, MapDef,
+    ObjectReport, ProgType, ProgramMetadata, UnreachedCode,
 };
 pub use policy::{Decision, Policy, PolicyErrors, Reason, Subject, Verdict};

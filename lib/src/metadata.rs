@@ -166,6 +166,73 @@ pub struct ObjectReport {
     pub programs: Vec<ProgramMetadata>,
     /// Problems that stopped the analysis of one program or of the whole object, in the order found.
     pub errors: Vec<InspectError>,
+    /// Code of executable sections that no reported program contains or reaches: nothing is dropped silently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreached: Vec<UnreachedCode>,
+    /// What a reader should know about how loaders read the object: a loader that refuses it, function symbols
+    /// that become no program, symbols that alias another, load overrides applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// A run of instructions of an executable section that no reported program contains or reaches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UnreachedCode {
+    /// The executable section.
+    pub section: String,
+    /// First instruction of the run, in the section.
+    pub start: u32,
+    /// One past its last instruction.
+    pub end: u32,
+    /// The function symbol the run starts at, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+}
+
+/// A loader whose rules for finding programs in an object bpfgate follows (`docs/loaders.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loader {
+    /// libbpf 1.x (and what is built on it: skeletons, bpftool, iproute2 built with libbpf, libxdp).
+    Libbpf,
+    /// cilium/ebpf (Go).
+    CiliumEbpf,
+    /// iproute2's own ELF loader (`tc`/`ip` built without libbpf, `lib/bpf_legacy.c`).
+    Iproute2,
+    /// aya (Rust, `aya-obj`).
+    Aya,
+}
+
+impl Loader {
+    /// Every loader, in order.
+    pub const ALL: [Loader; 4] = [Loader::Libbpf, Loader::CiliumEbpf, Loader::Iproute2, Loader::Aya];
+
+    /// The loader's name as people write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loader::Libbpf => "libbpf",
+            Loader::CiliumEbpf => "cilium/ebpf",
+            Loader::Iproute2 => "iproute2",
+            Loader::Aya => "aya",
+        }
+    }
+}
+
+impl fmt::Display for Loader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The name the kernel keeps for a program loaded under `name` (what `bpftool prog` and the gate's events show):
+/// its first 15 bytes (`BPF_OBJ_NAME_LEN`, [`crate::gate_abi::NAME_LEN`], less the terminator), as libbpf,
+/// cilium/ebpf and aya pass it (cut at a character boundary).
+pub fn kernel_name(name: &str) -> String {
+    let mut end = name.len().min(crate::gate_abi::NAME_LEN - 1);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
 }
 
 /// What kind of problem an [`InspectError`] is: a stable tag for programs, where the message is for people.
@@ -199,6 +266,8 @@ pub enum InspectErrorKind {
     MoreErrors,
     /// A program not analyzed because code it uses has a bad relocation (reported under [`InspectErrorKind::Relocation`]).
     Tainted,
+    /// A load override ([`crate::LoadOverride`]) names no program of the object, or a type it cannot be.
+    Override,
 }
 
 /// A problem that stopped the analysis of one program or of the whole object, with where it is.
@@ -274,8 +343,19 @@ pub struct MapDef {
     pub max_entries: u32,
     /// `map_flags` as declared (`BPF_F_*`).
     pub flags: u32,
-    /// Pinning mode: 0 none, 1 by name (`LIBBPF_PIN_BY_NAME`, iproute2 `PIN_GLOBAL_NS`), 2 object namespace.
+    /// Pinning mode: 0 none, 1 by name (`LIBBPF_PIN_BY_NAME`, iproute2 `PIN_GLOBAL_NS`), 2 object namespace
+    /// (iproute2 `PIN_OBJECT_NS`); iproute2's custom pinning ids (3 and up, from `/etc/iproute2/bpf_pinning`)
+    /// as declared.
     pub pinning: u32,
+    /// iproute2's map `id` (`struct bpf_elf_map`), which tail-call sections `ID/KEY` and `inner_id` refer to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    /// For a map of maps: the map whose definition is the inner maps' template (iproute2 `inner_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner_map: Option<String>,
+    /// For an inner map template: the slot of the map of maps it is placed in at load time (iproute2 `inner_idx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner_idx: Option<u32>,
     /// Global data that the program cannot write (`.rodata*`, `.kconfig`).
     pub read_only: bool,
     /// Its value type holds a kptr (a pointer tagged `kptr`, `kptr_untrusted` or `percpu_kptr` in BTF): the
@@ -347,15 +427,23 @@ pub struct Subprogram {
 pub struct ProgramMetadata {
     /// The entry function's symbol name (the section's name for old objects without symbols).
     pub name: String,
+    /// The name the kernel keeps, and `bpftool prog` and the gate's events show: `name` cut to 15 bytes
+    /// ([`kernel_name`]); empty for a program only iproute2's own loader loads (it passes no name).
+    #[serde(default)]
+    pub kernel_name: String,
+    /// The loaders that load this program ([`Loader`]; `docs/loaders.md`). Empty in reports written before it.
+    #[serde(default)]
+    pub loaders: Vec<Loader>,
     /// The ELF section holding the entry function.
     pub section: String,
     /// Instruction offset of the entry function within `section`.
     pub section_offset: u32,
-    /// Program type, from the section name as libbpf reads it.
+    /// Program type, from the section name as libbpf reads it, or as a [`crate::LoadOverride`] sets it.
     pub prog_type: ProgType,
     /// Expected attach type, for program types that take one.
     pub attach_type: Option<AttachType>,
-    /// Kernel function, tracepoint or other target named by the section (`do_sys_open` for `kprobe/do_sys_open`).
+    /// Kernel function, tracepoint or other target named by the section (`do_sys_open` for `kprobe/do_sys_open`),
+    /// or set by a [`crate::LoadOverride`].
     pub attach_target: Option<String>,
     /// Whether the program is sleepable (`.s` sections).
     pub sleepable: bool,
@@ -383,6 +471,10 @@ pub struct ProgramMetadata {
     /// The classes the in-kernel gate will count for this program ([`crate::kernel_view`]).
     #[serde(default)]
     pub kernel_view: KernelView,
+    /// What a reader should know: a load override applied, a register read on a path the verifier must prove
+    /// dead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl ProgramMetadata {

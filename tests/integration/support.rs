@@ -12,9 +12,9 @@ pub fn fixtures() -> PathBuf {
     repo().join("tests/fixtures")
 }
 
-/// The shared corpus of real-world objects beside the checkout (`../shared/corpus`), or `BPFGATE_CORPUS`.
+/// The corpus of real-world objects: the committed `corpus/`, or `BPFGATE_CORPUS` (another set of objects).
 pub fn corpus() -> PathBuf {
-    std::env::var_os("BPFGATE_CORPUS").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/corpus"))
+    std::env::var_os("BPFGATE_CORPUS").map(PathBuf::from).unwrap_or_else(|| repo().join("corpus"))
 }
 
 pub use bpfgate_test_support::files::under as files_with;

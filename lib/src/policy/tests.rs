@@ -57,6 +57,8 @@ fn errors(text: &str) -> Vec<String> {
 fn prog(prog_type: ProgType) -> ProgramMetadata {
     ProgramMetadata {
         name: "p".into(),
+        kernel_name: "p".into(),
+        loaders: Vec::new(),
         section: "s".into(),
         section_offset: 0,
         prog_type,
@@ -74,6 +76,7 @@ fn prog(prog_type: ProgType) -> ProgramMetadata {
         capabilities: Vec::new(),
         evidence: BTreeMap::new(),
         kernel_view: Default::default(),
+        notes: Vec::new(),
     }
 }
 
@@ -99,6 +102,9 @@ fn mapdef(name: &str, pinning: u32) -> MapDef {
         max_entries: 16,
         flags: 0,
         pinning,
+        id: None,
+        inner_map: None,
+        inner_idx: None,
         read_only: false,
         kptr: false,
     }

@@ -944,6 +944,48 @@ impl<'a> BtfIndex<'a> {
         out
     }
 
+    /// The function-pointer members of STRUCT `struct_id` (a struct_ops type): each one's byte offset and
+    /// whether its prototype returns `void`, sorted by offset. Empty for anything but a STRUCT.
+    pub fn fn_ptr_members(&self, struct_id: u32) -> Vec<(u32, bool)> {
+        let Some(st) = self.resolve(struct_id).and_then(|id| self.raw(id)).filter(|t| t.kind() == KIND_STRUCT) else {
+            return Vec::new();
+        };
+        let kind_flag = st.info >> 31 != 0;
+        let mut out = Vec::new();
+        for i in 0..st.vlen() {
+            let bits = self.word(&st, 3 * i + 2);
+            let bits = if kind_flag { bits & 0x00ff_ffff } else { bits };
+            let ptr =
+                self.resolve(self.word(&st, 3 * i + 1)).and_then(|id| self.raw(id)).filter(|t| t.kind() == KIND_PTR);
+            let proto = ptr
+                .and_then(|p| self.resolve(p.size_or_type))
+                .and_then(|id| self.raw(id))
+                .filter(|t| t.kind() == KIND_FUNC_PROTO);
+            if let (Some(proto), true) = (proto, bits % 8 == 0) {
+                out.push((bits / 8, proto.size_or_type == 0));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// The names of the FUNCs whose prototype returns `void` (type 0), sorted.
+    pub fn void_funcs(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for id in 1..=self.type_count() {
+            let Some(func) = self.raw(id).filter(|t| t.kind() == KIND_FUNC) else { continue };
+            let proto = self.raw(func.size_or_type).filter(|t| t.kind() == KIND_FUNC_PROTO);
+            if let (Some(proto), Some(name)) = (proto, self.name(func.name_off)) {
+                if proto.size_or_type == 0 {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Number of parameters of a FUNC's prototype, not counting a variadic `...` (type 0); `None` when `id` is
     /// not a FUNC with a FUNC_PROTO.
     pub fn func_param_count(&self, id: u32) -> Option<usize> {

@@ -12,9 +12,13 @@ use object::{Endianness, Object as _, ObjectSection, ObjectSymbol, RelocationTar
 
 use crate::btf::BtfIndex;
 use crate::insn::{RawInsn, INSN_SIZE};
-use crate::metadata::{InspectErrorKind, MapDef, MapKind};
+use crate::metadata::{kernel_name, InspectErrorKind, Loader, MapDef, MapKind};
 use crate::progtype::{MAP_TYPE_ARRAY, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS, MAP_TYPE_PROG_ARRAY};
 use crate::section::{self, SectionInfo};
+
+/// Bytes of iproute2's `struct bpf_elf_map`, and of its version before `inner_id` and `inner_idx`.
+const IPROUTE2_MAP_LEN: usize = 36;
+const IPROUTE2_MAP_LEN_OLD: usize = 28;
 
 /// Longest symbol or section name read: the kernel's `KSYM_NAME_LEN`, which every name it resolves (kfuncs,
 /// ksyms, BTF names) stays under. Names are copied per relocation and per program, so their length multiplies
@@ -167,7 +171,10 @@ pub struct Func {
     pub name: String,
     pub start: usize,
     pub end: usize,
+    /// Binding GLOBAL or WEAK.
     pub global: bool,
+    /// `STT_FUNC`; otherwise a GLOBAL or WEAK `STT_NOTYPE` symbol, as LLVM before 8 wrote functions.
+    pub is_func: bool,
 }
 
 /// What a relocated instruction refers to.
@@ -222,6 +229,13 @@ pub struct ProgramEntry {
     pub section: usize,
     pub start: usize,
     pub info: SectionInfo,
+    /// The loaders that load it (`docs/loaders.md`), in [`Loader::ALL`] order.
+    pub loaders: Vec<Loader>,
+    /// The name the kernel keeps ([`kernel_name`]); empty when only iproute2's own loader, which passes none,
+    /// loads it.
+    pub kernel_name: String,
+    /// Notes for the program's report (load overrides applied).
+    pub notes: Vec<String>,
 }
 
 /// A parsed BPF object.
@@ -238,6 +252,14 @@ pub struct Object {
     pub exception_callbacks: Vec<(String, String)>,
     /// Problems that made part of the object unreadable.
     pub errors: Vec<ElfError>,
+    /// How loaders read the object, for the report ([`crate::ObjectReport::notes`]).
+    pub notes: Vec<String>,
+    /// Functions whose BTF prototype returns `void`, sorted: the entry of a struct_ops or LSM program declared
+    /// so need not set r0 (the kernel skips the return check for hooks returning `void`).
+    pub void_funcs: Vec<String>,
+    /// Functions struct_ops map members point to, sorted, and whether those members' prototypes all return
+    /// `void`: what the kernel checks the program's return by.
+    pub struct_ops_members: Vec<(String, bool)>,
     /// Errors past [`MAX_ERRORS`], counted only.
     pub(crate) dropped_errors: usize,
     /// Positions in `sections`, sorted by name (then position); empty for an object not from [`Object::parse`].
@@ -299,9 +321,83 @@ fn sh_flags<'data>(sec: &impl ObjectSection<'data>) -> u64 {
 }
 
 /// The entry functions of a code section: its global functions, or every function if none is global.
-fn entry_funcs(cs: &CodeSection) -> impl Iterator<Item = &Func> {
-    let any_global = cs.funcs.iter().any(|f| f.global);
-    cs.funcs.iter().filter(move |f| f.global || !any_global)
+/// aya's program section kinds (`ProgramSection::from_str` in `aya-obj`): the part of a section name before the
+/// first `/`. aya refuses an object with an executable section of another kind.
+const AYA_KINDS: &[&str] = &[
+    "kprobe",
+    "kretprobe",
+    "uprobe",
+    "uprobe.s",
+    "uprobe.multi",
+    "uprobe.multi.s",
+    "uretprobe",
+    "uretprobe.s",
+    "uretprobe.multi",
+    "uretprobe.multi.s",
+    "xdp",
+    "xdp.frags",
+    "tp_btf",
+    "tracepoint",
+    "tp",
+    "socket",
+    "sk_msg",
+    "sk_skb",
+    "sockops",
+    "classifier",
+    "cgroup_skb",
+    "cgroup",
+    "lirc_mode2",
+    "perf_event",
+    "raw_tp",
+    "raw_tracepoint",
+    "lsm",
+    "lsm.s",
+    "lsm_cgroup",
+    "fentry",
+    "fentry.s",
+    "fexit",
+    "fexit.s",
+    "flow_dissector",
+    "freplace",
+    "sk_lookup",
+    "sk_reuseport",
+    "iter",
+    "iter.s",
+];
+
+fn aya_kind(section: &str) -> bool {
+    AYA_KINDS.contains(&section.split('/').next().unwrap_or(section))
+}
+
+/// The functions the struct_ops maps of `.struct_ops` and `.struct_ops.link` point to (their relocations), each
+/// with whether its members' prototypes all return `void`, sorted by name. Searches, not scans, and one entry per
+/// function: an object may have a million relocations and a struct of 65,535 members.
+fn struct_ops_members(file: &ElfFile64<'_, Endianness>, syms: &Symbols<'_>, btf: &BtfIndex<'_>) -> Vec<(String, bool)> {
+    let mut by_func: HashMap<&str, bool> = HashMap::new();
+    for sec in file.sections() {
+        let Ok(name @ (".struct_ops" | ".struct_ops.link")) = sec.name() else { continue };
+        let Some(mut vars) = btf.datasec(name) else { continue };
+        vars.sort_unstable_by_key(|v| v.offset);
+        let mut members: HashMap<u32, Vec<(u32, bool)>> = HashMap::new();
+        for (offset, reloc) in sec.relocations() {
+            let RelocationTarget::Symbol(i) = reloc.target() else { continue };
+            let Some(func) = syms.get(i.0).and_then(|s| s.name()) else { continue };
+            let at = vars.partition_point(|v| u64::from(v.offset) <= offset);
+            let Some(var) = at.checked_sub(1).and_then(|i| vars.get(i)) else { continue };
+            let Some(within) = offset.checked_sub(u64::from(var.offset)).filter(|&w| w < u64::from(var.size)) else {
+                continue;
+            };
+            let list = members.entry(var.type_id).or_insert_with(|| btf.fn_ptr_members(var.type_id));
+            let found = u32::try_from(within).ok().and_then(|w| list.binary_search_by_key(&w, |&(o, _)| o).ok());
+            if let Some(&(_, void)) = found.and_then(|k| list.get(k)) {
+                // Members of several maps may point to one function: void only if every one is.
+                by_func.entry(func).and_modify(|v| *v &= void).or_insert(void);
+            }
+        }
+    }
+    let mut out: Vec<(String, bool)> = by_func.into_iter().map(|(f, v)| (f.to_owned(), v)).collect();
+    out.sort();
+    out
 }
 
 /// [`Object::error`] for callers that hold another borrow of the object.
@@ -323,6 +419,8 @@ fn is_kconfig_extern(name: &str) -> bool {
 struct Sym<'data> {
     section: Option<SectionIndex>,
     kind: SymbolKind,
+    /// `STT_*` of `st_info`.
+    st_type: u8,
     address: u64,
     size: u64,
     global: bool,
@@ -354,6 +452,7 @@ impl<'data> Symbols<'data> {
         syms.extend(file.symbols().map(|s| Sym {
             section: s.section_index(),
             kind: s.kind(),
+            st_type: s.elf_symbol().st_type(),
             address: s.address(),
             size: s.size(),
             global: s.is_global(),
@@ -418,6 +517,8 @@ struct Layout<'data> {
     roles: Vec<SecRole>,
     btf: Option<BtfIndex<'data>>,
     legacy_maps: Option<SectionIndex>,
+    /// The legacy map section is named exactly `maps`, which libbpf 1.x refuses.
+    legacy_maps_exact: bool,
     btf_maps: Option<SectionIndex>,
 }
 
@@ -564,6 +665,9 @@ impl Object {
             externs: HashMap::new(),
             exception_callbacks: Vec::new(),
             errors: Vec::new(),
+            notes: Vec::new(),
+            void_funcs: Vec::new(),
+            struct_ops_members: Vec::new(),
             dropped_errors: 0,
             by_name: Vec::new(),
         };
@@ -573,6 +677,7 @@ impl Object {
         if let Some(b) = btf {
             obj.externs = externs(b);
             obj.exception_callbacks = b.exception_callbacks();
+            obj.void_funcs = b.void_funcs();
         }
         // `.kconfig` externs: BTF's .kconfig DATASEC names them; without BTF, libbpf's naming convention does.
         let kconfig = btf.and_then(|b| b.datasec(".kconfig"));
@@ -580,9 +685,12 @@ impl Object {
             obj.kconfig_map(kconfig_layout_size(b, vars));
         }
         let syms = Symbols::read(&file);
+        if let Some(b) = btf {
+            obj.struct_ops_members = struct_ops_members(&file, &syms, b);
+        }
         let map_syms = obj.read_maps(&file, &syms, &layout);
         obj.read_funcs(&syms, &layout)?;
-        obj.find_programs();
+        obj.find_programs(layout.legacy_maps_exact);
         // Sorted once: every relocation against an undefined symbol asks.
         let kconfig_names: Option<Vec<&str>> = kconfig.as_ref().map(|vars| {
             let mut v: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
@@ -621,6 +729,7 @@ impl Object {
             roles: vec![SecRole::Other; file.elf_section_table().len()],
             btf: None,
             legacy_maps: None,
+            legacy_maps_exact: false,
             btf_maps: None,
         };
         let code_sections = file.sections().filter(|s| sh_flags(s) & u64::from(elf::SHF_EXECINSTR) != 0).count();
@@ -658,6 +767,7 @@ impl Object {
                 SecRole::Other
             } else if name == "maps" || name.starts_with("maps/") {
                 layout.legacy_maps = Some(sec.index());
+                layout.legacy_maps_exact |= name == "maps";
                 SecRole::Other
             } else if name == ".maps" {
                 layout.btf_maps = Some(sec.index());
@@ -674,6 +784,9 @@ impl Object {
                     max_entries: 1,
                     flags: 0,
                     pinning: 0,
+                    id: None,
+                    inner_map: None,
+                    inner_idx: None,
                     read_only: name.starts_with(".rodata") || sh_flags & u64::from(elf::SHF_WRITE) == 0,
                     kptr: false,
                 });
@@ -746,7 +859,11 @@ impl Object {
         let mut funcs = 0usize;
         for (sym_idx, sym) in syms.iter() {
             let SecRole::Code(pos) = layout.role(sym.section) else { continue };
-            if sym.kind != SymbolKind::Text {
+            // Functions are FUNC symbols; LLVM before 8 wrote them as GLOBAL NOTYPE symbols of size 0, which
+            // cilium/ebpf and iproute2 take as functions too. LOCAL NOTYPE symbols are jump labels.
+            let is_func = sym.st_type == elf::STT_FUNC;
+            let old_llvm_func = sym.st_type == elf::STT_NOTYPE && sym.global && !sym.undefined;
+            if !is_func && !old_llvm_func {
                 continue;
             }
             funcs += 1;
@@ -775,11 +892,23 @@ impl Object {
             }
             let start = (addr / 8) as usize;
             let end = if size == 0 { 0 } else { ((addr + size) / 8) as usize };
-            self.sections[pos].funcs.push(Func { name: name.into(), start, end, global: sym.global });
+            self.sections[pos].funcs.push(Func { name: name.into(), start, end, global: sym.global, is_func });
         }
         for cs in &mut self.sections {
-            cs.funcs.sort_by(|a, b| (a.start, &a.name).cmp(&(b.start, &b.name)));
-            cs.funcs.dedup_by_key(|f| f.start);
+            // Of symbols at one start, a FUNC one names the function (then the first by name); the others are
+            // aliases, and said so.
+            cs.funcs.sort_by(|a, b| (a.start, !a.is_func, &a.name).cmp(&(b.start, !b.is_func, &b.name)));
+            let notes = &mut self.notes;
+            cs.funcs.dedup_by(|dup, kept| {
+                let same = dup.start == kept.start;
+                if same && notes.len() < MAX_ERRORS {
+                    notes.push(format!(
+                        "section {} insn {}: symbol {} is another name of function {}: one function, named {}",
+                        cs.name, kept.start, dup.name, kept.name, kept.name
+                    ));
+                }
+                same
+            });
             for i in 0..cs.funcs.len() {
                 let next = cs.funcs.get(i + 1).map_or(cs.insns.len(), |f| f.start);
                 if let Some(f) = cs.funcs.get_mut(i).filter(|f| f.end == 0) {
@@ -809,39 +938,99 @@ impl Object {
             max_entries: 1,
             flags: 0,
             pinning: 0,
+            id: None,
+            inner_map: None,
+            inner_idx: None,
             read_only: true,
             kptr: false,
         });
         self.maps.len() - 1
     }
 
-    /// Programs are the global functions of every code section but `.text` (libbpf's rule). Old objects without
-    /// function symbols get one program per section, named after it.
-    fn find_programs(&mut self) {
-        let count = self.sections.iter().filter(|cs| cs.name != ".text").map(|cs| entry_funcs(cs).count().max(1)).sum();
+    /// Programs are what some loader loads (`docs/loaders.md`): every function symbol of a code section other
+    /// than `.text` (FUNC of any binding, and GLOBAL NOTYPE of LLVM before 8), each with the loaders that take
+    /// it; a code section without one is one program named after the section, as iproute2 loads it.
+    fn find_programs(&mut self, legacy_maps: bool) {
+        let count = self.sections.iter().filter(|cs| cs.name != ".text").map(|cs| cs.funcs.len().max(1)).sum();
         self.programs.reserve_exact(count);
+        // Whole-object refusals: libbpf 1.x refuses a `maps` section and static programs, aya unknown sections.
+        let programs = || self.sections.iter().filter(|cs| cs.name != ".text");
+        let static_prog = programs().find_map(|cs| cs.funcs.iter().find(|f| f.is_func && !f.global).map(|f| (cs, f)));
+        let libbpf = !legacy_maps && static_prog.is_none();
+        let aya_refuses = programs().find(|cs| !aya_kind(&cs.name)).map(|cs| cs.name.clone());
+        let mut notes = Vec::new();
+        let mut unnamed_more = 0usize;
+        if legacy_maps {
+            notes.push(
+                "libbpf 1.x refuses this object: it has a legacy `maps` section (libbpf 0.x, cilium/ebpf, iproute2 \
+                 and aya read it)"
+                    .to_owned(),
+            );
+        } else if let Some((cs, f)) = static_prog {
+            notes.push(format!(
+                "libbpf refuses this object: program {} in section {} is static (\"program is static and not \
+                 supported\"); cilium/ebpf and aya load it",
+                f.name, cs.name
+            ));
+        }
+        if let Some(sec) = &aya_refuses {
+            notes.push(format!("aya refuses this object: section {sec} is not one of its program section kinds"));
+        }
         for (pos, cs) in self.sections.iter().enumerate() {
             if cs.name == ".text" {
                 continue;
             }
             let info = section::classify(&cs.name);
-            let mut entries = entry_funcs(cs);
-            let Some(mut f) = entries.next() else {
-                self.programs.push(ProgramEntry { name: cs.name.clone(), section: pos, start: 0, info });
+            if cs.funcs.is_empty() {
+                // Kept like errors: a million such sections say no more than a thousand.
+                if notes.len() < MAX_ERRORS {
+                    notes.push(format!(
+                        "section {}: no function symbol; only iproute2's own loader loads it (as one program, \
+                         unnamed)",
+                        cs.name
+                    ));
+                } else {
+                    unnamed_more += 1;
+                }
+                self.programs.push(ProgramEntry {
+                    name: cs.name.clone(),
+                    section: pos,
+                    start: 0,
+                    info,
+                    loaders: vec![Loader::Iproute2],
+                    kernel_name: String::new(),
+                    notes: Vec::new(),
+                });
                 continue;
-            };
-            // Every program of the section but the last gets a copy of `info`; the last takes it.
-            for next in entries {
+            }
+            for f in &cs.funcs {
+                let mut loaders = Vec::with_capacity(4);
+                if libbpf && f.is_func && f.global {
+                    loaders.push(Loader::Libbpf);
+                }
+                loaders.push(Loader::CiliumEbpf);
+                // iproute2's own loader loads a section whole, from its first instruction.
+                if f.start == 0 {
+                    loaders.push(Loader::Iproute2);
+                }
+                if f.is_func && aya_refuses.is_none() {
+                    loaders.push(Loader::Aya);
+                }
                 self.programs.push(ProgramEntry {
                     name: f.name.clone(),
                     section: pos,
                     start: f.start,
                     info: info.clone(),
+                    kernel_name: kernel_name(&f.name),
+                    loaders,
+                    notes: Vec::new(),
                 });
-                f = next;
             }
-            self.programs.push(ProgramEntry { name: f.name.clone(), section: pos, start: f.start, info });
         }
+        if unnamed_more > 0 {
+            notes.push(format!("and {unnamed_more} more sections without a function symbol"));
+        }
+        self.notes.extend(notes);
     }
 
     /// `struct bpf_map_def` (5 or more u32) or iproute2's `struct bpf_elf_map` (9 u32, pinning at word 6).
@@ -869,10 +1058,14 @@ impl Object {
         }
         let even_share = data.len() / syms.len();
         let little_endian = self.little_endian;
+        // iproute2 maps: (map, id, inner_id, inner_idx).
+        let mut ids: Vec<(usize, u32, u32, Option<u32>)> = Vec::new();
         for (addr, size, name, sym_idx) in syms {
             // A linker may leave gaps, so a symbol's own size wins over an even share of the section.
             let def_size = if size > 0 { usize::try_from(size).unwrap_or(usize::MAX) } else { even_share };
-            let iproute2 = def_size == 36;
+            // iproute2's `struct bpf_elf_map`: 9 u32, or 7 in versions before map-in-map (tc reads a shorter one
+            // as its first fields, the rest zero).
+            let iproute2 = def_size == IPROUTE2_MAP_LEN || def_size == IPROUTE2_MAP_LEN_OLD;
             let word = |i: usize| -> Option<u32> {
                 let at = usize::try_from(addr).ok()?.checked_add(i * 4)?;
                 let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
@@ -888,7 +1081,7 @@ impl Object {
                 continue;
             };
             // libbpf refuses definitions with fields it does not know about, unless they are zero.
-            let known = if iproute2 { 36 } else { 20 };
+            let known = if iproute2 { def_size } else { 20 };
             let extra = usize::try_from(addr)
                 .ok()
                 .and_then(|a| data.get(a.checked_add(known)?..a.checked_add(def_size.max(known))?));
@@ -900,7 +1093,17 @@ impl Object {
                 });
                 continue;
             }
-            let pinning = if iproute2 { word(6).unwrap_or(0) } else { 0 };
+            // iproute2's PIN_OBJECT_NS (1) and PIN_GLOBAL_NS (2) are libbpf's 2 and 1 (by name) in reports.
+            let pinning = match (iproute2, word(6).unwrap_or(0)) {
+                (false, _) => 0,
+                (true, 1) => 2,
+                (true, 2) => 1,
+                (true, p) => p,
+            };
+            let ip_word = |i: usize| if iproute2 && (i + 1) * 4 <= def_size { word(i) } else { None };
+            if iproute2 {
+                ids.push((self.maps.len(), ip_word(5).unwrap_or(0), ip_word(7).unwrap_or(0), ip_word(8)));
+            }
             if let Some(slot) = map_syms.get_mut(sym_idx) {
                 *slot = self.maps.len();
             }
@@ -913,9 +1116,37 @@ impl Object {
                 max_entries,
                 flags,
                 pinning,
+                id: None,
+                inner_map: None,
+                inner_idx: None,
                 read_only: false,
                 kptr: false,
             });
+        }
+        // Map-in-map the iproute2 way: an outer map names its inner maps' template by `inner_id`; a map with an
+        // `id` and an `inner_idx` (not -1) is placed at that slot of every map whose `inner_id` is its `id`. By
+        // hash: a hostile object may define a million maps.
+        let mut by_id: HashMap<u32, usize> = HashMap::new();
+        let mut outer_ids = std::collections::HashSet::new();
+        for &(m, id, inner_id, _) in &ids {
+            if id != 0 {
+                by_id.entry(id).or_insert(m);
+            }
+            if inner_id != 0 {
+                outer_ids.insert(inner_id);
+            }
+        }
+        for &(m, id, inner_id, inner_idx) in &ids {
+            if id != 0 {
+                self.maps[m].id = Some(id);
+            }
+            if inner_id != 0 {
+                self.maps[m].inner_map = by_id.get(&inner_id).map(|&i| self.maps[i].name.clone());
+            }
+            let outer = id != 0 && outer_ids.contains(&id);
+            if let Some(idx) = inner_idx.filter(|&i| i != u32::MAX && inner_id == 0 && outer) {
+                self.maps[m].inner_idx = Some(idx);
+            }
         }
     }
 
@@ -945,6 +1176,9 @@ impl Object {
                 max_entries: d.max_entries,
                 flags: d.flags,
                 pinning: d.pinning,
+                id: None,
+                inner_map: None,
+                inner_idx: None,
                 read_only: false,
                 kptr: d.value_type_id.is_some_and(|t| btf.holds_kptr(t)),
             });

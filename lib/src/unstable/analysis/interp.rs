@@ -1,6 +1,7 @@
 //! The abstract interpretation of each function's instructions, and what calls and stores reveal.
 
 use super::*;
+use crate::progtype::ProgType;
 
 impl Ctx<'_, '_> {
     /// Everything that depends on the foreign-stack contents must be looked at again.
@@ -289,12 +290,35 @@ impl Ctx<'_, '_> {
     /// subprogram. Without a symbol to tell, it is required, as before.
     pub(super) fn exit_reads_r0(&self, f: usize) -> bool {
         let func = &self.funcs[f];
-        if f == 0 || func.address_taken {
+        if f == 0 {
+            return !self.returns_void();
+        }
+        if func.address_taken {
             return true;
         }
         let Some(cs) = self.obj.sections.get(func.section) else { return true };
         let i = cs.funcs.partition_point(|s| s.start < func.start);
         cs.funcs.get(i).filter(|s| s.start == func.start).is_none_or(|s| s.global)
+    }
+
+    /// A struct_ops or LSM program whose hook returns `void`: the kernel does not check r0 at its exit
+    /// (`check_return_code`). For struct_ops, the hook is the member of the struct_ops map that points to the
+    /// program (its BTF prototype); for LSM, or a struct_ops program no map member points to, the program's own
+    /// BTF prototype stands for the hook's, as `BPF_PROG` and `BPF_STRUCT_OPS` declare the program with the
+    /// hook's return type.
+    fn returns_void(&self) -> bool {
+        let info = &self.prog.info;
+        let obj = self.obj;
+        let name = obj.sections[self.prog.section].func_name(self.prog.start).unwrap_or(&self.prog.name);
+        let own = || obj.void_funcs.binary_search_by(|v| v.as_str().cmp(name)).is_ok();
+        match info.prog_type {
+            ProgType::StructOps => match obj.struct_ops_members.binary_search_by(|(f, _)| f.as_str().cmp(name)) {
+                Ok(i) => obj.struct_ops_members.get(i).is_some_and(|&(_, void)| void),
+                Err(_) => own(),
+            },
+            ProgType::Lsm => info.attach_type != Some(AttachType::LsmCgroup) && own(),
+            _ => false,
+        }
     }
 
     #[inline(never)]

@@ -375,9 +375,10 @@ impl Ctx<'_, '_> {
             }
             cx.fixpoint()?;
         }
-        if let Some(e) = cx.funcs.iter_mut().find_map(|f| f.uninit.take()) {
-            return Err(e);
-        }
+        // A read of an unset register: the verifier rejects it on any path it cannot prove dead, and its range
+        // tracking proves paths dead that this analysis follows. Not a reason to report nothing: said in a note,
+        // and the program analyzed with the register holding nothing (its uses prove no capability).
+        let uninit = cx.funcs.iter_mut().find_map(|f| f.uninit.take());
         // Listing every map of the shared bit would make one program's report as long as the object's map table
         // (and the next program's again); naming none would let its writes pass map rules as if unattributed.
         let shared = cx.obj.maps.len().saturating_sub(OTHER_MAPS as usize);
@@ -389,7 +390,13 @@ impl Ctx<'_, '_> {
                 limit: MAX_SHARED_MAPS,
             });
         }
-        Ok(cx.finish())
+        let mut analyzed = cx.finish();
+        if let Some(e) = uninit {
+            analyzed.metadata.notes.push(format!(
+                "{e}: the verifier rejects the program unless it proves that path dead (analyzed as if it were)"
+            ));
+        }
+        Ok(analyzed)
     }
 
     /// Re-interprets functions whose inputs, callees' results or the foreign-stack contents changed, until none
@@ -473,7 +480,7 @@ mod tests_support {
         let funcs: Vec<ElfFunc> = funcs
             .iter()
             .enumerate()
-            .map(|(n, &start)| ElfFunc { name: format!("f{n}"), start, end: 0, global: n == 0 })
+            .map(|(n, &start)| ElfFunc { name: format!("f{n}"), start, end: 0, global: n == 0, is_func: true })
             .collect();
         let mut cs = CodeSection { elf_index: 1, name: "kprobe/x".into(), insns, relocs, funcs };
         let bounds: Vec<usize> = cs.funcs.iter().map(|f| f.start).collect();
@@ -489,6 +496,9 @@ mod tests_support {
             max_entries: 1,
             flags: 0,
             pinning: 0,
+            id: None,
+            inner_map: None,
+            inner_idx: None,
             read_only: false,
             kptr: false,
         };
@@ -501,10 +511,21 @@ mod tests_support {
             externs: HashMap::new(),
             exception_callbacks: Vec::new(),
             errors: Vec::new(),
+            notes: Vec::new(),
+            void_funcs: Vec::new(),
+            struct_ops_members: Vec::new(),
             dropped_errors: 0,
             by_name: Vec::new(),
         };
-        let prog = ProgramEntry { name: "f0".into(), section: 0, start: 0, info: crate::section::classify("kprobe/x") };
+        let prog = ProgramEntry {
+            name: "f0".into(),
+            section: 0,
+            start: 0,
+            info: crate::section::classify("kprobe/x"),
+            loaders: vec![crate::metadata::Loader::Libbpf],
+            kernel_name: "f0".into(),
+            notes: Vec::new(),
+        };
         (obj, prog)
     }
 
@@ -619,13 +640,15 @@ mod tests {
     }
 
     #[test]
-    fn reading_an_unset_register_is_an_error_naming_the_instruction() {
-        let err = run(vec![movi(0, 0), mov(0, 3), exit()], &[], &[0]).expect_err("r3 is unset");
-        assert_eq!(err, AnalysisError::UninitRegister { section: "kprobe/x".into(), insn: 1, reg: 3 });
-        assert_eq!(err.to_string(), "section kprobe/x insn 1: r3 is read before it is set");
+    fn reading_an_unset_register_is_a_note_naming_the_instruction() {
+        // The verifier rejects it unless it proves the path dead (its range tracking proves more dead than this
+        // analysis): the program is reported, with a note.
+        let meta = run(vec![movi(0, 0), mov(0, 3), exit()], &[], &[0]).expect("analyzed");
+        assert_eq!(meta.notes.len(), 1, "{:?}", meta.notes);
+        assert!(meta.notes[0].starts_with("section kprobe/x insn 1: r3 is read before it is set: the verifier"));
         // After a helper call r1-r5 are clobbered.
-        let err = run(vec![call(5), mov(0, 1), exit()], &[], &[0]).expect_err("r1 clobbered");
-        assert!(matches!(err, AnalysisError::UninitRegister { insn: 1, reg: 1, .. }), "{err}");
+        let meta = run(vec![call(5), mov(0, 1), exit()], &[], &[0]).expect("analyzed");
+        assert!(meta.notes[0].starts_with("section kprobe/x insn 1: r1 is read"), "{:?}", meta.notes);
     }
 
     #[test]

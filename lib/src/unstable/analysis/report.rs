@@ -105,6 +105,8 @@ impl Ctx<'_, '_> {
             .collect();
         let metadata = ProgramMetadata {
             name: prog.name.clone(),
+            kernel_name: prog.kernel_name.clone(),
+            loaders: prog.loaders.clone(),
             section: obj.sections[prog.section].name.clone(),
             section_offset: prog.start as u32,
             prog_type: info.prog_type,
@@ -129,6 +131,7 @@ impl Ctx<'_, '_> {
             capabilities,
             evidence,
             kernel_view: KernelView::default(),
+            notes: prog.notes.clone(),
         };
         Analyzed { metadata, funcs: self.funcs.iter().map(|f| (f.section, f.start, f.end)).collect(), calls }
     }
