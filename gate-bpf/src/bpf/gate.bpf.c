@@ -381,6 +381,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 			bpf_ringbuf_submit(e, 0);
 		}
 	}
+	gate_count_decision(GATE_OP_PROG_MAPS, &v); /* the load's final decision */
 	bpf_map_delete_elem(&pending_loads, &key);
 	return v.decision == GATE_VERDICT_DENY ? -EPERM : 0;
 }
