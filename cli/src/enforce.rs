@@ -37,6 +37,9 @@ pub struct Args {
     /// Seconds between two checks of `--follow`.
     #[arg(long, default_value_t = 2, requires = "follow", value_parser = clap::value_parser!(u64).range(1..=3600))]
     follow_interval: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9617; a port of 0 picks one, logged).
+    #[arg(long, value_name = "ADDR", conflicts_with = "stop")]
+    metrics: Option<std::net::SocketAddr>,
     /// Where `--persist` pins and `--stop` unpins (a directory on bpffs).
     #[arg(long, default_value = bpfgate_gate::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
@@ -82,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         audit: args.audit,
         json: args.json,
         persist: args.persist.then_some(args.pin_dir),
+        metrics: args.metrics,
     };
     // Under systemd (Type=notify): READY=1 once enforcing, RELOADING=1/READY=1 around reloads, STOPPING=1.
     let notifier = match crate::notify::Notifier::from_env() {

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod event;
 mod gate;
 pub mod identity;
+pub mod metrics;
 pub mod preflight;
 pub mod resolve;
 pub mod status;

@@ -238,7 +238,8 @@ pub fn slot_counts(counts: &[u64], slot: usize, rules: &[String]) -> Vec<RuleCou
 pub fn add_by_name(totals: &mut Vec<RuleCounts>, more: &[RuleCounts]) {
     let mut by_name: BTreeMap<String, RuleCounts> = totals.drain(..).map(|c| (c.rule.clone(), c)).collect();
     for c in more.iter().filter(|c| !c.loads.is_zero() || !c.opens.is_zero()) {
-        let t = by_name.entry(c.rule.clone()).or_insert_with(|| RuleCounts { rule: c.rule.clone(), ..Default::default() });
+        let t =
+            by_name.entry(c.rule.clone()).or_insert_with(|| RuleCounts { rule: c.rule.clone(), ..Default::default() });
         t.loads.add(&c.loads);
         t.opens.add(&c.opens);
     }
@@ -259,6 +260,9 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
     pub schema_version: u32,
+    /// Always true here; `bpfgate status --json` prints `{"schema_version": 1, "found": false, "attached":
+    /// false}` when no gate is loaded.
+    pub found: bool,
     /// Every hook the gate attached still has its link.
     pub attached: bool,
     pub mode: Mode,
@@ -361,6 +365,7 @@ fn build_status(record: Record, counts: &[u64], dropped: u64) -> Status {
     let persisted = record.pin_dir.as_deref().is_some_and(|d| std::path::Path::new(d).is_dir());
     Status {
         schema_version: STATUS_SCHEMA_VERSION,
+        found: true,
         attached,
         mode: if persisted { Mode::Persisted } else { Mode::FdBound },
         daemon: Daemon {
@@ -468,9 +473,8 @@ fn lookup(fd: &OwnedFd, size: usize) -> Result<Vec<u8>, StatusError> {
     let mut value = vec![0u8; size];
     let key = 0u32;
     // SAFETY: an array lookup writes value_size (`size`) bytes into `value`.
-    let rc = unsafe {
-        libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), (&raw const key).cast(), value.as_mut_ptr().cast())
-    };
+    let rc =
+        unsafe { libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), (&raw const key).cast(), value.as_mut_ptr().cast()) };
     if rc != 0 {
         return Err(sys("reading the gate's status record", rc));
     }

@@ -839,7 +839,7 @@ fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
     let ready = std::sync::Arc::new(AtomicBool::new(false));
     let daemon = {
         let (control, mut out, mut log, ready) = (control.clone(), out.clone(), log.clone(), ready.clone());
-        let opts = Options { policy: path.clone(), audit: false, json: false, persist: None };
+        let opts = Options { policy: path.clone(), audit: false, json: false, persist: None, metrics: None };
         std::thread::spawn(move || {
             daemon::run(&opts, &control, &mut out, &mut log, &mut || ready.store(true, Ordering::SeqCst))
         })
@@ -908,7 +908,7 @@ fn gate_enforce_loop_json_audit() {
     let ready = std::sync::Arc::new(AtomicBool::new(false));
     let daemon = {
         let (control, mut out, ready) = (control.clone(), out.clone(), ready.clone());
-        let opts = Options { policy: path.clone(), audit: true, json: true, persist: None };
+        let opts = Options { policy: path.clone(), audit: true, json: true, persist: None, metrics: None };
         std::thread::spawn(move || {
             daemon::run(&opts, &control, &mut out, &mut std::io::sink(), &mut || ready.store(true, Ordering::SeqCst))
         })
@@ -1379,6 +1379,7 @@ fn gate_child_daemon() {
         audit: false,
         json: false,
         persist: std::env::var(DAEMON_PERSIST_ENV).ok().map(Into::into),
+        metrics: None,
     };
     let control = Control::default();
     let mut ready = || {
