@@ -708,7 +708,11 @@ fn gate_reload_is_atomic_under_concurrent_loads() {
     assert!(ok > 0 && eperm > 0, "both policies must have decided some loads");
 }
 
-fn run_with_timeout(cmd: &mut Command, timeout: Duration, mut tick: impl FnMut()) -> (Option<i32>, String, String) {
+pub(crate) fn run_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+    mut tick: impl FnMut(),
+) -> (Option<i32>, String, String) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning");
     let start = Instant::now();
     let status = loop {
