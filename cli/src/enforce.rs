@@ -30,8 +30,9 @@ pub struct Args {
     /// Remove a persisted gate and exit.
     #[arg(long, conflicts_with_all = ["policy", "audit", "json"])]
     stop: bool,
-    /// Reload when the policy file's content changes (checked every `--follow-interval` seconds, through
-    /// symlinks: a Kubernetes ConfigMap volume swaps them). SIGHUP still reloads too.
+    /// Reload when the policy file's content changes: at once when inotify reports a change to it or to a
+    /// symlink it resolves through (a Kubernetes ConfigMap volume swaps them), and checked every
+    /// `--follow-interval` seconds in any case. SIGHUP still reloads too.
     #[arg(long, conflicts_with = "stop")]
     follow: bool,
     /// Seconds between two checks of `--follow`.
@@ -100,9 +101,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.follow {
         // The baseline is taken before the daemon reads the policy (see PolicyWatch::new).
         let watch = crate::follow::PolicyWatch::new(&opts.policy);
+        let follower = crate::follow::Follower::new(watch, &mut std::io::stderr());
         let interval = std::time::Duration::from_secs(args.follow_interval);
         // Detached: it ends with the process, or with the loop when CONTROL.stop is set.
-        std::thread::spawn(move || crate::follow::follow(watch, &CONTROL, interval, &mut std::io::stderr()));
+        std::thread::spawn(move || follower.run(&CONTROL, interval, &mut std::io::stderr()));
     }
     let mut out = std::io::stdout().lock();
     let mut log = std::io::stderr();

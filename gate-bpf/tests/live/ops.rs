@@ -153,6 +153,19 @@ impl Daemon {
         Daemon { child, log, reader: Some(reader), _socket: socket }
     }
 
+    /// The first log line `pick` takes, waiting for the reader thread (the daemon wrote it before READY=1, but
+    /// the pipe may not have been read yet).
+    fn log_line(&self, pick: impl Fn(&str) -> Option<String>) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = self.log.lock().unwrap().iter().find_map(|l| pick(l)) {
+                return v;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "not in the log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -277,12 +290,8 @@ fn gate_cli_status_and_metrics_of_an_fd_bound_gate() {
 
     let daemon =
         Daemon::start(&dir, &["--metrics", "127.0.0.1:0", "--policy", policy.to_str().unwrap()], Stdio::null());
-    let log = daemon.log();
-    let addr = log
-        .lines()
-        .find_map(|l| l.strip_prefix("bpfgate: metrics at http://")?.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
-        .to_owned();
+    let addr =
+        daemon.log_line(|l| Some(l.strip_prefix("bpfgate: metrics at http://")?.strip_suffix("/metrics")?.to_owned()));
     let (code, first) = status_json();
     let allowed = [load_ok("ops_ok_1"), load_ok("ops_ok_2")];
     let denied = load_signal();
