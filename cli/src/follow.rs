@@ -66,12 +66,6 @@ impl PolicyWatch {
     }
 }
 
-/// Follows `watch` until `control.stop`, setting `control.reload` on each change: at once on an inotify event,
-/// and every `interval` in any case. Runs on its own thread beside the daemon's loop.
-pub fn follow(watch: PolicyWatch, control: &Control, interval: Duration, log: &mut dyn Write) {
-    Follower::new(watch, log).run(control, interval, log);
-}
-
 /// A policy file watched by content and by inotify.
 #[derive(Debug)]
 pub struct Follower {
@@ -86,7 +80,8 @@ impl Follower {
         Follower { watch, watcher }
     }
 
-    /// [`follow`], with the watches already set.
+    /// Follows the file until `control.stop`, setting `control.reload` on each change: at once on an inotify
+    /// event, and every `interval` in any case. Runs on its own thread beside the daemon's loop.
     pub fn run(self, control: &Control, interval: Duration, log: &mut dyn Write) {
         let Follower { mut watch, mut watcher } = self;
         let mut last_check = std::time::Instant::now();
@@ -260,7 +255,8 @@ mod tests {
         let watch = PolicyWatch::new(&file);
         let mut log = Vec::new();
         std::thread::scope(|s| {
-            let follower = s.spawn(|| follow(watch, &control, Duration::from_millis(10), &mut log));
+            let follower = Follower::new(watch, &mut std::io::sink());
+            let follower = s.spawn(|| follower.run(&control, Duration::from_millis(10), &mut log));
             std::fs::write(&file, "b").unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while !control.reload.load(Ordering::SeqCst) {

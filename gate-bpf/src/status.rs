@@ -417,11 +417,8 @@ pub fn find() -> Result<Option<Status>, StatusError> {
     }
     let mut statuses = Vec::new();
     for (id, fd) in found.into_iter().rev() {
-        let reader = match reader_for(fd) {
-            Ok(r) => r,
-            // A gate being torn down: its other maps may be gone already.
-            Err(_) => continue,
-        };
+        // A gate being torn down: its other maps may be gone already.
+        let Ok(reader) = reader_for(fd) else { continue };
         statuses.push((id, reader.status()?));
     }
     let count = statuses.len() as u32;
