@@ -182,7 +182,39 @@ impl Daemon {
     }
 }
 
+/// A test that fails midway must not leave its daemon's gate attached for the next tests.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 const CLI: &str = "/usr/bin/bpfgate";
+
+/// Brings the loopback interface up (the VM's init leaves it down): SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP.
+fn loopback_up() {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a zeroed ifreq is valid; the name is "lo" NUL-terminated; the ioctls read and write only it.
+    let rc = unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut req);
+        }
+        libc::close(fd);
+        rc
+    };
+    assert_eq!(rc, 0, "bringing lo up: {}", std::io::Error::last_os_error());
+}
 
 /// Whether the `bpfgate` binary is here (the VM harness installs it); says SKIPPED otherwise.
 fn have_cli(test: &str) -> bool {
@@ -286,6 +318,7 @@ fn gate_cli_status_and_metrics_of_an_fd_bound_gate() {
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, status_policy()).unwrap();
+    loopback_up();
     let (before_code, _) = status_json();
 
     let daemon =
