@@ -71,7 +71,10 @@ pub fn render(status: &Status, classes: &ClassCounts) -> String {
          load at its final decision; open: an fd to another subject's map or program) and action",
         decisions.clone(),
     );
-    for r in &status.totals {
+    // Every rule in force has its series from the start, at 0 until it decides something.
+    let unseen = status.rules.iter().filter(|r| !status.totals.iter().any(|t| t.rule == r.rule));
+    let zero = unseen.map(|r| crate::status::RuleCounts { rule: r.rule.clone(), ..Default::default() });
+    for r in status.totals.iter().cloned().chain(zero) {
         for (kind, v) in [("load", &r.loads), ("open", &r.opens)] {
             for (action, n) in v.labelled() {
                 decisions.get_or_create(&labels(&[("rule", &r.rule), ("kind", kind), ("action", action)])).inc_by(n);
@@ -202,7 +205,7 @@ mod tests {
                 loaded_at_unix: 1_796_503_267,
                 unresolved: vec!["/usr/bin/gone".into()],
             }),
-            rules: Vec::new(),
+            rules: vec![RuleCounts { rule: "idle".into(), index: Some(1), ..Default::default() }],
             totals: vec![RuleCounts {
                 rule: "bpftrace".into(),
                 index: None,
@@ -225,6 +228,7 @@ mod tests {
             "bpfgate_decisions_total{rule=\"bpftrace\",kind=\"load\",action=\"allowed\"} 3",
             "bpfgate_decisions_total{rule=\"bpftrace\",kind=\"load\",action=\"denied\"} 1",
             "bpfgate_decisions_total{rule=\"bpftrace\",kind=\"open\",action=\"audited\"} 0",
+            "bpfgate_decisions_total{rule=\"idle\",kind=\"load\",action=\"denied\"} 0",
             "bpfgate_load_classes_total{rule=\"bpftrace\",action=\"allowed\",class=\"map_write\"} 3",
             "bpfgate_gate_object_refusals_total 4",
             "bpfgate_dropped_events_total 5",
