@@ -128,6 +128,9 @@ fn install(
         let _ =
             writeln!(log, "bpfgate: warning: {p} does not exist on this host; its rules cannot match until it appears");
     }
+    if let Some(e) = &installed.status_error {
+        let _ = writeln!(log, "bpfgate: warning: `bpfgate status` shows an older state: {e}");
+    }
     if let Some(e) = &identities.watch_error {
         let _ = writeln!(log, "bpfgate: warning: executables not followed ({e}); SIGHUP resolves them again");
     }

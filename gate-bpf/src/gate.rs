@@ -201,6 +201,8 @@ pub struct Installed {
     pub generation: u64,
     /// Policy paths that resolved to nothing on this host: their rules cannot match.
     pub unresolved: Vec<String>,
+    /// The policy is in force, but `bpfgate status` could not be told (the record was not written): why.
+    pub status_error: Option<String>,
 }
 
 /// The loaded gate. Dropping it detaches the hooks and unloads everything (links are fd-bound).
@@ -561,12 +563,13 @@ impl Gate {
         self.active = Some(slot);
         self.next_generation += 1;
         self.names.rules.insert(generation, policy.rule_names.clone());
-        self.record_install(generation, &tables.header, policy, &resolved.unresolved, retired)?;
+        // The policy is in force from the switch on: a status record that cannot be written does not undo that.
+        let status_error = self.record_install(generation, &tables.header, policy, &resolved.unresolved, retired).err();
         // No decision reads the old slot after the grace period: empty it now, so its subject keys (an
         // executable replaced since, whose inode number the daemon no longer holds) are nowhere in the gate.
         // A failure leaves them unread (and retried at the next install); the new policy is in force.
         let _ = self.clear_slot(1 - slot);
-        Ok(Installed { generation, unresolved: resolved.unresolved })
+        Ok(Installed { generation, unresolved: resolved.unresolved, status_error: status_error.map(|e| e.to_string()) })
     }
 
     /// Tells the status record about the generation now in force, and moves the counts of the one it
@@ -610,10 +613,18 @@ impl Gate {
         Ok(())
     }
 
-    /// Writes the status record into its map.
+    /// Writes the status record into its map. Totals of many rules no longer in force (a long life of reloads
+    /// renaming rules) are merged into one entry when the record would not fit.
     fn publish(&mut self) -> Result<(), GateError> {
         self.record_seq += 1;
-        let bytes = crate::status::encode(&self.record, self.record_seq)?;
+        let bytes = match crate::status::encode(&self.record, self.record_seq) {
+            Err(crate::status::StatusError::TooLarge(_)) => {
+                let in_force = self.record.policy.as_ref().map(|p| p.rules.clone()).unwrap_or_default();
+                crate::status::merge_retired(&mut self.record.earlier, &in_force);
+                crate::status::encode(&self.record, self.record_seq)?
+            }
+            other => other?,
+        };
         self.status_map.update(&0u32.to_ne_bytes(), &bytes, MapFlags::ANY).map_err(bpf("writing the status record"))
     }
 

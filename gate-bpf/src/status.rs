@@ -246,6 +246,25 @@ pub fn add_by_name(totals: &mut Vec<RuleCounts>, more: &[RuleCounts]) {
     totals.extend(by_name.into_values());
 }
 
+/// The name totals of rules no longer in force are merged under when the record would not fit.
+pub const RETIRED_RULES: &str = "(rules no longer in force)";
+
+/// Merges the totals of rules not named in `in_force` (nor the default) into one [`RETIRED_RULES`] entry.
+pub fn merge_retired(totals: &mut Vec<RuleCounts>, in_force: &[String]) {
+    let mut retired = RuleCounts { rule: RETIRED_RULES.into(), ..Default::default() };
+    totals.retain(|t| {
+        let keep = t.rule == DEFAULT_RULE || in_force.contains(&t.rule);
+        if !keep {
+            retired.loads.add(&t.loads);
+            retired.opens.add(&t.opens);
+        }
+        keep
+    });
+    if !retired.loads.is_zero() || !retired.opens.is_zero() {
+        totals.push(retired);
+    }
+}
+
 /// How the gate stays attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -570,6 +589,19 @@ mod tests {
         assert_eq!(first.loads.denied, 12);
         assert!(totals.iter().any(|t| t.rule == DEFAULT_RULE && t.loads.allowed == 5));
         assert_eq!(counter_index(1, MAX_RULES, COUNT_OPENS, 2) + 1, COUNT_GATE_OBJECT);
+    }
+
+    #[test]
+    fn totals_of_rules_gone_merge_into_one() {
+        let count = |rule: &str, denied| RuleCounts {
+            rule: rule.into(),
+            loads: Verdicts { denied, ..Default::default() },
+            ..Default::default()
+        };
+        let mut totals = vec![count("old-a", 1), count("kept", 2), count(DEFAULT_RULE, 3), count("old-b", 4)];
+        merge_retired(&mut totals, &["kept".to_owned()]);
+        let got: Vec<(&str, u64)> = totals.iter().map(|t| (t.rule.as_str(), t.loads.denied)).collect();
+        assert_eq!(got, [("kept", 2), (DEFAULT_RULE, 3), (RETIRED_RULES, 5)]);
     }
 
     #[test]
