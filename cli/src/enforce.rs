@@ -30,13 +30,17 @@ pub struct Args {
     /// Remove a persisted gate and exit.
     #[arg(long, conflicts_with_all = ["policy", "audit", "json"])]
     stop: bool,
-    /// Reload when the policy file's content changes (checked every `--follow-interval` seconds, through
-    /// symlinks: a Kubernetes ConfigMap volume swaps them). SIGHUP still reloads too.
+    /// Reload when the policy file's content changes: at once when inotify reports a change to it or to a
+    /// symlink it resolves through (a Kubernetes ConfigMap volume swaps them), and checked every
+    /// `--follow-interval` seconds in any case. SIGHUP still reloads too.
     #[arg(long, conflicts_with = "stop")]
     follow: bool,
     /// Seconds between two checks of `--follow`.
     #[arg(long, default_value_t = 2, requires = "follow", value_parser = clap::value_parser!(u64).range(1..=3600))]
     follow_interval: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9617; a port of 0 picks one, logged).
+    #[arg(long, value_name = "ADDR", conflicts_with = "stop")]
+    metrics: Option<std::net::SocketAddr>,
     /// Where `--persist` pins and `--stop` unpins (a directory on bpffs).
     #[arg(long, default_value = bpfgate_gate::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
@@ -82,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         audit: args.audit,
         json: args.json,
         persist: args.persist.then_some(args.pin_dir),
+        metrics: args.metrics,
     };
     // Under systemd (Type=notify): READY=1 once enforcing, RELOADING=1/READY=1 around reloads, STOPPING=1.
     let notifier = match crate::notify::Notifier::from_env() {
@@ -96,9 +101,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.follow {
         // The baseline is taken before the daemon reads the policy (see PolicyWatch::new).
         let watch = crate::follow::PolicyWatch::new(&opts.policy);
+        let follower = crate::follow::Follower::new(watch, &mut std::io::stderr());
         let interval = std::time::Duration::from_secs(args.follow_interval);
         // Detached: it ends with the process, or with the loop when CONTROL.stop is set.
-        std::thread::spawn(move || crate::follow::follow(watch, &CONTROL, interval, &mut std::io::stderr()));
+        std::thread::spawn(move || follower.run(&CONTROL, interval, &mut std::io::stderr()));
     }
     let mut out = std::io::stdout().lock();
     let mut log = std::io::stderr();

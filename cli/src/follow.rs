@@ -3,10 +3,16 @@
 //! a fresh directory and swaps the `..data` symlink, so the mounted `policy.yaml` (a symlink to
 //! `..data/policy.yaml`) changes content without anyone to send SIGHUP.
 //!
-//! The file is read through its symlinks once per interval and its content digested; a digest different from
-//! the last one sets the same reload flag SIGHUP sets, so the reload is the daemon's usual one (a bad policy is
-//! refused and the one in force stays). A file that cannot be read (mid-swap, or removed) is not a change: the
-//! last digest stays and the next readable content is compared with it.
+//! The same inotify machinery that follows the policy's executables (`bpfgate_gate::identity`: the directory
+//! of the path and of every symlink it resolves through, so the `..data` swap is seen) wakes the follower as
+//! soon as the file is replaced, renamed, deleted or written in place; the watches are set again after each
+//! wake-up, since a swap changes the directories the path goes through. The content is then read through the
+//! symlinks and digested; a digest different from the last one sets the same reload flag SIGHUP sets, so the
+//! reload is the daemon's usual one (a bad policy is refused and the one in force stays). The digest is also
+//! compared every `--follow-interval` seconds whatever inotify says, for file systems that report nothing
+//! (network file systems) and as the fallback when inotify cannot be set up. A file that cannot be read
+//! (mid-swap, or removed) is not a change: the last digest stays and the next readable content is compared with
+//! it.
 
 use std::hash::Hasher as _;
 use std::io::Write;
@@ -15,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bpfgate_gate::daemon::Control;
+use bpfgate_gate::identity::{Watcher, CONTENT_WATCH_MASK};
 
 /// The content of a file as last seen: its length and a 64-bit SipHash of its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +66,59 @@ impl PolicyWatch {
     }
 }
 
-/// Polls `watch` every `interval` until `control.stop`, setting `control.reload` on each change. Runs on its
-/// own thread beside the daemon's loop.
-pub fn follow(mut watch: PolicyWatch, control: &Control, interval: Duration, log: &mut dyn Write) {
-    while !control.stop.load(Ordering::SeqCst) {
-        std::thread::sleep(interval);
-        if watch.changed() {
-            let _ = writeln!(log, "bpfgate: {} changed: reloading", watch.path.display());
-            control.reload.store(true, Ordering::SeqCst);
+/// A policy file watched by content and by inotify.
+#[derive(Debug)]
+pub struct Follower {
+    watch: PolicyWatch,
+    watcher: Option<Watcher>,
+}
+
+impl Follower {
+    /// Sets the watches now: a change from here on is seen at once by [`Follower::run`].
+    pub fn new(watch: PolicyWatch, log: &mut dyn Write) -> Follower {
+        let watcher = watch_policy(&watch.path, log);
+        Follower { watch, watcher }
+    }
+
+    /// Follows the file until `control.stop`, setting `control.reload` on each change: at once on an inotify
+    /// event, and every `interval` in any case. Runs on its own thread beside the daemon's loop.
+    pub fn run(self, control: &Control, interval: Duration, log: &mut dyn Write) {
+        let Follower { mut watch, mut watcher } = self;
+        let mut last_check = std::time::Instant::now();
+        while !control.stop.load(Ordering::SeqCst) {
+            let woke = match &mut watcher {
+                // Short waits: the loop also sees `control.stop` within this long.
+                Some(w) => w.wait(Duration::from_millis(250)) && w.changed().is_ok_and(|c| !c.is_empty()),
+                None => {
+                    std::thread::sleep(Duration::from_millis(250).min(interval));
+                    false
+                }
+            };
+            if !woke && last_check.elapsed() < interval {
+                continue;
+            }
+            last_check = std::time::Instant::now();
+            if woke {
+                // The path may go through other directories now (a new ..data target): watch those.
+                watcher = watch_policy(&watch.path, log);
+            }
+            if watch.changed() {
+                let _ = writeln!(log, "bpfgate: {} changed: reloading", watch.path.display());
+                control.reload.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// An inotify watcher on what can change `path`'s content; None (said in `log`) when inotify fails: the
+/// periodic check alone follows then.
+fn watch_policy(path: &Path, log: &mut dyn Write) -> Option<Watcher> {
+    let watched = Watcher::with_mask(CONTENT_WATCH_MASK).and_then(|mut w| w.watch_path(path).map(|()| w));
+    match watched {
+        Ok(w) => Some(w),
+        Err(e) => {
+            let _ = writeln!(log, "bpfgate: warning: {} not watched ({e}); checked periodically", path.display());
+            None
         }
     }
 }
@@ -119,6 +171,55 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Waits (up to 10 s) for `control.reload`; how long it took.
+    fn reload_within(control: &Control) -> Duration {
+        let start = std::time::Instant::now();
+        while !control.reload.swap(false, Ordering::SeqCst) {
+            assert!(start.elapsed() < Duration::from_secs(10), "no reload requested");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        start.elapsed()
+    }
+
+    /// inotify, not the interval (an hour here), wakes the follower: for a ConfigMap's `..data` swap and for a
+    /// file written in place.
+    #[test]
+    fn changes_are_seen_at_once_without_waiting_for_the_interval() {
+        let dir = temp_dir("inotify");
+        configmap_write(&dir, 0, "version: 1\nrules: []\n");
+        let path = dir.join("policy.yaml");
+        let control = Control { reload: AtomicBool::new(false), stop: AtomicBool::new(false) };
+        let mut log = Vec::new();
+        // The watches are set here, before the changes (a change before them is only seen at the interval).
+        let follower = Follower::new(PolicyWatch::new(&path), &mut log);
+        let (swap, second_swap, in_place) = std::thread::scope(|s| {
+            let follower = s.spawn(|| follower.run(&control, Duration::from_secs(3600), &mut log));
+            configmap_write(&dir, 1, "version: 1\nmode: audit\nrules: []\n");
+            let swap = reload_within(&control);
+            // The follower watched the new directories before it asked for the reload. The second swap goes
+            // through a directory that did not exist when it started.
+            configmap_write(&dir, 2, "version: 1\nmode: enforce\nrules: []\n");
+            let second_swap = reload_within(&control);
+            let plain = dir.join("plain.yaml");
+            std::fs::write(&plain, "a").unwrap();
+            control.stop.store(true, Ordering::SeqCst);
+            follower.join().unwrap();
+            control.stop.store(false, Ordering::SeqCst);
+            let follower = Follower::new(PolicyWatch::new(&plain), &mut std::io::sink());
+            let follower = s.spawn(|| follower.run(&control, Duration::from_secs(3600), &mut std::io::sink()));
+            std::fs::OpenOptions::new().write(true).truncate(true).open(&plain).unwrap().write_all(b"b").unwrap();
+            let in_place = reload_within(&control);
+            control.stop.store(true, Ordering::SeqCst);
+            follower.join().unwrap();
+            (swap, second_swap, in_place)
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (what, took) in [("swap", swap), ("second swap", second_swap), ("in-place write", in_place)] {
+            assert!(took < Duration::from_secs(5), "{what}: {took:?}");
+        }
+        assert_eq!(String::from_utf8(log).unwrap().matches("changed: reloading").count(), 2);
+    }
+
     #[test]
     fn an_unreadable_moment_is_not_a_change() {
         let dir = temp_dir("missing");
@@ -154,7 +255,8 @@ mod tests {
         let watch = PolicyWatch::new(&file);
         let mut log = Vec::new();
         std::thread::scope(|s| {
-            let follower = s.spawn(|| follow(watch, &control, Duration::from_millis(10), &mut log));
+            let follower = Follower::new(watch, &mut std::io::sink());
+            let follower = s.spawn(|| follower.run(&control, Duration::from_millis(10), &mut log));
             std::fs::write(&file, "b").unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while !control.reload.load(Ordering::SeqCst) {

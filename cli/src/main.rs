@@ -13,6 +13,7 @@ mod follow;
 mod inspect;
 mod notify;
 mod policy;
+mod status;
 mod suggest;
 
 #[derive(Parser)]
@@ -33,6 +34,8 @@ enum Command {
     Policy(policy::Command),
     /// Load the in-kernel gate, enforce a policy on every BPF program load, and print each decision.
     Enforce(enforce::Args),
+    /// Show the gate loaded in the kernel: attached or not, hooks, policy, decisions per rule, dropped events.
+    Status(status::Args),
     /// Write man pages and shell completions (for packaging).
     #[command(hide = true)]
     GenerateAssets(assets::Args),
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Enforce(args) => enforce::run(args),
+        Command::Status(args) => status::run(args),
         Command::GenerateAssets(args) => assets::run(args, <Cli as clap::CommandFactory>::command()),
     };
     match result {

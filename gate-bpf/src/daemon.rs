@@ -13,8 +13,9 @@ use bpfgate::policy::{Policy, PolicyErrors};
 
 use crate::event::{Event, RawEvent};
 use crate::identity::{Identities, IdentityResolver};
+use crate::metrics::ClassCounts;
 use crate::preflight::PreflightError;
-use crate::{Gate, GateError, HostResolver, Installed};
+use crate::{Gate, GateError, HostResolver, Installed, PolicySource};
 
 /// Requests to a running loop, settable from a signal handler (atomic stores only).
 #[derive(Debug, Default)]
@@ -33,6 +34,8 @@ pub struct Options {
     pub json: bool,
     /// Pin the gate's links and maps in this directory so enforcement outlives the daemon (`--persist`).
     pub persist: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`--metrics`, [`crate::metrics`]).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,8 @@ pub enum DaemonError {
     Output(std::io::Error),
     #[error("a persisted gate is already enforcing (pinned in {0}); `bpfgate enforce --stop` removes it")]
     Persisted(String),
+    #[error("cannot serve metrics on {addr}: {error}")]
+    Metrics { addr: std::net::SocketAddr, error: std::io::Error },
 }
 
 /// Counts at the end of a run.
@@ -81,8 +86,20 @@ pub fn stop(dir: &Path, log: &mut dyn Write) -> Result<usize, DaemonError> {
 
 /// Reads a compiled policy (CBOR) or a YAML policy, which it compiles; lint warnings go to `log`.
 pub fn read_policy(path: &Path, log: &mut dyn Write) -> Result<CompiledPolicy, DaemonError> {
+    read_policy_file(path, log).map(|(policy, _)| policy)
+}
+
+/// [`read_policy`], and the file's path and SHA-256 for `bpfgate status`.
+pub fn read_policy_file(path: &Path, log: &mut dyn Write) -> Result<(CompiledPolicy, PolicySource), DaemonError> {
+    use sha2::Digest as _;
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|error| DaemonError::Read { file: file.clone(), error })?;
+    let sha256 = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let source = PolicySource { path: file.clone(), sha256 };
+    Ok((parse_policy(file, bytes, log)?, source))
+}
+
+fn parse_policy(file: String, bytes: Vec<u8>, log: &mut dyn Write) -> Result<CompiledPolicy, DaemonError> {
     if let Ok(compiled) = CompiledPolicy::from_cbor(&file, &bytes) {
         return Ok(compiled);
     }
@@ -99,10 +116,11 @@ pub fn read_policy(path: &Path, log: &mut dyn Write) -> Result<CompiledPolicy, D
 /// kept while this generation is in force: they hold the files whose keys it matches.
 fn install(
     gate: &mut Gate,
-    policy: &CompiledPolicy,
+    (policy, source): (&CompiledPolicy, &PolicySource),
     audit: bool,
     log: &mut dyn Write,
 ) -> Result<(Installed, Identities), DaemonError> {
+    gate.set_source(Some(source.clone()));
     let resolver = IdentityResolver::new(HostResolver::new(), true);
     let installed = gate.install(policy, &resolver, audit)?;
     let identities = resolver.finish();
@@ -110,14 +128,24 @@ fn install(
         let _ =
             writeln!(log, "bpfgate: warning: {p} does not exist on this host; its rules cannot match until it appears");
     }
+    if let Some(e) = &installed.status_error {
+        let _ = writeln!(log, "bpfgate: warning: `bpfgate status` shows an older state: {e}");
+    }
     if let Some(e) = &identities.watch_error {
         let _ = writeln!(log, "bpfgate: warning: executables not followed ({e}); SIGHUP resolves them again");
     }
     Ok((installed, identities))
 }
 
-fn print(gate: &Gate, raw: &RawEvent, json: bool, out: &mut dyn Write) -> Result<(), DaemonError> {
+fn print(
+    gate: &Gate,
+    raw: &RawEvent,
+    json: bool,
+    classes: &ClassCounts,
+    out: &mut dyn Write,
+) -> Result<(), DaemonError> {
     let event = Event::from_raw(raw, gate.names());
+    classes.record(&event);
     let line = if json {
         serde_json::to_string(&event).map_err(|e| DaemonError::Output(std::io::Error::other(e)))?
     } else {
@@ -174,18 +202,33 @@ pub fn run_with(
     if let Some(notice) = crate::preflight::notice(&facts) {
         let _ = writeln!(log, "bpfgate: {notice}");
     }
-    let first = read_policy(&opts.policy, log)?;
+    let first = read_policy_file(&opts.policy, log)?;
     if let Some(dir) = &opts.persist {
         if dir.exists() {
             return Err(DaemonError::Persisted(dir.display().to_string()));
         }
     }
+    // An address that cannot be served is an error before anything is loaded.
+    let listener = match opts.metrics {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|error| DaemonError::Metrics { addr, error })?),
+        None => None,
+    };
+    let classes = std::sync::Arc::new(ClassCounts::default());
     let mut gate = Gate::load()?;
     // The policy in force, kept to install again with fresh identities when an executable it names changes.
-    let (installed, mut identities) = install(&mut gate, &first, opts.audit, log)?;
+    let (installed, mut identities) = install(&mut gate, (&first.0, &first.1), opts.audit, log)?;
     let mut in_force = first;
     let mut stream = gate.events()?;
     gate.attach()?;
+    if let Some(listener) = listener {
+        let reader = gate.reader()?;
+        let classes = std::sync::Arc::clone(&classes);
+        if let Ok(addr) = listener.local_addr() {
+            let _ = writeln!(log, "bpfgate: metrics at http://{addr}/metrics");
+        }
+        // Detached: it serves until the process ends.
+        std::thread::spawn(move || crate::metrics::serve(listener, reader, classes));
+    }
     if let Some(dir) = &opts.persist {
         if let Err(e) = gate.persist(dir) {
             // Half-pinned is neither mode: take it back and fail.
@@ -206,19 +249,21 @@ pub fn run_with(
     let (mut reloads, mut refused_reloads, mut re_resolutions) = (0, 0, 0);
     while !control.stop.load(Ordering::SeqCst) {
         for raw in stream.poll(Duration::from_millis(100))? {
-            print(&gate, &raw, opts.json, out)?;
+            print(&gate, &raw, opts.json, &classes, out)?;
         }
         if control.reload.swap(false, Ordering::SeqCst) {
             lifecycle.reloading();
             // Decisions made before the switch print with the old generation's rule names.
             for raw in stream.drain()? {
-                print(&gate, &raw, opts.json, out)?;
+                print(&gate, &raw, opts.json, &classes, out)?;
             }
             // Modules loaded since the start (or the last reload) get their kfuncs mapped.
             if let Err(e) = gate.refresh_kfuncs() {
                 let _ = writeln!(log, "bpfgate: warning: module kfuncs not refreshed: {e}");
             }
-            match read_policy(&opts.policy, log).and_then(|p| Ok((install(&mut gate, &p, opts.audit, log)?, p))) {
+            match read_policy_file(&opts.policy, log)
+                .and_then(|p| Ok((install(&mut gate, (&p.0, &p.1), opts.audit, log)?, p)))
+            {
                 Ok(((installed, ids), policy)) => {
                     // The old generation's files are let go only now that it is out of force.
                     (identities, in_force) = (ids, policy);
@@ -244,9 +289,9 @@ pub fn run_with(
         if !changed.is_empty() {
             let started = Instant::now();
             for raw in stream.drain()? {
-                print(&gate, &raw, opts.json, out)?;
+                print(&gate, &raw, opts.json, &classes, out)?;
             }
-            match install(&mut gate, &in_force, opts.audit, log) {
+            match install(&mut gate, (&in_force.0, &in_force.1), opts.audit, log) {
                 Ok((installed, ids)) => {
                     let changes = ids.describe_changes(&identities);
                     identities = ids;
@@ -276,7 +321,7 @@ pub fn run_with(
     // Pinned links stay attached after this: only the pins hold them then.
     gate.detach();
     for raw in stream.drain()? {
-        print(&gate, &raw, opts.json, out)?;
+        print(&gate, &raw, opts.json, &classes, out)?;
     }
     let (decisions, denials) = gate.counters();
     let dropped = gate.dropped()?;

@@ -64,6 +64,8 @@ pub enum GateError {
     Pins { what: &'static str, path: String, error: std::io::Error },
     #[error("the pins are removed, but the kernel still holds the gate's program {prog_id} after {waited:?}")]
     StillAttached { prog_id: u32, waited: Duration },
+    #[error("the gate's status record: {0}")]
+    Status(#[from] crate::status::StatusError),
 }
 
 /// Where `bpfgate enforce --persist` pins the gate by default (one file per link and map).
@@ -218,6 +220,8 @@ pub struct Installed {
     pub generation: u64,
     /// Policy paths that resolved to nothing on this host: their rules cannot match.
     pub unresolved: Vec<String>,
+    /// The policy is in force, but `bpfgate status` could not be told (the record was not written): why.
+    pub status_error: Option<String>,
 }
 
 /// The loaded gate. Dropping it detaches the hooks and unloads everything (links are fd-bound).
@@ -238,6 +242,21 @@ pub struct Gate {
     module_kfuncs: Vec<[u8; KfuncKey::SIZE]>,
     /// The gate's own maps, programs and links, as recorded for self-protection.
     objects: Vec<GateObject>,
+    /// What `bpfgate status` reads (crate::status): the record, its map, and the policy file installed next.
+    status_map: MapHandle,
+    record: crate::status::Record,
+    record_seq: u64,
+    source: Option<PolicySource>,
+    /// Held while a retired generation's counts move into the record (crate::status::GateReader).
+    status_lock: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+/// Where the next installed policy came from, for `bpfgate status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    pub path: String,
+    /// SHA-256 of the file's bytes, lowercase hex.
+    pub sha256: String,
 }
 
 /// One of the gate's own kernel objects.
@@ -299,6 +318,25 @@ impl Gate {
         };
         let sync_inner = MapHandle::create(MapType::Array, Some("bpfgate_sync"), 4, 4, 1, &opts)
             .map_err(bpf("creating the RCU sync map"))?;
+        let status_map = MapHandle::create(
+            MapType::Array,
+            Some(crate::status::STATUS_MAP),
+            4,
+            crate::status::RECORD_SIZE as u32,
+            1,
+            &opts,
+        )
+        .map_err(bpf("creating the status map"))?;
+        let record = {
+            use std::os::fd::{AsFd, AsRawFd};
+            crate::status::Record {
+                daemon_pid: std::process::id(),
+                daemon_start: crate::status::start_time(std::process::id()).unwrap_or(0),
+                counters_map_id: object_id(skel.maps.decision_counts.as_fd().as_raw_fd())?,
+                dropped_map_id: object_id(skel.maps.dropped.as_fd().as_raw_fd())?,
+                ..Default::default()
+            }
+        };
 
         let mut gate = Gate {
             links: Vec::new(),
@@ -312,9 +350,15 @@ impl Gate {
             kfuncs_found: 0,
             module_kfuncs: Vec::new(),
             objects: Vec::new(),
+            status_map,
+            record,
+            record_seq: 0,
+            source: None,
+            status_lock: std::sync::Arc::default(),
         };
         gate.fill_kfuncs(&btf)?;
         gate.protect_objects()?;
+        gate.publish()?;
         Ok(gate)
     }
 
@@ -326,6 +370,7 @@ impl Gate {
             objects.push((KIND_MAP, map.as_fd().as_raw_fd()));
         }
         objects.push((KIND_MAP, self.sync_inner.as_fd().as_raw_fd()));
+        objects.push((KIND_MAP, self.status_map.as_fd().as_raw_fd()));
         for prog in self.skel.object().progs() {
             if prog.autoload() {
                 objects.push((KIND_PROG, prog.as_fd().as_raw_fd()));
@@ -464,12 +509,15 @@ impl Gate {
             let link = if hook.starts_with("fentry/") { prog.attach_trace() } else { prog.attach_lsm() };
             links.push((hook, link.map_err(bpf(format!("attaching {hook}")))?));
         }
-        let fds: Vec<i32> = links.iter().map(|(_, l)| l.as_fd().as_raw_fd()).collect();
+        let fds: Vec<(&str, i32)> = links.iter().map(|(h, l)| (*h, l.as_fd().as_raw_fd())).collect();
         self.links = links;
-        for fd in fds {
+        self.record.hooks.clear();
+        for (hook, fd) in fds {
             self.protect(KIND_LINK, fd)?;
+            let link_id = object_id(fd)?;
+            self.record.hooks.push(crate::status::HookLink { hook: hook.to_owned(), link_id });
         }
-        Ok(())
+        self.publish()
     }
 
     /// Pins the links and maps under `dir` (created, mode 0700), so enforcement outlives this process: the
@@ -492,6 +540,12 @@ impl Gate {
             map.pin(&path).map_err(bpf(format!("pinning {}", path.display())))?;
             pinned.push(path);
         }
+        // The status record goes with the gate: `bpfgate status` reads it once the daemon is gone.
+        let path = dir.join(format!("map_{}", crate::status::STATUS_MAP));
+        self.status_map.pin(&path).map_err(bpf(format!("pinning {}", path.display())))?;
+        pinned.push(path);
+        self.record.pin_dir = Some(dir.display().to_string());
+        self.publish()?;
         Ok(pinned)
     }
 
@@ -523,6 +577,8 @@ impl Gate {
         let mut tables = resolved.tables;
         check_limits(&tables)?;
         let generation = self.next_generation;
+        // The gate counts a decision in the slot of its generation's parity (events.bpf.h).
+        debug_assert_eq!(u64::from(self.active.map_or(1, |s| 1 - s)), generation & 1);
         tables.header.generation = generation;
         if audit {
             tables.header.mode = MODE_AUDIT;
@@ -534,16 +590,107 @@ impl Gate {
             None => 1,
         };
         self.clear_slot(slot)?;
+        {
+            // Normally zero already (counts move into the record when a slot retires); not so for decisions
+            // made without any policy, which count in slot 0.
+            use std::os::fd::AsFd;
+            let counters = self.skel.maps.decision_counts.as_fd().try_clone_to_owned().map_err(|error| {
+                GateError::Pins { what: "cannot duplicate", path: "the decision counters' fd".into(), error }
+            })?;
+            crate::status::zero_slot(&counters, slot as usize)?;
+        }
         self.fill_slot(slot, &tables)?;
         self.switch_to(slot)?;
+        let retired = self.active.map(|old| (old, self.next_generation - 1));
         self.active = Some(slot);
         self.next_generation += 1;
         self.names.rules.insert(generation, policy.rule_names.clone());
+        // The policy is in force from the switch on: a status record that cannot be written does not undo that.
+        let status_error = self.record_install(generation, &tables.header, policy, &resolved.unresolved, retired).err();
         // No decision reads the old slot after the grace period: empty it now, so its subject keys (an
         // executable replaced since, whose inode number the daemon no longer holds) are nowhere in the gate.
         // A failure leaves them unread (and retried at the next install); the new policy is in force.
         let _ = self.clear_slot(1 - slot);
-        Ok(Installed { generation, unresolved: resolved.unresolved })
+        Ok(Installed { generation, unresolved: resolved.unresolved, status_error: status_error.map(|e| e.to_string()) })
+    }
+
+    /// Tells the status record about the generation now in force, and moves the counts of the one it
+    /// replaced (`retired`: its slot and generation, final once the switch waited for the grace period) into
+    /// the record's totals before zeroing them for the slot's next generation.
+    fn record_install(
+        &mut self,
+        generation: u64,
+        header: &Header,
+        policy: &CompiledPolicy,
+        unresolved: &[String],
+        retired: Option<(u32, u64)>,
+    ) -> Result<(), GateError> {
+        use std::os::fd::AsFd;
+        let lock = std::sync::Arc::clone(&self.status_lock);
+        let _guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counters = self.skel.maps.decision_counts.as_fd().try_clone_to_owned().map_err(|error| {
+            GateError::Pins { what: "cannot duplicate", path: "the decision counters' fd".into(), error }
+        })?;
+        if let Some((old_slot, old_generation)) = retired {
+            let counts = crate::status::read_counters(&counters)?;
+            let names = self.names.rules.get(&old_generation).cloned().unwrap_or_default();
+            let old = crate::status::slot_counts(&counts, old_slot as usize, &names);
+            crate::status::add_by_name(&mut self.record.earlier, &old);
+        }
+        let loaded_at_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.record.policy = Some(crate::status::PolicyRecord {
+            path: self.source.as_ref().map(|s| s.path.clone()),
+            sha256: self.source.as_ref().map(|s| s.sha256.clone()),
+            generation,
+            loaded_at_unix,
+            audit: header.mode == MODE_AUDIT,
+            unresolved: unresolved.to_vec(),
+            rules: policy.rule_names.clone(),
+        });
+        self.publish()?;
+        if let Some((old_slot, _)) = retired {
+            crate::status::zero_slot(&counters, old_slot as usize)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the status record into its map. Totals of many rules no longer in force (a long life of reloads
+    /// renaming rules) are merged into one entry when the record would not fit.
+    fn publish(&mut self) -> Result<(), GateError> {
+        self.record_seq += 1;
+        let bytes = match crate::status::encode(&self.record, self.record_seq) {
+            Err(crate::status::StatusError::TooLarge(_)) => {
+                let in_force = self.record.policy.as_ref().map(|p| p.rules.clone()).unwrap_or_default();
+                crate::status::merge_retired(&mut self.record.earlier, &in_force);
+                crate::status::encode(&self.record, self.record_seq)?
+            }
+            other => other?,
+        };
+        self.status_map.update(&0u32.to_ne_bytes(), &bytes, MapFlags::ANY).map_err(bpf("writing the status record"))
+    }
+
+    /// Names the file the next [`Gate::install`] comes from, for `bpfgate status` and the metrics.
+    pub fn set_source(&mut self, source: Option<PolicySource>) {
+        self.source = source;
+    }
+
+    /// The status as `bpfgate status` reads it, through fds of this process (for the metrics endpoint).
+    pub fn reader(&self) -> Result<crate::status::GateReader, GateError> {
+        use std::os::fd::AsFd;
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+            fd.try_clone_to_owned().map_err(|error| GateError::Pins {
+                what: "cannot duplicate",
+                path: "a gate map's fd".into(),
+                error,
+            })
+        };
+        Ok(crate::status::GateReader::new(
+            dup(self.status_map.as_fd())?,
+            dup(self.skel.maps.decision_counts.as_fd())?,
+            dup(self.skel.maps.dropped.as_fd())?,
+            Some(std::sync::Arc::clone(&self.status_lock)),
+        ))
     }
 
     fn clear_slot(&mut self, slot: u32) -> Result<(), GateError> {

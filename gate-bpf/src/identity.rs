@@ -38,6 +38,9 @@ pub const WATCH_MASK: u32 = libc::IN_CREATE
     | libc::IN_MOVE_SELF
     | libc::IN_ONLYDIR;
 
+/// [`WATCH_MASK`] and a file written in place: what can change a policy file's content (`enforce --follow`).
+pub const CONTENT_WATCH_MASK: u32 = WATCH_MASK | libc::IN_CLOSE_WRITE;
+
 /// Symlink hops followed when computing the watch set (the kernel's limit is 40).
 const MAX_HOPS: usize = 40;
 
@@ -235,31 +238,51 @@ fn lexical(path: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct Watcher {
     fd: OwnedFd,
+    mask: u32,
     /// Watch descriptor to (directory, names of interest).
     watches: HashMap<i32, (PathBuf, BTreeSet<OsString>)>,
 }
 
 impl Watcher {
     pub fn new() -> std::io::Result<Watcher> {
+        Watcher::with_mask(WATCH_MASK)
+    }
+
+    /// A watcher whose watches report the events of `mask` ([`WATCH_MASK`], [`CONTENT_WATCH_MASK`]).
+    pub fn with_mask(mask: u32) -> std::io::Result<Watcher> {
         // SAFETY: no preconditions; returns -1 (errno set) on failure.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: fd was just returned and is owned here alone.
-        Ok(Watcher { fd: unsafe { OwnedFd::from_raw_fd(fd) }, watches: HashMap::new() })
+        Ok(Watcher { fd: unsafe { OwnedFd::from_raw_fd(fd) }, mask, watches: HashMap::new() })
     }
 
     /// Watches `dir` for changes to `name` (one watch per directory inode; names accumulate).
     pub fn watch(&mut self, dir: &Path, name: &OsStr) -> std::io::Result<()> {
         let c = CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
         // SAFETY: the fd is a live inotify instance and c a NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), WATCH_MASK) };
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), self.mask) };
         if wd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         self.watches.entry(wd).or_insert_with(|| (dir.to_path_buf(), BTreeSet::new())).1.insert(name.to_owned());
         Ok(())
+    }
+
+    /// Watches every `(directory, name)` of [`watch_set`]`(path)`.
+    pub fn watch_path(&mut self, path: &Path) -> std::io::Result<()> {
+        watch_set(path).iter().try_for_each(|(dir, name)| self.watch(dir, name))
+    }
+
+    /// Waits up to `timeout` for an event to be readable (then [`Watcher::changed`] says what); false on
+    /// timeout or a signal.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: pfd is one valid pollfd for the call.
+        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
     }
 
     /// The watched directories and names, sorted (for tests and logs).
@@ -336,7 +359,12 @@ pub fn relevant(dir: &Path, names: &BTreeSet<OsString>, ev: &RawInotify) -> Opti
     if ev.mask & self_gone != 0 {
         return Some(dir.display().to_string());
     }
-    let on_name = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_ATTRIB;
+    let on_name = libc::IN_CREATE
+        | libc::IN_DELETE
+        | libc::IN_MOVED_FROM
+        | libc::IN_MOVED_TO
+        | libc::IN_ATTRIB
+        | libc::IN_CLOSE_WRITE;
     (ev.mask & on_name != 0 && names.contains(&ev.name)).then(|| dir.join(&ev.name).display().to_string())
 }
 

@@ -15,10 +15,13 @@ pub mod daemon;
 pub mod event;
 mod gate;
 pub mod identity;
+pub mod metrics;
 pub mod preflight;
 pub mod resolve;
+pub mod status;
 
 pub use gate::{
-    kernel_btfs, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant, Installed, DEFAULT_PIN_DIR,
+    kernel_btfs, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant, Installed, PolicySource,
+    DEFAULT_PIN_DIR,
 };
 pub use resolve::HostResolver;

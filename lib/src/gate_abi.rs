@@ -289,6 +289,27 @@ constants! { LIMITS, "GATE_", values;
     pub const VERDICT_AUDIT: u8 = 2;
     /// `RawEvent::rule` when the policy default decided.
     pub const RULE_DEFAULT: u32 = u32::MAX;
+    /// Decision counters: the kinds of decision counted apart (`COUNT_LOADS`, `COUNT_OPENS`).
+    pub const COUNT_KINDS: usize = 2;
+    /// Decision counter kind: a program load, counted once at its final decision.
+    pub const COUNT_LOADS: usize = 0;
+    /// Decision counter kind: an fd to another subject's map or program (`OP_MAP_OPEN`, `OP_PROG_OPEN`).
+    pub const COUNT_OPENS: usize = 1;
+    /// Decision counters: the verdicts counted apart (`VERDICT_ALLOW`, `VERDICT_DENY`, `VERDICT_AUDIT`).
+    pub const COUNT_VERDICTS: usize = 3;
+    /// Counters of one policy slot: per rule and one more for the default, per kind and verdict.
+    pub const COUNTS_PER_SLOT: usize = (MAX_RULES + 1) * COUNT_KINDS * COUNT_VERDICTS;
+    /// The counter of refusals of the gate's own objects to other processes (self-protection), after the slots'.
+    pub const COUNT_GATE_OBJECT: usize = SLOTS * COUNTS_PER_SLOT;
+    /// Entries of the per-CPU `decision_counts` array ([`counter_index`]).
+    pub const COUNTERS: usize = COUNT_GATE_OBJECT + 1;
+}
+
+/// The `decision_counts` entry of a decision by `rule` (`MAX_RULES` for the policy default) of the policy in
+/// `slot` (its generation's parity), of `kind` (`COUNT_LOADS`, `COUNT_OPENS`) and `verdict` (`VERDICT_*`):
+/// `gate_count_decision` in the gate's events.bpf.h computes the same.
+pub const fn counter_index(slot: usize, rule: usize, kind: usize, verdict: usize) -> usize {
+    ((slot * (MAX_RULES + 1) + rule) * COUNT_KINDS + kind) * COUNT_VERDICTS + verdict
 }
 
 /// `RuleRecord::flags` bits.

@@ -271,6 +271,25 @@ fn arguments_are_enforce_options_and_name_the_configmap_file() {
     assert_eq!(Path::new(policy), Path::new(mount).join(&key));
 }
 
+/// `--metrics` listens on the port the container declares, the Prometheus annotations name, and the readiness
+/// probe asks (by name).
+#[test]
+fn the_metrics_port_is_declared_annotated_and_probed() {
+    let pod = pod();
+    let addr: std::net::SocketAddr = pod.arg_value("--metrics").expect("--metrics").parse().expect("an address");
+    assert!(addr.ip().is_unspecified(), "{addr}: a scraper reaches the pod's IP, not its loopback");
+    let ds = manifest("daemonset.yaml");
+    let c = &ds.at("spec.template.spec.containers").seq()[0];
+    let port = c.at("ports").seq().iter().find(|p| p.at("name").str() == "metrics").expect("a port named metrics");
+    assert_eq!(port.at("containerPort").str(), addr.port().to_string());
+    let annotations = ds.at("spec.template.metadata.annotations");
+    assert_eq!(annotations.get("prometheus.io/scrape").map(Yaml::str), Some("true"));
+    assert_eq!(annotations.get("prometheus.io/port").map(Yaml::str), Some(addr.port().to_string().as_str()));
+    assert_eq!(annotations.get("prometheus.io/path").map(Yaml::str), Some("/metrics"));
+    assert_eq!(c.at("readinessProbe.httpGet.path").str(), "/metrics");
+    assert_eq!(c.at("readinessProbe.httpGet.port").str(), "metrics");
+}
+
 #[test]
 fn every_path_the_daemon_opens_is_the_nodes() {
     let pod = pod();

@@ -32,7 +32,42 @@ static __always_inline void count_drop(void)
 		*n += 1; /* per-CPU slot: no other writer */
 }
 
-/* Reserves an event with the fields every operation has; NULL (counted) when the ring buffer is full. */
+/*
+ * Decisions per policy slot, rule (GATE_MAX_RULES: the default), kind (loads, opens) and verdict, plus the
+ * refusals of the gate's own objects (bpfgate::gate_abi::counter_index): per CPU, read by `bpfgate status` and
+ * the metrics. A slot's counters belong to the generation in it (slot = generation & 1); the daemon adds them
+ * to its totals and zeroes them before the slot is reused. Cost: one array lookup and an add per decision
+ * that has an event (loads, and fds to others' objects); the hot paths that make no event (lsm/bpf, a
+ * loader's own or read-only map fds) never count.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GATE_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} decision_counts SEC(".maps");
+
+static __always_inline void gate_count_decision(__u32 op, const struct verdict *v)
+{
+	__u32 rule = v->rule < GATE_MAX_RULES ? v->rule : GATE_MAX_RULES;
+	__u32 kind = op == GATE_OP_PROG_LOAD || op == GATE_OP_PROG_MAPS ? GATE_COUNT_LOADS : GATE_COUNT_OPENS;
+	__u32 i = (((__u32)(v->generation & 1) * (GATE_MAX_RULES + 1) + rule) * GATE_COUNT_KINDS + kind) *
+			  GATE_COUNT_VERDICTS +
+		  (v->decision < GATE_COUNT_VERDICTS ? v->decision : GATE_VERDICT_DENY);
+	__u64 *n;
+
+	if (v->flags & GATE_F_GATE_OBJECT)
+		i = GATE_COUNT_GATE_OBJECT;
+	n = bpf_map_lookup_elem(&decision_counts, &i);
+	if (n)
+		*n += 1; /* per-CPU slot: no other writer */
+}
+
+/*
+ * Reserves an event with the fields every operation has; NULL (counted) when the ring buffer is full. Counts
+ * the decision, but for map creations (not a decision) and loads allowed so far (lsm/bpf_prog counts those
+ * at their final decision).
+ */
 static __always_inline struct gate_event *new_event(__u32 op, const struct gate_subject *s,
 						    const struct verdict *v)
 {
@@ -42,6 +77,9 @@ static __always_inline struct gate_event *new_event(__u32 op, const struct gate_
 	__sync_fetch_and_add(&gate_decisions, 1);
 	if (v->decision == GATE_VERDICT_DENY)
 		__sync_fetch_and_add(&gate_denials, 1);
+	if (op != GATE_OP_MAP_CREATE && op != GATE_OP_PROG_MAPS &&
+	    (op != GATE_OP_PROG_LOAD || v->decision == GATE_VERDICT_DENY))
+		gate_count_decision(op, v);
 	if (!e) {
 		count_drop();
 		return NULL;

@@ -485,6 +485,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 			bpf_ringbuf_submit(e, 0);
 		}
 	}
+	gate_count_decision(GATE_OP_PROG_MAPS, &v); /* the load's final decision */
 	/* A denied record stays until the program is freed (lsm/bpf_prog_free), refusing every fd meanwhile. */
 	if (deny)
 		return -EPERM;

@@ -727,7 +727,11 @@ fn gate_reload_is_atomic_under_concurrent_loads() {
     assert!(ok > 0 && eperm > 0, "both policies must have decided some loads");
 }
 
-fn run_with_timeout(cmd: &mut Command, timeout: Duration, mut tick: impl FnMut()) -> (Option<i32>, String, String) {
+pub(crate) fn run_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+    mut tick: impl FnMut(),
+) -> (Option<i32>, String, String) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning");
     let start = Instant::now();
     let status = loop {
@@ -858,7 +862,7 @@ fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
     let ready = std::sync::Arc::new(AtomicBool::new(false));
     let daemon = {
         let (control, mut out, mut log, ready) = (control.clone(), out.clone(), log.clone(), ready.clone());
-        let opts = Options { policy: path.clone(), audit: false, json: false, persist: None };
+        let opts = Options { policy: path.clone(), audit: false, json: false, persist: None, metrics: None };
         std::thread::spawn(move || {
             daemon::run(&opts, &control, &mut out, &mut log, &mut || ready.store(true, Ordering::SeqCst))
         })
@@ -927,7 +931,7 @@ fn gate_enforce_loop_json_audit() {
     let ready = std::sync::Arc::new(AtomicBool::new(false));
     let daemon = {
         let (control, mut out, ready) = (control.clone(), out.clone(), ready.clone());
-        let opts = Options { policy: path.clone(), audit: true, json: true, persist: None };
+        let opts = Options { policy: path.clone(), audit: true, json: true, persist: None, metrics: None };
         std::thread::spawn(move || {
             daemon::run(&opts, &control, &mut out, &mut std::io::sink(), &mut || ready.store(true, Ordering::SeqCst))
         })
@@ -1400,6 +1404,7 @@ fn gate_child_daemon() {
         audit: false,
         json: false,
         persist: std::env::var(DAEMON_PERSIST_ENV).ok().map(Into::into),
+        metrics: None,
     };
     let control = Control::default();
     let mut ready = || {
