@@ -179,6 +179,13 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
             let _ =
                 writeln!(s, "    calls {} ({}+{}) at insn {}", sub.name, sub.section, sub.section_offset, sub.start);
         }
+        for sub in &p.unreached_subprograms {
+            let _ = writeln!(
+                s,
+                "    unreached {} ({}+{}) at insn {}: linked in, called only from dead code, not analyzed",
+                sub.name, sub.section, sub.section_offset, sub.start
+            );
+        }
         if !p.maps.is_empty() {
             let maps: Vec<String> = p
                 .maps

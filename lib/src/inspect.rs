@@ -93,7 +93,9 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
         match analysis::analyze_within(obj, prog, &mut budget) {
             Ok(Analyzed { mut metadata, funcs, calls }) => {
                 let bad = std::iter::once(metadata.section.as_str())
-                    .chain(metadata.subprograms.iter().map(|s| s.section.as_str()))
+                    .chain(
+                        metadata.subprograms.iter().chain(&metadata.unreached_subprograms).map(|s| s.section.as_str()),
+                    )
                     .find(|s| broken.binary_search(s).is_ok());
                 match bad {
                     Some(sec) => report.errors.push(InspectError {

@@ -315,11 +315,13 @@ impl Ctx<'_, '_> {
             (Some(RelocTarget::Code { .. }), _) | (None, Imm64::Func(_)) => {
                 let op = Op::LdImm64 { dst: 0, value };
                 match self.code_target(sec, pc, &op) {
-                    Ok(Some(t)) => Value {
-                        kinds: FUNC,
-                        func: self.buf.func_at(t).map(|i| i as u32).unwrap_or(MANY_FUNCS),
-                        ..Value::BOTTOM
-                    },
+                    Ok(Some(t)) => {
+                        let func = self.buf.func_at(t);
+                        if let Some(id) = func {
+                            self.funcs[id].address_live = true;
+                        }
+                        Value { kinds: FUNC, func: func.map(|i| i as u32).unwrap_or(MANY_FUNCS), ..Value::BOTTOM }
+                    }
                     _ => Value::kind(FUNC),
                 }
             }

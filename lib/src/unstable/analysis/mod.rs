@@ -355,16 +355,17 @@ impl Ctx<'_, '_> {
         cx.funcs[0].entered = true;
         cx.funcs[0].dirty = true;
         cx.fixpoint()?;
-        // Callbacks handed to something the analysis does not model get what the kernel may pass them. So does a
-        // function referred to only from code no path reaches: libbpf appends it all the same, so it is in the
-        // layout and the report, and a report lists only what it analyzed (the verifier would refuse such a
-        // program for its unreachable instructions; the report still says what its code could do). Each round
-        // enters at least one more function.
+        // Callbacks handed to something the analysis does not model get what the kernel may pass them: those whose
+        // address reached code loads, and exception callbacks. Feeding one can reach more code, which can load
+        // more addresses: each round enters at least one more function. A function referred to only from code no
+        // path reaches is never entered: libbpf links it in all the same (it is in the layout and `insn_count`,
+        // and the verifier refuses the program for its unreachable instructions), and the report lists it in
+        // `unreached_subprograms`, not analyzed (issue 19: a report lists exactly what it analyzed).
         loop {
             let unfed: Vec<usize> = (0..cx.funcs.len())
                 .filter(|&f| {
                     let func = &cx.funcs[f];
-                    !func.entered || (func.address_taken && func.input.iter().all(|v| *v == Value::BOTTOM))
+                    func.address_live && func.input.iter().all(|v| *v == Value::BOTTOM)
                 })
                 .collect();
             if unfed.is_empty() {
@@ -523,6 +524,7 @@ mod tests {
     use super::tests_support::*;
     use super::*;
     use crate::insn::RawInsn;
+    use bpfgate_test_support::insn as t;
 
     /// r0 = bpf_map_lookup_elem(&m, r10-8) with a null check, as the first 9 instructions.
     fn lookup() -> Vec<RawInsn> {
@@ -562,25 +564,60 @@ mod tests {
         assert_eq!(meta.evidence[&Capability::MapWrite], vec![15 + 1]);
     }
 
-    /// A subprogram called only from code no path reaches is in the layout (libbpf appends it) and in the report,
-    /// so it is analyzed too: its calls are in the report (issue 19's fuzz finding on evasion_callbacks' .text).
+    /// A subprogram called only from code no path reaches is in the layout (libbpf appends it) and counts in
+    /// `insn_count`, but it is listed as unreached, not analyzed: its calls are not in the report, and what it
+    /// calls is unreached too (issue 19's fuzz finding on evasion_callbacks' .text). A subprogram after it in
+    /// the layout keeps its place, and one the program reaches is analyzed.
     #[test]
-    fn a_subprogram_called_only_from_dead_code_is_analyzed() {
+    fn a_subprogram_called_only_from_dead_code_is_listed_as_unreached() {
         let code = vec![
-            movi(0, 0),    // 0
-            exit(),        // 1
-            call_local(1), // 2: unreachable, calls f at 4
-            exit(),        // 3
-            movi(1, 9),    // 4 (f): send_signal(9)
-            call(109),
-            movi(0, 0),
-            exit(),
+            call_local(8), // 0: g at 9
+            movi(0, 0),    // 1
+            exit(),        // 2
+            call_local(1), // 3: unreachable, calls f at 5
+            exit(),        // 4
+            movi(1, 9),    // 5 (f): send_signal(9), then h
+            call(109),     // 6
+            call_local(4), // 7: h at 12
+            exit(),        // 8
+            movi(1, 9),    // 9 (g): send_signal(9)
+            call(109),     // 10
+            exit(),        // 11
+            call(6),       // 12 (h): trace_printk
+            exit(),        // 13
         ];
-        let meta = run(code, &[], &[0, 4]).expect("analyzes");
-        assert_eq!(meta.subprograms.len(), 1);
-        assert_eq!(meta.insn_count, 8);
-        assert!(meta.helpers.iter().any(|h| h.id == 109), "{:?}", meta.helpers);
-        assert_eq!(meta.evidence[&Capability::SendSignal], vec![5]);
+        let meta = run(code, &[], &[0, 5, 9, 12]).expect("analyzes");
+        // libbpf's layout: main (0..5), g (5..8) first called at 0, then f (8..12) and h (12..14) from dead code.
+        let list = |s: &[Subprogram]| s.iter().map(|s| (s.name.clone(), s.start, s.section_offset)).collect::<Vec<_>>();
+        assert_eq!(list(&meta.subprograms), vec![("f2".into(), 5, 9)]);
+        assert_eq!(list(&meta.unreached_subprograms), vec![("f1".into(), 8, 5), ("f3".into(), 12, 12)]);
+        assert_eq!(meta.insn_count, 14);
+        assert_eq!(meta.helpers.iter().map(|h| h.id).collect::<Vec<_>>(), vec![109]);
+        assert_eq!(meta.evidence[&Capability::SendSignal], vec![6]);
+        assert!(!meta.capabilities.contains(&Capability::TracePrintk), "{:?}", meta.capabilities);
+        assert_eq!(meta.locate(9), ("kprobe/x", 6));
+        assert_eq!(meta.locate(12), ("kprobe/x", 12));
+    }
+
+    /// A callback whose address only dead code loads is unreached too; one that reached code loads is analyzed
+    /// with what the kernel may pass it.
+    #[test]
+    fn a_callback_loaded_only_in_dead_code_is_unreached() {
+        // ld_imm64 with BPF_PSEUDO_FUNC (src 4): the function at pc + imm + 1.
+        let func_addr = |imm: i32| t::ld_imm64(2, 4, imm).map(RawInsn::from);
+        let mut code = Vec::new();
+        code.extend(func_addr(6)); // 0-1: r2 = &g (at 7)
+        code.extend([movi(0, 0), exit()]); // 2-3
+        code.extend(func_addr(5)); // 4-5: unreachable: r2 = &f (at 10)
+        code.push(exit()); // 6
+        code.extend([call(109), movi(0, 0), exit()]); // 7 (g): send_signal
+        code.extend([call(109), movi(0, 0), exit()]); // 10 (f): send_signal
+        let meta = run(code, &[], &[0, 7, 10]).expect("analyzes");
+        let list = |s: &[Subprogram]| s.iter().map(|s| (s.name.clone(), s.start)).collect::<Vec<_>>();
+        assert_eq!(list(&meta.subprograms), vec![("f1".into(), 7)]);
+        assert_eq!(list(&meta.unreached_subprograms), vec![("f2".into(), 10)]);
+        assert_eq!(meta.insn_count, 13);
+        assert_eq!(meta.evidence[&Capability::SendSignal], vec![7]);
     }
 
     /// libbpf appends a subprogram where it is first referred to and what it refers to right after it: main calls

@@ -15,6 +15,9 @@ pub(super) struct Func {
     pub(super) entered: bool,
     /// Its address is loaded somewhere (a callback).
     pub(super) address_taken: bool,
+    /// Its address is loaded by an instruction the interpretation reached, or it is an exception callback: a
+    /// callback the program can hand to the kernel. One whose address is loaded only in dead code is not.
+    pub(super) address_live: bool,
     pub(super) n_blocks: usize,
     /// Needs (re-)interpretation: its inputs, a callee's result or the foreign-stack contents changed.
     pub(super) dirty: bool,
@@ -100,6 +103,12 @@ impl Ctx<'_, '_> {
                     self.funcs[callee].address_taken = true;
                 }
             }
+            // The kernel calls exception callbacks whatever the code does.
+            for t in &callbacks {
+                if let Some(callee) = self.buf.func_at(*t) {
+                    self.funcs[callee].address_live = true;
+                }
+            }
             self.check_recursion(&calls)
         });
         self.buf.queue = queue;
@@ -168,6 +177,7 @@ impl Ctx<'_, '_> {
                 ret: Value::BOTTOM,
                 entered: false,
                 address_taken: false,
+                address_live: false,
                 n_blocks,
                 dirty: false,
                 callers: Vec::new(),
