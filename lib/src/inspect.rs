@@ -87,10 +87,10 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
         .collect();
     broken.sort_unstable();
     broken.dedup();
-    // Shared by the programs: each can reach code the others reach too (see `analysis::MAX_OBJECT_WORK`).
-    let mut budget = analysis::MAX_OBJECT_WORK;
-    for (i, prog) in obj.programs.iter().enumerate() {
-        match analysis::analyze_within(obj, prog, &mut budget) {
+    // In program order, on several threads for a large object, sharing the object's budget (see
+    // `analysis::MAX_OBJECT_WORK`, `analysis::analyze_programs`).
+    for ((i, prog), result) in obj.programs.iter().enumerate().zip(analysis::analyze_programs(obj)) {
+        match result {
             Ok(Analyzed { mut metadata, funcs, calls }) => {
                 let bad = std::iter::once(metadata.section.as_str())
                     .chain(
