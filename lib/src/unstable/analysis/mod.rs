@@ -410,10 +410,15 @@ pub const PARALLEL_ABOVE: usize = 8192;
 /// other stops; any other runs the same with either budget. So the threads do at most one program each beyond
 /// the budget.
 pub fn analyze_programs(obj: &Object) -> Vec<Result<Analyzed, AnalysisError>> {
+    analyze_programs_within(obj, MAX_OBJECT_WORK)
+}
+
+/// [`analyze_programs`] with an object budget of `total`.
+fn analyze_programs_within(obj: &Object, total: usize) -> Vec<Result<Analyzed, AnalysisError>> {
     let progs = &obj.programs;
     let code: usize = obj.sections.iter().map(|s| s.insns.len()).sum();
     let threads = threads().min(progs.len());
-    let mut budget = MAX_OBJECT_WORK;
+    let mut budget = total;
     let mut out = Vec::with_capacity(progs.len());
     if threads <= 1 || code < PARALLEL_ABOVE {
         for prog in progs {
@@ -437,7 +442,7 @@ pub fn analyze_programs(obj: &Object) -> Vec<Result<Analyzed, AnalysisError>> {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let mut left = MAX_OBJECT_WORK.saturating_sub(spent.load(Ordering::Relaxed));
+            let mut left = total.saturating_sub(spent.load(Ordering::Relaxed));
             let outcome = BUFFERS.with(|cell| match cell.try_borrow_mut() {
                 Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left),
                 Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left),
@@ -861,6 +866,48 @@ mod tests {
                 }
             }
             proptest::prop_assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod parallel {
+    use super::*;
+    use bpfgate_test_support::hostile::shared_subprogram;
+
+    /// What a result says, comparable: the metadata, or the error.
+    fn outcome(r: &Result<Analyzed, AnalysisError>) -> Result<ProgramMetadata, AnalysisError> {
+        r.as_ref().map(|a| a.metadata.clone()).map_err(Clone::clone)
+    }
+
+    /// The programs of a large object analyzed on several threads give the results of one after the other, in
+    /// order, up to the same program where the object's budget runs out.
+    #[test]
+    fn threads_give_the_results_of_one_after_the_other() {
+        // 40 programs each reaching a 9,000-instruction subprogram; with a budget of 200,000 it runs out at the
+        // 22nd.
+        for total in [MAX_OBJECT_WORK, 200_000] {
+            let n = 40;
+            let obj = Object::parse(&shared_subprogram(n, 9_000)).expect("parses");
+            let mut budget = total;
+            let mut one_by_one = Vec::new();
+            for prog in &obj.programs {
+                let r = analyze_within(&obj, prog, &mut budget);
+                let stop = matches!(r, Err(AnalysisError::ObjectTooLarge { .. }));
+                one_by_one.push(outcome(&r));
+                if stop {
+                    break;
+                }
+            }
+            for threads in [1, 2, 3] {
+                set_threads(threads);
+                let got: Vec<_> = analyze_programs_within(&obj, total).iter().map(outcome).collect();
+                assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
+            }
+            set_threads(0);
+            if total < MAX_OBJECT_WORK {
+                assert!(one_by_one.len() < n && one_by_one.last().is_some_and(Result::is_err), "the budget runs out");
+            }
         }
     }
 }
