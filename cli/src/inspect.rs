@@ -23,9 +23,86 @@ pub enum Format {
 pub struct Args {
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Threads: for the files (read and analyzed ahead, reports written in argument order) and for the programs
+    /// of a large object. 0: one per core. The reports are the same whatever the number.
+    #[arg(long, short = 'j', default_value_t = 0)]
+    jobs: usize,
     /// BPF ELF objects to inspect.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+}
+
+/// One file's report, as a worker made it.
+struct Inspected {
+    report: ObjectReport,
+    obj: Option<Disassembly>,
+    /// Larger than STREAM_ABOVE: streamed rather than collected.
+    large: bool,
+}
+
+/// Reads and inspects one file; `buf` is the worker's read buffer.
+fn inspect_one(path: &Path, format: Format, buf: &mut Vec<u8>) -> Inspected {
+    // Borrowed for UTF-8 paths (no allocation); the same text as `display`, lossy otherwise.
+    let name = path.to_string_lossy();
+    let read = read_file(path, buf);
+    let large = read.as_ref().is_ok_and(|&len| len > STREAM_ABOVE);
+    // The text report disassembles evidence, so it keeps the parsed object instead of parsing twice.
+    let (report, obj) = match read.map(|len| &buf[..len]) {
+        Ok(bytes) if matches!(format, Format::Text) => {
+            let (report, dis) = bpfgate::inspect_disassembled(&name, bytes);
+            (report, Some(dis))
+        }
+        Ok(bytes) => (bpfgate::inspect(&name, bytes), None),
+        Err(e) => {
+            let mut r = bpfgate::inspect(&name, &[]);
+            r.errors = vec![InspectError::new(&name, InspectErrorKind::Io, format!("{name}: cannot read file: {e}"))];
+            (r, None)
+        }
+    };
+    Inspected { report, obj, large }
+}
+
+/// Reports of the files in argument order: on the calling thread, or with `jobs` workers, worker `w` taking files
+/// `w`, `w + jobs`, ... and handing each report over a channel of two, which the caller drains in turn: the
+/// order is the arguments', and at most a few reports per worker wait in memory.
+fn for_each_report(
+    files: &[PathBuf],
+    format: Format,
+    jobs: usize,
+    mut each: impl FnMut(Inspected) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let jobs = jobs.min(files.len());
+    if jobs <= 1 {
+        // One read buffer for every file (see `read_file`).
+        let mut buf = Vec::new();
+        for path in files {
+            each(inspect_one(path, format, &mut buf))?;
+        }
+        return Ok(());
+    }
+    std::thread::scope(|s| {
+        let mut inboxes = Vec::with_capacity(jobs);
+        for w in 0..jobs {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            inboxes.push(rx);
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                for path in files.iter().skip(w).step_by(jobs) {
+                    // The receiver is gone only when writing failed; then there is nothing left to do.
+                    if tx.send(inspect_one(path, format, &mut buf)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        for i in 0..files.len() {
+            match inboxes[i % jobs].recv() {
+                Ok(one) => each(one)?,
+                Err(_) => anyhow::bail!("a worker inspecting {} stopped", files[i].display()),
+            }
+        }
+        Ok(())
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -35,29 +112,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // small writes cost less into a Vec than through `BufWriter` (docs/benchmarks.md). A large object's report,
     // whose size has no useful bound, is streamed through a `BufWriter` instead of held whole.
     let mut out: Vec<u8> = Vec::with_capacity(2 * FLUSH_AT);
-    // One read buffer for every file (see `read_file`).
-    let mut buf = Vec::new();
-    for path in &args.files {
-        // Borrowed for UTF-8 paths (no allocation); the same text as `display`, lossy otherwise.
-        let name = path.to_string_lossy();
-        let read = read_file(path, &mut buf);
-        let large = read.as_ref().is_ok_and(|&len| len > STREAM_ABOVE);
-        // The text report disassembles evidence, so it keeps the parsed object instead of parsing twice.
-        let (report, obj) = match read.map(|len| &buf[..len]) {
-            Ok(bytes) if matches!(args.format, Format::Text) => {
-                let (report, dis) = bpfgate::inspect_disassembled(&name, bytes);
-                (report, Some(dis))
-            }
-            Ok(bytes) => (bpfgate::inspect(&name, bytes), None),
-            Err(e) => {
-                let mut r = bpfgate::inspect(&name, &[]);
-                r.errors =
-                    vec![InspectError::new(&name, InspectErrorKind::Io, format!("{name}: cannot read file: {e}"))];
-                (r, None)
-            }
-        };
+    let jobs = match args.jobs {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    bpfgate::unstable::analysis::set_threads(jobs);
+    let pretty = args.files.len() == 1;
+    for_each_report(&args.files, args.format, jobs, |Inspected { report, obj, large }| {
         failed |= !report.errors.is_empty();
-        let pretty = args.files.len() == 1;
         if large {
             stdout.write_all(&out)?;
             out.clear();
@@ -79,7 +141,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let _ = std::io::stderr().write_all(lines.as_bytes());
         }
-    }
+        Ok(())
+    })?;
     stdout.write_all(&out)?;
     stdout.flush()?;
     Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
@@ -195,6 +258,13 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
         for sub in &p.subprograms {
             let _ =
                 writeln!(s, "    calls {} ({}+{}) at insn {}", sub.name, sub.section, sub.section_offset, sub.start);
+        }
+        for sub in &p.unreached_subprograms {
+            let _ = writeln!(
+                s,
+                "    unreached {} ({}+{}) at insn {}: linked in, called only from dead code, not analyzed",
+                sub.name, sub.section, sub.section_offset, sub.start
+            );
         }
         if !p.maps.is_empty() {
             let maps: Vec<String> = p

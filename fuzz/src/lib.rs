@@ -45,7 +45,7 @@ pub fn check_program(p: &ProgramMetadata) {
     for t in &p.tail_calls {
         assert!(t.insn < p.insn_count, "{}: tail call at {} is past insn_count {}", p.name, t.insn, p.insn_count);
     }
-    for s in &p.subprograms {
+    for s in p.subprograms.iter().chain(&p.unreached_subprograms) {
         assert!(s.start < p.insn_count, "{}: subprogram {} starts past insn_count", p.name, s.name);
     }
     let cbor = to_cbor(p).expect("program encodes as CBOR");

@@ -159,19 +159,21 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
         .collect();
     broken.sort_unstable();
     broken.dedup();
-    // Shared by the programs: each can reach code the others reach too (see `analysis::MAX_OBJECT_WORK`).
-    let mut budget = analysis::MAX_OBJECT_WORK;
     // What the reported programs hold: (section, start, end) of every function each contains or reaches; for a
     // program in `errors`, its entry function.
     let mut covered: Vec<(usize, usize, usize)> = Vec::new();
-    for (i, prog) in obj.programs.iter().enumerate() {
+    // In program order, on several threads for a large object, sharing the object's budget (see
+    // `analysis::MAX_OBJECT_WORK`, `analysis::analyze_programs`).
+    for ((i, prog), result) in obj.programs.iter().enumerate().zip(analysis::analyze_programs(obj)) {
         let entry = obj.sections.get(prog.section).map(|cs| (prog.section, prog.start, cs.func_end(prog.start)));
         covered.extend(entry);
-        match analysis::analyze_within(obj, prog, &mut budget) {
+        match result {
             Ok(Analyzed { mut metadata, funcs, calls }) => {
                 covered.extend(&funcs);
                 let bad = std::iter::once(metadata.section.as_str())
-                    .chain(metadata.subprograms.iter().map(|s| s.section.as_str()))
+                    .chain(
+                        metadata.subprograms.iter().chain(&metadata.unreached_subprograms).map(|s| s.section.as_str()),
+                    )
                     .find(|s| broken.binary_search(s).is_ok());
                 match bad {
                     Some(sec) => report.errors.push(InspectError {

@@ -452,14 +452,21 @@ pub struct ProgramMetadata {
     pub unspec_reason: Option<String>,
     /// The object's license.
     pub license: Option<String>,
-    /// Instructions in the linked program (ld_imm64 counts as two, as in the kernel).
+    /// Instructions in the linked program (ld_imm64 counts as two, as in the kernel): the entry function,
+    /// `subprograms` and `unreached_subprograms`.
     pub insn_count: u32,
     /// Helpers called in reachable code, by id.
     pub helpers: Vec<HelperRef>,
     /// Kfuncs called in reachable code, by name, sorted.
     pub kfuncs: Vec<String>,
-    /// Subprograms linked after the entry function, in layout order.
+    /// Subprograms linked after the entry function and analyzed (the program reaches them), in layout order.
     pub subprograms: Vec<Subprogram>,
+    /// Subprograms linked in but never reached, in layout order: referred to only from code no path of the
+    /// program reaches. libbpf appends them all the same, so they take their place in the layout and count in
+    /// `insn_count`, but they are not analyzed and nothing in the report comes from them (the verifier refuses
+    /// a program with unreachable instructions). Empty for every program a kernel would load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreached_subprograms: Vec<Subprogram>,
     /// Tail call sites.
     pub tail_calls: Vec<TailCall>,
     /// Maps used, one entry per name, sorted by name.
@@ -485,7 +492,14 @@ impl ProgramMetadata {
 
     /// Where an instruction of the linked program comes from: its section and offset there.
     pub fn locate(&self, insn: u32) -> (&str, u32) {
-        match self.subprograms.iter().rev().find(|s| s.start <= insn) {
+        fn last(list: &[Subprogram], insn: u32) -> Option<&Subprogram> {
+            list.iter().rev().find(|s| s.start <= insn)
+        }
+        let found = match (last(&self.subprograms, insn), last(&self.unreached_subprograms, insn)) {
+            (Some(a), Some(b)) => Some(if a.start >= b.start { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        match found {
             Some(s) => (&s.section, s.section_offset + (insn - s.start)),
             None => (&self.section, self.section_offset + insn),
         }

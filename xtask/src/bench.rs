@@ -53,6 +53,17 @@ pub struct Args {
     /// Skip the callgrind instruction-count comparison (run only when valgrind is installed).
     #[arg(long)]
     no_callgrind: bool,
+    /// Instead: the time per instruction of synthetic programs of 1k to 1M instructions, five shapes
+    /// (xtask/src/bench_scale.rs).
+    #[arg(long)]
+    scaling: bool,
+    /// With --scaling: the largest program, in instructions.
+    #[arg(long, default_value_t = 1_000_000)]
+    scaling_max: usize,
+    /// Instead: every object of 40 KB or more (default corpus: the committed `corpus/`), each alone, bpfgate
+    /// with one thread and with all against `llvm-objdump -d`, then all of them in one process.
+    #[arg(long)]
+    large_objects: bool,
 }
 
 /// One finished child process.
@@ -81,6 +92,23 @@ pub fn run(args: Args) -> Result<bool> {
     let objdump_version = tool_version(&args.objdump).with_context(|| {
         format!("running {} --version (install llvm: scripts/install-deps.sh)", args.objdump.display())
     })?;
+    if args.scaling || args.large_objects {
+        println!("bpfgate bench");
+        println!("  machine:   {}", machine());
+        println!("  load avg:  {} (start)", loadavg());
+        println!("  bpfgate:   {}", bpfgate.display());
+        println!("  objdump:   {} ({objdump_version})", args.objdump.display());
+        let mut ok = true;
+        if args.scaling {
+            crate::bench_scale::scaling(&bpfgate, args.rounds, args.scaling_max)?;
+        }
+        if args.large_objects {
+            let dirs = if args.corpus.is_empty() { vec![root.join("corpus")] } else { args.corpus.clone() };
+            ok = crate::bench_scale::large_objects(&bpfgate, &args.objdump, &dirs, args.rounds)?;
+        }
+        println!("  load avg:  {} (end)", loadavg());
+        return Ok(ok);
+    }
 
     let mut dirs = args.corpus.clone();
     if dirs.is_empty() {

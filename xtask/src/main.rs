@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod bench;
+mod bench_scale;
 mod deb;
 mod dist;
 mod limits;

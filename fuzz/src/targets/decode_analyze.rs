@@ -17,7 +17,9 @@
 //!    the analysis's own notion of reachable) appears in `helpers`, each class of the catalogue's
 //!    `helper(id).classes` has that call site among its evidence (an uncatalogued id: `unknown`), a reachable
 //!    `bpf_tail_call` is a `tail_calls` entry, and a reachable kfunc-by-BTF-id or `callx` is `unknown` evidence.
-//!    So the class set is a superset of the classes of the helpers the program calls.
+//!    So the class set is a superset of the classes of the helpers the program calls. `insn_count` is the sum of
+//!    the entry's, the subprograms' and the unreached subprograms' lengths (the latter are linked in, never
+//!    analyzed: issue 19).
 //! 5. **Monotonicity**: adding reachable code only adds results. With A the input program and N a helper whose
 //!    catalogue entry has no effects (or an id the catalogue does not know), B is A with the prefix
 //!    `0: if r10 == 0 goto +2; 1: call N; 2: exit` in front. It reads only registers that are set (r10, and r0
@@ -25,7 +27,7 @@
 //!    jump changes nothing, branch conditions are not evaluated, and the call's path ends in `exit`), and it
 //!    moves every instruction of A, and so every function of the linked program, by +3 (each subprogram extends
 //!    to the section end, so every function boundary moves by 3 too). So if A analyzes OK, B analyzes OK with
-//!    `insn_count + 3`, the same subprograms moved by 3, helpers, kfuncs, map accesses and tail calls
+//!    `insn_count + 3`, the same subprograms and unreached subprograms moved by 3, helpers, kfuncs, map accesses and tail calls
 //!    (moved by 3) that include A's, every evidence instruction of A moved by 3 (the `override_return` that
 //!    `fmod_ret` programs have at 0 by construction stays at 0), plus N and its classes at instruction 1.
 //!    Skipped when a call or function address anywhere in A targets A's instruction 0: in B that is instruction 3,
@@ -193,7 +195,15 @@ fn check_call_evidence(obj: &Object, p: &ProgramMetadata) {
     let helpers_seen: BTreeSet<u32> = p.helpers.iter().map(|h| h.id).collect();
     let tail_call_sites: BTreeSet<u32> = p.tail_calls.iter().map(|t| t.insn).collect();
     let has = |c: Capability, at: u32| p.evidence.get(&c).is_some_and(|v| v.contains(&at));
-    let mut count = 0u32;
+    // Unreached subprograms are in the layout and the count, and nothing of them is analyzed.
+    let mut count: u32 = p
+        .unreached_subprograms
+        .iter()
+        .map(|s| {
+            let start = s.section_offset as usize;
+            (cs.func_end(start).max(start + 1) - start) as u32
+        })
+        .sum();
     for f in &funcs {
         let start = f.section_offset;
         let end = cs.func_end(start).max(start + 1);
@@ -265,7 +275,9 @@ fn check_monotonic(a: &ProgramMetadata, b: &ProgramMetadata, n: u32) {
     let ctx = |what: &str| format!("monotonicity ({what}), helper {n}:\nA = {a:#?}\nB = {b:#?}");
     assert_eq!(b.insn_count, a.insn_count + SHIFT, "{}", ctx("insn_count"));
     assert_eq!(b.subprograms.len(), a.subprograms.len(), "{}", ctx("subprograms"));
-    for (sa, sb) in a.subprograms.iter().zip(&b.subprograms) {
+    assert_eq!(b.unreached_subprograms.len(), a.unreached_subprograms.len(), "{}", ctx("unreached subprograms"));
+    let pairs = a.subprograms.iter().zip(&b.subprograms);
+    for (sa, sb) in pairs.chain(a.unreached_subprograms.iter().zip(&b.unreached_subprograms)) {
         assert!(
             sb.start == sa.start + SHIFT && sb.section_offset == sa.section_offset + SHIFT,
             "{}",

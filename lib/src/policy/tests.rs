@@ -71,6 +71,7 @@ fn prog(prog_type: ProgType) -> ProgramMetadata {
         helpers: Vec::new(),
         kfuncs: Vec::new(),
         subprograms: Vec::new(),
+        unreached_subprograms: Vec::new(),
         tail_calls: Vec::new(),
         maps: Vec::new(),
         capabilities: Vec::new(),

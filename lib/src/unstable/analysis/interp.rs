@@ -1,5 +1,7 @@
 //! The abstract interpretation of each function's instructions, and what calls and stores reveal.
 
+use std::cmp::Reverse;
+
 use super::*;
 use crate::progtype::ProgType;
 
@@ -11,12 +13,12 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// Records the first read of a register no path has set (the verifier rejects it). Only a function's last
-    /// interpretation counts, which ran on its final inputs.
-    pub(super) fn read(&mut self, f: usize, pc: usize, st: &State, reg: u8) {
-        if self.funcs[f].uninit.is_none() && st.regs.get(usize::from(reg)) == Some(&Value::BOTTOM) {
-            let section = self.section_name(self.funcs[f].section);
-            self.funcs[f].uninit = Some(AnalysisError::UninitRegister { section, insn: pc, reg });
+    /// Records the first read, in the block being interpreted, of a register no path has set (the verifier
+    /// rejects it). Only each block's last interpretation counts, which ran on its final entry state, so what is
+    /// reported does not depend on the order blocks were visited in.
+    pub(super) fn read(&mut self, _f: usize, pc: usize, st: &State, reg: u8) {
+        if self.block_uninit.is_none() && st.regs.get(usize::from(reg)) == Some(&Value::BOTTOM) {
+            self.block_uninit = Some((pc, reg));
         }
     }
 
@@ -26,7 +28,7 @@ impl Ctx<'_, '_> {
         let len = self.funcs[f].end - start;
         let base = self.funcs[f].layout as usize;
         self.funcs[f].uninit = None;
-        let mut st = State { regs: [Value::BOTTOM; 11], stack: BTreeMap::new(), stack_rest: Value::SCALAR };
+        let mut st = State { regs: [Value::BOTTOM; 11], stack: Slots::new(), stack_rest: Value::SCALAR };
         for (i, v) in self.funcs[f].input.iter().enumerate() {
             st.regs[i + 1] = *v;
         }
@@ -40,12 +42,14 @@ impl Ctx<'_, '_> {
                 NOT_A_BLOCK
             }
         };
+        let preds_at = |cx: &Self, i: usize| cx.buf.preds.get(base + i).copied().unwrap_or(2);
         // The state at the start of each basic block, by block number; the buffers are taken for the duration so
         // that `step` can borrow `self` mutably.
         let mut states = std::mem::take(&mut self.buf.states);
         let mut seen = std::mem::take(&mut self.buf.seen);
         let mut work = std::mem::take(&mut self.buf.work);
         let mut queued = std::mem::take(&mut self.buf.queued);
+        let mut uninit = std::mem::take(&mut self.buf.uninit);
         let n_blocks = self.funcs[f].n_blocks;
         // The bytes of the entry states kept ([`MAX_STATE_BYTES`]): one per block, then their stack slots.
         let mut kept = n_blocks.saturating_mul(size_of::<State>());
@@ -59,14 +63,16 @@ impl Ctx<'_, '_> {
         work.clear();
         queued.clear();
         queued.resize(n_blocks, false);
+        uninit.clear();
+        uninit.resize(n_blocks, None);
         if let (Some(s), Some(v), Some(q), false) = (states.first_mut(), seen.first_mut(), queued.first_mut(), too_big)
         {
             s.clone_from(&st);
             *v = true;
             *q = true;
-            work.push_back(0);
+            work.push(Reverse(0));
         }
-        while let Some(leader) = work.pop_front() {
+        while let Some(Reverse(leader)) = work.pop() {
             if kept > MAX_STATE_BYTES {
                 too_big = true;
                 break;
@@ -78,22 +84,28 @@ impl Ctx<'_, '_> {
                 (Some(entry), Some(true)) => st.clone_from(entry),
                 _ => continue,
             }
+            self.block_uninit = None;
             let mut i = leader;
             while let Some(op) = op_at(self, i) {
                 self.step(f, start + i, &op, &mut st);
                 let next = i + op.slots();
-                let succs: [Option<usize>; 2] = match op {
-                    Op::Exit => [None, None],
-                    Op::Ja { off, .. } => [Some(rel(i, 1, i64::from(off))), None],
-                    Op::Jump { off, .. } | Op::MayGoto { off } => [Some(next), Some(rel(i, 1, i64::from(off)))],
+                // The successors: the one taken last, `on`, is where this run may go on.
+                let (other, on) = match op {
+                    Op::Exit => (None, None),
+                    Op::Ja { off, .. } => (None, Some(rel(i, 1, i64::from(off)))),
+                    Op::Jump { off, .. } | Op::MayGoto { off } => (Some(rel(i, 1, i64::from(off))), Some(next)),
                     // Straight-line code continues in this block unless `next` starts another.
                     _ if next < len && block_at(self, next) == NOT_A_BLOCK => {
                         i = next;
                         continue;
                     }
-                    _ => [Some(next), None],
+                    _ => (None, Some(next)),
                 };
-                for s in succs.into_iter().flatten() {
+                // A block after this one that only this edge enters runs on from here with this state: its entry
+                // state would be a copy of it, and it runs again whenever this block does. Forward only, so a run
+                // ends. This saves a state copy (and a join) on most edges of unrolled code.
+                let alone = |s: usize| s > i && s < len && preds_at(self, s) == 1;
+                for s in [other, on.filter(|&s| !alone(s))].into_iter().flatten() {
                     // Targets were checked when decoding: every successor in range starts a block.
                     let b = block_at(self, s) as usize;
                     let (Some(entry), Some(v), Some(q)) = (states.get_mut(b), seen.get_mut(b), queued.get_mut(b))
@@ -113,12 +125,24 @@ impl Ctx<'_, '_> {
                     };
                     if grew && !*q {
                         *q = true;
-                        work.push_back(s);
+                        work.push(Reverse(s));
                     }
                 }
-                break;
+                match on {
+                    Some(s) if alone(s) => i = s,
+                    _ => break,
+                }
+            }
+            if let Some(u) = uninit.get_mut(block) {
+                *u = self.block_uninit;
             }
         }
+        // The first read of an unset register, by instruction.
+        if let Some((pc, reg)) = uninit.iter().flatten().min().copied() {
+            let section = self.section_name(self.funcs[f].section);
+            self.funcs[f].uninit = Some(AnalysisError::UninitRegister { section, insn: pc, reg });
+        }
+        self.buf.uninit = uninit;
         if too_big {
             // Not kept for the next program: that is the memory the limit is about.
             states = Vec::new();
@@ -148,8 +172,8 @@ impl Ctx<'_, '_> {
             Op::Exit if !self.exit_reads_r0(f) => 0,
             _ => op.uses(),
         };
-        // Only the first read of an unset register is recorded: once one is, there is nothing to check.
-        if self.funcs[f].uninit.is_none() {
+        // Only the first read of an unset register in a block is recorded: once one is, there is nothing to check.
+        if self.block_uninit.is_none() {
             let mut regs = uses & 0x7ff;
             while regs != 0 {
                 let r = regs.trailing_zeros() as u8;
@@ -339,11 +363,13 @@ impl Ctx<'_, '_> {
             (Some(RelocTarget::Code { .. }), _) | (None, Imm64::Func(_)) => {
                 let op = Op::LdImm64 { dst: 0, value };
                 match self.code_target(sec, pc, &op) {
-                    Ok(Some(t)) => Value {
-                        kinds: FUNC,
-                        func: self.buf.func_at(t).map(|i| i as u32).unwrap_or(MANY_FUNCS),
-                        ..Value::BOTTOM
-                    },
+                    Ok(Some(t)) => {
+                        let func = self.buf.func_at(t);
+                        if let Some(id) = func {
+                            self.funcs[id].address_live = true;
+                        }
+                        Value { kinds: FUNC, func: func.map(|i| i as u32).unwrap_or(MANY_FUNCS), ..Value::BOTTOM }
+                    }
                     _ => Value::kind(FUNC),
                 }
             }
@@ -473,10 +499,22 @@ impl Ctx<'_, '_> {
     #[inline(never)]
     pub(super) fn call(&mut self, f: usize, pc: usize, at: u32, target: CallTarget, st: &mut State, n_maps: usize) {
         let args: [Value; 5] = [st.regs[1], st.regs[2], st.regs[3], st.regs[4], st.regs[5]];
-        let escapes = args.iter().any(|a| a.kinds & STACK != 0);
         // In an object a kfunc call is `call -1` (src_reg 1 or 2) relocated against an undefined symbol.
         let sec = self.funcs[f].section;
         let obj = self.obj;
+        let kfunc = matches!(obj.sections[sec].relocs.get(&pc), Some(RelocTarget::Extern { .. }));
+        // Only code can store a pointer through a stack pointer it is given: a BPF function, a callback, or
+        // something the catalogue does not know. A catalogued helper with no callback writes data only (the
+        // verifier reads what a helper wrote to the stack as scalars), so passing it a buffer on the stack
+        // changes no pointer the analysis tracks, and does not make this function depend on the foreign-stack
+        // contents (which cost every such function a second interpretation).
+        let plain_helper = match target {
+            CallTarget::Helper(id) if !kfunc => {
+                helpers::helper(id).is_some_and(|h| !h.effects.iter().any(|e| matches!(e, Effect::Callback(_))))
+            }
+            _ => false,
+        };
+        let escapes = !plain_helper && args.iter().any(|a| a.kinds & STACK != 0);
         let ret = if let Some(RelocTarget::Extern { name }) = obj.sections[sec].relocs.get(&pc) {
             // The object's BTF says how many arguments a kfunc takes; each must be set.
             let params = match obj.externs.get(name) {

@@ -14,7 +14,8 @@
 //! The analysis over-approximates: a capability the program cannot have may be reported (for code the verifier
 //! would reject anyway), but one it has is not missed, within the limits documented on [`analyze`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 // The test support builds objects with it.
 #[cfg(test)]
 use std::collections::HashMap;
@@ -215,12 +216,19 @@ struct Buffers {
     /// Indexed like `ops`: the number (within its function) of the basic block an instruction starts, or
     /// NOT_A_BLOCK.
     blocks: Vec<u32>,
-    /// `interpret`'s: each block's entry state (valid where `seen`), the blocks to visit, and which of them are
-    /// queued.
+    /// Indexed like `ops`: for an instruction starting a block, the edges into that block, up to 2 (see
+    /// `interpret`: a block entered by one edge only runs on from its predecessor, without a state of its own).
+    preds: Vec<u8>,
+    /// `interpret`'s: each block's entry state (valid where `seen`), the blocks to visit (by leader, lowest
+    /// first: in instruction order, a block runs after the blocks that jump forward to it, so code without loops
+    /// is interpreted once; first in first out, a join reached by a short path first and a long one later was
+    /// interpreted again with everything after it, quadratic on unrolled code), and which of them are queued.
     states: Vec<State>,
     seen: Vec<bool>,
-    work: VecDeque<usize>,
+    work: BinaryHeap<std::cmp::Reverse<usize>>,
     queued: Vec<bool>,
+    /// Per block: the first read of an unset register in its latest interpretation (instruction, register).
+    uninit: Vec<Option<(usize, u8)>>,
     /// The functions, and their ids by (section, start instruction), sorted.
     funcs: Vec<Func>,
     by_loc: Vec<((usize, usize), usize)>,
@@ -238,6 +246,7 @@ impl Buffers {
         if self.ops.capacity() > 4096 {
             self.ops = Vec::new();
             self.blocks = Vec::new();
+            self.preds = Vec::new();
         }
         if self.states.capacity() > 16 {
             self.states = Vec::new();
@@ -247,10 +256,12 @@ impl Buffers {
     fn clear(&mut self) {
         self.ops.clear();
         self.blocks.clear();
+        self.preds.clear();
         // `states` keeps its length: entries are overwritten before use (see `seen`), and refilling them costs.
         self.seen.clear();
         self.work.clear();
         self.queued.clear();
+        self.uninit.clear();
         self.funcs.clear();
         self.by_loc.clear();
         self.queue.clear();
@@ -283,6 +294,11 @@ struct Ctx<'o, 'b> {
     foreign: Value,
     /// What is left of the object's budget ([`MAX_OBJECT_WORK`]) for this program's instructions.
     budget: usize,
+    /// The first read of an unset register in the block being interpreted (instruction, register).
+    block_uninit: Option<(usize, u8)>,
+    /// The largest total of reached instructions `discover` checked against the budget and found within it
+    /// (`usize::MAX` once one was not): with any budget at least this large, the analysis runs the same.
+    discovered: usize,
 }
 
 /// Analyzes one program of `obj` into its capability metadata.
@@ -313,7 +329,7 @@ pub struct Analyzed {
 pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> Result<Analyzed, AnalysisError> {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
-            let result = analyze_with(obj, prog, &mut buf, budget);
+            let result = analyze_with(obj, prog, &mut buf, budget).result;
             // Keep the buffers of ordinary programs only: a thread that once analyzed a huge one should not hold
             // its memory for good.
             if buf.ops.capacity() > RETAINED_INSNS {
@@ -322,27 +338,152 @@ pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> 
             result
         }
         // Only if an analysis were running on this thread already: it keeps its buffers.
-        Err(_) => analyze_with(obj, prog, &mut Buffers::default(), budget),
+        Err(_) => analyze_with(obj, prog, &mut Buffers::default(), budget).result,
     })
 }
 
-fn analyze_with(
-    obj: &Object,
-    prog: &ProgramEntry,
-    buf: &mut Buffers,
-    budget: &mut usize,
-) -> Result<Analyzed, AnalysisError> {
+fn analyze_with(obj: &Object, prog: &ProgramEntry, buf: &mut Buffers, budget: &mut usize) -> Outcome {
     buf.clear();
     let funcs = std::mem::take(&mut buf.funcs);
-    let mut cx = Ctx { obj, prog, funcs, buf, facts: Facts::default(), foreign: Value::BOTTOM, budget: *budget };
+    let mut cx = Ctx {
+        obj,
+        prog,
+        funcs,
+        buf,
+        facts: Facts::default(),
+        foreign: Value::BOTTOM,
+        budget: *budget,
+        block_uninit: None,
+        discovered: 0,
+    };
     let result = cx.run();
     // Reached instructions are charged whether or not the analysis succeeded: decoding them was the work.
     let reached: usize = cx.funcs.iter().map(|f| f.end - f.start).sum();
     let report = result.as_ref().map_or(ENTRY_WORK + prog.name.len(), |a| report_work(&a.metadata));
-    *budget = budget.saturating_sub(reached.saturating_add(report));
+    let charge = reached.saturating_add(report);
+    *budget = budget.saturating_sub(charge);
+    let discovered = cx.discovered;
     cx.buf.funcs = cx.funcs;
     cx.buf.trim();
-    result
+    Outcome { result, discovered, charge }
+}
+
+/// One program's analysis, with what [`analyze_programs`] needs to charge it in program order.
+struct Outcome {
+    result: Result<Analyzed, AnalysisError>,
+    /// `Ctx::discovered`.
+    discovered: usize,
+    /// What it charged to the budget.
+    charge: usize,
+}
+
+/// Threads [`analyze_programs`] uses for the programs of one object; 0: one per core.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many threads [`analyze_programs`] (and so [`crate::inspect`]) uses for the programs of one object:
+/// 0 (the default) one per core, 1 the calling thread only. The reports are the same whatever the number.
+pub fn set_threads(n: usize) {
+    THREADS.store(n, Ordering::Relaxed);
+}
+
+/// The threads [`set_threads`] asked for, resolved.
+pub fn threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    }
+}
+
+/// Objects with less code than this (instructions over all code sections) are analyzed on the calling thread:
+/// starting threads, and their first allocations, cost more than such an object's analysis.
+pub const PARALLEL_ABOVE: usize = 8192;
+
+/// Analyzes every program of `obj` in order, sharing the object's budget ([`MAX_OBJECT_WORK`]) as
+/// [`analyze_within`] one after the other would: the result for each program, up to and including the first
+/// [`AnalysisError::ObjectTooLarge`] (the programs after it are not analyzed).
+///
+/// Large objects are analyzed on [`threads`] threads, and the results are the same, in the same order. Each
+/// program claimed by a thread runs with a budget of what the object's budget leaves after the programs already
+/// finished (at least what is left after all the programs before it, and so never less). Then the results are
+/// charged in program order: a program whose analysis checked more reached instructions against the budget than
+/// the programs before it left is an [`AnalysisError::ObjectTooLarge`], exactly where the analysis one after the
+/// other stops; any other runs the same with either budget. So the threads do at most one program each beyond
+/// the budget.
+pub fn analyze_programs(obj: &Object) -> Vec<Result<Analyzed, AnalysisError>> {
+    analyze_programs_within(obj, MAX_OBJECT_WORK)
+}
+
+/// [`analyze_programs`] with an object budget of `total`.
+fn analyze_programs_within(obj: &Object, total: usize) -> Vec<Result<Analyzed, AnalysisError>> {
+    let progs = &obj.programs;
+    let code: usize = obj.sections.iter().map(|s| s.insns.len()).sum();
+    let threads = threads().min(progs.len());
+    let mut budget = total;
+    let mut out = Vec::with_capacity(progs.len());
+    if threads <= 1 || code < PARALLEL_ABOVE {
+        for prog in progs {
+            let result = analyze_within(obj, prog, &mut budget);
+            let stop = matches!(result, Err(AnalysisError::ObjectTooLarge { .. }));
+            out.push(result);
+            if stop {
+                break;
+            }
+        }
+        return out;
+    }
+    let next = AtomicUsize::new(0);
+    let spent = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(prog) = progs.get(i) else { break };
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let mut left = total.saturating_sub(spent.load(Ordering::Relaxed));
+            let outcome = BUFFERS.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left),
+                Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left),
+            });
+            spent.fetch_add(outcome.charge, Ordering::Relaxed);
+            if matches!(outcome.result, Err(AnalysisError::ObjectTooLarge { .. })) {
+                stop.store(true, Ordering::Relaxed);
+            }
+            done.push((i, outcome));
+        }
+        // This thread's buffers go with it; the calling thread keeps only an ordinary program's.
+        BUFFERS.with(|cell| {
+            if let Ok(mut buf) = cell.try_borrow_mut() {
+                if buf.ops.capacity() > RETAINED_INSNS {
+                    *buf = Buffers::default();
+                }
+            }
+        });
+        done
+    };
+    let mut outcomes: Vec<Option<Outcome>> = progs.iter().map(|_| None).collect();
+    std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mine = work();
+        // A worker that panicked would have panicked the caller alone too; its programs are reported missing below.
+        for (i, o) in mine.into_iter().chain(others.into_iter().flat_map(|h| h.join().unwrap_or_default())) {
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = Some(o);
+            }
+        }
+    });
+    for o in outcomes {
+        let Some(o) = o else { break };
+        if o.discovered > budget {
+            out.push(Err(AnalysisError::ObjectTooLarge { limit: MAX_OBJECT_WORK }));
+            break;
+        }
+        budget = budget.saturating_sub(o.charge);
+        out.push(o.result);
+    }
+    out
 }
 
 impl Ctx<'_, '_> {
@@ -355,16 +496,17 @@ impl Ctx<'_, '_> {
         cx.funcs[0].entered = true;
         cx.funcs[0].dirty = true;
         cx.fixpoint()?;
-        // Callbacks handed to something the analysis does not model get what the kernel may pass them. So does a
-        // function referred to only from code no path reaches: libbpf appends it all the same, so it is in the
-        // layout and the report, and a report lists only what it analyzed (the verifier would refuse such a
-        // program for its unreachable instructions; the report still says what its code could do). Each round
-        // enters at least one more function.
+        // Callbacks handed to something the analysis does not model get what the kernel may pass them: those whose
+        // address reached code loads, and exception callbacks. Feeding one can reach more code, which can load
+        // more addresses: each round enters at least one more function. A function referred to only from code no
+        // path reaches is never entered: libbpf links it in all the same (it is in the layout and `insn_count`,
+        // and the verifier refuses the program for its unreachable instructions), and the report lists it in
+        // `unreached_subprograms`, not analyzed (issue 19: a report lists exactly what it analyzed).
         loop {
             let unfed: Vec<usize> = (0..cx.funcs.len())
                 .filter(|&f| {
                     let func = &cx.funcs[f];
-                    !func.entered || (func.address_taken && func.input.iter().all(|v| *v == Value::BOTTOM))
+                    func.address_live && func.input.iter().all(|v| *v == Value::BOTTOM)
                 })
                 .collect();
             if unfed.is_empty() {
@@ -544,6 +686,7 @@ mod tests {
     use super::tests_support::*;
     use super::*;
     use crate::insn::RawInsn;
+    use bpfgate_test_support::insn as t;
 
     /// r0 = bpf_map_lookup_elem(&m, r10-8) with a null check, as the first 9 instructions.
     fn lookup() -> Vec<RawInsn> {
@@ -583,25 +726,60 @@ mod tests {
         assert_eq!(meta.evidence[&Capability::MapWrite], vec![15 + 1]);
     }
 
-    /// A subprogram called only from code no path reaches is in the layout (libbpf appends it) and in the report,
-    /// so it is analyzed too: its calls are in the report (issue 19's fuzz finding on evasion_callbacks' .text).
+    /// A subprogram called only from code no path reaches is in the layout (libbpf appends it) and counts in
+    /// `insn_count`, but it is listed as unreached, not analyzed: its calls are not in the report, and what it
+    /// calls is unreached too (issue 19's fuzz finding on evasion_callbacks' .text). A subprogram after it in
+    /// the layout keeps its place, and one the program reaches is analyzed.
     #[test]
-    fn a_subprogram_called_only_from_dead_code_is_analyzed() {
+    fn a_subprogram_called_only_from_dead_code_is_listed_as_unreached() {
         let code = vec![
-            movi(0, 0),    // 0
-            exit(),        // 1
-            call_local(1), // 2: unreachable, calls f at 4
-            exit(),        // 3
-            movi(1, 9),    // 4 (f): send_signal(9)
-            call(109),
-            movi(0, 0),
-            exit(),
+            call_local(8), // 0: g at 9
+            movi(0, 0),    // 1
+            exit(),        // 2
+            call_local(1), // 3: unreachable, calls f at 5
+            exit(),        // 4
+            movi(1, 9),    // 5 (f): send_signal(9), then h
+            call(109),     // 6
+            call_local(4), // 7: h at 12
+            exit(),        // 8
+            movi(1, 9),    // 9 (g): send_signal(9)
+            call(109),     // 10
+            exit(),        // 11
+            call(6),       // 12 (h): trace_printk
+            exit(),        // 13
         ];
-        let meta = run(code, &[], &[0, 4]).expect("analyzes");
-        assert_eq!(meta.subprograms.len(), 1);
-        assert_eq!(meta.insn_count, 8);
-        assert!(meta.helpers.iter().any(|h| h.id == 109), "{:?}", meta.helpers);
-        assert_eq!(meta.evidence[&Capability::SendSignal], vec![5]);
+        let meta = run(code, &[], &[0, 5, 9, 12]).expect("analyzes");
+        // libbpf's layout: main (0..5), g (5..8) first called at 0, then f (8..12) and h (12..14) from dead code.
+        let list = |s: &[Subprogram]| s.iter().map(|s| (s.name.clone(), s.start, s.section_offset)).collect::<Vec<_>>();
+        assert_eq!(list(&meta.subprograms), vec![("f2".into(), 5, 9)]);
+        assert_eq!(list(&meta.unreached_subprograms), vec![("f1".into(), 8, 5), ("f3".into(), 12, 12)]);
+        assert_eq!(meta.insn_count, 14);
+        assert_eq!(meta.helpers.iter().map(|h| h.id).collect::<Vec<_>>(), vec![109]);
+        assert_eq!(meta.evidence[&Capability::SendSignal], vec![6]);
+        assert!(!meta.capabilities.contains(&Capability::TracePrintk), "{:?}", meta.capabilities);
+        assert_eq!(meta.locate(9), ("kprobe/x", 6));
+        assert_eq!(meta.locate(12), ("kprobe/x", 12));
+    }
+
+    /// A callback whose address only dead code loads is unreached too; one that reached code loads is analyzed
+    /// with what the kernel may pass it.
+    #[test]
+    fn a_callback_loaded_only_in_dead_code_is_unreached() {
+        // ld_imm64 with BPF_PSEUDO_FUNC (src 4): the function at pc + imm + 1.
+        let func_addr = |imm: i32| t::ld_imm64(2, 4, imm).map(RawInsn::from);
+        let mut code = Vec::new();
+        code.extend(func_addr(6)); // 0-1: r2 = &g (at 7)
+        code.extend([movi(0, 0), exit()]); // 2-3
+        code.extend(func_addr(5)); // 4-5: unreachable: r2 = &f (at 10)
+        code.push(exit()); // 6
+        code.extend([call(109), movi(0, 0), exit()]); // 7 (g): send_signal
+        code.extend([call(109), movi(0, 0), exit()]); // 10 (f): send_signal
+        let meta = run(code, &[], &[0, 7, 10]).expect("analyzes");
+        let list = |s: &[Subprogram]| s.iter().map(|s| (s.name.clone(), s.start)).collect::<Vec<_>>();
+        assert_eq!(list(&meta.subprograms), vec![("f1".into(), 7)]);
+        assert_eq!(list(&meta.unreached_subprograms), vec![("f2".into(), 10)]);
+        assert_eq!(meta.insn_count, 13);
+        assert_eq!(meta.evidence[&Capability::SendSignal], vec![7]);
     }
 
     /// libbpf appends a subprogram where it is first referred to and what it refers to right after it: main calls
@@ -711,6 +889,48 @@ mod tests {
                 }
             }
             proptest::prop_assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod parallel {
+    use super::*;
+    use bpfgate_test_support::hostile::shared_subprogram;
+
+    /// What a result says, comparable: the metadata, or the error.
+    fn outcome(r: &Result<Analyzed, AnalysisError>) -> Result<ProgramMetadata, AnalysisError> {
+        r.as_ref().map(|a| a.metadata.clone()).map_err(Clone::clone)
+    }
+
+    /// The programs of a large object analyzed on several threads give the results of one after the other, in
+    /// order, up to the same program where the object's budget runs out.
+    #[test]
+    fn threads_give_the_results_of_one_after_the_other() {
+        // 40 programs each reaching a 9,000-instruction subprogram; with a budget of 200,000 it runs out at the
+        // 22nd.
+        for total in [MAX_OBJECT_WORK, 200_000] {
+            let n = 40;
+            let obj = Object::parse(&shared_subprogram(n, 9_000)).expect("parses");
+            let mut budget = total;
+            let mut one_by_one = Vec::new();
+            for prog in &obj.programs {
+                let r = analyze_within(&obj, prog, &mut budget);
+                let stop = matches!(r, Err(AnalysisError::ObjectTooLarge { .. }));
+                one_by_one.push(outcome(&r));
+                if stop {
+                    break;
+                }
+            }
+            for threads in [1, 2, 3] {
+                set_threads(threads);
+                let got: Vec<_> = analyze_programs_within(&obj, total).iter().map(outcome).collect();
+                assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
+            }
+            set_threads(0);
+            if total < MAX_OBJECT_WORK {
+                assert!(one_by_one.len() < n && one_by_one.last().is_some_and(Result::is_err), "the budget runs out");
+            }
         }
     }
 }

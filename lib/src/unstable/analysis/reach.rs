@@ -15,6 +15,9 @@ pub(super) struct Func {
     pub(super) entered: bool,
     /// Its address is loaded somewhere (a callback).
     pub(super) address_taken: bool,
+    /// Its address is loaded by an instruction the interpretation reached, or it is an exception callback: a
+    /// callback the program can hand to the kernel. One whose address is loaded only in dead code is not.
+    pub(super) address_live: bool,
     pub(super) n_blocks: usize,
     /// Needs (re-)interpretation: its inputs, a callee's result or the foreign-stack contents changed.
     pub(super) dirty: bool,
@@ -28,16 +31,16 @@ pub(super) struct Func {
 
 pub(super) const NOT_A_BLOCK: u32 = u32::MAX;
 
-/// What [`MAX_STATE_BYTES`] counts of the stack slots of a block's entry state, beyond the state itself: a B-tree
-/// node of 11 slots, holding at least 5 unless it is the root, per 5 slots.
+/// What [`MAX_STATE_BYTES`] counts of the stack slots of a block's entry state, beyond the state itself: the
+/// slots' entries (a vector grows by doubling, so up to twice that is allocated).
 pub(super) fn slot_bytes(slots: usize) -> usize {
-    const NODE: usize = 8 + 11 * size_of::<(i32, Value)>();
-    slots.div_ceil(5) * NODE
+    slots * 2 * size_of::<(i32, Value)>()
 }
 
 /// Numbers the basic blocks of a decoded function (the entry, jump targets, and what follows a jump or exit):
-/// `blocks[i]` becomes the block starting at instruction `i`, NOT_A_BLOCK if none does. Returns the count.
-pub(super) fn number_blocks(ops: &[Option<Op>], blocks: &mut [u32]) -> usize {
+/// `blocks[i]` becomes the block starting at instruction `i`, NOT_A_BLOCK if none does, and `preds[i]` the
+/// number of edges into it (the entry counts one), up to 2. Returns the count.
+pub(super) fn number_blocks(ops: &[Option<Op>], blocks: &mut [u32], preds: &mut [u8]) -> usize {
     // Leaders are marked 0 first, then numbered in order.
     blocks.fill(NOT_A_BLOCK);
     if let Some(l) = blocks.first_mut() {
@@ -62,6 +65,27 @@ pub(super) fn number_blocks(ops: &[Option<Op>], blocks: &mut [u32]) -> usize {
     for b in blocks.iter_mut().filter(|b| **b != NOT_A_BLOCK) {
         *b = n;
         n += 1;
+    }
+    // Edges into each block (the entry counts one), up to 2.
+    preds.fill(0);
+    if let Some(p) = preds.first_mut() {
+        *p = 1;
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let Some(op) = op else { continue };
+        let next = i + op.slots();
+        let succs = match *op {
+            Op::Ja { off, .. } => [Some(rel(i, 1, i64::from(off))), None],
+            Op::Jump { off, .. } | Op::MayGoto { off } => [Some(next), Some(rel(i, 1, i64::from(off)))],
+            Op::Exit => [None, None],
+            _ if blocks.get(next).is_some_and(|&b| b != NOT_A_BLOCK) => [Some(next), None],
+            _ => continue,
+        };
+        for t in succs.into_iter().flatten() {
+            if let Some(p) = preds.get_mut(t) {
+                *p = p.saturating_add(1).min(2);
+            }
+        }
     }
     n as usize
 }
@@ -100,6 +124,12 @@ impl Ctx<'_, '_> {
                     self.funcs[callee].address_taken = true;
                 }
             }
+            // The kernel calls exception callbacks whatever the code does.
+            for t in &callbacks {
+                if let Some(callee) = self.buf.func_at(*t) {
+                    self.funcs[callee].address_live = true;
+                }
+            }
             self.check_recursion(&calls)
         });
         self.buf.queue = queue;
@@ -128,8 +158,10 @@ impl Ctx<'_, '_> {
                 return Err(AnalysisError::TooManyInsns { section: cs.name.clone(), insn: start, limit: MAX_INSNS });
             }
             if total > self.budget {
+                self.discovered = usize::MAX;
                 return Err(AnalysisError::ObjectTooLarge { limit: MAX_OBJECT_WORK });
             }
+            self.discovered = total;
             if self.funcs.len() >= MAX_FUNCS {
                 return Err(AnalysisError::TooManyFuncs { section: cs.name.clone(), insn: start, limit: MAX_FUNCS });
             }
@@ -140,7 +172,12 @@ impl Ctx<'_, '_> {
             decode_func(cs, start, end, &mut self.buf.ops)?;
             let ops = self.buf.ops.get(base..).unwrap_or_default();
             self.buf.blocks.resize(self.buf.ops.len(), NOT_A_BLOCK);
-            let n_blocks = number_blocks(ops, self.buf.blocks.get_mut(base..).unwrap_or_default());
+            self.buf.preds.resize(self.buf.ops.len(), 0);
+            let n_blocks = number_blocks(
+                ops,
+                self.buf.blocks.get_mut(base..).unwrap_or_default(),
+                self.buf.preds.get_mut(base..).unwrap_or_default(),
+            );
             self.buf.by_loc.insert(slot, ((sec, start), id));
             // libbpf's layout: each function the code refers to is appended where it is first referred to, and
             // what it refers to right after it (depth first), so its targets go on the stack last one first.
@@ -168,6 +205,7 @@ impl Ctx<'_, '_> {
                 ret: Value::BOTTOM,
                 entered: false,
                 address_taken: false,
+                address_live: false,
                 n_blocks,
                 dirty: false,
                 callers: Vec::new(),

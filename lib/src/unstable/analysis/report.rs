@@ -65,20 +65,20 @@ impl Ctx<'_, '_> {
                 TailCall { insn, map }
             })
             .collect();
-        let subprograms = self
-            .funcs
-            .iter()
-            .skip(1)
-            .map(|f| Subprogram {
-                name: match obj.sections[f.section].func_name(f.start) {
-                    Some(name) => name.to_owned(),
-                    None => format!("{}+{}", obj.sections[f.section].name, f.start),
-                },
-                section: obj.sections[f.section].name.clone(),
-                start: f.layout,
-                section_offset: f.start as u32,
-            })
-            .collect();
+        let subprogram = |f: &Func| Subprogram {
+            name: match obj.sections[f.section].func_name(f.start) {
+                Some(name) => name.to_owned(),
+                None => format!("{}+{}", obj.sections[f.section].name, f.start),
+            },
+            section: obj.sections[f.section].name.clone(),
+            start: f.layout,
+            section_offset: f.start as u32,
+        };
+        // Analyzed (entered) functions, and those linked in but never reached (see `run`).
+        let (subprograms, unreached_subprograms) = {
+            let (reached, unreached): (Vec<&Func>, Vec<&Func>) = self.funcs.iter().skip(1).partition(|f| f.entered);
+            (reached.into_iter().map(subprogram).collect(), unreached.into_iter().map(subprogram).collect())
+        };
         let insn_count = self.funcs.iter().map(|f| (f.end - f.start) as u32).sum();
         let mut capabilities = Vec::new();
         let mut evidence = BTreeMap::new();
@@ -126,6 +126,7 @@ impl Ctx<'_, '_> {
                 .collect(),
             kfuncs: facts.kfuncs.iter().map(|&k| k.to_owned()).collect(),
             subprograms,
+            unreached_subprograms,
             tail_calls,
             maps,
             capabilities,
@@ -142,7 +143,9 @@ impl Ctx<'_, '_> {
 pub(super) fn report_work(m: &ProgramMetadata) -> usize {
     let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
     let program = ENTRY_WORK + m.name.len() + m.section.len() + opt(&m.attach_target) + opt(&m.unspec_reason);
-    let subprograms: usize = m.subprograms.iter().map(|s| ENTRY_WORK + s.name.len() + s.section.len()).sum();
+    let subprograms: usize = (m.subprograms.iter().chain(&m.unreached_subprograms))
+        .map(|s| ENTRY_WORK + s.name.len() + s.section.len())
+        .sum();
     let maps: usize = m.maps.iter().map(|a| ENTRY_WORK + a.name.len()).sum();
     let kfuncs: usize = m.kfuncs.iter().map(|k| ENTRY_WORK + k.len()).sum();
     let tail_calls: usize = m.tail_calls.iter().map(|t| ENTRY_WORK + opt(&t.map)).sum();
