@@ -381,7 +381,7 @@ fn struct_ops_members(file: &ElfFile64<'_, Endianness>, syms: &Symbols<'_>, btf:
         let mut members: HashMap<u32, Vec<(u32, bool)>> = HashMap::new();
         for (offset, reloc) in sec.relocations() {
             let RelocationTarget::Symbol(i) = reloc.target() else { continue };
-            let Some(func) = syms.get(i.0).and_then(|s| s.name()) else { continue };
+            let Some(func) = syms.get(i.0).and_then(Sym::name) else { continue };
             let at = vars.partition_point(|v| u64::from(v.offset) <= offset);
             let Some(var) = at.checked_sub(1).and_then(|i| vars.get(i)) else { continue };
             let Some(within) = offset.checked_sub(u64::from(var.offset)).filter(|&w| w < u64::from(var.size)) else {
