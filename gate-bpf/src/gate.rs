@@ -201,10 +201,26 @@ pub struct Installed {
     pub unresolved: Vec<String>,
 }
 
+/// The gate's links in attachment order. They are detached in the reverse order, when dropped too: `fentry` on
+/// `bpf_obj_get_user` before its `fexit`, so no call runs the one without the other (gate.bpf.c).
+struct Links(Vec<(&'static str, Link)>);
+
+impl Links {
+    fn detach(&mut self) {
+        while self.0.pop().is_some() {}
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
 /// The loaded gate. Dropping it detaches the hooks and unloads everything (links are fd-bound).
 pub struct Gate {
-    // Declared first so they are dropped first: detach before unloading. (hook, link)
-    links: Vec<(&'static str, Link)>,
+    // Declared first so they are dropped first: detach before unloading. (hook, link), in attachment order.
+    links: Links,
     skel: GateSkel<'static>,
     variant: HookVariant,
     /// The slot decisions read, once a policy is installed.
@@ -274,7 +290,7 @@ impl Gate {
             .map_err(bpf("creating the RCU sync map"))?;
 
         let mut gate = Gate {
-            links: Vec::new(),
+            links: Links(Vec::new()),
             skel,
             variant,
             active: None,
@@ -401,14 +417,17 @@ impl Gate {
     /// Attaches the hooks. The links are fd-bound: they go away with this process.
     pub fn attach(&mut self) -> Result<(), GateError> {
         use std::os::fd::{AsFd, AsRawFd};
-        if !self.links.is_empty() {
+        if !self.links.0.is_empty() {
             return Ok(());
         }
         let p = &self.skel.progs;
         let three = self.variant == HookVariant::ThreeArgs;
-        // lsm/bpf first: the later hooks read the command it records. Map ownership before the load hook,
-        // so maps created from now on have owners by the time programs using them load.
+        // The pin note first, its exit before its entry: both sit in bpf_obj_get_user's one trampoline, so once
+        // the entry is attached every call that notes a thread also drops the note (gate.bpf.c). Map ownership
+        // before the load hook, so maps created from now on have owners by the time programs using them load.
         let hooks = [
+            (&p.gate_obj_get_exit, "fexit/bpf_obj_get_user"),
+            (&p.gate_obj_get_enter, "fentry/bpf_obj_get_user"),
             (if three { &p.gate_bpf_v3 } else { &p.gate_bpf_v4 }, "lsm/bpf"),
             (if three { &p.gate_map_create_v3 } else { &p.gate_map_create_v4 }, "lsm/bpf_map_create"),
             (&p.gate_map_free, "lsm/bpf_map_free"),
@@ -417,12 +436,13 @@ impl Gate {
             (&p.gate_prog_free, "lsm/bpf_prog_free"),
             (if three { &p.gate_prog_load_v3 } else { &p.gate_prog_load_v4 }, "lsm/bpf_prog_load"),
         ];
-        let mut links = Vec::new();
+        let mut links = Links(Vec::new());
         for (prog, hook) in hooks {
             // On error the links made so far drop with `links`: nothing stays half-attached.
-            links.push((hook, prog.attach_lsm().map_err(bpf(format!("attaching {hook}")))?));
+            let link = if hook.starts_with("lsm/") { prog.attach_lsm() } else { prog.attach_trace() };
+            links.0.push((hook, link.map_err(bpf(format!("attaching {hook}")))?));
         }
-        let fds: Vec<i32> = links.iter().map(|(_, l)| l.as_fd().as_raw_fd()).collect();
+        let fds: Vec<i32> = links.0.iter().map(|(_, l)| l.as_fd().as_raw_fd()).collect();
         self.links = links;
         for fd in fds {
             self.protect(KIND_LINK, fd)?;
@@ -439,8 +459,8 @@ impl Gate {
         };
         std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(pins_error("cannot create", dir))?;
         let mut pinned = Vec::new();
-        for (hook, link) in &mut self.links {
-            let path = dir.join(format!("link_{}", hook.trim_start_matches("lsm/")));
+        for (hook, link) in &mut self.links.0 {
+            let path = dir.join(format!("link_{}", hook.trim_start_matches("lsm/").replace('/', "_")));
             link.pin(&path).map_err(bpf(format!("pinning {}", path.display())))?;
             pinned.push(path);
         }
@@ -455,7 +475,7 @@ impl Gate {
 
     /// Detaches the hooks; loads are no longer decided.
     pub fn detach(&mut self) {
-        self.links.clear();
+        self.links.detach();
         // Their ids protect nothing once the links are gone, and gate_objects holds few entries: a gate attached
         // and detached repeatedly would fill it.
         for o in &self.objects {

@@ -6,8 +6,9 @@
  * compiled::evaluate, mirrored step by step in gate_evaluate below).
  *
  * Hooks:
- * - lsm/bpf (every bpf() call, first): notes BPF_OBJ_GET for lsm/bpf_map; refuses
- *   BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone but its daemon.
+ * - lsm/bpf (every bpf() call, first): refuses BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone
+ *   but its daemon; returns at once for every other command.
+ * - fentry/fexit bpf_obj_get_user: note the thread inside BPF_OBJ_GET for lsm/bpf_map.
  * - lsm/bpf_prog_load: scans the program and decides everything but the map rules.
  * - lsm/bpf_prog (an fd to a program is made: right after a load's verification, or by id or pin):
  *   for a load, the final decision with the maps the verifier bound (aux->used_maps); otherwise it
@@ -276,7 +277,8 @@ int BPF_PROG(gate_prog_load_v4, struct bpf_prog *prog, union bpf_attr *attr, str
 SEC("lsm/bpf_prog")
 int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 {
-	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
+	/* Read through the hook's BTF pointer, not a probe read: this runs on every fd by id too. */
+	struct bpf_prog_aux *aux = prog->aux;
 	__u64 key = (__u64)aux;
 	struct pending_load *ts;
 	struct verdict v = {};
@@ -285,12 +287,19 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		return ret;
 	ts = bpf_map_lookup_elem(&pending_loads, &key);
 	if (!ts) {
-		__u32 id = BPF_CORE_READ(aux, id);
+		__u32 id = aux->id;
+		/*
+		 * A program this gate let load is none of its own (they load before it attaches), so a recorded one
+		 * skips the gate_objects lookup: one hash lookup less on the common fd by id.
+		 */
+		struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
 
 		if (is_daemon())
 			return 0;
+		if (loaded)
+			return gate_prog_open(aux, id, loaded);
 		if (!gate_object(GATE_KIND_PROG, id))
-			return gate_prog_open(aux, id);
+			return 0; /* loaded before the gate attached: not judged */
 		struct gate_subject s = {};
 
 		current_subject(&s);
@@ -460,14 +469,16 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 	struct gate_subject s = {};
 	struct verdict v = { .rule = GATE_RULE_DEFAULT };
 	__u64 tid = bpf_get_current_pid_tgid();
-	__u32 *cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
+	__u32 *cmd = NULL;
 	__u32 id;
 	__u64 key = (__u64)map;
 	struct used_map m = {};
 
 	if (ret)
 		return ret;
-	id = BPF_CORE_READ(map, id);
+	id = map->id;
+	if (*(volatile __s64 *)&obj_gets_in_flight)
+		cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
 	if (cmd && *cmd == BPF_OBJ_GET) {
 		/* Reached through a pin: shared, whoever created it. */
 		struct gate_map_owner *o = bpf_map_lookup_elem(&map_owners, &key);
@@ -519,20 +530,14 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 	return v.decision == GATE_VERDICT_DENY ? -EPERM : 0;
 }
 
-/* lsm/bpf: runs first in every bpf() call. Notes the command for the hooks after it. */
+/*
+ * lsm/bpf: runs first in every bpf() call; it only refuses BPF_LINK_GET_FD_BY_ID of the gate's own links to
+ * anyone but its daemon. Every other command returns at once: this is the hot path of every map lookup an agent
+ * makes from user space (a map operation's only cost is this program's trampoline). What lsm/bpf_map needs to
+ * know of the command (a pin) comes from fentry/fexit on bpf_obj_get_user, which only BPF_OBJ_GET runs.
+ */
 static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	__u32 c = cmd;
-
-	/*
-	 * Only BPF_OBJ_GET is noted, and dropped at the thread's next call: the common call (a map lookup
-	 * from user space) costs one failed lookup, not an LRU update.
-	 */
-	if (cmd == BPF_OBJ_GET)
-		bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
-	else if (bpf_map_lookup_elem(&thread_cmds, &tid))
-		bpf_map_delete_elem(&thread_cmds, &tid);
 	if (cmd != BPF_LINK_GET_FD_BY_ID || is_daemon())
 		return 0;
 	__u32 link_id = 0;
@@ -552,6 +557,33 @@ static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
 		bpf_ringbuf_submit(e, 0);
 	}
 	return -EPERM;
+}
+
+/*
+ * BPF_OBJ_GET: the thread is noted from the entry of bpf_obj_get_user to its exit, so lsm/bpf_map (called
+ * in between, when the pin is a map's) marks the map pinned. The exit link is attached before the entry's,
+ * and both programs sit in the one trampoline of the function, so a call that ran the entry runs the exit:
+ * no note outlives its call (a stale one would mark a map opened later by id as pinned).
+ */
+SEC("fentry/bpf_obj_get_user")
+int BPF_PROG(gate_obj_get_enter)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 c = BPF_OBJ_GET;
+
+	__sync_fetch_and_add(&obj_gets_in_flight, 1);
+	bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("fexit/bpf_obj_get_user")
+int BPF_PROG(gate_obj_get_exit)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&thread_cmds, &tid);
+	__sync_fetch_and_add(&obj_gets_in_flight, -1);
+	return 0;
 }
 
 SEC("lsm/bpf")
