@@ -292,10 +292,11 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		 * A program this gate let load is none of its own (they load before it attaches), so a recorded one
 		 * skips the gate_objects lookup: one hash lookup less on the common fd by id.
 		 */
-		struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
+		struct facts *loaded;
 
 		if (is_daemon())
 			return 0;
+		loaded = bpf_map_lookup_elem(&loaded_progs, &key);
 		if (loaded)
 			return gate_prog_open(aux, id, loaded);
 		if (!gate_object(GATE_KIND_PROG, id))

@@ -184,6 +184,11 @@ fn gate_soak_returns_to_baseline() {
     let socket = UnixDatagram::bind(&notify).unwrap();
     let policy_path = dir.join("policy.yaml");
     std::fs::write(&policy_path, policy(false)).unwrap();
+    // libbpf probes once per process whether the kernel takes program names, with a socket filter: the probe must
+    // not run under a policy that denies socket filters, or every later load goes nameless.
+    let plain: [Insn; 2] = [mov_imm(0, 0), exit()];
+    let filter = libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER;
+    fd_result(load_typed_fd(filter, "soak_probe", &plain).expect("a socket filter before the gate"));
     let mut child = Command::new(cli)
         .args(["enforce", "--json", "--policy"])
         .arg(&policy_path)
@@ -248,8 +253,6 @@ fn gate_soak_returns_to_baseline() {
 
     expected.insert(("map_create:soak_pinned".to_owned(), 0, "allow".to_owned()), 1);
     let kprobe = libbpf_sys::BPF_PROG_TYPE_KPROBE;
-    let filter = libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER;
-    let plain: [Insn; 2] = [mov_imm(0, 0), exit()];
     let signal: [Insn; 4] = [mov_imm(1, 10), call_helper(109), mov_imm(0, 0), exit()];
     // r0 is never set: the verifier refuses it (EACCES), after the gate allowed it.
     let invalid: [Insn; 1] = [exit()];
