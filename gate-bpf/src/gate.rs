@@ -224,10 +224,26 @@ pub struct Installed {
     pub status_error: Option<String>,
 }
 
+/// The gate's links in attachment order. They are detached in the reverse order, when dropped too: `fentry` on
+/// `bpf_obj_get_user` before its `fexit`, so no call runs the one without the other (gate.bpf.c).
+struct Links(Vec<(&'static str, Link)>);
+
+impl Links {
+    fn detach(&mut self) {
+        while self.0.pop().is_some() {}
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
 /// The loaded gate. Dropping it detaches the hooks and unloads everything (links are fd-bound).
 pub struct Gate {
-    // Declared first so they are dropped first: detach before unloading. (hook, link)
-    links: Vec<(&'static str, Link)>,
+    // Declared first so they are dropped first: detach before unloading. (hook, link), in attachment order.
+    links: Links,
     skel: GateSkel<'static>,
     variant: HookVariant,
     /// The slot decisions read, once a policy is installed.
@@ -339,7 +355,7 @@ impl Gate {
         };
 
         let mut gate = Gate {
-            links: Vec::new(),
+            links: Links(Vec::new()),
             skel,
             variant,
             active: None,
@@ -473,43 +489,55 @@ impl Gate {
     /// Attaches the hooks. The links are fd-bound: they go away with this process.
     pub fn attach(&mut self) -> Result<(), GateError> {
         use std::os::fd::{AsFd, AsRawFd};
-        if !self.links.is_empty() {
+        if !self.links.0.is_empty() {
             return Ok(());
         }
         let p = &self.skel.progs;
         let three = self.variant == HookVariant::ThreeArgs;
-        // lsm/bpf first: the later hooks read the command it records. Map ownership before the load hook,
-        // so maps created from now on have owners by the time programs using them load.
-        let hooks = match self.variant {
-            HookVariant::ThreeArgs | HookVariant::FourArgs => vec![
-                (if three { &p.gate_bpf_v3 } else { &p.gate_bpf_v4 }, "lsm/bpf"),
-                (if three { &p.gate_map_create_v3 } else { &p.gate_map_create_v4 }, "lsm/bpf_map_create"),
-                (&p.gate_map_free, "lsm/bpf_map_free"),
-                (&p.gate_map_fd, "lsm/bpf_map"),
-                (&p.gate_prog_fd, "lsm/bpf_prog"),
-                (&p.gate_prog_free, "lsm/bpf_prog_free"),
-                (if three { &p.gate_prog_load_v3 } else { &p.gate_prog_load_v4 }, "lsm/bpf_prog_load"),
-            ],
+        // The pin note first, its exit before its entry: both sit in bpf_obj_get_user's one trampoline, so once
+        // the entry is attached every call that notes a thread also drops the note (gate.bpf.c). lsm/bpf before
+        // the hooks that read the command it notes (6.1). Map ownership before the load hook, so maps created from
+        // now on have owners by the time programs using them load.
+        let pin_note = [
+            (&p.gate_obj_get_exit, "fexit/bpf_obj_get_user"),
+            (&p.gate_obj_get_enter, "fentry/bpf_obj_get_user"),
+        ];
+        let hooks: Vec<_> = match self.variant {
+            HookVariant::ThreeArgs | HookVariant::FourArgs => pin_note
+                .into_iter()
+                .chain([
+                    (if three { &p.gate_bpf_v3 } else { &p.gate_bpf_v4 }, "lsm/bpf"),
+                    (if three { &p.gate_map_create_v3 } else { &p.gate_map_create_v4 }, "lsm/bpf_map_create"),
+                    (&p.gate_map_free, "lsm/bpf_map_free"),
+                    (&p.gate_map_fd, "lsm/bpf_map"),
+                    (&p.gate_prog_fd, "lsm/bpf_prog"),
+                    (&p.gate_prog_free, "lsm/bpf_prog_free"),
+                    (if three { &p.gate_prog_load_v3 } else { &p.gate_prog_load_v4 }, "lsm/bpf_prog_load"),
+                ])
+                .collect(),
             // The decision (lsm/bpf_prog) before the scan (fentry/bpf_check): a load scanned and denied must
             // never reach an unattached decision. A load noted in BPF_PROG_LOAD by lsm/bpf that entered
             // bpf_check before the scan was attached has no record there, and is denied (fail closed).
-            HookVariant::Legacy => vec![
-                (&p.gate_bpf_v3, "lsm/bpf"),
-                (&p.gate_prog_free_legacy, "lsm/bpf_prog_free_security"),
-                (&p.gate_map_free_legacy, "lsm/bpf_map_free_security"),
-                (&p.gate_map_alloc, "lsm/bpf_map_alloc_security"),
-                (&p.gate_map_fd, "lsm/bpf_map"),
-                (&p.gate_prog_fd, "lsm/bpf_prog"),
-                (&p.gate_check_scan, "fentry/bpf_check"),
-            ],
+            HookVariant::Legacy => pin_note
+                .into_iter()
+                .chain([
+                    (&p.gate_bpf_v3, "lsm/bpf"),
+                    (&p.gate_prog_free_legacy, "lsm/bpf_prog_free_security"),
+                    (&p.gate_map_free_legacy, "lsm/bpf_map_free_security"),
+                    (&p.gate_map_alloc, "lsm/bpf_map_alloc_security"),
+                    (&p.gate_map_fd, "lsm/bpf_map"),
+                    (&p.gate_prog_fd, "lsm/bpf_prog"),
+                    (&p.gate_check_scan, "fentry/bpf_check"),
+                ])
+                .collect(),
         };
-        let mut links = Vec::new();
+        let mut links = Links(Vec::new());
         for (prog, hook) in hooks {
             // On error the links made so far drop with `links`: nothing stays half-attached.
-            let link = if hook.starts_with("fentry/") { prog.attach_trace() } else { prog.attach_lsm() };
-            links.push((hook, link.map_err(bpf(format!("attaching {hook}")))?));
+            let link = if hook.starts_with("lsm/") { prog.attach_lsm() } else { prog.attach_trace() };
+            links.0.push((hook, link.map_err(bpf(format!("attaching {hook}")))?));
         }
-        let fds: Vec<(&str, i32)> = links.iter().map(|(h, l)| (*h, l.as_fd().as_raw_fd())).collect();
+        let fds: Vec<(&str, i32)> = links.0.iter().map(|(h, l)| (*h, l.as_fd().as_raw_fd())).collect();
         self.links = links;
         self.record.hooks.clear();
         for (hook, fd) in fds {
@@ -529,7 +557,7 @@ impl Gate {
         };
         std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(pins_error("cannot create", dir))?;
         let mut pinned = Vec::new();
-        for (hook, link) in &mut self.links {
+        for (hook, link) in &mut self.links.0 {
             let path = dir.join(format!("link_{}", hook.trim_start_matches("lsm/").replace('/', "_")));
             link.pin(&path).map_err(bpf(format!("pinning {}", path.display())))?;
             pinned.push(path);
@@ -551,7 +579,7 @@ impl Gate {
 
     /// Detaches the hooks; loads are no longer decided.
     pub fn detach(&mut self) {
-        self.links.clear();
+        self.links.detach();
         // Their ids protect nothing once the links are gone, and gate_objects holds few entries: a gate attached
         // and detached repeatedly would fill it.
         for o in &self.objects {

@@ -29,6 +29,9 @@ mod evasion;
 // The binary as services run it: systemd notifications and --follow (issue 20).
 #[path = "live/ops.rs"]
 mod ops;
+// Many minutes of loads, opens and reloads: the gate's maps and the daemon come back to their baseline (issue 19).
+#[path = "live/soak.rs"]
+mod soak;
 // `bpfgate enforce`'s kernel preconditions (issue 16).
 #[path = "live/preflight.rs"]
 mod preflight;

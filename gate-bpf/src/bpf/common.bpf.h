@@ -48,17 +48,26 @@ static __always_inline bool has_prefix(const char *s, const char *prefix, int le
 	return true;
 }
 
-/* The loading task: executable, cgroup, real uid. */
+/*
+ * The loading task: executable, cgroup, real uid. The exe is read through the task's BTF pointer (loads the
+ * JIT guards against faults, as a probe read does, but without a helper call per pointer: this runs on every fd
+ * by id). A task without mm (a kernel thread) reads NULLs, and zeros from them: no exe.
+ */
 static __always_inline void current_subject(struct gate_subject *s)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file *exe_file = BPF_CORE_READ(task, mm, exe_file);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mm_struct *mm = task->mm;
+	struct file *exe_file = mm ? mm->exe_file : NULL;
 
 	s->uid = (__u32)bpf_get_current_uid_gid();
 	s->cgroup_id = bpf_get_current_cgroup_id();
 	if (exe_file) {
-		s->exe_ino = BPF_CORE_READ(exe_file, f_inode, i_ino);
-		s->exe_dev = BPF_CORE_READ(exe_file, f_inode, i_sb, s_dev);
+		struct inode *inode = exe_file->f_inode;
+
+		if (inode) {
+			s->exe_ino = inode->i_ino;
+			s->exe_dev = inode->i_sb ? inode->i_sb->s_dev : 0;
+		}
 	}
 }
 

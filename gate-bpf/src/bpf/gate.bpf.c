@@ -6,8 +6,9 @@
  * compiled::evaluate, mirrored step by step in gate_evaluate below).
  *
  * Hooks:
- * - lsm/bpf (every bpf() call, first): notes BPF_OBJ_GET for lsm/bpf_map; refuses
- *   BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone but its daemon.
+ * - lsm/bpf (every bpf() call, first): refuses BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone
+ *   but its daemon; returns at once for every other command (on 6.1 it also notes BPF_PROG_LOAD).
+ * - fentry/fexit bpf_obj_get_user: note the thread inside BPF_OBJ_GET for lsm/bpf_map.
  * - lsm/bpf_prog_load (6.9+; on 6.1 fentry/bpf_check, legacy.bpf.h): scans the program and decides
  *   everything but the map rules.
  * - lsm/bpf_prog (an fd to a program is made: right after a load's verification, or by id or pin):
@@ -314,16 +315,25 @@ static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bp
 	__u64 key = (__u64)aux;
 	struct gate_subject s = {};
 	struct verdict v = {};
+	/*
+	 * A program this gate let load is none of its own (they load before it attaches), so a recorded one
+	 * skips the gate_objects lookup: one hash lookup less on the common fd by id.
+	 */
+	struct facts *loaded;
 
 	if (is_daemon())
 		return 0;
+	loaded = bpf_map_lookup_elem(&loaded_progs, &key);
+	if (loaded)
+		return gate_prog_open(aux, id, loaded);
 	if (!gate_object(GATE_KIND_PROG, id)) {
+		if (!gate_fentry_scan)
+			return 0; /* loaded before the gate attached: not judged */
 		__u64 tid = bpf_get_current_pid_tgid();
 		__u32 *cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
 
-		if (!gate_fentry_scan || !cmd || *cmd != BPF_PROG_LOAD ||
-		    bpf_map_lookup_elem(&loaded_progs, &key))
-			return gate_prog_open(aux, id);
+		if (!cmd || *cmd != BPF_PROG_LOAD)
+			return 0; /* loaded before the gate attached: not judged */
 		struct rule_match rm = {};
 
 		current_subject(&s);
@@ -375,9 +385,11 @@ static __always_inline int gate_prog_decided(struct bpf_prog_aux *aux)
 
 	if (ts && (ts->state & GATE_LOAD_STATE_MASK) == GATE_LOAD_DENIED)
 		return -EPERM;
-	if (!bpf_map_lookup_elem(&loaded_progs, &key))
+	struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
+
+	if (!loaded)
 		return -EPERM;
-	return gate_prog_open(aux, BPF_CORE_READ(aux, id));
+	return gate_prog_open(aux, BPF_CORE_READ(aux, id), loaded);
 }
 
 /*
@@ -392,7 +404,8 @@ static __always_inline int gate_prog_decided(struct bpf_prog_aux *aux)
 SEC("lsm/bpf_prog")
 int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 {
-	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
+	/* Read through the hook's BTF pointer, not a probe read: this runs on every fd by id too. */
+	struct bpf_prog_aux *aux = prog->aux;
 	__u64 key = (__u64)aux;
 	struct pending_load *ts;
 	struct verdict v = {};
@@ -491,7 +504,9 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		return -EPERM;
 	bpf_map_delete_elem(&pending_loads, &key);
 	/* This call may be another subject's open by id, racing the loader's own: judged as any open. */
-	return gate_prog_open(aux, BPF_CORE_READ(aux, id));
+	struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
+
+	return loaded ? gate_prog_open(aux, BPF_CORE_READ(aux, id), loaded) : 0;
 }
 
 /*
@@ -569,14 +584,16 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 	struct gate_subject s = {};
 	struct verdict v = { .rule = GATE_RULE_DEFAULT };
 	__u64 tid = bpf_get_current_pid_tgid();
-	__u32 *cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
+	__u32 *cmd = NULL;
 	__u32 id;
 	__u64 key = (__u64)map;
 	struct used_map m = {};
 
 	if (ret)
 		return ret;
-	id = BPF_CORE_READ(map, id);
+	id = map->id;
+	if (*(volatile __s64 *)&obj_gets_in_flight)
+		cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
 	if (cmd && *cmd == BPF_OBJ_GET) {
 		/* Reached through a pin: shared, whoever created it. */
 		struct gate_map_owner *o = bpf_map_lookup_elem(&map_owners, &key);
@@ -628,20 +645,27 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 	return v.decision == GATE_VERDICT_DENY ? -EPERM : 0;
 }
 
-/* lsm/bpf: runs first in every bpf() call. Notes the command for the hooks after it. */
+/*
+ * lsm/bpf: runs first in every bpf() call; it only refuses BPF_LINK_GET_FD_BY_ID of the gate's own links to
+ * anyone but its daemon. Every other command returns at once: this is the hot path of every map lookup an agent
+ * makes from user space (a map operation's only cost is this program's trampoline). What lsm/bpf_map needs to
+ * know of the command (a pin) comes from fentry/fexit on bpf_obj_get_user, which only BPF_OBJ_GET runs.
+ */
 static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	__u32 c = cmd;
+	if (gate_fentry_scan) {
+		/*
+		 * 6.1: BPF_PROG_LOAD is noted for gate_prog_unrecorded and dropped at the thread's next call (the
+		 * fentry/fexit pair on bpf_obj_get_user notes BPF_OBJ_GET in the same map, on every kernel).
+		 */
+		__u64 tid = bpf_get_current_pid_tgid();
+		__u32 c = cmd;
 
-	/*
-	 * Only BPF_OBJ_GET (and, on 6.1, BPF_PROG_LOAD: gate_prog_unrecorded) is noted, and dropped at the thread's next call: the common call (a map lookup
-	 * from user space) costs one failed lookup, not an LRU update.
-	 */
-	if (cmd == BPF_OBJ_GET || (gate_fentry_scan && cmd == BPF_PROG_LOAD))
-		bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
-	else if (bpf_map_lookup_elem(&thread_cmds, &tid))
-		bpf_map_delete_elem(&thread_cmds, &tid);
+		if (cmd == BPF_PROG_LOAD)
+			bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
+		else if (bpf_map_lookup_elem(&thread_cmds, &tid))
+			bpf_map_delete_elem(&thread_cmds, &tid);
+	}
 	if (cmd != BPF_LINK_GET_FD_BY_ID || is_daemon())
 		return 0;
 	__u32 link_id = 0;
@@ -661,6 +685,33 @@ static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
 		bpf_ringbuf_submit(e, 0);
 	}
 	return -EPERM;
+}
+
+/*
+ * BPF_OBJ_GET: the thread is noted from the entry of bpf_obj_get_user to its exit, so lsm/bpf_map (called
+ * in between, when the pin is a map's) marks the map pinned. The exit link is attached before the entry's,
+ * and both programs sit in the one trampoline of the function, so a call that ran the entry runs the exit:
+ * no note outlives its call (a stale one would mark a map opened later by id as pinned).
+ */
+SEC("fentry/bpf_obj_get_user")
+int BPF_PROG(gate_obj_get_enter)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 c = BPF_OBJ_GET;
+
+	__sync_fetch_and_add(&obj_gets_in_flight, 1);
+	bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("fexit/bpf_obj_get_user")
+int BPF_PROG(gate_obj_get_exit)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&thread_cmds, &tid);
+	__sync_fetch_and_add(&obj_gets_in_flight, -1);
+	return 0;
 }
 
 SEC("lsm/bpf")

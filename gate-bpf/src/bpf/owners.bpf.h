@@ -31,9 +31,15 @@ struct {
 } map_owners SEC(".maps");
 
 /*
- * Threads inside BPF_OBJ_GET, noted by lsm/bpf for lsm/bpf_map (a map reached through a pin is marked
- * pinned). LRU: threads come and go; an evicted entry only loses a pinned mark.
+ * Threads inside BPF_OBJ_GET (bpf_obj_get_user), noted from its entry to its exit (fentry/fexit below) for
+ * lsm/bpf_map, which runs in between when the pin is a map's: a map reached through a pin is marked pinned.
+ * LRU: an evicted entry only loses a pinned mark. obj_gets_in_flight counts the threads between entry and
+ * exit, so lsm/bpf_map looks the thread up only while one is; it is never below the number of threads noted
+ * (the increment comes before the note, the decrement after the note is gone), and if an exit without its
+ * entry (only while the links attach) left it off zero, lsm/bpf_map merely looks up more often.
  */
+__s64 obj_gets_in_flight = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -136,18 +142,15 @@ struct {
  * BPF_PROG_GET_FD_BY_ID or a pin opens a program the gate let load: another subject gets the fd only
  * if its own rule would let it load that program (map rules aside: taking an fd writes no map).
  * Otherwise a program it may not load would still be in its hands, to attach, to run, or to reach by
- * a tail call from a prog array of its own. Programs loaded before the gate attached have no record.
+ * a tail call from a prog array of its own. `loaded` is the program's record (programs loaded before the gate
+ * attached have none and are not judged).
  */
-static __always_inline int gate_prog_open(struct bpf_prog_aux *aux, __u32 id)
+static __always_inline int gate_prog_open(struct bpf_prog_aux *aux, __u32 id, struct facts *loaded)
 {
-	__u64 key = (__u64)aux;
-	struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
 	struct gate_subject s = {};
 	struct verdict v = {};
 	__u32 bad = 0;
 
-	if (!loaded)
-		return 0;
 	current_subject(&s);
 	if (same_subject(&s, &loaded->subject))
 		return 0;

@@ -969,7 +969,7 @@ fn load_insns_fd(name: &str, insns: &[Insn]) -> Result<i32, i32> {
 }
 
 /// Loads `insns` as a GPL program of `prog_type` named `name`; the fd, which the caller closes, or the errno.
-fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, insns: &[Insn]) -> Result<i32, i32> {
+pub(crate) fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, insns: &[Insn]) -> Result<i32, i32> {
     let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
     // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); null opts means defaults.
     let fd = unsafe {
@@ -1026,7 +1026,7 @@ const CHILD_CGROUP_ENV: &str = "BPFGATE_GATE_CHILD_CGROUP";
 const CHILD_ACTIONS_ENV: &str = "BPFGATE_GATE_CHILD_ACTIONS";
 
 /// 0 or the errno of a libbpf call that returns a new fd or -errno (the fd is closed).
-fn fd_result(fd: i32) -> i32 {
+pub(crate) fn fd_result(fd: i32) -> i32 {
     if fd < 0 {
         -fd
     } else {
@@ -1036,7 +1036,7 @@ fn fd_result(fd: i32) -> i32 {
     }
 }
 
-fn map_fd_by_id(id: u32, flags: u32) -> i32 {
+pub(crate) fn map_fd_by_id(id: u32, flags: u32) -> i32 {
     let opts = libbpf_sys::bpf_get_fd_by_id_opts {
         sz: size_of::<libbpf_sys::bpf_get_fd_by_id_opts>() as libbpf_sys::size_t,
         open_flags: flags,
@@ -1046,14 +1046,14 @@ fn map_fd_by_id(id: u32, flags: u32) -> i32 {
     unsafe { libbpf_sys::bpf_map_get_fd_by_id_opts(id, &opts) }
 }
 
-fn create_map(name: &str) -> i32 {
+pub(crate) fn create_map(name: &str) -> i32 {
     let name = std::ffi::CString::new(name).expect("map name");
     // SAFETY: valid name; null opts means defaults.
     unsafe { libbpf_sys::bpf_map_create(libbpf_sys::BPF_MAP_TYPE_HASH, name.as_ptr(), 4, 4, 8, std::ptr::null()) }
 }
 
 /// The kernel id of a BPF object fd of this test.
-fn obj_id(fd: i32) -> u32 {
+pub(crate) fn obj_id(fd: i32) -> u32 {
     bpfgate_gate::object_id(fd).expect("the id of a BPF object fd")
 }
 
@@ -1261,6 +1261,10 @@ fn gate_marks_maps_reached_through_a_pin() {
     assert!(fd >= 0, "creating the map: errno {}", -fd);
     let id = obj_id(fd);
     let before = fd_result(map_fd_by_id(id, 0));
+    // A BPF_OBJ_GET that reaches no map (no such pin) leaves no note behind: the next open by id is not a pin's.
+    // SAFETY: a NUL-terminated path; fd_result closes an fd.
+    let missing = fd_result(unsafe { libbpf_sys::bpf_obj_get(c"/sys/fs/bpf/bpfgate_no_such_pin".as_ptr()) });
+    let after_missing = fd_result(map_fd_by_id(id, 0));
     let path = c"/sys/fs/bpf/bpfgate_test_pin";
     let _ = std::fs::remove_file("/sys/fs/bpf/bpfgate_test_pin");
     // SAFETY: fd is this test's map; the path is NUL-terminated.
@@ -1284,9 +1288,12 @@ fn gate_marks_maps_reached_through_a_pin() {
         report!("pinned: {}", g.describe(e));
     }
     report!(
-        "by id before {before}; through the pin: read-only {read_only}, writable {through_pin}; by id after {after}"
+        "by id before {before}; no such pin {missing}, then by id {after_missing}; through the pin: read-only \
+         {read_only}, writable {through_pin}; by id after {after}"
     );
     assert_eq!(before, 0, "the owner's writable open of its unpinned map");
+    assert_eq!(missing, libc::ENOENT, "BPF_OBJ_GET of a path that does not exist");
+    assert_eq!(after_missing, 0, "a failed BPF_OBJ_GET does not mark the next open by id as a pin's");
     assert_eq!(read_only, 0, "a read-only open through the pin");
     assert_eq!(through_pin, libc::EPERM, "a writable open through the pin under pinned: deny");
     assert_eq!(after, libc::EPERM, "once reached through a pin, the map stays pinned");

@@ -116,6 +116,7 @@ pub fn run(args: Args) -> Result<bool> {
         filter: None,
         verbose: args.verbose,
         guest_files: Vec::new(),
+        soak_secs: None,
         guest_bins: vec![(GUEST_PATH.to_owned(), binary)],
         no_tests: true,
     };

@@ -65,6 +65,10 @@ pub struct Args {
     /// experiment's loader for `--exec`; not under /tmp, which the guest mounts a tmpfs over. Repeatable.
     #[arg(long = "guest-file", value_name = "GUEST=HOST")]
     guest_files: Vec<String>,
+    /// Seconds of load stream for the soak test (`soak::gate_soak_returns_to_baseline`, default 60), e.g.
+    /// `--filter soak --soak-secs 600` for a long soak.
+    #[arg(long)]
+    soak_secs: Option<u64>,
     /// Also echo the kernel's boot messages, not only the guest's test output.
     #[arg(long, short)]
     verbose: bool,
@@ -139,7 +143,9 @@ pub fn run(args: Args) -> Result<bool> {
         guest_bins.push((guest.to_owned(), PathBuf::from(host)));
     }
     guest_bins.extend(live_bins.into_iter().map(|b| (b.name, b.path)));
-    let size = build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &initrd.0)?;
+    let env: Vec<(&str, String)> = args.soak_secs.map(|s| ("BPFGATE_SOAK_SECS", s.to_string())).into_iter().collect();
+    let size =
+        build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &env, &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
 
     let mut kvm_ok = match args.accel.as_str() {
@@ -354,6 +360,7 @@ fn build_initramfs(
     modules: &[&Path],
     exec: Option<&str>,
     filter: Option<&str>,
+    env: &[(&str, String)],
     out: &Path,
 ) -> Result<u64> {
     let mut fs = Initramfs::new();
@@ -387,6 +394,11 @@ fn build_initramfs(
     }
     if let Some(filter) = filter {
         fs.bytes("/vmtest/filter", filter.as_bytes().to_vec(), 0o644);
+    }
+    if !env.is_empty() {
+        // Sourced by /init before the tests: names and values are the harness's own (numbers), no quoting needed.
+        let lines: String = env.iter().map(|(k, v)| format!("export {k}={v}\n")).collect();
+        fs.bytes("/vmtest/env", lines.into_bytes(), 0o644);
     }
     fs.bytes("/init", init_script().into_bytes(), 0o755);
     fs.write(out)
@@ -425,6 +437,7 @@ case ",$lsm," in
 *) echo "VMTEST-ERROR bpf is not in the active LSM list"; rc=1 ;;
 esac
 cd /tmp
+[ -f /vmtest/env ] && . /vmtest/env
 if [ -f /vmtest/exec.sh ]; then
     echo "VMTEST-BEGIN exec"
     sh /vmtest/exec.sh
