@@ -23,12 +23,27 @@ pub enum Format {
 pub struct Args {
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// The target kernel's BTF (`/sys/kernel/btf/vmlinux` or a raw BTF file): report each object as libbpf will
+    /// load it there, CO-RE relocations applied and what fails poisoned.
+    #[arg(long, value_name = "FILE")]
+    btf: Option<PathBuf>,
+    /// A map the loader does not create: its loads are poisoned as libbpf poisons them. Repeat for several.
+    #[arg(long = "no-create", value_name = "MAP")]
+    no_create: Vec<String>,
     /// BPF ELF objects to inspect.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let target = match &args.btf {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(bpfgate::TargetBtf::parse(&bytes).with_context(|| format!("{}", path.display()))?)
+        }
+        None => None,
+    };
+    let options = bpfgate::InspectOptions { target_btf: target.as_ref(), not_created: args.no_create.clone() };
     let mut failed = false;
     let mut stdout = std::io::stdout().lock();
     // The reports of small objects are serialized into a Vec, written out every FLUSH_AT bytes: serde_json's many
@@ -45,10 +60,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // The text report disassembles evidence, so it keeps the parsed object instead of parsing twice.
         let (report, obj) = match read.map(|len| &buf[..len]) {
             Ok(bytes) if matches!(args.format, Format::Text) => {
-                let (report, dis) = bpfgate::inspect_disassembled(&name, bytes);
+                let (report, dis) = bpfgate::inspect_disassembled_with(&name, bytes, &options);
                 (report, Some(dis))
             }
-            Ok(bytes) => (bpfgate::inspect(&name, bytes), None),
+            Ok(bytes) => (bpfgate::inspect_with(&name, bytes, &options), None),
             Err(e) => {
                 let mut r = bpfgate::inspect(&name, &[]);
                 r.errors =
@@ -152,6 +167,9 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
             if m.read_only { " read-only" } else { "" }
         );
     }
+    if let Some(note) = report.load_rewrites.as_ref().and_then(load_note) {
+        let _ = writeln!(s, "  note: {note}");
+    }
     for p in &report.programs {
         let _ = writeln!(s, "\n  program {} (section {})", p.name, p.section);
         let _ = write!(s, "    type {}", p.prog_type);
@@ -208,4 +226,22 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
         let _ = writeln!(s, "  error: {e}");
     }
     s
+}
+
+/// What a report's reader must know of the loader's rewriting: that CO-RE code was judged as compiled, or what
+/// the loader poisons for the target. `None` when there is nothing to say.
+pub fn load_note(rw: &bpfgate::metadata::LoadRewrites) -> Option<String> {
+    if !rw.target_btf && rw.core_relocations > 0 {
+        return Some(format!(
+            "{} CO-RE relocations judged as compiled: libbpf rewrites them for the kernel it loads on, and poisons \
+             code for fields, types and maps that kernel lacks; give --btf (and --no-create for maps the loader \
+             leaves out) to judge what that kernel will see",
+            rw.core_relocations
+        ));
+    }
+    if rw.poisoned.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = rw.poisoned.iter().map(|p| format!("{}:{} ({})", p.section, p.insn, p.what)).collect();
+    Some(format!("instructions the loader poisons (dead code the verifier removes): {}", list.join(", ")))
 }

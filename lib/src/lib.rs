@@ -36,7 +36,10 @@ pub mod progtype;
 pub mod unstable;
 pub(crate) use unstable::{analysis, btf, elf, insn, section};
 
-pub use inspect::{inspect, inspect_disassembled, Disassembly};
+pub use inspect::{
+    inspect, inspect_disassembled, inspect_disassembled_with, inspect_with, Disassembly, InspectOptions, TargetBtf,
+    TargetBtfError,
+};
 pub use metadata::{
     AttachType, Capability, ClassSet, InspectError, InspectErrorKind, KernelView, MapAccess, MapDef, ObjectReport,
     ProgType, ProgramMetadata,
