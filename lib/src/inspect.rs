@@ -2,13 +2,13 @@
 //! and report problems as typed [`InspectError`]s.
 
 use crate::analysis::{self, AnalysisError, Analyzed};
-use crate::unstable::core_reloc::{self, PoisonWhy};
 use crate::disasm;
 use crate::elf::{self, ElfError};
 use crate::kernel_view;
 use crate::metadata::{
     InspectError, InspectErrorKind, LoadRewrites, ObjectReport, PoisonReason, PoisonedInsn, SCHEMA_VERSION,
 };
+use crate::unstable::core_reloc::{self, PoisonWhy};
 
 /// Inspects one BPF ELF object: every program's capability metadata, or errors naming file, section and
 /// instruction. Never panics on malformed input; a program that cannot be analyzed is reported in

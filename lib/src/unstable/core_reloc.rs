@@ -19,7 +19,7 @@ use crate::btf::{
     KIND_FWD, KIND_INT, KIND_PTR, KIND_STRUCT, KIND_UNION, KIND_VAR,
 };
 use crate::elf::{Extern, Object, RelocTarget};
-use crate::insn::{RawInsn, INSN_SIZE, PSEUDO_KFUNC_CALL};
+use crate::insn::{RawInsn, INSN_SIZE};
 use crate::metadata::MapKind;
 
 /// The immediate of libbpf's poison for a failed CO-RE relocation (`0xbad2310`, "bad relo").
@@ -176,10 +176,11 @@ pub fn parse_core_relos(ext: &[u8], little_endian: bool, btf: &BtfIndex<'_>) -> 
     if len == 0 {
         return Ok(Vec::new());
     }
-    let start = hdr_len.checked_add(off).filter(|s| s % 4 == 0 || off % 4 == 0).ok_or_else(|| bad("bad offset", 24))?;
-    let end = start.checked_add(len).filter(|&e| e <= ext.len()).ok_or_else(|| bad("CO-RE records out of bounds", 24))?;
+    let start = hdr_len.checked_add(off).ok_or_else(|| bad("bad offset", 24))?;
+    let end =
+        start.checked_add(len).filter(|&e| e <= ext.len()).ok_or_else(|| bad("CO-RE records out of bounds", 24))?;
     let rec_size = u32_at(start).ok_or_else(|| bad("CO-RE record size truncated", start))? as usize;
-    if rec_size < 16 || rec_size % 4 != 0 {
+    if rec_size < 16 || !rec_size.is_multiple_of(4) {
         return Err(bad("CO-RE record size below 16 or not a multiple of 4", start));
     }
     let mut out = Vec::new();
@@ -203,7 +204,7 @@ pub fn parse_core_relos(ext: &[u8], little_endian: bool, btf: &BtfIndex<'_>) -> 
         for _ in 0..num {
             let w = |i: usize| u32_at(pos + 4 * i).unwrap_or(0);
             let (insn_off, type_id, access_off, kind) = (w(0), w(1), w(2), w(3));
-            if insn_off as usize % INSN_SIZE != 0 {
+            if !(insn_off as usize).is_multiple_of(INSN_SIZE) {
                 return Err(bad("instruction offset not a multiple of 8", pos));
             }
             let access = btf.name(access_off).ok_or_else(|| bad("accessor string outside the string table", pos))?;
@@ -265,7 +266,7 @@ impl Target {
         self.btf.index().type_count()
     }
 
-    /// Whether the kernel has `enum bpf_func_id` value `BPF_FUNC_<name>`... kept simple: the types named so.
+    /// The ids of the types whose essential name is `essential`, in id order.
     fn named(&self, essential: &str) -> &[u32] {
         self.by_name.get(essential).map_or(&[], Vec::as_slice)
     }
@@ -443,9 +444,11 @@ fn externs(obj: &mut Object, local: &BtfIndex<'_>, tidx: &BtfIndex<'_>, target: 
     let mut names: Vec<&str> = ksyms.iter().map(|v| v.name.as_str()).collect();
     names.sort_unstable();
     let find = |name: &str, kind: u32| {
-        target.named(essential_name(name)).iter().copied().find(|&id| {
-            tidx.kind_and_name(id).is_some_and(|(k, off)| k == kind && tidx.name(off) == Some(name))
-        })
+        target
+            .named(essential_name(name))
+            .iter()
+            .copied()
+            .find(|&id| tidx.kind_and_name(id).is_some_and(|(k, off)| k == kind && tidx.name(off) == Some(name)))
     };
     // Per extern: Some(poison imm) for a poisoned kfunc, None when it resolves.
     let mut kfunc_poison: HashMap<String, i32> = HashMap::new();
@@ -520,7 +523,6 @@ fn externs(obj: &mut Object, local: &BtfIndex<'_>, tidx: &BtfIndex<'_>, target: 
         for (i, name) in hits {
             let insn = sec.insns[i];
             if let (Some(&imm), true) = (kfunc_poison.get(&name), insn.code == crate::insn::CALL) {
-                let _ = PSEUDO_KFUNC_CALL;
                 sec.insns[i] = poison(imm);
                 sec.relocs.remove(&i);
                 out.poisoned.push(Poisoned {
@@ -540,6 +542,10 @@ fn externs(obj: &mut Object, local: &BtfIndex<'_>, tidx: &BtfIndex<'_>, target: 
         }
     }
 }
+
+/// A type chain that is broken or nests too deep to compare (libbpf's `-EINVAL`): the load fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broken;
 
 /// A type after typedefs and modifiers: its id, and the type (`None` for `void`).
 type Resolved = (u32, Option<BtfType>);
@@ -681,7 +687,7 @@ pub fn types_are_compat(
     t: &BtfIndex<'_>,
     mut tid: u32,
     level: i32,
-) -> Result<bool, ()> {
+) -> Result<bool, Broken> {
     if !kinds_compat(kind_of(l, lid), kind_of(t, tid)) {
         return Ok(false);
     }
@@ -689,10 +695,10 @@ pub fn types_are_compat(
     loop {
         depth -= 1;
         if depth < 0 {
-            return Err(());
+            return Err(Broken);
         }
-        let (lr, lt) = skip(l, lid).ok_or(())?;
-        let (tr, tt) = skip(t, tid).ok_or(())?;
+        let (_, lt) = skip(l, lid).ok_or(Broken)?;
+        let (_, tt) = skip(t, tid).ok_or(Broken)?;
         let (lk, tk) = (kind_num(&lt), kind_num(&tt));
         if !kinds_compat(lk, tk) {
             return Ok(false);
@@ -715,7 +721,7 @@ pub fn types_are_compat(
                 }
                 for (a, b) in lp.iter().zip(&tp) {
                     if level <= 0 {
-                        return Err(());
+                        return Err(Broken);
                     }
                     let a = l.resolve(*a).unwrap_or(*a);
                     let b = t.resolve(*b).unwrap_or(*b);
@@ -728,15 +734,14 @@ pub fn types_are_compat(
             }
             _ => return Ok(false),
         }
-        let _ = (lr, tr);
     }
 }
 
 /// `bpf_core_fields_are_compat`.
-fn fields_are_compat(l: &BtfIndex<'_>, mut lid: u32, t: &BtfIndex<'_>, mut tid: u32) -> Result<bool, ()> {
+fn fields_are_compat(l: &BtfIndex<'_>, mut lid: u32, t: &BtfIndex<'_>, mut tid: u32) -> Result<bool, Broken> {
     loop {
-        let (_, lt) = skip(l, lid).ok_or(())?;
-        let (_, tt) = skip(t, tid).ok_or(())?;
+        let (_, lt) = skip(l, lid).ok_or(Broken)?;
+        let (_, tt) = skip(t, tid).ok_or(Broken)?;
         let (lk, tk) = (kind_num(&lt), kind_num(&tt));
         if is_composite(lk) && is_composite(tk) {
             return Ok(true);
@@ -777,18 +782,18 @@ pub fn types_match(
     mut tid: u32,
     mut behind_ptr: bool,
     level: i32,
-) -> Result<bool, ()> {
+) -> Result<bool, Broken> {
     if level <= 0 {
-        return Err(());
+        return Err(Broken);
     }
     let mut depth = 32;
     loop {
         depth -= 1;
         if depth < 0 {
-            return Err(());
+            return Err(Broken);
         }
-        let (_, lt) = skip(l, lid).ok_or(())?;
-        let (_, tt) = skip(t, tid).ok_or(())?;
+        let (_, lt) = skip(l, lid).ok_or(Broken)?;
+        let (_, tt) = skip(t, tid).ok_or(Broken)?;
         let (lname, tname) = (lt.as_ref().map_or(0, |x| x.name_off), tt.as_ref().map_or(0, |x| x.name_off));
         if !names_match(l, lname, t, tname) {
             return Ok(false);
@@ -949,7 +954,8 @@ fn parse_spec(b: &BtfIndex<'_>, relo: &CoreRelo, kind: ReloKind) -> Result<Spec,
         spec.raw.push(v as u32);
         rest = &t[sign + digits..];
     }
-    let (mut id, t) = skip(b, relo.type_id).ok_or_else(|| format!("type [{}] is not in the object's BTF", relo.type_id))?;
+    let (mut id, t) =
+        skip(b, relo.type_id).ok_or_else(|| format!("type [{}] is not in the object's BTF", relo.type_id))?;
     let first = spec.raw[0];
     spec.acc.push(Acc { type_id: id, idx: first, name: None });
     if kind.is_enumval() {
@@ -1093,7 +1099,8 @@ fn calc_field(
             v = true;
         }
         ReloKind::FieldLshiftU64 => {
-            out.val = u64::from(64u32.wrapping_sub(bit_off.wrapping_add(bit_sz).wrapping_sub(byte_off.wrapping_mul(8))));
+            out.val =
+                u64::from(64u32.wrapping_sub(bit_off.wrapping_add(bit_sz).wrapping_sub(byte_off.wrapping_mul(8))));
         }
         ReloKind::FieldRshiftU64 => {
             out.val = u64::from(64u32.wrapping_sub(bit_sz));
@@ -1106,7 +1113,6 @@ fn calc_field(
     }
     Ok(out)
 }
-
 
 /// The relocation engine over one object's BTF and one target, with libbpf's candidate cache.
 struct Relocator<'a, 'l, 't> {
@@ -1217,9 +1223,11 @@ impl Relocator<'_, '_, '_> {
                     let ot = self.local.type_by_id(o.type_id);
                     let nt = self.target.type_by_id(n.type_id);
                     let (ok, nk) = (kind_num(&ot), kind_num(&nt));
-                    let unsigned_ints =
-                        ok == KIND_INT && nk == KIND_INT && int_encoding(&ot) != INT_SIGNED && int_encoding(&nt) != INT_SIGNED;
-                    res.fail_memsz_adjust = !(ok == KIND_PTR && nk == KIND_PTR) && !unsigned_ints;
+                    let unsigned_ints = ok == KIND_INT
+                        && nk == KIND_INT
+                        && int_encoding(&ot) != INT_SIGNED
+                        && int_encoding(&nt) != INT_SIGNED;
+                    res.fail_memsz_adjust = !(unsigned_ints || ok == KIND_PTR && nk == KIND_PTR);
                 }
             } else if kind.is_type() {
                 res.orig_val = self.type_val(self.local, kind, Some(local))?;
@@ -1267,7 +1275,7 @@ impl Relocator<'_, '_, '_> {
             return match ok {
                 Ok(true) => Ok(Some(spec)),
                 Ok(false) => Ok(None),
-                Err(()) => Err("type comparison failed".into()),
+                Err(Broken) => Err("type comparison failed".into()),
             };
         }
         if kind.is_enumval() {
@@ -1341,7 +1349,7 @@ impl Relocator<'_, '_, '_> {
                 }
             } else if tname == lname {
                 spec.acc.push(Acc { type_id: targ_id, idx: i as u32, name: Some(tname.to_owned()) });
-                if fields_are_compat(l, lmtype, t, mtype).map_err(|()| "field comparison failed")? {
+                if fields_are_compat(l, lmtype, t, mtype).map_err(|Broken| "field comparison failed")? {
                     return Ok(Some(mtype));
                 }
                 spec.acc.pop();
@@ -1363,7 +1371,9 @@ fn enum_val(b: &BtfIndex<'_>, kind: ReloKind, spec: Option<&Spec>) -> Result<u64
             let acc = &spec.acc[0];
             match b.type_by_id(acc.type_id).map(|t| t.kind) {
                 // An enum's value is a signed 32-bit number, widened as libbpf widens it.
-                Some(BtfKind::Enum { values, .. }) => Ok(values.get(acc.idx as usize).map_or(0, |v| v.value as i64 as u64)),
+                Some(BtfKind::Enum { values, .. }) => {
+                    Ok(values.get(acc.idx as usize).map_or(0, |v| i64::from(v.value) as u64))
+                }
                 Some(BtfKind::Enum64 { values, .. }) => Ok(values.get(acc.idx as usize).map_or(0, |v| v.value)),
                 _ => Err(CalcErr::Fail("not an enum".into())),
             }
@@ -1398,14 +1408,14 @@ pub fn patch_insn(insns: &mut [RawInsn], i: usize, res: &ReloRes) -> Result<bool
             if insn.code & 0x08 != 0 {
                 return Err("ALU instruction with a register operand".into());
             }
-            if res.validate && insn.imm as i64 as u64 != orig {
+            if res.validate && i64::from(insn.imm) as u64 != orig {
                 return Err(format!("unexpected ALU immediate: got {}, expected {orig}", insn.imm));
             }
             insns[i].imm = new as i32;
         }
         // LDX, ST, STX
         0x01..=0x03 => {
-            if res.validate && insn.off as i64 as u64 != orig {
+            if res.validate && i64::from(insn.off) as u64 != orig {
                 return Err(format!("unexpected memory offset: got {}, expected {orig}", insn.off));
             }
             if new > i16::MAX as u64 {
@@ -1491,10 +1501,11 @@ mod tests {
         let int = l.int("int", 4, INT_SIGNED);
         let u64_ = l.int("unsigned long long", 8, 0);
         l.str("task");
-        let m: Vec<u32> = [("pid", int, 0), ("start", u64_, 64), ("state", int, 3 << 24 | 128), ("flags", int, 5 << 24 | 131)]
-            .iter()
-            .flat_map(|&(n, t, o)| [l.str(n), t, o])
-            .collect();
+        let m: Vec<u32> =
+            [("pid", int, 0), ("start", u64_, 64), ("state", int, 3 << 24 | 128), ("flags", int, 5 << 24 | 131)]
+                .iter()
+                .flat_map(|&(n, t, o)| [l.str(n), t, o])
+                .collect();
         let task = l.add("task", KIND_STRUCT, 4, true, 24, &m);
         let mut t = Btf::new();
         let tint = t.int("int", 4, INT_SIGNED);
@@ -1548,7 +1559,10 @@ mod tests {
         // flags: 5 bits at bit 131 locally, at bit 100 in the kernel; read as a 4-byte word.
         assert_eq!(vals(calc(&l, &t, task, "0:3", ReloKind::FieldByteOffset)), ok(16, 12));
         assert_eq!(vals(calc(&l, &t, task, "0:3", ReloKind::FieldByteSize)), ok(4, 4));
-        assert_eq!(vals(calc(&l, &t, task, "0:3", ReloKind::FieldLshiftU64)), ok(64 - (131 + 5 - 128), 64 - (100 + 5 - 96)));
+        assert_eq!(
+            vals(calc(&l, &t, task, "0:3", ReloKind::FieldLshiftU64)),
+            ok(64 - (131 + 5 - 128), 64 - (100 + 5 - 96))
+        );
         assert_eq!(vals(calc(&l, &t, task, "0:3", ReloKind::FieldRshiftU64)), ok(59, 59));
         assert_eq!(vals(calc(&l, &t, task, "0:3", ReloKind::FieldSigned)), ok(1, 1));
         assert_eq!(vals(calc(&l, &t, task, "0:1", ReloKind::FieldSigned)), ok(0, 0));
@@ -1707,7 +1721,9 @@ mod tests {
         for kernel in ["6.1", "6.12", "sid"] {
             let blob = std::fs::read(repo().join(format!("tests/fixtures/btf/libbpf-tools-{kernel}.min.btf"))).unwrap();
             let target = Target::parse(&blob).expect("kernel BTF");
-            let full = full_dir.as_ref().map(|d| Target::parse(&std::fs::read(d.join(format!("vmlinux-{kernel}.btf"))).unwrap()).unwrap());
+            let full = full_dir
+                .as_ref()
+                .map(|d| Target::parse(&std::fs::read(d.join(format!("vmlinux-{kernel}.btf"))).unwrap()).unwrap());
             for path in tools() {
                 let bytes = std::fs::read(&path).unwrap();
                 let mut obj = Object::parse(&bytes).expect("parses");
@@ -1766,8 +1782,7 @@ mod tests {
         let bytes = std::fs::read(repo().join("corpus/embedded/libbpf-tools/mountsnoop.0.o")).unwrap();
         let mut obj = Object::parse(&bytes).unwrap();
         let heap = obj.maps.iter().position(|m| m.name == "heap").expect("heap");
-        let btf_maps: Vec<&str> =
-            obj.maps.iter().filter(|m| m.kind == MapKind::Btf).map(|m| m.name.as_str()).collect();
+        let btf_maps: Vec<&str> = obj.maps.iter().filter(|m| m.kind == MapKind::Btf).map(|m| m.name.as_str()).collect();
         let libbpf_idx = btf_maps.iter().position(|&m| m == "heap").unwrap() as i32;
         let not_created = vec!["heap".to_owned()];
         let out = rewrite(&mut obj, None, &LoaderChoices { not_created: &not_created });

@@ -661,7 +661,12 @@ impl Object {
                 Err(_) => continue,
             };
             let by_name = |n: &str| {
-                n == "license" || n == ".BTF" || n == ".BTF.ext" || n == "maps" || n.starts_with("maps/") || n == ".maps"
+                n == "license"
+                    || n == ".BTF"
+                    || n == ".BTF.ext"
+                    || n == "maps"
+                    || n.starts_with("maps/")
+                    || n == ".maps"
             };
             if sh_flags & u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR) == 0 && !by_name(name) {
                 continue;
