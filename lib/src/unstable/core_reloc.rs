@@ -1800,3 +1800,75 @@ mod tests {
         assert_eq!(left.count(), 0);
     }
 }
+
+#[cfg(test)]
+mod extern_tests {
+    use super::*;
+    use bpfgate_test_support::btf::{Btf, INT_SIGNED, KIND_DATASEC, KIND_FUNC, KIND_FUNC_PROTO};
+    use bpfgate_test_support::elf::{Elf, STB_GLOBAL, STT_NOTYPE};
+    use bpfgate_test_support::insn::Insn;
+
+    /// A kprobe calling kfunc `bpf_foo(int)`, declared weak or not.
+    fn object(weak: bool) -> Vec<u8> {
+        let mut b = Btf::new();
+        let int = b.int("int", 4, INT_SIGNED);
+        let x = b.str("x");
+        let proto = b.add("", KIND_FUNC_PROTO, 1, false, int, &[x, int]);
+        let func = b.add("bpf_foo", KIND_FUNC, 2, false, proto, &[]);
+        b.add(".ksyms", KIND_DATASEC, 1, false, 0, &[func, 0, 0]);
+        let code = [Insn::new(0x85, 0, 2, 0, -1), Insn::new(0x95, 0, 0, 0, 0)];
+        let (mut e, s) = Elf::program("kprobe/x", "prog", &code, 2);
+        e.btf(b.finish());
+        let binding = if weak { 2 << 4 } else { STB_GLOBAL };
+        let sym = e.symbol("bpf_foo", binding | STT_NOTYPE, 0, 0, 0);
+        e.rel(s, [(0, sym, 10)]);
+        e.finish()
+    }
+
+    /// A kernel with `bpf_foo` taking `params` ints, or without it.
+    fn kernel(params: Option<u32>) -> Target {
+        let mut b = Btf::new();
+        let int = b.int("int", 4, INT_SIGNED);
+        if let Some(n) = params {
+            let x = b.str("x");
+            let tail: Vec<u32> = (0..n).flat_map(|_| [x, int]).collect();
+            let proto = b.add("", KIND_FUNC_PROTO, n, false, int, &tail);
+            b.add("bpf_foo", KIND_FUNC, 1, false, proto, &[]);
+        }
+        Target::parse(&b.finish()).expect("BTF")
+    }
+
+    fn run(weak: bool, params: Option<u32>) -> (Object, Outcome) {
+        let mut obj = Object::parse(&object(weak)).expect("parses");
+        assert_eq!(obj.weak_externs, if weak { vec!["bpf_foo".to_owned()] } else { Vec::new() });
+        let out = rewrite(&mut obj, Some(&kernel(params)), &LoaderChoices::default());
+        (obj, out)
+    }
+
+    #[test]
+    fn a_kfunc_the_kernel_has_is_left_alone() {
+        let (obj, out) = run(true, Some(1));
+        assert_eq!((out.poisoned.len(), out.errors.len()), (0, 0));
+        assert!(matches!(obj.sections[0].relocs.get(&0), Some(RelocTarget::Extern { .. })));
+    }
+
+    #[test]
+    fn a_weak_kfunc_the_kernel_lacks_or_declares_otherwise_is_poisoned() {
+        for params in [None, Some(2)] {
+            let (obj, out) = run(true, params);
+            assert!(out.errors.is_empty(), "{:?}", out.errors);
+            assert_eq!(out.poisoned[0].why, PoisonWhy::KfuncMissing { name: "bpf_foo".into() });
+            let insn = obj.sections[0].insns[0];
+            assert_eq!((insn.code, insn.src, insn.imm), (0x85, 0, POISON_KFUNC_BASE), "extern #0");
+            assert!(obj.sections[0].relocs.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_missing_kfunc_that_is_not_weak_fails_the_load() {
+        let (obj, out) = run(false, None);
+        assert!(out.poisoned.is_empty());
+        assert!(matches!(&out.errors[..], [CoreError::Extern { name, .. }] if name == "bpf_foo"), "{:?}", out.errors);
+        assert_eq!(obj.sections[0].insns[0].imm, -1, "left as compiled");
+    }
+}
