@@ -233,9 +233,8 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
 pub fn load_note(rw: &bpfgate::metadata::LoadRewrites) -> Option<String> {
     if !rw.target_btf && rw.core_relocations > 0 {
         return Some(format!(
-            "{} CO-RE relocations judged as compiled: libbpf rewrites them for the kernel it loads on, and poisons \
-             code for fields, types and maps that kernel lacks; give --btf (and --no-create for maps the loader \
-             leaves out) to judge what that kernel will see",
+            "{} CO-RE relocations judged as compiled: libbpf rewrites them at load for the kernel (offsets, and \
+             poison for what it lacks); --btf judges what that kernel will see",
             rw.core_relocations
         ));
     }
