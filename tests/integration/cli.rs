@@ -111,7 +111,8 @@ fn inspect_btf_reports_the_load_rewrites() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["load_rewrites"], serde_json::json!({"core_relocations": 21, "target_btf": false}));
     let text = bpfgate(&["inspect", RUNQLAT]);
-    assert!(String::from_utf8_lossy(&text.stdout).contains("21 CO-RE relocations judged as compiled: libbpf rewrites them at load"));
+    assert!(String::from_utf8_lossy(&text.stdout)
+        .contains("21 CO-RE relocations judged as compiled: libbpf rewrites them at load"));
 
     let out = bpfgate(&["inspect", "--format", "json", "--btf", BTF_612, RUNQLAT]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

@@ -739,7 +739,9 @@ pub fn types_are_compat(
 
 /// `bpf_core_fields_are_compat`.
 fn fields_are_compat(l: &BtfIndex<'_>, mut lid: u32, t: &BtfIndex<'_>, mut tid: u32) -> Result<bool, Broken> {
-    loop {
+    // libbpf recurses through array elements without a bound; malformed BTF may loop, so stop where its other
+    // comparisons stop.
+    for _ in 0..32 {
         let (_, lt) = skip(l, lid).ok_or(Broken)?;
         let (_, tt) = skip(t, tid).ok_or(Broken)?;
         let (lk, tk) = (kind_num(&lt), kind_num(&tt));
@@ -763,6 +765,7 @@ fn fields_are_compat(l: &BtfIndex<'_>, mut lid: u32, t: &BtfIndex<'_>, mut tid: 
             _ => return Ok(false),
         }
     }
+    Err(Broken)
 }
 
 /// `bpf_core_names_match`.
@@ -1037,7 +1040,9 @@ fn calc_field(
     let acc = spec.acc.last().ok_or_else(|| CalcErr::Fail("empty spec".into()))?;
     let elem_size = |id: u32| -> Result<u32, CalcErr> {
         let (mut eid, mut t) = skip(b, id).ok_or_else(|| CalcErr::Fail("bad type".into()))?;
-        while let Some((e, _)) = array(&t) {
+        // Bounded: arrays of arrays may loop in malformed BTF.
+        for _ in 0..32 {
+            let Some((e, _)) = array(&t) else { break };
             (eid, t) = skip(b, e).ok_or_else(|| CalcErr::Fail("bad type".into()))?;
         }
         b.size_of(eid).ok_or_else(|| CalcErr::Fail("element size unknown".into()))
@@ -1070,7 +1075,8 @@ fn calc_field(
             return Err(CalcErr::Fail("bitfield of a type without size".into()));
         }
         let mut byte_off = bit_off / 8 / byte_sz * byte_sz;
-        while bit_off + bit_sz - byte_off * 8 > byte_sz * 8 {
+        // In u64: offsets near 2^32 in malformed BTF must not overflow.
+        while u64::from(bit_off) + u64::from(bit_sz) - u64::from(byte_off) * 8 > u64::from(byte_sz) * 8 {
             if byte_sz >= 8 {
                 return Err(CalcErr::Fail("bitfield cannot be read with a 64-bit load".into()));
             }
