@@ -32,6 +32,9 @@ mod ops;
 // `bpfgate enforce`'s kernel preconditions (issue 16).
 #[path = "live/preflight.rs"]
 mod preflight;
+// libbpf-tools: `check --gate --btf` against the gate (issue 17).
+#[path = "live/tools.rs"]
+mod tools;
 
 mod smoke_skel {
     include!(concat!(env!("OUT_DIR"), "/smoke.skel.rs"));

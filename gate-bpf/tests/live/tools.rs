@@ -1,0 +1,176 @@
+//! Debian's libbpf-tools objects under the gate (issue 17): `bpfgate check --gate --btf /sys/kernel/btf/vmlinux`
+//! predicts the gate's decision for CO-RE programs, which libbpf rewrites before they reach the kernel.
+//!
+//! Each program is loaded alone by libbpf, as the tool would load it: `heap` not created where the object has one
+//! (libbpf-tools' compat code does that on every kernel with ring buffers), the rest as declared. Programs the
+//! library cannot judge after the rewriting are listed, not compared.
+
+use std::ffi::{CStr, CString};
+
+use bpfgate::policy::{Decision, Policy, Subject};
+use bpfgate::{InspectOptions, TargetBtf};
+use bpfgate_gate::event::VERDICT_DENY;
+use libbpf_rs::libbpf_sys;
+
+use super::gate::{named, this_exe, Live};
+use super::live;
+
+/// See gate.rs: straight to stderr, the evidence in the VM logs.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+macro_rules! tools {
+    ($($t:literal),* $(,)?) => {
+        &[$(($t, include_bytes!(concat!("../../../corpus/embedded/libbpf-tools/", $t, ".0.o")) as &[u8])),*]
+    };
+}
+
+/// Every libbpf-tools object of the corpus (Debian's libbpf-tools 0.26.0, corpus/MANIFEST.tsv).
+const TOOLS: &[(&str, &[u8])] = tools![
+    "bashreadline",
+    "bindsnoop",
+    "biolatency",
+    "biopattern",
+    "biosnoop",
+    "biostacks",
+    "biotop",
+    "bitesize",
+    "cachestat",
+    "capable",
+    "cpudist",
+    "cpufreq",
+    "drsnoop",
+    "execsnoop",
+    "exitsnoop",
+    "filelife",
+    "filetop",
+    "fsdist",
+    "fsslower",
+    "funclatency",
+    "gethostlatency",
+    "hardirqs",
+    "javagc",
+    "klockstat",
+    "ksnoop",
+    "llcstat",
+    "mdflush",
+    "mountsnoop",
+    "numamove",
+    "offcputime",
+    "oomkill",
+    "opensnoop",
+    "readahead",
+    "runqlat",
+    "runqlen",
+    "runqslower",
+    "sigsnoop",
+    "slabratetop",
+    "softirqs",
+    "solisten",
+    "statsnoop",
+    "syscount",
+    "tcpconnect",
+    "tcpconnlat",
+    "tcplife",
+    "tcprtt",
+    "tcpstates",
+    "tcpsynbl",
+    "tcptop",
+    "tcptracer",
+    "vfsstat",
+    "wakeuptime",
+];
+
+/// Loads program `prog` of an object with libbpf, the maps in `not_created` left out.
+fn load(bytes: &[u8], prog: &str, not_created: &[String]) {
+    let opts = libbpf_sys::bpf_object_open_opts {
+        sz: size_of::<libbpf_sys::bpf_object_open_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: the buffer outlives the call (libbpf copies it); opts is a valid, sized options struct.
+    let obj = unsafe { libbpf_sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len() as _, &opts) };
+    // SAFETY: libbpf_get_error accepts any pointer returned by libbpf.
+    if obj.is_null() || unsafe { libbpf_sys::libbpf_get_error(obj.cast()) } != 0 {
+        return;
+    }
+    let mut p = std::ptr::null_mut();
+    loop {
+        // SAFETY: obj is a live object; p is null or a program of obj.
+        p = unsafe { libbpf_sys::bpf_object__next_program(obj, p) };
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: p is a program of obj; its name is a NUL-terminated string owned by libbpf.
+        let name = unsafe { CStr::from_ptr(libbpf_sys::bpf_program__name(p)) };
+        // SAFETY: p is a program of obj that is not loaded yet.
+        unsafe { libbpf_sys::bpf_program__set_autoload(p, name.to_bytes() == prog.as_bytes()) };
+    }
+    for m in not_created {
+        let c = CString::new(m.as_str()).expect("a map name");
+        // SAFETY: obj is a live, opened object; c is NUL-terminated.
+        let map = unsafe { libbpf_sys::bpf_object__find_map_by_name(obj, c.as_ptr()) };
+        if !map.is_null() {
+            // SAFETY: map is a map of obj, which is not loaded yet.
+            unsafe { libbpf_sys::bpf_map__set_autocreate(map, false) };
+        }
+    }
+    // SAFETY: obj is a live, opened object. The result does not matter: the gate decides before the verifier,
+    // and a load libbpf stops earlier has no decision to compare.
+    unsafe { libbpf_sys::bpf_object__load(obj) };
+    // SAFETY: obj is closed exactly once; this unloads whatever loaded.
+    unsafe { libbpf_sys::bpf_object__close(obj) };
+}
+
+#[test]
+fn gate_libbpf_tools_match_check_gate_btf() {
+    let Some(_guard) = live("gate_libbpf_tools_match_check_gate_btf") else { return };
+    let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    let target = TargetBtf::parse(&vmlinux).expect("the kernel's BTF parses");
+    let exe = this_exe();
+    // Poison calls and helpers the kernel lacks count as `unknown` until they are known not to execute: a
+    // policy denying `unknown` tells the two treatments apart.
+    let text = format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: tools\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [unknown, user_write, send_signal, override_return]\n"
+    );
+    let policy = Policy::parse("tools.yaml", &text).expect("the test policy parses");
+    let subject = Subject { exe: Some(exe.clone()), cgroup: None, uid: Some(0) };
+    let mut g = Live::new();
+    g.install(&text);
+    g.take();
+    let (mut compared, mut denied, mut poisoned) = (0, 0, 0);
+    let (mut failures, mut unjudged) = (Vec::new(), Vec::new());
+    for &(tool, bytes) in TOOLS {
+        let plain = bpfgate::inspect(tool, bytes);
+        let not_created: Vec<String> =
+            plain.maps.iter().filter(|m| m.name == "heap").map(|m| m.name.clone()).collect();
+        let options = InspectOptions { target_btf: Some(&target), not_created };
+        let report = bpfgate::inspect_with(tool, bytes, &options);
+        poisoned += report.load_rewrites.as_ref().map_or(0, |r| r.poisoned.len());
+        unjudged.extend(report.errors.iter().map(|e| e.message.clone()));
+        for p in &report.programs {
+            load(bytes, &p.name, &options.not_created);
+            let events = g.take();
+            let Some(e) = named(&events, &p.name).last().copied() else { continue };
+            let want = policy.evaluate(&subject, &bpfgate::kernel_view::judged(p, &report.maps), &report.maps);
+            let gate_denies = e.verdict == VERDICT_DENY;
+            compared += 1;
+            denied += usize::from(gate_denies);
+            if gate_denies != (want.decision == Decision::Deny) {
+                failures.push(format!("{tool} {}: gate {} / check --gate --btf {want}", p.name, g.describe(e)));
+            }
+        }
+    }
+    report!(
+        "libbpf-tools: check --gate --btf against the gate: {compared} programs, {denied} denied by both, \
+         {poisoned} instructions poisoned; {} not judged by the library:\n  {}",
+        unjudged.len(),
+        unjudged.join("\n  ")
+    );
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(compared >= 100, "only {compared} programs compared");
+}
