@@ -146,8 +146,7 @@ fn gate_libbpf_tools_match_check_gate_btf() {
     let (mut failures, mut unjudged) = (Vec::new(), Vec::new());
     for &(tool, bytes) in TOOLS {
         let plain = bpfgate::inspect(tool, bytes);
-        let not_created: Vec<String> =
-            plain.maps.iter().filter(|m| m.name == "heap").map(|m| m.name.clone()).collect();
+        let not_created: Vec<String> = plain.maps.iter().filter(|m| m.name == "heap").map(|m| m.name.clone()).collect();
         let options = InspectOptions { target_btf: Some(&target), not_created };
         let report = bpfgate::inspect_with(tool, bytes, &options);
         poisoned += report.load_rewrites.as_ref().map_or(0, |r| r.poisoned.len());
