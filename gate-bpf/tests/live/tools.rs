@@ -173,3 +173,113 @@ fn gate_libbpf_tools_match_check_gate_btf() {
     assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
     assert!(compared >= 100, "only {compared} programs compared");
 }
+
+/// The instructions libbpf submits for program `prog` (loaded alone, `not_created` maps left out), as libbpf
+/// keeps them after its relocations; `None` when libbpf stopped before relocating.
+fn libbpf_insns(bytes: &[u8], prog: &str, not_created: &[String]) -> Option<Vec<bpfgate::unstable::insn::RawInsn>> {
+    let opts = libbpf_sys::bpf_object_open_opts {
+        sz: size_of::<libbpf_sys::bpf_object_open_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: as in `load`.
+    let obj = unsafe { libbpf_sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len() as _, &opts) };
+    // SAFETY: libbpf_get_error accepts any pointer returned by libbpf.
+    if obj.is_null() || unsafe { libbpf_sys::libbpf_get_error(obj.cast()) } != 0 {
+        return None;
+    }
+    let (mut p, mut ours) = (std::ptr::null_mut(), std::ptr::null_mut());
+    loop {
+        // SAFETY: obj is a live object; p is null or a program of obj.
+        p = unsafe { libbpf_sys::bpf_object__next_program(obj, p) };
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: p is a program of obj; its name is a NUL-terminated string owned by libbpf.
+        let mine = unsafe { CStr::from_ptr(libbpf_sys::bpf_program__name(p)) }.to_bytes() == prog.as_bytes();
+        if mine {
+            ours = p;
+        }
+        // SAFETY: p is a program of obj that is not loaded yet.
+        unsafe { libbpf_sys::bpf_program__set_autoload(p, mine) };
+    }
+    for m in not_created {
+        let c = CString::new(m.as_str()).expect("a map name");
+        // SAFETY: obj is a live, opened object; c is NUL-terminated.
+        let map = unsafe { libbpf_sys::bpf_object__find_map_by_name(obj, c.as_ptr()) };
+        if !map.is_null() {
+            // SAFETY: map is a map of obj, which is not loaded yet.
+            unsafe { libbpf_sys::bpf_map__set_autocreate(map, false) };
+        }
+    }
+    // SAFETY: obj is a live, opened object; whether the kernel accepts the program does not matter here.
+    unsafe { libbpf_sys::bpf_object__load(obj) };
+    let mut out = None;
+    if !ours.is_null() {
+        // SAFETY: ours is a program of obj, still open; libbpf owns the instructions until the object closes.
+        let (insns, n) = unsafe { (libbpf_sys::bpf_program__insns(ours), libbpf_sys::bpf_program__insn_cnt(ours)) };
+        if !insns.is_null() && n > 0 {
+            // SAFETY: libbpf's instructions are `n` contiguous 8-byte `struct bpf_insn`s.
+            let raw = unsafe { std::slice::from_raw_parts(insns.cast::<u8>(), n as usize * 8) };
+            out = Some(raw.chunks_exact(8).filter_map(|b| bpfgate::unstable::insn::RawInsn::parse(b, true)).collect());
+        }
+    }
+    // SAFETY: obj is closed exactly once.
+    unsafe { libbpf_sys::bpf_object__close(obj) };
+    out
+}
+
+/// libbpf's own CO-RE relocation on this kernel against the library's: every instruction a CO-RE relocation
+/// record names, and every one the library poisons, in each program's entry function, equal to what libbpf
+/// submits. No gate: libbpf only has to get as far as relocating.
+#[test]
+fn gate_libbpf_tools_relocated_as_libbpf_does() {
+    use bpfgate::unstable::{btf, core_reloc, elf};
+    let Some(_guard) = live("gate_libbpf_tools_relocated_as_libbpf_does") else { return };
+    let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    let target = core_reloc::Target::parse(&vmlinux).expect("the kernel's BTF parses");
+    let (mut compared, mut programs, mut poisoned) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for &(tool, bytes) in TOOLS {
+        let mut obj = elf::Object::parse(bytes).expect("parses");
+        let not_created: Vec<String> = obj.maps.iter().filter(|m| m.name == "heap").map(|m| m.name.clone()).collect();
+        let relos = match (&obj.btf_data, &obj.btf_ext_data) {
+            (Some(b), Some(e)) => {
+                core_reloc::parse_core_relos(e, true, &btf::index(b, true).expect("BTF")).expect(".BTF.ext")
+            }
+            _ => Vec::new(),
+        };
+        let out =
+            core_reloc::rewrite(&mut obj, Some(&target), &core_reloc::LoaderChoices { not_created: &not_created });
+        assert!(out.errors.is_empty(), "{tool}: {:?}", out.errors);
+        for p in &obj.programs {
+            let sec = &obj.sections[p.section];
+            let (start, end) = (p.start, sec.func_end(p.start));
+            let mut touched: Vec<usize> = relos
+                .iter()
+                .filter(|r| r.section == sec.name)
+                .map(|r| r.insn)
+                .chain(out.poisoned.iter().filter(|x| x.section == sec.name).flat_map(|x| [x.insn, x.insn + 1]))
+                .filter(|&i| (start..end).contains(&i))
+                .collect();
+            touched.sort_unstable();
+            touched.dedup();
+            if touched.is_empty() {
+                continue;
+            }
+            let Some(theirs) = libbpf_insns(bytes, &p.name, &not_created) else { continue };
+            programs += 1;
+            poisoned += out.poisoned.iter().filter(|x| x.section == sec.name && (start..end).contains(&x.insn)).count();
+            for i in touched {
+                let (ours, libbpf) = (sec.insns[i], theirs.get(i - start).copied());
+                // ld_imm64 of a relocated value: compare what CO-RE writes (code, registers, both immediates).
+                compared += 1;
+                if Some(ours) != libbpf {
+                    failures.push(format!("{tool} {} insn {i}: ours {ours:?}, libbpf {libbpf:?}", p.name));
+                }
+            }
+        }
+    }
+    report!("libbpf-tools: {compared} relocated or poisoned instructions in {programs} programs equal to libbpf's ({poisoned} poisoned)");
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(programs >= 50 && compared >= 300, "{programs} programs, {compared} instructions");
+}
