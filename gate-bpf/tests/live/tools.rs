@@ -229,8 +229,9 @@ fn libbpf_insns(bytes: &[u8], prog: &str, not_created: &[String]) -> Option<Vec<
 }
 
 /// libbpf's own CO-RE relocation on this kernel against the library's: every instruction a CO-RE relocation
-/// record names, and every one the library poisons, in each program's entry function, equal to what libbpf
-/// submits. No gate: libbpf only has to get as far as relocating.
+/// record names, and every one the library poisons, in each program's entry function and its subprograms
+/// (placed where the library's linked layout puts them: where it could analyze the program, which the relocated
+/// object may not allow yet), equal to what libbpf submits. No gate: libbpf only has to get as far as relocating.
 #[test]
 fn gate_libbpf_tools_relocated_as_libbpf_does() {
     use bpfgate::unstable::{btf, core_reloc, elf};
@@ -251,30 +252,47 @@ fn gate_libbpf_tools_relocated_as_libbpf_does() {
         let out =
             core_reloc::rewrite(&mut obj, Some(&target), &core_reloc::LoaderChoices { not_created: &not_created });
         assert!(out.errors.is_empty(), "{tool}: {:?}", out.errors);
+        let layout = bpfgate::inspect(tool, bytes);
         for p in &obj.programs {
-            let sec = &obj.sections[p.section];
-            let (start, end) = (p.start, sec.func_end(p.start));
-            let mut touched: Vec<usize> = relos
-                .iter()
-                .filter(|r| r.section == sec.name)
-                .map(|r| r.insn)
-                .chain(out.poisoned.iter().filter(|x| x.section == sec.name).flat_map(|x| [x.insn, x.insn + 1]))
-                .filter(|&i| (start..end).contains(&i))
-                .collect();
-            touched.sort_unstable();
-            touched.dedup();
+            // (section position, section offset, linked offset) of the entry function and its subprograms. The
+            // layout does not depend on the rewriting, so the report of the object as compiled gives it.
+            let mut funcs = vec![(p.section, p.start, 0usize)];
+            if let Some(m) = layout.programs.iter().find(|m| m.name == p.name && m.section_offset as usize == p.start) {
+                for s in &m.subprograms {
+                    if let Some(pos) = obj.sections.iter().position(|c| c.name == s.section) {
+                        funcs.push((pos, s.section_offset as usize, s.start as usize));
+                    }
+                }
+            }
+            let mut touched = Vec::new();
+            for &(pos, start, linked) in &funcs {
+                let sec = &obj.sections[pos];
+                let end = sec.func_end(start);
+                let mut mine: Vec<usize> = relos
+                    .iter()
+                    .filter(|r| r.section == sec.name)
+                    .map(|r| r.insn)
+                    .chain(out.poisoned.iter().filter(|x| x.section == sec.name).flat_map(|x| [x.insn, x.insn + 1]))
+                    .filter(|&i| (start..end).contains(&i))
+                    .collect();
+                mine.sort_unstable();
+                mine.dedup();
+                poisoned +=
+                    out.poisoned.iter().filter(|x| x.section == sec.name && (start..end).contains(&x.insn)).count();
+                touched.extend(mine.into_iter().map(|i| (pos, i, linked + i - start)));
+            }
             if touched.is_empty() {
                 continue;
             }
             let Some(theirs) = libbpf_insns(bytes, &p.name, &not_created) else { continue };
             programs += 1;
-            poisoned += out.poisoned.iter().filter(|x| x.section == sec.name && (start..end).contains(&x.insn)).count();
-            for i in touched {
-                let (ours, libbpf) = (sec.insns[i], theirs.get(i - start).copied());
-                // ld_imm64 of a relocated value: compare what CO-RE writes (code, registers, both immediates).
+            for (pos, i, at) in touched {
+                let (ours, libbpf) = (obj.sections[pos].insns[i], theirs.get(at).copied());
                 compared += 1;
                 if Some(ours) != libbpf {
-                    failures.push(format!("{tool} {} insn {i}: ours {ours:?}, libbpf {libbpf:?}", p.name));
+                    let sec = &obj.sections[pos].name;
+                    failures
+                        .push(format!("{tool} {} {sec}:{i} (linked {at}): ours {ours:?}, libbpf {libbpf:?}", p.name));
                 }
             }
         }
