@@ -39,6 +39,15 @@ pub struct Args {
     /// it uses as written when it counts map_write. Without it, by the library's exact analysis.
     #[arg(long)]
     gate: bool,
+    /// The target kernel's BTF (`/sys/kernel/btf/vmlinux`, or a raw BTF file of another kernel): judge each
+    /// object as libbpf will load it there, CO-RE relocations applied and what fails poisoned. Without it,
+    /// CO-RE programs are judged as compiled and the report says so.
+    #[arg(long, value_name = "FILE")]
+    btf: Option<PathBuf>,
+    /// A map the loader does not create (`bpf_map__set_autocreate(map, false)`, e.g. libbpf-tools' `heap` when
+    /// the kernel has ring buffers): its loads are poisoned as libbpf poisons them. Repeat for several.
+    #[arg(long = "no-create", value_name = "MAP")]
+    no_create: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// The attach target the loader sets at run time for a program (libbpf's `bpf_program__set_attach_target`,
@@ -71,6 +80,8 @@ struct JsonFile {
     file: String,
     errors: Vec<String>,
     programs: Vec<JsonProgram>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_rewrites: Option<bpfgate::metadata::LoadRewrites>,
 }
 
 #[derive(Serialize)]
@@ -131,6 +142,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for w in policy.lint() {
         eprintln!("{w}");
     }
+    let target = match &args.btf {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(bpfgate::TargetBtf::parse(&bytes).with_context(|| format!("{}", path.display()))?)
+        }
+        None => None,
+    };
+    let options =
+        bpfgate::InspectOptions { target_btf: target.as_ref(), not_created: args.no_create.clone(), overrides };
     let subject = Subject { exe: args.exe.clone(), cgroup: args.cgroup.clone(), uid: args.uid };
     let (mut denied, mut failed) = (false, false);
     let mut files = Vec::new();
@@ -138,7 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         let name = path.display().to_string();
         let report = match std::fs::read(path) {
-            Ok(bytes) => bpfgate::inspect_with(&name, &bytes, &overrides),
+            Ok(bytes) => bpfgate::inspect_with(&name, &bytes, &options),
             Err(e) => {
                 let mut r = bpfgate::inspect(&name, &[]);
                 let message = format!("{name}: cannot read file: {e}");
@@ -183,6 +203,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 verdict,
             });
         }
+        if let Some(note) = report.load_rewrites.as_ref().and_then(crate::inspect::load_note) {
+            let _ = writeln!(text_out, "{name}: note: {note}");
+        }
         if report.programs.is_empty() && report.errors.is_empty() {
             let _ = writeln!(text_out, "{name}: no programs");
         }
@@ -199,6 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             file: name,
             errors: report.errors.iter().map(|e| e.message.clone()).collect(),
             programs,
+            load_rewrites: report.load_rewrites.clone(),
         });
     }
     let mut out = std::io::stdout().lock();

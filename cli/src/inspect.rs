@@ -27,6 +27,13 @@ pub struct Args {
     /// of a large object. 0: one per core. The reports are the same whatever the number.
     #[arg(long, short = 'j', default_value_t = 0)]
     jobs: usize,
+    /// The target kernel's BTF (`/sys/kernel/btf/vmlinux` or a raw BTF file): report each object as libbpf will
+    /// load it there, CO-RE relocations applied and what fails poisoned.
+    #[arg(long, value_name = "FILE")]
+    btf: Option<PathBuf>,
+    /// A map the loader does not create: its loads are poisoned as libbpf poisons them. Repeat for several.
+    #[arg(long = "no-create", value_name = "MAP")]
+    no_create: Vec<String>,
     /// BPF ELF objects to inspect.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -41,7 +48,7 @@ struct Inspected {
 }
 
 /// Reads and inspects one file; `buf` is the worker's read buffer.
-fn inspect_one(path: &Path, format: Format, buf: &mut Vec<u8>) -> Inspected {
+fn inspect_one(path: &Path, format: Format, options: &bpfgate::InspectOptions<'_>, buf: &mut Vec<u8>) -> Inspected {
     // Borrowed for UTF-8 paths (no allocation); the same text as `display`, lossy otherwise.
     let name = path.to_string_lossy();
     let read = read_file(path, buf);
@@ -49,10 +56,10 @@ fn inspect_one(path: &Path, format: Format, buf: &mut Vec<u8>) -> Inspected {
     // The text report disassembles evidence, so it keeps the parsed object instead of parsing twice.
     let (report, obj) = match read.map(|len| &buf[..len]) {
         Ok(bytes) if matches!(format, Format::Text) => {
-            let (report, dis) = bpfgate::inspect_disassembled(&name, bytes);
+            let (report, dis) = bpfgate::inspect_disassembled_with(&name, bytes, options);
             (report, Some(dis))
         }
-        Ok(bytes) => (bpfgate::inspect(&name, bytes), None),
+        Ok(bytes) => (bpfgate::inspect_with(&name, bytes, options), None),
         Err(e) => {
             let mut r = bpfgate::inspect(&name, &[]);
             r.errors = vec![InspectError::new(&name, InspectErrorKind::Io, format!("{name}: cannot read file: {e}"))];
@@ -68,6 +75,7 @@ fn inspect_one(path: &Path, format: Format, buf: &mut Vec<u8>) -> Inspected {
 fn for_each_report(
     files: &[PathBuf],
     format: Format,
+    options: &bpfgate::InspectOptions<'_>,
     jobs: usize,
     mut each: impl FnMut(Inspected) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -76,7 +84,7 @@ fn for_each_report(
         // One read buffer for every file (see `read_file`).
         let mut buf = Vec::new();
         for path in files {
-            each(inspect_one(path, format, &mut buf))?;
+            each(inspect_one(path, format, options, &mut buf))?;
         }
         return Ok(());
     }
@@ -89,7 +97,7 @@ fn for_each_report(
                 let mut buf = Vec::new();
                 for path in files.iter().skip(w).step_by(jobs) {
                     // The receiver is gone only when writing failed; then there is nothing left to do.
-                    if tx.send(inspect_one(path, format, &mut buf)).is_err() {
+                    if tx.send(inspect_one(path, format, options, &mut buf)).is_err() {
                         break;
                     }
                 }
@@ -106,6 +114,18 @@ fn for_each_report(
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let target = match &args.btf {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(bpfgate::TargetBtf::parse(&bytes).with_context(|| format!("{}", path.display()))?)
+        }
+        None => None,
+    };
+    let options = bpfgate::InspectOptions {
+        target_btf: target.as_ref(),
+        not_created: args.no_create.clone(),
+        ..Default::default()
+    };
     let mut failed = false;
     let mut stdout = std::io::stdout().lock();
     // The reports of small objects are serialized into a Vec, written out every FLUSH_AT bytes: serde_json's many
@@ -118,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     bpfgate::unstable::analysis::set_threads(jobs);
     let pretty = args.files.len() == 1;
-    for_each_report(&args.files, args.format, jobs, |Inspected { report, obj, large }| {
+    for_each_report(&args.files, args.format, &options, jobs, |Inspected { report, obj, large }| {
         failed |= !report.errors.is_empty();
         if large {
             stdout.write_all(&out)?;
@@ -221,6 +241,9 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
             m.inner_map.as_deref().map(|i| format!(" inner map {i}")).unwrap_or_default()
         );
     }
+    if let Some(note) = report.load_rewrites.as_ref().and_then(load_note) {
+        let _ = writeln!(s, "  note: {note}");
+    }
     for p in &report.programs {
         let _ = writeln!(s, "\n  program {} (section {})", p.name, p.section);
         if p.kernel_name != p.name {
@@ -306,4 +329,21 @@ fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
         let _ = writeln!(s, "  error: {e}");
     }
     s
+}
+
+/// What a report's reader must know of the loader's rewriting: that CO-RE code was judged as compiled, or what
+/// the loader poisons for the target. `None` when there is nothing to say.
+pub fn load_note(rw: &bpfgate::metadata::LoadRewrites) -> Option<String> {
+    if !rw.target_btf && rw.core_relocations > 0 {
+        return Some(format!(
+            "{} CO-RE relocations judged as compiled: libbpf rewrites them at load for the kernel (offsets, and \
+             poison for what it lacks); --btf judges what that kernel will see",
+            rw.core_relocations
+        ));
+    }
+    if rw.poisoned.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = rw.poisoned.iter().map(|p| format!("{}:{} ({})", p.section, p.insn, p.what)).collect();
+    Some(format!("instructions the loader poisons (dead code the verifier removes): {}", list.join(", ")))
 }

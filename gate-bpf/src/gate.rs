@@ -498,10 +498,8 @@ impl Gate {
         // the entry is attached every call that notes a thread also drops the note (gate.bpf.c). lsm/bpf before
         // the hooks that read the command it notes (6.1). Map ownership before the load hook, so maps created from
         // now on have owners by the time programs using them load.
-        let pin_note = [
-            (&p.gate_obj_get_exit, "fexit/bpf_obj_get_user"),
-            (&p.gate_obj_get_enter, "fentry/bpf_obj_get_user"),
-        ];
+        let pin_note =
+            [(&p.gate_obj_get_exit, "fexit/bpf_obj_get_user"), (&p.gate_obj_get_enter, "fentry/bpf_obj_get_user")];
         let hooks: Vec<_> = match self.variant {
             HookVariant::ThreeArgs | HookVariant::FourArgs => pin_note
                 .into_iter()

@@ -38,6 +38,9 @@ mod preflight;
 // The user's instruction buffer rewritten during loads (issue 16).
 #[path = "live/race.rs"]
 mod race;
+// libbpf-tools: `check --gate --btf` against the gate (issue 17).
+#[path = "live/tools.rs"]
+mod tools;
 
 mod smoke_skel {
     include!(concat!(env!("OUT_DIR"), "/smoke.skel.rs"));

@@ -5,14 +5,17 @@ use crate::analysis::{self, AnalysisError, Analyzed};
 use crate::disasm;
 use crate::elf::{self, ElfError};
 use crate::kernel_view;
-use crate::metadata::{AttachType, ProgType};
-use crate::metadata::{InspectError, InspectErrorKind, ObjectReport, UnreachedCode, SCHEMA_VERSION};
+use crate::metadata::{
+    AttachType, InspectError, InspectErrorKind, LoadRewrites, ObjectReport, PoisonReason, PoisonedInsn, ProgType,
+    UnreachedCode, SCHEMA_VERSION,
+};
+use crate::unstable::core_reloc::{self, PoisonWhy};
 
 /// Inspects one BPF ELF object: every program's capability metadata, or errors naming file, section and
 /// instruction. Never panics on malformed input; a program that cannot be analyzed is reported in
 /// [`ObjectReport::errors`] and the others are still analyzed.
 pub fn inspect(file: &str, bytes: &[u8]) -> ObjectReport {
-    inspect_disassembled(file, bytes).0
+    inspect_with(file, bytes, &InspectOptions::default())
 }
 
 /// What a loader sets at run time for one program, over what the object says: judged as it will be loaded.
@@ -31,21 +34,6 @@ pub struct LoadOverride {
     pub attach_type: Option<AttachType>,
     /// The attach target the loader sets: a kernel function, tracepoint or BTF type name.
     pub attach_target: Option<String>,
-}
-
-/// [`inspect`] of the programs as a loader that sets things at run time ([`LoadOverride`]) will load them. Each
-/// override applied is said in the program's `notes`; one that names no program is an error of kind
-/// [`InspectErrorKind::Override`].
-pub fn inspect_with(file: &str, bytes: &[u8], overrides: &[LoadOverride]) -> ObjectReport {
-    match elf::Object::parse(bytes) {
-        Ok(mut obj) => {
-            let errors = apply_overrides(file, &mut obj, overrides);
-            let mut report = inspect_object(file, &obj);
-            report.errors.extend(errors);
-            report
-        }
-        Err(e) => ObjectReport { errors: vec![elf_error(file, &e)], ..empty(file) },
-    }
 }
 
 /// Applies `overrides` to the programs of `obj`; errors for those that name no program.
@@ -86,10 +74,97 @@ fn apply_overrides(file: &str, obj: &mut elf::Object, overrides: &[LoadOverride]
 /// [`inspect`], keeping the parsed object to disassemble the instructions the report cites: for a report a
 /// person reads, without parsing twice.
 pub fn inspect_disassembled(file: &str, bytes: &[u8]) -> (ObjectReport, Disassembly) {
-    match elf::Object::parse(bytes) {
-        Ok(obj) => (inspect_object(file, &obj), Disassembly(Some(obj))),
-        Err(e) => (ObjectReport { errors: vec![elf_error(file, &e)], ..empty(file) }, Disassembly(None)),
+    inspect_disassembled_with(file, bytes, &InspectOptions::default())
+}
+
+/// A kernel's BTF (`/sys/kernel/btf/vmlinux`, or the `.BTF` section of its image, as a raw blob), checked and
+/// indexed by type name once, to judge objects as libbpf will load them on that kernel ([`InspectOptions`]).
+#[derive(Debug, Clone)]
+pub struct TargetBtf(core_reloc::Target);
+
+impl TargetBtf {
+    /// Reads a raw BTF blob (not an ELF file). A kernel module's split BTF is not supported.
+    pub fn parse(bytes: &[u8]) -> Result<TargetBtf, TargetBtfError> {
+        core_reloc::Target::parse(bytes).map(TargetBtf).map_err(|e| TargetBtfError { reason: e.to_string() })
     }
+
+    /// Number of types, not counting `void`.
+    pub fn type_count(&self) -> u32 {
+        self.0.type_count()
+    }
+}
+
+/// A blob that is not valid raw BTF.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not valid raw BTF: {reason}")]
+pub struct TargetBtfError {
+    reason: String,
+}
+
+/// How to judge an object: as compiled ([`Default`]), or as libbpf will submit it to one kernel.
+///
+/// With a [`TargetBtf`], the object's CO-RE relocations are applied as libbpf applies them (failed ones
+/// poisoned as `call 0xbad2310`), and its weak kfuncs missing from that kernel poisoned; with `not_created`,
+/// the `ld_imm64` of each map named there is poisoned as `call 2001000000 + map index`, as libbpf does for a map
+/// whose loader turned `autocreate` off. The report's [`ObjectReport::load_rewrites`] says what changed.
+#[derive(Debug, Clone, Default)]
+pub struct InspectOptions<'a> {
+    /// The kernel the object will be loaded on.
+    pub target_btf: Option<&'a TargetBtf>,
+    /// Maps the loader does not create (`bpf_map__set_autocreate(map, false)`), by name.
+    pub not_created: Vec<String>,
+    /// What the loader sets at run time per program. Each override applied is said in the program's `notes`;
+    /// one that names no program is an error of kind [`InspectErrorKind::Override`].
+    pub overrides: Vec<LoadOverride>,
+}
+
+/// [`inspect`] of the object as the loader will submit it (see [`InspectOptions`]).
+pub fn inspect_with(file: &str, bytes: &[u8], options: &InspectOptions<'_>) -> ObjectReport {
+    inspect_disassembled_with(file, bytes, options).0
+}
+
+/// [`inspect_disassembled`] of the object as the loader will submit it: the disassembly shows the rewritten
+/// instructions.
+pub fn inspect_disassembled_with(
+    file: &str,
+    bytes: &[u8],
+    options: &InspectOptions<'_>,
+) -> (ObjectReport, Disassembly) {
+    let mut obj = match elf::Object::parse(bytes) {
+        Ok(obj) => obj,
+        Err(e) => return (ObjectReport { errors: vec![elf_error(file, &e)], ..empty(file) }, Disassembly(None)),
+    };
+    let choices = core_reloc::LoaderChoices { not_created: &options.not_created };
+    let outcome = core_reloc::rewrite(&mut obj, options.target_btf.map(|t| &t.0), &choices);
+    let override_errors = apply_overrides(file, &mut obj, &options.overrides);
+    let mut report = inspect_object(file, &obj);
+    report.errors.extend(override_errors);
+    report.errors.extend(outcome.errors.iter().map(|e| InspectError {
+        section: e.location().map(|(s, _)| s.to_owned()),
+        insn: e.location().map(|(_, i)| i as u64),
+        ..InspectError::new(file, InspectErrorKind::Relocation, format!("{file}: the loader would fail: {e}"))
+    }));
+    let asked = options.target_btf.is_some() || !options.not_created.is_empty();
+    if outcome.core_relocations > 0 || asked {
+        report.load_rewrites = Some(LoadRewrites {
+            core_relocations: outcome.core_relocations as u64,
+            target_btf: outcome.applied,
+            not_created: options.not_created.clone(),
+            poisoned: outcome
+                .poisoned
+                .into_iter()
+                .map(|p| {
+                    let (reason, what) = match p.why {
+                        PoisonWhy::Core { spec, .. } => (PoisonReason::CoreRelocation, spec),
+                        PoisonWhy::MapNotCreated { map } => (PoisonReason::MapNotCreated, map),
+                        PoisonWhy::KfuncMissing { name } => (PoisonReason::KfuncMissing, name),
+                    };
+                    PoisonedInsn { section: p.section, insn: p.insn as u64, reason, what }
+                })
+                .collect(),
+        });
+    }
+    (report, Disassembly(Some(obj)))
 }
 
 /// A parsed object, kept by [`inspect_disassembled`] to show instructions in the kernel's notation.
@@ -114,6 +189,7 @@ fn empty(file: &str) -> ObjectReport {
         errors: Vec::new(),
         unreached: Vec::new(),
         notes: Vec::new(),
+        load_rewrites: None,
     }
 }
 

@@ -36,7 +36,10 @@ pub mod progtype;
 pub mod unstable;
 pub(crate) use unstable::{analysis, btf, elf, insn, section};
 
-pub use inspect::{inspect, inspect_disassembled, inspect_with, Disassembly, LoadOverride};
+pub use inspect::{
+    inspect, inspect_disassembled, inspect_disassembled_with, inspect_with, Disassembly, InspectOptions, LoadOverride,
+    TargetBtf, TargetBtfError,
+};
 pub use metadata::{
     AttachType, Capability, ClassSet, InspectError, InspectErrorKind, KernelView, Loader, MapAccess, MapDef,
     ObjectReport, ProgType, ProgramMetadata, UnreachedCode,

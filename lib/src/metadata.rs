@@ -173,6 +173,10 @@ pub struct ObjectReport {
     /// that become no program, symbols that alias another, load overrides applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// How the loader rewrites the code at load time, and whether this report judged the rewritten code: absent
+    /// for an object libbpf loads as compiled (no CO-RE relocations) inspected without a target kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_rewrites: Option<LoadRewrites>,
 }
 
 /// A run of instructions of an executable section that no reported program contains or reaches.
@@ -233,6 +237,51 @@ pub fn kernel_name(name: &str) -> String {
         end -= 1;
     }
     name[..end].to_owned()
+}
+
+/// libbpf rewrites an object's code for the kernel it loads it on (CO-RE relocations: field offsets and sizes,
+/// type and enum checks) and poisons code that cannot work there, which the verifier then has to prove dead:
+/// `call 0xbad2310` for a failed relocation, `call 2001000000 + map index` for a map the loader did not create,
+/// `call 2002000000 + extern index` for a weak kfunc the kernel lacks. See [`crate::InspectOptions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadRewrites {
+    /// CO-RE relocation records in the object (`.BTF.ext`).
+    pub core_relocations: u64,
+    /// The code was judged as relocated for a target kernel's BTF. When false and `core_relocations` is not 0,
+    /// the programs were judged as compiled, and what loads may differ: offsets, and code libbpf poisons.
+    pub target_btf: bool,
+    /// Maps the loader was said not to create (`bpf_map__set_autocreate(map, false)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_created: Vec<String>,
+    /// Instructions replaced by calls that cannot execute, in section order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poisoned: Vec<PoisonedInsn>,
+}
+
+/// One instruction the loader replaces by a call that cannot execute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoisonedInsn {
+    /// Code section.
+    pub section: String,
+    /// Instruction offset in the section.
+    pub insn: u64,
+    /// Why.
+    pub reason: PoisonReason,
+    /// The relocation (in libbpf's notation), map or kfunc.
+    pub what: String,
+}
+
+/// Why the loader poisons an instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PoisonReason {
+    /// A CO-RE relocation found no matching field, type or enum value in the kernel (`call 0xbad2310`).
+    CoreRelocation,
+    /// The `ld_imm64` of a map the loader does not create (`call 2001000000 + map index`).
+    MapNotCreated,
+    /// A call to a weak kfunc the kernel lacks (`call 2002000000 + extern index`).
+    KfuncMissing,
 }
 
 /// What kind of problem an [`InspectError`] is: a stable tag for programs, where the message is for people.

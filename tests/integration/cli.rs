@@ -98,3 +98,55 @@ fn enforce_needs_a_policy_and_refuses_stop_with_one() {
     let out = bpfgate(&["enforce", "--stop", "--persist"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+const RUNQLAT: &str = "corpus/embedded/libbpf-tools/runqlat.0.o";
+const MOUNTSNOOP: &str = "corpus/embedded/libbpf-tools/mountsnoop.0.o";
+const BTF_612: &str = "tests/fixtures/btf/libbpf-tools-6.12.min.btf";
+
+/// Without `--btf`, a CO-RE object's report says it was judged as compiled; with it, what libbpf poisons on that
+/// kernel (runqlat's `task_struct___o.state`, behind `bpf_core_field_exists`, is gone since 5.14).
+#[test]
+fn inspect_btf_reports_the_load_rewrites() {
+    let out = bpfgate(&["inspect", "--format", "json", RUNQLAT]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["load_rewrites"], serde_json::json!({"core_relocations": 21, "target_btf": false}));
+    let text = bpfgate(&["inspect", RUNQLAT]);
+    assert!(String::from_utf8_lossy(&text.stdout)
+        .contains("21 CO-RE relocations judged as compiled: libbpf rewrites them at load"));
+
+    let out = bpfgate(&["inspect", "--format", "json", "--btf", BTF_612, RUNQLAT]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        v["load_rewrites"],
+        serde_json::json!({"core_relocations": 21, "target_btf": true, "poisoned": [{
+            "section": ".text", "insn": 23, "reason": "core_relocation",
+            "what": "<byte_off> struct task_struct___o.state (0:0)"}]})
+    );
+    // The text report disassembles the rewritten code.
+    let text = String::from_utf8_lossy(&bpfgate(&["inspect", "--btf", BTF_612, RUNQLAT]).stdout).into_owned();
+    assert!(text.contains("instructions the loader poisons"), "{text}");
+
+    let bad = bpfgate(&["inspect", "--btf", RUNQLAT, RUNQLAT]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not valid raw BTF"), "{bad:?}");
+}
+
+#[test]
+fn check_no_create_poisons_the_map() {
+    let out = bpfgate(&[
+        "check",
+        "--format",
+        "json",
+        "--policy",
+        "examples/policies/observability.yaml",
+        "--no-create",
+        "heap",
+        MOUNTSNOOP,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rw = &v["files"][0]["load_rewrites"];
+    assert_eq!(rw["not_created"], serde_json::json!(["heap"]));
+    let poisoned = rw["poisoned"].as_array().expect("poisoned");
+    assert!(!poisoned.is_empty());
+    assert!(poisoned.iter().all(|p| p["reason"] == "map_not_created" && p["what"] == "heap"), "{rw}");
+}

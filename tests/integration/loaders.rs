@@ -215,14 +215,19 @@ fn load_overrides_set_what_the_loader_sets() {
         prog_type: Some(ProgType::Tracing),
         ..LoadOverride::default()
     };
-    let report = inspect_with("dummy.o", &bytes, &[target, typed]);
+    let report = inspect_with(
+        "dummy.o",
+        &bytes,
+        &bpfgate::InspectOptions { overrides: vec![target, typed], ..Default::default() },
+    );
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let p = &report.programs[0];
     assert_eq!((p.attach_target.as_deref(), p.prog_type), (Some("vfs_read"), ProgType::Tracing));
     assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
     assert_eq!(p.notes[0], "attach target set by the loader: vfs_read (the section says dummy_kprobe)");
     let missing = LoadOverride { program: "nope".into(), attach_target: Some("x".into()), ..LoadOverride::default() };
-    let report = inspect_with("dummy.o", &bytes, &[missing]);
+    let report =
+        inspect_with("dummy.o", &bytes, &bpfgate::InspectOptions { overrides: vec![missing], ..Default::default() });
     assert_eq!(report.errors.len(), 1);
     assert_eq!(report.errors[0].kind, InspectErrorKind::Override);
     assert_eq!(report.programs.len(), 1, "the programs are still analyzed");

@@ -658,6 +658,16 @@ impl<'a> BtfIndex<'a> {
         })
     }
 
+    /// The type with this id, decoded; `None` for 0 (`void`) and ids past the last.
+    pub fn type_by_id(&self, id: u32) -> Option<BtfType> {
+        self.raw(id).map(|t| self.decode(t))
+    }
+
+    /// `(kind number, name offset)` of a type without decoding it: for scans over every type.
+    pub fn kind_and_name(&self, id: u32) -> Option<(u32, u32)> {
+        self.raw(id).map(|t| (t.kind(), t.name_off))
+    }
+
     /// Word `i` of a type's kind-specific data. Every type's data was bounds-checked when indexing, so the 0
     /// fallback is never used.
     fn word(&self, t: &RawType, i: usize) -> u32 {
@@ -1157,6 +1167,45 @@ impl<'a> BtfIndex<'a> {
                 type_id,
                 kind: self.kind_of(type_id),
             }),
+        }
+    }
+}
+
+/// A whole BTF blob kept for lookups, such as a kernel's `/sys/kernel/btf/vmlinux`: checked as [`index`] checks,
+/// its byte order taken from the magic, each type decoded when it is read. A split BTF (a module's, which
+/// continues the numbering of vmlinux) is not supported: its references to base types fail the checks.
+#[derive(Debug, Clone)]
+pub struct RawBtf {
+    strings: Vec<u8>,
+    type_data: Vec<u8>,
+    offsets: Vec<u32>,
+    datasecs: Vec<u32>,
+    little_endian: bool,
+}
+
+impl RawBtf {
+    /// Checks and keeps a raw BTF blob (not an ELF file: the bytes of a `.BTF` section or of
+    /// `/sys/kernel/btf/vmlinux`).
+    pub fn parse(data: &[u8]) -> Result<RawBtf, BtfError> {
+        // The magic reads 0xeb9f in the blob's own byte order.
+        let little_endian = data.first_chunk::<2>() != Some(&BTF_MAGIC.to_be_bytes());
+        let i = index(data, little_endian)?;
+        Ok(RawBtf {
+            strings: i.strings.to_vec(),
+            type_data: i.types.data.to_vec(),
+            offsets: i.offsets.into_owned(),
+            datasecs: i.datasecs.into_owned(),
+            little_endian,
+        })
+    }
+
+    /// The types, read as they are looked up.
+    pub fn index(&self) -> BtfIndex<'_> {
+        BtfIndex {
+            types: Reader { data: &self.type_data, le: self.little_endian },
+            strings: &self.strings,
+            offsets: Cow::Borrowed(&self.offsets),
+            datasecs: Cow::Borrowed(&self.datasecs),
         }
     }
 }

@@ -250,6 +250,14 @@ pub struct Object {
     pub externs: HashMap<String, Extern>,
     /// `(entry function, exception callback)` pairs from BTF decl tags ([`crate::btf::BtfIndex::exception_callbacks`]).
     pub exception_callbacks: Vec<(String, String)>,
+    /// The `.BTF` section as read, for what is judged at load time (CO-RE relocations, externs): see
+    /// [`crate::unstable::core_reloc`].
+    pub btf_data: Option<Vec<u8>>,
+    /// The `.BTF.ext` section as read: function and line info, and CO-RE relocation records.
+    pub btf_ext_data: Option<Vec<u8>>,
+    /// Names of the weak undefined symbols (`__weak` kfuncs and `__ksym` variables), sorted: libbpf lets those
+    /// be missing from the kernel.
+    pub weak_externs: Vec<String>,
     /// Problems that made part of the object unreadable.
     pub errors: Vec<ElfError>,
     /// How loaders read the object, for the report ([`crate::ObjectReport::notes`]).
@@ -425,6 +433,7 @@ struct Sym<'data> {
     size: u64,
     global: bool,
     undefined: bool,
+    weak: bool,
     /// `st_name` in `strtab`, the symbol table's string table.
     name_offset: u32,
     strtab: &'data [u8],
@@ -457,6 +466,7 @@ impl<'data> Symbols<'data> {
             size: s.size(),
             global: s.is_global(),
             undefined: s.is_undefined(),
+            weak: s.is_weak(),
             name_offset: s.elf_symbol().st_name(endian),
             strtab,
         }));
@@ -664,6 +674,9 @@ impl Object {
             programs: Vec::new(),
             externs: HashMap::new(),
             exception_callbacks: Vec::new(),
+            btf_data: None,
+            btf_ext_data: None,
+            weak_externs: Vec::new(),
             errors: Vec::new(),
             notes: Vec::new(),
             void_funcs: Vec::new(),
@@ -688,6 +701,14 @@ impl Object {
         if let Some(b) = btf {
             obj.struct_ops_members = struct_ops_members(&file, &syms, b);
         }
+        let mut weak: Vec<String> = syms
+            .iter()
+            .filter(|(_, s)| s.undefined && s.weak)
+            .filter_map(|(_, s)| s.name())
+            .map(str::to_owned)
+            .collect();
+        weak.sort_unstable();
+        obj.weak_externs = weak;
         let map_syms = obj.read_maps(&file, &syms, &layout);
         obj.read_funcs(&syms, &layout)?;
         obj.find_programs(layout.legacy_maps_exact);
@@ -748,18 +769,32 @@ impl Object {
                 }
                 Err(_) => continue,
             };
-            let by_name =
-                |n: &str| n == "license" || n == ".BTF" || n == "maps" || n.starts_with("maps/") || n == ".maps";
+            let by_name = |n: &str| {
+                n == "license"
+                    || n == ".BTF"
+                    || n == ".BTF.ext"
+                    || n == "maps"
+                    || n.starts_with("maps/")
+                    || n == ".maps"
+            };
             if sh_flags & u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR) == 0 && !by_name(name) {
                 continue;
             }
             let role = if name == "license" {
                 self.read_license(&sec);
                 SecRole::Other
+            } else if name == ".BTF.ext" {
+                if let Ok(bytes) = sec.data() {
+                    self.btf_ext_data = Some(bytes.to_vec());
+                }
+                SecRole::Other
             } else if name == ".BTF" {
                 match sec.data() {
                     Ok(bytes) => match crate::btf::index(bytes, self.little_endian) {
-                        Ok(b) => layout.btf = Some(b),
+                        Ok(b) => {
+                            layout.btf = Some(b);
+                            self.btf_data = Some(bytes.to_vec());
+                        }
                         Err(e) => self.error(e.into()),
                     },
                     Err(source) => self.error(ElfError::SectionData { section: name.into(), source }),

@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod btf;
+pub mod core_reloc;
 pub mod elf;
 pub mod insn;
 pub mod section;
