@@ -60,6 +60,9 @@ pub struct Args {
     /// With --scaling: the largest program, in instructions.
     #[arg(long, default_value_t = 1_000_000)]
     scaling_max: usize,
+    /// With --scaling: write the synthetic objects to this directory and keep them (e.g. for callgrind).
+    #[arg(long)]
+    scaling_keep: Option<PathBuf>,
     /// Instead: every object of 40 KB or more (default corpus: the committed `corpus/`), each alone, bpfgate
     /// with one thread and with all against `llvm-objdump -d`, then all of them in one process.
     #[arg(long)]
@@ -67,10 +70,10 @@ pub struct Args {
 }
 
 /// One finished child process.
-struct Sample {
-    wall: Duration,
+pub(crate) struct Sample {
+    pub(crate) wall: Duration,
     /// user + system CPU time of the child.
-    cpu: Duration,
+    pub(crate) cpu: Duration,
     maxrss_kib: u64,
 }
 
@@ -100,7 +103,7 @@ pub fn run(args: Args) -> Result<bool> {
         println!("  objdump:   {} ({objdump_version})", args.objdump.display());
         let mut ok = true;
         if args.scaling {
-            crate::bench_scale::scaling(&bpfgate, args.rounds, args.scaling_max)?;
+            crate::bench_scale::scaling(&bpfgate, args.rounds, args.scaling_max, args.scaling_keep.as_deref())?;
         }
         if args.large_objects {
             let dirs = if args.corpus.is_empty() { vec![root.join("corpus")] } else { args.corpus.clone() };
@@ -364,7 +367,7 @@ fn code_insns(data: &[u8]) -> Result<u64> {
 
 /// Runs the command once with its output discarded; wall time from just before the spawn to the
 /// reap, CPU time and peak RSS from `wait4`.
-fn measure(mut cmd: Command, ok_codes: &[i32]) -> Result<Sample> {
+pub(crate) fn measure(mut cmd: Command, ok_codes: &[i32]) -> Result<Sample> {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     let start = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {:?}", cmd.get_program()))?;

@@ -42,7 +42,6 @@ impl Ctx<'_, '_> {
                 NOT_A_BLOCK
             }
         };
-        let preds_at = |cx: &Self, i: usize| cx.buf.preds.get(base + i).copied().unwrap_or(2);
         // The state at the start of each basic block, by block number; the buffers are taken for the duration so
         // that `step` can borrow `self` mutably.
         let mut states = std::mem::take(&mut self.buf.states);
@@ -104,7 +103,7 @@ impl Ctx<'_, '_> {
                 // A block after this one that only this edge enters runs on from here with this state: its entry
                 // state would be a copy of it, and it runs again whenever this block does. Forward only, so a run
                 // ends. This saves a state copy (and a join) on most edges of unrolled code.
-                let alone = |s: usize| s > i && s < len && preds_at(self, s) == 1;
+                let alone = |s: usize| s > i && s < len && block_at(self, s) == STATELESS;
                 for s in [other, on.filter(|&s| !alone(s))].into_iter().flatten() {
                     // Targets were checked when decoding: every successor in range starts a block.
                     let b = block_at(self, s) as usize;

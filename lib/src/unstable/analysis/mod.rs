@@ -213,11 +213,10 @@ impl Facts<'_> {
 struct Buffers {
     /// Decoded instructions of every function, function `f`'s at `f.layout..` (one buffer, not one per function).
     ops: Vec<Option<Op>>,
-    /// Indexed like `ops`: the number (within its function) of the basic block an instruction starts, or
-    /// NOT_A_BLOCK.
+    /// Indexed like `ops`: the number (within its function) of the basic block an instruction starts, STATELESS
+    /// for a block without an entry state of its own, or NOT_A_BLOCK (see `number_blocks`).
     blocks: Vec<u32>,
-    /// Indexed like `ops`: for an instruction starting a block, the edges into that block, up to 2 (see
-    /// `interpret`: a block entered by one edge only runs on from its predecessor, without a state of its own).
+    /// `number_blocks`' scratch, indexed like `ops`.
     preds: Vec<u8>,
     /// `interpret`'s: each block's entry state (valid where `seen`), the blocks to visit (by leader, lowest
     /// first: in instruction order, a block runs after the blocks that jump forward to it, so code without loops

@@ -30,6 +30,8 @@ pub(super) struct Func {
 }
 
 pub(super) const NOT_A_BLOCK: u32 = u32::MAX;
+/// A block that starts at an instruction but has no entry state (see [`number_blocks`]).
+pub(super) const STATELESS: u32 = u32::MAX - 1;
 
 /// What [`MAX_STATE_BYTES`] counts of the stack slots of a block's entry state, beyond the state itself: the
 /// slots' entries (a vector grows by doubling, so up to twice that is allocated).
@@ -37,9 +39,14 @@ pub(super) fn slot_bytes(slots: usize) -> usize {
     slots * 2 * size_of::<(i32, Value)>()
 }
 
-/// Numbers the basic blocks of a decoded function (the entry, jump targets, and what follows a jump or exit):
-/// `blocks[i]` becomes the block starting at instruction `i`, NOT_A_BLOCK if none does, and `preds[i]` the
-/// number of edges into it (the entry counts one), up to 2. Returns the count.
+/// Numbers the basic blocks of a decoded function (the entry, jump targets, and what follows a jump or exit) that
+/// need an entry state: `blocks[i]` becomes the number of the block starting at instruction `i`, [`STATELESS`]
+/// for a block that only runs on from its predecessor, NOT_A_BLOCK if no block starts there. Returns the count.
+///
+/// A block is stateless when one edge only enters it, from an instruction before it, and that edge is the one
+/// the interpretation goes on along (the fall-through of a conditional jump or of a block's last instruction,
+/// or the target of a `goto`): `interpret` runs it on with the state it has, so it needs no state of its own,
+/// and no memory for one (at a million instructions, half the blocks of branchy code). `preds` is scratch.
 pub(super) fn number_blocks(ops: &[Option<Op>], blocks: &mut [u32], preds: &mut [u8]) -> usize {
     // Leaders are marked 0 first, then numbered in order.
     blocks.fill(NOT_A_BLOCK);
@@ -61,30 +68,52 @@ pub(super) fn number_blocks(ops: &[Option<Op>], blocks: &mut [u32], preds: &mut 
             }
         }
     }
-    let mut n = 0u32;
-    for b in blocks.iter_mut().filter(|b| **b != NOT_A_BLOCK) {
-        *b = n;
-        n += 1;
-    }
-    // Edges into each block (the entry counts one), up to 2.
+    // The edges out of instruction `i`: (the one the interpretation goes on along, the other).
+    let edges = |i: usize, op: &Op, blocks: &[u32]| -> (Option<usize>, Option<usize>) {
+        let next = i + op.slots();
+        match *op {
+            Op::Ja { off, .. } => (Some(rel(i, 1, i64::from(off))), None),
+            Op::Jump { off, .. } | Op::MayGoto { off } => (Some(next), Some(rel(i, 1, i64::from(off)))),
+            Op::Exit => (None, None),
+            _ if blocks.get(next).is_some_and(|&b| b != NOT_A_BLOCK) => (Some(next), None),
+            _ => (None, None),
+        }
+    };
+    // Edges into each block (the entry counts one), up to 2; then bit 0x80 for a block that needs a state.
+    const NEEDS: u8 = 0x80;
     preds.fill(0);
     if let Some(p) = preds.first_mut() {
         *p = 1;
     }
     for (i, op) in ops.iter().enumerate() {
         let Some(op) = op else { continue };
-        let next = i + op.slots();
-        let succs = match *op {
-            Op::Ja { off, .. } => [Some(rel(i, 1, i64::from(off))), None],
-            Op::Jump { off, .. } | Op::MayGoto { off } => [Some(next), Some(rel(i, 1, i64::from(off)))],
-            Op::Exit => [None, None],
-            _ if blocks.get(next).is_some_and(|&b| b != NOT_A_BLOCK) => [Some(next), None],
-            _ => continue,
-        };
-        for t in succs.into_iter().flatten() {
+        let (on, other) = edges(i, op, blocks);
+        for t in [on, other].into_iter().flatten() {
             if let Some(p) = preds.get_mut(t) {
                 *p = p.saturating_add(1).min(2);
             }
+        }
+    }
+    if let Some(p) = preds.first_mut() {
+        *p |= NEEDS;
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let Some(op) = op else { continue };
+        let (on, other) = edges(i, op, blocks);
+        let on_alone = on.filter(|&t| t > i && preds.get(t).is_some_and(|&p| p & !NEEDS == 1));
+        for t in [on.filter(|_| on_alone.is_none()), other].into_iter().flatten() {
+            if let Some(p) = preds.get_mut(t) {
+                *p |= NEEDS;
+            }
+        }
+    }
+    let mut n = 0u32;
+    for (b, p) in blocks.iter_mut().zip(preds.iter()).filter(|(b, _)| **b != NOT_A_BLOCK) {
+        if p & NEEDS != 0 {
+            *b = n;
+            n += 1;
+        } else {
+            *b = STATELESS;
         }
     }
     n as usize
