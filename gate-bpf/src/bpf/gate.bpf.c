@@ -699,8 +699,8 @@ int BPF_PROG(gate_obj_get_enter)
 	__u64 tid = bpf_get_current_pid_tgid();
 	__u32 c = BPF_OBJ_GET;
 
-	__sync_fetch_and_add(&obj_gets_in_flight, 1);
-	bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
+	if (!bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY))
+		__sync_fetch_and_add(&obj_gets_in_flight, 1);
 	return 0;
 }
 
@@ -709,8 +709,9 @@ int BPF_PROG(gate_obj_get_exit)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 
-	bpf_map_delete_elem(&thread_cmds, &tid);
-	__sync_fetch_and_add(&obj_gets_in_flight, -1);
+	/* Only a note this call made is counted down: an exit whose entry did not run must not lower the count. */
+	if (!bpf_map_delete_elem(&thread_cmds, &tid))
+		__sync_fetch_and_add(&obj_gets_in_flight, -1);
 	return 0;
 }
 

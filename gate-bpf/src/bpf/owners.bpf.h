@@ -33,10 +33,10 @@ struct {
 /*
  * Threads inside BPF_OBJ_GET (bpf_obj_get_user), noted from its entry to its exit (fentry/fexit below) for
  * lsm/bpf_map, which runs in between when the pin is a map's: a map reached through a pin is marked pinned.
- * LRU: an evicted entry only loses a pinned mark. obj_gets_in_flight counts the threads between entry and
- * exit, so lsm/bpf_map looks the thread up only while one is; it is never below the number of threads noted
- * (the increment comes before the note, the decrement after the note is gone), and if an exit without its
- * entry (only while the links attach) left it off zero, lsm/bpf_map merely looks up more often.
+ * LRU: an evicted entry only loses a pinned mark. obj_gets_in_flight counts the notes, so lsm/bpf_map looks the
+ * thread up only while there is one: raised after a note is made, lowered only after the exit deleted a note, so
+ * it is never below the number of notes (an exit whose entry did not run, while the links attach, deletes nothing
+ * and lowers nothing); an evicted or replaced note can only leave it higher, which costs lookups, not marks.
  */
 __s64 obj_gets_in_flight = 0;
 
