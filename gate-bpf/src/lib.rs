@@ -19,6 +19,7 @@ pub mod preflight;
 pub mod resolve;
 
 pub use gate::{
-    kernel_btfs, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant, Installed, DEFAULT_PIN_DIR,
+    kernel_btfs, kernel_helper_max_id, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant,
+    Installed, DEFAULT_PIN_DIR,
 };
 pub use resolve::HostResolver;

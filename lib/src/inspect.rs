@@ -6,12 +6,23 @@ use crate::disasm;
 use crate::elf::{self, ElfError};
 use crate::kernel_view;
 use crate::metadata::{InspectError, InspectErrorKind, ObjectReport, SCHEMA_VERSION};
+use crate::target::Target;
 
 /// Inspects one BPF ELF object: every program's capability metadata, or errors naming file, section and
 /// instruction. Never panics on malformed input; a program that cannot be analyzed is reported in
 /// [`ObjectReport::errors`] and the others are still analyzed.
 pub fn inspect(file: &str, bytes: &[u8]) -> ObjectReport {
     inspect_disassembled(file, bytes).0
+}
+
+/// [`inspect`] for a target kernel: helper calls it cannot execute ([`Target::helper_executable`]: libbpf's
+/// poison ids, and with the kernel's `__BPF_FUNC_MAX_ID` every id past its last helper) grant no class, in the
+/// analysis and in the gate's view alike. [`inspect`] is this with [`Target::ANY`].
+pub fn inspect_for(file: &str, bytes: &[u8], target: &Target) -> ObjectReport {
+    match elf::Object::parse(bytes) {
+        Ok(obj) => inspect_object_for(file, &obj, target),
+        Err(e) => ObjectReport { errors: vec![elf_error(file, &e)], ..empty(file) },
+    }
 }
 
 /// [`inspect`], keeping the parsed object to disassemble the instructions the report cites: for a report a
@@ -71,6 +82,11 @@ fn program_error(
 
 /// [`inspect`] for an object already parsed.
 pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
+    inspect_object_for(file, obj, &Target::ANY)
+}
+
+/// [`inspect_for`] for an object already parsed.
+pub fn inspect_object_for(file: &str, obj: &elf::Object, target: &Target) -> ObjectReport {
     let mut report = empty(file);
     report.license = obj.license.clone();
     report.maps = obj.maps.clone();
@@ -90,7 +106,7 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
     // Shared by the programs: each can reach code the others reach too (see `analysis::MAX_OBJECT_WORK`).
     let mut budget = analysis::MAX_OBJECT_WORK;
     for (i, prog) in obj.programs.iter().enumerate() {
-        match analysis::analyze_within(obj, prog, &mut budget) {
+        match analysis::analyze_for(obj, prog, &mut budget, target) {
             Ok(Analyzed { mut metadata, funcs, calls }) => {
                 let bad = std::iter::once(metadata.section.as_str())
                     .chain(metadata.subprograms.iter().map(|s| s.section.as_str()))
@@ -108,8 +124,14 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
                     }),
                     None => {
                         // The gate's view, from the same linked layout.
-                        metadata.kernel_view =
-                            kernel_view::compute(obj, metadata.prog_type, metadata.attach_type, funcs, &calls);
+                        metadata.kernel_view = kernel_view::compute_for(
+                            obj,
+                            metadata.prog_type,
+                            metadata.attach_type,
+                            funcs,
+                            &calls,
+                            target,
+                        );
                         report.programs.push(metadata);
                     }
                 }

@@ -30,13 +30,14 @@ pub mod kernel_view;
 pub mod metadata;
 pub mod policy;
 pub mod progtype;
+pub mod target;
 
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod unstable;
 pub(crate) use unstable::{analysis, btf, elf, insn, section};
 
-pub use inspect::{inspect, inspect_disassembled, Disassembly};
+pub use inspect::{inspect, inspect_disassembled, inspect_for, Disassembly};
 pub use metadata::{
     AttachType, Capability, ClassSet, InspectError, InspectErrorKind, KernelView, MapAccess, MapDef, ObjectReport,
     ProgType, ProgramMetadata,

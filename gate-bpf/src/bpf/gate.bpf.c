@@ -225,7 +225,9 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, union bpf_attr 
 		event_program(e, f, aux);
 		e->attach_btf_id = btf_id;
 		e->scanned = sc->scanned;
-		e->scan_flags = sc->flags & SCAN_CONTENDED ? GATE_SCAN_CONTENDED : 0;
+		e->scan_flags = (sc->flags & SCAN_CONTENDED ? GATE_SCAN_CONTENDED : 0) |
+				(sc->flags & SCAN_NOT_EXECUTABLE ? GATE_SCAN_NOT_EXECUTABLE : 0);
+		e->unknown_helper = sc->unknown_helper;
 #pragma unroll
 		for (int k = 0; k < GATE_CLASS_SLOTS; k++)
 			e->evidence[k] = sc->evidence[k];

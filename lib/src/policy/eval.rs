@@ -357,10 +357,11 @@ pub(crate) fn cgroup_within(subject_cg: &str, rule_cg: &str) -> bool {
 }
 
 pub(crate) fn subject_matches(m: &SubjectMatch, s: &Subject) -> bool {
-    let exe_ok = match &m.exe {
-        None => true,
-        Some(e) => s.exe.as_deref().is_some_and(|x| normalize_path(x) == e.value),
-    };
+    let exe_ok = m.exe.is_empty()
+        || s.exe.as_deref().is_some_and(|x| {
+            let x = normalize_path(x);
+            m.exe.iter().any(|e| e.value == x)
+        });
     let cg_ok = match &m.cgroup {
         None => true,
         Some(c) => s.cgroup.as_deref().is_some_and(|x| cgroup_within(x, &c.value)),
@@ -372,9 +373,14 @@ pub(crate) fn subject_matches(m: &SubjectMatch, s: &Subject) -> bool {
     exe_ok && cg_ok && uid_ok
 }
 
-/// Classes a helper carries, from the catalogue; an id it does not know is `unknown`, as in the analysis.
+/// Classes a helper carries, from the catalogue; an id it does not know is `unknown`, as in the analysis, but
+/// libbpf's poison ids, which no kernel executes ([`crate::target`]), carry none.
 fn helper_classes(id: u32) -> ClassSet {
-    crate::helpers::helper(id).map_or(ClassSet(Capability::Unknown.bit()), |h| h.classes)
+    match crate::helpers::helper(id) {
+        Some(h) => h.classes,
+        None if crate::target::poison(id).is_some() => ClassSet::EMPTY,
+        None => ClassSet(Capability::Unknown.bit()),
+    }
 }
 
 fn kfunc_classes(name: &str) -> ClassSet {
