@@ -156,9 +156,11 @@ pub fn compile(policy: &Policy, generation: u64) -> Result<CompiledPolicy, Polic
     let mut uid: BTreeMap<u32, u64> = BTreeMap::new();
     for (id, rule) in policy.rules.iter().enumerate().take(MAX_RULES) {
         let bit = 1u64 << id;
-        match &rule.subject.exe {
-            Some(e) => *exe.entry(e.value.as_str()).or_default() |= bit,
-            None => c.header.exe_any |= bit,
+        if rule.subject.exe.is_empty() {
+            c.header.exe_any |= bit;
+        }
+        for e in &rule.subject.exe {
+            *exe.entry(e.value.as_str()).or_default() |= bit;
         }
         match &rule.subject.cgroup {
             Some(g) => *cgroup.entry(g.value.as_str()).or_default() |= bit,

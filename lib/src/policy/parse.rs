@@ -267,9 +267,30 @@ impl<'f> Cx<'f> {
         let mut ok = true;
         let mut s = SubjectMatch::default();
         if let Some(n) = f.get("exe") {
-            match self.path(n, "exe") {
-                Some(p) => s.exe = Some(Located::new(p, n.loc)),
-                None => ok = false,
+            // One path, or a list of them (a suite of tools, each its own executable).
+            let items: Vec<&Node> = match &n.kind {
+                Kind::Seq(items) => {
+                    if items.is_empty() {
+                        self.err(
+                            n.loc,
+                            ErrorKind::InvalidValue {
+                                field: "exe",
+                                value: "[]".into(),
+                                why: "an empty list matches no executable; leave `exe` out to match any",
+                            },
+                        );
+                        ok = false;
+                    }
+                    items.iter().collect()
+                }
+                _ => vec![n],
+            };
+            for item in items {
+                match self.path(item, "exe") {
+                    Some(p) if !s.exe.iter().any(|e| e.value == p) => s.exe.push(Located::new(p, item.loc)),
+                    Some(_) => {}
+                    None => ok = false,
+                }
             }
         }
         if let Some(n) = f.get("cgroup") {

@@ -131,9 +131,10 @@ pub struct Policy {
 /// Who a rule is about. Every given field must match; a rule with no field matches every subject.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SubjectMatch {
-    /// Absolute path of the loading executable; the gate compares the file's device and inode.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exe: Option<Located<String>>,
+    /// Absolute paths of the loading executable (`exe: PATH` or `exe: [PATH, ...]`: any of them; empty: any
+    /// executable); the gate compares each file's device and inode.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exe: Vec<Located<String>>,
     /// Absolute cgroup v2 path (from the cgroup root); matches that cgroup and every cgroup below it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<Located<String>>,
@@ -145,7 +146,7 @@ pub struct SubjectMatch {
 impl SubjectMatch {
     /// Whether the subject matches everyone.
     pub fn is_any(&self) -> bool {
-        self.exe.is_none() && self.cgroup.is_none() && self.uid.is_none()
+        self.exe.is_empty() && self.cgroup.is_none() && self.uid.is_none()
     }
 }
 

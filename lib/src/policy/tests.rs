@@ -161,6 +161,36 @@ fn a_rule_matches_only_when_every_subject_field_matches() {
     }
 }
 
+/// `exe` takes one path or a list (a tool suite): any of them matches, each compiled to its own identity key with
+/// the rule's bit; lint sees a list covering another rule's paths.
+#[test]
+fn exe_takes_a_list_of_executables() {
+    let p = parse(
+        "version: 1\ndefault: deny\nrules:\n\
+         - name: tools\n  subject: {exe: [/usr/sbin/runqlat, /usr/sbin/biolatency, /usr/sbin/runqlat], uid: 0}\n\
+         - name: one\n  subject: {exe: /usr/sbin/biolatency, uid: 0}\n",
+    );
+    let paths: Vec<&str> = p.rules[0].subject.exe.iter().map(|e| e.value.as_str()).collect();
+    assert_eq!(paths, ["/usr/sbin/runqlat", "/usr/sbin/biolatency"], "duplicates dropped");
+    for exe in ["/usr/sbin/runqlat", "/usr/sbin//biolatency"] {
+        let v = p.evaluate(&root_exe(exe), &prog(ProgType::Kprobe), &[]);
+        assert_eq!(v.rule.map(|r| r.index), Some(0), "{exe}");
+    }
+    let v = p.evaluate(&root_exe("/usr/sbin/tc"), &prog(ProgType::Kprobe), &[]);
+    assert_eq!((v.rule, v.decision), (None, Decision::Deny));
+    let w = p.lint();
+    assert!(matches!(&w[..], [PolicyWarning { what: WarningKind::Unreachable { .. }, .. }]), "{w:?}");
+    let c = crate::policy::compiled::compile(&p, 1).expect("compiles");
+    let keys: Vec<(&str, u64)> = c.exe_keys.iter().map(|k| (k.path.as_str(), k.rules)).collect();
+    assert_eq!(keys, [("/usr/sbin/biolatency", 0b11), ("/usr/sbin/runqlat", 0b01)]);
+    assert_eq!(c.header.exe_any, 0);
+    // Every entry is checked as a path; an empty list is an error, not "any".
+    let e = errors("version: 1\nrules:\n  - name: r\n    subject: {exe: [/usr/bin/a, bin/b]}\n");
+    assert!(e.iter().any(|m| m.contains("must be an absolute path")), "{e:?}");
+    let e = errors("version: 1\nrules:\n  - name: r\n    subject: {exe: []}\n");
+    assert!(e.iter().any(|m| m.contains("an empty list matches no executable")), "{e:?}");
+}
+
 #[test]
 fn cgroup_matches_descendants_and_paths_are_normalised() {
     assert!(eval::cgroup_within("/a/b/c", "/a/b"));
@@ -711,7 +741,7 @@ fn subject_match() -> impl Strategy<Value = SubjectMatch> {
         proptest::option::of(prop_oneof![Just(0u32), Just(1000u32)]),
     )
         .prop_map(|(e, c, u)| SubjectMatch {
-            exe: e.map(|e| Located::bare(e.to_string())),
+            exe: e.map(|e| Located::bare(e.to_string())).into_iter().collect(),
             cgroup: c.map(|c| Located::bare(c.to_string())),
             uid: u.map(Located::bare),
         })
