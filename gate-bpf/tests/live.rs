@@ -29,6 +29,9 @@ mod evasion;
 // The binary as services run it: systemd notifications and --follow (issue 20).
 #[path = "live/ops.rs"]
 mod ops;
+// Real clients under the shipped example policies: libbpf-tools, bpftrace's tools (issue 17).
+#[path = "live/clients.rs"]
+mod clients;
 // `bpfgate enforce`'s kernel preconditions (issue 16).
 #[path = "live/preflight.rs"]
 mod preflight;

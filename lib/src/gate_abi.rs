@@ -254,7 +254,7 @@ constants! { LIMITS, "GATE_", values;
     /// `BPFG` read as a little-endian u32: a policy header's magic.
     pub const MAGIC: u32 = u32::from_le_bytes(*b"BPFG");
     /// Version of the policy record layout; bumped whenever a policy record changes.
-    pub const FORMAT_VERSION: u32 = 1;
+    pub const FORMAT_VERSION: u32 = 2;
     /// `Header::mode`: enforce.
     pub const MODE_ENFORCE: u8 = 0;
     /// `Header::mode`: audit (never deny).
@@ -538,6 +538,14 @@ record! {
         pub map_first: u16,
         /// Map name patterns of the rule.
         pub map_count: u16,
+        /// `probes.max_insns` (0: no probes): a program of a `probe_types` type with at most this many
+        /// instructions and no class but map_write passes the type, attach and size checks.
+        pub probe_insns: u32,
+        /// Zero (padding).
+        #[serde(skip)]
+        pub reserved2: u32,
+        /// Bit `n` = prog type number `n` may be a probe.
+        pub probe_types: u64,
     }
 
     /// An attach-target pattern (policy_targets map).
@@ -620,7 +628,7 @@ record! {
 
 // The sizes the documentation states; changing one is a format change (FORMAT_VERSION for the policy records).
 const _: () = assert!(RawEvent::SIZE == 304);
-const _: () = assert!(Header::SIZE == 48 && RuleRecord::SIZE == 40);
+const _: () = assert!(Header::SIZE == 48 && RuleRecord::SIZE == 56);
 const _: () = assert!(TargetPattern::SIZE == 4 + TARGET_PATTERN_LEN && MapPattern::SIZE == 4 + NAME_LEN);
 
 fn records() -> Vec<(&'static str, &'static str, usize, Vec<CField>)> {

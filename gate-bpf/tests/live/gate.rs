@@ -76,6 +76,8 @@ const FIXTURES: &[Fixture] = fixtures![
     "maps_legacy.bpf.o",
     "module_kfunc.bpf.o",
     "negative_pure_helper.bpf.o",
+    "net_agent.bpf.o",
+    "net_agent_write_user.bpf.o",
     "negative_tracepoint.bpf.o",
     "override_return.bpf.o",
     "reach_bpf_loop.bpf.o",

@@ -465,6 +465,18 @@ fn gate_hook_target(prog: &ProgramMetadata) -> Option<String> {
 /// Every constraint of `rule` that `prog` breaks, in a fixed order: type, attach, size, classes, maps.
 fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reason> {
     let mut out = Vec::new();
+    // A feature probe passes the type, attach and size checks (Probes); not a gate hook.
+    let probe = rule.probes.as_ref().is_some_and(|p| p.admits(prog.prog_type, prog.insn_count, prog.class_set()))
+        && gate_hook_target(prog).is_none();
+    if !probe {
+        type_and_size(rule, prog, &mut out);
+    }
+    class_and_map(rule, prog, maps, &mut out);
+    out
+}
+
+/// The program type, attach type, attach target and instruction checks of `violations`.
+fn type_and_size(rule: &Rule, prog: &ProgramMetadata, out: &mut Vec<Reason>) {
     if let Some(types) = &rule.prog_types {
         if !types.contains(&prog.prog_type) {
             out.push(Reason::ProgType { prog_type: prog.prog_type });
@@ -495,6 +507,10 @@ fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reaso
             out.push(Reason::TooManyInsns { insns: prog.insn_count, max });
         }
     }
+}
+
+/// The class and map checks of `violations`.
+fn class_and_map(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef], out: &mut Vec<Reason>) {
     let classes = prog.class_set();
     for class in classes.iter() {
         if rule.capabilities.deny.contains(class) {
@@ -525,5 +541,4 @@ fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reaso
         let insns = prog.evidence.get(&Capability::MapWrite).cloned().unwrap_or_default();
         out.push(Reason::UnattributedMapWrite { insns });
     }
-    out
 }
