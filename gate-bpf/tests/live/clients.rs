@@ -37,6 +37,8 @@ fn args_of(tool: &str) -> &'static [&'static str] {
     match tool {
         "funclatency" => &["do_nanosleep"],
         "ksnoop" => &["trace", "do_nanosleep"],
+        // The guest's root is the initramfs (tmpfs); ext4 is what a real host would name.
+        "fsdist" | "fsslower" => &["-t", "ext4"],
         _ => &[],
     }
 }
