@@ -20,6 +20,8 @@ xz-utils
 zstd
 bpftrace
 bpftool
+libbpf-tools
+iproute2
 debian-archive-keyring
 lintian
 systemd
@@ -31,7 +33,8 @@ binutils
 # libelf-dev, zlib1g-dev, make, pkg-config: libbpf-sys builds libbpf from source.
 # qemu-system-x86, busybox-static, cpio: the VM live-test harness (cargo xtask vmtest).
 # xz-utils, zstd: vmtest decompresses the kernel modules the guests load (nf_conntrack, nf_nat).
-# bpftrace, bpftool: live tests and their guests use them as real BPF clients.
+# bpftrace, bpftool, libbpf-tools, iproute2: live tests and their guests use them as real BPF clients
+#   (vmtest puts these packages' programs into the guest: tests/live/clients.rs).
 # debian-archive-keyring: vmtest verifies the Debian kernel packages it downloads.
 # lintian: `cargo xtask deb --check` lints the Debian package with it.
 # systemd: `cargo xtask deb --check` runs `systemd-analyze verify` on bpfgate.service (nothing is started).

@@ -149,8 +149,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let options =
-        bpfgate::InspectOptions { target_btf: target.as_ref(), not_created: args.no_create.clone(), overrides };
+    let options = bpfgate::InspectOptions {
+        target_btf: target.as_ref(),
+        not_created: args.no_create.clone(),
+        overrides,
+        ..Default::default()
+    };
     let subject = Subject { exe: args.exe.clone(), cgroup: args.cgroup.clone(), uid: args.uid };
     let (mut denied, mut failed) = (false, false);
     let mut files = Vec::new();

@@ -141,6 +141,9 @@ pub struct Event {
     pub contended: bool,
     pub kfunc_btf_changed: bool,
     pub kptr_read: bool,
+    /// The program has helper calls its kernel cannot execute (libbpf's poison, ids past the kernel's last
+    /// helper); they granted nothing (`bpfgate::target`).
+    pub not_executable_calls: bool,
 }
 
 /// Names for what the raw event only has numbers for.
@@ -171,14 +174,19 @@ fn reason_names(bits: u32) -> Vec<&'static str> {
 
 impl Event {
     pub fn from_raw(raw: &RawEvent, names: &Names) -> Event {
+        let class_at = |slot: usize| Capability::ALL.get(slot).copied();
         let evidence_of = |slot: usize| -> Option<Evidence> {
             let e = raw.evidence.get(slot).copied().unwrap_or(0);
             let value = e & evidence::VALUE_MASK;
             match e & evidence::KIND_MASK {
-                evidence::HELPER => Some(Evidence::Helper {
-                    id: value,
-                    name: bpfgate::helpers::helper(value).map_or("unknown", |h| h.name).to_owned(),
-                }),
+                evidence::HELPER => {
+                    // The word keeps 30 bits of the id; an uncatalogued one (unknown's) is whole beside it.
+                    let id = if class_at(slot) == Some(Capability::Unknown) { raw.unknown_helper } else { value };
+                    Some(Evidence::Helper {
+                        id,
+                        name: bpfgate::helpers::helper(id).map_or("unknown", |h| h.name).to_owned(),
+                    })
+                }
                 evidence::KFUNC if value & evidence::CATALOGUED != 0 => {
                     let index = (value & !evidence::CATALOGUED) as usize;
                     Some(match bpfgate::helpers::KFUNCS.get(index) {
@@ -250,6 +258,7 @@ impl Event {
             contended: raw.scan_flags & scan_flags::CONTENDED != 0,
             kfunc_btf_changed: raw.scan_flags & scan_flags::KFUNC_BTF_CHANGED != 0,
             kptr_read: raw.scan_flags & scan_flags::KPTR_READ != 0,
+            not_executable_calls: raw.scan_flags & scan_flags::NOT_EXECUTABLE != 0,
         }
     }
 
@@ -351,6 +360,9 @@ impl Event {
         if self.kptr_read {
             f.write_str(" (kernel_read: a used map may hold kptrs)")?;
         }
+        if self.not_executable_calls {
+            f.write_str(" (calls the kernel cannot execute: no class)")?;
+        }
         Ok(())
     }
 }
@@ -392,6 +404,8 @@ mod tests {
             evidence,
             object_id: 0,
             fmode: 0,
+            unknown_helper: 0,
+            reserved: 0,
             comm,
             name,
             map_name: [0; NAME_LEN],
@@ -427,6 +441,28 @@ mod tests {
         let e = Event::from_raw(&r, &Names::default());
         assert!(e.contended);
         assert!(e.to_string().ends_with(" (scan contended)"), "{e}");
+    }
+
+    /// Helper ids of 2^30 and more do not fit the evidence word: `unknown`'s id comes whole from its own field,
+    /// and a poison call is flagged, not counted.
+    #[test]
+    fn large_helper_ids_are_whole() {
+        let mut r = raw();
+        let slot = Capability::Unknown as usize;
+        let id = 2_001_000_005u32;
+        r.classes = Capability::Unknown.bit();
+        r.maybe_classes = 0;
+        r.evidence = [0; CLASS_SLOTS];
+        r.evidence[slot] = evidence::HELPER | (id & evidence::VALUE_MASK);
+        r.unknown_helper = id;
+        r.scan_flags = scan_flags::NOT_EXECUTABLE;
+        let e = Event::from_raw(&RawEvent::decode_ne(&r.to_ne_bytes()), &Names::default());
+        assert_eq!(e.classes[0].evidence, Some(Evidence::Helper { id, name: "unknown".into() }));
+        let json = serde_json::to_value(&e).expect("serializes");
+        assert_eq!(json["classes"][0]["evidence"]["id"], 2_001_000_005u64);
+        assert_eq!(json["not_executable_calls"], true);
+        assert!(e.to_string().contains("unknown(helper 2001000005 unknown)"), "{e}");
+        assert!(e.to_string().ends_with("(calls the kernel cannot execute: no class)"), "{e}");
     }
 
     #[test]

@@ -68,6 +68,17 @@ pub enum GateError {
     Status(#[from] crate::status::StatusError),
 }
 
+/// The running kernel's `__BPF_FUNC_MAX_ID` (`enum bpf_func_id` in its BTF): helper ids at or past it are refused
+/// by the verifier wherever they are reachable ([`bpfgate::target`]). None when the BTF cannot be read or lacks
+/// the enum.
+pub fn kernel_helper_max_id() -> Option<u32> {
+    KernelBtf::vmlinux().ok().as_ref().and_then(helper_max_id)
+}
+
+fn helper_max_id(btf: &KernelBtf) -> Option<u32> {
+    btf.enum_value("bpf_func_id", "__BPF_FUNC_MAX_ID").and_then(|v| u32::try_from(v).ok()).filter(|&v| v > 0)
+}
+
 /// Where `bpfgate enforce --persist` pins the gate by default (one file per link and map).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/bpfgate";
 
@@ -125,6 +136,31 @@ impl KernelBtf {
         // SAFETY: self.0 is a live BTF object and c a NUL-terminated string.
         let id = unsafe { libbpf_sys::btf__find_by_name_kind(self.0, c.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
         u32::try_from(id).ok().filter(|&id| id > 0)
+    }
+
+    /// The value of enumerator `name` of the enum named `enum_name`.
+    fn enum_value(&self, enum_name: &str, name: &str) -> Option<i64> {
+        let c = CString::new(enum_name).ok()?;
+        // SAFETY: self.0 is a live BTF object and c a NUL-terminated string.
+        let id = unsafe { libbpf_sys::btf__find_by_name_kind(self.0, c.as_ptr(), libbpf_sys::BTF_KIND_ENUM) };
+        let id = u32::try_from(id).ok().filter(|&id| id > 0)?;
+        // SAFETY: self.0 is a live BTF object; libbpf returns NULL for ids out of range.
+        let t = unsafe { libbpf_sys::btf__type_by_id(self.0, id) };
+        if t.is_null() {
+            return None;
+        }
+        // SAFETY: t points at a btf_type inside the object.
+        let vlen = unsafe { (*t).info } & 0xffff;
+        // SAFETY: an ENUM's btf_enum entries follow its btf_type in the object's type data (libbpf's
+        // btf_enum()), vlen of them.
+        let entries = unsafe { std::slice::from_raw_parts(t.add(1).cast::<libbpf_sys::btf_enum>(), vlen as usize) };
+        entries.iter().find_map(|e| {
+            // SAFETY: name offsets of the object's types are valid; libbpf returns NULL otherwise.
+            let n = unsafe { libbpf_sys::btf__name_by_offset(self.0, e.name_off) };
+            // SAFETY: libbpf's strings are NUL-terminated and live as long as the object.
+            (!n.is_null() && unsafe { std::ffi::CStr::from_ptr(n) }.to_bytes() == name.as_bytes())
+                .then_some(i64::from(e.val))
+        })
     }
 
     /// `(kind, vlen, type)` of type `id`.
@@ -265,6 +301,9 @@ pub struct Gate {
     source: Option<PolicySource>,
     /// Held while a retired generation's counts move into the record (crate::status::GateReader).
     status_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The kernel's `__BPF_FUNC_MAX_ID`, compiled into the gate (None: unknown, only libbpf's poison ids are
+    /// taken as not executable).
+    helper_max_id: Option<u32>,
 }
 
 /// Where the next installed policy came from, for `bpfgate status`.
@@ -326,6 +365,9 @@ impl Gate {
         rodata.gate_daemon_dev = crate::resolve::kernel_dev(std::os::unix::fs::MetadataExt::dev(&exe));
         rodata.gate_daemon_ino = std::os::unix::fs::MetadataExt::ino(&exe);
         rodata.gate_fentry_scan = legacy;
+        // Helper calls past the kernel's last helper cannot run (the verifier refuses them): they grant nothing.
+        let helper_max_id = helper_max_id(&btf);
+        rodata.gate_helper_max_id = helper_max_id.unwrap_or(0);
         let skel = open.load().map_err(bpf("loading the gate program (verifier)"))?;
 
         let opts = libbpf_sys::bpf_map_create_opts {
@@ -371,6 +413,7 @@ impl Gate {
             record_seq: 0,
             source: None,
             status_lock: std::sync::Arc::default(),
+            helper_max_id,
         };
         gate.fill_kfuncs(&btf)?;
         gate.protect_objects()?;
@@ -479,6 +522,17 @@ impl Gate {
     /// How many catalogued kfuncs the running kernel has (vmlinux and the modules mapped).
     pub fn kfuncs_found(&self) -> usize {
         self.kfuncs_found
+    }
+
+    /// The kernel's `__BPF_FUNC_MAX_ID` the gate judges helper calls by: ids at or past it grant nothing (the
+    /// verifier refuses them where reachable). None when the kernel's BTF did not say.
+    pub fn helper_max_id(&self) -> Option<u32> {
+        self.helper_max_id
+    }
+
+    /// The library's model of this gate's target kernel: what [`bpfgate::inspect_for`] needs to predict it.
+    pub fn target(&self) -> bpfgate::target::Target {
+        bpfgate::target::Target { helper_max_id: self.helper_max_id }
     }
 
     /// Names for turning raw events into readable ones (rule names by generation, kfunc names).

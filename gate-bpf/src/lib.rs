@@ -21,7 +21,7 @@ pub mod resolve;
 pub mod status;
 
 pub use gate::{
-    kernel_btfs, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant, Installed, PolicySource,
-    DEFAULT_PIN_DIR,
+    kernel_btfs, kernel_helper_max_id, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant,
+    Installed, PolicySource, DEFAULT_PIN_DIR,
 };
 pub use resolve::HostResolver;

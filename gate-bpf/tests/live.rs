@@ -32,6 +32,9 @@ mod ops;
 // Many minutes of loads, opens and reloads: the gate's maps and the daemon come back to their baseline (issue 19).
 #[path = "live/soak.rs"]
 mod soak;
+// Real clients under the shipped example policies: libbpf-tools, bpftrace's tools (issue 17).
+#[path = "live/clients.rs"]
+mod clients;
 // `bpfgate enforce`'s kernel preconditions (issue 16).
 #[path = "live/preflight.rs"]
 mod preflight;

@@ -9,6 +9,7 @@ use crate::metadata::{
     AttachType, InspectError, InspectErrorKind, LoadRewrites, ObjectReport, PoisonReason, PoisonedInsn, ProgType,
     UnreachedCode, SCHEMA_VERSION,
 };
+use crate::target::Target;
 use crate::unstable::core_reloc::{self, PoisonWhy};
 
 /// Inspects one BPF ELF object: every program's capability metadata, or errors naming file, section and
@@ -113,6 +114,10 @@ pub struct InspectOptions<'a> {
     pub target_btf: Option<&'a TargetBtf>,
     /// Maps the loader does not create (`bpf_map__set_autocreate(map, false)`), by name.
     pub not_created: Vec<String>,
+    /// Which helper calls can execute on the kernel the object is judged for ([`Target::helper_executable`]:
+    /// libbpf's poison ids never; with the kernel's `__BPF_FUNC_MAX_ID`, no id past its last helper). With a
+    /// `target_btf` and no `helper_max_id` here, the BTF's `enum bpf_func_id` gives it.
+    pub target: Target,
     /// What the loader sets at run time per program. Each override applied is said in the program's `notes`;
     /// one that names no program is an error of kind [`InspectErrorKind::Override`].
     pub overrides: Vec<LoadOverride>,
@@ -137,7 +142,11 @@ pub fn inspect_disassembled_with(
     let choices = core_reloc::LoaderChoices { not_created: &options.not_created };
     let outcome = core_reloc::rewrite(&mut obj, options.target_btf.map(|t| &t.0), &choices);
     let override_errors = apply_overrides(file, &mut obj, &options.overrides);
-    let mut report = inspect_object(file, &obj);
+    let mut target = options.target;
+    if target.helper_max_id.is_none() {
+        target.helper_max_id = options.target_btf.and_then(|t| t.0.helper_max_id());
+    }
+    let mut report = inspect_object_for(file, &obj, &target);
     report.errors.extend(override_errors);
     report.errors.extend(outcome.errors.iter().map(|e| InspectError {
         section: e.location().map(|(s, _)| s.to_owned()),
@@ -218,6 +227,12 @@ fn program_error(
 
 /// [`inspect`] for an object already parsed.
 pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
+    inspect_object_for(file, obj, &Target::ANY)
+}
+
+/// [`inspect_object`] for a target kernel: helper calls it cannot execute ([`Target::helper_executable`]) grant
+/// no class, in the analysis and in the gate's view alike.
+pub fn inspect_object_for(file: &str, obj: &elf::Object, target: &Target) -> ObjectReport {
     let mut report = empty(file);
     report.notes = obj.notes.clone();
     report.license = obj.license.clone();
@@ -240,7 +255,7 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
     let mut covered: Vec<(usize, usize, usize)> = Vec::new();
     // In program order, on several threads for a large object, sharing the object's budget (see
     // `analysis::MAX_OBJECT_WORK`, `analysis::analyze_programs`).
-    for ((i, prog), result) in obj.programs.iter().enumerate().zip(analysis::analyze_programs(obj)) {
+    for ((i, prog), result) in obj.programs.iter().enumerate().zip(analysis::analyze_programs(obj, target)) {
         let entry = obj.sections.get(prog.section).map(|cs| (prog.section, prog.start, cs.func_end(prog.start)));
         covered.extend(entry);
         match result {
@@ -264,8 +279,14 @@ pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
                     }),
                     None => {
                         // The gate's view, from the same linked layout.
-                        metadata.kernel_view =
-                            kernel_view::compute(obj, metadata.prog_type, metadata.attach_type, funcs, &calls);
+                        metadata.kernel_view = kernel_view::compute_for(
+                            obj,
+                            metadata.prog_type,
+                            metadata.attach_type,
+                            funcs,
+                            &calls,
+                            target,
+                        );
                         report.programs.push(metadata);
                     }
                 }

@@ -3,7 +3,8 @@
 //! The gate (`gate-bpf/src/bpf/gate.bpf.c`, `gate_scan_insn`) reads the kernel's copy of the linked instructions
 //! twice, in order: a first pass marks jump and call targets and notes what callbacks may get, the second tags
 //! what each register and 8-byte stack slot may hold ([`tag`]) and counts classes. Classes that come from calls it
-//! gets exactly as the library does: helper classes from the catalogue (ids past its end are `unknown`), kfunc
+//! gets exactly as the library does: helper classes from the catalogue (ids past its end are `unknown`, but a
+//! call its kernel cannot execute, [`crate::target`], counts nothing), kfunc
 //! classes by name (uncatalogued kfuncs are `unknown`), and override_return for fmod_ret programs. The three classes the library proves by dataflow it
 //! counts from the tags, a superset of the library's:
 //! - `kernel_read` for a load through a register that may hold a BTF pointer (a BTF-typed program's context
@@ -52,6 +53,7 @@ use crate::insn::{
 };
 use crate::metadata::{Capability, ClassSet, KernelView, MapAccess, MapDef, ProgramMetadata, UNKNOWN_MAP};
 use crate::progtype::{AttachType, ProgType, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
+use crate::target::Target;
 
 /// `BPF_F_RDONLY_PROG`: programs cannot write the map (libbpf sets it on `.rodata` and `.kconfig`).
 const RDONLY_PROG: u32 = 1 << 7;
@@ -218,6 +220,8 @@ struct Scan {
     map_ref: bool,
     /// A map the program uses may hold kptrs ([`MapDef::may_hold_kptr`]; a raw map fd may too).
     kptr_map: bool,
+    /// Which helper calls can execute.
+    target: Target,
 }
 
 /// A frame offset's slot, if it is in the frame.
@@ -409,7 +413,13 @@ impl Scan {
 /// from their own function or later, whose state comes from code not scanned yet; every insn when the program
 /// has an indirect jump), and what a function's r1-r5 start with before any call is scanned: a scalar, and, when
 /// the program takes a function's address, whatever the helpers and kfuncs it calls hand their callbacks.
-fn first_pass(obj: &Object, funcs: &[(usize, usize, usize)], calls: &[(u32, u32)], len: usize) -> (Vec<bool>, u8) {
+fn first_pass(
+    obj: &Object,
+    funcs: &[(usize, usize, usize)],
+    calls: &[(u32, u32)],
+    len: usize,
+    target: &Target,
+) -> (Vec<bool>, u8) {
     let mut resets = vec![false; len];
     for &(_, entry) in calls.iter().filter(|(site, entry)| entry <= site) {
         if let Some(r) = resets.get_mut(entry as usize) {
@@ -427,6 +437,8 @@ fn first_pass(obj: &Object, funcs: &[(usize, usize, usize)], calls: &[(u32, u32)
                 (GOTOX, ..) => return (vec![true; len], tag::ANY),
                 // A kfunc: the gate does not look up what it hands a callback.
                 (CALL, _, Some(RelocTarget::Extern { .. })) | (CALL, PSEUDO_KFUNC_CALL, _) => callbacks = tag::ANY,
+                // A call that cannot execute runs no callback.
+                (CALL, CALL_HELPER, _) if !target.helper_executable(insn.imm as u32) => {}
                 (CALL, CALL_HELPER, _) => callbacks |= callback_tags(helpers::helper(insn.imm as u32)),
                 (LD_IMM64, PSEUDO_FUNC, _) | (LD_IMM64, _, Some(RelocTarget::Code { .. })) => address_taken = true,
                 _ => {}
@@ -493,9 +505,22 @@ pub fn compute(
     funcs: impl IntoIterator<Item = (usize, usize, usize)>,
     calls: &[(u32, u32)],
 ) -> KernelView {
+    compute_for(obj, prog_type, attach_type, funcs, calls, &Target::ANY)
+}
+
+/// [`compute`] for a target kernel: helper calls it cannot execute ([`Target::helper_executable`]) count
+/// nothing, as in the gate, which knows its kernel's last helper.
+pub fn compute_for(
+    obj: &Object,
+    prog_type: ProgType,
+    attach_type: Option<AttachType>,
+    funcs: impl IntoIterator<Item = (usize, usize, usize)>,
+    calls: &[(u32, u32)],
+    target: &Target,
+) -> KernelView {
     let funcs: Vec<_> = funcs.into_iter().collect();
     let len = funcs.iter().map(|&(_, start, end)| end.saturating_sub(start)).sum();
-    let (resets, args) = first_pass(obj, &funcs, calls, len);
+    let (resets, args) = first_pass(obj, &funcs, calls, len, target);
     let mut t = Tags { regs: [tag::SCALAR; 16], slots: [tag::SCALAR; SLOTS] };
     t.regs[1] = tag::CTX;
     t.regs[FP as usize] = tag::STACK;
@@ -514,6 +539,7 @@ pub fn compute(
         btf_source: false,
         map_ref: false,
         kptr_map: false,
+        target: *target,
     };
     let mut base = 0u32;
     let mut block_ends = false;
@@ -565,6 +591,8 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
                 (EXIT | GOTOX, ..) => return true,
                 // libbpf turns `call -1` against an extern into BPF_PSEUDO_KFUNC_CALL.
                 (CALL, _, Some(RelocTarget::Extern { name })) => s.kfunc(at, Some(name)),
+                // Cannot execute (crate::target): no class, and a path through it does not exist.
+                (CALL, CALL_HELPER, _) if !s.target.helper_executable(insn.imm as u32) => (tag::SCALAR, false),
                 (CALL, CALL_HELPER, _) => match helpers::helper(insn.imm as u32) {
                     Some(h) => s.call(at, h.classes, h.effects),
                     None => s.unknown_call(at),

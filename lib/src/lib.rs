@@ -30,6 +30,7 @@ pub mod kernel_view;
 pub mod metadata;
 pub mod policy;
 pub mod progtype;
+pub mod target;
 
 #[doc(hidden)]
 #[allow(missing_docs)]

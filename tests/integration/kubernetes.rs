@@ -312,7 +312,7 @@ fn every_path_the_daemon_opens_is_the_nodes() {
     let policy = bpfgate::policy::Policy::parse(&key, &text).unwrap();
     let mut exes = 0;
     for rule in &policy.rules {
-        if let Some(exe) = &rule.subject.exe {
+        for exe in &rule.subject.exe {
             assert!(
                 pod.is_node_path(&exe.value),
                 "policy exe {} is not under a hostPath mount of the same path",

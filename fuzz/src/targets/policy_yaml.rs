@@ -122,7 +122,7 @@ pub fn check(data: &[u8]) {
     let keys = policy.rules.iter().take(SUBJECT_RULES).map(|r| {
         let s = &r.subject;
         (
-            s.exe.as_ref().map(|e| e.value.clone()),
+            s.exe.first().map(|e| e.value.clone()),
             s.cgroup.as_ref().map(|g| g.value.clone()),
             s.uid.as_ref().map(|u| u.value),
         )

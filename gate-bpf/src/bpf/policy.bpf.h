@@ -315,6 +315,13 @@ __noinline int gate_evaluate(const struct facts *f, const struct gate_subject *s
 	__u32 id = rm.id;
 	__u32 reasons = 0;
 
+	/* A loader's feature probe (bpfgate::policy::Probes) skips the type, attach and size checks. */
+	bool probe = r->probe_insns && f->insn_cnt <= r->probe_insns &&
+		     (r->probe_types & bit_of(f->prog_type)) && !(f->classes & ~BPFGATE_CLASS_MAP_WRITE) &&
+		     !f->gate_hook;
+
+	if (probe)
+		goto classes;
 	if ((r->flags & GATE_RULE_PROG_TYPES) && !(r->prog_types & bit_of(f->prog_type)))
 		reasons |= GATE_R_PROG_TYPE;
 	if (f->has_attach_type && (r->flags & GATE_RULE_ATTACH_TYPES) &&
@@ -343,6 +350,7 @@ __noinline int gate_evaluate(const struct facts *f, const struct gate_subject *s
 	}
 	if (f->insn_cnt > r->max_insns)
 		reasons |= GATE_R_INSNS;
+classes:
 	if ((f->classes & r->denied_classes) || (f->classes & ~r->allowed_classes))
 		reasons |= GATE_R_CLASS;
 	if (um && (f->classes & BPFGATE_CLASS_MAP_WRITE)) {

@@ -10,6 +10,22 @@
 /* A call's src_reg for a helper, by id in imm (the uapi names only the pseudo calls). */
 #define HELPER_CALL 0
 
+/*
+ * The kernel's __BPF_FUNC_MAX_ID, from its BTF (set by the loader; 0: unknown). Helper ids at or past it, and
+ * without it libbpf's poison ids, cannot execute: the verifier refuses them wherever they are reachable
+ * (bpfgate::target), so such a call grants nothing.
+ */
+const volatile __u32 gate_helper_max_id = 0;
+
+/* bpfgate::target::Target::helper_executable. */
+static __always_inline bool helper_executable(__u32 id)
+{
+	if (gate_helper_max_id)
+		return id < gate_helper_max_id;
+	return id != GATE_POISON_CORE_RELO && id - GATE_POISON_MAP_BASE >= GATE_POISON_SPAN &&
+	       id - GATE_POISON_KFUNC_BASE >= GATE_POISON_SPAN;
+}
+
 /* Instruction n's bit in a jump_targets bitmap (words or resets); the word index is masked in bounds. */
 static __always_inline bool insn_bit(const __u64 *bits, __u64 n)
 {
@@ -255,7 +271,11 @@ static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, _
 	if (src == HELPER_CALL) {
 		__u32 id = (__u32)imm;
 
-		if (id < BPFGATE_HELPER_COUNT) {
+		if (!helper_executable(id)) {
+			/* No class; a path through it does not exist in a program that loads. */
+			c->flags |= SCAN_NOT_EXECUTABLE;
+			call_tags(c, GATE_T_SCALAR, false);
+		} else if (id < BPFGATE_HELPER_COUNT) {
 			__u32 k = id & (BPFGATE_HELPER_TABLE - 1);
 			__u8 ret = bpfgate_helper_ret[k];
 
@@ -264,6 +284,8 @@ static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, _
 			note(c, bpfgate_helper_classes[id], GATE_EV_HELPER | (id & GATE_EV_VALUE_MASK));
 			known_call(c, at, ret, bpfgate_helper_flags[k]);
 		} else {
+			if (!(c->classes & BPFGATE_CLASS_UNKNOWN))
+				c->unknown_helper = id;
 			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_HELPER | (id & GATE_EV_VALUE_MASK));
 			unknown_call(c, at);
 		}
@@ -488,7 +510,10 @@ __noinline int gate_mark_chunk(struct pending_load *ts, struct jump_targets *jt,
 			continue;
 		}
 		if (code == (BPF_JMP | BPF_CALL) && src == HELPER_CALL) {
-			c->callbacks |= (__u32)imm < BPFGATE_HELPER_COUNT
+			/* A call that cannot execute runs no callback. */
+			if (helper_executable((__u32)imm))
+				c->callbacks |=
+					(__u32)imm < BPFGATE_HELPER_COUNT
 						? bpfgate_helper_callback[imm & (BPFGATE_HELPER_TABLE - 1)]
 						: GATE_T_ANY;
 			continue;

@@ -20,6 +20,7 @@
 #define SCAN_GOTOX (1U << 3) /* an indirect jump: any instruction may start a block */
 #define SCAN_CONTENDED (1U << 4) /* another load took this CPU's jump_targets during the scan */
 #define SCAN_FUNC_ADDR (1U << 5) /* an ld_imm64 of a function: the program runs callbacks */
+#define SCAN_NOT_EXECUTABLE (1U << 6) /* a helper call the kernel cannot execute (bpfgate::target) */
 
 struct raw_insn {
 	__u8 code;
@@ -63,6 +64,8 @@ struct scan_ctx {
 	__u32 prog_type;
 	__u32 classes;
 	__u32 flags;
+	/* The whole id of the helper call that proved `unknown` (its evidence word keeps 30 bits). */
+	__u32 unknown_helper;
 	/* The last instruction, plus one (0: none), that loaded through a BTF pointer or an unknown
 	 * register, or wrote through a map value, a packet or an unknown register. */
 	__u32 btf_load;

@@ -20,7 +20,8 @@ use bpfgate_gate::event::{
 use bpfgate_gate::{EventStream, Gate, HookVariant, HostResolver};
 use bpfgate_test_support::btf::{Btf, INT_SIGNED};
 use bpfgate_test_support::insn::{
-    add_imm, call_helper, call_kfunc, exit, jeq_imm, jmp_imm, ld_map_fd, ldx, ldx_dw, mov, mov_imm, op, st_imm, Insn,
+    add_imm, call_helper, call_kfunc, exit, insn, jeq_imm, jmp_imm, ld_map_fd, ldx, ldx_dw, mov, mov_imm, op, st_imm,
+    Insn,
 };
 use libbpf_rs::libbpf_sys;
 
@@ -75,6 +76,8 @@ const FIXTURES: &[Fixture] = fixtures![
     "maps_legacy.bpf.o",
     "module_kfunc.bpf.o",
     "negative_pure_helper.bpf.o",
+    "net_agent.bpf.o",
+    "net_agent_write_user.bpf.o",
     "negative_tracepoint.bpf.o",
     "override_return.bpf.o",
     "reach_bpf_loop.bpf.o",
@@ -261,7 +264,6 @@ const DENIALS: &[(&str, &str, Capability, u32)] = &[
     ("fmod_ret_override.bpf.o", "fmod_ret_override", Capability::OverrideReturn, evidence::INSN),
     ("sys_bpf.bpf.o", "sys_bpf", Capability::SysBpf, evidence::HELPER | 166),
     ("tc_store_redirect.bpf.o", "tc_store_redirect", Capability::Redirect, evidence::HELPER | 23),
-    ("unknown_helper.bpf.o", "unknown_helper", Capability::Unknown, evidence::HELPER | 999),
     ("destructive_kfunc.bpf.o", "destructive_kfunc", Capability::Destructive, evidence::KFUNC),
 ];
 
@@ -338,6 +340,83 @@ fn gate_allows_a_program_without_denied_classes() {
     let ours = named(&events, "negative_pure_helper");
     assert_eq!(result, Ok(()), "events: {:?}", ours.iter().map(|e| g.describe(e)).collect::<Vec<_>>());
     assert!(ours.iter().all(|e| e.verdict == VERDICT_ALLOW && e.classes == 0 && e.maybe_classes == 0));
+}
+
+/// Calls the kernel cannot execute grant nothing (`bpfgate::target`): libbpf's poison in a branch the verifier
+/// proves dead loads under a rule that denies `unknown` (and every other class); the same call reachable passes
+/// the gate, which grants it nothing, and the verifier refuses the program (EINVAL), as it does a helper id past
+/// the kernel's last (the unknown_helper fixture, 999). `unknown` stays for what can run: an indirect call.
+#[test]
+fn gate_calls_that_cannot_execute_grant_nothing() {
+    let Some(_guard) = live("gate_calls_that_cannot_execute_grant_nothing") else { return };
+    let exe = this_exe();
+    let mut g = Live::new();
+    let max = g.gate.helper_max_id();
+    report!("this kernel's __BPF_FUNC_MAX_ID: {max:?}");
+    assert!(max.is_some_and(|m| (200..1000).contains(&m)), "the gate read no helper count from BTF: {max:?}");
+    let all = "[kernel_read, user_read, user_write, send_signal, override_return, sys_bpf, map_write, tail_call, \
+               destructive, trace_printk, packet_write, redirect, unknown]";
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: strict\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: {all}\n"
+    ));
+    g.take();
+    let core = bpfgate::gate_abi::poison::CORE_RELO as i32;
+    let map = (bpfgate::gate_abi::poison::MAP_BASE + 1) as i32;
+    let kfunc = bpfgate::gate_abi::poison::KFUNC_BASE as i32;
+    // As libbpf leaves a failed relocation behind `bpf_core_field_exists` (relocated to 0) and a map it did not
+    // create (its ld_imm64 as two calls).
+    let dead = [
+        mov_imm(1, 0),
+        jeq_imm(1, 0, 4),
+        call_helper(core),
+        call_helper(map),
+        call_helper(map),
+        call_helper(kfunc),
+        mov_imm(0, 0),
+        exit(),
+    ];
+    let reachable = [call_helper(core), mov_imm(0, 0), exit()];
+    let mut results = Vec::new();
+    for (name, insns) in [("poison_dead", &dead[..]), ("poison_reached", &reachable[..])] {
+        let result = load_insns(name, insns);
+        let events = g.take();
+        let ours = named(&events, name);
+        for e in &ours {
+            report!("{name}: {result:?}: {}", g.describe(e));
+        }
+        let e = ours.first().unwrap_or_else(|| panic!("{name}: no decision"));
+        results.push((name, result, e.verdict, e.classes | e.maybe_classes, e.scan_flags & scan_flags::NOT_EXECUTABLE));
+    }
+    let result = load_object(fixture("unknown_helper.bpf.o").bytes, |_| true);
+    let events = g.take();
+    let ours = named(&events, "unknown_helper");
+    let e = ours.first().expect("unknown_helper: no decision");
+    report!("unknown_helper (999): {result:?}: {}", g.describe(e));
+    results.push((
+        "unknown_helper",
+        result,
+        e.verdict,
+        e.classes | e.maybe_classes,
+        e.scan_flags & scan_flags::NOT_EXECUTABLE,
+    ));
+    let flag = scan_flags::NOT_EXECUTABLE;
+    assert_eq!(
+        results,
+        [
+            ("poison_dead", Ok(()), VERDICT_ALLOW, 0, flag),
+            ("poison_reached", Err(libc::EINVAL), VERDICT_ALLOW, 0, flag),
+            ("unknown_helper", Err(libc::EINVAL), VERDICT_ALLOW, 0, flag),
+        ]
+    );
+    // An indirect call can run as far as the gate knows: unknown, denied.
+    let callx = [mov_imm(1, 0), insn(0x8d, 0, 1, 0, 0), mov_imm(0, 0), exit()];
+    let result = load_insns("callx", &callx);
+    let events = g.take();
+    let ours = named(&events, "callx");
+    let e = ours.first().expect("callx: no decision");
+    report!("callx: {result:?}: {}", g.describe(e));
+    assert_eq!((result, e.verdict, e.classes), (Err(libc::EPERM), VERDICT_DENY, Capability::Unknown.bit()));
 }
 
 /// Environment variable that turns `gate_child_loader` into the other subject of
@@ -530,7 +609,12 @@ fn gate_conformance_with_the_library_in_audit_mode() {
         // The library's ELF reader needs 8-byte aligned input; include_bytes! data is only 1-aligned.
         let copy = f.bytes.to_vec();
         assert_eq!(copy.as_ptr() as usize % 8, 0, "heap copies are 8-byte aligned");
-        let report = bpfgate::inspect(f.file, &copy);
+        // Judged for this kernel, as the gate judges: its last helper id comes from the kernel's BTF.
+        let report = bpfgate::inspect_with(
+            f.file,
+            &copy,
+            &bpfgate::InspectOptions { target: g.gate.target(), ..Default::default() },
+        );
         for err in &report.errors {
             table.push(format!("{:<34} library error: {err}", f.file));
             failures.push(format!("{}: the library could not analyze it: {err}", f.file));
@@ -547,10 +631,24 @@ fn gate_conformance_with_the_library_in_audit_mode() {
                 continue;
             };
             compared += 1;
-            let lib = p.class_set().0;
+            let mut lib = p.class_set().0;
             let view = &p.kernel_view;
             let conservative: ClassSet = view.conservative.iter().copied().collect();
-            let proved = view.class_set().0 & !conservative.0;
+            let mut proved = view.class_set().0 & !conservative.0;
+            // A weak kfunc this kernel lacks: libbpf poisons its call at load (the gate counts nothing), which the
+            // library, reading the ELF without the kernel's BTF, cannot know; it says `unknown`, the stricter.
+            let weak_kfunc_poisoned = e.scan_flags & scan_flags::NOT_EXECUTABLE != 0
+                && e.classes & Capability::Unknown.bit() == 0
+                && p.kfuncs.iter().all(|k| bpfgate::helpers::kfunc(k).is_none())
+                && !p.kfuncs.is_empty();
+            if weak_kfunc_poisoned {
+                lib &= !Capability::Unknown.bit();
+                proved &= !Capability::Unknown.bit();
+                table.push(format!(
+                    "{:<34} {:<24} libbpf poisoned the call of weak kfunc {:?}: the library's `unknown` is left out",
+                    f.file, p.name, p.kfuncs
+                ));
+            }
             let mut bad = Vec::new();
             if result == Err(libc::EPERM) || ours.iter().any(|e| e.verdict != VERDICT_AUDIT) {
                 bad.push("audit mode refused a load".to_owned());
@@ -618,7 +716,11 @@ fn gate_decisions_match_check_gate() {
     let mut failures = Vec::new();
     for f in FIXTURES {
         let copy = f.bytes.to_vec();
-        let report = bpfgate::inspect(f.file, &copy);
+        let report = bpfgate::inspect_with(
+            f.file,
+            &copy,
+            &bpfgate::InspectOptions { target: g.gate.target(), ..Default::default() },
+        );
         for p in &report.programs {
             let _ = load_object(f.bytes, |n| n == p.name);
             let events = g.take();

@@ -156,9 +156,11 @@ pub fn compile(policy: &Policy, generation: u64) -> Result<CompiledPolicy, Polic
     let mut uid: BTreeMap<u32, u64> = BTreeMap::new();
     for (id, rule) in policy.rules.iter().enumerate().take(MAX_RULES) {
         let bit = 1u64 << id;
-        match &rule.subject.exe {
-            Some(e) => *exe.entry(e.value.as_str()).or_default() |= bit,
-            None => c.header.exe_any |= bit,
+        if rule.subject.exe.is_empty() {
+            c.header.exe_any |= bit;
+        }
+        for e in &rule.subject.exe {
+            *exe.entry(e.value.as_str()).or_default() |= bit;
         }
         match &rule.subject.cgroup {
             Some(g) => *cgroup.entry(g.value.as_str()).or_default() |= bit,
@@ -203,6 +205,9 @@ pub fn compile(policy: &Policy, generation: u64) -> Result<CompiledPolicy, Polic
             target_count: clamp16(c.targets.len() - target_first),
             map_first: clamp16(map_first),
             map_count: clamp16(c.map_names.len() - map_first),
+            probe_insns: rule.probes.as_ref().map_or(0, |p| p.max_insns),
+            reserved2: 0,
+            probe_types: rule.probes.as_ref().map_or(0, |p| p.prog_types.iter().fold(0, |m, t| m | bit_of(t.number()))),
         });
         c.rule_names.push(rule.name.clone());
     }
@@ -578,29 +583,37 @@ pub fn evaluate(t: &KernelTables, subject: &KernelSubject, prog: &KernelProgram)
         return finish(Decision::Deny, Some(id), RULE_DENIES);
     }
     let mut reasons = 0u32;
-    if r.flags & rule_flags::PROG_TYPES != 0 && r.prog_types & bit_of(prog.prog_type) == 0 {
-        reasons |= PROG_TYPE;
-    }
-    if let Some(at) = prog.attach_type {
-        if r.flags & rule_flags::ATTACH_TYPES != 0 && r.attach_types & bit_of(at) == 0 {
-            reasons |= ATTACH_TYPE;
+    // A feature probe (schema::Probes) skips the type, attach and size checks.
+    let probe = r.probe_insns != 0
+        && prog.insn_cnt <= r.probe_insns
+        && r.probe_types & bit_of(prog.prog_type) != 0
+        && prog.classes & !crate::Capability::MapWrite.bit() == 0
+        && !gate_hook;
+    if !probe {
+        if r.flags & rule_flags::PROG_TYPES != 0 && r.prog_types & bit_of(prog.prog_type) == 0 {
+            reasons |= PROG_TYPE;
         }
-    }
-    if r.flags & rule_flags::ATTACH_TARGETS != 0 {
-        let ok = match &prog.attach_target {
-            Some(target) => {
-                slice(&t.targets, r.target_first, r.target_count).iter().any(|p| pattern_matches(p, target))
+        if let Some(at) = prog.attach_type {
+            if r.flags & rule_flags::ATTACH_TYPES != 0 && r.attach_types & bit_of(at) == 0 {
+                reasons |= ATTACH_TYPE;
             }
-            None => !traced(prog.prog_type),
-        };
-        if !ok {
+        }
+        if r.flags & rule_flags::ATTACH_TARGETS != 0 {
+            let ok = match &prog.attach_target {
+                Some(target) => {
+                    slice(&t.targets, r.target_first, r.target_count).iter().any(|p| pattern_matches(p, target))
+                }
+                None => !traced(prog.prog_type),
+            };
+            if !ok {
+                reasons |= ATTACH_TARGET;
+            }
+        } else if gate_hook {
             reasons |= ATTACH_TARGET;
         }
-    } else if gate_hook {
-        reasons |= ATTACH_TARGET;
-    }
-    if prog.insn_cnt > r.max_insns {
-        reasons |= INSNS;
+        if prog.insn_cnt > r.max_insns {
+            reasons |= INSNS;
+        }
     }
     if prog.classes & r.denied_classes != 0 || prog.classes & !r.allowed_classes != 0 {
         reasons |= CLASS;

@@ -357,10 +357,11 @@ pub(crate) fn cgroup_within(subject_cg: &str, rule_cg: &str) -> bool {
 }
 
 pub(crate) fn subject_matches(m: &SubjectMatch, s: &Subject) -> bool {
-    let exe_ok = match &m.exe {
-        None => true,
-        Some(e) => s.exe.as_deref().is_some_and(|x| normalize_path(x) == e.value),
-    };
+    let exe_ok = m.exe.is_empty()
+        || s.exe.as_deref().is_some_and(|x| {
+            let x = normalize_path(x);
+            m.exe.iter().any(|e| e.value == x)
+        });
     let cg_ok = match &m.cgroup {
         None => true,
         Some(c) => s.cgroup.as_deref().is_some_and(|x| cgroup_within(x, &c.value)),
@@ -372,9 +373,14 @@ pub(crate) fn subject_matches(m: &SubjectMatch, s: &Subject) -> bool {
     exe_ok && cg_ok && uid_ok
 }
 
-/// Classes a helper carries, from the catalogue; an id it does not know is `unknown`, as in the analysis.
+/// Classes a helper carries, from the catalogue; an id it does not know is `unknown`, as in the analysis, but
+/// libbpf's poison ids, which no kernel executes ([`crate::target`]), carry none.
 fn helper_classes(id: u32) -> ClassSet {
-    crate::helpers::helper(id).map_or(ClassSet(Capability::Unknown.bit()), |h| h.classes)
+    match crate::helpers::helper(id) {
+        Some(h) => h.classes,
+        None if crate::target::poison(id).is_some() => ClassSet::EMPTY,
+        None => ClassSet(Capability::Unknown.bit()),
+    }
 }
 
 fn kfunc_classes(name: &str) -> ClassSet {
@@ -459,6 +465,18 @@ fn gate_hook_target(prog: &ProgramMetadata) -> Option<String> {
 /// Every constraint of `rule` that `prog` breaks, in a fixed order: type, attach, size, classes, maps.
 fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reason> {
     let mut out = Vec::new();
+    // A feature probe passes the type, attach and size checks (Probes); not a gate hook.
+    let probe = rule.probes.as_ref().is_some_and(|p| p.admits(prog.prog_type, prog.insn_count, prog.class_set()))
+        && gate_hook_target(prog).is_none();
+    if !probe {
+        type_and_size(rule, prog, &mut out);
+    }
+    class_and_map(rule, prog, maps, &mut out);
+    out
+}
+
+/// The program type, attach type, attach target and instruction checks of `violations`.
+fn type_and_size(rule: &Rule, prog: &ProgramMetadata, out: &mut Vec<Reason>) {
     if let Some(types) = &rule.prog_types {
         if !types.contains(&prog.prog_type) {
             out.push(Reason::ProgType { prog_type: prog.prog_type });
@@ -489,6 +507,10 @@ fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reaso
             out.push(Reason::TooManyInsns { insns: prog.insn_count, max });
         }
     }
+}
+
+/// The class and map checks of `violations`.
+fn class_and_map(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef], out: &mut Vec<Reason>) {
     let classes = prog.class_set();
     for class in classes.iter() {
         if rule.capabilities.deny.contains(class) {
@@ -519,5 +541,4 @@ fn violations(rule: &Rule, prog: &ProgramMetadata, maps: &[MapDef]) -> Vec<Reaso
         let insns = prog.evidence.get(&Capability::MapWrite).cloned().unwrap_or_default();
         out.push(Reason::UnattributedMapWrite { insns });
     }
-    out
 }

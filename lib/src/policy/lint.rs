@@ -49,11 +49,8 @@ fn empty_lists(rule: &Rule, out: &mut Vec<(Loc, WarningKind)>) {
 
 /// Whether every subject `b` matches is also matched by `a`.
 pub(crate) fn covers(a: &SubjectMatch, b: &SubjectMatch) -> bool {
-    let exe = match (&a.exe, &b.exe) {
-        (None, _) => true,
-        (Some(x), Some(y)) => x.value == y.value,
-        (Some(_), None) => false,
-    };
+    // Every executable b names is one of a's (a without exe matches any).
+    let exe = a.exe.is_empty() || (!b.exe.is_empty() && b.exe.iter().all(|y| a.exe.iter().any(|x| x.value == y.value)));
     let uid = match (&a.uid, &b.uid) {
         (None, _) => true,
         (Some(x), Some(y)) => x.value == y.value,

@@ -13,7 +13,8 @@ use crate::progtype::{AttachType, ProgType};
 
 const TOP_FIELDS: &str = "version, mode, default, rules";
 const RULE_FIELDS: &str =
-    "name, subject, action, capabilities, prog_types, attach_types, attach_targets, max_insns, maps";
+    "name, subject, action, capabilities, prog_types, attach_types, attach_targets, max_insns, maps, probes";
+const PROBE_FIELDS: &str = "prog_types, max_insns";
 const SUBJECT_FIELDS: &str = "exe, cgroup, uid";
 const CAP_FIELDS: &str = "allow, deny";
 const MAP_FIELDS: &str = "write, named, pinned";
@@ -248,6 +249,10 @@ impl<'f> Cx<'f> {
             Some(n) => self.maps(n),
             None => Some(MapRule::default()),
         };
+        let probes = match f.get("probes") {
+            Some(n) => self.probes(n).map(Some),
+            None => Some(None),
+        };
         Some(Rule {
             name: name?,
             loc: f.loc,
@@ -259,7 +264,29 @@ impl<'f> Cx<'f> {
             attach_targets: attach_targets?,
             max_insns: max_insns?,
             maps: maps?,
+            probes: probes?,
         })
+    }
+
+    fn probes(&mut self, node: &Node) -> Option<Probes> {
+        let f = self.fields(node, "probes", PROBE_FIELDS)?;
+        let prog_types = match f.get("prog_types") {
+            Some(_) => self.opt_names(f.get("prog_types"), "prog_types", |s| {
+                s.parse::<ProgType>().map_err(|_| ErrorKind::UnknownProgType { name: s.to_owned() })
+            }),
+            None => {
+                self.err(f.loc, ErrorKind::MissingField { field: "prog_types", context: "probes" });
+                None
+            }
+        };
+        let max_insns = match f.get("max_insns") {
+            Some(n) => self.uint(n, "max_insns", 1, Probes::MAX_INSNS.into()).map(|v| v as u32),
+            None => {
+                self.err(f.loc, ErrorKind::MissingField { field: "max_insns", context: "probes" });
+                None
+            }
+        };
+        Some(Probes { prog_types: prog_types??, max_insns: max_insns? })
     }
 
     fn subject(&mut self, node: &Node) -> Option<SubjectMatch> {
@@ -267,9 +294,30 @@ impl<'f> Cx<'f> {
         let mut ok = true;
         let mut s = SubjectMatch::default();
         if let Some(n) = f.get("exe") {
-            match self.path(n, "exe") {
-                Some(p) => s.exe = Some(Located::new(p, n.loc)),
-                None => ok = false,
+            // One path, or a list of them (a suite of tools, each its own executable).
+            let items: Vec<&Node> = match &n.kind {
+                Kind::Seq(items) => {
+                    if items.is_empty() {
+                        self.err(
+                            n.loc,
+                            ErrorKind::InvalidValue {
+                                field: "exe",
+                                value: "[]".into(),
+                                why: "an empty list matches no executable; leave `exe` out to match any",
+                            },
+                        );
+                        ok = false;
+                    }
+                    items.iter().collect()
+                }
+                _ => vec![n],
+            };
+            for item in items {
+                match self.path(item, "exe") {
+                    Some(p) if !s.exe.iter().any(|e| e.value == p) => s.exe.push(Located::new(p, item.loc)),
+                    Some(_) => {}
+                    None => ok = false,
+                }
             }
         }
         if let Some(n) = f.get("cgroup") {

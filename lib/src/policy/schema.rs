@@ -131,9 +131,10 @@ pub struct Policy {
 /// Who a rule is about. Every given field must match; a rule with no field matches every subject.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SubjectMatch {
-    /// Absolute path of the loading executable; the gate compares the file's device and inode.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exe: Option<Located<String>>,
+    /// Absolute paths of the loading executable (`exe: PATH` or `exe: [PATH, ...]`: any of them; empty: any
+    /// executable); the gate compares each file's device and inode.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exe: Vec<Located<String>>,
     /// Absolute cgroup v2 path (from the cgroup root); matches that cgroup and every cgroup below it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<Located<String>>,
@@ -145,7 +146,7 @@ pub struct SubjectMatch {
 impl SubjectMatch {
     /// Whether the subject matches everyone.
     pub fn is_any(&self) -> bool {
-        self.exe.is_none() && self.cgroup.is_none() && self.uid.is_none()
+        self.exe.is_empty() && self.cgroup.is_none() && self.uid.is_none()
     }
 }
 
@@ -328,6 +329,35 @@ pub struct Rule {
     pub max_insns: Option<u32>,
     /// Map rules.
     pub maps: MapRule,
+    /// Loaders' feature probes, admitted whatever `prog_types`, `attach_types`, `attach_targets` and `max_insns`
+    /// say ([`Probes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Probes>,
+}
+
+/// `probes:` of a rule: libbpf and bpftrace test what the kernel supports by loading tiny programs (a
+/// two-instruction `socket_filter` or `tracepoint`, a `socket_filter` storing into its own global-data map) before
+/// loading the real ones, and fail or lose features when a probe is refused. A program of one of `prog_types`,
+/// with at most `max_insns` instructions and no class but `map_write`, passes the rule's program type, attach
+/// type, attach target and instruction checks; its classes and map writes are judged as any program's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probes {
+    /// Program types a probe may have.
+    pub prog_types: Vec<ProgType>,
+    /// The most instructions a probe may have (at most [`Probes::MAX_INSNS`]).
+    pub max_insns: u32,
+}
+
+impl Probes {
+    /// The largest `probes.max_insns` a policy may give: probes are a handful of instructions.
+    pub const MAX_INSNS: u32 = 64;
+
+    /// Whether a program of `prog_type` with `insns` instructions and `classes` is such a probe.
+    pub fn admits(&self, prog_type: ProgType, insns: u32, classes: crate::ClassSet) -> bool {
+        insns <= self.max_insns
+            && self.prog_types.contains(&prog_type)
+            && classes.0 & !crate::Capability::MapWrite.bit() == 0
+    }
 }
 
 impl Rule {
@@ -343,6 +373,7 @@ impl Rule {
             attach_types: None,
             attach_targets: None,
             max_insns: None,
+            probes: None,
             maps: MapRule::default(),
         }
     }

@@ -168,6 +168,80 @@ fn a_rule_matches_only_when_every_subject_field_matches() {
     }
 }
 
+/// `exe` takes one path or a list (a tool suite): any of them matches, each compiled to its own identity key with
+/// the rule's bit; lint sees a list covering another rule's paths.
+#[test]
+fn exe_takes_a_list_of_executables() {
+    let p = parse(
+        "version: 1\ndefault: deny\nrules:\n\
+         - name: tools\n  subject: {exe: [/usr/sbin/runqlat, /usr/sbin/biolatency, /usr/sbin/runqlat], uid: 0}\n\
+         - name: one\n  subject: {exe: /usr/sbin/biolatency, uid: 0}\n",
+    );
+    let paths: Vec<&str> = p.rules[0].subject.exe.iter().map(|e| e.value.as_str()).collect();
+    assert_eq!(paths, ["/usr/sbin/runqlat", "/usr/sbin/biolatency"], "duplicates dropped");
+    for exe in ["/usr/sbin/runqlat", "/usr/sbin//biolatency"] {
+        let v = p.evaluate(&root_exe(exe), &prog(ProgType::Kprobe), &[]);
+        assert_eq!(v.rule.map(|r| r.index), Some(0), "{exe}");
+    }
+    let v = p.evaluate(&root_exe("/usr/sbin/tc"), &prog(ProgType::Kprobe), &[]);
+    assert_eq!((v.rule, v.decision), (None, Decision::Deny));
+    let w = p.lint();
+    assert!(matches!(&w[..], [PolicyWarning { what: WarningKind::Unreachable { .. }, .. }]), "{w:?}");
+    let c = crate::policy::compiled::compile(&p, 1).expect("compiles");
+    let keys: Vec<(&str, u64)> = c.exe_keys.iter().map(|k| (k.path.as_str(), k.rules)).collect();
+    assert_eq!(keys, [("/usr/sbin/biolatency", 0b11), ("/usr/sbin/runqlat", 0b01)]);
+    assert_eq!(c.header.exe_any, 0);
+    // Every entry is checked as a path; an empty list is an error, not "any".
+    let e = errors("version: 1\nrules:\n  - name: r\n    subject: {exe: [/usr/bin/a, bin/b]}\n");
+    assert!(e.iter().any(|m| m.contains("must be an absolute path")), "{e:?}");
+    let e = errors("version: 1\nrules:\n  - name: r\n    subject: {exe: []}\n");
+    assert!(e.iter().any(|m| m.contains("an empty list matches no executable")), "{e:?}");
+}
+
+/// `probes`: a tiny program of a probe type with no class but map_write passes the rule's type, attach, target
+/// and size checks, in the source and the compiled evaluation alike; one instruction more, another class or
+/// another type, and the rule's checks apply again.
+#[test]
+fn feature_probes_pass_the_type_checks_and_nothing_more() {
+    let p = parse(
+        "version: 1\ndefault: deny\nrules:\n\
+         - name: tools\n  subject: {exe: /usr/sbin/runqlat}\n  prog_types: [kprobe]\n  \
+         attach_targets: [\"do_*\"]\n  max_insns: 1000\n  capabilities:\n    deny: [kernel_read]\n  \
+         maps: {write: own}\n  probes:\n    prog_types: [socket_filter, tracepoint]\n    max_insns: 16\n",
+    );
+    let c = crate::policy::compiled::compile(&p, 1).expect("compiles").resolve(&FakeHost);
+    let s = root_exe("/usr/sbin/runqlat");
+    let sized = |mut prog: ProgramMetadata, n: u32| {
+        prog.insn_count = n;
+        prog
+    };
+    let cases = [
+        (sized(prog(ProgType::SocketFilter), 2), Decision::Allow),
+        (sized(prog(ProgType::Tracepoint), 16), Decision::Allow),
+        (
+            sized(writes(with_class(prog(ProgType::SocketFilter), Capability::MapWrite, &[1]), "bss"), 5),
+            Decision::Allow,
+        ),
+        (sized(prog(ProgType::SocketFilter), 17), Decision::Deny),
+        (sized(with_class(prog(ProgType::Tracepoint), Capability::TracePrintk, &[1]), 4), Decision::Deny),
+        (sized(with_class(prog(ProgType::Tracepoint), Capability::KernelRead, &[1]), 4), Decision::Deny),
+        (sized(prog(ProgType::Xdp), 2), Decision::Deny),
+    ];
+    let defs = [mapdef("bss", 0)];
+    for (program, want) in cases {
+        let v = p.evaluate(&s, &program, &defs);
+        assert_eq!(v.decision, want, "{} {} insns: {v}", program.prog_type, program.insn_count);
+        let k = KernelSubject::resolve(&s, &FakeHost);
+        let got = compiled::evaluate(&c.tables, &k, &KernelProgram::from_metadata(&program, &defs));
+        assert_eq!(got.decision, want, "compiled: {} {} insns", program.prog_type, program.insn_count);
+    }
+    let e =
+        errors("version: 1\nrules:\n  - name: r\n    subject: {}\n    probes: {prog_types: [xdp], max_insns: 65}\n");
+    assert!(e.iter().any(|m| m.contains("max_insns")), "{e:?}");
+    let e = errors("version: 1\nrules:\n  - name: r\n    subject: {}\n    probes: {max_insns: 8}\n");
+    assert!(e.iter().any(|m| m.contains("prog_types")), "{e:?}");
+}
+
 #[test]
 fn cgroup_matches_descendants_and_paths_are_normalised() {
     assert!(eval::cgroup_within("/a/b/c", "/a/b"));
@@ -718,7 +792,7 @@ fn subject_match() -> impl Strategy<Value = SubjectMatch> {
         proptest::option::of(prop_oneof![Just(0u32), Just(1000u32)]),
     )
         .prop_map(|(e, c, u)| SubjectMatch {
-            exe: e.map(|e| Located::bare(e.to_string())),
+            exe: e.map(|e| Located::bare(e.to_string())).into_iter().collect(),
             cgroup: c.map(|c| Located::bare(c.to_string())),
             uid: u.map(Located::bare),
         })
@@ -734,21 +808,26 @@ fn rule() -> impl Strategy<Value = Rule> {
         proptest::option::of(subset(&TARGET_PATTERNS)),
         proptest::option::of(prop_oneof![Just(50u32), Just(100), Just(1000)]),
         (proptest::sample::select(MapWrite::ALL.to_vec()), subset(&MAP_PATTERNS), any::<bool>()),
+        proptest::option::of((subset(&PROG_TYPES), prop_oneof![Just(2u32), Just(60)])),
     )
-        .prop_map(|(subject, action, (allow, deny), pt, at, targets, max_insns, (write, named, pinned))| {
-            // A class both allowed and denied is a parse error, so generated rules never have one.
-            let deny = ClassSet(deny.0 & !allow.map_or(0, |a| a.0));
-            Rule {
-                action,
-                capabilities: ClassRule { allow, deny },
-                prog_types: pt,
-                attach_types: at,
-                attach_targets: targets.map(|t| t.into_iter().map(Pattern::new).collect()),
-                max_insns,
-                maps: MapRule { write, named: named.into_iter().map(Pattern::new).collect(), pinned },
-                ..Rule::allow_all("r", subject)
-            }
-        })
+        .prop_map(
+            |(subject, action, (allow, deny), pt, at, targets, max_insns, (write, named, pinned), probes)| {
+                // A class both allowed and denied is a parse error, so generated rules never have one.
+                let deny = ClassSet(deny.0 & !allow.map_or(0, |a| a.0));
+                Rule {
+                    action,
+                    capabilities: ClassRule { allow, deny },
+                    prog_types: pt,
+                    attach_types: at,
+                    attach_targets: targets.map(|t| t.into_iter().map(Pattern::new).collect()),
+                    max_insns,
+                    maps: MapRule { write, named: named.into_iter().map(Pattern::new).collect(), pinned },
+                    probes: probes
+                        .map(|(prog_types, max_insns)| crate::policy::schema::Probes { prog_types, max_insns }),
+                    ..Rule::allow_all("r", subject)
+                }
+            },
+        )
 }
 
 fn policy() -> impl Strategy<Value = Policy> {

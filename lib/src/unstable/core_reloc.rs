@@ -266,6 +266,18 @@ impl Target {
         self.btf.index().type_count()
     }
 
+    /// The kernel's `__BPF_FUNC_MAX_ID` (`enum bpf_func_id`): helper ids at or past it are refused by its verifier.
+    pub fn helper_max_id(&self) -> Option<u32> {
+        let btf = self.btf.index();
+        self.named("bpf_func_id").iter().find_map(|&id| match btf.type_by_id(id)?.kind {
+            crate::btf::BtfKind::Enum { values, .. } => values
+                .iter()
+                .find(|v| btf.name(v.name_off) == Some("__BPF_FUNC_MAX_ID"))
+                .and_then(|v| u32::try_from(v.value).ok()),
+            _ => None,
+        })
+    }
+
     /// The ids of the types whose essential name is `essential`, in id order.
     fn named(&self, essential: &str) -> &[u32] {
         self.by_name.get(essential).map_or(&[], Vec::as_slice)

@@ -103,6 +103,31 @@ impl Initramfs {
         Ok(())
     }
 
+    /// Adds host file `source` at `path` as the host has it: a symlink as a symlink to the file it resolves to
+    /// (added too, if it is not there yet), an ELF executable with its shared libraries, anything else (a script) as a file.
+    pub fn program(&mut self, path: &str, source: &Path) -> Result<()> {
+        let meta = fs::symlink_metadata(source).with_context(|| format!("reading {}", source.display()))?;
+        if meta.file_type().is_symlink() {
+            // To the file it resolves to on the host, by that absolute path (a relative or /bin target could
+            // name busybox's applets in the guest).
+            let resolved = fs::canonicalize(source).with_context(|| format!("resolving {}", source.display()))?;
+            let at = resolved.to_string_lossy().into_owned();
+            self.symlink(path, &at);
+            if !self.nodes.contains_key(at.trim_start_matches('/')) {
+                self.program(&at, &resolved)?;
+            }
+            return Ok(());
+        }
+        let mut magic = [0u8; 4];
+        let elf = File::open(source).and_then(|mut f| io::Read::read_exact(&mut f, &mut magic)).is_ok()
+            && magic == *b"\x7fELF";
+        if elf {
+            self.executable(path, source)
+        } else {
+            self.file(path, source)
+        }
+    }
+
     /// Writes the archive; returns its size in bytes.
     pub fn write(&self, out: &Path) -> Result<u64> {
         let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;

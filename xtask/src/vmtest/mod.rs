@@ -32,6 +32,12 @@ const LIVE_BINS: &[(&str, &str, &str)] = &[("bpfgate-cli", "bpfgate", "/usr/bin/
 const GUEST_TOOLS: &[(&str, &str)] =
     &[("/usr/bin/bpftrace", "/usr/bin/bpftrace"), ("/usr/sbin/bpftool", "/usr/sbin/bpftool")];
 
+/// Debian packages whose executables and scripts (what `dpkg -L` lists under bin and sbin directories) go into
+/// the guest at their own paths, ELF files with their shared libraries, for the live tests of real clients
+/// (tests/live/clients.rs): the libbpf-tools suite, bpftrace's .bt tools, iproute2's ip and tc. A package not
+/// installed on the host is skipped with a warning (scripts/install-deps.sh installs them).
+const GUEST_PACKAGES: &[&str] = &["libbpf-tools", "bpftrace", "iproute2"];
+
 const BUSYBOX: &str = "/bin/busybox";
 
 #[derive(clap::Args)]
@@ -374,6 +380,22 @@ fn build_initramfs(
             eprintln!("vmtest: warning: {} not found on the host, the guest will lack it", host.display());
         }
     }
+    for package in GUEST_PACKAGES {
+        match package_programs(package) {
+            Ok(files) => {
+                // At the path without the host's merged-/usr symlinks (/sbin/tc is /usr/sbin/tc): the guest's
+                // /bin and /sbin are busybox's.
+                for path in files {
+                    let guest = match (path.parent().and_then(|d| std::fs::canonicalize(d).ok()), path.file_name()) {
+                        (Some(dir), Some(name)) => dir.join(name),
+                        _ => path.clone(),
+                    };
+                    fs.program(&guest.to_string_lossy(), &path)?;
+                }
+            }
+            Err(e) => eprintln!("vmtest: warning: {e:#}; the guest will lack {package}'s programs"),
+        }
+    }
     for test in tests {
         fs.executable(&format!("/vmtest/tests/{}", test.name), &test.path)?;
     }
@@ -404,6 +426,22 @@ fn build_initramfs(
     fs.write(out)
 }
 
+/// The programs `package` installs: every file or symlink `dpkg -L` lists in a bin or sbin directory.
+fn package_programs(package: &str) -> Result<Vec<PathBuf>> {
+    let out = Command::new("dpkg").args(["-L", package]).env("LC_ALL", "C").output().context("running dpkg -L")?;
+    if !out.status.success() {
+        bail!("{package} is not installed on the host ({})", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .filter(|p| {
+            p.parent().and_then(|d| d.file_name()).is_some_and(|d| d == "bin" || d == "sbin")
+                && p.symlink_metadata().is_ok_and(|m| !m.is_dir())
+        })
+        .collect())
+}
+
 /// The guest's PID 1. Prints INIT_MARKER, the LSM list, each binary's output between
 /// VMTEST-BEGIN/VMTEST-END, then RESULT_MARKER, and powers off.
 fn init_script() -> String {
@@ -414,6 +452,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t securityfs securityfs /sys/kernel/security
 mount -t tracefs tracefs /sys/kernel/tracing

@@ -568,6 +568,11 @@ impl Ctx<'_, '_> {
             }
             CallTarget::Helper(id) => {
                 self.facts.helpers.push(id);
+                // A call the target refuses to run (crate::target): no class; a path through it does not exist
+                // in a program that loads, so what it returns is a plain number.
+                if !self.target.helper_executable(id) {
+                    return ret;
+                }
                 match helpers::helper(id) {
                     Some(h) => {
                         self.facts.classes(h.classes, at);

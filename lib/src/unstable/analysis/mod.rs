@@ -28,6 +28,7 @@ use crate::metadata::{
     TailCall, UNKNOWN_MAP,
 };
 use crate::progtype::{MAP_TYPE_ARENA, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS};
+use crate::target::Target;
 
 mod interp;
 mod lattice;
@@ -298,6 +299,8 @@ struct Ctx<'o, 'b> {
     /// The largest total of reached instructions `discover` checked against the budget and found within it
     /// (`usize::MAX` once one was not): with any budget at least this large, the analysis runs the same.
     discovered: usize,
+    /// Which helper calls can execute on the kernel the program is judged for.
+    target: Target,
 }
 
 /// Analyzes one program of `obj` into its capability metadata.
@@ -326,9 +329,20 @@ pub struct Analyzed {
 /// programs of one object share (start it at [`MAX_OBJECT_WORK`]). A program that would exceed what is left is
 /// not analyzed ([`AnalysisError::ObjectTooLarge`]).
 pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> Result<Analyzed, AnalysisError> {
+    analyze_for(obj, prog, budget, &Target::ANY)
+}
+
+/// [`analyze_within`] for a target kernel: helper calls it cannot execute ([`Target::helper_executable`]) grant
+/// no class.
+pub fn analyze_for(
+    obj: &Object,
+    prog: &ProgramEntry,
+    budget: &mut usize,
+    target: &Target,
+) -> Result<Analyzed, AnalysisError> {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
-            let result = analyze_with(obj, prog, &mut buf, budget).result;
+            let result = analyze_with(obj, prog, &mut buf, budget, *target).result;
             // Keep the buffers of ordinary programs only: a thread that once analyzed a huge one should not hold
             // its memory for good.
             if buf.ops.capacity() > RETAINED_INSNS {
@@ -337,11 +351,11 @@ pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> 
             result
         }
         // Only if an analysis were running on this thread already: it keeps its buffers.
-        Err(_) => analyze_with(obj, prog, &mut Buffers::default(), budget).result,
+        Err(_) => analyze_with(obj, prog, &mut Buffers::default(), budget, *target).result,
     })
 }
 
-fn analyze_with(obj: &Object, prog: &ProgramEntry, buf: &mut Buffers, budget: &mut usize) -> Outcome {
+fn analyze_with(obj: &Object, prog: &ProgramEntry, buf: &mut Buffers, budget: &mut usize, target: Target) -> Outcome {
     buf.clear();
     let funcs = std::mem::take(&mut buf.funcs);
     let mut cx = Ctx {
@@ -354,6 +368,7 @@ fn analyze_with(obj: &Object, prog: &ProgramEntry, buf: &mut Buffers, budget: &m
         budget: *budget,
         block_uninit: None,
         discovered: 0,
+        target,
     };
     let result = cx.run();
     // Reached instructions are charged whether or not the analysis succeeded: decoding them was the work.
@@ -408,12 +423,12 @@ pub const PARALLEL_ABOVE: usize = 8192;
 /// the programs before it left is an [`AnalysisError::ObjectTooLarge`], exactly where the analysis one after the
 /// other stops; any other runs the same with either budget. So the threads do at most one program each beyond
 /// the budget.
-pub fn analyze_programs(obj: &Object) -> Vec<Result<Analyzed, AnalysisError>> {
-    analyze_programs_within(obj, MAX_OBJECT_WORK)
+pub fn analyze_programs(obj: &Object, target: &Target) -> Vec<Result<Analyzed, AnalysisError>> {
+    analyze_programs_within(obj, MAX_OBJECT_WORK, target)
 }
 
 /// [`analyze_programs`] with an object budget of `total`.
-fn analyze_programs_within(obj: &Object, total: usize) -> Vec<Result<Analyzed, AnalysisError>> {
+fn analyze_programs_within(obj: &Object, total: usize, target: &Target) -> Vec<Result<Analyzed, AnalysisError>> {
     let progs = &obj.programs;
     let code: usize = obj.sections.iter().map(|s| s.insns.len()).sum();
     let threads = threads().min(progs.len());
@@ -421,7 +436,7 @@ fn analyze_programs_within(obj: &Object, total: usize) -> Vec<Result<Analyzed, A
     let mut out = Vec::with_capacity(progs.len());
     if threads <= 1 || code < PARALLEL_ABOVE {
         for prog in progs {
-            let result = analyze_within(obj, prog, &mut budget);
+            let result = analyze_for(obj, prog, &mut budget, target);
             let stop = matches!(result, Err(AnalysisError::ObjectTooLarge { .. }));
             out.push(result);
             if stop {
@@ -443,8 +458,8 @@ fn analyze_programs_within(obj: &Object, total: usize) -> Vec<Result<Analyzed, A
             }
             let mut left = total.saturating_sub(spent.load(Ordering::Relaxed));
             let outcome = BUFFERS.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left),
-                Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left),
+                Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left, *target),
+                Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left, *target),
             });
             spent.fetch_add(outcome.charge, Ordering::Relaxed);
             if matches!(outcome.result, Err(AnalysisError::ObjectTooLarge { .. })) {
@@ -856,6 +871,57 @@ mod tests {
         assert_eq!(unknown.helpers[0].name, "unknown");
     }
 
+    /// The analysis and the gate's view of a program for `target`.
+    fn judged_for(insns: Vec<RawInsn>, target: &Target) -> (ProgramMetadata, crate::metadata::KernelView) {
+        let (obj, prog) = object(insns, &[], &[0]);
+        let mut budget = usize::MAX;
+        let a = analyze_for(&obj, &prog, &mut budget, target).expect("analyzes");
+        let view = crate::kernel_view::compute_for(
+            &obj,
+            a.metadata.prog_type,
+            a.metadata.attach_type,
+            a.funcs.iter().copied(),
+            &a.calls,
+            target,
+        );
+        (a.metadata, view)
+    }
+
+    /// libbpf's poisoned instructions (a failed CO-RE relocation in a branch the verifier proves dead, a map it
+    /// did not create as two calls) grant nothing, with or without a target kernel; code beside them still
+    /// counts; an id past the catalogue stays `unknown` unless the target kernel's last helper is known.
+    #[test]
+    fn calls_that_cannot_execute_grant_nothing() {
+        let core = crate::gate_abi::poison::CORE_RELO as i32;
+        let map = (crate::gate_abi::poison::MAP_BASE + 2) as i32;
+        // r0 = 0; if r0 == 0 goto +3; call poison; call map poison x2; r1 = 9; call send_signal; exit
+        let dead =
+            vec![movi(0, 0), i(0x15, 0, 0, 3, 0), call(core), call(map), call(map), movi(1, 9), call(109), exit()];
+        for target in [Target::ANY, Target { helper_max_id: Some(212) }] {
+            let (meta, view) = judged_for(dead.clone(), &target);
+            assert_eq!(meta.capabilities, vec![Capability::SendSignal], "{target:?}");
+            assert_eq!(view.classes, vec![Capability::SendSignal], "{target:?}");
+            let names: Vec<&str> = meta.helpers.iter().map(|h| h.name.as_str()).collect();
+            assert_eq!(names, ["send_signal", "libbpf_poison_core_relo", "libbpf_poison_map_2"]);
+        }
+        // A store through what a poison call "returned" is through a plain number, not an unknown pointer.
+        let store = vec![call(core), movi(1, 5), stx(0, 0, 1), movi(0, 0), exit()];
+        let (meta, view) = judged_for(store, &Target::ANY);
+        assert!(meta.capabilities.is_empty() && view.classes.is_empty(), "{meta:?} {view:?}");
+
+        // Not poison and past the catalogue: a helper of some kernel, unknown, until the target says it has none.
+        let past = vec![call(4000), movi(0, 0), exit()];
+        let (meta, view) = judged_for(past.clone(), &Target::ANY);
+        assert_eq!((meta.capabilities, view.classes), (vec![Capability::Unknown], vec![Capability::Unknown]));
+        let (meta, view) = judged_for(past, &Target { helper_max_id: Some(212) });
+        assert!(meta.capabilities.is_empty() && view.classes.is_empty(), "{meta:?} {view:?}");
+        // A catalogued helper the target kernel lacks (6.1 ends at 209): refused there, so nothing.
+        let (meta, _) = judged_for(vec![call(210), movi(0, 0), exit()], &Target { helper_max_id: Some(210) });
+        assert!(meta.capabilities.is_empty(), "{meta:?}");
+        let (meta, _) = judged_for(vec![call(210), movi(0, 0), exit()], &Target::ANY);
+        assert!(!meta.capabilities.is_empty(), "cgrp_storage_get writes a map: {meta:?}");
+    }
+
     #[test]
     fn unreached_subprograms_do_not_count() {
         // f1 at 2 sends a signal but nothing calls it.
@@ -926,7 +992,7 @@ mod parallel {
             }
             for threads in [1, 2, 3] {
                 set_threads(threads);
-                let got: Vec<_> = analyze_programs_within(&obj, total).iter().map(outcome).collect();
+                let got: Vec<_> = analyze_programs_within(&obj, total, &Target::ANY).iter().map(outcome).collect();
                 assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
             }
             set_threads(0);

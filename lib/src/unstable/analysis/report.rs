@@ -116,14 +116,7 @@ impl Ctx<'_, '_> {
             unspec_reason: info.unspec_reason.clone(),
             license: obj.license.clone(),
             insn_count,
-            helpers: facts
-                .helpers
-                .iter()
-                .map(|&id| HelperRef {
-                    id,
-                    name: helpers::helper(id).map(|h| h.name.to_owned()).unwrap_or_else(|| "unknown".into()),
-                })
-                .collect(),
+            helpers: facts.helpers.iter().map(|&id| HelperRef { id, name: helper_name(id) }).collect(),
             kfuncs: facts.kfuncs.iter().map(|&k| k.to_owned()).collect(),
             subprograms,
             unreached_subprograms,
@@ -151,4 +144,14 @@ pub(super) fn report_work(m: &ProgramMetadata) -> usize {
     let tail_calls: usize = m.tail_calls.iter().map(|t| ENTRY_WORK + opt(&t.map)).sum();
     let evidence: usize = m.evidence.values().map(Vec::len).sum();
     program + opt(&m.license) + subprograms + maps + kfuncs + tail_calls + evidence + ENTRY_WORK * m.helpers.len()
+}
+
+/// A helper call's name in reports: the catalogue's, libbpf's poison ([`crate::target::Poison::name`]), or
+/// `unknown`.
+pub(crate) fn helper_name(id: u32) -> String {
+    match (helpers::helper(id), crate::target::poison(id)) {
+        (Some(h), _) => h.name.to_owned(),
+        (None, Some(p)) => p.name(),
+        (None, None) => "unknown".into(),
+    }
 }
