@@ -481,7 +481,12 @@ mod tests {
             let ev = RawInotify { wd: 1, mask, name: "agent".into() };
             assert!(relevant(dir, &names, &ev).is_some(), "mask {mask:#x}");
         }
+        // A write in place: only a content watch (CONTENT_WATCH_MASK, `enforce --follow`) asks for it, and there it
+        // can change what the file says; an executable's watch (WATCH_MASK) never receives it.
+        assert_eq!(WATCH_MASK & libc::IN_CLOSE_WRITE, 0);
         let ev = RawInotify { wd: 1, mask: libc::IN_CLOSE_WRITE, name: "agent".into() };
+        assert_eq!(relevant(dir, &names, &ev).as_deref(), Some("/opt/x/agent"));
+        let ev = RawInotify { wd: 1, mask: libc::IN_MODIFY | libc::IN_ACCESS, name: "agent".into() };
         assert_eq!(relevant(dir, &names, &ev), None);
     }
 
