@@ -15,4 +15,4 @@ cargo test --manifest-path fuzz/Cargo.toml --no-default-features --locked
 # expensive step before the VMs), then `systemd-analyze verify` on its unit and lintian on the package.
 cargo xtask deb --check
 # Live-kernel tests in qemu VMs on BPF-LSM kernels (6.12 and the newest sid kernel).
-cargo xtask vmtest --kernel all --timeout 1500
+cargo xtask vmtest --kernel all --parallel 2 --timeout 2400

@@ -530,7 +530,7 @@ impl Gate {
         self.helper_max_id
     }
 
-    /// The library's model of this gate's target kernel: what [`bpfgate::inspect_for`] needs to predict it.
+    /// The library's model of this gate's target kernel: `bpfgate::InspectOptions::target`, to predict it.
     pub fn target(&self) -> bpfgate::target::Target {
         bpfgate::target::Target { helper_max_id: self.helper_max_id }
     }

@@ -112,6 +112,8 @@ pub fn run(args: Args) -> Result<bool> {
         memory: args.memory,
         // One vCPU, as for the live tests: TCG runs each vCPU on its own host thread, and the cores are shared.
         cpus: 1,
+        // One kernel at a time: a benchmark compares runs, and a second guest would share the cores.
+        parallel: 1,
         exec: Some(cmd),
         filter: None,
         verbose: args.verbose,

@@ -59,6 +59,9 @@ pub struct Args {
     /// host thread.
     #[arg(long, default_value_t = 1)]
     cpus: u32,
+    /// Kernels booted at the same time (each guest's vCPU is a host thread: on 2 cores, 2 one-CPU guests).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
     /// A shell command to run in the guest before the tests (e.g. "bpftool prog list");
     /// a non-zero status fails the run. For poking at the guest while writing live tests.
     #[arg(long)]
@@ -154,85 +157,31 @@ pub fn run(args: Args) -> Result<bool> {
         build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &env, &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
 
-    let mut kvm_ok = match args.accel.as_str() {
+    let kvm_ok = match args.accel.as_str() {
         "tcg" => false,
         "kvm" => true,
         _ => qemu::kvm_usable(),
     };
-    let mut reports = Vec::new();
-    for kernel in &kernels {
-        let t = Instant::now();
-        let log = work.join(format!("{}.log", sanitize(&kernel.label)));
-        let mut report = VmReport {
-            label: kernel.label.clone(),
-            origin: kernel.origin.clone(),
-            accel: None,
-            passed: false,
-            detail: String::new(),
-            tests: Vec::new(),
-            secs: 0.0,
-        };
-        loop {
-            let accel = if kvm_ok { Accel::Kvm } else { Accel::Tcg };
-            eprintln!(
-                "vmtest: booting {} ({}) under {}; console log in {}",
-                kernel.label,
-                kernel.origin,
-                accel.name(),
-                log.display()
-            );
-            let boot = Boot {
-                qemu: &qemu,
-                kernel: &kernel.vmlinuz,
-                initrd: &initrd.0,
-                accel,
-                memory: &args.memory,
-                cpus: args.cpus,
-                // The live tests need it (a load's scan preempted by another's); the benchmark keeps the default.
-                preempt_full: !args.no_tests,
-                timeout: Duration::from_secs(args.timeout),
-                log: &log,
-            };
-            let mut echo = args.verbose;
-            let prefix = format!("[{}] ", kernel.label);
-            let outcome = qemu::boot(&boot, |line| {
-                if line.contains(qemu::INIT_MARKER) {
-                    echo = true;
-                }
-                if echo {
-                    println!("{prefix}{line}");
-                }
-            })?;
-            report.accel = Some(accel);
-            match outcome {
-                Outcome::AccelFailed { reason } if args.accel == "auto" => {
-                    eprintln!("vmtest: KVM does not work here ({reason}); falling back to TCG");
-                    kvm_ok = false;
-                    continue;
-                }
-                Outcome::AccelFailed { reason } => {
-                    report.detail = format!("KVM failed: {reason} (try --accel tcg)");
-                }
-                Outcome::Finished { rc, lines } => {
-                    report.tests = test_lines(&lines);
-                    report.passed = rc == 0;
-                    report.detail = summary_detail(&lines, rc);
-                }
-                Outcome::Broken { reason, lines } => {
-                    report.tests = test_lines(&lines);
-                    report.detail = reason;
-                    if !args.verbose {
-                        eprintln!("vmtest: last console lines of {}:", kernel.label);
-                        for line in lines.iter().rev().take(30).rev() {
-                            eprintln!("  {line}");
-                        }
-                    }
-                }
-            }
-            break;
+    // One guest per kernel, `--parallel` at a time: each TCG vCPU is a host thread, so two one-CPU guests use two
+    // cores. Their console lines carry the kernel's label.
+    let parallel = args.parallel.clamp(1, kernels.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..parallel {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(kernel) = kernels.get(i) else { break };
+                let report = boot_kernel(&args, &qemu, &initrd.0, &work, kernel, kvm_ok);
+                done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, report));
+            });
         }
-        report.secs = t.elapsed().as_secs_f64();
-        reports.push(report);
+    });
+    let mut done = done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    done.sort_by_key(|(i, _)| *i);
+    let mut reports = Vec::new();
+    for (_, report) in done {
+        reports.push(report?);
     }
 
     println!("\nvmtest summary ({:.1}s total):", started.elapsed().as_secs_f64());
@@ -253,6 +202,89 @@ pub fn run(args: Args) -> Result<bool> {
         }
     }
     Ok(all_passed)
+}
+
+/// Boots one kernel with the live tests (KVM first when `kvm_ok`, TCG when KVM fails under `--accel auto`).
+fn boot_kernel(
+    args: &Args,
+    qemu: &Path,
+    initrd: &Path,
+    work: &Path,
+    kernel: &kernel::Kernel,
+    mut kvm_ok: bool,
+) -> Result<VmReport> {
+    let t = Instant::now();
+    let log = work.join(format!("{}.log", sanitize(&kernel.label)));
+    let mut report = VmReport {
+        label: kernel.label.clone(),
+        origin: kernel.origin.clone(),
+        accel: None,
+        passed: false,
+        detail: String::new(),
+        tests: Vec::new(),
+        secs: 0.0,
+    };
+    loop {
+        let accel = if kvm_ok { Accel::Kvm } else { Accel::Tcg };
+        eprintln!(
+            "vmtest: booting {} ({}) under {}; console log in {}",
+            kernel.label,
+            kernel.origin,
+            accel.name(),
+            log.display()
+        );
+        let boot = Boot {
+            qemu,
+            kernel: &kernel.vmlinuz,
+            initrd,
+            accel,
+            memory: &args.memory,
+            cpus: args.cpus,
+            // The live tests need it (a load's scan preempted by another's); the benchmark keeps the default.
+            preempt_full: !args.no_tests,
+            timeout: Duration::from_secs(args.timeout),
+            log: &log,
+        };
+        let mut echo = args.verbose;
+        let prefix = format!("[{}] ", kernel.label);
+        let outcome = qemu::boot(&boot, |line| {
+            if line.contains(qemu::INIT_MARKER) {
+                echo = true;
+            }
+            if echo {
+                println!("{prefix}{line}");
+            }
+        })?;
+        report.accel = Some(accel);
+        match outcome {
+            Outcome::AccelFailed { reason } if args.accel == "auto" => {
+                eprintln!("vmtest: KVM does not work here ({reason}); falling back to TCG");
+                kvm_ok = false;
+                continue;
+            }
+            Outcome::AccelFailed { reason } => {
+                report.detail = format!("KVM failed: {reason} (try --accel tcg)");
+            }
+            Outcome::Finished { rc, lines } => {
+                report.tests = test_lines(&lines);
+                report.passed = rc == 0;
+                report.detail = summary_detail(&lines, rc);
+            }
+            Outcome::Broken { reason, lines } => {
+                report.tests = test_lines(&lines);
+                report.detail = reason;
+                if !args.verbose {
+                    eprintln!("vmtest: last console lines of {}:", kernel.label);
+                    for line in lines.iter().rev().take(30).rev() {
+                        eprintln!("  {line}");
+                    }
+                }
+            }
+        }
+        break;
+    }
+    report.secs = t.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// Removed when the run ends: the archive is 200+ MiB and rebuilt in a fraction of a second.
