@@ -142,13 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for w in policy.lint() {
         eprintln!("{w}");
     }
-    let target = match &args.btf {
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Some(bpfgate::TargetBtf::parse(&bytes).with_context(|| format!("{}", path.display()))?)
-        }
-        None => None,
-    };
+    let target = crate::inspect::target_btf(args.btf.as_deref())?;
     let options = bpfgate::InspectOptions {
         target_btf: target.as_ref(),
         not_created: args.no_create.clone(),

@@ -113,14 +113,15 @@ fn for_each_report(
     })
 }
 
+/// The kernel BTF `--btf` names, read and indexed once for every file.
+pub fn target_btf(path: Option<&Path>) -> anyhow::Result<Option<bpfgate::TargetBtf>> {
+    let Some(path) = path else { return Ok(None) };
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(bpfgate::TargetBtf::parse(&bytes).with_context(|| format!("{}", path.display()))?))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let target = match &args.btf {
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Some(bpfgate::TargetBtf::parse(&bytes).with_context(|| format!("{}", path.display()))?)
-        }
-        None => None,
-    };
+    let target = target_btf(args.btf.as_deref())?;
     let options = bpfgate::InspectOptions {
         target_btf: target.as_ref(),
         not_created: args.no_create.clone(),

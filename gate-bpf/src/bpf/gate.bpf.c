@@ -305,6 +305,22 @@ int BPF_PROG(gate_prog_load_v4, struct bpf_prog *prog, union bpf_attr *attr, str
 	return gate_prog_load(prog, attr, kernel);
 }
 
+/* A refusal of an fd to a program the gate has no facts of: the event names it by id, type and name. */
+static __always_inline int refuse_prog(__u32 op, struct gate_subject *s, struct verdict *v,
+				       struct bpf_prog *prog, struct bpf_prog_aux *aux, __u32 id)
+{
+	struct gate_event *e = new_event(op, s, v);
+
+	if (e) {
+		e->object_id = id;
+		e->prog_type = BPF_CORE_READ(prog, type);
+		if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
+			e->name[0] = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return -EPERM;
+}
+
 /*
  * An fd to a program the gate has no pending record of: the gate's own programs go to its daemon only;
  * a program another subject loaded is decided by gate_prog_open. On 6.1 (fentry/bpf_check scans), a
@@ -349,29 +365,11 @@ static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bp
 		v.decision = GATE_VERDICT_DENY;
 		v.rule = GATE_RULE_DEFAULT;
 		v.reasons = 0;
-		struct gate_event *e = new_event(GATE_OP_PROG_LOAD, &s, &v);
-
-		if (e) {
-			e->object_id = id;
-			e->prog_type = BPF_CORE_READ(prog, type);
-			if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
-				e->name[0] = 0;
-			bpf_ringbuf_submit(e, 0);
-		}
-		return -EPERM;
+		return refuse_prog(GATE_OP_PROG_LOAD, &s, &v, prog, aux, id);
 	}
 	current_subject(&s);
 	refuse_gate_object(&v);
-	struct gate_event *e = new_event(GATE_OP_PROG_OPEN, &s, &v);
-
-	if (e) {
-		e->object_id = id;
-		e->prog_type = BPF_CORE_READ(prog, type);
-		if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
-			e->name[0] = 0;
-		bpf_ringbuf_submit(e, 0);
-	}
-	return -EPERM;
+	return refuse_prog(GATE_OP_PROG_OPEN, &s, &v, prog, aux, id);
 }
 
 /*
