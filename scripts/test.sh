@@ -14,5 +14,5 @@ cargo test --manifest-path fuzz/Cargo.toml --no-default-features --locked
 # The Debian package, built as released (a fat-LTO release build: 2-8 min on the 2-core machine, the most
 # expensive step before the VMs), then `systemd-analyze verify` on its unit and lintian on the package.
 cargo xtask deb --check
-# Live-kernel tests in qemu VMs on BPF-LSM kernels (6.12 and the newest sid kernel).
+# Live-kernel tests in qemu VMs on BPF-LSM kernels (bookworm's 6.1, 6.12 and the newest sid kernel), two at a time.
 cargo xtask vmtest --kernel all --parallel 2 --timeout 2400
