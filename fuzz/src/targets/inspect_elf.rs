@@ -20,6 +20,7 @@ pub fn check(data: &[u8]) {
     let options = bpfgate::InspectOptions {
         target_btf: Some(&target),
         not_created: obj.maps.iter().take(1).map(|m| m.name.clone()).collect(),
+        ..Default::default()
     };
     let relocated = bpfgate::inspect_with("fuzz.o", data, &options);
     assert_eq!(relocated, bpfgate::inspect_with("fuzz.o", data, &options), "inspect_with is not deterministic");
