@@ -356,8 +356,12 @@ fn gate_cli_status_and_metrics_of_an_fd_bound_gate() {
     assert_eq!(first["daemon"]["running"], true);
     assert_eq!(first["pin_dir"], serde_json::Value::Null);
     let hooks: Vec<&str> = first["hooks"].as_array().unwrap().iter().map(|h| h["hook"].as_str().unwrap()).collect();
-    assert_eq!(hooks.len(), 7, "{hooks:?}");
-    assert!(hooks.contains(&"lsm/bpf_prog_load") && hooks.contains(&"lsm/bpf"), "{hooks:?}");
+    // Seven LSM or fentry hooks of the kernel's variant and the pin note's fentry/fexit pair (gate.rs `attach`).
+    assert_eq!(hooks.len(), 9, "{hooks:?}");
+    let scan = if hooks.contains(&"fentry/bpf_check") { "fentry/bpf_check" } else { "lsm/bpf_prog_load" };
+    for hook in ["lsm/bpf", "lsm/bpf_prog", "lsm/bpf_map", "fentry/bpf_obj_get_user", "fexit/bpf_obj_get_user", scan] {
+        assert!(hooks.contains(&hook), "{hook} missing from {hooks:?}");
+    }
     assert!(first["hooks"].as_array().unwrap().iter().all(|h| h["attached"] == true));
     let p = &first["policy"];
     assert_eq!(p["path"], policy.to_str().unwrap());
