@@ -421,8 +421,10 @@ pub const PARALLEL_ABOVE: usize = 8192;
 /// finished (at least what is left after all the programs before it, and so never less). Then the results are
 /// charged in program order: a program whose analysis checked more reached instructions against the budget than
 /// the programs before it left is an [`AnalysisError::ObjectTooLarge`], exactly where the analysis one after the
-/// other stops; any other runs the same with either budget. So the threads do at most one program each beyond
-/// the budget.
+/// other stops; any other runs the same with either budget. A program a worker did not analyze (it stopped once
+/// another's program ran out of budget) or analyzed with less budget than the programs before it leave (programs
+/// after it finished first) is analyzed again on the calling thread with exactly that budget, so no program is
+/// skipped and every result is the one-after-the-other one.
 pub fn analyze_programs(obj: &Object, target: &Target) -> Vec<Result<Analyzed, AnalysisError>> {
     analyze_programs_within(obj, MAX_OBJECT_WORK, target)
 }
@@ -488,8 +490,20 @@ fn analyze_programs_within(obj: &Object, total: usize, target: &Target) -> Vec<R
             }
         }
     });
-    for o in outcomes {
-        let Some(o) = o else { break };
+    for (o, prog) in outcomes.into_iter().zip(progs) {
+        let o = match o {
+            Some(o) if o.discovered <= budget => o,
+            // Not analyzed (a worker stopped once another's program ran out of budget), or analyzed with less
+            // budget than the programs before it leave (programs after it had finished first): again, here, with
+            // exactly what one-after-the-other leaves, so the result is that analysis's.
+            _ => {
+                let mut left = budget;
+                BUFFERS.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left, *target),
+                    Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left, *target),
+                })
+            }
+        };
         if o.discovered > budget {
             out.push(Err(AnalysisError::ObjectTooLarge { limit: MAX_OBJECT_WORK }));
             break;
