@@ -513,14 +513,19 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
  * A program goes away: its record of a load (gate_prog_open) with it, and the pending record of a
  * load the verifier refused, which never reaches lsm/bpf_prog.
  */
-SEC("lsm/bpf_prog_free")
-int BPF_PROG(gate_prog_free, struct bpf_prog *prog)
+static __always_inline int gate_prog_freed(struct bpf_prog_aux *aux)
 {
-	__u64 key = (__u64)BPF_CORE_READ(prog, aux);
+	__u64 key = (__u64)aux;
 
 	bpf_map_delete_elem(&pending_loads, &key);
 	bpf_map_delete_elem(&loaded_progs, &key);
 	return 0;
+}
+
+SEC("lsm/bpf_prog_free")
+int BPF_PROG(gate_prog_free, struct bpf_prog *prog)
+{
+	return gate_prog_freed(BPF_CORE_READ(prog, aux));
 }
 
 /* The creator of a map becomes its owner. */
@@ -564,13 +569,19 @@ int BPF_PROG(gate_map_create_v4, struct bpf_map *map, union bpf_attr *attr, stru
 	return gate_map_create(map);
 }
 
-SEC("lsm/bpf_map_free")
-int BPF_PROG(gate_map_free, struct bpf_map *map)
+/* A map goes away: its owner with it. */
+static __always_inline int gate_map_freed(struct bpf_map *map)
 {
 	__u64 key = (__u64)map;
 
 	bpf_map_delete_elem(&map_owners, &key);
 	return 0;
+}
+
+SEC("lsm/bpf_map_free")
+int BPF_PROG(gate_map_free, struct bpf_map *map)
+{
+	return gate_map_freed(map);
 }
 
 /*

@@ -53,20 +53,13 @@ int BPF_PROG(gate_map_alloc, struct bpf_map *map, int ret)
 SEC("lsm/bpf_map_free_security")
 int BPF_PROG(gate_map_free_legacy, struct bpf_map *map)
 {
-	__u64 key = (__u64)map;
-
-	bpf_map_delete_elem(&map_owners, &key);
-	return 0;
+	return gate_map_freed(map);
 }
 
 SEC("lsm/bpf_prog_free_security")
 int BPF_PROG(gate_prog_free_legacy, struct bpf_prog_aux *aux)
 {
-	__u64 key = (__u64)aux;
-
-	bpf_map_delete_elem(&pending_loads, &key);
-	bpf_map_delete_elem(&loaded_progs, &key);
-	return 0;
+	return gate_prog_freed(aux);
 }
 
 #endif /* BPFGATE_LEGACY_BPF_H */

@@ -24,12 +24,8 @@ static __always_inline bool is_smoke_name(const char *name)
 	return true;
 }
 
-/*
- * The hook has (prog, attr, token) on 6.12 and gains "bool kernel" from 6.16; using only the
- * first argument keeps this one program valid on both.
- */
-SEC("lsm/bpf_prog_load")
-int BPF_PROG(bpfgate_smoke_deny, struct bpf_prog *prog)
+/* Refuses the smoke test's own program (by name), counting it. */
+static __always_inline int smoke_deny(struct bpf_prog *prog)
 {
 	char name[BPF_OBJ_NAME_LEN] = {};
 
@@ -42,20 +38,23 @@ int BPF_PROG(bpfgate_smoke_deny, struct bpf_prog *prog)
 }
 
 /*
+ * The hook has (prog, attr, token) on 6.12 and gains "bool kernel" from 6.16; using only the
+ * first argument keeps this one program valid on both.
+ */
+SEC("lsm/bpf_prog_load")
+int BPF_PROG(bpfgate_smoke_deny, struct bpf_prog *prog)
+{
+	return smoke_deny(prog);
+}
+
+/*
  * Kernels without lsm/bpf_prog_load (6.1): the same denial where the program's fd is made (lsm/bpf_prog), which
  * fails the load. The test loads whichever of the two the kernel has (the other is not autoloaded).
  */
 SEC("lsm/bpf_prog")
 int BPF_PROG(bpfgate_smoke_deny_fd, struct bpf_prog *prog)
 {
-	char name[BPF_OBJ_NAME_LEN] = {};
-
-	if (bpf_core_read(&name, sizeof(name), &prog->aux->name) < 0)
-		return 0;
-	if (!is_smoke_name(name))
-		return 0;
-	__sync_fetch_and_add(&denied, 1);
-	return -EPERM;
+	return smoke_deny(prog);
 }
 
 char LICENSE[] SEC("license") = "GPL";
