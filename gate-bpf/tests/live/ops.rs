@@ -37,7 +37,7 @@ fn replace(path: &std::path::Path, text: &str) {
 #[test]
 fn gate_cli_notifies_systemd_and_follows_the_policy_file() {
     let Some(_guard) = live("gate_cli_notifies_systemd_and_follows_the_policy_file") else { return };
-    let cli = std::path::Path::new("/usr/bin/bpfgate");
+    let cli = std::path::Path::new(CLI);
     if !cli.is_file() {
         assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness installs {}", cli.display());
         let _ = std::io::Write::write_all(
@@ -50,8 +50,6 @@ fn gate_cli_notifies_systemd_and_follows_the_policy_file() {
     let dir = std::env::temp_dir().join(format!("bpfgate-ops-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let notify = dir.join("notify");
-    let socket = UnixDatagram::bind(&notify).unwrap();
     let policy = dir.join("policy.yaml");
     // This executable may load kprobes only: its socket filters are denied.
     let no_filters = format!(
@@ -63,44 +61,28 @@ fn gate_cli_notifies_systemd_and_follows_the_policy_file() {
          prog_types: [kprobe, socket_filter]\n"
     );
     replace(&policy, &no_filters);
-    let mut child = Command::new(cli)
-        .args(["enforce", "--follow", "--follow-interval", "1", "--policy"])
-        .arg(&policy)
-        .env("NOTIFY_SOCKET", &notify)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting bpfgate enforce");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().unwrap();
-    let log_writer = log.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            log_writer.lock().unwrap().push(line);
-        }
-    });
-
-    // READY=1 means enforcing: the very next load is decided by the policy.
-    let ready = next_notification(&socket, &log);
-    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    // READY=1 means enforcing (Daemon::start waits for it): the very next load is decided by the policy.
+    let daemon = Daemon::start(
+        &dir,
+        &["--follow", "--follow-interval", "1", "--policy", policy.to_str().unwrap()],
+        Stdio::null(),
+    );
+    let (socket, log) = (&daemon.socket, &daemon.log);
     let denied = load_socket_filter("ops_filter_1").map(drop).map_err(|e| e.raw_os_error());
     // A changed file is reloaded without a signal, between RELOADING=1 and READY=1.
     replace(&policy, &filters);
     let started = Instant::now();
-    let reloading = next_notification(&socket, &log);
-    let reloaded = next_notification(&socket, &log);
+    let reloading = next_notification(socket, log);
+    let reloaded = next_notification(socket, log);
     let allowed = load_socket_filter("ops_filter_2").map(drop).map_err(|e| e.raw_os_error());
     // A broken file is refused, and said so; the policy in force stays.
     replace(&policy, "version: 1\nrules: [");
-    let reloading_bad = next_notification(&socket, &log);
-    let refused = next_notification(&socket, &log);
+    let reloading_bad = next_notification(socket, log);
+    let refused = next_notification(socket, log);
     let still_allowed = load_socket_filter("ops_filter_3").map(drop).map_err(|e| e.raw_os_error());
-    // SAFETY: kill has no memory preconditions; the child is ours and not reaped yet.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let stopping = next_notification(&socket, &log);
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let log = log.lock().unwrap().join("\n");
+    daemon.terminate();
+    let stopping = next_notification(socket, log);
+    let (status, log) = daemon.wait();
     std::fs::remove_dir_all(&dir).unwrap();
 
     assert_eq!(denied, Err(Some(libc::EPERM)), "denied as soon as READY=1 arrived\n{log}");
@@ -124,7 +106,7 @@ struct Daemon {
     child: std::process::Child,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
-    _socket: UnixDatagram,
+    socket: UnixDatagram,
 }
 
 impl Daemon {
@@ -150,7 +132,7 @@ impl Daemon {
         });
         let ready = next_notification(&socket, &log);
         assert!(ready.starts_with("READY=1\n"), "{ready}");
-        Daemon { child, log, reader: Some(reader), _socket: socket }
+        Daemon { child, log, reader: Some(reader), socket }
     }
 
     /// The first log line `pick` takes, waiting for the reader thread (the daemon wrote it before READY=1, but
@@ -171,9 +153,19 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits; the exit status and the log.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    fn stop(self) -> (std::process::ExitStatus, String) {
+        self.terminate();
+        self.wait()
+    }
+
+    /// Sends SIGTERM (the daemon says STOPPING=1 on its socket, then exits).
+    fn terminate(&self) {
         // SAFETY: kill has no memory preconditions; the child is ours and not reaped yet.
         assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    }
+
+    /// Waits for the exit; its status and the log.
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
         let status = self.child.wait().unwrap();
         if let Some(r) = self.reader.take() {
             r.join().unwrap();
