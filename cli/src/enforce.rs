@@ -41,6 +41,11 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9617; a port of 0 picks one, logged).
     #[arg(long, value_name = "ADDR", conflicts_with = "stop")]
     metrics: Option<std::net::SocketAddr>,
+    /// Attach the link guard (`lsm/bpf`, run on every bpf() call) even where a link fd cannot detach the gate or
+    /// replace its programs: then nobody but the daemon gets an fd to its links at all. By default it is attached
+    /// only where a link fd could do either.
+    #[arg(long, conflicts_with = "stop")]
+    guard_links: bool,
     /// Where `--persist` pins and `--stop` unpins (a directory on bpffs).
     #[arg(long, default_value = bpfgate_gate::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
@@ -87,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         json: args.json,
         persist: args.persist.then_some(args.pin_dir),
         metrics: args.metrics,
+        link_guard: if args.guard_links { bpfgate_gate::LinkGuard::Always } else { bpfgate_gate::LinkGuard::Auto },
     };
     // Under systemd (Type=notify): READY=1 once enforcing, RELOADING=1/READY=1 around reloads, STOPPING=1.
     let notifier = match crate::notify::Notifier::from_env() {

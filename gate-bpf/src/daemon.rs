@@ -36,6 +36,8 @@ pub struct Options {
     pub persist: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (`--metrics`, [`crate::metrics`]).
     pub metrics: Option<std::net::SocketAddr>,
+    /// When to attach the link guard (`--guard-links`: always).
+    pub link_guard: crate::LinkGuard,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +221,7 @@ pub fn run_with(
     let (installed, mut identities) = install(&mut gate, (&first.0, &first.1), opts.audit, log)?;
     let mut in_force = first;
     let mut stream = gate.events()?;
+    gate.set_link_guard(opts.link_guard);
     gate.attach()?;
     if let Some(listener) = listener {
         let reader = gate.reader()?;

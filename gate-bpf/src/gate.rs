@@ -25,6 +25,19 @@ mod skel {
 }
 use skel::{GateSkel, GateSkelBuilder};
 
+/// When the gate attaches its link guard, `lsm/bpf`: the program that refuses `BPF_LINK_GET_FD_BY_ID` of the
+/// gate's links to anyone but its daemon. It runs on every `bpf()` call (every map lookup an agent makes), so it
+/// is attached only where a link fd is a threat (gate-bpf/README.md, "The hot path").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkGuard {
+    /// Where an fd to one of the gate's links could detach it or replace its program: probed on the first link
+    /// the gate attaches (`BPF_LINK_UPDATE` and `BPF_LINK_DETACH`), or named in the kernel's BTF.
+    #[default]
+    Auto,
+    /// Always (`bpfgate enforce --guard-links`).
+    Always,
+}
+
 /// Which variant of the `bpf`, `bpf_map_create` and `bpf_prog_load` hooks matches the running kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookVariant {
@@ -219,6 +232,31 @@ fn module_btf_ids() -> Vec<u32> {
     kernel_btfs().into_iter().filter(|(_, name)| name != "vmlinux").map(|(id, _)| id).collect()
 }
 
+/// Operations on tracing links (the gate's: lsm, fentry, fexit) that the kernels up to 7.2 do not have; a kernel
+/// whose BTF names one of them gets the link guard whatever the probe says.
+const TRACING_LINK_OPS: [&str; 2] = ["bpf_tracing_link_detach", "bpf_tracing_link_update_prog"];
+
+/// What an fd to one of the gate's links can do on this kernel, probed on one of them.
+struct Takeover {
+    /// `BPF_LINK_UPDATE` or `BPF_LINK_DETACH` did not answer "not supported".
+    possible: bool,
+    /// The probe detached the link: attach it again.
+    detached: bool,
+}
+
+/// Asks the kernel to replace `link`'s program with itself and to detach it. A kernel without these operations
+/// for tracing links answers `EINVAL` (no `update_prog`) and `EOPNOTSUPP` (no `detach`); any other answer,
+/// success included, means a link fd could take the gate over.
+fn link_takeover(link: &Link, prog: std::os::fd::BorrowedFd<'_>) -> Takeover {
+    use std::os::fd::{AsFd, AsRawFd};
+    let fd = link.as_fd().as_raw_fd();
+    // SAFETY: plain syscalls on two fds this process owns; no options (NULL is allowed).
+    let update = unsafe { libbpf_sys::bpf_link_update(fd, prog.as_raw_fd(), std::ptr::null()) };
+    // SAFETY: as above.
+    let detach = unsafe { libbpf_sys::bpf_link_detach(fd) };
+    Takeover { possible: update != -libc::EINVAL || detach != -libc::EOPNOTSUPP, detached: detach == 0 }
+}
+
 /// The hook's prototype in the running kernel decides the program variant; a kernel without the hook takes
 /// the fentry/bpf_check variant when it has what that needs.
 fn hook_variant(btf: &KernelBtf) -> Result<HookVariant, GateError> {
@@ -304,6 +342,9 @@ pub struct Gate {
     /// The kernel's `__BPF_FUNC_MAX_ID`, compiled into the gate (None: unknown, only libbpf's poison ids are
     /// taken as not executable).
     helper_max_id: Option<u32>,
+    link_guard: LinkGuard,
+    /// The kernel's BTF names an operation that detaches a tracing link or replaces its program.
+    link_ops_in_btf: bool,
 }
 
 /// Where the next installed policy came from, for `bpfgate status`.
@@ -344,6 +385,7 @@ impl Gate {
         open.progs.gate_map_free.set_autoload(!legacy);
         open.progs.gate_prog_free.set_autoload(!legacy);
         open.progs.gate_check_scan.set_autoload(legacy);
+        open.progs.gate_prog_alloc.set_autoload(legacy);
         open.progs.gate_map_alloc.set_autoload(legacy);
         open.progs.gate_map_free_legacy.set_autoload(legacy);
         open.progs.gate_prog_free_legacy.set_autoload(legacy);
@@ -414,6 +456,8 @@ impl Gate {
             source: None,
             status_lock: std::sync::Arc::default(),
             helper_max_id,
+            link_guard: LinkGuard::Auto,
+            link_ops_in_btf: TRACING_LINK_OPS.iter().any(|f| btf.func(f).is_some()),
         };
         gate.fill_kfuncs(&btf)?;
         gate.protect_objects()?;
@@ -540,6 +584,16 @@ impl Gate {
         &self.names
     }
 
+    /// When to attach the link guard (`lsm/bpf`); [`LinkGuard::Auto`] unless set before [`Gate::attach`].
+    pub fn set_link_guard(&mut self, guard: LinkGuard) {
+        self.link_guard = guard;
+    }
+
+    /// Whether the link guard is attached (after [`Gate::attach`]).
+    pub fn link_guarded(&self) -> bool {
+        self.links.0.iter().any(|(hook, _)| *hook == "lsm/bpf")
+    }
+
     /// Attaches the hooks. The links are fd-bound: they go away with this process.
     pub fn attach(&mut self) -> Result<(), GateError> {
         use std::os::fd::{AsFd, AsRawFd};
@@ -549,16 +603,24 @@ impl Gate {
         let p = &self.skel.progs;
         let three = self.variant == HookVariant::ThreeArgs;
         // The pin note first, its exit before its entry: both sit in bpf_obj_get_user's one trampoline, so once
-        // the entry is attached every call that notes a thread also drops the note (gate.bpf.c). lsm/bpf before
-        // the hooks that read the command it notes (6.1). Map ownership before the load hook, so maps created from
-        // now on have owners by the time programs using them load.
-        let pin_note =
-            [(&p.gate_obj_get_exit, "fexit/bpf_obj_get_user"), (&p.gate_obj_get_enter, "fentry/bpf_obj_get_user")];
+        // the entry is attached every call that notes a thread also drops the note (gate.bpf.c). The exit's link,
+        // the first, is also the probe of what a link fd can do here (link_takeover). Map ownership before the
+        // load hook, so maps created from now on have owners by the time programs using them load.
+        let (probe, probe_hook) = (&p.gate_obj_get_exit, "fexit/bpf_obj_get_user");
+        let mut links = Links(Vec::new());
+        let mut link = probe.attach_trace().map_err(bpf(format!("attaching {probe_hook}")))?;
+        let takeover = link_takeover(&link, probe.as_fd());
+        if takeover.detached {
+            link = probe.attach_trace().map_err(bpf(format!("attaching {probe_hook} again")))?;
+        }
+        links.0.push((probe_hook, link));
+        let guard = self.link_guard == LinkGuard::Always || self.link_ops_in_btf || takeover.possible;
+        let four = self.variant == HookVariant::FourArgs;
+        let guard = guard.then_some((if four { &p.gate_bpf_v4 } else { &p.gate_bpf_v3 }, "lsm/bpf"));
+        let pin_note = [(&p.gate_obj_get_enter, "fentry/bpf_obj_get_user")].into_iter().chain(guard);
         let hooks: Vec<_> = match self.variant {
             HookVariant::ThreeArgs | HookVariant::FourArgs => pin_note
-                .into_iter()
                 .chain([
-                    (if three { &p.gate_bpf_v3 } else { &p.gate_bpf_v4 }, "lsm/bpf"),
                     (if three { &p.gate_map_create_v3 } else { &p.gate_map_create_v4 }, "lsm/bpf_map_create"),
                     (&p.gate_map_free, "lsm/bpf_map_free"),
                     (&p.gate_map_fd, "lsm/bpf_map"),
@@ -567,23 +629,22 @@ impl Gate {
                     (if three { &p.gate_prog_load_v3 } else { &p.gate_prog_load_v4 }, "lsm/bpf_prog_load"),
                 ])
                 .collect(),
-            // The decision (lsm/bpf_prog) before the scan (fentry/bpf_check): a load scanned and denied must
-            // never reach an unattached decision. A load noted in BPF_PROG_LOAD by lsm/bpf that entered
-            // bpf_check before the scan was attached has no record there, and is denied (fail closed).
+            // The free before the record (lsm/bpf_prog_alloc_security), so no record outlives its program; the
+            // decision (lsm/bpf_prog) before the record and the scan (fentry/bpf_check), so a load recorded
+            // never reaches an unattached decision. A load recorded that entered bpf_check before the scan was
+            // attached stays unscanned, and is denied (fail closed).
             HookVariant::Legacy => pin_note
-                .into_iter()
                 .chain([
-                    (&p.gate_bpf_v3, "lsm/bpf"),
                     (&p.gate_prog_free_legacy, "lsm/bpf_prog_free_security"),
                     (&p.gate_map_free_legacy, "lsm/bpf_map_free_security"),
                     (&p.gate_map_alloc, "lsm/bpf_map_alloc_security"),
                     (&p.gate_map_fd, "lsm/bpf_map"),
                     (&p.gate_prog_fd, "lsm/bpf_prog"),
+                    (&p.gate_prog_alloc, "lsm/bpf_prog_alloc_security"),
                     (&p.gate_check_scan, "fentry/bpf_check"),
                 ])
                 .collect(),
         };
-        let mut links = Links(Vec::new());
         for (prog, hook) in hooks {
             // On error the links made so far drop with `links`: nothing stays half-attached.
             let link = if hook.starts_with("lsm/") { prog.attach_lsm() } else { prog.attach_trace() };

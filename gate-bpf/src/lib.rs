@@ -22,6 +22,6 @@ pub mod status;
 
 pub use gate::{
     kernel_btfs, kernel_helper_max_id, object_id, unpin, EventStream, Gate, GateError, GateObject, HookVariant,
-    Installed, PolicySource, DEFAULT_PIN_DIR,
+    Installed, LinkGuard, PolicySource, DEFAULT_PIN_DIR,
 };
 pub use resolve::HostResolver;

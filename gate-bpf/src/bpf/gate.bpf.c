@@ -6,8 +6,8 @@
  * compiled::evaluate, mirrored step by step in gate_evaluate below).
  *
  * Hooks:
- * - lsm/bpf (every bpf() call, first): refuses BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone
- *   but its daemon; returns at once for every other command (on 6.1 it also notes BPF_PROG_LOAD).
+ * - lsm/bpf (every bpf() call; attached only where a link fd could detach or replace a gate program, or on
+ *   request): refuses BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone but its daemon.
  * - fentry/fexit bpf_obj_get_user: note the thread inside BPF_OBJ_GET for lsm/bpf_map.
  * - lsm/bpf_prog_load (6.9+; on 6.1 fentry/bpf_check, legacy.bpf.h): scans the program and decides
  *   everything but the map rules.
@@ -322,10 +322,9 @@ static __always_inline int refuse_prog(__u32 op, struct gate_subject *s, struct 
 }
 
 /*
- * An fd to a program the gate has no pending record of: the gate's own programs go to its daemon only;
- * a program another subject loaded is decided by gate_prog_open. On 6.1 (fentry/bpf_check scans), a
- * load whose scan left no record (no room, or it entered bpf_check before the gate attached) reaches
- * here from its own BPF_PROG_LOAD: denied under an enforced policy (fail closed).
+ * An fd to a program the gate has no pending record of: the gate's own programs go to its daemon only; a
+ * program another subject loaded is decided by gate_prog_open; a program loaded before the gate attached is not
+ * judged.
  */
 static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bpf_prog_aux *aux)
 {
@@ -344,29 +343,8 @@ static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bp
 	loaded = bpf_map_lookup_elem(&loaded_progs, &key);
 	if (loaded)
 		return gate_prog_open(aux, id, loaded);
-	if (!gate_object(GATE_KIND_PROG, id)) {
-		if (!gate_fentry_scan)
-			return 0; /* loaded before the gate attached: not judged */
-		__u64 tid = bpf_get_current_pid_tgid();
-		__u32 *cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
-
-		if (!cmd || *cmd != BPF_PROG_LOAD)
-			return 0; /* loaded before the gate attached: not judged */
-		struct rule_match rm = {};
-
-		current_subject(&s);
-		bool judge = rule_for(&s, &v, &rm, false);
-
-		/* Not enforced for this subject: no policy, audit mode, or an audit rule. */
-		if (v.flags & (GATE_F_NO_POLICY | GATE_F_AUDIT_MODE))
-			return 0;
-		if (judge && rm.r->action == GATE_ACTION_AUDIT)
-			return 0;
-		v.decision = GATE_VERDICT_DENY;
-		v.rule = GATE_RULE_DEFAULT;
-		v.reasons = 0;
-		return refuse_prog(GATE_OP_PROG_LOAD, &s, &v, prog, aux, id);
-	}
+	if (!gate_object(GATE_KIND_PROG, id))
+		return 0; /* loaded before the gate attached: not judged */
 	current_subject(&s);
 	refuse_gate_object(&v);
 	return refuse_prog(GATE_OP_PROG_OPEN, &s, &v, prog, aux, id);
@@ -390,6 +368,36 @@ static __always_inline int gate_prog_decided(struct bpf_prog_aux *aux)
 	if (!loaded)
 		return -EPERM;
 	return gate_prog_open(aux, BPF_CORE_READ(aux, id), loaded);
+}
+
+/*
+ * 6.1: a load lsm/bpf_prog_alloc_security recorded that no scan at fentry/bpf_check completed (no room for the
+ * record, or the scan did not run: the kernel skips a fentry program re-entered on its CPU, or the load entered
+ * bpf_check before the scan was attached). Denied, by the loader's subject recorded at the allocation, unless
+ * its policy does not enforce (then the record goes, and the program is not judged). The first call decides,
+ * with a compare-and-swap as for a scanned load: it need not be the loader's own.
+ */
+static __always_inline int gate_prog_unscanned(struct bpf_prog *prog, struct bpf_prog_aux *aux,
+					       struct pending_load *ts, __u64 state)
+{
+	__u64 key = (__u64)aux;
+	struct gate_subject s = ts->facts.subject;
+	struct rule_match rm = {};
+	struct verdict v = {};
+	bool judge = rule_for(&s, &v, &rm, false);
+
+	/* Not enforced for this subject: no policy, audit mode, or an audit rule. */
+	if ((v.flags & (GATE_F_NO_POLICY | GATE_F_AUDIT_MODE)) ||
+	    (judge && rm.r->action == GATE_ACTION_AUDIT)) {
+		bpf_map_delete_elem(&pending_loads, &key);
+		return 0;
+	}
+	if (__sync_val_compare_and_swap(&ts->state, state, GATE_LOAD_DENIED) != state)
+		return gate_prog_decided(aux);
+	v.decision = GATE_VERDICT_DENY;
+	v.rule = GATE_RULE_DEFAULT;
+	v.reasons = 0;
+	return refuse_prog(GATE_OP_PROG_LOAD, &s, &v, prog, aux, BPF_CORE_READ(aux, id));
 }
 
 /*
@@ -417,6 +425,8 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		return gate_prog_unrecorded(prog, aux);
 	__u64 state = *(volatile __u64 *)&ts->state;
 
+	if ((state & GATE_LOAD_STATE_MASK) == GATE_LOAD_UNSCANNED)
+		return gate_prog_unscanned(prog, aux, ts, state);
 	if ((state & GATE_LOAD_STATE_MASK) != GATE_LOAD_PENDING)
 		return gate_prog_decided(aux);
 	__u32 bad = 0;
@@ -657,26 +667,14 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 }
 
 /*
- * lsm/bpf: runs first in every bpf() call; it only refuses BPF_LINK_GET_FD_BY_ID of the gate's own links to
- * anyone but its daemon. Every other command returns at once: this is the hot path of every map lookup an agent
- * makes from user space (a map operation's only cost is this program's trampoline). What lsm/bpf_map needs to
- * know of the command (a pin) comes from fentry/fexit on bpf_obj_get_user, which only BPF_OBJ_GET runs.
+ * lsm/bpf, the link guard: refuses BPF_LINK_GET_FD_BY_ID of the gate's own links to anyone but its daemon. The
+ * loader attaches it only where an fd to a tracing link could detach it or replace its program (or when asked
+ * to, `enforce --guard-links`): it runs on every bpf() call, every map lookup an agent makes from user space
+ * included, and on kernels whose tracing links have neither operation a link fd grants nothing but the link's
+ * information and the power to keep it attached (gate-bpf/README.md, "The hot path").
  */
 static __always_inline int gate_bpf_cmd(int cmd, union bpf_attr *attr)
 {
-	if (gate_fentry_scan) {
-		/*
-		 * 6.1: BPF_PROG_LOAD is noted for gate_prog_unrecorded and dropped at the thread's next call (the
-		 * fentry/fexit pair on bpf_obj_get_user notes BPF_OBJ_GET in the same map, on every kernel).
-		 */
-		__u64 tid = bpf_get_current_pid_tgid();
-		__u32 c = cmd;
-
-		if (cmd == BPF_PROG_LOAD)
-			bpf_map_update_elem(&thread_cmds, &tid, &c, BPF_ANY);
-		else if (bpf_map_lookup_elem(&thread_cmds, &tid))
-			bpf_map_delete_elem(&thread_cmds, &tid);
-	}
 	if (cmd != BPF_LINK_GET_FD_BY_ID || is_daemon())
 		return 0;
 	__u32 link_id = 0;

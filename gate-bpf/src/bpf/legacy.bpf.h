@@ -10,6 +10,10 @@
  *   as at lsm/bpf_prog_load records the facts and the loader's subject by prog->aux. A fentry program
  *   cannot fail the call (and fmod_ret on bpf_check is refused): a denial is recorded (state denied) and
  *   enforced at lsm/bpf_prog, the first point where the program can be handed out (gate_prog_fd).
+ * - lsm/bpf_prog_alloc_security: runs in BPF_PROG_LOAD alone, before bpf_check, and is never skipped (LSM
+ *   programs have no recursion guard, fentry programs do): it records the load as unscanned, by prog->aux, with
+ *   the loader's subject. The scan replaces that record; one still unscanned at lsm/bpf_prog is denied (fail
+ *   closed), so a load the scan missed cannot pass for a program loaded before the gate attached.
  * - lsm/bpf_map_alloc_security, lsm/bpf_map_free_security, lsm/bpf_prog_free_security: map owners and
  *   the end of a program's records, as lsm/bpf_map_create, lsm/bpf_map_free and lsm/bpf_prog_free.
  */
@@ -39,6 +43,35 @@ int gate_check_scan(__u64 *ctx)
 	if (ts && v.decision == GATE_VERDICT_DENY)
 		ts->state |=
 			GATE_LOAD_DENIED; /* the loader's own lsm/bpf_prog call refuses it, and everyone's */
+	return 0;
+}
+
+SEC("lsm/bpf_prog_alloc_security")
+int BPF_PROG(gate_prog_alloc, struct bpf_prog_aux *aux, int ret)
+{
+	__u64 key = (__u64)aux;
+	__u32 zero = 0;
+	struct pending_load *zeros = bpf_map_lookup_elem(&pending_zero, &zero);
+	struct pending_load *ts = NULL;
+
+	if (ret)
+		return ret;
+	if (zeros && !bpf_map_update_elem(&pending_loads, &key, zeros, BPF_ANY))
+		ts = bpf_map_lookup_elem(&pending_loads, &key);
+	if (!ts) {
+		/* Fail closed: no room to record the load. */
+		struct gate_subject s = {};
+		struct verdict v = { .decision = GATE_VERDICT_DENY, .rule = GATE_RULE_DEFAULT };
+		struct gate_event *e;
+
+		current_subject(&s);
+		e = new_event(GATE_OP_PROG_LOAD, &s, &v);
+		if (e)
+			bpf_ringbuf_submit(e, 0);
+		return -EPERM;
+	}
+	current_subject(&ts->facts.subject);
+	ts->state = GATE_LOAD_UNSCANNED; /* no id yet: nothing else reads the record before bpf_check */
 	return 0;
 }
 

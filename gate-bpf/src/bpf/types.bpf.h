@@ -141,7 +141,7 @@ struct used_maps {
 };
 
 /*
- * A load in flight, from lsm/bpf_prog_load (6.9+) or fentry/bpf_check (6.1) to lsm/bpf_prog (or
+ * A load in flight, from lsm/bpf_prog_load (6.9+) or lsm/bpf_prog_alloc_security (6.1) to lsm/bpf_prog (or
  * lsm/bpf_prog_free when the verifier refuses it; a denied one stays until the program is freed), keyed by its bpf_prog_aux address (aux survives the verifier's reallocations of the
  * program): the facts its final decision needs once the verifier has bound its maps. A map entry,
  * not stack or per-CPU scratch: it is too large for the stack, and LSM programs can be preempted
@@ -157,6 +157,7 @@ struct used_maps {
 #define GATE_LOAD_PENDING 0U /* scanned; the map rules have not decided yet */
 #define GATE_LOAD_ALLOWED 1U /* decided: allowed; the facts are in loaded_progs */
 #define GATE_LOAD_DENIED 2U /* decided, or denied by the scan at fentry/bpf_check: every fd is refused */
+#define GATE_LOAD_UNSCANNED 3U /* 6.1: allocated (lsm/bpf_prog_alloc_security), no scan completed yet */
 #define GATE_LOAD_STATE_MASK 3ULL
 
 struct pending_load {

@@ -17,7 +17,7 @@ use bpfgate::policy::Policy;
 use bpfgate_gate::event::{
     evidence, scan_flags, Event, RawEvent, OP_PROG_LOAD, OP_PROG_MAPS, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
 };
-use bpfgate_gate::{EventStream, Gate, HookVariant, HostResolver};
+use bpfgate_gate::{EventStream, Gate, HookVariant, HostResolver, LinkGuard};
 use bpfgate_test_support::btf::{Btf, INT_SIGNED};
 use bpfgate_test_support::insn::{
     add_imm, call_helper, call_kfunc, exit, insn, jeq_imm, jmp_imm, ld_map_fd, ldx, ldx_dw, mov, mov_imm, op, st_imm,
@@ -163,7 +163,12 @@ pub(crate) struct Live {
 
 impl Live {
     pub(crate) fn new() -> Live {
+        Live::with_link_guard(LinkGuard::Auto)
+    }
+
+    pub(crate) fn with_link_guard(guard: LinkGuard) -> Live {
         let mut gate = Gate::load().unwrap_or_else(|e| panic!("loading the gate: {e:#}"));
+        gate.set_link_guard(guard);
         gate.attach().unwrap_or_else(|e| panic!("attaching the gate: {e:#}"));
         let stream = gate.events().unwrap_or_else(|e| panic!("opening the event stream: {e:#}"));
         Live { gate, stream, seen: Vec::new() }
@@ -485,16 +490,7 @@ fn gate_scan_contention_counts_by_preconditions() {
         return;
     }
     if !super::has_prog_load_hook() {
-        // 6.1 runs a fentry program with recursion protection: a load that preempts another's scan on its CPU
-        // does not run the scan at all (the program is already active there), so no scan is ever contended;
-        // that load has no record at lsm/bpf_prog and is denied under an enforced policy (fail closed).
-        report!(
-            "NOT APPLICABLE on this kernel: gate_scan_contention_counts_by_preconditions: without \
-             security_bpf_prog_load the scan runs at fentry/bpf_check, which the kernel never re-enters on a CPU \
-             while it is preempted there (recursion protection): a preempting load is not scanned and fails closed \
-             instead of being counted by preconditions"
-        );
-        return;
+        return unscanned_loads_fail_closed();
     }
     let exe = this_exe();
     let mut g = Live::new();
@@ -588,6 +584,87 @@ fn gate_scan_contention_counts_by_preconditions() {
     assert_eq!(ours.len(), loads, "one decision per load");
     assert!(contended > 0, "no scan was contended in {loads} loads");
     assert!(contended < ours.len(), "every scan was contended in {loads} loads");
+}
+
+/// The contention test's setting on 6.1, where the scan is a fentry program with recursion protection: a load
+/// that preempts another's scan on its CPU does not run the scan at all (the program is already active there),
+/// so no scan is ever contended. Such a load was recorded at lsm/bpf_prog_alloc_security, stays unscanned, and
+/// is denied at lsm/bpf_prog under an enforced policy (fail closed), even one that allows everything. Here the
+/// real-time thread loads a valid two-instruction program: each load of it is either scanned and allowed, or
+/// unscanned and denied; both must be seen.
+fn unscanned_loads_fail_closed() {
+    let mut g = Live::new();
+    g.install("version: 1\ndefault: allow\nrules: []\n");
+    g.take();
+    let mut insns = ld_map_fd(1, -1).to_vec();
+    insns.resize(500_000, mov_imm(0, 0));
+    const MAX_LOADS: usize = 100;
+    let (stop, done) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let start = Barrier::new(2);
+    let results = std::sync::Mutex::new(Vec::new());
+    let mut events = Vec::new();
+    let small = [mov_imm(0, 0), exit()];
+    std::thread::scope(|scope| {
+        for realtime in [false, true] {
+            let (stop, done, start, insns, results, small) = (&stop, &done, &start, &insns, &results, &small);
+            scope.spawn(move || {
+                if realtime {
+                    let param = libc::sched_param { sched_priority: 1 };
+                    // SAFETY: pid 0 is this thread; param is a valid sched_param.
+                    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+                    results.lock().unwrap().push(Err(if rc != 0 { -1 } else { 0 }));
+                }
+                start.wait();
+                for i in 0..MAX_LOADS {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if realtime {
+                        std::thread::sleep(Duration::from_millis(3 + 4 * (i as u64 % 5)));
+                        let r = load_insns("rt_small", small);
+                        results.lock().unwrap().push(r);
+                    } else {
+                        // The verifier refuses it (no exit) right after the scan: only the scan's time matters.
+                        let _ = load_insns("contend", insns);
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(100));
+            events.extend(g.take());
+            let ours = named(&events, "rt_small");
+            let seen = |v: u8| ours.iter().any(|e| e.verdict == v);
+            if seen(VERDICT_DENY) && seen(VERDICT_ALLOW) || Instant::now() > deadline {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    events.extend(g.take());
+    let results = results.into_inner().unwrap();
+    assert_eq!(results.first(), Some(&Err(0)), "the second loader could not be made SCHED_FIFO");
+    let loads = &results[1..];
+    let ours = named(&events, "rt_small");
+    for e in &ours {
+        report!("rt_small: {}", g.describe(e));
+    }
+    let denied: Vec<_> = ours.iter().filter(|e| e.verdict == VERDICT_DENY).collect();
+    let allowed = ours.iter().filter(|e| e.verdict == VERDICT_ALLOW).count();
+    report!(
+        "6.1 contention: {} loads of rt_small, {allowed} scanned and allowed, {} unscanned and denied",
+        loads.len(),
+        denied.len()
+    );
+    assert_eq!(ours.len(), loads.len(), "one decision per load");
+    assert_eq!(loads.iter().filter(|r| r.is_ok()).count(), allowed, "{loads:?}");
+    assert_eq!(loads.iter().filter(|r| **r == Err(libc::EPERM)).count(), denied.len(), "{loads:?}");
+    // Allowed only with the whole program scanned; denied only as unscanned (no reason of the policy's).
+    assert!(ours.iter().filter(|e| e.verdict == VERDICT_ALLOW).all(|e| e.scanned == 2));
+    assert!(denied.iter().all(|e| e.scanned == 0 && e.reasons == 0 && e.rule == u32::MAX));
+    assert!(!denied.is_empty(), "no load preempted a scan in {} loads", loads.len());
+    assert!(allowed > 0, "every load preempted a scan");
 }
 
 /// In audit mode the gate denies nothing, and for every fixture program it sees, the classes it counts (proved
@@ -965,7 +1042,14 @@ fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
     let ready = std::sync::Arc::new(AtomicBool::new(false));
     let daemon = {
         let (control, mut out, mut log, ready) = (control.clone(), out.clone(), log.clone(), ready.clone());
-        let opts = Options { policy: path.clone(), audit: false, json: false, persist: None, metrics: None };
+        let opts = Options {
+            policy: path.clone(),
+            audit: false,
+            json: false,
+            persist: None,
+            metrics: None,
+            link_guard: LinkGuard::Auto,
+        };
         std::thread::spawn(move || {
             daemon::run(&opts, &control, &mut out, &mut log, &mut || ready.store(true, Ordering::SeqCst))
         })
@@ -1034,7 +1118,14 @@ fn gate_enforce_loop_json_audit() {
     let ready = std::sync::Arc::new(AtomicBool::new(false));
     let daemon = {
         let (control, mut out, ready) = (control.clone(), out.clone(), ready.clone());
-        let opts = Options { policy: path.clone(), audit: true, json: true, persist: None, metrics: None };
+        let opts = Options {
+            policy: path.clone(),
+            audit: true,
+            json: true,
+            persist: None,
+            metrics: None,
+            link_guard: LinkGuard::Auto,
+        };
         std::thread::spawn(move || {
             daemon::run(&opts, &control, &mut out, &mut std::io::sink(), &mut || ready.store(true, Ordering::SeqCst))
         })
@@ -1210,6 +1301,29 @@ fn gate_child_actions() {
             "prog" => fd_result(unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) }),
             // SAFETY: as above.
             "link" => fd_result(unsafe { libbpf_sys::bpf_link_get_fd_by_id(id) }),
+            // With an fd to the link (when the gate lets it be had): replace its program, then detach it.
+            "link_update" | "link_detach" => {
+                // SAFETY: as above.
+                let fd = unsafe { libbpf_sys::bpf_link_get_fd_by_id(id) };
+                let r = if fd < 0 {
+                    -fd
+                } else if verb == "link_detach" {
+                    // SAFETY: a link fd this process owns.
+                    -unsafe { libbpf_sys::bpf_link_detach(fd) }
+                } else {
+                    match load_insns_fd("bpfgate_takeover", &[mov_imm(0, 0), exit()]) {
+                        Ok(prog) => {
+                            // SAFETY: a link fd and a program fd this process owns.
+                            let r = -unsafe { libbpf_sys::bpf_link_update(fd, prog, std::ptr::null()) };
+                            fd_result(prog);
+                            r
+                        }
+                        Err(e) => e,
+                    }
+                };
+                fd_result(fd);
+                r
+            }
             "send_signal" => load_object(fixture("send_signal.bpf.o").bytes, |_| true).err().unwrap_or(0),
             "lsm_bpf_hook" => super::load_smoke().err().unwrap_or(0),
             other => panic!("unknown child action {other}"),
@@ -1450,13 +1564,23 @@ fn gate_program_isolation_between_subjects() {
     );
 }
 
-/// Nobody but the gate's own process gets a writable fd to its maps, an fd to its programs or links, or
-/// loads an LSM program on the bpf* hooks unless a rule names the hook.
+/// Nobody but the gate's own process gets a writable fd to its maps or an fd to its programs, takes its links
+/// over, or loads an LSM program on the bpf* hooks unless a rule names the hook. With the link guard (always
+/// attached on request; by default where a link fd could detach a link or replace its program), nobody else
+/// gets an fd to its links either. Both ways on every kernel.
 #[test]
 fn gate_protects_itself() {
     let Some(_guard) = live("gate_protects_itself") else { return };
+    protects_itself(LinkGuard::Always);
+    protects_itself(LinkGuard::Auto);
+}
+
+fn protects_itself(guard: LinkGuard) {
     use bpfgate_gate::GateObject;
-    let mut g = Live::new();
+    let mut g = Live::with_link_guard(guard);
+    let guarded = g.gate.link_guarded();
+    report!("link guard {guard:?}: attached {guarded}");
+    assert!(guarded || guard == LinkGuard::Auto);
     g.install("version: 1\ndefault: allow\nrules: []\n");
     g.take();
     let objects = g.gate.objects().to_vec();
@@ -1469,6 +1593,8 @@ fn gate_protects_itself() {
         format!("map_ro:{map}"),
         format!("prog:{prog}"),
         format!("link:{link}"),
+        format!("link_update:{link}"),
+        format!("link_detach:{link}"),
         "lsm_bpf_hook".into(),
     ];
     let other = run_child(None, &actions);
@@ -1482,7 +1608,17 @@ fn gate_protects_itself() {
     assert_eq!(other.get("map_rw"), Some(&libc::EPERM));
     assert_eq!(other.get("map_ro"), Some(&0));
     assert_eq!(other.get("prog"), Some(&libc::EPERM));
-    assert_eq!(other.get("link"), Some(&libc::EPERM));
+    if guarded {
+        for action in ["link", "link_update", "link_detach"] {
+            assert_eq!(other.get(action), Some(&libc::EPERM), "{action}");
+        }
+    } else {
+        // The fd grants nothing: no program replaced (EINVAL: tracing links have no update), nothing detached.
+        assert_eq!(other.get("link"), Some(&0));
+        assert_eq!(other.get("link_update"), Some(&libc::EINVAL));
+        assert_eq!(other.get("link_detach"), Some(&libc::EOPNOTSUPP));
+    }
+    // The gate still decides after the attempts: the LSM program, the child's last action, was refused.
     let hook = super::smoke_hook();
     assert_eq!(other.get("lsm_bpf_hook"), Some(&libc::EPERM), "an LSM program on {hook}");
     assert_eq!(daemon_rw, 0);
@@ -1515,6 +1651,7 @@ fn gate_child_daemon() {
         json: false,
         persist: std::env::var(DAEMON_PERSIST_ENV).ok().map(Into::into),
         metrics: None,
+        link_guard: LinkGuard::Auto,
     };
     let control = Control::default();
     let mut ready = || {
