@@ -578,7 +578,18 @@ struct Walk {
 /// Arithmetic below cannot overflow: sums are u64 of u32 operands, products are of a 24-bit `vlen` and a size of
 /// at most 255, and `usize` positions stay below the slice length.
 fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result<Walk, BtfError> {
-    let len = r.data.len() as u64;
+    if r.le {
+        type_offsets_in::<true>(r.data, layout, base, str_len)
+    } else {
+        type_offsets_in::<false>(r.data, layout, base, str_len)
+    }
+}
+
+/// [`type_offsets`] for one byte order, `LE` a constant so that every word read is one load (a third of the
+/// walk's instructions went to testing the byte order per word).
+fn type_offsets_in<const LE: bool>(data: &[u8], layout: &[u8], base: u64, str_len: u32) -> Result<Walk, BtfError> {
+    let le = LE;
+    let len = data.len() as u64;
     let mut walk = Walk {
         offsets: Vec::with_capacity(to_usize(len / TYPE_LEN)),
         datasecs: Vec::new(),
@@ -596,9 +607,10 @@ fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result
         let offset = base + pos;
         let left = len - pos;
         let truncated = |kind: u32, need: u64| BtfError::TypeTruncated { type_id, offset, kind, need, avail: left };
-        let Some(info) = r.u32(to_usize(pos) + 4).filter(|_| left >= TYPE_LEN) else {
+        if left < TYPE_LEN {
             return Err(truncated(0, TYPE_LEN));
-        };
+        }
+        let info = word(le, data.get(to_usize(pos) + 4..).unwrap_or_default());
         let kind = (info >> 24) & 0x7f;
         let vlen64 = u64::from(info & 0x00ff_ffff);
         let extra: u64 = match kind {
@@ -624,9 +636,8 @@ fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result
             return Err(truncated(kind, need));
         }
         // The type is in bounds: read its words, names and type ids as `validate` tells them apart.
-        let body = r.data.get(to_usize(pos)..to_usize(pos + need)).unwrap_or_default();
+        let body = data.get(to_usize(pos)..to_usize(pos + need)).unwrap_or_default();
         let (head, items) = body.split_at(body.len().min(TYPE_LEN as usize));
-        let le = r.le;
         let mut names = word(le, head);
         let size_or_type = word(le, head.get(8..).unwrap_or_default());
         let mut refs = 0;
