@@ -363,3 +363,27 @@ pub fn load_note(rw: &bpfgate::metadata::LoadRewrites) -> Option<String> {
     let list: Vec<String> = rw.poisoned.iter().map(|p| format!("{}:{} ({})", p.section, p.insn, p.what)).collect();
     Some(format!("instructions the loader poisons (dead code the verifier removes): {}", list.join(", ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One buffer over files smaller and larger than it, in turns: each read gives exactly the file's bytes,
+    /// whatever the buffer held before (the larger-than-the-buffer path appends with `read_to_end`).
+    #[test]
+    fn read_file_reuses_its_buffer_over_small_and_large_files() {
+        let dir = std::env::temp_dir().join(format!("bpfgate-read-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sizes = [10, 3 * READ_BUFFER + 5, 0, READ_BUFFER, READ_BUFFER + 1, 100, 2 * (PREFAULT_ABOVE as usize) + 7];
+        let mut buf = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let path = dir.join(format!("f{i}"));
+            let bytes: Vec<u8> = (0..n).map(|j| (j * 7 + i) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            let len = read_file(&path, &mut buf).unwrap();
+            assert_eq!(&buf[..len], &bytes[..], "file {i} of {n} bytes");
+        }
+        assert!(read_file(&dir.join("missing"), &mut buf).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
