@@ -352,6 +352,8 @@ pub struct Btf {
     type_data: Vec<u8>,
     offsets: Vec<u32>,
     datasecs: Vec<u32>,
+    funcs: Vec<u32>,
+    func_tags: Vec<u32>,
     little_endian: bool,
 }
 
@@ -398,6 +400,8 @@ pub fn parse(data: &[u8], little_endian: bool) -> Result<Btf, BtfError> {
         type_data: index.types.data.to_vec(),
         offsets: index.offsets.into_owned(),
         datasecs: index.datasecs.into_owned(),
+        funcs: index.funcs.into_owned(),
+        func_tags: index.func_tags.into_owned(),
         little_endian,
     })
 }
@@ -405,6 +409,66 @@ pub fn parse(data: &[u8], little_endian: bool) -> Result<Btf, BtfError> {
 /// Checks a `.BTF` section as [`parse`] does, without decoding the types: lookups decode what they read. For
 /// a reader that needs a few types (maps, externs) out of many.
 pub fn index(data: &[u8], little_endian: bool) -> Result<BtfIndex<'_>, BtfError> {
+    let (types, strings, layout, base) = sections(data, little_endian)?;
+    let walk = type_offsets(types, layout, base, u32::try_from(strings.len()).unwrap_or(u32::MAX))?;
+    let index = BtfIndex {
+        types,
+        strings,
+        offsets: Cow::Owned(walk.offsets),
+        datasecs: Cow::Owned(walk.datasecs),
+        funcs: Cow::Owned(walk.func_ids),
+        func_tags: Cow::Owned(walk.func_tags),
+    };
+    // The walk found everything `validate` checks in order to word the first problem; it is only run then.
+    let funcs_ok = walk.funcs.iter().all(|&proto| index.kind_of(proto) == KIND_FUNC_PROTO);
+    if !walk.names_ok || walk.max_ref > index.type_count() || !funcs_ok {
+        index.validate()?;
+    }
+    Ok(index)
+}
+
+/// What [`index`] found by walking every type, kept to look the same section up again without the walk: see
+/// [`index_again`].
+#[derive(Debug, Clone)]
+pub(crate) struct IndexParts {
+    offsets: Vec<u32>,
+    datasecs: Vec<u32>,
+    funcs: Vec<u32>,
+    func_tags: Vec<u32>,
+}
+
+impl BtfIndex<'_> {
+    /// The walk's results, for [`index_again`] on the same bytes.
+    pub(crate) fn into_parts(self) -> IndexParts {
+        IndexParts {
+            offsets: self.offsets.into_owned(),
+            datasecs: self.datasecs.into_owned(),
+            funcs: self.funcs.into_owned(),
+            func_tags: self.func_tags.into_owned(),
+        }
+    }
+}
+
+/// The index of a section [`index`] accepted before and gave `parts` for, without walking its types again.
+/// `None` if the header no longer reads (other bytes than those `parts` came from).
+pub(crate) fn index_again<'a>(data: &'a [u8], little_endian: bool, parts: &'a IndexParts) -> Option<BtfIndex<'a>> {
+    let (types, strings, _, _) = sections(data, little_endian).ok()?;
+    Some(BtfIndex {
+        types,
+        strings,
+        offsets: Cow::Borrowed(&parts.offsets),
+        datasecs: Cow::Borrowed(&parts.datasecs),
+        funcs: Cow::Borrowed(&parts.funcs),
+        func_tags: Cow::Borrowed(&parts.func_tags),
+    })
+}
+
+/// The type section (as a reader), the strings, the kind layout section (empty without one) and the offset of the
+/// type section in the blob.
+type Sections<'a> = (Reader<'a>, &'a [u8], &'a [u8], u64);
+
+/// The header's checks, and where its sections are.
+fn sections(data: &[u8], little_endian: bool) -> Result<Sections<'_>, BtfError> {
     let r = Reader { data, le: little_endian };
     let header_err = || BtfError::HeaderTruncated { len: data.len() };
     if data.len() < HEADER_LEN as usize {
@@ -488,14 +552,7 @@ pub fn index(data: &[u8], little_endian: bool) -> Result<BtfIndex<'_>, BtfError>
     // Offsets in errors count from the start of the section.
     let base = u64::from(hdr_len) + u64::from(type_off);
     let types = Reader { data: type_data, le: little_endian };
-    let walk = type_offsets(types, layout, base, u32::try_from(strings.len()).unwrap_or(u32::MAX))?;
-    let index = BtfIndex { types, strings, offsets: Cow::Owned(walk.offsets), datasecs: Cow::Owned(walk.datasecs) };
-    // The walk found everything `validate` checks in order to word the first problem; it is only run then.
-    let funcs_ok = walk.funcs.iter().all(|&proto| index.kind_of(proto) == KIND_FUNC_PROTO);
-    if !walk.names_ok || walk.max_ref > index.type_count() || !funcs_ok {
-        index.validate()?;
-    }
-    Ok(index)
+    Ok((types, strings, layout, base))
 }
 
 /// What [`type_offsets`] found.
@@ -508,6 +565,10 @@ struct Walk {
     max_ref: u32,
     /// The prototype of every FUNC.
     funcs: Vec<u32>,
+    /// The ids of the FUNCs.
+    func_ids: Vec<u32>,
+    /// The ids of the DECL_TAGs on a whole type (component -1).
+    func_tags: Vec<u32>,
 }
 
 /// Where each type starts in the type section, checking that each fits and has a known size; the ids of the
@@ -517,13 +578,26 @@ struct Walk {
 /// Arithmetic below cannot overflow: sums are u64 of u32 operands, products are of a 24-bit `vlen` and a size of
 /// at most 255, and `usize` positions stay below the slice length.
 fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result<Walk, BtfError> {
-    let len = r.data.len() as u64;
+    if r.le {
+        type_offsets_in::<true>(r.data, layout, base, str_len)
+    } else {
+        type_offsets_in::<false>(r.data, layout, base, str_len)
+    }
+}
+
+/// [`type_offsets`] for one byte order, `LE` a constant so that every word read is one load (a third of the
+/// walk's instructions went to testing the byte order per word).
+fn type_offsets_in<const LE: bool>(data: &[u8], layout: &[u8], base: u64, str_len: u32) -> Result<Walk, BtfError> {
+    let le = LE;
+    let len = data.len() as u64;
     let mut walk = Walk {
         offsets: Vec::with_capacity(to_usize(len / TYPE_LEN)),
         datasecs: Vec::new(),
         names_ok: true,
         max_ref: 0,
         funcs: Vec::new(),
+        func_ids: Vec::new(),
+        func_tags: Vec::new(),
     };
     let offsets = &mut walk.offsets;
     let mut pos: u64 = 0;
@@ -533,9 +607,10 @@ fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result
         let offset = base + pos;
         let left = len - pos;
         let truncated = |kind: u32, need: u64| BtfError::TypeTruncated { type_id, offset, kind, need, avail: left };
-        let Some(info) = r.u32(to_usize(pos) + 4).filter(|_| left >= TYPE_LEN) else {
+        if left < TYPE_LEN {
             return Err(truncated(0, TYPE_LEN));
-        };
+        }
+        let info = word(le, data.get(to_usize(pos) + 4..).unwrap_or_default());
         let kind = (info >> 24) & 0x7f;
         let vlen64 = u64::from(info & 0x00ff_ffff);
         let extra: u64 = match kind {
@@ -561,15 +636,21 @@ fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result
             return Err(truncated(kind, need));
         }
         // The type is in bounds: read its words, names and type ids as `validate` tells them apart.
-        let body = r.data.get(to_usize(pos)..to_usize(pos + need)).unwrap_or_default();
+        let body = data.get(to_usize(pos)..to_usize(pos + need)).unwrap_or_default();
         let (head, items) = body.split_at(body.len().min(TYPE_LEN as usize));
-        let le = r.le;
         let mut names = word(le, head);
         let size_or_type = word(le, head.get(8..).unwrap_or_default());
         let mut refs = 0;
         match kind {
-            KIND_PTR | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_VAR | KIND_DECL_TAG
-            | KIND_TYPE_TAG => refs = size_or_type,
+            KIND_DECL_TAG => {
+                refs = size_or_type;
+                if word(le, items) as i32 == -1 {
+                    walk.func_tags.push(type_id);
+                }
+            }
+            KIND_PTR | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_VAR | KIND_TYPE_TAG => {
+                refs = size_or_type;
+            }
             KIND_ARRAY => refs = word(le, items).max(word(le, items.get(4..).unwrap_or_default())),
             KIND_STRUCT | KIND_UNION => {
                 for m in items.chunks_exact(12) {
@@ -582,6 +663,7 @@ fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result
             KIND_FUNC => {
                 refs = size_or_type;
                 walk.funcs.push(refs);
+                walk.func_ids.push(type_id);
             }
             KIND_FUNC_PROTO => {
                 refs = size_or_type;
@@ -640,6 +722,10 @@ pub struct BtfIndex<'a> {
     offsets: Cow<'a, [u32]>,
     /// Ids of the DATASEC types, in id order.
     datasecs: Cow<'a, [u32]>,
+    /// Ids of the FUNC types, in id order.
+    funcs: Cow<'a, [u32]>,
+    /// Ids of the DECL_TAG types on a whole type (component -1), in id order.
+    func_tags: Cow<'a, [u32]>,
 }
 
 impl<'a> BtfIndex<'a> {
@@ -940,7 +1026,7 @@ impl<'a> BtfIndex<'a> {
     /// `bpf_throw` unwinds, though no instruction refers to it.
     pub fn exception_callbacks(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for id in 1..=self.type_count() {
+        for &id in self.func_tags.iter() {
             let Some(t) = self.raw(id).filter(|t| t.kind() == KIND_DECL_TAG) else { continue };
             if self.word(&t, 0) as i32 != -1 {
                 continue;
@@ -982,7 +1068,7 @@ impl<'a> BtfIndex<'a> {
     /// The names of the FUNCs whose prototype returns `void` (type 0), sorted.
     pub fn void_funcs(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for id in 1..=self.type_count() {
+        for &id in self.funcs.iter() {
             let Some(func) = self.raw(id).filter(|t| t.kind() == KIND_FUNC) else { continue };
             let proto = self.raw(func.size_or_type).filter(|t| t.kind() == KIND_FUNC_PROTO);
             if let (Some(proto), Some(name)) = (proto, self.name(func.name_off)) {
@@ -1180,6 +1266,8 @@ pub struct RawBtf {
     type_data: Vec<u8>,
     offsets: Vec<u32>,
     datasecs: Vec<u32>,
+    funcs: Vec<u32>,
+    func_tags: Vec<u32>,
     little_endian: bool,
 }
 
@@ -1195,6 +1283,8 @@ impl RawBtf {
             type_data: i.types.data.to_vec(),
             offsets: i.offsets.into_owned(),
             datasecs: i.datasecs.into_owned(),
+            funcs: i.funcs.into_owned(),
+            func_tags: i.func_tags.into_owned(),
             little_endian,
         })
     }
@@ -1206,6 +1296,8 @@ impl RawBtf {
             strings: &self.strings,
             offsets: Cow::Borrowed(&self.offsets),
             datasecs: Cow::Borrowed(&self.datasecs),
+            funcs: Cow::Borrowed(&self.funcs),
+            func_tags: Cow::Borrowed(&self.func_tags),
         }
     }
 }
@@ -1218,6 +1310,8 @@ impl Btf {
             strings: &self.strings,
             offsets: Cow::Borrowed(&self.offsets),
             datasecs: Cow::Borrowed(&self.datasecs),
+            funcs: Cow::Borrowed(&self.funcs),
+            func_tags: Cow::Borrowed(&self.func_tags),
         }
     }
 

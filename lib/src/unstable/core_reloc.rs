@@ -329,7 +329,8 @@ pub fn rewrite(obj: &mut Object, target: Option<&Target>, choices: &LoaderChoice
     let mut out = Outcome::default();
     // Taken out while the code is rewritten, and put back.
     let btf_data = obj.btf_data.take();
-    let local = btf_data.as_deref().and_then(|d| crate::btf::index(d, obj.little_endian).ok());
+    let btf_parts = obj.btf_parts.take();
+    let local = btf_data.as_deref().and_then(|d| Object::btf_index(d, obj.little_endian, btf_parts.as_ref()));
     let relos = match (&local, obj.btf_ext_data.as_deref()) {
         (Some(l), Some(ext)) => parse_core_relos(ext, obj.little_endian, l),
         _ => Ok(Vec::new()),
@@ -387,6 +388,7 @@ pub fn rewrite(obj: &mut Object, target: Option<&Target>, choices: &LoaderChoice
     }
     drop(local);
     obj.btf_data = btf_data;
+    obj.btf_parts = btf_parts;
     poison_maps(obj, choices, &mut out);
     out.poisoned.sort_by(|a, b| (&a.section, a.insn).cmp(&(&b.section, b.insn)));
     out

@@ -251,7 +251,8 @@ pub struct Object {
     /// `(entry function, exception callback)` pairs from BTF decl tags ([`crate::btf::BtfIndex::exception_callbacks`]).
     pub exception_callbacks: Vec<(String, String)>,
     /// The `.BTF` section as read, for what is judged at load time (CO-RE relocations, externs): see
-    /// [`crate::unstable::core_reloc`].
+    /// [`crate::unstable::core_reloc`]. Kept with what indexing it found: change it by replacing the vector, not
+    /// by writing into it (a vector of the same address and length is taken for the one parsed).
     pub btf_data: Option<Vec<u8>>,
     /// The `.BTF.ext` section as read: function and line info, and CO-RE relocation records.
     pub btf_ext_data: Option<Vec<u8>>,
@@ -272,6 +273,34 @@ pub struct Object {
     pub(crate) dropped_errors: usize,
     /// Positions in `sections`, sorted by name (then position); empty for an object not from [`Object::parse`].
     pub(crate) by_name: Vec<usize>,
+    /// What indexing `btf_data` found, kept so that [`Object::btf_index`] need not walk its types again.
+    pub(crate) btf_parts: Option<BtfParts>,
+}
+
+/// [`crate::btf::IndexParts`] of the bytes of one `btf_data`: the buffer's address and length tell whether
+/// `btf_data` is still the vector they were found in.
+#[derive(Debug)]
+pub(crate) struct BtfParts {
+    at: (usize, usize),
+    parts: crate::btf::IndexParts,
+}
+
+impl Object {
+    /// The index of `btf_data`, for a caller that took it out of the object (see `core_reloc::rewrite`): from
+    /// what parsing the object found when `data` is still the vector it parsed, by [`crate::btf::index`]
+    /// otherwise; `None` when the section does not index.
+    pub(crate) fn btf_index<'a>(
+        data: &'a [u8],
+        little_endian: bool,
+        parts: Option<&'a BtfParts>,
+    ) -> Option<BtfIndex<'a>> {
+        match parts {
+            Some(p) if p.at == (data.as_ptr() as usize, data.len()) => {
+                crate::btf::index_again(data, little_endian, &p.parts)
+            }
+            _ => crate::btf::index(data, little_endian).ok(),
+        }
+    }
 }
 
 fn is_global_data(name: &str) -> bool {
@@ -683,9 +712,10 @@ impl Object {
             struct_ops_members: Vec::new(),
             dropped_errors: 0,
             by_name: Vec::new(),
+            btf_parts: None,
         };
         let names = SectionNames::new(&file, data);
-        let layout = obj.read_sections(&file, &names)?;
+        let mut layout = obj.read_sections(&file, &names)?;
         let btf = layout.btf.as_ref();
         if let Some(b) = btf {
             obj.externs = externs(b);
@@ -729,6 +759,9 @@ impl Object {
         };
         for pos in 0..obj.sections.len() {
             relocs.relocate(&mut obj, pos);
+        }
+        if let (Some(b), Some(data)) = (layout.btf.take(), &obj.btf_data) {
+            obj.btf_parts = Some(BtfParts { at: (data.as_ptr() as usize, data.len()), parts: b.into_parts() });
         }
         if obj.dropped_errors > 0 {
             obj.errors.push(ElfError::MoreErrors { count: obj.dropped_errors });

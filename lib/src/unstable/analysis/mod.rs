@@ -689,6 +689,7 @@ mod tests_support {
             struct_ops_members: Vec::new(),
             dropped_errors: 0,
             by_name: Vec::new(),
+            btf_parts: None,
         };
         let prog = ProgramEntry {
             name: "f0".into(),
