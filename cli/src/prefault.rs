@@ -8,8 +8,7 @@
 //! with one `madvise(MADV_POPULATE_WRITE)` when the system allocator returns it, and the heap [`AHEAD`] bytes past
 //! the last small block (pyperf180: 172 page faults, 10% less CPU time). Not for small objects: populating pages
 //! costs about as much as faulting them, so the pages populated and never used made a 40 KB object 3.5% slower.
-//! Kernels before 5.14 refuse the advice (`EINVAL`), as do systems whose pages are not 4 KiB (the ranges are
-//! aligned to 4 KiB), and then the pages fault in as before.
+//! Kernels before 5.14 refuse the advice (`EINVAL`), and then the pages fault in as before.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -58,8 +57,7 @@ fn heap_ahead(p: *mut u8, len: usize) {
     if end <= FRONTIER.load(Ordering::Relaxed) || !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    // SAFETY: sbrk(0) only reads the current end of the heap (a stale value from a race with another thread's
-    // allocation only makes the range below smaller).
+    // SAFETY: sbrk(0) only reads the current end of the heap.
     let brk = unsafe { libc::sbrk(0) } as usize;
     // Blocks of other threads' arenas and of mmap lie outside [heap, brk): those are left alone.
     if end > brk || brk == usize::MAX {
