@@ -199,10 +199,6 @@ const STREAM_ABOVE: usize = 256 * 1024;
 /// fault the first time, and page faults are a good part of a short run.
 const READ_BUFFER: usize = 16 * 1024;
 
-/// Objects larger than this have the pages of fresh memory populated in bulk from then on (`prefault`): on the
-/// benchmark machine it saved pyperf180 (961 KB) 10% of its CPU time, and cost a 40 KB object 3.5%.
-const PREFAULT_ABOVE: u64 = 256 * 1024;
-
 /// Reads a whole file into the front of `buf` (a reused scratch buffer) and returns its length: open, read until
 /// EOF, close. `std::fs::read` would also stat the file and allocate per file; `read_to_end` reads 8 KiB first.
 /// A file larger than the buffer has the rest appended by `read_to_end`, which sizes it by the file's length and
@@ -215,10 +211,6 @@ fn read_file(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     let mut len = 0;
     loop {
         if len == buf.len() {
-            // A large object's run is mostly first touches of fresh memory: see `prefault`.
-            if file.metadata().is_ok_and(|m| m.len() > PREFAULT_ABOVE) {
-                crate::prefault::enable();
-            }
             buf.truncate(len);
             file.read_to_end(buf)?;
             return Ok(buf.len());

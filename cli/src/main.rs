@@ -13,7 +13,6 @@ mod follow;
 mod inspect;
 mod notify;
 mod policy;
-mod prefault;
 mod status;
 mod suggest;
 
@@ -41,9 +40,6 @@ enum Command {
     #[command(hide = true)]
     GenerateAssets(assets::Args),
 }
-
-#[global_allocator]
-static ALLOC: prefault::Prefault = prefault::Prefault;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
