@@ -649,7 +649,7 @@ fn type_offsets_in<const LE: bool>(data: &[u8], layout: &[u8], base: u64, str_le
                 }
             }
             KIND_PTR | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_VAR | KIND_TYPE_TAG => {
-                refs = size_or_type
+                refs = size_or_type;
             }
             KIND_ARRAY => refs = word(le, items).max(word(le, items.get(4..).unwrap_or_default())),
             KIND_STRUCT | KIND_UNION => {
