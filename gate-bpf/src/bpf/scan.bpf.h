@@ -128,9 +128,18 @@ static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *
  */
 static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *jt, __u32 at, __s64 t)
 {
-	if (t <= at || t >= c->len || t >= GATE_MAX_INSNS)
+	if (t >= c->len || t >= GATE_MAX_INSNS)
 		return;
+	if (t <= at) {
+		/* A backward target: it should have reset the tags, so one pass is not enough. */
+		if (t >= 0 && (c->flags & SCAN_ONE_PASS))
+			c->flags |= SCAN_RESCAN;
+		return;
+	}
 	struct scan_join *e = &jt->joins[t & (GATE_JOIN_SLOTS - 1)];
+
+	/* The marking pass's bit, when there was none. */
+	set_insn_bit(jt->words, t);
 
 	if (e->target == t) {
 		join_tags(e->slots, e->regs, c->slots, c->regs);
@@ -266,7 +275,8 @@ static __always_inline void unknown_call(struct scan_ctx *c, __u32 at)
 	call_tags(c, GATE_T_ANY, true);
 }
 
-static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, __s32 imm, __u32 at)
+static __always_inline void scan_call(struct scan_ctx *c, struct jump_targets *jt, __u8 src, __s16 off,
+				      __s32 imm, __u32 at)
 {
 	if (src == HELPER_CALL) {
 		__u32 id = (__u32)imm;
@@ -311,6 +321,15 @@ static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, _
 			unknown_call(c, at);
 		}
 	} else if (src == BPF_PSEUDO_CALL) {
+		__s64 t = (__s64)at + 1 + imm;
+
+		/* Without the marking pass: a later function's start is marked here, an earlier one needs it. */
+		if (c->flags & SCAN_ONE_PASS) {
+			if (t > at && t < c->len && t < GATE_MAX_INSNS)
+				set_insn_bit(jt->words, t);
+			else if (t >= 0 && t <= at)
+				c->flags |= SCAN_RESCAN;
+		}
 		/* A subprogram: it starts with these arguments (a pointer to this frame is none to its own), and
 		 * could store anything through a stack pointer it is handed. */
 		for (int r = 1; r <= 5; r++) {
@@ -426,16 +445,23 @@ __noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64
 		if (code == (BPF_JMP | BPF_JA) || code == (BPF_JMP32 | BPF_JA))
 			c->flags |= SCAN_BLOCK_ENDS;
 	} else if (cls == BPF_JMP || cls == BPF_JMP32) {
-		if (code == (BPF_JMP | BPF_EXIT) || code == (BPF_JMP | BPF_JA | BPF_X))
+		if (code == (BPF_JMP | BPF_EXIT) || code == (BPF_JMP | BPF_JA | BPF_X)) {
 			c->flags |= SCAN_BLOCK_ENDS;
+			/* An indirect jump resets every instruction, from the first. */
+			if (code != (BPF_JMP | BPF_EXIT) && (c->flags & SCAN_ONE_PASS))
+				c->flags |= SCAN_RESCAN;
+		}
 		else if (code == (BPF_JMP | BPF_CALL))
-			scan_call(c, src, off, imm, at);
+			scan_call(c, jt, src, off, imm, at);
 		else if (code == (BPF_JMP | BPF_CALL | BPF_X)) {
 			/* An indirect call could reach anything (the verifier refuses it; the library says unknown). */
 			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_INSN | (at & GATE_EV_VALUE_MASK));
 			unknown_call(c, at);
 		}
 	} else if (code == (BPF_LD | BPF_IMM | BPF_DW)) {
+		/* A function's address: functions start with what callbacks get, known from the marking pass. */
+		if (src == BPF_PSEUDO_FUNC && (c->flags & SCAN_ONE_PASS))
+			c->flags |= SCAN_RESCAN;
 		c->regs[dst] = ld_imm64_tag(c, src);
 	} else if (cls == BPF_LD && (mode == BPF_ABS || mode == BPF_IND)) {
 		/* LD_ABS, LD_IND: r0 is packet data, r1-r5 are clobbered. */
@@ -617,7 +643,8 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		gate_scan_insn(c, jt, raw, at, target);
 	}
 	c->scanned = chunk * GATE_CHUNK + n;
-	return 0;
+	/* One pass was not enough: stop; scan_program starts again with the marking pass. */
+	return c->flags & SCAN_RESCAN ? 1 : 0;
 }
 
 /* bpf_loop callbacks must return 0 (continue) or 1 (stop). */
@@ -640,6 +667,63 @@ static long scan_chunk(__u64 chunk, void *data)
 	struct scan_loop *l = data;
 
 	return gate_scan_chunk(l->ts, l->jt, chunk) ? 1 : 0;
+}
+
+/*
+ * The tag pass's starting state: r1 the context, r10 the frame, everything else scalar, nothing found yet.
+ * The module BTF objects already read (kfunc_btfs) are kept: a second pass reads the same.
+ */
+static __always_inline void scan_start(struct scan_ctx *c)
+{
+	__builtin_memset(c->regs, GATE_T_SCALAR, sizeof(c->regs));
+	c->regs[1] = GATE_T_CTX;
+	c->regs[BPF_REG_10] = GATE_T_STACK;
+	__builtin_memset(c->slots, GATE_T_SCALAR, sizeof(c->slots));
+	/* Before any call is scanned, a function starts with a scalar, or what callbacks get. */
+	__builtin_memset(c->args, GATE_T_SCALAR | (c->flags & SCAN_FUNC_ADDR ? c->callbacks : 0),
+			 sizeof(c->args));
+	c->scanned = 0;
+	c->classes = 0;
+	c->unknown_helper = 0;
+	c->btf_load = 0;
+	c->unknown_load = 0;
+	c->map_store = 0;
+	c->packet_store = 0;
+	c->unknown_store = 0;
+	__builtin_memset(c->evidence, 0, sizeof(c->evidence));
+}
+
+/*
+ * Scans the load's instructions with this CPU's jump targets (its owner set by the caller). Most programs
+ * need one pass: the tag pass marks each forward jump's target as it meets the jump. A backward jump or
+ * call, an indirect jump or a function's address needs the marking pass first (their targets reset the
+ * tags, or every function's start depends on the whole program); the tag pass stops there, and both passes
+ * run from the start, as if the first had not.
+ */
+static __always_inline void scan_program(struct pending_load *ts, struct jump_targets *jt)
+{
+	struct scan_ctx *c = &ts->scan;
+	struct scan_loop loop = { .ts = ts, .jt = jt };
+	__u32 chunks = (c->len + GATE_CHUNK - 1) / GATE_CHUNK;
+
+	for (int k = 0; k < GATE_JOIN_SLOTS; k++)
+		jt->joins[k].target = 0;
+	bpf_loop((c->len + 511) / 512, clear_chunk, &loop, 0);
+	c->flags = SCAN_ONE_PASS;
+	scan_start(c);
+	bpf_loop(chunks, scan_chunk, &loop, 0);
+	if (!(c->flags & SCAN_RESCAN)) {
+		c->flags &= ~SCAN_ONE_PASS;
+		return;
+	}
+	for (int k = 0; k < GATE_JOIN_SLOTS; k++)
+		jt->joins[k].target = 0;
+	bpf_loop((c->len + 511) / 512, clear_chunk, &loop, 0);
+	c->flags = 0;
+	c->callbacks = 0;
+	bpf_loop(chunks, mark_chunk, &loop, 0);
+	scan_start(c);
+	bpf_loop(chunks, scan_chunk, &loop, 0);
 }
 
 /*
