@@ -450,8 +450,7 @@ __noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64
 			/* An indirect jump resets every instruction, from the first. */
 			if (code != (BPF_JMP | BPF_EXIT) && (c->flags & SCAN_ONE_PASS))
 				c->flags |= SCAN_RESCAN;
-		}
-		else if (code == (BPF_JMP | BPF_CALL))
+		} else if (code == (BPF_JMP | BPF_CALL))
 			scan_call(c, jt, src, off, imm, at);
 		else if (code == (BPF_JMP | BPF_CALL | BPF_X)) {
 			/* An indirect call could reach anything (the verifier refuses it; the library says unknown). */
