@@ -53,6 +53,9 @@ static __noinline void note(struct scan_ctx *c, __u32 cls, __u32 ev)
 {
 	__u32 fresh = cls & ~c->classes;
 
+	/* Most calls prove nothing new (the same helpers again). */
+	if (!fresh)
+		return;
 	c->classes |= cls;
 #pragma clang loop unroll(disable)
 	for (__u32 k = 0; k < BPFGATE_CLASS_COUNT; k++) {
