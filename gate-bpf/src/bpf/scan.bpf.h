@@ -581,21 +581,36 @@ __noinline int gate_clear_chunk(struct jump_targets *jt, __u64 i)
 	return 0;
 }
 
+_Static_assert(GATE_CHUNK == 32, "a chunk's jump target bits are one half of a jump_targets word");
+
+/* Chunk `chunk`'s jump target bits, instruction j of the chunk at bit j. */
+static __always_inline __u32 chunk_targets(struct jump_targets *jt, __u64 chunk)
+{
+	return jt->words[(chunk >> 1) & (GATE_MAX_INSNS / 64 - 1)] >> ((chunk & 1) * 32);
+}
+
 /* Second pass, one chunk: the tags and classes. */
 __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
 	__u64 n = read_chunk(ts, jt, chunk);
 	struct scan_ctx *c;
+	__u32 targets, ended;
 
 	if (!n)
 		return 1;
 	c = &ts->scan;
+	/*
+	 * The chunk's target bits and whether a block ended or an indirect jump resets every instruction, in
+	 * registers: read again after what could change them (a jump marks its target in one pass).
+	 */
+	targets = chunk_targets(jt, chunk);
+	ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
 #pragma clang loop unroll(disable)
 	for (__u32 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
 			break;
 		__u32 at = chunk * GATE_CHUNK + j;
-		__u32 target = insn_bit(jt->words, at);
+		__u32 target = (targets >> j) & 1;
 		__u8 code = ts->scan_buf[j].code;
 		__u64 raw;
 
@@ -605,7 +620,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		 * than what they do (it is a global function so that the verifier checks its many branches
 		 * once).
 		 */
-		if (!target && !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX))) {
+		if (!target && !ended) {
 			if (BPF_CLASS(code) == BPF_ALU || BPF_CLASS(code) == BPF_ALU64) {
 				alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
 					ts->scan_buf[j].off);
@@ -613,6 +628,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 			}
 			if (has_target(code) && code != (BPF_JMP | BPF_JA) && code != (BPF_JMP32 | BPF_JA)) {
 				jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
+				targets = chunk_targets(jt, chunk);
 				continue;
 			}
 			/*
@@ -643,6 +659,8 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		}
 		__builtin_memcpy(&raw, &ts->scan_buf[j], sizeof(raw));
 		gate_scan_insn(c, jt, raw, at, target);
+		targets = chunk_targets(jt, chunk);
+		ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
 	}
 	c->scanned = chunk * GATE_CHUNK + n;
 	/* One pass was not enough: stop; scan_program starts again with the marking pass. */
