@@ -581,12 +581,12 @@ __noinline int gate_clear_chunk(struct jump_targets *jt, __u64 i)
 	return 0;
 }
 
-_Static_assert(GATE_CHUNK == 32, "a chunk's jump target bits are one half of a jump_targets word");
+_Static_assert(GATE_CHUNK == 64, "a chunk's jump target bits are one jump_targets word");
 
 /* Chunk `chunk`'s jump target bits, instruction j of the chunk at bit j. */
-static __always_inline __u32 chunk_targets(struct jump_targets *jt, __u64 chunk)
+static __always_inline __u64 chunk_targets(struct jump_targets *jt, __u64 chunk)
 {
-	return jt->words[(chunk >> 1) & (GATE_MAX_INSNS / 64 - 1)] >> ((chunk & 1) * 32);
+	return jt->words[chunk & (GATE_MAX_INSNS / 64 - 1)];
 }
 
 /* Second pass, one chunk: the tags and classes. */
@@ -594,7 +594,8 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 {
 	__u64 n = read_chunk(ts, jt, chunk);
 	struct scan_ctx *c;
-	__u32 targets, ended;
+	__u64 targets;
+	__u32 ended;
 
 	if (!n)
 		return 1;

@@ -11,7 +11,7 @@
 #define GATE_MAX_INSNS (1U << 20)
 
 /* Instructions copied per bpf_loop iteration, into the load's pending_loads entry. */
-#define GATE_CHUNK 32
+#define GATE_CHUNK 64
 
 /* Scan flags. */
 #define SCAN_BTF_SOURCE (1U << 0) /* a kfunc, a helper returning a BTF pointer, an ld_imm64 of a BTF id */
