@@ -421,10 +421,23 @@ static __always_inline bool has_target(__u8 code)
 }
 
 /*
- * One instruction of the second pass: bpfgate::kernel_view::scan, step for step. A global function:
+ * Where a block starts (a jump target, after a block's end, every instruction after an indirect jump): the
+ * entry state, before the instruction. A global function, checked once.
+ */
+__noinline int gate_scan_enter(struct scan_ctx *c, struct jump_targets *jt, __u32 at, __u32 target)
+{
+	if (!c || !jt)
+		return 0;
+	enter_insn(c, jt, at, target, c->flags & SCAN_GOTOX);
+	return 0;
+}
+
+/*
+ * One instruction of the second pass, after gate_scan_enter where a block starts: bpfgate::kernel_view::scan,
+ * step for step. A global function:
  * the verifier checks it once, with an unknown scan_ctx, not once per state of the chunk loop.
  */
-__noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64 raw, __u32 at, __u32 target)
+__noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64 raw, __u32 at)
 {
 	if (!c || !jt)
 		return 0;
@@ -439,9 +452,6 @@ __noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64
 		     : BPF_SIZE(code) == BPF_H ? 2
 		     : BPF_SIZE(code) == BPF_B ? 1
 					       : 4;
-
-	if (target || (c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)))
-		enter_insn(c, jt, at, target, c->flags & SCAN_GOTOX);
 
 	if (has_target(code)) {
 		jump_tags(c, jt, at, (__s64)at + 1 + (code == (BPF_JMP32 | BPF_JA) ? imm : off));
@@ -613,53 +623,69 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		__u32 at = chunk * GATE_CHUNK + j;
 		__u32 target = (targets >> j) & 1;
 		__u8 code = ts->scan_buf[j].code;
+		__u8 cls = BPF_CLASS(code);
 		__u64 raw;
 
+		if (target || ended) {
+			gate_scan_enter(c, jt, at, target);
+			ended = c->flags & SCAN_GOTOX;
+		}
 		/*
-		 * Inside a block (no reset, no pending jump state, no block end before it), ALU instructions,
-		 * conditional jumps and spills and fills are done here: the call to gate_scan_insn costs more
-		 * than what they do (it is a global function so that the verifier checks its many branches
-		 * once).
+		 * ALU instructions, conditional jumps, the second half of an ld_imm64 and accesses to the frame
+		 * through r10 are done here: the call to gate_scan_insn costs more than what they do (it is a
+		 * global function so that the verifier checks its many branches once).
 		 */
-		if (!target && !ended) {
-			if (BPF_CLASS(code) == BPF_ALU || BPF_CLASS(code) == BPF_ALU64) {
-				alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
-					ts->scan_buf[j].off);
-				continue;
-			}
-			if (has_target(code) && code != (BPF_JMP | BPF_JA) && code != (BPF_JMP32 | BPF_JA)) {
-				jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
-				targets = chunk_targets(jt, chunk);
-				continue;
-			}
-			/*
-			 * An 8-byte spill or fill at an aligned slot of the frame, the commonest memory
-			 * access: what store_tag and load_tag do for it (no class, one slot or register).
-			 */
-			__s16 off = ts->scan_buf[j].off;
-			__u8 r = ts->scan_buf[j].regs;
-			bool spill = (code == (BPF_STX | BPF_MEM | BPF_DW) ||
-				      code == (BPF_ST | BPF_MEM | BPF_DW)) &&
-				     (r & 0x0f) == BPF_REG_10;
+		if (cls == BPF_ALU || cls == BPF_ALU64) {
+			alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
+				ts->scan_buf[j].off);
+			continue;
+		}
+		if (has_target(code) && code != (BPF_JMP | BPF_JA) && code != (BPF_JMP32 | BPF_JA)) {
+			jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
+			targets = chunk_targets(jt, chunk);
+			continue;
+		}
+		/* An ld_imm64's second half (or another no-op of class LD): nothing. */
+		if (code == 0)
+			continue;
+		/*
+		 * A load or store at r10 + off inside the frame, the commonest memory access: what load_tag and
+		 * store_tag do for it (no class; one register, or one or two slots).
+		 */
+		__s16 off = ts->scan_buf[j].off;
+		__u8 r = ts->scan_buf[j].regs;
+		__u8 mode = BPF_MODE(code);
+		bool store = (cls == BPF_ST || cls == BPF_STX) && mode == BPF_MEM && (r & 0x0f) == BPF_REG_10;
+		bool load = cls == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX) && r >> 4 == BPF_REG_10;
 
-			if ((spill || (code == (BPF_LDX | BPF_MEM | BPF_DW) && r >> 4 == BPF_REG_10)) &&
-			    c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK && off < 0 &&
-			    !(off & 7)) {
-				__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
+		if ((store || load) && c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK &&
+		    off < 0) {
+			__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
+			bool whole = BPF_SIZE(code) == BPF_DW && !(off & 7);
 
-				if (spill) {
-					*slot = code == (BPF_ST | BPF_MEM | BPF_DW) ? GATE_T_SCALAR
-										    : c->regs[r >> 4];
-				} else {
-					__u8 v = *slot;
+			if (load) {
+				__u8 v = whole && mode == BPF_MEM ? *slot : GATE_T_SCALAR;
 
-					c->regs[r & 0x0f] = v ? v : GATE_T_SCALAR;
-				}
-				continue;
+				c->regs[r & 0x0f] = v ? v : GATE_T_SCALAR;
+			} else if (whole) {
+				*slot = cls == BPF_ST ? GATE_T_SCALAR : c->regs[r >> 4];
+			} else {
+				/* What is left of a pointer partly overwritten is no pointer. */
+				__s32 last = off +
+					     (BPF_SIZE(code) == BPF_DW	? 8
+					      : BPF_SIZE(code) == BPF_H ? 2
+					      : BPF_SIZE(code) == BPF_B ? 1
+									: 4) -
+					     1;
+
+				*slot = GATE_T_SCALAR;
+				if (last < 0)
+					slot_bytes(c)[((last + MAX_BPF_STACK) >> 3) & 63] = GATE_T_SCALAR;
 			}
+			continue;
 		}
 		__builtin_memcpy(&raw, &ts->scan_buf[j], sizeof(raw));
-		gate_scan_insn(c, jt, raw, at, target);
+		gate_scan_insn(c, jt, raw, at);
 		targets = chunk_targets(jt, chunk);
 		ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
 	}
