@@ -49,13 +49,10 @@ struct {
  * scan runs this in a loop the verifier walks, and every branch here would multiply its states. Out
  * of line, so the scan loop does not keep 13 evidence words in registers and spill them.
  */
-static __noinline void note(struct scan_ctx *c, __u32 cls, __u32 ev)
+static __noinline void note_fresh(struct scan_ctx *c, __u32 cls, __u32 ev)
 {
 	__u32 fresh = cls & ~c->classes;
 
-	/* Most calls prove nothing new (the same helpers again). */
-	if (!fresh)
-		return;
 	c->classes |= cls;
 #pragma clang loop unroll(disable)
 	for (__u32 k = 0; k < BPFGATE_CLASS_COUNT; k++) {
@@ -63,6 +60,13 @@ static __noinline void note(struct scan_ctx *c, __u32 cls, __u32 ev)
 
 		c->evidence[k] = (ev & m) | (c->evidence[k] & ~m);
 	}
+}
+
+/* Most calls prove nothing new (the same helpers again): no call to note_fresh then. */
+static __always_inline void note(struct scan_ctx *c, __u32 cls, __u32 ev)
+{
+	if (cls & ~c->classes)
+		note_fresh(c, cls, ev);
 }
 
 static __always_inline __u8 *slot_bytes(struct scan_ctx *c)
@@ -658,6 +662,13 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		bool store = (cls == BPF_ST || cls == BPF_STX) && mode == BPF_MEM && (r & 0x0f) == BPF_REG_10;
 		bool load = cls == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX) && r >> 4 == BPF_REG_10;
 
+		/* A load from the context that is neither BTF-typed nor a packet pointer field: a scalar. */
+		if (cls == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX) &&
+		    c->regs[r >> 4] == GATE_T_CTX && !btf_typed(c->prog_type) &&
+		    !packet_ctx_field(c->prog_type, off)) {
+			c->regs[r & 0x0f] = GATE_T_SCALAR;
+			continue;
+		}
 		if ((store || load) && c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK &&
 		    off < 0) {
 			__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
