@@ -33,8 +33,10 @@
  *   scan reads that fd's BTF object (gate_module_btf), and lsm/bpf_prog checks that the verifier bound
  *   the same ones (kfunc_btfs_changed), so a loader that rewrites fd_array meanwhile gains nothing.
  * - maybe_classes: kernel_read, map_write and packet_write, which the library proves by dataflow, from
- *   a tag pass (bpfgate::kernel_view, the rules in full): a first pass over the instructions marks jump
- *   and call targets in this CPU's jump_targets entry and notes what callbacks may get; the second tags
+ *   a tag pass (bpfgate::kernel_view, the rules in full): a marking pass over the instructions marks jump
+ *   and call targets in this CPU's jump_targets entry and notes what callbacks may get (only for programs
+ *   with a backward jump or call, an indirect jump or a function's address: elsewhere the tag pass marks
+ *   each forward target as it meets the jump, scan_program); the tag pass tags
  *   what each register and stack slot may hold (scalar, context, stack, packet, BTF pointer, map value,
  *   other pointer, unknown), carries a forward jump's state to its target (a direct-mapped table of
  *   GATE_JOIN_SLOTS pending targets), starts a function with what earlier calls passed it (and what

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The scan (bpfgate::kernel_view): two bpf_loop passes over prog->insnsi in chunks. The first marks jump
- * and call targets in this CPU's jump_targets entry; the second tags registers and stack slots and counts
- * classes.
+ * The scan (bpfgate::kernel_view): bpf_loop passes over prog->insnsi in chunks. The tag pass tags registers
+ * and stack slots and counts classes; it needs jump and call targets marked in this CPU's jump_targets entry
+ * before it reaches them. Forward ones it marks itself as it meets their jumps; a program with a backward
+ * jump or call, an indirect jump or a function's address is scanned again after a marking pass
+ * (scan_program).
  */
 #ifndef BPFGATE_SCAN_BPF_H
 #define BPFGATE_SCAN_BPF_H
