@@ -438,6 +438,15 @@ __noinline int gate_scan_enter(struct scan_ctx *c, struct jump_targets *jt, __u3
 	return 0;
 }
 
+/* A helper call (scan_call), called from the chunk loop without gate_scan_insn's decoding. */
+__noinline int gate_scan_helper(struct scan_ctx *c, struct jump_targets *jt, __s32 imm, __u32 at)
+{
+	if (!c || !jt)
+		return 0;
+	scan_call(c, jt, HELPER_CALL, 0, imm, at);
+	return 0;
+}
+
 /*
  * One instruction of the second pass, after gate_scan_enter where a block starts: bpfgate::kernel_view::scan,
  * step for step. A global function:
@@ -611,7 +620,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 	__u64 n = read_chunk(ts, jt, chunk);
 	struct scan_ctx *c;
 	__u64 targets;
-	__u32 ended;
+	__u64 ended;
 
 	if (!n)
 		return 1;
@@ -623,11 +632,11 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 	targets = chunk_targets(jt, chunk);
 	ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
 #pragma clang loop unroll(disable)
-	for (__u32 j = 0; j < GATE_CHUNK; j++) {
+	for (__u64 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
 			break;
-		__u32 at = chunk * GATE_CHUNK + j;
-		__u32 target = (targets >> j) & 1;
+		__u64 at = chunk * GATE_CHUNK + j;
+		__u64 target = (targets >> j) & 1;
 		__u8 code = ts->scan_buf[j].code;
 		__u8 cls = BPF_CLASS(code);
 		__u64 raw;
@@ -649,6 +658,10 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		if (has_target(code) && code != (BPF_JMP | BPF_JA) && code != (BPF_JMP32 | BPF_JA)) {
 			jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
 			targets = chunk_targets(jt, chunk);
+			continue;
+		}
+		if (code == (BPF_JMP | BPF_CALL) && (ts->scan_buf[j].regs >> 4) == HELPER_CALL) {
+			gate_scan_helper(c, jt, ts->scan_buf[j].imm, at);
 			continue;
 		}
 		/* An ld_imm64's second half (or another no-op of class LD): nothing. */
