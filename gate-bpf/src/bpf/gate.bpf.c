@@ -33,8 +33,10 @@
  *   scan reads that fd's BTF object (gate_module_btf), and lsm/bpf_prog checks that the verifier bound
  *   the same ones (kfunc_btfs_changed), so a loader that rewrites fd_array meanwhile gains nothing.
  * - maybe_classes: kernel_read, map_write and packet_write, which the library proves by dataflow, from
- *   a tag pass (bpfgate::kernel_view, the rules in full): a first pass over the instructions marks jump
- *   and call targets in this CPU's jump_targets entry and notes what callbacks may get; the second tags
+ *   a tag pass (bpfgate::kernel_view, the rules in full): a marking pass over the instructions marks jump
+ *   and call targets in this CPU's jump_targets entry and notes what callbacks may get (only for programs
+ *   with a backward jump or call, an indirect jump or a function's address: elsewhere the tag pass marks
+ *   each forward target as it meets the jump, scan_program); the tag pass tags
  *   what each register and stack slot may hold (scalar, context, stack, packet, BTF pointer, map value,
  *   other pointer, unknown), carries a forward jump's state to its target (a direct-mapped table of
  *   GATE_JOIN_SLOTS pending targets), starts a function with what earlier calls passed it (and what
@@ -181,27 +183,14 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 	sc->len = f->insn_cnt < GATE_MAX_INSNS ? f->insn_cnt : GATE_MAX_INSNS;
 	sc->prog_type = f->prog_type;
 	sc->fd_array = fd_array;
-	__builtin_memset(sc->regs, GATE_T_SCALAR, sizeof(sc->regs));
-	sc->regs[1] = GATE_T_CTX;
-	sc->regs[BPF_REG_10] = GATE_T_STACK;
-	__builtin_memset(sc->slots, GATE_T_SCALAR, sizeof(sc->slots));
 
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct jump_targets *jt = bpf_map_lookup_elem(&jump_targets, &cpu);
 	bool contended = true;
 
 	if (jt) {
-		struct scan_loop loop = { .ts = ts, .jt = jt };
-
 		jt->owner = key;
-		for (int k = 0; k < GATE_JOIN_SLOTS; k++)
-			jt->joins[k].target = 0;
-		bpf_loop((sc->len + 511) / 512, clear_chunk, &loop, 0);
-		bpf_loop((sc->len + GATE_CHUNK - 1) / GATE_CHUNK, mark_chunk, &loop, 0);
-		/* Before any call is scanned, a function starts with a scalar, or what callbacks get. */
-		__builtin_memset(sc->args, GATE_T_SCALAR | (sc->flags & SCAN_FUNC_ADDR ? sc->callbacks : 0),
-				 sizeof(sc->args));
-		bpf_loop((sc->len + GATE_CHUNK - 1) / GATE_CHUNK, scan_chunk, &loop, 0);
+		scan_program(ts, jt);
 		/* Another load on this CPU took the jump targets meanwhile: the tags may be wrong. */
 		contended = *(volatile __u64 *)&jt->owner != key;
 	}

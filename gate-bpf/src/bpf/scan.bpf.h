@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The scan (bpfgate::kernel_view): two bpf_loop passes over prog->insnsi in chunks. The first marks jump
- * and call targets in this CPU's jump_targets entry; the second tags registers and stack slots and counts
- * classes.
+ * The scan (bpfgate::kernel_view): bpf_loop passes over prog->insnsi in chunks. The tag pass tags registers
+ * and stack slots and counts classes; it needs jump and call targets marked in this CPU's jump_targets entry
+ * before it reaches them. Forward ones it marks itself as it meets their jumps; a program with a backward
+ * jump or call, an indirect jump or a function's address is scanned again after a marking pass
+ * (scan_program).
  */
 #ifndef BPFGATE_SCAN_BPF_H
 #define BPFGATE_SCAN_BPF_H
@@ -49,7 +51,7 @@ struct {
  * scan runs this in a loop the verifier walks, and every branch here would multiply its states. Out
  * of line, so the scan loop does not keep 13 evidence words in registers and spill them.
  */
-static __noinline void note(struct scan_ctx *c, __u32 cls, __u32 ev)
+static __noinline void note_fresh(struct scan_ctx *c, __u32 cls, __u32 ev)
 {
 	__u32 fresh = cls & ~c->classes;
 
@@ -60,6 +62,13 @@ static __noinline void note(struct scan_ctx *c, __u32 cls, __u32 ev)
 
 		c->evidence[k] = (ev & m) | (c->evidence[k] & ~m);
 	}
+}
+
+/* Most calls prove nothing new (the same helpers again): no call to note_fresh then. */
+static __always_inline void note(struct scan_ctx *c, __u32 cls, __u32 ev)
+{
+	if (cls & ~c->classes)
+		note_fresh(c, cls, ev);
 }
 
 static __always_inline __u8 *slot_bytes(struct scan_ctx *c)
@@ -128,9 +137,18 @@ static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *
  */
 static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *jt, __u32 at, __s64 t)
 {
-	if (t <= at || t >= c->len || t >= GATE_MAX_INSNS)
+	if (t >= c->len || t >= GATE_MAX_INSNS)
 		return;
+	if (t <= at) {
+		/* A backward target: it should have reset the tags, so one pass is not enough. */
+		if (t >= 0 && (c->flags & SCAN_ONE_PASS))
+			c->flags |= SCAN_RESCAN;
+		return;
+	}
 	struct scan_join *e = &jt->joins[t & (GATE_JOIN_SLOTS - 1)];
+
+	/* The marking pass's bit, when there was none. */
+	set_insn_bit(jt->words, t);
 
 	if (e->target == t) {
 		join_tags(e->slots, e->regs, c->slots, c->regs);
@@ -266,7 +284,8 @@ static __always_inline void unknown_call(struct scan_ctx *c, __u32 at)
 	call_tags(c, GATE_T_ANY, true);
 }
 
-static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, __s32 imm, __u32 at)
+static __always_inline void scan_call(struct scan_ctx *c, struct jump_targets *jt, __u8 src, __s16 off,
+				      __s32 imm, __u32 at)
 {
 	if (src == HELPER_CALL) {
 		__u32 id = (__u32)imm;
@@ -311,6 +330,15 @@ static __always_inline void scan_call(struct scan_ctx *c, __u8 src, __s16 off, _
 			unknown_call(c, at);
 		}
 	} else if (src == BPF_PSEUDO_CALL) {
+		__s64 t = (__s64)at + 1 + imm;
+
+		/* Without the marking pass: a later function's start is marked here, an earlier one needs it. */
+		if (c->flags & SCAN_ONE_PASS) {
+			if (t > at && t < c->len && t < GATE_MAX_INSNS)
+				set_insn_bit(jt->words, t);
+			else if (t >= 0 && t <= at)
+				c->flags |= SCAN_RESCAN;
+		}
 		/* A subprogram: it starts with these arguments (a pointer to this frame is none to its own), and
 		 * could store anything through a stack pointer it is handed. */
 		for (int r = 1; r <= 5; r++) {
@@ -399,10 +427,32 @@ static __always_inline bool has_target(__u8 code)
 }
 
 /*
- * One instruction of the second pass: bpfgate::kernel_view::scan, step for step. A global function:
+ * Where a block starts (a jump target, after a block's end, every instruction after an indirect jump): the
+ * entry state, before the instruction. A global function, checked once.
+ */
+__noinline int gate_scan_enter(struct scan_ctx *c, struct jump_targets *jt, __u32 at, __u32 target)
+{
+	if (!c || !jt)
+		return 0;
+	enter_insn(c, jt, at, target, c->flags & SCAN_GOTOX);
+	return 0;
+}
+
+/* A helper call (scan_call), called from the chunk loop without gate_scan_insn's decoding. */
+__noinline int gate_scan_helper(struct scan_ctx *c, struct jump_targets *jt, __s32 imm, __u32 at)
+{
+	if (!c || !jt)
+		return 0;
+	scan_call(c, jt, HELPER_CALL, 0, imm, at);
+	return 0;
+}
+
+/*
+ * One instruction of the second pass, after gate_scan_enter where a block starts: bpfgate::kernel_view::scan,
+ * step for step. A global function:
  * the verifier checks it once, with an unknown scan_ctx, not once per state of the chunk loop.
  */
-__noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64 raw, __u32 at, __u32 target)
+__noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64 raw, __u32 at)
 {
 	if (!c || !jt)
 		return 0;
@@ -418,24 +468,27 @@ __noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64
 		     : BPF_SIZE(code) == BPF_B ? 1
 					       : 4;
 
-	if (target || (c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)))
-		enter_insn(c, jt, at, target, c->flags & SCAN_GOTOX);
-
 	if (has_target(code)) {
 		jump_tags(c, jt, at, (__s64)at + 1 + (code == (BPF_JMP32 | BPF_JA) ? imm : off));
 		if (code == (BPF_JMP | BPF_JA) || code == (BPF_JMP32 | BPF_JA))
 			c->flags |= SCAN_BLOCK_ENDS;
 	} else if (cls == BPF_JMP || cls == BPF_JMP32) {
-		if (code == (BPF_JMP | BPF_EXIT) || code == (BPF_JMP | BPF_JA | BPF_X))
+		if (code == (BPF_JMP | BPF_EXIT) || code == (BPF_JMP | BPF_JA | BPF_X)) {
 			c->flags |= SCAN_BLOCK_ENDS;
-		else if (code == (BPF_JMP | BPF_CALL))
-			scan_call(c, src, off, imm, at);
+			/* An indirect jump resets every instruction, from the first. */
+			if (code != (BPF_JMP | BPF_EXIT) && (c->flags & SCAN_ONE_PASS))
+				c->flags |= SCAN_RESCAN;
+		} else if (code == (BPF_JMP | BPF_CALL))
+			scan_call(c, jt, src, off, imm, at);
 		else if (code == (BPF_JMP | BPF_CALL | BPF_X)) {
 			/* An indirect call could reach anything (the verifier refuses it; the library says unknown). */
 			note(c, BPFGATE_CLASS_UNKNOWN, GATE_EV_INSN | (at & GATE_EV_VALUE_MASK));
 			unknown_call(c, at);
 		}
 	} else if (code == (BPF_LD | BPF_IMM | BPF_DW)) {
+		/* A function's address: functions start with what callbacks get, known from the marking pass. */
+		if (src == BPF_PSEUDO_FUNC && (c->flags & SCAN_ONE_PASS))
+			c->flags |= SCAN_RESCAN;
 		c->regs[dst] = ld_imm64_tag(c, src);
 	} else if (cls == BPF_LD && (mode == BPF_ABS || mode == BPF_IND)) {
 		/* LD_ABS, LD_IND: r0 is packet data, r1-r5 are clobbered. */
@@ -553,71 +606,118 @@ __noinline int gate_clear_chunk(struct jump_targets *jt, __u64 i)
 	return 0;
 }
 
+_Static_assert(GATE_CHUNK == 64, "a chunk's jump target bits are one jump_targets word");
+
+/* Chunk `chunk`'s jump target bits, instruction j of the chunk at bit j. */
+static __always_inline __u64 chunk_targets(struct jump_targets *jt, __u64 chunk)
+{
+	return jt->words[chunk & (GATE_MAX_INSNS / 64 - 1)];
+}
+
 /* Second pass, one chunk: the tags and classes. */
 __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
 	__u64 n = read_chunk(ts, jt, chunk);
 	struct scan_ctx *c;
+	__u64 targets;
+	__u64 ended;
 
 	if (!n)
 		return 1;
 	c = &ts->scan;
+	/*
+	 * The chunk's target bits and whether a block ended or an indirect jump resets every instruction, in
+	 * registers: read again after what could change them (a jump marks its target in one pass).
+	 */
+	targets = chunk_targets(jt, chunk);
+	ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
 #pragma clang loop unroll(disable)
-	for (__u32 j = 0; j < GATE_CHUNK; j++) {
+	for (__u64 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
 			break;
-		__u32 at = chunk * GATE_CHUNK + j;
-		__u32 target = insn_bit(jt->words, at);
+		__u64 at = chunk * GATE_CHUNK + j;
+		__u64 target = (targets >> j) & 1;
 		__u8 code = ts->scan_buf[j].code;
+		__u8 cls = BPF_CLASS(code);
 		__u64 raw;
 
+		if (target || ended) {
+			gate_scan_enter(c, jt, at, target);
+			ended = c->flags & SCAN_GOTOX;
+		}
 		/*
-		 * Inside a block (no reset, no pending jump state, no block end before it), ALU instructions,
-		 * conditional jumps and spills and fills are done here: the call to gate_scan_insn costs more
-		 * than what they do (it is a global function so that the verifier checks its many branches
-		 * once).
+		 * ALU instructions, conditional jumps, the second half of an ld_imm64 and accesses to the frame
+		 * through r10 are done here: the call to gate_scan_insn costs more than what they do (it is a
+		 * global function so that the verifier checks its many branches once).
 		 */
-		if (!target && !(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX))) {
-			if (BPF_CLASS(code) == BPF_ALU || BPF_CLASS(code) == BPF_ALU64) {
-				alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
-					ts->scan_buf[j].off);
-				continue;
-			}
-			if (has_target(code) && code != (BPF_JMP | BPF_JA) && code != (BPF_JMP32 | BPF_JA)) {
-				jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
-				continue;
-			}
-			/*
-			 * An 8-byte spill or fill at an aligned slot of the frame, the commonest memory
-			 * access: what store_tag and load_tag do for it (no class, one slot or register).
-			 */
-			__s16 off = ts->scan_buf[j].off;
-			__u8 r = ts->scan_buf[j].regs;
-			bool spill = (code == (BPF_STX | BPF_MEM | BPF_DW) ||
-				      code == (BPF_ST | BPF_MEM | BPF_DW)) &&
-				     (r & 0x0f) == BPF_REG_10;
+		if (cls == BPF_ALU || cls == BPF_ALU64) {
+			alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
+				ts->scan_buf[j].off);
+			continue;
+		}
+		if (has_target(code) && code != (BPF_JMP | BPF_JA) && code != (BPF_JMP32 | BPF_JA)) {
+			jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
+			targets = chunk_targets(jt, chunk);
+			continue;
+		}
+		if (code == (BPF_JMP | BPF_CALL) && (ts->scan_buf[j].regs >> 4) == HELPER_CALL) {
+			gate_scan_helper(c, jt, ts->scan_buf[j].imm, at);
+			continue;
+		}
+		/* An ld_imm64's second half (or another no-op of class LD): nothing. */
+		if (code == 0)
+			continue;
+		/*
+		 * A load or store at r10 + off inside the frame, the commonest memory access: what load_tag and
+		 * store_tag do for it (no class; one register, or one or two slots).
+		 */
+		__s16 off = ts->scan_buf[j].off;
+		__u8 r = ts->scan_buf[j].regs;
+		__u8 mode = BPF_MODE(code);
+		bool store = (cls == BPF_ST || cls == BPF_STX) && mode == BPF_MEM && (r & 0x0f) == BPF_REG_10;
+		bool load = cls == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX) && r >> 4 == BPF_REG_10;
 
-			if ((spill || (code == (BPF_LDX | BPF_MEM | BPF_DW) && r >> 4 == BPF_REG_10)) &&
-			    c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK && off < 0 &&
-			    !(off & 7)) {
-				__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
+		/* A load from the context that is neither BTF-typed nor a packet pointer field: a scalar. */
+		if (cls == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX) &&
+		    c->regs[r >> 4] == GATE_T_CTX && !btf_typed(c->prog_type) &&
+		    !packet_ctx_field(c->prog_type, off)) {
+			c->regs[r & 0x0f] = GATE_T_SCALAR;
+			continue;
+		}
+		if ((store || load) && c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK &&
+		    off < 0) {
+			__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
+			bool whole = BPF_SIZE(code) == BPF_DW && !(off & 7);
 
-				if (spill) {
-					*slot = code == (BPF_ST | BPF_MEM | BPF_DW) ? GATE_T_SCALAR
-										    : c->regs[r >> 4];
-				} else {
-					__u8 v = *slot;
+			if (load) {
+				__u8 v = whole && mode == BPF_MEM ? *slot : GATE_T_SCALAR;
 
-					c->regs[r & 0x0f] = v ? v : GATE_T_SCALAR;
-				}
-				continue;
+				c->regs[r & 0x0f] = v ? v : GATE_T_SCALAR;
+			} else if (whole) {
+				*slot = cls == BPF_ST ? GATE_T_SCALAR : c->regs[r >> 4];
+			} else {
+				/* What is left of a pointer partly overwritten is no pointer. */
+				__s32 last = off +
+					     (BPF_SIZE(code) == BPF_DW	? 8
+					      : BPF_SIZE(code) == BPF_H ? 2
+					      : BPF_SIZE(code) == BPF_B ? 1
+									: 4) -
+					     1;
+
+				*slot = GATE_T_SCALAR;
+				if (last < 0)
+					slot_bytes(c)[((last + MAX_BPF_STACK) >> 3) & 63] = GATE_T_SCALAR;
 			}
+			continue;
 		}
 		__builtin_memcpy(&raw, &ts->scan_buf[j], sizeof(raw));
-		gate_scan_insn(c, jt, raw, at, target);
+		gate_scan_insn(c, jt, raw, at);
+		targets = chunk_targets(jt, chunk);
+		ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
 	}
 	c->scanned = chunk * GATE_CHUNK + n;
-	return 0;
+	/* One pass was not enough: stop; scan_program starts again with the marking pass. */
+	return c->flags & SCAN_RESCAN ? 1 : 0;
 }
 
 /* bpf_loop callbacks must return 0 (continue) or 1 (stop). */
@@ -640,6 +740,63 @@ static long scan_chunk(__u64 chunk, void *data)
 	struct scan_loop *l = data;
 
 	return gate_scan_chunk(l->ts, l->jt, chunk) ? 1 : 0;
+}
+
+/*
+ * The tag pass's starting state: r1 the context, r10 the frame, everything else scalar, nothing found yet.
+ * The module BTF objects already read (kfunc_btfs) are kept: a second pass reads the same.
+ */
+static __always_inline void scan_start(struct scan_ctx *c)
+{
+	__builtin_memset(c->regs, GATE_T_SCALAR, sizeof(c->regs));
+	c->regs[1] = GATE_T_CTX;
+	c->regs[BPF_REG_10] = GATE_T_STACK;
+	__builtin_memset(c->slots, GATE_T_SCALAR, sizeof(c->slots));
+	/* Before any call is scanned, a function starts with a scalar, or what callbacks get. */
+	__builtin_memset(c->args, GATE_T_SCALAR | (c->flags & SCAN_FUNC_ADDR ? c->callbacks : 0),
+			 sizeof(c->args));
+	c->scanned = 0;
+	c->classes = 0;
+	c->unknown_helper = 0;
+	c->btf_load = 0;
+	c->unknown_load = 0;
+	c->map_store = 0;
+	c->packet_store = 0;
+	c->unknown_store = 0;
+	__builtin_memset(c->evidence, 0, sizeof(c->evidence));
+}
+
+/*
+ * Scans the load's instructions with this CPU's jump targets (its owner set by the caller). Most programs
+ * need one pass: the tag pass marks each forward jump's target as it meets the jump. A backward jump or
+ * call, an indirect jump or a function's address needs the marking pass first (their targets reset the
+ * tags, or every function's start depends on the whole program); the tag pass stops there, and both passes
+ * run from the start, as if the first had not.
+ */
+static __always_inline void scan_program(struct pending_load *ts, struct jump_targets *jt)
+{
+	struct scan_ctx *c = &ts->scan;
+	struct scan_loop loop = { .ts = ts, .jt = jt };
+	__u32 chunks = (c->len + GATE_CHUNK - 1) / GATE_CHUNK;
+
+	for (int k = 0; k < GATE_JOIN_SLOTS; k++)
+		jt->joins[k].target = 0;
+	bpf_loop((c->len + 511) / 512, clear_chunk, &loop, 0);
+	c->flags = SCAN_ONE_PASS;
+	scan_start(c);
+	bpf_loop(chunks, scan_chunk, &loop, 0);
+	if (!(c->flags & SCAN_RESCAN)) {
+		c->flags &= ~SCAN_ONE_PASS;
+		return;
+	}
+	for (int k = 0; k < GATE_JOIN_SLOTS; k++)
+		jt->joins[k].target = 0;
+	bpf_loop((c->len + 511) / 512, clear_chunk, &loop, 0);
+	c->flags = 0;
+	c->callbacks = 0;
+	bpf_loop(chunks, mark_chunk, &loop, 0);
+	scan_start(c);
+	bpf_loop(chunks, scan_chunk, &loop, 0);
 }
 
 /*

@@ -11,7 +11,7 @@
 #define GATE_MAX_INSNS (1U << 20)
 
 /* Instructions copied per bpf_loop iteration, into the load's pending_loads entry. */
-#define GATE_CHUNK 32
+#define GATE_CHUNK 64
 
 /* Scan flags. */
 #define SCAN_BTF_SOURCE (1U << 0) /* a kfunc, a helper returning a BTF pointer, an ld_imm64 of a BTF id */
@@ -21,6 +21,13 @@
 #define SCAN_CONTENDED (1U << 4) /* another load took this CPU's jump_targets during the scan */
 #define SCAN_FUNC_ADDR (1U << 5) /* an ld_imm64 of a function: the program runs callbacks */
 #define SCAN_NOT_EXECUTABLE (1U << 6) /* a helper call the kernel cannot execute (bpfgate::target) */
+/*
+ * The tag pass runs without the marking pass (scan_program): forward targets are marked as their jumps are
+ * met. It needs the marking pass after all (SCAN_RESCAN) at a backward jump or call, an indirect jump, or
+ * an ld_imm64 of a function.
+ */
+#define SCAN_ONE_PASS (1U << 7)
+#define SCAN_RESCAN (1U << 8)
 
 struct raw_insn {
 	__u8 code;
