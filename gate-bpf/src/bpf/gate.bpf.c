@@ -147,7 +147,16 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 	struct pending_load *zeros = bpf_map_lookup_elem(&pending_zero, &zero);
 	struct pending_load *ts = NULL;
 
-	if (zeros && !bpf_map_update_elem(&pending_loads, &key, zeros, BPF_ANY))
+	/*
+	 * 6.1: lsm/bpf_prog_alloc_security made this load's record, zeroed but for the subject and the unscanned
+	 * state, and nothing else has read it (the program has no id yet): the scan fills it in place.
+	 */
+	if (gate_fentry_scan) {
+		ts = bpf_map_lookup_elem(&pending_loads, &key);
+		if (ts && ts->state != GATE_LOAD_UNSCANNED)
+			ts = NULL;
+	}
+	if (!ts && zeros && !bpf_map_update_elem(&pending_loads, &key, zeros, BPF_ANY))
 		ts = bpf_map_lookup_elem(&pending_loads, &key);
 	if (!ts) {
 		/* Fail closed: no room to record the load for its final decision. */
