@@ -366,7 +366,7 @@ mod tests {
     fn read_file_reuses_its_buffer_over_small_and_large_files() {
         let dir = std::env::temp_dir().join(format!("bpfgate-read-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let sizes = [10, 3 * READ_BUFFER + 5, 0, READ_BUFFER, READ_BUFFER + 1, 100, 2 * (PREFAULT_ABOVE as usize) + 7];
+        let sizes = [10, 3 * READ_BUFFER + 5, 0, READ_BUFFER, READ_BUFFER + 1, 100, 2 * STREAM_ABOVE + 7];
         let mut buf = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
             let path = dir.join(format!("f{i}"));
