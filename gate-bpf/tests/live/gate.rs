@@ -499,71 +499,21 @@ fn gate_scan_contention_counts_by_preconditions() {
          exe: {exe}\n    action: audit\n"
     ));
     g.take();
-    // r1 = map fd -1 (BPF_PSEUDO_MAP_FD: a map reference to the gate), then `r0 = 0` to the end.
-    let mut insns = ld_map_fd(1, -1).to_vec();
-    insns.resize(500_000, mov_imm(0, 0));
-    // Until a contended and a clean scan were seen, or each thread has made MAX_LOADS loads, or the time is up:
-    // the real-time thread's wake-up lands in a scan most of the time, not always.
-    const MAX_LOADS: usize = 100;
-    let (stop, loads, done) = (AtomicBool::new(false), AtomicUsize::new(0), AtomicUsize::new(0));
-    let (loaded, realtime_refused) = (AtomicBool::new(false), AtomicBool::new(false));
-    let start = Barrier::new(2);
+    let insns = long_scan();
+    let (loads, loaded) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let load = || {
+        // The load fails (no exit); only the gate's decision on it matters. Not an assert: the polling loop waits
+        // for both threads to finish.
+        loaded.fetch_or(load_insns("contend", &insns).is_ok(), Ordering::SeqCst);
+        loads.fetch_add(1, Ordering::SeqCst);
+    };
     let is_contended = |e: &RawEvent| e.scan_flags & scan_flags::CONTENDED != 0;
-    let mut events = Vec::new();
-    std::thread::scope(|scope| {
-        for realtime in [false, true] {
-            let (stop, loads, done, loaded, start, insns) = (&stop, &loads, &done, &loaded, &start, &insns);
-            let realtime_refused = &realtime_refused;
-            scope.spawn(move || {
-                if realtime {
-                    let param = libc::sched_param { sched_priority: 1 };
-                    // SAFETY: pid 0 is this thread; param is a valid sched_param.
-                    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-                    // Not an assert (the other thread waits at the barrier): checked after the threads end.
-                    realtime_refused.store(rc != 0, Ordering::SeqCst);
-                }
-                start.wait();
-                for i in 0..MAX_LOADS {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if realtime {
-                        // Wakes up while the other thread is in a load (a 500,000-instruction load takes about
-                        // 30 ms here), at 3 to 19 ms into it in turn: one of them lands in its scan.
-                        std::thread::sleep(Duration::from_millis(3 + 4 * (i as u64 % 5)));
-                    }
-                    // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); null
-                    // opts means defaults. The load fails (no exit); only the gate's decision on it matters.
-                    let fd = unsafe {
-                        libbpf_sys::bpf_prog_load(
-                            libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
-                            c"contend".as_ptr(),
-                            c"GPL".as_ptr(),
-                            insns.as_ptr().cast(),
-                            insns.len() as _,
-                            std::ptr::null_mut(),
-                        )
-                    };
-                    // Not an assert: the polling loop below waits for both threads to finish.
-                    loaded.fetch_or(fd >= 0, Ordering::SeqCst);
-                    loads.fetch_add(1, Ordering::SeqCst);
-                }
-                done.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while done.load(Ordering::SeqCst) < 2 {
-            std::thread::sleep(Duration::from_millis(100));
-            events.extend(g.take());
-            let ours = named(&events, "contend");
-            let seen = |c: bool| ours.iter().any(|e| is_contended(e) == c);
-            if seen(true) && seen(false) || Instant::now() > deadline {
-                stop.store(true, Ordering::SeqCst);
-            }
-        }
+    // Until a contended and a clean scan were seen: the real-time thread's wake-up lands in a scan most of the
+    // time, not always.
+    let events = preempting_loads(&mut g, &load, &load, |events| {
+        let ours = named(events, "contend");
+        ours.iter().any(|e| is_contended(e)) && ours.iter().any(|e| !is_contended(e))
     });
-    events.extend(g.take());
-    assert!(!realtime_refused.load(Ordering::SeqCst), "the second loader could not be made SCHED_FIFO");
     assert!(!loaded.load(Ordering::SeqCst), "a program without exit loaded");
     let ours = named(&events, "contend");
     let map_write = Capability::MapWrite.bit();
@@ -586,6 +536,71 @@ fn gate_scan_contention_counts_by_preconditions() {
     assert!(contended < ours.len(), "every scan was contended in {loads} loads");
 }
 
+/// A 500,000-instruction program without exit: the verifier refuses it at once after the gate's hook, so its loads
+/// are mostly the gate's scan (about 30 ms here). r1 = map fd -1 (BPF_PSEUDO_MAP_FD: a map reference to the
+/// gate), then `r0 = 0` to the end.
+fn long_scan() -> Vec<Insn> {
+    let mut insns = ld_map_fd(1, -1).to_vec();
+    insns.resize(500_000, mov_imm(0, 0));
+    insns
+}
+
+/// Two loaders on the VM's one CPU: one calls `background` back to back; a SCHED_FIFO thread sleeps 3 to 19 ms in
+/// turn, then calls `realtime`, so its wake-up preempts the other thread at once, mostly in the middle of a scan
+/// (not at the end of a time slice of the fair scheduler). Each makes at most 100 loads; both stop early once
+/// `enough` holds for the events so far, or after 120 s. Returns the events.
+fn preempting_loads(
+    g: &mut Live,
+    background: &(dyn Fn() + Sync),
+    realtime: &(dyn Fn() + Sync),
+    enough: impl Fn(&[RawEvent]) -> bool,
+) -> Vec<RawEvent> {
+    const MAX_LOADS: usize = 100;
+    let (stop, done, refused) = (AtomicBool::new(false), AtomicUsize::new(0), AtomicBool::new(false));
+    let start = Barrier::new(2);
+    let mut events = Vec::new();
+    std::thread::scope(|scope| {
+        let (stop, done, refused, start) = (&stop, &done, &refused, &start);
+        scope.spawn(move || {
+            start.wait();
+            for _ in 0..MAX_LOADS {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                background();
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+        scope.spawn(move || {
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: pid 0 is this thread; param is a valid sched_param.
+            let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            // Not an assert (the other thread waits at the barrier): checked after the threads end.
+            refused.store(rc != 0, Ordering::SeqCst);
+            start.wait();
+            for i in 0..MAX_LOADS {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(3 + 4 * (i as u64 % 5)));
+                realtime();
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(100));
+            events.extend(g.take());
+            if enough(&events) || Instant::now() > deadline {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    events.extend(g.take());
+    assert!(!refused.load(Ordering::SeqCst), "the second loader could not be made SCHED_FIFO");
+    events
+}
+
 /// The contention test's setting on 6.1, where the scan is a fentry program with recursion protection: a load
 /// that preempts another's scan on its CPU does not run the scan at all (the program is already active there),
 /// so no scan is ever contended. Such a load was recorded at lsm/bpf_prog_alloc_security, stays unscanned, and
@@ -596,56 +611,20 @@ fn unscanned_loads_fail_closed() {
     let mut g = Live::new();
     g.install("version: 1\ndefault: allow\nrules: []\n");
     g.take();
-    let mut insns = ld_map_fd(1, -1).to_vec();
-    insns.resize(500_000, mov_imm(0, 0));
-    const MAX_LOADS: usize = 100;
-    let (stop, done) = (AtomicBool::new(false), AtomicUsize::new(0));
-    let start = Barrier::new(2);
-    let results = std::sync::Mutex::new(Vec::new());
-    let mut events = Vec::new();
-    let small = [mov_imm(0, 0), exit()];
-    std::thread::scope(|scope| {
-        for realtime in [false, true] {
-            let (stop, done, start, insns, results, small) = (&stop, &done, &start, &insns, &results, &small);
-            scope.spawn(move || {
-                if realtime {
-                    let param = libc::sched_param { sched_priority: 1 };
-                    // SAFETY: pid 0 is this thread; param is a valid sched_param.
-                    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-                    results.lock().unwrap().push(Err(if rc != 0 { -1 } else { 0 }));
-                }
-                start.wait();
-                for i in 0..MAX_LOADS {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if realtime {
-                        std::thread::sleep(Duration::from_millis(3 + 4 * (i as u64 % 5)));
-                        let r = load_insns("rt_small", small);
-                        results.lock().unwrap().push(r);
-                    } else {
-                        // The verifier refuses it (no exit) right after the scan: only the scan's time matters.
-                        let _ = load_insns("contend", insns);
-                    }
-                }
-                done.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while done.load(Ordering::SeqCst) < 2 {
-            std::thread::sleep(Duration::from_millis(100));
-            events.extend(g.take());
-            let ours = named(&events, "rt_small");
-            let seen = |v: u8| ours.iter().any(|e| e.verdict == v);
-            if seen(VERDICT_DENY) && seen(VERDICT_ALLOW) || Instant::now() > deadline {
-                stop.store(true, Ordering::SeqCst);
-            }
-        }
+    let insns = long_scan();
+    let loads = std::sync::Mutex::new(Vec::new());
+    let background = || {
+        let _ = load_insns("contend", &insns);
+    };
+    let realtime = || {
+        let r = load_insns("rt_small", &[mov_imm(0, 0), exit()]);
+        loads.lock().unwrap().push(r);
+    };
+    let events = preempting_loads(&mut g, &background, &realtime, |events| {
+        let ours = named(events, "rt_small");
+        ours.iter().any(|e| e.verdict == VERDICT_DENY) && ours.iter().any(|e| e.verdict == VERDICT_ALLOW)
     });
-    events.extend(g.take());
-    let results = results.into_inner().unwrap();
-    assert_eq!(results.first(), Some(&Err(0)), "the second loader could not be made SCHED_FIFO");
-    let loads = &results[1..];
+    let loads = loads.into_inner().unwrap();
     let ours = named(&events, "rt_small");
     for e in &ours {
         report!("rt_small: {}", g.describe(e));
