@@ -617,9 +617,10 @@ impl Gate {
         let guard = self.link_guard == LinkGuard::Always || self.link_ops_in_btf || takeover.possible;
         let four = self.variant == HookVariant::FourArgs;
         let guard = guard.then_some((if four { &p.gate_bpf_v4 } else { &p.gate_bpf_v3 }, "lsm/bpf"));
-        let pin_note = [(&p.gate_obj_get_enter, "fentry/bpf_obj_get_user")].into_iter().chain(guard);
+        // After the probe: the pin note's entry, then the link guard where it is wanted.
+        let first = [(&p.gate_obj_get_enter, "fentry/bpf_obj_get_user")].into_iter().chain(guard);
         let hooks: Vec<_> = match self.variant {
-            HookVariant::ThreeArgs | HookVariant::FourArgs => pin_note
+            HookVariant::ThreeArgs | HookVariant::FourArgs => first
                 .chain([
                     (if three { &p.gate_map_create_v3 } else { &p.gate_map_create_v4 }, "lsm/bpf_map_create"),
                     (&p.gate_map_free, "lsm/bpf_map_free"),
@@ -633,7 +634,7 @@ impl Gate {
             // decision (lsm/bpf_prog) before the record and the scan (fentry/bpf_check), so a load recorded
             // never reaches an unattached decision. A load recorded that entered bpf_check before the scan was
             // attached stays unscanned, and is denied (fail closed).
-            HookVariant::Legacy => pin_note
+            HookVariant::Legacy => first
                 .chain([
                     (&p.gate_prog_free_legacy, "lsm/bpf_prog_free_security"),
                     (&p.gate_map_free_legacy, "lsm/bpf_map_free_security"),
