@@ -131,6 +131,33 @@ struct {
 	__type(value, struct pending_load);
 } pending_zero SEC(".maps");
 
+/* A fresh pending_loads record for `key`, all zeros; NULL when there is no room (the caller fails closed). */
+static __always_inline struct pending_load *new_pending_load(__u64 key)
+{
+	__u32 zero = 0;
+	struct pending_load *zeros = bpf_map_lookup_elem(&pending_zero, &zero);
+
+	if (!zeros || bpf_map_update_elem(&pending_loads, &key, zeros, BPF_ANY))
+		return NULL;
+	return bpf_map_lookup_elem(&pending_loads, &key);
+}
+
+/* A load with no room for its record: denied (fail closed), with its event; the verdict goes to `v`. */
+static __always_inline void deny_unrecorded_load(__u32 prog_type, struct verdict *v)
+{
+	struct gate_subject s = {};
+
+	current_subject(&s);
+	v->decision = GATE_VERDICT_DENY;
+	v->rule = GATE_RULE_DEFAULT;
+	struct gate_event *e = new_event(GATE_OP_PROG_LOAD, &s, v);
+
+	if (e) {
+		e->prog_type = prog_type;
+		bpf_ringbuf_submit(e, 0);
+	}
+}
+
 /*
  * Scans a load's instructions (the kernel's copy, before the verifier touches them), judges everything
  * but the map rules into `v`, sends the load event, and returns the load's pending_loads record (state
@@ -143,8 +170,7 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 	struct verdict v = {};
 	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
 	__u64 key = (__u64)aux;
-	__u32 maybe = 0, no_map = 0, zero = 0;
-	struct pending_load *zeros = bpf_map_lookup_elem(&pending_zero, &zero);
+	__u32 maybe = 0, no_map = 0;
 	struct pending_load *ts = NULL;
 
 	/*
@@ -156,21 +182,11 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 		if (ts && ts->state != GATE_LOAD_UNSCANNED)
 			ts = NULL;
 	}
-	if (!ts && zeros && !bpf_map_update_elem(&pending_loads, &key, zeros, BPF_ANY))
-		ts = bpf_map_lookup_elem(&pending_loads, &key);
+	if (!ts)
+		ts = new_pending_load(key);
 	if (!ts) {
 		/* Fail closed: no room to record the load for its final decision. */
-		struct gate_subject s = {};
-
-		current_subject(&s);
-		v.decision = GATE_VERDICT_DENY;
-		v.rule = GATE_RULE_DEFAULT;
-		struct gate_event *e = new_event(GATE_OP_PROG_LOAD, &s, &v);
-
-		if (e) {
-			e->prog_type = BPF_CORE_READ(prog, type);
-			bpf_ringbuf_submit(e, 0);
-		}
+		deny_unrecorded_load(BPF_CORE_READ(prog, type), &v);
 		*vp = v;
 		return NULL;
 	}

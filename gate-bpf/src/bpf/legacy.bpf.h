@@ -49,25 +49,16 @@ int gate_check_scan(__u64 *ctx)
 SEC("lsm/bpf_prog_alloc_security")
 int BPF_PROG(gate_prog_alloc, struct bpf_prog_aux *aux, int ret)
 {
-	__u64 key = (__u64)aux;
-	__u32 zero = 0;
-	struct pending_load *zeros = bpf_map_lookup_elem(&pending_zero, &zero);
-	struct pending_load *ts = NULL;
+	struct pending_load *ts;
 
 	if (ret)
 		return ret;
-	if (zeros && !bpf_map_update_elem(&pending_loads, &key, zeros, BPF_ANY))
-		ts = bpf_map_lookup_elem(&pending_loads, &key);
+	ts = new_pending_load((__u64)aux);
 	if (!ts) {
-		/* Fail closed: no room to record the load. */
-		struct gate_subject s = {};
-		struct verdict v = { .decision = GATE_VERDICT_DENY, .rule = GATE_RULE_DEFAULT };
-		struct gate_event *e;
+		/* Fail closed: no room to record the load (its type is not known to the event here). */
+		struct verdict v = {};
 
-		current_subject(&s);
-		e = new_event(GATE_OP_PROG_LOAD, &s, &v);
-		if (e)
-			bpf_ringbuf_submit(e, 0);
+		deny_unrecorded_load(0, &v);
 		return -EPERM;
 	}
 	current_subject(&ts->facts.subject);
