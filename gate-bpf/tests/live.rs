@@ -39,6 +39,8 @@ mod clients;
 #[path = "live/preflight.rs"]
 mod preflight;
 // The user's instruction buffer rewritten during loads (issue 16).
+#[path = "live/first_fd.rs"]
+mod first_fd;
 #[path = "live/race.rs"]
 mod race;
 // libbpf-tools: `check --gate --btf` against the gate (issue 17).

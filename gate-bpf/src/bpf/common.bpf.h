@@ -71,6 +71,22 @@ static __always_inline void current_subject(struct gate_subject *s)
 	}
 }
 
+/*
+ * A load's subject and cgroup path, recorded in its pending_loads entry by the loading task: the final decision
+ * can run in another task's call (lsm/bpf_prog for an open by id), where "current" is that task.
+ */
+static __always_inline void record_loader(struct pending_load *ts)
+{
+	current_subject(&ts->facts.subject);
+	for (int level = 0; level < GATE_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+		ts->cgroups.ids[level] = id;
+		if (!id)
+			break;
+	}
+}
+
 static __always_inline bool same_subject(const struct gate_subject *a, const struct gate_subject *b)
 {
 	return a->exe_dev == b->exe_dev && a->exe_ino == b->exe_ino && a->cgroup_id == b->cgroup_id &&

@@ -170,7 +170,7 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 	struct verdict v = {};
 	struct bpf_prog_aux *aux = BPF_CORE_READ(prog, aux);
 	__u64 key = (__u64)aux;
-	__u32 maybe = 0, no_map = 0;
+	__u32 maybe = 0;
 	struct pending_load *ts = NULL;
 
 	/*
@@ -193,7 +193,7 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 	struct facts *f = &ts->facts;
 	struct scan_ctx *sc = &ts->scan;
 
-	current_subject(&f->subject);
+	record_loader(ts);
 	f->prog_type = BPF_CORE_READ(prog, type);
 	f->attach_type = BPF_CORE_READ(prog, expected_attach_type);
 	f->insn_cnt = BPF_CORE_READ(prog, len);
@@ -251,7 +251,7 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 		f->gate_hook = gate_hook_target(f->prog_type, f->attach_type, f->target);
 	}
 
-	gate_evaluate(f, &f->subject, &v, NULL, &no_map);
+	gate_evaluate(f, &f->subject, &ts->cgroups, &v, NULL);
 	if (kernel)
 		v.flags |= GATE_F_KERNEL;
 
@@ -398,7 +398,7 @@ static __always_inline int gate_prog_unscanned(struct bpf_prog *prog, struct bpf
 	struct gate_subject s = ts->facts.subject;
 	struct rule_match rm = {};
 	struct verdict v = {};
-	bool judge = rule_for(&s, &v, &rm, false);
+	bool judge = rule_for(&s, &ts->cgroups, &v, &rm, false);
 
 	/* Not enforced for this subject: no policy, audit mode, or an audit rule. */
 	if ((v.flags & (GATE_F_NO_POLICY | GATE_F_AUDIT_MODE)) ||
@@ -443,7 +443,6 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		return gate_prog_unscanned(prog, aux, ts, state);
 	if ((state & GATE_LOAD_STATE_MASK) != GATE_LOAD_PENDING)
 		return gate_prog_decided(aux);
-	__u32 bad = 0;
 	struct used_maps *um = &ts->used;
 	struct gather_ctx g = {
 		.used = BPF_CORE_READ(aux, used_maps),
@@ -482,7 +481,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 		ts->facts.classes |= BPFGATE_CLASS_UNKNOWN | three;
 		ts->facts.maybe_classes |= three;
 	}
-	gate_evaluate(&ts->facts, &ts->facts.subject, &v, um, &bad);
+	gate_evaluate(&ts->facts, &ts->facts.subject, &ts->cgroups, &v, um);
 	/*
 	 * Fail closed under an enforced policy: a program without a record could be handed to any
 	 * subject (gate_prog_open). The record goes in before the verdict is published, so whoever
@@ -515,9 +514,9 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 			e->object_id = BPF_CORE_READ(aux, id);
 			e->scan_flags = (btfs_changed ? GATE_SCAN_KFUNC_BTF_CHANGED : 0) |
 					(kptr_read ? GATE_SCAN_KPTR_READ : 0);
-			if (bad > 0 && bad <= GATE_MAX_USED_MAPS)
+			if (v.bad_map > 0 && v.bad_map <= GATE_MAX_USED_MAPS)
 				__builtin_memcpy(e->map_name,
-						 um->maps[(bad - 1) & (GATE_MAX_USED_MAPS - 1)].name,
+						 um->maps[(v.bad_map - 1) & (GATE_MAX_USED_MAPS - 1)].name,
 						 sizeof(e->map_name));
 			bpf_ringbuf_submit(e, 0);
 		}
@@ -657,7 +656,7 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 		/* The subject's rule decides as for a program that writes this map. */
 		struct rule_match rm = {};
 
-		if (rule_for(&s, &v, &rm, false)) {
+		if (rule_for(&s, NULL, &v, &rm, false)) {
 			bool ok = map_write_ok(rm.r, rm.slot, &m);
 
 			finish(&v,

@@ -61,7 +61,7 @@ int BPF_PROG(gate_prog_alloc, struct bpf_prog_aux *aux, int ret)
 		deny_unrecorded_load(0, &v);
 		return -EPERM;
 	}
-	current_subject(&ts->facts.subject);
+	record_loader(ts);
 	ts->state = GATE_LOAD_UNSCANNED; /* no id yet: nothing else reads the record before bpf_check */
 	return 0;
 }

@@ -149,12 +149,11 @@ static __always_inline int gate_prog_open(struct bpf_prog_aux *aux, __u32 id, st
 {
 	struct gate_subject s = {};
 	struct verdict v = {};
-	__u32 bad = 0;
 
 	current_subject(&s);
 	if (same_subject(&s, &loaded->subject))
 		return 0;
-	gate_evaluate(loaded, &s, &v, NULL, &bad);
+	gate_evaluate(loaded, &s, NULL, &v, NULL);
 	struct gate_event *e = new_event(GATE_OP_PROG_OPEN, &s, &v);
 
 	if (e) {

@@ -6,9 +6,6 @@
 #ifndef BPFGATE_POLICY_BPF_H
 #define BPFGATE_POLICY_BPF_H
 
-/* A task's cgroup ancestors the subject match looks at. */
-#define GATE_MAX_CGROUP_DEPTH 32
-
 /* Which policy slot decisions read; the daemon flips it after filling the other slot. */
 volatile __u32 gate_active_slot = 0;
 
@@ -141,8 +138,13 @@ struct rule_match {
 	__u32 id;
 };
 
-/* Out of line: its map keys get their own stack frame. Returns false when no valid policy is installed. */
-static __noinline bool match_rule(const struct gate_subject *s, struct rule_match *out)
+/*
+ * Out of line: its map keys get their own stack frame. Returns false when no valid policy is installed. The
+ * subject's cgroup ancestry is `cgroups` when given (a loader's, recorded at its load), the current task's
+ * otherwise.
+ */
+static __noinline bool match_rule(const struct gate_subject *s, const struct cgroup_path *cgroups,
+				  struct rule_match *out)
 {
 	__u32 slot = gate_active_slot & 1; /* read once: the whole decision uses one generation */
 	struct gate_policy_header *h = bpf_map_lookup_elem(&policy_header, &slot);
@@ -162,9 +164,9 @@ static __noinline bool match_rule(const struct gate_subject *s, struct rule_matc
 		exe = *m;
 	exe |= h->exe_any;
 
-	/* The task's cgroup and its ancestors, from the root (level 0) down. */
+	/* The cgroup and its ancestors, from the root (level 0) down. */
 	for (int level = 0; level < GATE_MAX_CGROUP_DEPTH; level++) {
-		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		__u64 id = cgroups ? cgroups->ids[level] : bpf_get_current_ancestor_cgroup_id(level);
 
 		if (!id)
 			break;
@@ -265,12 +267,12 @@ static long check_used_map(__u64 i, void *data)
  * allow; without a matching rule, the default (deny for a program on the gate's own hooks, which
  * needs a rule that names its target); a deny rule denies. Returns whether rm->r still has to judge.
  */
-static __always_inline bool rule_for(const struct gate_subject *s, struct verdict *v, struct rule_match *rm,
-				     bool gate_hook)
+static __always_inline bool rule_for(const struct gate_subject *s, const struct cgroup_path *cgroups,
+				     struct verdict *v, struct rule_match *rm, bool gate_hook)
 {
 	bool audit_mode;
 
-	if (!match_rule(s, rm) || !rm->h) {
+	if (!match_rule(s, cgroups, rm) || !rm->h) {
 		v->flags |= GATE_F_NO_POLICY;
 		v->rule = GATE_RULE_DEFAULT;
 		v->decision = GATE_VERDICT_ALLOW;
@@ -296,19 +298,19 @@ static __always_inline bool rule_for(const struct gate_subject *s, struct verdic
 }
 
 /*
- * compiled::evaluate, step by step. `um` is NULL at lsm/bpf_prog_load, where the verifier has not
- * yet bound the program's maps: the map rules are then left to lsm/bpf_prog. `bad_map` receives
- * the index + 1 of the first map a rule refused. A global function: the verifier checks it once, on
- * its own, instead of once per state of each caller.
+ * compiled::evaluate, step by step, for subject `s` of cgroup path `cgroups` (NULL: the current task's). `um`
+ * is NULL at lsm/bpf_prog_load, where the verifier has not yet bound the program's maps: the map rules are
+ * then left to lsm/bpf_prog. v->bad_map receives the index + 1 of the first map a rule refused. A global
+ * function: the verifier checks it once, on its own, instead of once per state of each caller.
  */
-__noinline int gate_evaluate(const struct facts *f, const struct gate_subject *s, struct verdict *v,
-			     const struct used_maps *um, __u32 *bad_map)
+__noinline int gate_evaluate(const struct facts *f, const struct gate_subject *s,
+			     const struct cgroup_path *cgroups, struct verdict *v, const struct used_maps *um)
 {
 	struct rule_match rm = {};
 
-	if (!f || !s || !v || !bad_map)
+	if (!f || !s || !v)
 		return 0;
-	if (!rule_for(s, v, &rm, f->gate_hook))
+	if (!rule_for(s, cgroups, v, &rm, f->gate_hook))
 		return 0;
 	struct gate_rule *r = rm.r;
 	bool audit_mode = v->flags & GATE_F_AUDIT_MODE;
@@ -362,7 +364,7 @@ classes:
 		bpf_loop(n, check_used_map, &chk, 0);
 		if (chk.bad) {
 			reasons |= GATE_R_MAP;
-			*bad_map = chk.bad;
+			v->bad_map = chk.bad;
 		}
 		if ((um->unattributed || n == 0) && (r->map_write != GATE_MAP_WRITE_ANY || !pinned_ok))
 			reasons |= GATE_R_MAP;

@@ -109,6 +109,17 @@ struct gate_subject {
 	__u32 reserved;
 };
 
+/* A task's cgroup ancestors the subject match looks at. */
+#define GATE_MAX_CGROUP_DEPTH 32
+
+/*
+ * A loader's cgroup and its ancestors, from the root (level 0) down, 0 past the deepest: recorded with its
+ * subject, because a load's final decision can run in another task (see pending_load).
+ */
+struct cgroup_path {
+	__u64 ids[GATE_MAX_CGROUP_DEPTH];
+};
+
 struct facts {
 	struct gate_subject subject;
 	__u32 prog_type;
@@ -128,6 +139,7 @@ struct verdict {
 	__u32 reasons;
 	__u8 decision;
 	__u8 flags;
+	__u32 bad_map; /* gate_evaluate: the index + 1 of the first used map a rule refused, or 0 */
 };
 
 /* The maps of one program as the map rules see them, gathered at lsm/bpf_prog. */
@@ -173,6 +185,11 @@ struct pending_load {
 	__u64 load_generation;
 	__u64 state; /* sequence << 2 | GATE_LOAD_* */
 	struct facts facts;
+	/*
+	 * The loader's cgroup path, taken with facts.subject: the final decision (lsm/bpf_prog) matches rules by
+	 * it, not by the cgroup of whichever task makes the program's first fd.
+	 */
+	struct cgroup_path cgroups;
 	struct used_maps used;
 	/* The scan's state and the chunk of instructions it reads: here, as the stack has no room for them. */
 	struct scan_ctx scan;

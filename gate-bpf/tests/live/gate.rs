@@ -1314,7 +1314,7 @@ fn gate_child_actions() {
 
 /// Runs `gate_child_actions` in a child process (a fresh process of this executable: same exe, uid), in
 /// `cgroup` when given; returns each action's errno.
-fn run_child(cgroup: Option<&std::path::Path>, actions: &[String]) -> BTreeMap<String, i32> {
+pub(crate) fn run_child(cgroup: Option<&std::path::Path>, actions: &[String]) -> BTreeMap<String, i32> {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
     cmd.args(["--exact", "gate::gate_child_actions", "--test-threads=1", "--nocapture"])
         .env(CHILD_ACTIONS_ENV, actions.join(","))
@@ -1333,14 +1333,14 @@ fn run_child(cgroup: Option<&std::path::Path>, actions: &[String]) -> BTreeMap<S
 }
 
 /// A fresh cgroup below the cgroup2 root, removed on drop.
-struct TestCgroup {
-    path: std::path::PathBuf,
+pub(crate) struct TestCgroup {
+    pub(crate) path: std::path::PathBuf,
     /// As policies name it: relative to the cgroup2 mount.
-    policy_path: String,
+    pub(crate) policy_path: String,
 }
 
 impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
+    pub(crate) fn new(name: &str) -> TestCgroup {
         let root = HostResolver::new().cgroup_root().to_path_buf();
         let leaf = format!("{name}-{}", std::process::id());
         let path = root.join(&leaf);
