@@ -19,7 +19,7 @@ use bpfgate::gate_abi::reason_bits;
 use bpfgate_gate::event::{OP_PROG_MAPS, VERDICT_DENY};
 use libbpf_rs::libbpf_sys;
 
-use super::gate::{fd_result, named, run_child, Live, TestCgroup};
+use super::gate::{fd_result, named, preempt_full, run_child, Live, TestCgroup};
 use super::live;
 
 /// Environment variable of `first_fd_child_opener`: the cgroup it moves into.
@@ -33,10 +33,7 @@ const DECIDED_BY_OPENER: usize = 3;
 #[test]
 fn first_fd_decides_by_the_loaders_cgroup() {
     let Some(_guard) = live("first_fd_decides_by_the_loaders_cgroup") else { return };
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if !cmdline.contains("preempt=full") {
-        assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness boots with preempt=full: {cmdline}");
-        report("SKIPPED: first_fd_decides_by_the_loaders_cgroup needs a kernel booted with preempt=full");
+    if !preempt_full("first_fd_decides_by_the_loaders_cgroup") {
         return;
     }
     let (opener_cg, loader_cg) = (TestCgroup::new("bpfgate-opener"), TestCgroup::new("bpfgate-loader"));

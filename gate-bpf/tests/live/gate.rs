@@ -483,10 +483,7 @@ fn gate_other_subjects_are_unaffected() {
 #[test]
 fn gate_scan_contention_counts_by_preconditions() {
     let Some(_guard) = live("gate_scan_contention_counts_by_preconditions") else { return };
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if !cmdline.contains("preempt=full") {
-        assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness boots with preempt=full: {cmdline}");
-        report!("SKIPPED: gate_scan_contention_counts_by_preconditions needs a kernel booted with preempt=full");
+    if !preempt_full("gate_scan_contention_counts_by_preconditions") {
         return;
     }
     if !super::has_prog_load_hook() {
@@ -534,6 +531,19 @@ fn gate_scan_contention_counts_by_preconditions() {
     assert_eq!(ours.len(), loads, "one decision per load");
     assert!(contended > 0, "no scan was contended in {loads} loads");
     assert!(contended < ours.len(), "every scan was contended in {loads} loads");
+}
+
+/// Whether the kernel was booted with preempt=full, which `test` needs to have a real-time wake-up preempt a task
+/// inside a BPF program or a syscall (under voluntary preemption that waits for the program's end); the VM
+/// harness always boots so, elsewhere the test skips.
+pub(crate) fn preempt_full(test: &str) -> bool {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !cmdline.contains("preempt=full") {
+        assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness boots with preempt=full: {cmdline}");
+        report!("SKIPPED: {test} needs a kernel booted with preempt=full");
+        return false;
+    }
+    true
 }
 
 /// A 500,000-instruction program without exit: the verifier refuses it at once after the gate's hook, so its loads
