@@ -144,6 +144,9 @@ pub struct Event {
     /// The program has helper calls its kernel cannot execute (libbpf's poison, ids past the kernel's last
     /// helper); they granted nothing (`bpfgate::target`).
     pub not_executable_calls: bool,
+    /// The load was decided at another task's open of the program by id, before its loader's own fd (the
+    /// event's process is still the loader).
+    pub decided_at_other_open: bool,
 }
 
 /// Names for what the raw event only has numbers for.
@@ -259,6 +262,7 @@ impl Event {
             kfunc_btf_changed: raw.scan_flags & scan_flags::KFUNC_BTF_CHANGED != 0,
             kptr_read: raw.scan_flags & scan_flags::KPTR_READ != 0,
             not_executable_calls: raw.scan_flags & scan_flags::NOT_EXECUTABLE != 0,
+            decided_at_other_open: raw.scan_flags & scan_flags::OTHER_TASK != 0,
         }
     }
 
@@ -363,6 +367,9 @@ impl Event {
         if self.not_executable_calls {
             f.write_str(" (calls the kernel cannot execute: no class)")?;
         }
+        if self.decided_at_other_open {
+            f.write_str(" (decided at another process's open by id)")?;
+        }
         Ok(())
     }
 }
@@ -441,6 +448,15 @@ mod tests {
         let e = Event::from_raw(&r, &Names::default());
         assert!(e.contended);
         assert!(e.to_string().ends_with(" (scan contended)"), "{e}");
+    }
+
+    #[test]
+    fn a_decision_at_another_open_is_reported() {
+        let r = RawEvent { scan_flags: scan_flags::OTHER_TASK, ..raw() };
+        let e = Event::from_raw(&r, &Names::default());
+        assert!(e.decided_at_other_open);
+        assert!(e.to_string().ends_with(" (decided at another process's open by id)"), "{e}");
+        assert_eq!(serde_json::to_value(&e).expect("serializes")["decided_at_other_open"], true);
     }
 
     /// Helper ids of 2^30 and more do not fit the evidence word: `unknown`'s id comes whole from its own field,

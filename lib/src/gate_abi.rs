@@ -391,6 +391,9 @@ pub mod scan_flags {
         /// The program has helper calls its kernel cannot execute (libbpf's poison, ids past the kernel's last
         /// helper: `bpfgate::target`); they granted nothing.
         pub const NOT_EXECUTABLE: u16 = 1 << 3;
+        /// The load's final decision ran in another task's request for an fd to the program (an open by id before
+        /// the loader's own fd); pid, tgid and comm are the loader's, recorded at the load.
+        pub const OTHER_TASK: u16 = 1 << 4;
     }
 }
 

@@ -72,12 +72,14 @@ static __always_inline void current_subject(struct gate_subject *s)
 }
 
 /*
- * A load's subject and cgroup path, recorded in its pending_loads entry by the loading task: the final decision
- * can run in another task's call (lsm/bpf_prog for an open by id), where "current" is that task.
+ * A load's subject, cgroup path and task, recorded in its pending_loads entry by the loading task: the final
+ * decision can run in another task's call (lsm/bpf_prog for an open by id), where "current" is that task.
  */
 static __always_inline void record_loader(struct pending_load *ts)
 {
 	current_subject(&ts->facts.subject);
+	ts->pid_tgid = bpf_get_current_pid_tgid();
+	bpf_get_current_comm(ts->comm, sizeof(ts->comm));
 	for (int level = 0; level < GATE_MAX_CGROUP_DEPTH; level++) {
 		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
 

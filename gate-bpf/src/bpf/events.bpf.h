@@ -102,6 +102,19 @@ static __always_inline struct gate_event *new_event(__u32 op, const struct gate_
 	return e;
 }
 
+/*
+ * An event about a load's final decision names the loader recorded at the load, whoever's call decided: the
+ * program's first fd can be another task's open by id (then flagged).
+ */
+static __always_inline void event_loader(struct gate_event *e, const struct pending_load *ts)
+{
+	if (e->tgid != (__u32)(ts->pid_tgid >> 32))
+		e->scan_flags |= GATE_SCAN_OTHER_TASK;
+	e->pid = (__u32)ts->pid_tgid;
+	e->tgid = ts->pid_tgid >> 32;
+	__builtin_memcpy(e->comm, ts->comm, sizeof(e->comm));
+}
+
 /* What an event about a load or a loaded program says of the program. */
 static __always_inline void event_program(struct gate_event *e, const struct facts *f,
 					  struct bpf_prog_aux *aux)

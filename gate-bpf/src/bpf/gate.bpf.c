@@ -319,13 +319,19 @@ int BPF_PROG(gate_prog_load_v4, struct bpf_prog *prog, union bpf_attr *attr, str
 	return gate_prog_load(prog, attr, kernel);
 }
 
-/* A refusal of an fd to a program the gate has no facts of: the event names it by id, type and name. */
+/*
+ * A refusal of an fd to a program the gate has no facts of: the event names it by id, type and name, and by its
+ * loader when `ts` is the load's record.
+ */
 static __always_inline int refuse_prog(__u32 op, struct gate_subject *s, struct verdict *v,
-				       struct bpf_prog *prog, struct bpf_prog_aux *aux, __u32 id)
+				       struct bpf_prog *prog, struct bpf_prog_aux *aux, __u32 id,
+				       const struct pending_load *ts)
 {
 	struct gate_event *e = new_event(op, s, v);
 
 	if (e) {
+		if (ts)
+			event_loader(e, ts);
 		e->object_id = id;
 		e->prog_type = BPF_CORE_READ(prog, type);
 		if (bpf_probe_read_kernel(e->name, sizeof(e->name), &aux->name))
@@ -361,7 +367,7 @@ static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bp
 		return 0; /* loaded before the gate attached: not judged */
 	current_subject(&s);
 	refuse_gate_object(&v);
-	return refuse_prog(GATE_OP_PROG_OPEN, &s, &v, prog, aux, id);
+	return refuse_prog(GATE_OP_PROG_OPEN, &s, &v, prog, aux, id, NULL);
 }
 
 /*
@@ -411,7 +417,7 @@ static __always_inline int gate_prog_unscanned(struct bpf_prog *prog, struct bpf
 	v.decision = GATE_VERDICT_DENY;
 	v.rule = GATE_RULE_DEFAULT;
 	v.reasons = 0;
-	return refuse_prog(GATE_OP_PROG_LOAD, &s, &v, prog, aux, BPF_CORE_READ(aux, id));
+	return refuse_prog(GATE_OP_PROG_LOAD, &s, &v, prog, aux, BPF_CORE_READ(aux, id), ts);
 }
 
 /*
@@ -514,6 +520,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 			e->object_id = BPF_CORE_READ(aux, id);
 			e->scan_flags = (btfs_changed ? GATE_SCAN_KFUNC_BTF_CHANGED : 0) |
 					(kptr_read ? GATE_SCAN_KPTR_READ : 0);
+			event_loader(e, ts);
 			if (v.bad_map > 0 && v.bad_map <= GATE_MAX_USED_MAPS)
 				__builtin_memcpy(e->map_name,
 						 um->maps[(v.bad_map - 1) & (GATE_MAX_USED_MAPS - 1)].name,

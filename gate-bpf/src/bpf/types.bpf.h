@@ -190,6 +190,9 @@ struct pending_load {
 	 * it, not by the cgroup of whichever task makes the program's first fd.
 	 */
 	struct cgroup_path cgroups;
+	/* The loading task, for the events of a decision made in another task's call. */
+	__u64 pid_tgid;
+	char comm[GATE_COMM_LEN];
 	struct used_maps used;
 	/* The scan's state and the chunk of instructions it reads: here, as the stack has no room for them. */
 	struct scan_ctx scan;
