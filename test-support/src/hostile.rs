@@ -255,8 +255,34 @@ pub fn long_section_names(n: usize, len: usize) -> Vec<u8> {
 /// -8, past the kernel's 512-byte frame when `slots` > 64), then runs `blocks` conditional branches: every
 /// block's entry state holds every slot.
 pub fn stack_slots(slots: usize, blocks: usize) -> Vec<u8> {
-    let mut code = Vec::with_capacity(slots + blocks + 3);
-    code.push(mov_imm(0, 0));
+    let mut code = stack_slots_code(slots);
+    for _ in 0..blocks {
+        code.push(jeq_imm(0, 1, 0));
+    }
+    code.push(exit());
+    Elf::program("kprobe/slots", "slots", &code, code.len()).0.finish()
+}
+
+/// [`stack_slots`] with the branches inside one loop region: every 20,000 branches a jump back 30,000 (or to the
+/// first branch), so the back edges' spans overlap end to end and the analysis keeps every block's entry state
+/// until the last one has run.
+pub fn stack_slots_looped(slots: usize, blocks: usize) -> Vec<u8> {
+    let mut code = stack_slots_code(slots);
+    let first = code.len();
+    for k in 0..blocks {
+        if k > 0 && k % 20_000 == 0 {
+            let back = (code.len() as i64 + 1 - first as i64).min(30_000);
+            code.push(jeq_imm(0, 0, -back as i16));
+        }
+        code.push(jeq_imm(0, 1, 0));
+    }
+    code.push(exit());
+    Elf::program("kprobe/slots", "slots", &code, code.len()).0.finish()
+}
+
+/// The start of [`stack_slots`]: `r0 = 0`, then a pointer (r1) spilled to `slots` offsets.
+fn stack_slots_code(slots: usize) -> Vec<Insn> {
+    let mut code = vec![mov_imm(0, 0)];
     for k in 0..slots {
         let off = -8 * (k as i64 + 1);
         if off >= i64::from(i16::MIN) {
@@ -266,11 +292,7 @@ pub fn stack_slots(slots: usize, blocks: usize) -> Vec<u8> {
             code.extend([mov(2, 10), add_imm(2, off as i32), stx_dw(2, 0, 1)]);
         }
     }
-    for _ in 0..blocks {
-        code.push(jeq_imm(0, 1, 0));
-    }
-    code.push(exit());
-    Elf::program("kprobe/slots", "slots", &code, code.len()).0.finish()
+    code
 }
 
 /// A loop whose body copies a value along a chain of `n` stack slots in reverse order, so each trip through

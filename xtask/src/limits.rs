@@ -99,6 +99,9 @@ fn cases() -> Vec<Case> {
         elf("section-names", "65,000 code sections sharing one 1 MiB name", || long_section_names(65_000, 1 << 20)),
         elf("stack-slots-64", "64 stack slots live across 1,000,000 blocks", || stack_slots(64, M - 70)),
         elf("stack-slots-100k", "100,000 stack slots live across 600,000 blocks", || stack_slots(100_000, 600_000)),
+        elf("stack-slots-loop", "64 stack slots live across 1,000,000 blocks in one loop region", || {
+            stack_slots_looped(64, M - 120)
+        }),
         elf("slow-fixpoint", "loop moving a pointer along 5,000 stack slots", || slow_fixpoint(5000)),
         elf("fixpoint-frame", "1,000,000-instruction loop moving a pointer along the frame's 64 slots", || {
             slow_fixpoint_in_frame(M - 136, 8)

@@ -24,6 +24,20 @@ impl Ctx<'_, '_> {
 
     /// Interprets function `f` from its current inputs, updating facts, callee inputs and its return value.
     pub(super) fn interpret(&mut self, f: usize) -> Result<(), AnalysisError> {
+        if !self.interpret_releasing(f, true)? {
+            // A released state was needed again: cannot happen (see `loop_regions`); run again keeping them all.
+            debug_assert!(false, "a block's entry state was needed after its release");
+            self.interpret_releasing(f, false)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::interpret`], freeing each block's entry state once no edge can reach the block again (with
+    /// `release`): a block outside every loop region as soon as it ran, one inside when the interpretation has
+    /// moved past the region. So the states kept are those of the blocks between what ran and what waits, not of
+    /// every block: at a million instructions, a few instead of hundreds of megabytes. Returns false when a
+    /// released state was needed after all (the caller runs again without releasing).
+    fn interpret_releasing(&mut self, f: usize, release: bool) -> Result<bool, AnalysisError> {
         let start = self.funcs[f].start;
         let len = self.funcs[f].end - start;
         let base = self.funcs[f].layout as usize;
@@ -42,33 +56,50 @@ impl Ctx<'_, '_> {
                 NOT_A_BLOCK
             }
         };
-        // The state at the start of each basic block, by block number; the buffers are taken for the duration so
+        // The entry states (a pool, by slot) and each block's slot; the buffers are taken for the duration so
         // that `step` can borrow `self` mutably.
-        let mut states = std::mem::take(&mut self.buf.states);
-        let mut seen = std::mem::take(&mut self.buf.seen);
+        let mut pool = std::mem::take(&mut self.buf.states);
+        let mut slots = std::mem::take(&mut self.buf.slots);
+        let mut free = std::mem::take(&mut self.buf.free);
+        let mut later = std::mem::take(&mut self.buf.release);
+        let mut regions = std::mem::take(&mut self.buf.regions);
         let mut work = std::mem::take(&mut self.buf.work);
         let mut queued = std::mem::take(&mut self.buf.queued);
         let mut uninit = std::mem::take(&mut self.buf.uninit);
         let n_blocks = self.funcs[f].n_blocks;
-        // The bytes of the entry states kept ([`MAX_STATE_BYTES`]): one per block, then their stack slots.
-        let mut kept = n_blocks.saturating_mul(size_of::<State>());
-        let mut too_big = kept > MAX_STATE_BYTES;
-        // Entries past `n_blocks` and those not `seen` are left over from before, unused.
-        if states.len() < n_blocks && !too_big {
-            states.resize(n_blocks, State::BOTTOM);
-        }
-        seen.clear();
-        seen.resize(n_blocks, false);
+        loop_regions(&self.buf.ops[base..base + len], &mut regions);
+        // The bytes of the entry states kept ([`MAX_STATE_BYTES`]): each state, and its stack slots.
+        let mut kept = 0usize;
+        let mut too_big = false;
+        let mut released_needed = false;
+        // Pool entries past `used` are left over from before: overwritten before use, their vectors reused.
+        let mut used = 0usize;
+        slots.clear();
+        slots.resize(n_blocks, NO_SLOT);
+        free.clear();
+        later.clear();
         work.clear();
         queued.clear();
         queued.resize(n_blocks, false);
         uninit.clear();
         uninit.resize(n_blocks, None);
-        if let (Some(s), Some(v), Some(q), false) = (states.first_mut(), seen.first_mut(), queued.first_mut(), too_big)
-        {
-            s.clone_from(&st);
-            *v = true;
-            *q = true;
+        // A free pool entry for a state: a released one, or the next one.
+        let mut alloc = |pool: &mut Vec<State>, free: &mut Vec<u32>| -> u32 {
+            if let Some(i) = free.pop() {
+                return i;
+            }
+            if used == pool.len() {
+                pool.push(State::BOTTOM);
+            }
+            used += 1;
+            (used - 1) as u32
+        };
+        if n_blocks > 0 {
+            let slot = alloc(&mut pool, &mut free);
+            pool[slot as usize].clone_from(&st);
+            kept += size_of::<State>() + slot_bytes(st.stack.len());
+            slots[0] = slot;
+            queued[0] = true;
             work.push(Reverse(0));
         }
         while let Some(Reverse(leader)) = work.pop() {
@@ -76,11 +107,21 @@ impl Ctx<'_, '_> {
                 too_big = true;
                 break;
             }
+            // Regions the interpretation has moved past: their blocks are never entered again.
+            while let Some(&Reverse((end, b))) = later.peek() {
+                if end >= leader {
+                    break;
+                }
+                later.pop();
+                if let Some(slot) = slots.get_mut(b as usize) {
+                    release_slot(slot, &pool, &mut free, &mut kept);
+                }
+            }
             let block = block_at(self, leader) as usize;
             let Some(q) = queued.get_mut(block) else { continue };
             *q = false;
-            match (states.get(block), seen.get(block)) {
-                (Some(entry), Some(true)) => st.clone_from(entry),
+            match slots.get(block) {
+                Some(&slot) if slot < RELEASED => st.clone_from(&pool[slot as usize]),
                 _ => continue,
             }
             self.block_uninit = None;
@@ -107,20 +148,26 @@ impl Ctx<'_, '_> {
                 for s in [other, on.filter(|&s| !alone(s))].into_iter().flatten() {
                     // Targets were checked when decoding: every successor in range starts a block.
                     let b = block_at(self, s) as usize;
-                    let (Some(entry), Some(v), Some(q)) = (states.get_mut(b), seen.get_mut(b), queued.get_mut(b))
-                    else {
-                        continue;
-                    };
-                    let grew = if *v {
-                        let slots = entry.stack.len();
-                        let grew = entry.join_from(&st);
-                        kept += slot_bytes(entry.stack.len()).saturating_sub(slot_bytes(slots));
-                        grew
-                    } else {
-                        entry.clone_from(&st);
-                        kept += slot_bytes(entry.stack.len());
-                        *v = true;
-                        true
+                    let (Some(slot), Some(q)) = (slots.get_mut(b), queued.get_mut(b)) else { continue };
+                    let grew = match *slot {
+                        NO_SLOT => {
+                            *slot = alloc(&mut pool, &mut free);
+                            let entry = &mut pool[*slot as usize];
+                            entry.clone_from(&st);
+                            kept += size_of::<State>() + slot_bytes(entry.stack.len());
+                            true
+                        }
+                        RELEASED => {
+                            released_needed = true;
+                            false
+                        }
+                        at => {
+                            let entry = &mut pool[at as usize];
+                            let before = entry.stack.len();
+                            let grew = entry.join_from(&st);
+                            kept += slot_bytes(entry.stack.len()).saturating_sub(slot_bytes(before));
+                            grew
+                        }
                     };
                     if grew && !*q {
                         *q = true;
@@ -135,6 +182,22 @@ impl Ctx<'_, '_> {
             if let Some(u) = uninit.get_mut(block) {
                 *u = self.block_uninit;
             }
+            if released_needed {
+                break;
+            }
+            if release {
+                // The end of the loop region this block is in: until the interpretation passes it, a back edge
+                // can enter the block again.
+                let r = regions.partition_point(|&(first, _)| first <= leader);
+                match r.checked_sub(1).and_then(|r| regions.get(r)).filter(|&&(_, last)| last >= leader) {
+                    Some(&(_, last)) => later.push(Reverse((last, block as u32))),
+                    None => {
+                        if let Some(slot) = slots.get_mut(block) {
+                            release_slot(slot, &pool, &mut free, &mut kept);
+                        }
+                    }
+                }
+            }
         }
         // The first read of an unset register, by instruction.
         if let Some((pc, reg)) = uninit.iter().flatten().min().copied() {
@@ -144,10 +207,13 @@ impl Ctx<'_, '_> {
         self.buf.uninit = uninit;
         if too_big {
             // Not kept for the next program: that is the memory the limit is about.
-            states = Vec::new();
+            pool = Vec::new();
         }
-        self.buf.states = states;
-        self.buf.seen = seen;
+        self.buf.states = pool;
+        self.buf.slots = slots;
+        self.buf.free = free;
+        self.buf.release = later;
+        self.buf.regions = regions;
         self.buf.work = work;
         self.buf.queued = queued;
         if too_big {
@@ -158,7 +224,7 @@ impl Ctx<'_, '_> {
                 limit_mib: MAX_STATE_BYTES >> 20,
             });
         }
-        Ok(())
+        Ok(!released_needed)
     }
 
     pub(super) fn step(&mut self, f: usize, pc: usize, op: &Op, st: &mut State) {
@@ -727,5 +793,72 @@ impl Ctx<'_, '_> {
                 func.dirty = true;
             }
         }
+    }
+}
+
+/// A block without an entry state yet, and one whose state was released (`interpret_releasing`): slot values.
+const NO_SLOT: u32 = u32::MAX;
+const RELEASED: u32 = u32::MAX - 1;
+
+/// Frees the pool entry of a block's state for reuse, its bytes no longer kept.
+fn release_slot(slot: &mut u32, pool: &[State], free: &mut Vec<u32>, kept: &mut usize) {
+    if *slot < RELEASED {
+        let entry = &pool[*slot as usize];
+        *kept = kept.saturating_sub(size_of::<State>() + slot_bytes(entry.stack.len()));
+        free.push(*slot);
+        *slot = RELEASED;
+    }
+}
+
+/// The loop regions of a function's instructions: every back edge (a jump to an instruction at or before it)
+/// spans its target to its source, and overlapping spans merge; `(first, last)` instruction, sorted. Once the
+/// interpretation (which takes the lowest waiting block first) moves past a region's last instruction, nothing
+/// enters the region again: that would take a back edge from past the region into it, which would have widened it.
+fn loop_regions(ops: &[Option<Op>], regions: &mut Vec<(usize, usize)>) {
+    regions.clear();
+    for (i, op) in ops.iter().enumerate() {
+        let off = match op {
+            Some(Op::Ja { off, .. }) => i64::from(*off),
+            Some(Op::Jump { off, .. } | Op::MayGoto { off }) => i64::from(*off),
+            _ => continue,
+        };
+        let target = rel(i, 1, off);
+        if target <= i {
+            regions.push((target, i));
+        }
+    }
+    regions.sort_unstable();
+    let mut merged = 0usize;
+    for k in 0..regions.len() {
+        let (first, last) = regions[k];
+        match merged.checked_sub(1).map(|m| &mut regions[m]) {
+            Some(prev) if first <= prev.1 => prev.1 = prev.1.max(last),
+            _ => {
+                regions[merged] = (first, last);
+                merged += 1;
+            }
+        }
+    }
+    regions.truncate(merged);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Back edges' spans merge where they overlap, even by one instruction, and not where they only touch;
+    /// forward jumps make none.
+    #[test]
+    fn loop_regions_merge_overlapping_back_edges() {
+        let mut ops = vec![Some(Op::Exit); 12];
+        ops[0] = Some(Op::Ja { off: 4, long: false }); // forward
+        ops[3] = Some(Op::MayGoto { off: -3 }); // 3 -> 1
+        ops[6] = Some(Op::MayGoto { off: -4 }); // 6 -> 3: overlaps 1..=3 at 3
+        ops[9] = Some(Op::Ja { off: -2, long: true }); // 9 -> 8
+        ops[10] = Some(Op::MayGoto { off: -2 }); // 10 -> 9: overlaps 8..=9 at 9
+        ops[11] = Some(Op::MayGoto { off: -1 }); // 11 -> 11: a block jumping to itself, apart
+        let mut regions = vec![(99, 99)];
+        loop_regions(&ops, &mut regions);
+        assert_eq!(regions, [(1, 6), (8, 10), (11, 11)]);
     }
 }

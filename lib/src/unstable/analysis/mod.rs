@@ -50,10 +50,10 @@ pub const MAX_CALL_FRAMES: usize = 8;
 /// outside it, or a misaligned 8-byte one (both rejected by the verifier), counts as one at an unknown offset.
 /// This bounds the slots a state holds, and so the passes a loop can need to carry a pointer from slot to slot.
 pub const MAX_STACK: i32 = 512;
-/// Bytes of abstract state one function's interpretation may keep (an entry state per basic block, each with
-/// the registers and the stack slots that hold pointers; see `slot_bytes`). A million one-instruction blocks
-/// with a frame full of spilled pointers would need gigabytes; a program at the kernel's instruction limit with
-/// a branch every few instructions needs a few hundred megabytes.
+/// Bytes of abstract state one function's interpretation may keep at once (the entry states of the blocks an
+/// edge can still reach, each with the registers and the stack slots that hold pointers; see `slot_bytes`). A
+/// million one-instruction blocks inside one loop, with a frame full of spilled pointers, would need gigabytes;
+/// code without loops keeps a few states at a time.
 pub const MAX_STATE_BYTES: usize = 1 << 30;
 /// Work the analyses of one object's programs may do together: the instructions each program reaches, plus
 /// [`ENTRY_WORK`] and the bytes of its names for the program and for each entry (subprogram, map, kfunc, ...)
@@ -219,12 +219,18 @@ struct Buffers {
     blocks: Vec<u32>,
     /// `number_blocks`' scratch, indexed like `ops`.
     preds: Vec<u8>,
-    /// `interpret`'s: each block's entry state (valid where `seen`), the blocks to visit (by leader, lowest
+    /// `interpret`'s: the entry states of blocks (a pool: see `slots`), the blocks to visit (by leader, lowest
     /// first: in instruction order, a block runs after the blocks that jump forward to it, so code without loops
     /// is interpreted once; first in first out, a join reached by a short path first and a long one later was
     /// interpreted again with everything after it, quadratic on unrolled code), and which of them are queued.
     states: Vec<State>,
-    seen: Vec<bool>,
+    /// Per block: its entry state's place in `states`, or that it has none (yet, or any more).
+    slots: Vec<u32>,
+    /// Places in `states` free for reuse; blocks whose states go once the interpretation passes a position
+    /// (their loop region's end); the loop regions (see `loop_regions`).
+    free: Vec<u32>,
+    release: BinaryHeap<std::cmp::Reverse<(usize, u32)>>,
+    regions: Vec<(usize, usize)>,
     work: BinaryHeap<std::cmp::Reverse<usize>>,
     queued: Vec<bool>,
     /// Per block: the first read of an unset register in its latest interpretation (instruction, register).
@@ -247,6 +253,7 @@ impl Buffers {
             self.ops = Vec::new();
             self.blocks = Vec::new();
             self.preds = Vec::new();
+            self.slots = Vec::new();
         }
         if self.states.capacity() > 16 {
             self.states = Vec::new();
@@ -257,8 +264,11 @@ impl Buffers {
         self.ops.clear();
         self.blocks.clear();
         self.preds.clear();
-        // `states` keeps its length: entries are overwritten before use (see `seen`), and refilling them costs.
-        self.seen.clear();
+        // `states` keeps its length: entries are overwritten before use (see `slots`), and refilling them costs.
+        self.slots.clear();
+        self.free.clear();
+        self.release.clear();
+        self.regions.clear();
         self.work.clear();
         self.queued.clear();
         self.uninit.clear();
