@@ -157,11 +157,13 @@ pub fn run(args: Args) -> Result<bool> {
         build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &env, &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
 
-    let kvm_ok = match args.accel.as_str() {
+    // Once KVM has failed for one kernel, the others go straight to TCG: here /dev/kvm can open and still not
+    // run a guest, which costs up to a minute per boot to find out.
+    let kvm_ok = std::sync::atomic::AtomicBool::new(match args.accel.as_str() {
         "tcg" => false,
         "kvm" => true,
         _ => qemu::kvm_usable(),
-    };
+    });
     // One guest per kernel, `--parallel` at a time: each TCG vCPU is a host thread, so two one-CPU guests use two
     // cores. Their console lines carry the kernel's label.
     let parallel = args.parallel.clamp(1, kernels.len().max(1));
@@ -172,7 +174,7 @@ pub fn run(args: Args) -> Result<bool> {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(kernel) = kernels.get(i) else { break };
-                let report = boot_kernel(&args, &qemu, &initrd.0, &work, kernel, kvm_ok);
+                let report = boot_kernel(&args, &qemu, &initrd.0, &work, kernel, &kvm_ok);
                 done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, report));
             });
         }
@@ -204,14 +206,15 @@ pub fn run(args: Args) -> Result<bool> {
     Ok(all_passed)
 }
 
-/// Boots one kernel with the live tests (KVM first when `kvm_ok`, TCG when KVM fails under `--accel auto`).
+/// Boots one kernel with the live tests (KVM first while `kvm_ok`, TCG when KVM fails under `--accel auto`, which
+/// clears `kvm_ok` for the kernels booted after it).
 fn boot_kernel(
     args: &Args,
     qemu: &Path,
     initrd: &Path,
     work: &Path,
     kernel: &kernel::Kernel,
-    mut kvm_ok: bool,
+    kvm_ok: &std::sync::atomic::AtomicBool,
 ) -> Result<VmReport> {
     let t = Instant::now();
     let log = work.join(format!("{}.log", sanitize(&kernel.label)));
@@ -225,7 +228,7 @@ fn boot_kernel(
         secs: 0.0,
     };
     loop {
-        let accel = if kvm_ok { Accel::Kvm } else { Accel::Tcg };
+        let accel = if kvm_ok.load(std::sync::atomic::Ordering::Relaxed) { Accel::Kvm } else { Accel::Tcg };
         eprintln!(
             "vmtest: booting {} ({}) under {}; console log in {}",
             kernel.label,
@@ -259,7 +262,7 @@ fn boot_kernel(
         match outcome {
             Outcome::AccelFailed { reason } if args.accel == "auto" => {
                 eprintln!("vmtest: KVM does not work here ({reason}); falling back to TCG");
-                kvm_ok = false;
+                kvm_ok.store(false, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
             Outcome::AccelFailed { reason } => {
