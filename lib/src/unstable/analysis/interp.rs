@@ -122,6 +122,11 @@ impl Ctx<'_, '_> {
             *q = false;
             match slots.get(block) {
                 Some(&slot) if slot < RELEASED => st.clone_from(&pool[slot as usize]),
+                // Queued means its state grew: released since, it would be lost (as for an edge into it, below).
+                Some(&RELEASED) => {
+                    released_needed = true;
+                    break;
+                }
                 _ => continue,
             }
             self.block_uninit = None;
