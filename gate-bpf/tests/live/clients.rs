@@ -29,8 +29,48 @@ macro_rules! report {
 
 const OBSERVABILITY: &str = include_str!("../../../examples/policies/observability.yaml");
 
-/// How long a tool may take to print its first line (loading, under TCG, takes seconds).
-const START: Duration = Duration::from_secs(45);
+/// How long a tool may sit without using CPU before it counts as waiting for something that will not come (it
+/// did not print that it is tracing, and it is not working towards it). Not a deadline on its start: loading a
+/// bpftrace script under TCG takes tens of seconds of CPU, and longer in wall time on a loaded host, and a tool
+/// is waited for as long as it works (a 45 s wall-clock limit failed runs on a host running five VMs).
+const IDLE: Duration = Duration::from_secs(10);
+/// The CPU a tool may use before it has printed that it is tracing (a tool spinning without end).
+const CPU_BUDGET: Duration = Duration::from_secs(300);
+
+/// The CPU time (user and system) process `pid` has used so far, all its threads together; None once it is gone.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces and parentheses): state is the first field, utime the 12th
+    // and stime the 13th (proc(5) fields 3, 14 and 15), in clock ticks.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    Some(Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// Tells whether a running child still works: false once it has used no CPU for [`IDLE`], or more than
+/// [`CPU_BUDGET`] in all.
+struct Progress {
+    pid: u32,
+    cpu: Duration,
+    since: Instant,
+}
+
+impl Progress {
+    fn new(pid: u32) -> Progress {
+        Progress { pid, cpu: Duration::ZERO, since: Instant::now() }
+    }
+
+    fn working(&mut self) -> bool {
+        let Some(cpu) = cpu_time(self.pid) else { return false };
+        if cpu != self.cpu {
+            self.cpu = cpu;
+            self.since = Instant::now();
+        }
+        self.since.elapsed() < IDLE && cpu < CPU_BUDGET
+    }
+}
 
 /// Arguments for tools that need some to run at all.
 fn args_of(tool: &str) -> &'static [&'static str] {
@@ -102,8 +142,8 @@ fn pty() -> Option<(std::fs::File, std::fs::File)> {
     (r == 0).then(|| unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) })
 }
 
-/// Runs `cmd` until it prints a line that says it is tracing (or exits, or START passes), then SIGINT.
-/// bpftrace's "Attaching N probes..." comes before it loads: the line after it counts.
+/// Runs `cmd` until it prints a line that says it is tracing (or exits, or stops working towards it: [`Progress`]),
+/// then SIGINT. bpftrace's "Attaching N probes..." comes before it loads: the line after it counts.
 fn run_briefly(cmd: &mut Command) -> Run {
     let Some((master, slave)) = pty() else { return Run { started: false, why: "no pty".into() } };
     let spawned = cmd.stdin(Stdio::null()).stdout(Stdio::from(slave)).stderr(Stdio::piped()).spawn();
@@ -130,7 +170,8 @@ fn run_briefly(cmd: &mut Command) -> Run {
     });
     let begin = Instant::now();
     let mut printed = false;
-    while begin.elapsed() < START {
+    let mut progress = Progress::new(child.id());
+    loop {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
             if line.starts_with("Attaching ") || line.trim().is_empty() {
                 continue;
@@ -138,7 +179,7 @@ fn run_briefly(cmd: &mut Command) -> Run {
             printed = true;
             break;
         }
-        if matches!(child.try_wait(), Ok(Some(_))) {
+        if matches!(child.try_wait(), Ok(Some(_))) || !progress.working() {
             break;
         }
     }
@@ -147,11 +188,12 @@ fn run_briefly(cmd: &mut Command) -> Run {
         // SAFETY: kill has no memory preconditions; the pid is our child's, not yet reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     }
-    let stop = Instant::now();
+    // Its exit (detaching, printing maps) is waited for as long as it works on it.
+    let mut progress = Progress::new(child.id());
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
-            Ok(None) if stop.elapsed() < Duration::from_secs(15) => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) if progress.working() => std::thread::sleep(Duration::from_millis(50)),
             _ => {
                 let _ = child.kill();
                 break child.wait().ok();
@@ -162,7 +204,7 @@ fn run_briefly(cmd: &mut Command) -> Run {
     let started = (printed && running) || status.is_some_and(|s| s.success());
     let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
     let why = if last.is_empty() {
-        format!("{status:?}, no output in {:?}", begin.elapsed())
+        format!("{status:?}, no output in {:?} (idle {IDLE:?}, or {CPU_BUDGET:?} of CPU)", begin.elapsed())
     } else {
         last.chars().take(110).collect()
     };
