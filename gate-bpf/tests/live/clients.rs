@@ -29,13 +29,16 @@ macro_rules! report {
 
 const OBSERVABILITY: &str = include_str!("../../../examples/policies/observability.yaml");
 
-/// How long a tool may sit without using CPU before it counts as waiting for something that will not come (it
-/// did not print that it is tracing, and it is not working towards it). Not a deadline on its start: loading a
-/// bpftrace script under TCG takes tens of seconds of CPU, and longer in wall time on a loaded host, and a tool
-/// is waited for as long as it works (a 45 s wall-clock limit failed runs on a host running five VMs).
-const IDLE: Duration = Duration::from_secs(10);
-/// The CPU a tool may use before it has printed that it is tracing (a tool spinning without end).
+/// A tool is waited for, until it prints that it is tracing, as long as it works towards that: it used at least
+/// [`BUSY`] of the CPU over the last [`WINDOW`] (loading a bpftrace script under TCG is CPU-bound for tens of
+/// seconds, longer in wall time on a loaded host: a 45 s wall-clock limit failed runs on a host running five
+/// guests). A tool that has loaded and traces without printing polls at a percent or so: it has started as far as
+/// it will. [`CPU_BUDGET`] ends one that spins.
+const WINDOW: Duration = Duration::from_secs(10);
+const BUSY: Duration = Duration::from_secs(2);
 const CPU_BUDGET: Duration = Duration::from_secs(300);
+/// After SIGINT, how long a tool that is not busy may take to exit before it is killed (detaching, printing maps).
+const EXIT: Duration = Duration::from_secs(15);
 
 /// The CPU time (user and system) process `pid` has used so far, all its threads together; None once it is gone.
 fn cpu_time(pid: u32) -> Option<Duration> {
@@ -49,8 +52,9 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 1000 / hz))
 }
 
-/// Tells whether a running child still works: false once it has used no CPU for [`IDLE`], or more than
-/// [`CPU_BUDGET`] in all.
+/// Whether a running child is busy: at least [`BUSY`] of CPU in the [`WINDOW`] that ended last, and under
+/// [`CPU_BUDGET`] in all. A starved guest charges its lost time to the task it ran, so a CPU-bound tool stays busy
+/// however loaded the host is.
 struct Progress {
     pid: u32,
     cpu: Duration,
@@ -59,16 +63,20 @@ struct Progress {
 
 impl Progress {
     fn new(pid: u32) -> Progress {
-        Progress { pid, cpu: Duration::ZERO, since: Instant::now() }
+        Progress { pid, cpu: cpu_time(pid).unwrap_or_default(), since: Instant::now() }
     }
 
-    fn working(&mut self) -> bool {
+    fn busy(&mut self) -> bool {
         let Some(cpu) = cpu_time(self.pid) else { return false };
-        if cpu != self.cpu {
-            self.cpu = cpu;
-            self.since = Instant::now();
+        if cpu >= CPU_BUDGET {
+            return false;
         }
-        self.since.elapsed() < IDLE && cpu < CPU_BUDGET
+        if self.since.elapsed() < WINDOW {
+            return true;
+        }
+        let busy = cpu.saturating_sub(self.cpu) >= BUSY;
+        (self.cpu, self.since) = (cpu, Instant::now());
+        busy
     }
 }
 
@@ -142,7 +150,7 @@ fn pty() -> Option<(std::fs::File, std::fs::File)> {
     (r == 0).then(|| unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) })
 }
 
-/// Runs `cmd` until it prints a line that says it is tracing (or exits, or stops working towards it: [`Progress`]),
+/// Runs `cmd` until it prints a line that says it is tracing (or exits, or is no longer busy: [`Progress`]),
 /// then SIGINT. bpftrace's "Attaching N probes..." comes before it loads: the line after it counts.
 fn run_briefly(cmd: &mut Command) -> Run {
     let Some((master, slave)) = pty() else { return Run { started: false, why: "no pty".into() } };
@@ -179,7 +187,7 @@ fn run_briefly(cmd: &mut Command) -> Run {
             printed = true;
             break;
         }
-        if matches!(child.try_wait(), Ok(Some(_))) || !progress.working() {
+        if matches!(child.try_wait(), Ok(Some(_))) || !progress.busy() {
             break;
         }
     }
@@ -188,12 +196,12 @@ fn run_briefly(cmd: &mut Command) -> Run {
         // SAFETY: kill has no memory preconditions; the pid is our child's, not yet reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     }
-    // Its exit (detaching, printing maps) is waited for as long as it works on it.
-    let mut progress = Progress::new(child.id());
+    // Its exit is waited for while it is busy, or for EXIT.
+    let (mut progress, stop) = (Progress::new(child.id()), Instant::now());
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
-            Ok(None) if progress.working() => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) if stop.elapsed() < EXIT || progress.busy() => std::thread::sleep(Duration::from_millis(50)),
             _ => {
                 let _ = child.kill();
                 break child.wait().ok();
@@ -204,7 +212,7 @@ fn run_briefly(cmd: &mut Command) -> Run {
     let started = (printed && running) || status.is_some_and(|s| s.success());
     let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
     let why = if last.is_empty() {
-        format!("{status:?}, no output in {:?} (idle {IDLE:?}, or {CPU_BUDGET:?} of CPU)", begin.elapsed())
+        format!("{status:?}, no output in {:?}", begin.elapsed())
     } else {
         last.chars().take(110).collect()
     };
