@@ -253,8 +253,12 @@ impl Cond {
 /// What an `ld_imm64` loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Imm64 {
-    /// A plain 64-bit constant (or, in an object, an address fixed up by a relocation).
-    Const(i64),
+    /// A plain 64-bit constant (or, in an object, an address fixed up by a relocation), as its two 32-bit
+    /// immediates: kept apart so that an [`Op`] is 16 bytes, not 24 (one per instruction of a program).
+    Const {
+        lo: u32,
+        hi: u32,
+    },
     MapFd(i32),
     MapValue {
         fd: i32,
@@ -358,6 +362,9 @@ pub enum Op {
     Call(CallTarget),
     Exit,
 }
+
+// The analysis keeps one `Option<Op>` per instruction of a program: at a million instructions, each byte is a MB.
+const _: () = assert!(size_of::<Option<Op>>() == 16);
 
 /// Why an instruction does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -635,7 +642,7 @@ fn decode_ld(i: RawInsn, next: Option<&RawInsn>) -> Result<Op, InsnError> {
                 return Err(InsnError::BadLdImm64Tail);
             }
             let value = match i.src {
-                0 => Imm64::Const((u64::from(next.imm as u32) << 32 | u64::from(i.imm as u32)) as i64),
+                0 => Imm64::Const { lo: i.imm as u32, hi: next.imm as u32 },
                 PSEUDO_MAP_FD => Imm64::MapFd(i.imm),
                 PSEUDO_MAP_VALUE => Imm64::MapValue { fd: i.imm, off: next.imm as u32 },
                 PSEUDO_BTF_ID => Imm64::BtfId(i.imm),
@@ -768,8 +775,8 @@ impl<N: Names + ?Sized> fmt::Display for Display<'_, N> {
                 write!(f, "r{dst} = addr_space_cast(r{src}, {dst_as}, {src_as})")
             }
             Op::LdImm64 { dst, value } => match (value, self.reloc) {
-                (Imm64::Const(_), Some(sym)) => write!(f, "r{dst} = {sym} ll"),
-                (Imm64::Const(v), None) => write!(f, "r{dst} = {:#x} ll", v),
+                (Imm64::Const { .. }, Some(sym)) => write!(f, "r{dst} = {sym} ll"),
+                (Imm64::Const { lo, hi }, None) => write!(f, "r{dst} = {:#x} ll", u64::from(hi) << 32 | u64::from(lo)),
                 (Imm64::MapFd(fd), _) => write!(f, "r{dst} = map[id:{fd}]"),
                 (Imm64::MapValue { fd, off }, _) => write!(f, "r{dst} = map[id:{fd}][0]+{off}"),
                 (Imm64::BtfId(id), Some(sym)) => write!(f, "r{dst} = {sym} (btf_id {id})"),

@@ -452,7 +452,7 @@ impl Ctx<'_, '_> {
                 Value { map_val: map_bit(usize::try_from(idx).unwrap_or(OTHER_MAPS as usize)), ..Value::BOTTOM }
             }
             (None, Imm64::BtfId(_)) => Value::kind(BTF | SCALAR),
-            (None, Imm64::Const(_)) => Value::SCALAR,
+            (None, Imm64::Const { .. }) => Value::SCALAR,
         }
     }
 

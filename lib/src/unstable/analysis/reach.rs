@@ -321,7 +321,7 @@ impl Ctx<'_, '_> {
                 // Before relocation the immediate of a function address is a byte offset from the symbol (libbpf).
                 let imm = match value {
                     Imm64::Func(imm) => i64::from(*imm),
-                    Imm64::Const(v) => i64::from(*v as i32),
+                    Imm64::Const { lo, .. } => i64::from(*lo as i32),
                     _ => return Ok(None),
                 };
                 (*section, (*base as i64 * 8 + imm) / 8)
