@@ -18,6 +18,15 @@ use bpfgate_test_support::insn::{exit, mov_imm};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
+/// Writes a line to stderr directly: libtest hides `eprintln!` of passing tests, and what a live test saw (counts,
+/// decisions, each tool's outcome) is its evidence.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 // The gate's own live tests (issue 5).
 #[path = "live/gate.rs"]
 mod gate;

@@ -20,13 +20,6 @@ use bpfgate_gate::{EventStream, Gate, HostResolver};
 
 use super::live;
 
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 const OBSERVABILITY: &str = include_str!("../../../examples/policies/observability.yaml");
 
 /// A tool is waited for, until it prints that it is tracing, as long as it works towards that: it used at least

@@ -12,11 +12,6 @@ use super::live;
 
 /// To the process's stderr directly: libtest hides the output of passing tests, and these lines are the record
 /// in the VM logs.
-fn report(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
 macro_rules! object {
     ($f:literal) => {
         ($f, include_bytes!(concat!("../../../tests/fixtures/", $f)) as &[u8])
@@ -147,7 +142,7 @@ fn evasion_each_hidden_class_is_denied_at_load_and_allowed_by_policy() {
             if result.is_ok() {
                 failures.push(format!("{file} {}: loaded before {:?} without a decision", c.prog, c.since));
             } else {
-                report(&format!("not applicable before {:?}: {file} {} ({result:?}, no load)", c.since, c.prog));
+                report!("not applicable before {:?}: {file} {} ({result:?}, no load)", c.since, c.prog);
             }
             continue;
         }
@@ -157,7 +152,7 @@ fn evasion_each_hidden_class_is_denied_at_load_and_allowed_by_policy() {
                 if super::gate_refused(r, &format!("{file} {}", c.prog)) && names_class(e, c.class, c.proof) =>
             {
                 caught += 1;
-                report(&format!("evasion caught: {file} {}: {}", c.prog, g.describe(e)));
+                report!("evasion caught: {file} {}: {}", c.prog, g.describe(e));
             }
             (r, _) => failures.push(format!(
                 "{file} {}: expected EPERM and a deny event proving {} ({:?}), got {r:?} and [{}]",
@@ -176,14 +171,15 @@ fn evasion_each_hidden_class_is_denied_at_load_and_allowed_by_policy() {
         let refused_ok = match (result, c.verifier_may_refuse) {
             (Ok(()), _) => true,
             (Err(errno), Some(why)) if errno != libc::EPERM => {
-                report(&format!("{file} {}: the gate allowed it, the verifier refused it ({errno}): {why}", c.prog));
+                report!("{file} {}: the gate allowed it, the verifier refused it ({errno}): {why}", c.prog);
                 true
             }
             (Err(errno), None) if old_kernel && errno != libc::EPERM => {
-                report(&format!(
+                report!(
                     "{file} {}: the gate allowed it, this kernel's verifier (older than {:?}) refused it ({errno})",
-                    c.prog, c.since
-                ));
+                    c.prog,
+                    c.since
+                );
                 true
             }
             _ => false,
@@ -196,7 +192,7 @@ fn evasion_each_hidden_class_is_denied_at_load_and_allowed_by_policy() {
             ));
         }
     }
-    report(&format!("evasion: {caught} of {} hidden capabilities caught on {kernel:?}", CASES.len()));
+    report!("evasion: {caught} of {} hidden capabilities caught on {kernel:?}", CASES.len());
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -212,7 +208,7 @@ fn evasion_tail_call_caller_shows_only_tail_call() {
     let caller = load_object(bytes, |n| n == "ev_tail_caller");
     let events = g.take();
     let ours = named(&events, "ev_tail_caller");
-    report(&format!("tail-call caller under deny send_signal: {caller:?}: [{}]", describe_all(&g, &ours)));
+    report!("tail-call caller under deny send_signal: {caller:?}: [{}]", describe_all(&g, &ours));
     assert_eq!(caller, Ok(()), "the caller alone has nothing denied");
     assert!(
         !ours.is_empty()
@@ -226,7 +222,7 @@ fn evasion_tail_call_caller_shows_only_tail_call() {
     let whole = load_object(bytes, |_| true);
     let events = g.take();
     let callee = named(&events, "ev_tail_callee");
-    report(&format!("whole object under deny send_signal: {whole:?}: [{}]", describe_all(&g, &callee)));
+    report!("whole object under deny send_signal: {whole:?}: [{}]", describe_all(&g, &callee));
     assert_eq!(whole, Err(libc::EPERM));
     assert!(callee.iter().any(|e| e.verdict == VERDICT_DENY && e.classes & Capability::SendSignal.bit() != 0));
 }

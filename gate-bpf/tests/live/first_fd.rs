@@ -59,21 +59,21 @@ fn first_fd_decides_by_the_loaders_cgroup() {
     events.extend(g.take());
     let finals = finals(&events);
     for e in &finals {
-        report(&format!("first fd: {}", g.describe(e)));
+        report!("first fd: {}", g.describe(e));
     }
     let by_opener = finals.iter().filter(|e| at_other_open(e)).count();
-    report(&format!(
+    report!(
         "first fd: {} loads {loads:?}; {} final decisions, {by_opener} made by the opener's open; opens {opens:?}",
         loads.len(),
         finals.len()
-    ));
+    );
     assert!(loads.iter().all(|&r| r == Some(libc::EPERM)), "every load must be refused: {loads:?}");
     assert_eq!(finals.len(), loads.len(), "one final decision per load");
     for e in &finals {
         assert_eq!((e.verdict, e.rule), (VERDICT_DENY, 1), "decided by the loader's rule: {}", g.describe(e));
         assert_ne!(e.reasons & reason_bits::MAP, 0, "refused for its map write: {}", g.describe(e));
         // The event names the loader (a child of this test), whoever's call decided.
-        assert_ne!(e.tgid, opener.pid(), "the event names the loader, not the opener: {}", g.describe(e));
+        assert_ne!(e.tgid, opener.pid, "the event names the loader, not the opener: {}", g.describe(e));
         assert!(!e.comm.starts_with(b"first_fd"), "the opener's comm: {}", g.describe(e));
     }
     assert!(by_opener >= DECIDED_BY_OPENER, "the opener made the first fd of {by_opener} of {} loads", loads.len());
@@ -92,10 +92,6 @@ fn at_other_open(e: &RawEvent) -> bool {
 /// The final decisions on the test's loads (`load_maps` events): a map rule refused them.
 fn finals(events: &[RawEvent]) -> Vec<RawEvent> {
     named(events, "bpfgate_wown").into_iter().filter(|e| e.op == OP_PROG_MAPS).copied().collect()
-}
-
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A running `first_fd_child_opener`, killed when this drops.
@@ -125,10 +121,6 @@ impl Opener {
                 return opener;
             }
         }
-    }
-
-    fn pid(&self) -> u32 {
-        self.pid
     }
 
     /// Stops the opener; what each of its opens gave: (program id, errno or 0).

@@ -29,13 +29,6 @@ use super::live;
 
 /// Writes to the process's stderr directly: libtest hides eprintln! output of passing tests, and these lines
 /// are the evidence in the VM logs.
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 struct Fixture {
     file: &'static str,
     bytes: &'static [u8],

@@ -10,13 +10,6 @@ use crate::gate::this_exe;
 use crate::{live, load_socket_filter};
 
 /// Writes to the process's stderr directly (libtest hides eprintln! of passing tests): the VM logs' evidence.
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 /// The next notification datagram, within five minutes (the gate loads slowly under TCG).
 fn next_notification(socket: &UnixDatagram, log: &std::sync::Mutex<Vec<String>>) -> String {
     socket.set_read_timeout(Some(Duration::from_secs(300))).unwrap();

@@ -6,7 +6,6 @@
 //! harmless form loaded alone. On 6.9+ the scan runs at `lsm/bpf_prog_load`; on 6.1 at `fentry/bpf_check`, with
 //! the decision at `lsm/bpf_prog`: the same property for both designs.
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -129,9 +128,7 @@ fn gate_race_user_buffer_rewritten_during_loads() {
         flipper.join().expect("the flipper")
     });
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    // Written to stderr directly: libtest hides eprintln! of passing tests, and these counts are the evidence.
-    let _ = writeln!(
-        std::io::stderr(),
+    report!(
         "race on {}: {attempted} loads attempted, {allowed} allowed (each the harmless form), {refused} denied, \
          {flips} flips of the user buffer, in {:.1} s",
         release.trim(),

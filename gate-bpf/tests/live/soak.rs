@@ -35,13 +35,6 @@ const RSS_SLACK_KIB: u64 = 1024;
 /// The gate maps that must come back to their baseline.
 const TRACKED: [&str; 5] = ["pending_loads", "loaded_progs", "map_owners", "gate_objects", "thread_cmds"];
 
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 /// Socket filters denied (only kprobes for this executable) or allowed; send_signal denied in both.
 fn policy(filters: bool) -> String {
     let types = if filters { "[kprobe, socket_filter]" } else { "[kprobe]" };

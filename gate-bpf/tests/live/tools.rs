@@ -16,13 +16,6 @@ use super::gate::{named, this_exe, Live};
 use super::live;
 
 /// See gate.rs: straight to stderr, the evidence in the VM logs.
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 macro_rules! tools {
     ($($t:literal),* $(,)?) => {
         &[$(($t, include_bytes!(concat!("../../../corpus/embedded/libbpf-tools/", $t, ".0.o")) as &[u8])),*]

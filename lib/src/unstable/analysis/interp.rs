@@ -67,7 +67,7 @@ impl Ctx<'_, '_> {
         let mut queued = std::mem::take(&mut self.buf.queued);
         let mut uninit = std::mem::take(&mut self.buf.uninit);
         let n_blocks = self.funcs[f].n_blocks;
-        loop_regions(&self.buf.ops[base..base + len], &mut regions);
+        loop_regions(self.buf.ops.get(base..base + len).unwrap_or_default(), &mut regions);
         // The bytes of the entry states kept ([`MAX_STATE_BYTES`]): each state, and its stack slots.
         let mut kept = 0usize;
         let mut too_big = false;
