@@ -172,15 +172,18 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 	__u64 key = (__u64)aux;
 	__u32 maybe = 0;
 	struct pending_load *ts = NULL;
+	bool recorded = false;
 
 	/*
-	 * 6.1: lsm/bpf_prog_alloc_security made this load's record, zeroed but for the subject and the unscanned
-	 * state, and nothing else has read it (the program has no id yet): the scan fills it in place.
+	 * 6.1: lsm/bpf_prog_alloc_security made this load's record, zeroed but for the loader (record_loader, in
+	 * this same task) and the unscanned state, and nothing else has read it (the program has no id yet): the
+	 * scan fills it in place.
 	 */
 	if (gate_fentry_scan) {
 		ts = bpf_map_lookup_elem(&pending_loads, &key);
 		if (ts && ts->state != GATE_LOAD_UNSCANNED)
 			ts = NULL;
+		recorded = ts != NULL;
 	}
 	if (!ts)
 		ts = new_pending_load(key);
@@ -193,7 +196,8 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 	struct facts *f = &ts->facts;
 	struct scan_ctx *sc = &ts->scan;
 
-	record_loader(ts);
+	if (!recorded)
+		record_loader(ts);
 	f->prog_type = BPF_CORE_READ(prog, type);
 	f->attach_type = BPF_CORE_READ(prog, expected_attach_type);
 	f->insn_cnt = BPF_CORE_READ(prog, len);
