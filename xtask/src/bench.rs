@@ -74,6 +74,10 @@ pub(crate) struct Sample {
     pub(crate) wall: Duration,
     /// user + system CPU time of the child.
     pub(crate) cpu: Duration,
+    /// Of which system time: for the analysis, mostly first touches of fresh memory.
+    pub(crate) system: Duration,
+    /// Page faults that needed no I/O (`ru_minflt`): first touches of fresh memory, and of the file's pages.
+    pub(crate) minor_faults: u64,
     maxrss_kib: u64,
 }
 
@@ -397,7 +401,13 @@ pub(crate) fn measure(mut cmd: Command, ok_codes: &[i32]) -> Result<Sample> {
         bail!("{:?} exited with status {code}", cmd.get_program());
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok(Sample { wall, cpu: tv(usage.ru_utime) + tv(usage.ru_stime), maxrss_kib: usage.ru_maxrss as u64 })
+    Ok(Sample {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        system: tv(usage.ru_stime),
+        minor_faults: usage.ru_minflt as u64,
+        maxrss_kib: usage.ru_maxrss as u64,
+    })
 }
 
 /// bpfgate must print one JSON report per file argument (JSON Lines), and exit 0, or 2 when some
