@@ -387,7 +387,7 @@ impl Scan {
     }
 
     fn atomic(&mut self, at: u32, insn: &RawInsn, size: u8) {
-        let (dst, src) = (insn.dst & 0xf, insn.src & 0xf);
+        let (dst, src) = (insn.dst() & 0xf, insn.src() & 0xf);
         let dw = size == 8;
         match insn.imm {
             ATOMIC_LOAD_ACQ => self.t.regs[usize::from(dst)] = self.load(at, src, insn.off, dw, false),
@@ -433,7 +433,7 @@ fn first_pass(
         let insns = cs.insns.get(start..end).unwrap_or_default();
         for (i, insn) in insns.iter().enumerate() {
             let reloc = if matches!(insn.code, CALL | LD_IMM64) { cs.relocs.get(&(start + i)) } else { None };
-            match (insn.code, insn.src, reloc) {
+            match (insn.code, insn.src(), reloc) {
                 (GOTOX, ..) => return (vec![true; len], tag::ANY),
                 // A kfunc: the gate does not look up what it hands a callback.
                 (CALL, _, Some(RelocTarget::Extern { .. })) | (CALL, PSEUDO_KFUNC_CALL, _) => callbacks = tag::ANY,
@@ -578,7 +578,7 @@ pub fn compute_for(
 
 /// Scans one instruction; returns whether it ends a block (the next instruction is reached only by a jump).
 fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&RelocTarget>) -> bool {
-    let (dst, src) = (usize::from(insn.dst & 0xf), usize::from(insn.src & 0xf));
+    let (dst, src) = (usize::from(insn.dst() & 0xf), usize::from(insn.src() & 0xf));
     let class = insn.code & CLASS_MASK;
     let size = [4, 2, 1, 8][usize::from(insn.code >> 3 & 3)];
     if let Some(off) = jump_offset(insn) {
@@ -587,7 +587,7 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
     }
     match class {
         CLASS_JMP | CLASS_JMP32 => {
-            let (ret, escapes) = match (insn.code, insn.src, reloc) {
+            let (ret, escapes) = match (insn.code, insn.src(), reloc) {
                 (EXIT | GOTOX, ..) => return true,
                 // libbpf turns `call -1` against an extern into BPF_PSEUDO_KFUNC_CALL.
                 (CALL, _, Some(RelocTarget::Extern { name })) => s.kfunc(at, Some(name)),
@@ -639,7 +639,7 @@ fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&Relo
                     }
                 }
                 Some(RelocTarget::Code { .. }) => tag::OTHER,
-                None => match insn.src {
+                None => match insn.src() {
                     PSEUDO_BTF_ID => {
                         s.btf_source = true;
                         tag::BTF | tag::SCALAR

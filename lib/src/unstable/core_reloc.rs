@@ -395,7 +395,7 @@ pub fn rewrite(obj: &mut Object, target: Option<&Target>, choices: &LoaderChoice
 }
 
 fn poison(imm: i32) -> RawInsn {
-    RawInsn { code: crate::insn::CALL, dst: 0, src: 0, off: 0, imm }
+    RawInsn::new(crate::insn::CALL, 0, 0, 0, imm)
 }
 
 /// libbpf's map index: BTF-defined maps in `.maps` order, then global data sections that are not empty in
@@ -546,7 +546,7 @@ fn externs(obj: &mut Object, local: &BtfIndex<'_>, tidx: &BtfIndex<'_>, target: 
                 });
             } else if var_missing.contains(&name) && insn.code == 0x18 {
                 // An unresolved weak typed ksym: a plain `ld_imm64` of 0.
-                sec.insns[i].src = 0;
+                sec.insns[i].set_src(0);
                 sec.insns[i].imm = 0;
                 if let Some(next) = sec.insns.get_mut(i + 1) {
                     next.imm = 0;
@@ -1469,9 +1469,9 @@ pub fn patch_insn(insns: &mut [RawInsn], i: usize, res: &ReloRes) -> Result<bool
         0x00 => {
             let next = insns.get(i + 1).copied();
             let ok = is_ldimm64(&insn)
-                && insn.src == 0
+                && insn.src() == 0
                 && insn.off == 0
-                && next.is_some_and(|n| n.code == 0 && n.dst == 0 && n.src == 0 && n.off == 0);
+                && next.is_some_and(|n| n.code == 0 && n.dst() == 0 && n.src() == 0 && n.off == 0);
             let Some(next) = next.filter(|_| ok) else {
                 return Err("ld_imm64 of unexpected form".into());
             };
@@ -1548,9 +1548,9 @@ mod tests {
         // `start` is u64 locally, u32 in the kernel: both unsigned, so the load is narrowed, not poisoned.
         let r = calc(&l, &t, task, "0:1", ReloKind::FieldByteOffset).expect("relocates");
         assert_eq!((r.orig_val, r.new_val, r.orig_sz, r.new_sz, r.fail_memsz_adjust), (8, 8, 8, 4, false));
-        let mut insns = vec![RawInsn { code: 0x79, dst: 1, src: 2, off: 8, imm: 0 }]; // r1 = *(u64 *)(r2 + 8)
+        let mut insns = vec![RawInsn::new(0x79, 1, 2, 8, 0)]; // r1 = *(u64 *)(r2 + 8)
         assert_eq!(patch_insn(&mut insns, 0, &r), Ok(false));
-        assert_eq!(insns[0], RawInsn { code: 0x61, dst: 1, src: 2, off: 8, imm: 0 }, "now a 32-bit load");
+        assert_eq!(insns[0], RawInsn::new(0x61, 1, 2, 8, 0), "now a 32-bit load");
     }
 
     #[test]
@@ -1560,14 +1560,14 @@ mod tests {
         assert_eq!(vals(calc(&l, &t, task, "0:0", ReloKind::FieldExists)), ok(1, 1));
         let r = calc(&l, &t, task, "0:2", ReloKind::FieldByteOffset).expect("relocates");
         assert!(r.poison);
-        let ldx = RawInsn { code: 0x61, dst: 1, src: 2, off: 16, imm: 0 };
+        let ldx = RawInsn::new(0x61, 1, 2, 16, 0);
         let mut insns = vec![ldx, ldx];
         assert_eq!(patch_insn(&mut insns, 0, &r), Ok(true));
-        assert_eq!(insns[0], RawInsn { code: 0x85, dst: 0, src: 0, off: 0, imm: 0x0bad_2310 });
+        assert_eq!(insns[0], RawInsn::new(0x85, 0, 0, 0, 0x0bad_2310));
         assert_eq!(insns[1], ldx, "only the relocated instruction");
         // An ld_imm64 is poisoned in both slots.
-        let lo = RawInsn { code: 0x18, dst: 1, src: 0, off: 0, imm: 16 };
-        let hi = RawInsn { code: 0, dst: 0, src: 0, off: 0, imm: 0 };
+        let lo = RawInsn::new(0x18, 1, 0, 0, 16);
+        let hi = RawInsn::new(0, 0, 0, 0, 0);
         let mut insns = vec![lo, hi];
         assert_eq!(patch_insn(&mut insns, 0, &r), Ok(true));
         assert!(insns.iter().all(|i| i.code == 0x85 && i.imm == POISON_CORE));
@@ -1670,7 +1670,7 @@ mod tests {
         assert_eq!(vals(calc(&l, &t, e, "2", ReloKind::EnumvalValue)), ok(u64::MAX, -2i64 as u64), "sign-extended");
         assert_eq!(vals(calc(&l, &t, e, "1", ReloKind::EnumvalExists)), ok(1, 0));
         assert!(calc(&l, &t, e, "1", ReloKind::EnumvalValue).unwrap().poison);
-        let mut insns = vec![RawInsn { code: 0xb7, dst: 0, src: 0, off: 0, imm: 0 }]; // r0 = 0
+        let mut insns = vec![RawInsn::new(0xb7, 0, 0, 0, 0)]; // r0 = 0
         let r = calc(&l, &t, e, "0", ReloKind::EnumvalValue).unwrap();
         assert_eq!(patch_insn(&mut insns, 0, &r), Ok(false));
         assert_eq!(insns[0].imm, 7);
@@ -1679,12 +1679,12 @@ mod tests {
     #[test]
     fn patching_checks_what_the_compiler_wrote() {
         let res = ReloRes { orig_val: 8, new_val: 12, validate: true, orig_sz: 4, new_sz: 4, ..ReloRes::default() };
-        let mut insns = vec![RawInsn { code: 0x61, dst: 1, src: 2, off: 4, imm: 0 }];
+        let mut insns = vec![RawInsn::new(0x61, 1, 2, 4, 0)];
         assert!(patch_insn(&mut insns, 0, &res).unwrap_err().contains("unexpected memory offset"));
-        let mut insns = vec![RawInsn { code: 0x0f, dst: 1, src: 2, off: 0, imm: 8 }]; // r1 += r2
+        let mut insns = vec![RawInsn::new(0x0f, 1, 2, 0, 8)]; // r1 += r2
         assert!(patch_insn(&mut insns, 0, &res).is_err());
         let big = ReloRes { new_val: 40_000, ..res.clone() };
-        let mut insns = vec![RawInsn { code: 0x61, dst: 1, src: 2, off: 8, imm: 0 }];
+        let mut insns = vec![RawInsn::new(0x61, 1, 2, 8, 0)];
         assert!(patch_insn(&mut insns, 0, &big).unwrap_err().contains("too big"));
         // A signed field whose size changes is poisoned, not narrowed.
         let adjust = ReloRes { fail_memsz_adjust: true, new_sz: 8, ..res };
@@ -1879,7 +1879,7 @@ mod extern_tests {
             assert!(out.errors.is_empty(), "{:?}", out.errors);
             assert_eq!(out.poisoned[0].why, PoisonWhy::KfuncMissing { name: "bpf_foo".into() });
             let insn = obj.sections[0].insns[0];
-            assert_eq!((insn.code, insn.src, insn.imm), (0x85, 0, POISON_KFUNC_BASE), "extern #0");
+            assert_eq!((insn.code, insn.src(), insn.imm), (0x85, 0, POISON_KFUNC_BASE), "extern #0");
             assert!(obj.sections[0].relocs.is_empty());
         }
     }

@@ -10,17 +10,40 @@ use std::fmt;
 /// Size of one instruction slot in bytes.
 pub const INSN_SIZE: usize = 8;
 
-/// One raw 8-byte instruction slot, with the register nibbles already split for the object's byte order.
+/// One raw 8-byte instruction slot, with the register nibbles put in the host's order whatever the object's byte
+/// order: `dst` in the low nibble of `regs`, `src` in the high. One byte for both keeps a slot at 8 bytes in
+/// memory (an object keeps one per instruction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RawInsn {
     pub code: u8,
-    pub dst: u8,
-    pub src: u8,
+    regs: u8,
     pub off: i16,
     pub imm: i32,
 }
 
+const _: () = assert!(size_of::<RawInsn>() == INSN_SIZE);
+
 impl RawInsn {
+    /// A slot of these fields; `dst` and `src` are 4-bit register numbers (higher bits are dropped).
+    pub const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
+        RawInsn { code, regs: dst & 0xf | src << 4, off, imm }
+    }
+
+    /// The destination register field.
+    pub const fn dst(self) -> u8 {
+        self.regs & 0xf
+    }
+
+    /// The source register field (for `ld_imm64` and calls: the pseudo source).
+    pub const fn src(self) -> u8 {
+        self.regs >> 4
+    }
+
+    /// Sets the source register field.
+    pub fn set_src(&mut self, src: u8) {
+        self.regs = self.regs & 0xf | src << 4;
+    }
+
     /// Decodes the slot at `bytes[0..8]`; `None` when fewer than 8 bytes remain.
     pub fn parse(bytes: &[u8], little_endian: bool) -> Option<RawInsn> {
         let b: &[u8; 8] = bytes.get(..INSN_SIZE)?.try_into().ok()?;
@@ -29,7 +52,7 @@ impl RawInsn {
         } else {
             (b[1] >> 4, b[1] & 0xf, i16::from_be_bytes([b[2], b[3]]), i32::from_be_bytes([b[4], b[5], b[6], b[7]]))
         };
-        Some(RawInsn { code: b[0], dst, src, off, imm })
+        Some(RawInsn::new(b[0], dst, src, off, imm))
     }
 
     /// Splits a code section into slots. A trailing partial slot is an error the caller reports.
@@ -43,7 +66,7 @@ impl RawInsn {
 #[cfg(test)]
 impl From<bpfgate_test_support::insn::Insn> for RawInsn {
     fn from(i: bpfgate_test_support::insn::Insn) -> RawInsn {
-        RawInsn { code: i.code, dst: i.dst(), src: i.src(), off: i.off, imm: i.imm }
+        RawInsn::new(i.code, i.dst(), i.src(), i.off, i.imm)
     }
 }
 
@@ -417,8 +440,8 @@ pub fn decode(insns: &[RawInsn]) -> Result<Op, InsnError> {
             Ok(Op::Load {
                 size: Size::from_code(code),
                 sign_extend,
-                dst: reg(code, i.dst)?,
-                src: reg(code, i.src)?,
+                dst: reg(code, i.dst())?,
+                src: reg(code, i.src())?,
                 off: i.off,
             })
         }
@@ -426,12 +449,12 @@ pub fn decode(insns: &[RawInsn]) -> Result<Op, InsnError> {
             if code & 0xe0 != MODE_MEM {
                 return Err(InsnError::InvalidOpcode { code });
             }
-            if i.src != 0 {
+            if i.src() != 0 {
                 return Err(InsnError::ReservedField { code });
             }
             Ok(Op::Store {
                 size: Size::from_code(code),
-                dst: reg(code, i.dst)?,
+                dst: reg(code, i.dst())?,
                 off: i.off,
                 value: Operand::Imm(i.imm),
             })
@@ -439,7 +462,7 @@ pub fn decode(insns: &[RawInsn]) -> Result<Op, InsnError> {
         _ => {
             // The remaining class, BPF_STX (0x03).
             let size = Size::from_code(code);
-            let (dst, src) = (reg(code, i.dst)?, reg(code, i.src)?);
+            let (dst, src) = (reg(code, i.dst())?, reg(code, i.src())?);
             match code & 0xe0 {
                 MODE_MEM => {
                     if i.imm != 0 {
@@ -478,7 +501,7 @@ pub fn decode(insns: &[RawInsn]) -> Result<Op, InsnError> {
 
 fn decode_alu(i: RawInsn, wide: bool) -> Result<Op, InsnError> {
     let code = i.code;
-    let dst = reg(code, i.dst)?;
+    let dst = reg(code, i.dst())?;
     let x = code & SRC_X != 0;
     // END keeps its width in imm and MOV its address spaces; everything else with a register source has imm 0.
     let src = if x && code & 0xf0 == 0xd0 {
@@ -487,9 +510,9 @@ fn decode_alu(i: RawInsn, wide: bool) -> Result<Op, InsnError> {
         if i.imm != 0 && code & 0xf0 != 0xb0 {
             return Err(InsnError::ReservedField { code });
         }
-        Operand::Reg(reg(code, i.src)?)
+        Operand::Reg(reg(code, i.src())?)
     } else {
-        if i.src != 0 && code & 0xf0 != 0xd0 {
+        if i.src() != 0 && code & 0xf0 != 0xd0 {
             return Err(InsnError::ReservedField { code });
         }
         Operand::Imm(i.imm)
@@ -528,7 +551,7 @@ fn decode_alu(i: RawInsn, wide: bool) -> Result<Op, InsnError> {
             (_, 0) if !x || i.imm == 0 => Ok(Op::Alu { wide, op: AluOp::Mov, dst, src }),
             (true, 1) if wide => {
                 let imm = i.imm as u32;
-                Ok(Op::AddrSpaceCast { dst, src: reg(code, i.src)?, dst_as: (imm >> 16) as u16, src_as: imm as u16 })
+                Ok(Op::AddrSpaceCast { dst, src: reg(code, i.src())?, dst_as: (imm >> 16) as u16, src_as: imm as u16 })
             }
             (true, 8 | 16) if i.imm == 0 => Ok(Op::Alu { wide, op: AluOp::Movsx(i.off as u8), dst, src }),
             (true, 32) if wide && i.imm == 0 => Ok(Op::Alu { wide, op: AluOp::Movsx(32), dst, src }),
@@ -542,7 +565,7 @@ fn decode_alu(i: RawInsn, wide: bool) -> Result<Op, InsnError> {
                 (true, false) => Endian::Swap,
                 (true, true) => return Err(InsnError::InvalidOpcode { code }),
             };
-            if i.off != 0 || i.src != 0 || !matches!(i.imm, 16 | 32 | 64) {
+            if i.off != 0 || i.src() != 0 || !matches!(i.imm, 16 | 32 | 64) {
                 return Err(InsnError::ReservedField { code });
             }
             Ok(Op::End { kind, bits: i.imm as u8, dst })
@@ -557,7 +580,7 @@ fn decode_jmp(i: RawInsn, jmp32: bool) -> Result<Op, InsnError> {
     let x = code & SRC_X != 0;
     let cond = match op {
         0x00 => {
-            if x || i.src != 0 || i.dst != 0 {
+            if x || i.src() != 0 || i.dst() != 0 {
                 return Err(InsnError::ReservedField { code });
             }
             return if jmp32 {
@@ -575,12 +598,12 @@ fn decode_jmp(i: RawInsn, jmp32: bool) -> Result<Op, InsnError> {
         0x80 if !jmp32 => {
             if x {
                 // LLVM's `callx`: the target register is in dst (or imm in older encodings).
-                return Ok(Op::Call(CallTarget::Indirect(reg(code, i.dst)?)));
+                return Ok(Op::Call(CallTarget::Indirect(reg(code, i.dst())?)));
             }
-            if i.dst != 0 || i.off != 0 {
+            if i.dst() != 0 || i.off != 0 {
                 return Err(InsnError::ReservedField { code });
             }
-            return match i.src {
+            return match i.src() {
                 0 => Ok(Op::Call(CallTarget::Helper(i.imm as u32))),
                 PSEUDO_CALL => Ok(Op::Call(CallTarget::Local(i.imm))),
                 PSEUDO_KFUNC_CALL => Ok(Op::Call(CallTarget::Kfunc(i.imm))),
@@ -588,14 +611,14 @@ fn decode_jmp(i: RawInsn, jmp32: bool) -> Result<Op, InsnError> {
             };
         }
         0x90 if !jmp32 => {
-            if x || i.src != 0 || i.dst != 0 || i.off != 0 || i.imm != 0 {
+            if x || i.src() != 0 || i.dst() != 0 || i.off != 0 || i.imm != 0 {
                 return Err(InsnError::ReservedField { code });
             }
             return Ok(Op::Exit);
         }
         0xe0 if !jmp32 => {
             // BPF_JCOND with src_reg BPF_MAY_GOTO (0) is the only defined form.
-            if x || i.src != 0 || i.dst != 0 || i.imm != 0 {
+            if x || i.src() != 0 || i.dst() != 0 || i.imm != 0 {
                 return Err(InsnError::ReservedField { code });
             }
             return Ok(Op::MayGoto { off: i.off });
@@ -613,14 +636,14 @@ fn decode_jmp(i: RawInsn, jmp32: bool) -> Result<Op, InsnError> {
         0xd0 => Cond::Sle,
         _ => return Err(InsnError::InvalidOpcode { code }),
     };
-    let dst = reg(code, i.dst)?;
+    let dst = reg(code, i.dst())?;
     let src = if x {
         if i.imm != 0 {
             return Err(InsnError::ReservedField { code });
         }
-        Operand::Reg(reg(code, i.src)?)
+        Operand::Reg(reg(code, i.src())?)
     } else {
-        if i.src != 0 {
+        if i.src() != 0 {
             return Err(InsnError::ReservedField { code });
         }
         Operand::Imm(i.imm)
@@ -633,15 +656,15 @@ fn decode_ld(i: RawInsn, next: Option<&RawInsn>) -> Result<Op, InsnError> {
     let size = Size::from_code(code);
     match code & 0xe0 {
         MODE_IMM if size == Size::DW => {
-            let dst = reg(code, i.dst)?;
+            let dst = reg(code, i.dst())?;
             if i.off != 0 {
                 return Err(InsnError::ReservedField { code });
             }
             let next = next.ok_or(InsnError::TruncatedLdImm64)?;
-            if next.code != 0 || next.dst != 0 || next.src != 0 || next.off != 0 {
+            if next.code != 0 || next.dst() != 0 || next.src() != 0 || next.off != 0 {
                 return Err(InsnError::BadLdImm64Tail);
             }
-            let value = match i.src {
+            let value = match i.src() {
                 0 => Imm64::Const { lo: i.imm as u32, hi: next.imm as u32 },
                 PSEUDO_MAP_FD => Imm64::MapFd(i.imm),
                 PSEUDO_MAP_VALUE => Imm64::MapValue { fd: i.imm, off: next.imm as u32 },
@@ -654,16 +677,16 @@ fn decode_ld(i: RawInsn, next: Option<&RawInsn>) -> Result<Op, InsnError> {
             Ok(Op::LdImm64 { dst, value })
         }
         MODE_ABS if size != Size::DW => {
-            if i.src != 0 || i.dst != 0 || i.off != 0 {
+            if i.src() != 0 || i.dst() != 0 || i.off != 0 {
                 return Err(InsnError::ReservedField { code });
             }
             Ok(Op::LdAbs { size, imm: i.imm })
         }
         MODE_IND if size != Size::DW => {
-            if i.dst != 0 || i.off != 0 {
+            if i.dst() != 0 || i.off != 0 {
                 return Err(InsnError::ReservedField { code });
             }
-            Ok(Op::LdInd { size, src: reg(code, i.src)?, imm: i.imm })
+            Ok(Op::LdInd { size, src: reg(code, i.src())?, imm: i.imm })
         }
         _ => Err(InsnError::InvalidOpcode { code }),
     }
@@ -851,7 +874,7 @@ mod tests {
     use super::*;
 
     fn raw(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
-        RawInsn { code, dst, src, off, imm }
+        RawInsn::new(code, dst, src, off, imm)
     }
 
     fn dis(insns: &[RawInsn]) -> String {
@@ -868,15 +891,15 @@ mod tests {
         for little_endian in [true, false] {
             assert_eq!(RawInsn::parse_all(&encode(&insns, little_endian), little_endian), want);
         }
-        assert_eq!((want[1].dst, want[1].src, want[1].off), (10, 3, -8));
+        assert_eq!((want[1].dst(), want[1].src(), want[1].off), (10, 3, -8));
     }
 
     #[test]
     fn splits_register_nibbles_by_byte_order() {
         let le = RawInsn::parse(&[0xbf, 0x21, 0x04, 0x00, 0, 0, 0, 0], true).unwrap();
-        assert_eq!((le.dst, le.src, le.off), (1, 2, 4));
+        assert_eq!((le.dst(), le.src(), le.off), (1, 2, 4));
         let be = RawInsn::parse(&[0xbf, 0x12, 0x00, 0x04, 0, 0, 0, 0], false).unwrap();
-        assert_eq!((be.dst, be.src, be.off), (1, 2, 4));
+        assert_eq!((be.dst(), be.src(), be.off), (1, 2, 4));
         assert!(RawInsn::parse(&[0; 7], true).is_none());
     }
 
