@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A cold run writes ~5 GiB (target/: debug, release, fuzz, the VM kernels); short of room, it fails far from
+# here (a linker or apt "No space left on device"), so say it first.
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((6 * 1024 * 1024)) ]; then
+	echo "test.sh: warning: $((${free_kib:-0} / 1024)) MiB free on $(df -P . | awk 'NR == 2 { print $6 }'); a cold run needs ~5 GiB" >&2
+fi
 scripts/install-deps.sh
 # Formatting, clippy, rustdoc and the dependency rule (scripts/lint.sh).
 scripts/lint.sh
