@@ -572,7 +572,11 @@ impl Ctx<'_, '_> {
         // In an object a kfunc call is `call -1` (src_reg 1 or 2) relocated against an undefined symbol.
         let sec = self.funcs[f].section;
         let obj = self.obj;
-        let kfunc = matches!(obj.sections[sec].relocs.get(&pc), Some(RelocTarget::Extern { .. }));
+        let extern_name = match obj.sections[sec].relocs.get(&pc) {
+            Some(RelocTarget::Extern { name }) => Some(name),
+            _ => None,
+        };
+        let kfunc = extern_name.is_some();
         // Only code can store a pointer through a stack pointer it is given: a BPF function, a callback, or
         // something the catalogue does not know. A catalogued helper with no callback writes data only (the
         // verifier reads what a helper wrote to the stack as scalars), so passing it a buffer on the stack
@@ -585,7 +589,7 @@ impl Ctx<'_, '_> {
             _ => false,
         };
         let escapes = !plain_helper && args.iter().any(|a| a.kinds & STACK != 0);
-        let ret = if let Some(RelocTarget::Extern { name }) = obj.sections[sec].relocs.get(&pc) {
+        let ret = if let Some(name) = extern_name {
             // The object's BTF says how many arguments a kfunc takes; each must be set.
             let params = match obj.externs.get(name) {
                 Some(&Extern::Func { params }) => params,
