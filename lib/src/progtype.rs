@@ -188,6 +188,8 @@ impl ProgType {
             ProgType::Xdp => &[0, 8],
             ProgType::SkMsg | ProgType::SkReuseport => &[0],
             ProgType::CgroupSockopt => &[8],
+            // The loader sets the type (iproute2 and Cilium tail-call sections): any packet type's fields.
+            ProgType::Unspec => &[0, 8, 76, 140],
             _ => &[],
         }
     }

@@ -288,6 +288,29 @@ fn kernel_view_tags_what_registers_hold() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// A program whose type the loader sets (`unspec`: iproute2's and Cilium's tail calls, in sections like `2/18`)
+/// may be loaded as any packet type, so what any packet type's context hands out at an offset is a packet
+/// pointer: a store through it is a packet write, in the library's analysis and in its view of the gate.
+/// (Found on Cilium's XDP tail calls, which wrote packets unseen while judged as `unspec`.)
+#[test]
+fn unspec_programs_get_every_packet_types_context_fields() {
+    use bpfgate::Capability::PacketWrite;
+    use bpfgate::ProgType;
+    use bpfgate_test_support::elf::Elf;
+    use bpfgate_test_support::insn::{exit, insn, mov_imm, stx_dw};
+    // xdp_md's data and data_meta, __sk_buff's data and data_meta, and xdp_md's data_end (compared against only).
+    for (off, writes) in [(0, true), (8, true), (76, true), (140, true), (4, false)] {
+        // r2 = *(u32 *)(r1 + off); *(u64 *)(r2 + 0) = r1; r0 = 0; exit
+        let code = [insn(0x61, 2, 1, off, 0), stx_dw(2, 0, 1), mov_imm(0, 0), exit()];
+        let (e, _) = Elf::program("2/18", "tail", &code, code.len());
+        let report = bpfgate::inspect("unspec.o", &e.finish());
+        let p = report.programs.first().unwrap_or_else(|| panic!("offset {off}: no program: {:?}", report.errors));
+        assert_eq!(p.prog_type, ProgType::Unspec, "offset {off}");
+        assert_eq!(p.capabilities.contains(&PacketWrite), writes, "offset {off}: {:?}", p.capabilities);
+        assert_eq!(p.kernel_view.classes.contains(&PacketWrite), writes, "offset {off}: {:?}", p.kernel_view);
+    }
+}
+
 /// What the gate's view assumes where a function starts, on hand-built fentry programs (a load through an
 /// unknown register there counts kernel_read): the arguments its callers passed before it, what the helper that
 /// runs a callback hands it, and unknown where a call comes from later code. The cases that count kernel_read are
