@@ -255,11 +255,17 @@ pub fn inspect_object_for(file: &str, obj: &elf::Object, target: &Target) -> Obj
     let mut covered: Vec<(usize, usize, usize)> = Vec::new();
     // In program order, on several threads for a large object, sharing the object's budget (see
     // `analysis::MAX_OBJECT_WORK`, `analysis::analyze_programs`).
-    for ((i, prog), result) in obj.programs.iter().enumerate().zip(analysis::analyze_programs(obj, target)) {
+    // The gate's view of each program is computed beside its analysis, on the same threads.
+    let view = |a: &mut Analyzed| {
+        let m = &a.metadata;
+        a.metadata.kernel_view =
+            kernel_view::compute_for(obj, m.prog_type, m.attach_type, a.funcs.iter().copied(), &a.calls, target);
+    };
+    for ((i, prog), result) in obj.programs.iter().enumerate().zip(analysis::analyze_programs(obj, target, &view)) {
         let entry = obj.sections.get(prog.section).map(|cs| (prog.section, prog.start, cs.func_end(prog.start)));
         covered.extend(entry);
         match result {
-            Ok(Analyzed { mut metadata, funcs, calls }) => {
+            Ok(Analyzed { metadata, funcs, .. }) => {
                 covered.extend(&funcs);
                 let bad = std::iter::once(metadata.section.as_str())
                     .chain(
@@ -277,18 +283,7 @@ pub fn inspect_object_for(file: &str, obj: &elf::Object, target: &Target) -> Obj
                             format!("{file}: program {}: not analyzed: section {sec} has a bad relocation", prog.name),
                         )
                     }),
-                    None => {
-                        // The gate's view, from the same linked layout.
-                        metadata.kernel_view = kernel_view::compute_for(
-                            obj,
-                            metadata.prog_type,
-                            metadata.attach_type,
-                            funcs,
-                            &calls,
-                            target,
-                        );
-                        report.programs.push(metadata);
-                    }
+                    None => report.programs.push(metadata),
                 }
             }
             // The budget is spent: one error for all the programs left, not one each.

@@ -435,12 +435,31 @@ pub const PARALLEL_ABOVE: usize = 8192;
 /// another's program ran out of budget) or analyzed with less budget than the programs before it leave (programs
 /// after it finished first) is analyzed again on the calling thread with exactly that budget, so no program is
 /// skipped and every result is the one-after-the-other one.
-pub fn analyze_programs(obj: &Object, target: &Target) -> Vec<Result<Analyzed, AnalysisError>> {
-    analyze_programs_within(obj, MAX_OBJECT_WORK, target)
+///
+/// `then` runs on each program analyzed, on the thread that analyzed it: work on one program's result (the
+/// caller's view of the gate) shares the threads. A result it ran on may still be replaced by the budget's
+/// error, as above.
+pub fn analyze_programs(
+    obj: &Object,
+    target: &Target,
+    then: &(dyn Fn(&mut Analyzed) + Sync),
+) -> Vec<Result<Analyzed, AnalysisError>> {
+    analyze_programs_within(obj, MAX_OBJECT_WORK, target, then)
 }
 
 /// [`analyze_programs`] with an object budget of `total`.
-fn analyze_programs_within(obj: &Object, total: usize, target: &Target) -> Vec<Result<Analyzed, AnalysisError>> {
+fn analyze_programs_within(
+    obj: &Object,
+    total: usize,
+    target: &Target,
+    then: &(dyn Fn(&mut Analyzed) + Sync),
+) -> Vec<Result<Analyzed, AnalysisError>> {
+    let then_ok = |mut r: Result<Analyzed, AnalysisError>| {
+        if let Ok(a) = &mut r {
+            then(a);
+        }
+        r
+    };
     let progs = &obj.programs;
     let code: usize = obj.sections.iter().map(|s| s.insns.len()).sum();
     let threads = threads().min(progs.len());
@@ -448,7 +467,7 @@ fn analyze_programs_within(obj: &Object, total: usize, target: &Target) -> Vec<R
     let mut out = Vec::with_capacity(progs.len());
     if threads <= 1 || code < PARALLEL_ABOVE {
         for prog in progs {
-            let result = analyze_for(obj, prog, &mut budget, target);
+            let result = then_ok(analyze_for(obj, prog, &mut budget, target));
             let stop = matches!(result, Err(AnalysisError::ObjectTooLarge { .. }));
             out.push(result);
             if stop {
@@ -469,10 +488,11 @@ fn analyze_programs_within(obj: &Object, total: usize, target: &Target) -> Vec<R
                 break;
             }
             let mut left = total.saturating_sub(spent.load(Ordering::Relaxed));
-            let outcome = BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            let mut outcome = BUFFERS.with(|cell| match cell.try_borrow_mut() {
                 Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left, *target),
                 Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left, *target),
             });
+            outcome.result = then_ok(outcome.result);
             spent.fetch_add(outcome.charge, Ordering::Relaxed);
             if matches!(outcome.result, Err(AnalysisError::ObjectTooLarge { .. })) {
                 stop.store(true, Ordering::Relaxed);
@@ -508,10 +528,12 @@ fn analyze_programs_within(obj: &Object, total: usize, target: &Target) -> Vec<R
             // exactly what one-after-the-other leaves, so the result is that analysis's.
             _ => {
                 let mut left = budget;
-                BUFFERS.with(|cell| match cell.try_borrow_mut() {
+                let mut o = BUFFERS.with(|cell| match cell.try_borrow_mut() {
                     Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left, *target),
                     Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left, *target),
-                })
+                });
+                o.result = then_ok(o.result);
+                o
             }
         };
         if o.discovered > budget {
@@ -1017,7 +1039,8 @@ mod parallel {
             }
             for threads in [1, 2, 3] {
                 set_threads(threads);
-                let got: Vec<_> = analyze_programs_within(&obj, total, &Target::ANY).iter().map(outcome).collect();
+                let got: Vec<_> =
+                    analyze_programs_within(&obj, total, &Target::ANY, &|_| {}).iter().map(outcome).collect();
                 assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
             }
             set_threads(0);
