@@ -110,15 +110,16 @@ impl ReloKind {
 
 /// One `struct bpf_core_relo` of `.BTF.ext`, with its section's name resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoreRelo {
-    /// The code section the instruction is in.
-    pub section: String,
+pub struct CoreRelo<'a> {
+    /// The code section the instruction is in (a name in the object's BTF strings: no copy per record, of which
+    /// an object can have tens of thousands).
+    pub section: &'a str,
     /// Instruction index in the section.
     pub insn: usize,
     /// Local (object BTF) type the access starts from.
     pub type_id: u32,
     /// The accessor string (`0:1:2`).
-    pub access: String,
+    pub access: &'a str,
     /// The raw kind number (see [`ReloKind::from_u32`]).
     pub kind: u32,
 }
@@ -148,7 +149,11 @@ impl CoreError {
 
 /// Reads the CO-RE relocation records of a `.BTF.ext` section, in file order (libbpf applies them in that
 /// order). Checks what libbpf's `btf_ext_parse` checks of that part: header, bounds, record size.
-pub fn parse_core_relos(ext: &[u8], little_endian: bool, btf: &BtfIndex<'_>) -> Result<Vec<CoreRelo>, CoreError> {
+pub fn parse_core_relos<'a>(
+    ext: &[u8],
+    little_endian: bool,
+    btf: &BtfIndex<'a>,
+) -> Result<Vec<CoreRelo<'a>>, CoreError> {
     let u16_at = |off: usize| -> Option<u16> {
         let b: [u8; 2] = ext.get(off..off + 2)?.try_into().ok()?;
         Some(if little_endian { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
@@ -208,13 +213,7 @@ pub fn parse_core_relos(ext: &[u8], little_endian: bool, btf: &BtfIndex<'_>) -> 
                 return Err(bad("instruction offset not a multiple of 8", pos));
             }
             let access = btf.name(access_off).ok_or_else(|| bad("accessor string outside the string table", pos))?;
-            out.push(CoreRelo {
-                section: section.to_owned(),
-                insn: insn_off as usize / INSN_SIZE,
-                type_id,
-                access: access.to_owned(),
-                kind,
-            });
+            out.push(CoreRelo { section, insn: insn_off as usize / INSN_SIZE, type_id, access, kind });
             pos += rec_size;
         }
     }
@@ -350,11 +349,16 @@ pub fn rewrite(obj: &mut Object, target: Option<&Target>, choices: &LoaderChoice
         out.applied = true;
         let tidx = target.btf.index();
         let mut r = Relocator { local, target: &tidx, names: target, cands: HashMap::new() };
+        let mut cur: Option<usize> = None;
         for (index, relo) in relos.iter().enumerate() {
-            let Some(sec) = obj.sections.iter_mut().find(|s| s.name == relo.section) else { continue };
+            // The records come grouped by section: look a section up when the name changes, not per record.
+            if cur.is_none_or(|c| obj.sections[c].name != relo.section) {
+                cur = obj.sections.iter().position(|s| s.name == relo.section);
+            }
+            let Some(sec) = cur.and_then(|c| obj.sections.get_mut(c)) else { continue };
             let kind_name = ReloKind::from_u32(relo.kind).map_or_else(|| relo.kind.to_string(), |k| k.name().into());
             let fail = |reason: String| CoreError::Relocation {
-                section: relo.section.clone(),
+                section: relo.section.to_owned(),
                 insn: relo.insn,
                 index,
                 kind: kind_name.clone(),
@@ -373,7 +377,7 @@ pub fn rewrite(obj: &mut Object, target: Option<&Target>, choices: &LoaderChoice
             };
             match patch_insn(&mut sec.insns, relo.insn, &res) {
                 Ok(true) => out.poisoned.push(Poisoned {
-                    section: relo.section.clone(),
+                    section: relo.section.to_owned(),
                     insn: relo.insn,
                     why: PoisonWhy::Core {
                         kind: ReloKind::from_u32(relo.kind).unwrap_or(ReloKind::FieldByteOffset),
@@ -945,8 +949,8 @@ fn resolve_size(b: &BtfIndex<'_>, id: u32) -> Result<u32, String> {
 }
 
 /// `bpf_core_parse_spec`.
-fn parse_spec(b: &BtfIndex<'_>, relo: &CoreRelo, kind: ReloKind) -> Result<Spec, String> {
-    let s = relo.access.as_str();
+fn parse_spec(b: &BtfIndex<'_>, relo: &CoreRelo<'_>, kind: ReloKind) -> Result<Spec, String> {
+    let s = relo.access;
     if s.is_empty() || s.starts_with(':') {
         return Err(format!("bad accessor string {s:?}"));
     }
@@ -1144,7 +1148,7 @@ struct Relocator<'a, 'l, 't> {
 
 impl Relocator<'_, '_, '_> {
     /// libbpf's spec text for a relocation (`<byte_off> [12] struct task_struct.pid`), for the report.
-    fn describe(&self, relo: &CoreRelo) -> String {
+    fn describe(&self, relo: &CoreRelo<'_>) -> String {
         let kind = ReloKind::from_u32(relo.kind).map_or("unknown", ReloKind::name);
         let t = self.local.type_by_id(relo.type_id);
         let tname = name_of(self.local, &t);
@@ -1178,7 +1182,7 @@ impl Relocator<'_, '_, '_> {
     }
 
     /// `bpf_core_calc_relo_insn`.
-    fn calc(&mut self, relo: &CoreRelo) -> Result<ReloRes, String> {
+    fn calc(&mut self, relo: &CoreRelo<'_>) -> Result<ReloRes, String> {
         let kind = ReloKind::from_u32(relo.kind).ok_or_else(|| format!("unknown relocation kind {}", relo.kind))?;
         let lt = self.local.type_by_id(relo.type_id);
         if relo.type_id != 0 && lt.is_none() {
@@ -1502,7 +1506,7 @@ mod tests {
         let t = Target::parse(target).expect("target BTF");
         let ti = t.btf.index();
         let mut r = Relocator { local: &l, target: &ti, names: &t, cands: HashMap::new() };
-        r.calc(&CoreRelo { section: "s".into(), insn: 0, type_id, access: access.into(), kind: kind as u32 })
+        r.calc(&CoreRelo { section: "s", insn: 0, type_id, access, kind: kind as u32 })
     }
 
     fn ok(orig: u64, new: u64) -> (u64, u64, bool) {
@@ -1706,10 +1710,7 @@ mod tests {
         ext.extend(words(&[16, sec, 2, 8, 3, acc, 0, 24, 3, acc, 2]));
         let relos = parse_core_relos(&ext, true, &idx).expect("parses");
         assert_eq!(relos.len(), 2);
-        assert_eq!(
-            relos[1],
-            CoreRelo { section: "kprobe/x".into(), insn: 3, type_id: 3, access: "0:1".into(), kind: 2 }
-        );
+        assert_eq!(relos[1], CoreRelo { section: "kprobe/x", insn: 3, type_id: 3, access: "0:1", kind: 2 });
         let mut short = ext.clone();
         short.truncate(ext.len() - 4);
         assert!(matches!(parse_core_relos(&short, true, &idx), Err(CoreError::BadExt { .. })));
