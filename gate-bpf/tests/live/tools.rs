@@ -236,10 +236,14 @@ fn gate_libbpf_tools_relocated_as_libbpf_does() {
     for &(tool, bytes) in TOOLS {
         let mut obj = elf::Object::parse(bytes).expect("parses");
         let not_created: Vec<String> = obj.maps.iter().filter(|m| m.name == "heap").map(|m| m.name.clone()).collect();
-        let relos = match (&obj.btf_data, &obj.btf_ext_data) {
-            (Some(b), Some(e)) => {
-                core_reloc::parse_core_relos(e, true, &btf::index(b, true).expect("BTF")).expect(".BTF.ext")
-            }
+        // (section, instruction) of each CO-RE record, owned: the records borrow the object's BTF, which the
+        // rewrite below takes.
+        let relos: Vec<(String, usize)> = match (&obj.btf_data, &obj.btf_ext_data) {
+            (Some(b), Some(e)) => core_reloc::parse_core_relos(e, true, &btf::index(b, true).expect("BTF"))
+                .expect(".BTF.ext")
+                .into_iter()
+                .map(|r| (r.section.to_owned(), r.insn))
+                .collect(),
             _ => Vec::new(),
         };
         let out =
@@ -263,8 +267,8 @@ fn gate_libbpf_tools_relocated_as_libbpf_does() {
                 let end = sec.func_end(start);
                 let mut mine: Vec<usize> = relos
                     .iter()
-                    .filter(|r| r.section == sec.name)
-                    .map(|r| r.insn)
+                    .filter(|(section, _)| *section == sec.name)
+                    .map(|&(_, insn)| insn)
                     .chain(out.poisoned.iter().filter(|x| x.section == sec.name).flat_map(|x| [x.insn, x.insn + 1]))
                     .filter(|&i| (start..end).contains(&i))
                     .collect();
