@@ -476,6 +476,15 @@ fn analyze_programs_within(
         }
         return out;
     }
+    // One program on this thread, with `left` of the budget, and `then` on its result.
+    let analyze_here = |prog: &ProgramEntry, left: &mut usize| {
+        let mut o = BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => analyze_with(obj, prog, &mut buf, left, *target),
+            Err(_) => analyze_with(obj, prog, &mut Buffers::default(), left, *target),
+        });
+        o.result = then_ok(o.result);
+        o
+    };
     let next = AtomicUsize::new(0);
     let spent = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -488,11 +497,7 @@ fn analyze_programs_within(
                 break;
             }
             let mut left = total.saturating_sub(spent.load(Ordering::Relaxed));
-            let mut outcome = BUFFERS.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left, *target),
-                Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left, *target),
-            });
-            outcome.result = then_ok(outcome.result);
+            let outcome = analyze_here(prog, &mut left);
             spent.fetch_add(outcome.charge, Ordering::Relaxed);
             if matches!(outcome.result, Err(AnalysisError::ObjectTooLarge { .. })) {
                 stop.store(true, Ordering::Relaxed);
@@ -528,12 +533,7 @@ fn analyze_programs_within(
             // exactly what one-after-the-other leaves, so the result is that analysis's.
             _ => {
                 let mut left = budget;
-                let mut o = BUFFERS.with(|cell| match cell.try_borrow_mut() {
-                    Ok(mut buf) => analyze_with(obj, prog, &mut buf, &mut left, *target),
-                    Err(_) => analyze_with(obj, prog, &mut Buffers::default(), &mut left, *target),
-                });
-                o.result = then_ok(o.result);
-                o
+                analyze_here(prog, &mut left)
             }
         };
         if o.discovered > budget {
