@@ -387,7 +387,7 @@ impl Scan {
     }
 
     fn atomic(&mut self, at: u32, insn: &RawInsn, size: u8) {
-        let (dst, src) = (insn.dst() & 0xf, insn.src() & 0xf);
+        let (dst, src) = (insn.dst(), insn.src());
         let dw = size == 8;
         match insn.imm {
             ATOMIC_LOAD_ACQ => self.t.regs[usize::from(dst)] = self.load(at, src, insn.off, dw, false),
@@ -578,7 +578,7 @@ pub fn compute_for(
 
 /// Scans one instruction; returns whether it ends a block (the next instruction is reached only by a jump).
 fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&RelocTarget>) -> bool {
-    let (dst, src) = (usize::from(insn.dst() & 0xf), usize::from(insn.src() & 0xf));
+    let (dst, src) = (usize::from(insn.dst()), usize::from(insn.src()));
     let class = insn.code & CLASS_MASK;
     let size = [4, 2, 1, 8][usize::from(insn.code >> 3 & 3)];
     if let Some(off) = jump_offset(insn) {
