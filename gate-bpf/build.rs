@@ -96,7 +96,8 @@ fn progtypes_header() -> String {
     type Predicate = (&'static str, &'static str, fn(ProgType) -> bool);
     let preds: [Predicate; 3] = [
         ("btf_typed", "ProgType::is_btf_typed", ProgType::is_btf_typed),
-        ("packet_type", "ProgType::has_packet_ctx", ProgType::has_packet_ctx),
+        // Type 0 (unspec) is left out here and in `packet_ctx_field` below: the kernel loads no program of it.
+        ("packet_type", "ProgType::has_packet_ctx", |t| t != ProgType::Unspec && t.has_packet_ctx()),
         ("traced_type", "policy::TRACED_TYPES", |t| TRACED_TYPES.contains(&t)),
     ];
     for (name, source, pick) in preds {
@@ -112,8 +113,7 @@ fn progtypes_header() -> String {
     let mut groups: Vec<(&[i32], Vec<String>)> = Vec::new();
     for t in ProgType::ALL {
         let fields = t.packet_ctx_fields();
-        // The kernel loads no program of type 0: what the library assumes of an unspec program (any packet
-        // type's fields) has no place in the gate.
+        // What the library assumes of an unspec program (any packet type's fields) has no place in the gate.
         if fields.is_empty() || *t == ProgType::Unspec {
             continue;
         }
