@@ -16,6 +16,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+
+use crate::bench::Sample;
 use bpfgate_test_support::elf::{Elf, STT_FUNC};
 use bpfgate_test_support::insn::{
     add_imm, call_helper, call_local, exit, jeq_imm, jmp_imm, ld_map_fd, ldx_dw, mov, mov_imm, op, stx_dw, Insn,
@@ -111,11 +113,10 @@ pub fn synthetic(shape: &str, n: usize) -> (Vec<u8>, usize) {
     (Elf::program(&format!("kprobe/{shape}"), shape, &code, len).0.finish(), len)
 }
 
-/// Runs `cmd` with its output discarded; its wall time and CPU time (user + system, from `wait4`). Exit status 0
+/// Runs `cmd` with its output discarded; its times, faults and peak memory (from `wait4`). Exit status 0
 /// (or 2: a report with errors) expected.
-fn time(cmd: Command) -> Result<(Duration, Duration)> {
-    let s = crate::bench::measure(cmd, &[0, 2])?;
-    Ok((s.wall, s.cpu))
+fn sample(cmd: Command) -> Result<Sample> {
+    crate::bench::measure(cmd, &[0, 2])
 }
 
 fn inspect(bpfgate: &Path, jobs: usize, files: &[&Path]) -> Command {
@@ -164,9 +165,9 @@ pub fn scaling(bpfgate: &Path, rounds: usize, max: usize, keep: Option<&Path>) -
                 let copies = (1_000_000 / n).max(1);
                 let files: Vec<&Path> = std::iter::repeat_n(path.as_path(), copies).collect();
                 // CPU time (user + system): on a shared machine it moves far less than wall time.
-                let mut best: Option<crate::bench::Sample> = None;
+                let mut best: Option<Sample> = None;
                 for _ in 0..rounds {
-                    let s = crate::bench::measure(inspect(bpfgate, 1, &files), &[0, 2])?;
+                    let s = sample(inspect(bpfgate, 1, &files))?;
                     if best.as_ref().is_none_or(|b| s.cpu < b.cpu) {
                         best = Some(s);
                     }
@@ -238,7 +239,7 @@ pub fn large_objects(bpfgate: &Path, objdump: &Path, dirs: &[PathBuf], rounds: u
             for (k, cmd) in
                 [inspect(bpfgate, 1, &[path]), inspect(bpfgate, threads, &[path]), c].into_iter().enumerate()
             {
-                let (wall, cpu) = time(cmd)?;
+                let Sample { wall, cpu, .. } = sample(cmd)?;
                 v[k].push(ms(wall));
                 v[k + 3].push(ms(cpu));
             }
@@ -272,11 +273,11 @@ pub fn large_objects(bpfgate: &Path, objdump: &Path, dirs: &[PathBuf], rounds: u
     let paths: Vec<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
     let (mut one, mut all, mut od) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        one.push(ms(time(inspect(bpfgate, 1, &paths))?.0));
-        all.push(ms(time(inspect(bpfgate, threads, &paths))?.0));
+        one.push(ms(sample(inspect(bpfgate, 1, &paths))?.wall));
+        all.push(ms(sample(inspect(bpfgate, threads, &paths))?.wall));
         let mut c = Command::new(objdump);
         c.arg("-d").args(&paths);
-        od.push(ms(time(c)?.0));
+        od.push(ms(sample(c)?.wall));
     }
     let (one, all, od) = (median(&mut one), median(&mut all), median(&mut od));
     println!(
