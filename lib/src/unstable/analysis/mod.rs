@@ -426,9 +426,9 @@ pub const PARALLEL_ABOVE: usize = 8192;
 /// [`analyze_within`] one after the other would: the result for each program, up to and including the first
 /// [`AnalysisError::ObjectTooLarge`] (the programs after it are not analyzed).
 ///
-/// Large objects are analyzed on [`threads`] threads, and the results are the same, in the same order. Each
-/// program claimed by a thread runs with a budget of what the object's budget leaves after the programs already
-/// finished (at least what is left after all the programs before it, and so never less). Then the results are
+/// Large objects are analyzed on [`threads`] threads, longest entry function first, and the results are the
+/// same, in the same order. Each program claimed by a thread runs with a budget of what the object's budget
+/// leaves after the programs already finished. Then the results are
 /// charged in program order: a program whose analysis checked more reached instructions against the budget than
 /// the programs before it left is an [`AnalysisError::ObjectTooLarge`], exactly where the analysis one after the
 /// other stops; any other runs the same with either budget. A program a worker did not analyze (it stopped once
@@ -485,13 +485,20 @@ fn analyze_programs_within(
         o.result = then_ok(o.result);
         o
     };
+    // Longest entry function first, so that no long program starts last while the other threads run out of
+    // work (the results are placed by index, whatever the order).
+    let mut order: Vec<usize> = (0..progs.len()).collect();
+    order.sort_by_cached_key(|&i| {
+        let len =
+            progs.get(i).and_then(|p| Some(obj.sections.get(p.section)?.func_end(p.start).saturating_sub(p.start)));
+        std::cmp::Reverse(len.unwrap_or(0))
+    });
     let next = AtomicUsize::new(0);
     let spent = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let work = || {
         let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
             let Some(prog) = progs.get(i) else { break };
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -1016,6 +1023,50 @@ mod parallel {
     /// What a result says, comparable: the metadata, or the error.
     fn outcome(r: &Result<Analyzed, AnalysisError>) -> Result<ProgramMetadata, AnalysisError> {
         r.as_ref().map(|a| a.metadata.clone()).map_err(Clone::clone)
+    }
+
+    /// Programs of growing size, so the threads (longest first) analyze the last ones first and charge the
+    /// object's budget out of program order: the results are still those of one after the other.
+    #[test]
+    fn longest_first_gives_the_results_of_one_after_the_other() {
+        use bpfgate_test_support::{elf::Elf, insn::*};
+        let n = 40;
+        let mut code = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..n {
+            starts.push(code.len());
+            code.push(mov_imm(0, 0));
+            code.extend((0..100 * i).map(|_| add_imm(0, 1)));
+            code.push(exit());
+        }
+        let mut e = Elf::new();
+        e.license();
+        let s = e.code("kprobe/x", &code);
+        for (i, &start) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).copied().unwrap_or(code.len());
+            e.func(&format!("p{i}"), s, start, end - start);
+        }
+        let obj = Object::parse(&e.finish()).expect("parses");
+        for total in [MAX_OBJECT_WORK, 40_000] {
+            let mut budget = total;
+            let mut one_by_one = Vec::new();
+            for prog in &obj.programs {
+                let r = analyze_within(&obj, prog, &mut budget);
+                let stop = matches!(r, Err(AnalysisError::ObjectTooLarge { .. }));
+                one_by_one.push(outcome(&r));
+                if stop {
+                    break;
+                }
+            }
+            for threads in [2, 3] {
+                set_threads(threads);
+                let got: Vec<_> =
+                    analyze_programs_within(&obj, total, &Target::ANY, &|_| {}).iter().map(outcome).collect();
+                assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
+            }
+            set_threads(0);
+            assert_eq!(one_by_one.len() < n, total < MAX_OBJECT_WORK, "the small budget runs out, the large not");
+        }
     }
 
     /// The programs of a large object analyzed on several threads give the results of one after the other, in
