@@ -89,20 +89,28 @@ fn for_each_report(
         return Ok(());
     }
     std::thread::scope(|s| {
-        let mut inboxes = Vec::with_capacity(jobs);
-        for w in 0..jobs {
-            let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            inboxes.push(rx);
-            s.spawn(move || {
-                let mut buf = Vec::new();
-                for path in files.iter().skip(w).step_by(jobs) {
-                    // The receiver is gone only when writing failed; then there is nothing left to do.
-                    if tx.send(inspect_one(path, format, options, &mut buf)).is_err() {
-                        break;
+        let here = crate::spread::here();
+        // The last first, each given the CPU before it yields its own: worker 0 stays on this thread's CPU, and
+        // once it runs there this thread (which only waits for reports) has it only when worker 0 waits too.
+        let mut inboxes: Vec<_> = (0..jobs)
+            .rev()
+            .map(|w| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                s.spawn(move || {
+                    crate::spread::start(here, w);
+                    let mut buf = Vec::new();
+                    for path in files.iter().skip(w).step_by(jobs) {
+                        // The receiver is gone only when writing failed; then there is nothing left to do.
+                        if tx.send(inspect_one(path, format, options, &mut buf)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
-        }
+                });
+                std::thread::yield_now();
+                rx
+            })
+            .collect();
+        inboxes.reverse();
         for i in 0..files.len() {
             match inboxes[i % jobs].recv() {
                 Ok(one) => each(one)?,

@@ -13,6 +13,7 @@ mod follow;
 mod inspect;
 mod notify;
 mod policy;
+mod spread;
 mod status;
 mod suggest;
 
@@ -43,6 +44,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    spread::install();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Check(args) => check::run(args),

@@ -410,6 +410,25 @@ pub fn set_threads(n: usize) {
     THREADS.store(n, Ordering::Relaxed);
 }
 
+/// What a program may do with the worker threads [`analyze_programs`] starts, such as moving each to a CPU of its
+/// own: the library makes no system calls itself. Set once, before any analysis ([`set_worker_hooks`]).
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerHooks {
+    /// Runs on the spawning thread before it starts workers; its value goes to each worker's `started`.
+    pub spawning: fn() -> usize,
+    /// Runs first on each worker, with `spawning`'s value and the worker's number (1, 2, ...; the spawning thread
+    /// is worker 0). The spawning thread yields its CPU once after starting each worker, so this runs promptly
+    /// even where the kernel keeps a new thread on its parent's CPU.
+    pub started: fn(usize, usize),
+}
+
+static WORKER_HOOKS: std::sync::OnceLock<WorkerHooks> = std::sync::OnceLock::new();
+
+/// Sets the [`WorkerHooks`]; a second call is ignored (the first hooks stay).
+pub fn set_worker_hooks(hooks: WorkerHooks) {
+    let _ = WORKER_HOOKS.set(hooks);
+}
+
 /// The threads [`set_threads`] asked for, resolved.
 pub fn threads() -> usize {
     match THREADS.load(Ordering::Relaxed) {
@@ -523,7 +542,22 @@ fn analyze_programs_within(
     };
     let mut outcomes: Vec<Option<Outcome>> = progs.iter().map(|_| None).collect();
     std::thread::scope(|s| {
-        let others: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let hooks = WORKER_HOOKS.get();
+        let here = hooks.map(|h| (h.spawning)());
+        let others: Vec<_> = (1..threads)
+            .map(|k| {
+                let worker = s.spawn(move || {
+                    if let (Some(h), Some(here)) = (hooks, here) {
+                        (h.started)(here, k);
+                    }
+                    work()
+                });
+                if hooks.is_some() {
+                    std::thread::yield_now();
+                }
+                worker
+            })
+            .collect();
         let mine = work();
         // A worker that panicked would have panicked the caller alone too; its programs are reported missing below.
         for (i, o) in mine.into_iter().chain(others.into_iter().flat_map(|h| h.join().unwrap_or_default())) {
