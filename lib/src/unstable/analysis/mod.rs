@@ -1059,6 +1059,20 @@ mod parallel {
         r.as_ref().map(|a| a.metadata.clone()).map_err(Clone::clone)
     }
 
+    /// The results of `obj`'s programs analyzed one after the other with an object budget of `total`.
+    fn one_after_the_other(obj: &Object, total: usize) -> Vec<Result<ProgramMetadata, AnalysisError>> {
+        let mut budget = total;
+        let mut out = Vec::new();
+        for prog in &obj.programs {
+            let r = analyze_within(obj, prog, &mut budget);
+            out.push(outcome(&r));
+            if matches!(r, Err(AnalysisError::ObjectTooLarge { .. })) {
+                break;
+            }
+        }
+        out
+    }
+
     /// Programs of growing size, so the threads (longest first) analyze the last ones first and charge the
     /// object's budget out of program order: the results are still those of one after the other.
     #[test]
@@ -1082,16 +1096,7 @@ mod parallel {
         }
         let obj = Object::parse(&e.finish()).expect("parses");
         for total in [MAX_OBJECT_WORK, 40_000] {
-            let mut budget = total;
-            let mut one_by_one = Vec::new();
-            for prog in &obj.programs {
-                let r = analyze_within(&obj, prog, &mut budget);
-                let stop = matches!(r, Err(AnalysisError::ObjectTooLarge { .. }));
-                one_by_one.push(outcome(&r));
-                if stop {
-                    break;
-                }
-            }
+            let one_by_one = one_after_the_other(&obj, total);
             for threads in [2, 3] {
                 set_threads(threads);
                 let got: Vec<_> =
@@ -1112,16 +1117,7 @@ mod parallel {
         for total in [MAX_OBJECT_WORK, 200_000] {
             let n = 40;
             let obj = Object::parse(&shared_subprogram(n, 9_000)).expect("parses");
-            let mut budget = total;
-            let mut one_by_one = Vec::new();
-            for prog in &obj.programs {
-                let r = analyze_within(&obj, prog, &mut budget);
-                let stop = matches!(r, Err(AnalysisError::ObjectTooLarge { .. }));
-                one_by_one.push(outcome(&r));
-                if stop {
-                    break;
-                }
-            }
+            let one_by_one = one_after_the_other(&obj, total);
             for threads in [1, 2, 3] {
                 set_threads(threads);
                 let got: Vec<_> =
