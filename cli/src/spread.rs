@@ -16,16 +16,20 @@ pub fn here() -> usize {
 }
 
 /// First thing on a new worker thread, number `k` of the thread that started it on CPU `parent` (worker 0 is
-/// the starter's own): moves it to the `k`-th CPU after `parent` in the thread's allowed set, if it still runs
-/// on `parent`. The allowed set is then restored: the thread is placed, not pinned. Errors leave it where it is.
+/// the starter's own): moves it to the `k`-th CPU after `parent` in the thread's allowed set, round and round
+/// (with more workers than CPUs, worker `n` shares the parent's), if it still runs on `parent`. The allowed set
+/// is then restored: the thread is placed, not pinned. Errors leave it where it is.
 pub fn start(parent: usize, k: usize) {
-    if k == 0 || here() != parent {
+    if here() != parent {
         return;
     }
     let Some(allowed) = allowed() else { return };
     // SAFETY (CPU_ISSET): `nth_after` asks only for indices below CPU_SETSIZE.
-    if let Some(cpu) = nth_after(parent, k, |c| unsafe { libc::CPU_ISSET(c, &allowed) }) {
-        visit(cpu, &allowed);
+    match nth_after(parent, k, |c| unsafe { libc::CPU_ISSET(c, &allowed) }) {
+        Some(cpu) if cpu != parent => {
+            visit(cpu, &allowed);
+        }
+        _ => {}
     }
 }
 
@@ -47,10 +51,11 @@ fn allowed() -> Option<libc::cpu_set_t> {
     (unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } == 0).then_some(set)
 }
 
-/// The `k`-th CPU (from 1) after `parent`, wrapping, that `allowed` holds; never `parent` itself.
+/// The `k`-th CPU after `parent` that `allowed` holds, counting round the allowed CPUs (`parent` among them
+/// when allowed: the 0-th is the first allowed CPU from `parent` on). None if none is allowed.
 fn nth_after(parent: usize, k: usize, allowed: impl Fn(usize) -> bool) -> Option<usize> {
-    let k = k.checked_sub(1)?;
-    (1..CPUS).map(|i| (parent % CPUS + i) % CPUS).filter(|&c| allowed(c)).nth(k)
+    let order: Vec<usize> = (0..CPUS).map(|i| (parent % CPUS + i) % CPUS).filter(|&c| allowed(c)).collect();
+    order.get(k % order.len().max(1)).copied()
 }
 
 /// Runs the calling thread on `cpu` (the kernel moves it before `sched_setaffinity` returns), then lets it run
@@ -74,17 +79,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_kth_allowed_cpu_after_the_parent_wrapping_and_never_the_parent() {
+    fn the_kth_allowed_cpu_after_the_parent_round_and_round() {
         let all4 = |c: usize| c < 4;
+        assert_eq!(nth_after(1, 0, all4), Some(1), "worker 0 is the parent's own");
         assert_eq!(nth_after(1, 1, all4), Some(2));
         assert_eq!(nth_after(1, 2, all4), Some(3));
         assert_eq!(nth_after(1, 3, all4), Some(0));
-        assert_eq!(nth_after(1, 4, all4), None, "three other CPUs");
-        assert_eq!(nth_after(0, 0, all4), None, "worker 0 is the parent's own");
-        let sparse = |c: usize| c == 0 || c == 5;
-        assert_eq!(nth_after(0, 1, sparse), Some(5));
-        assert_eq!(nth_after(5, 1, sparse), Some(0));
-        assert_eq!(nth_after(0, 1, |c| c == 0), None, "one CPU: nowhere to go");
+        assert_eq!(nth_after(1, 4, all4), Some(1), "more workers than CPUs: the fifth shares the parent's");
+        let sparse = |c: usize| c == 2 || c == 5;
+        assert_eq!(nth_after(2, 1, sparse), Some(5));
+        assert_eq!(nth_after(5, 1, sparse), Some(2));
+        assert_eq!(nth_after(0, 0, sparse), Some(2), "a parent outside the set: counted from the next allowed");
+        assert_eq!(nth_after(0, 1, |c| c == 0), Some(0), "one CPU: nowhere else to go");
+        assert_eq!(nth_after(0, 1, |_| false), None);
     }
 
     /// A thread runs on the CPU it visits, and may run wherever it could before afterwards.
