@@ -211,7 +211,7 @@ const READ_BUFFER: usize = 16 * 1024;
 /// EOF, close. `std::fs::read` would also stat the file and allocate per file; `read_to_end` reads 8 KiB first.
 /// A file larger than the buffer has the rest appended by `read_to_end`, which sizes it by the file's length and
 /// does not zero it (doubling a zeroed buffer cost a 616 KB object 2 MB of `memset` and its page faults).
-fn read_file(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+pub fn read_file(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     let mut file = std::fs::File::open(path)?;
     if buf.len() < READ_BUFFER {
         buf.resize(READ_BUFFER, 0);
