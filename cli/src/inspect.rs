@@ -90,8 +90,8 @@ fn for_each_report(
     }
     std::thread::scope(|s| {
         let here = crate::spread::here();
-        // The last first, each given the CPU before it yields its own: worker 0 stays on this thread's CPU, and
-        // once it runs there this thread (which only waits for reports) has it only when worker 0 waits too.
+        // Started last to first, each followed by a yield so that it runs, and moves itself (`spread`), before
+        // the next starts. Worker 0, started last, stays on this thread's CPU: this thread only waits for reports.
         let mut inboxes: Vec<_> = (0..jobs)
             .rev()
             .map(|w| {
@@ -237,7 +237,7 @@ pub fn read_file(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
 }
 
 /// Makes the pages of `spare` in one call (`MADV_POPULATE_WRITE`, Linux 5.14) rather than one page fault each
-/// as the read copies into them: a fifth of the time of reading a 2-4 MB object here (docs/benchmarks.md).
+/// as the read copies into them: ~20% of the time of reading a 2-4 MB object here (docs/benchmarks.md).
 /// Advice only: a kernel without it, or a range that spans no whole page, is left to fault as before.
 fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
     const ABOVE: usize = 256 * 1024;

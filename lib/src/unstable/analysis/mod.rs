@@ -463,13 +463,14 @@ pub fn analyze_programs(
     target: &Target,
     then: &(dyn Fn(&mut Analyzed) + Sync),
 ) -> Vec<Result<Analyzed, AnalysisError>> {
-    analyze_programs_within(obj, MAX_OBJECT_WORK, target, then)
+    analyze_programs_within(obj, MAX_OBJECT_WORK, threads(), target, then)
 }
 
-/// [`analyze_programs`] with an object budget of `total`.
+/// [`analyze_programs`] with an object budget of `total`, on up to `threads` threads.
 fn analyze_programs_within(
     obj: &Object,
     total: usize,
+    threads: usize,
     target: &Target,
     then: &(dyn Fn(&mut Analyzed) + Sync),
 ) -> Vec<Result<Analyzed, AnalysisError>> {
@@ -481,7 +482,7 @@ fn analyze_programs_within(
     };
     let progs = &obj.programs;
     let code: usize = obj.sections.iter().map(|s| s.insns.len()).sum();
-    let threads = threads().min(progs.len());
+    let threads = threads.min(progs.len());
     let mut budget = total;
     let mut out = Vec::with_capacity(progs.len());
     if threads <= 1 || code < PARALLEL_ABOVE {
@@ -1059,6 +1060,28 @@ mod parallel {
         r.as_ref().map(|a| a.metadata.clone()).map_err(Clone::clone)
     }
 
+    /// The hooks run: `started` on each worker, with `spawning`'s value and the worker's number. (Set for the
+    /// whole test process: other tests' workers call them too, which only counts more.)
+    #[test]
+    fn worker_hooks_run_on_each_worker() {
+        use std::sync::atomic::AtomicUsize;
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        static BAD: AtomicUsize = AtomicUsize::new(0);
+        fn started(here: usize, k: usize) {
+            if here != 7 || k == 0 {
+                BAD.fetch_add(1, Ordering::Relaxed);
+            }
+            STARTED.fetch_add(1, Ordering::Relaxed);
+        }
+        set_worker_hooks(WorkerHooks { spawning: || 7, started });
+        let obj = Object::parse(&shared_subprogram(8, 9_000)).expect("parses");
+        let before = STARTED.load(Ordering::Relaxed);
+        let results = analyze_programs_within(&obj, MAX_OBJECT_WORK, 3, &Target::ANY, &|_| {});
+        assert_eq!(results.len(), 8);
+        assert!(STARTED.load(Ordering::Relaxed) >= before + 2, "two workers started");
+        assert_eq!(BAD.load(Ordering::Relaxed), 0, "a worker got another value or number 0");
+    }
+
     /// The results of `obj`'s programs analyzed one after the other with an object budget of `total`.
     fn one_after_the_other(obj: &Object, total: usize) -> Vec<Result<ProgramMetadata, AnalysisError>> {
         let mut budget = total;
@@ -1098,12 +1121,10 @@ mod parallel {
         for total in [MAX_OBJECT_WORK, 40_000] {
             let one_by_one = one_after_the_other(&obj, total);
             for threads in [2, 3] {
-                set_threads(threads);
                 let got: Vec<_> =
-                    analyze_programs_within(&obj, total, &Target::ANY, &|_| {}).iter().map(outcome).collect();
+                    analyze_programs_within(&obj, total, threads, &Target::ANY, &|_| {}).iter().map(outcome).collect();
                 assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
             }
-            set_threads(0);
             assert_eq!(one_by_one.len() < n, total < MAX_OBJECT_WORK, "the small budget runs out, the large not");
         }
     }
@@ -1119,12 +1140,10 @@ mod parallel {
             let obj = Object::parse(&shared_subprogram(n, 9_000)).expect("parses");
             let one_by_one = one_after_the_other(&obj, total);
             for threads in [1, 2, 3] {
-                set_threads(threads);
                 let got: Vec<_> =
-                    analyze_programs_within(&obj, total, &Target::ANY, &|_| {}).iter().map(outcome).collect();
+                    analyze_programs_within(&obj, total, threads, &Target::ANY, &|_| {}).iter().map(outcome).collect();
                 assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
             }
-            set_threads(0);
             if total < MAX_OBJECT_WORK {
                 assert!(one_by_one.len() < n && one_by_one.last().is_some_and(Result::is_err), "the budget runs out");
             }
