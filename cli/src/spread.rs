@@ -25,11 +25,8 @@ pub fn start(parent: usize, k: usize) {
     }
     let Some(allowed) = allowed() else { return };
     // SAFETY (CPU_ISSET): `nth_after` asks only for indices below CPU_SETSIZE.
-    match nth_after(parent, k, |c| unsafe { libc::CPU_ISSET(c, &allowed) }) {
-        Some(cpu) if cpu != parent => {
-            visit(cpu, &allowed);
-        }
-        _ => {}
+    if let Some(cpu) = nth_after(parent, k, |c| unsafe { libc::CPU_ISSET(c, &allowed) }).filter(|&c| c != parent) {
+        visit(cpu, &allowed);
     }
 }
 

@@ -543,17 +543,17 @@ fn analyze_programs_within(
     };
     let mut outcomes: Vec<Option<Outcome>> = progs.iter().map(|_| None).collect();
     std::thread::scope(|s| {
-        let hooks = WORKER_HOOKS.get();
-        let here = hooks.map(|h| (h.spawning)());
+        // The `started` hook and what `spawning` gave, when hooks are set.
+        let placed = WORKER_HOOKS.get().map(|h| (h.started, (h.spawning)()));
         let others: Vec<_> = (1..threads)
             .map(|k| {
                 let worker = s.spawn(move || {
-                    if let (Some(h), Some(here)) = (hooks, here) {
-                        (h.started)(here, k);
+                    if let Some((started, here)) = placed {
+                        started(here, k);
                     }
                     work()
                 });
-                if hooks.is_some() {
+                if placed.is_some() {
                     std::thread::yield_now();
                 }
                 worker
