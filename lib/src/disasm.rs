@@ -16,7 +16,7 @@ impl Names for Catalogue {
 
 /// The instruction at `insn` of code section `section` of `obj`, in the kernel's notation, with helper and
 /// relocation names; `None` when there is no such instruction or it does not decode.
-pub fn disassemble(obj: &Object, section: &str, insn: usize) -> Option<String> {
+pub fn disassemble(obj: &Object<'_>, section: &str, insn: usize) -> Option<String> {
     let cs = obj.section_named(section)?;
     let op = insn::decode(cs.insns.get(insn..)?).ok()?;
     let reloc = cs.relocs.get(&insn).map(|r| match r {

@@ -38,7 +38,7 @@ pub struct LoadOverride {
 }
 
 /// Applies `overrides` to the programs of `obj`; errors for those that name no program.
-fn apply_overrides(file: &str, obj: &mut elf::Object, overrides: &[LoadOverride]) -> Vec<InspectError> {
+fn apply_overrides(file: &str, obj: &mut elf::Object<'_>, overrides: &[LoadOverride]) -> Vec<InspectError> {
     let mut errors = Vec::new();
     for o in overrides {
         let mut found = false;
@@ -125,7 +125,7 @@ pub struct InspectOptions<'a> {
 
 /// [`inspect`] of the object as the loader will submit it (see [`InspectOptions`]).
 pub fn inspect_with(file: &str, bytes: &[u8], options: &InspectOptions<'_>) -> ObjectReport {
-    inspect_disassembled_with(file, bytes, options).0
+    inspect_parsed(file, bytes, options).0
 }
 
 /// [`inspect_disassembled`] of the object as the loader will submit it: the disassembly shows the rewritten
@@ -135,9 +135,19 @@ pub fn inspect_disassembled_with(
     bytes: &[u8],
     options: &InspectOptions<'_>,
 ) -> (ObjectReport, Disassembly) {
+    let (report, obj) = inspect_parsed(file, bytes, options);
+    (report, Disassembly(obj.map(elf::Object::without_btf)))
+}
+
+/// The report, and the object it is of (`None` when it did not parse).
+fn inspect_parsed<'data>(
+    file: &str,
+    bytes: &'data [u8],
+    options: &InspectOptions<'_>,
+) -> (ObjectReport, Option<elf::Object<'data>>) {
     let mut obj = match elf::Object::parse(bytes) {
         Ok(obj) => obj,
-        Err(e) => return (ObjectReport { errors: vec![elf_error(file, &e)], ..empty(file) }, Disassembly(None)),
+        Err(e) => return (ObjectReport { errors: vec![elf_error(file, &e)], ..empty(file) }, None),
     };
     let choices = core_reloc::LoaderChoices { not_created: &options.not_created };
     let outcome = core_reloc::rewrite(&mut obj, options.target_btf.map(|t| &t.0), &choices);
@@ -173,12 +183,12 @@ pub fn inspect_disassembled_with(
                 .collect(),
         });
     }
-    (report, Disassembly(Some(obj)))
+    (report, Some(obj))
 }
 
 /// A parsed object, kept by [`inspect_disassembled`] to show instructions in the kernel's notation.
 #[derive(Debug)]
-pub struct Disassembly(Option<elf::Object>);
+pub struct Disassembly(Option<elf::Object<'static>>);
 
 impl Disassembly {
     /// The instruction at `insn` of code section `section`, with helper and relocation names; `None` when there
@@ -226,13 +236,13 @@ fn program_error(
 }
 
 /// [`inspect`] for an object already parsed.
-pub fn inspect_object(file: &str, obj: &elf::Object) -> ObjectReport {
+pub fn inspect_object(file: &str, obj: &elf::Object<'_>) -> ObjectReport {
     inspect_object_for(file, obj, &Target::ANY)
 }
 
 /// [`inspect_object`] for a target kernel: helper calls it cannot execute ([`Target::helper_executable`]) grant
 /// no class, in the analysis and in the gate's view alike.
-pub fn inspect_object_for(file: &str, obj: &elf::Object, target: &Target) -> ObjectReport {
+pub fn inspect_object_for(file: &str, obj: &elf::Object<'_>, target: &Target) -> ObjectReport {
     let mut report = empty(file);
     report.notes = obj.notes.clone();
     report.license = obj.license.clone();
@@ -310,7 +320,7 @@ pub fn inspect_object_for(file: &str, obj: &elf::Object, target: &Target) -> Obj
 
 /// The runs of each code section that `covered` (section, start, end) leaves out, split where a function symbol
 /// starts, each named after the symbol it starts at.
-fn unreached(obj: &elf::Object, mut covered: Vec<(usize, usize, usize)>) -> Vec<UnreachedCode> {
+fn unreached(obj: &elf::Object<'_>, mut covered: Vec<(usize, usize, usize)>) -> Vec<UnreachedCode> {
     covered.sort_unstable();
     let mut out = Vec::new();
     let mut runs = covered.iter().peekable();

@@ -414,7 +414,7 @@ impl Scan {
 /// has an indirect jump), and what a function's r1-r5 start with before any call is scanned: a scalar, and, when
 /// the program takes a function's address, whatever the helpers and kfuncs it calls hand their callbacks.
 fn first_pass(
-    obj: &Object,
+    obj: &Object<'_>,
     funcs: &[(usize, usize, usize)],
     calls: &[(u32, u32)],
     len: usize,
@@ -499,7 +499,7 @@ fn jump_offset(insn: &RawInsn) -> Option<i64> {
 /// function first), as libbpf will hand it to the kernel, with `calls` between them as (call instruction,
 /// callee's first instruction), both linked indexes.
 pub fn compute(
-    obj: &Object,
+    obj: &Object<'_>,
     prog_type: ProgType,
     attach_type: Option<AttachType>,
     funcs: impl IntoIterator<Item = (usize, usize, usize)>,
@@ -511,7 +511,7 @@ pub fn compute(
 /// [`compute`] for a target kernel: helper calls it cannot execute ([`Target::helper_executable`]) count
 /// nothing, as in the gate, which knows its kernel's last helper.
 pub fn compute_for(
-    obj: &Object,
+    obj: &Object<'_>,
     prog_type: ProgType,
     attach_type: Option<AttachType>,
     funcs: impl IntoIterator<Item = (usize, usize, usize)>,
@@ -577,7 +577,7 @@ pub fn compute_for(
 }
 
 /// Scans one instruction; returns whether it ends a block (the next instruction is reached only by a jump).
-fn scan(s: &mut Scan, obj: &Object, at: u32, insn: &RawInsn, reloc: Option<&RelocTarget>) -> bool {
+fn scan(s: &mut Scan, obj: &Object<'_>, at: u32, insn: &RawInsn, reloc: Option<&RelocTarget>) -> bool {
     let (dst, src) = (usize::from(insn.dst()), usize::from(insn.src()));
     let class = insn.code & CLASS_MASK;
     let size = [4, 2, 1, 8][usize::from(insn.code >> 3 & 3)];

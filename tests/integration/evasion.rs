@@ -77,7 +77,7 @@ fn deny(class: Capability) -> Policy {
 
 struct Fixture {
     report: ObjectReport,
-    object: Object,
+    object: Object<'static>,
 }
 
 fn load(file: &str) -> Fixture {
@@ -86,7 +86,7 @@ fn load(file: &str) -> Fixture {
     let object = Object::parse(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
     let report = bpfgate::unstable::inspect_object(file, &object);
     assert!(report.errors.is_empty(), "{file}: {:?}", report.errors);
-    Fixture { report, object }
+    Fixture { report, object: object.without_btf() }
 }
 
 fn program<'a>(fx: &'a Fixture, name: &str) -> &'a ProgramMetadata {

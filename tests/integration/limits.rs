@@ -28,8 +28,8 @@ fn inspect(bytes: &[u8]) -> ObjectReport {
     report
 }
 
-fn parse(bytes: &[u8]) -> Object {
-    Object::parse(bytes).expect("the object parses")
+fn parse(bytes: &[u8]) -> Object<'static> {
+    Object::parse(bytes).expect("the object parses").without_btf()
 }
 
 /// The analysis of the object's program at the start of its section.

@@ -186,7 +186,7 @@ struct LinkedFunc {
 }
 
 /// Property 4.
-fn check_call_evidence(obj: &Object, p: &ProgramMetadata) {
+fn check_call_evidence(obj: &Object<'_>, p: &ProgramMetadata) {
     let cs = &obj.sections[0];
     let mut funcs = vec![LinkedFunc { section_offset: p.section_offset as usize, layout: 0 }];
     funcs.extend(

@@ -324,7 +324,7 @@ pub struct LoaderChoices<'a> {
 /// Rewrites `obj`'s code as libbpf would before loading it on the kernel whose BTF is `target` (CO-RE
 /// relocations, weak externs), and for the loader's `choices` (maps not created). Without a target only the
 /// map choices are applied and the CO-RE records are counted.
-pub fn rewrite(obj: &mut Object, target: Option<&Target>, choices: &LoaderChoices<'_>) -> Outcome {
+pub fn rewrite(obj: &mut Object<'_>, target: Option<&Target>, choices: &LoaderChoices<'_>) -> Outcome {
     let mut out = Outcome::default();
     // Taken out while the code is rewritten, and put back.
     let btf_data = obj.btf_data.take();
@@ -404,7 +404,7 @@ fn poison(imm: i32) -> RawInsn {
 
 /// libbpf's map index: BTF-defined maps in `.maps` order, then global data sections that are not empty in
 /// section order, then `.kconfig`.
-fn libbpf_map_index(obj: &Object, map: usize) -> usize {
+fn libbpf_map_index(obj: &Object<'_>, map: usize) -> usize {
     let btf = obj.maps.iter().enumerate().filter(|(_, m)| m.kind == MapKind::Btf).map(|(i, _)| i);
     let data = obj
         .maps
@@ -419,7 +419,7 @@ fn libbpf_map_index(obj: &Object, map: usize) -> usize {
 
 /// `ld_imm64` of a map (or of a global variable in it) the loader does not create: both slots become
 /// `call 2001000000 + map index`, as libbpf's `poison_map_ldimm64` writes them.
-fn poison_maps(obj: &mut Object, choices: &LoaderChoices<'_>, out: &mut Outcome) {
+fn poison_maps(obj: &mut Object<'_>, choices: &LoaderChoices<'_>, out: &mut Outcome) {
     if choices.not_created.is_empty() {
         return;
     }
@@ -456,7 +456,7 @@ fn poison_maps(obj: &mut Object, choices: &LoaderChoices<'_>, out: &mut Outcome)
 /// its essential name) and kind, with compatible prototypes or types. A weak kfunc that is missing or
 /// incompatible is poisoned (`call 2002000000 + extern index`); a weak typed variable that is missing becomes
 /// the constant 0. A missing non-weak one fails the load.
-fn externs(obj: &mut Object, local: &BtfIndex<'_>, tidx: &BtfIndex<'_>, target: &Target, out: &mut Outcome) {
+fn externs(obj: &mut Object<'_>, local: &BtfIndex<'_>, tidx: &BtfIndex<'_>, target: &Target, out: &mut Outcome) {
     let ksyms = local.datasec(".ksyms").unwrap_or_default();
     let n_kconfig = local.datasec(".kconfig").map_or(0, |v| v.len());
     let mut names: Vec<&str> = ksyms.iter().map(|v| v.name.as_str()).collect();
@@ -1859,11 +1859,12 @@ mod extern_tests {
         Target::parse(&b.finish()).expect("BTF")
     }
 
-    fn run(weak: bool, params: Option<u32>) -> (Object, Outcome) {
-        let mut obj = Object::parse(&object(weak)).expect("parses");
+    fn run(weak: bool, params: Option<u32>) -> (Object<'static>, Outcome) {
+        let bytes = object(weak);
+        let mut obj = Object::parse(&bytes).expect("parses");
         assert_eq!(obj.weak_externs, if weak { vec!["bpf_foo".to_owned()] } else { Vec::new() });
         let out = rewrite(&mut obj, Some(&kernel(params)), &LoaderChoices::default());
-        (obj, out)
+        (obj.without_btf(), out)
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! recorded in [`Object::errors`] and the rest of the object is still read, so one bad program does not hide the
 //! others. Only a file that is not a BPF ELF at all fails as a whole.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use object::elf;
@@ -238,9 +239,10 @@ pub struct ProgramEntry {
     pub notes: Vec<String>,
 }
 
-/// A parsed BPF object.
+/// A parsed BPF object. It borrows its BTF sections from the bytes it was parsed from (a large object's `.BTF`
+/// is most of the file: copying it cost more than indexing it).
 #[derive(Debug)]
-pub struct Object {
+pub struct Object<'data> {
     pub little_endian: bool,
     pub license: Option<String>,
     pub maps: Vec<MapDef>,
@@ -252,10 +254,10 @@ pub struct Object {
     pub exception_callbacks: Vec<(String, String)>,
     /// The `.BTF` section as read, for what is judged at load time (CO-RE relocations, externs): see
     /// [`crate::unstable::core_reloc`]. Kept with what indexing it found: change it by replacing the vector, not
-    /// by writing into it (a vector of the same address and length is taken for the one parsed).
-    pub btf_data: Option<Vec<u8>>,
+    /// by writing into it (bytes of the same address and length are taken for the ones parsed).
+    pub btf_data: Option<Cow<'data, [u8]>>,
     /// The `.BTF.ext` section as read: function and line info, and CO-RE relocation records.
-    pub btf_ext_data: Option<Vec<u8>>,
+    pub btf_ext_data: Option<Cow<'data, [u8]>>,
     /// Names of the weak undefined symbols (`__weak` kfuncs and `__ksym` variables), sorted: libbpf lets those
     /// be missing from the kernel.
     pub weak_externs: Vec<String>,
@@ -285,7 +287,7 @@ pub(crate) struct BtfParts {
     parts: crate::btf::IndexParts,
 }
 
-impl Object {
+impl Object<'_> {
     /// The index of `btf_data`, for a caller that took it out of the object (see `core_reloc::rewrite`): from
     /// what parsing the object found when `data` is still the vector it parsed, by [`crate::btf::index`]
     /// otherwise; `None` when the section does not index.
@@ -409,10 +411,15 @@ fn aya_kind(section: &str) -> bool {
 /// The functions the struct_ops maps of `.struct_ops` and `.struct_ops.link` point to (their relocations), each
 /// with whether its members' prototypes all return `void`, sorted by name. Searches, not scans, and one entry per
 /// function: an object may have a million relocations and a struct of 65,535 members.
-fn struct_ops_members(file: &ElfFile64<'_, Endianness>, syms: &Symbols<'_>, btf: &BtfIndex<'_>) -> Vec<(String, bool)> {
+fn struct_ops_members(
+    file: &ElfFile64<'_, Endianness>,
+    names: &SectionNames<'_>,
+    syms: &Symbols<'_>,
+    btf: &BtfIndex<'_>,
+) -> Vec<(String, bool)> {
     let mut by_func: HashMap<&str, bool> = HashMap::new();
     for sec in file.sections() {
-        let Ok(name @ (".struct_ops" | ".struct_ops.link")) = sec.name() else { continue };
+        let Ok(name @ (".struct_ops" | ".struct_ops.link")) = names.of(sec.elf_section_header()) else { continue };
         let Some(mut vars) = btf.datasec(name) else { continue };
         vars.sort_unstable_by_key(|v| v.offset);
         let mut members: HashMap<u32, Vec<(u32, bool)>> = HashMap::new();
@@ -584,7 +591,7 @@ struct Relocator<'a, 'data> {
 impl Relocator<'_, '_> {
     /// The relocations of code section `pos`. One bad relocation already keeps the section's programs from being
     /// analyzed: only the first is reported, and the rest counted, so a million of them cost no memory.
-    fn relocate(&mut self, obj: &mut Object, pos: usize) {
+    fn relocate(&mut self, obj: &mut Object<'_>, pos: usize) {
         let Ok(sec) = self.file.section_by_index(SectionIndex(obj.sections[pos].elf_index)) else { return };
         let section = obj.sections[pos].name.clone();
         let mut bad_relocs: (Option<ElfError>, usize, u64) = (None, 0, 0);
@@ -618,7 +625,7 @@ impl Relocator<'_, '_> {
     }
 
     /// What a relocation refers to, or why it cannot be resolved.
-    fn target(&mut self, obj: &mut Object, target: RelocationTarget) -> Result<RelocTarget, RelocError> {
+    fn target(&mut self, obj: &mut Object<'_>, target: RelocationTarget) -> Result<RelocTarget, RelocError> {
         let RelocationTarget::Symbol(sym_idx) = target else {
             return Err(RelocError::NotASymbol);
         };
@@ -674,21 +681,38 @@ impl Relocator<'_, '_> {
     }
 }
 
-impl Object {
+impl<'data> Object<'data> {
     /// Parses a BPF ELF object.
-    pub fn parse(data: &[u8]) -> Result<Object, ElfError> {
+    pub fn parse(data: &'data [u8]) -> Result<Object<'data>, ElfError> {
         // The ELF reader needs its headers 8-byte aligned; bytes from `include_bytes!` or a slice of a larger
-        // buffer may not be, so those are copied to an aligned place first.
+        // buffer may not be, so those are copied to an aligned place first (and the object keeps its own BTF).
         if data.as_ptr().align_offset(8) != 0 {
             let mut buf = vec![0u8; data.len() + 7];
             let off = buf.as_ptr().align_offset(8).min(7);
             buf[off..off + data.len()].copy_from_slice(data);
-            return Object::parse_aligned(&buf[off..off + data.len()]);
+            return Object::parse_aligned(&buf[off..off + data.len()]).map(Object::into_owned);
         }
         Object::parse_aligned(data)
     }
 
-    fn parse_aligned(data: &[u8]) -> Result<Object, ElfError> {
+    /// The object with copies of the bytes it borrowed.
+    fn into_owned(self) -> Object<'static> {
+        let own = |b: Option<Cow<'_, [u8]>>| b.map(|b| Cow::<'static, [u8]>::Owned(b.into_owned()));
+        let btf_data = own(self.btf_data);
+        // The index found by parsing is of the borrowed bytes: kept for their copy.
+        let btf_parts = match (&btf_data, self.btf_parts) {
+            (Some(d), Some(p)) => Some(BtfParts { at: (d.as_ptr() as usize, d.len()), parts: p.parts }),
+            _ => None,
+        };
+        Object { btf_data, btf_ext_data: own(self.btf_ext_data), btf_parts, ..self }
+    }
+
+    /// The object without its BTF sections, which its code does not need (for a report's disassembly).
+    pub fn without_btf(self) -> Object<'static> {
+        Object { btf_data: None, btf_ext_data: None, btf_parts: None, ..self }
+    }
+
+    fn parse_aligned(data: &'data [u8]) -> Result<Object<'data>, ElfError> {
         let file = ElfFile64::<Endianness>::parse(data).map_err(ElfError::Parse)?;
         let endian = file.endian();
         let machine = file.elf_header().e_machine(endian);
@@ -729,7 +753,7 @@ impl Object {
         }
         let syms = Symbols::read(&file);
         if let Some(b) = btf {
-            obj.struct_ops_members = struct_ops_members(&file, &syms, b);
+            obj.struct_ops_members = struct_ops_members(&file, &names, &syms, b);
         }
         let mut weak: Vec<String> = syms
             .iter()
@@ -739,7 +763,7 @@ impl Object {
             .collect();
         weak.sort_unstable();
         obj.weak_externs = weak;
-        let map_syms = obj.read_maps(&file, &syms, &layout);
+        let map_syms = obj.read_maps(&file, &names, &syms, &layout);
         obj.read_funcs(&syms, &layout)?;
         obj.find_programs(layout.legacy_maps_exact);
         // Sorted once: every relocation against an undefined symbol asks.
@@ -773,7 +797,7 @@ impl Object {
     }
 
     /// Reads every section by its role: the license, BTF, code, global data, and where the map definitions are.
-    fn read_sections<'data>(
+    fn read_sections(
         &mut self,
         file: &ElfFile64<'data, Endianness>,
         names: &SectionNames<'data>,
@@ -818,7 +842,7 @@ impl Object {
                 SecRole::Other
             } else if name == ".BTF.ext" {
                 if let Ok(bytes) = sec.data() {
-                    self.btf_ext_data = Some(bytes.to_vec());
+                    self.btf_ext_data = Some(Cow::Borrowed(bytes));
                 }
                 SecRole::Other
             } else if name == ".BTF" {
@@ -826,7 +850,7 @@ impl Object {
                     Ok(bytes) => match crate::btf::index(bytes, self.little_endian) {
                         Ok(b) => {
                             layout.btf = Some(b);
-                            self.btf_data = Some(bytes.to_vec());
+                            self.btf_data = Some(Cow::Borrowed(bytes));
                         }
                         Err(e) => self.error(e.into()),
                     },
@@ -870,7 +894,7 @@ impl Object {
     }
 
     /// The `license` section: what the kernel reads of it, the first 127 bytes up to a NUL.
-    fn read_license<'data>(&mut self, sec: &impl ObjectSection<'data>) {
+    fn read_license(&mut self, sec: &impl ObjectSection<'data>) {
         if let Ok(bytes) = sec.data() {
             let bytes = bytes.get(..MAX_LICENSE_LEN).unwrap_or(bytes);
             let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -879,7 +903,7 @@ impl Object {
     }
 
     /// An executable section: its instructions, when it has whole ones.
-    fn read_code<'data>(&mut self, sec: &impl ObjectSection<'data>, name: &str) -> SecRole {
+    fn read_code(&mut self, sec: &impl ObjectSection<'data>, name: &str) -> SecRole {
         match sec.data() {
             Ok(bytes) if bytes.len() % INSN_SIZE != 0 => {
                 self.error(ElfError::TruncatedCode { section: name.into(), size: bytes.len() as u64 });
@@ -905,10 +929,16 @@ impl Object {
 
     /// Legacy and BTF-defined maps, and which global data holds kptrs. Returns, by ELF symbol index, the map each
     /// symbol names ([`NO_MAP`] for none).
-    fn read_maps(&mut self, file: &ElfFile64<'_, Endianness>, syms: &Symbols<'_>, layout: &Layout<'_>) -> Vec<usize> {
+    fn read_maps(
+        &mut self,
+        file: &ElfFile64<'_, Endianness>,
+        names: &SectionNames<'_>,
+        syms: &Symbols<'_>,
+        layout: &Layout<'_>,
+    ) -> Vec<usize> {
         let mut map_syms: Vec<usize> = vec![NO_MAP; syms.0.len() + 1];
         if let Some(idx) = layout.legacy_maps {
-            self.read_legacy_maps(file, syms, idx, &mut map_syms);
+            self.read_legacy_maps(file, names, syms, idx, &mut map_syms);
         }
         if let Some(idx) = layout.btf_maps {
             self.read_btf_maps(file, syms, idx, layout.btf.as_ref(), &mut map_syms);
@@ -1105,12 +1135,13 @@ impl Object {
     fn read_legacy_maps(
         &mut self,
         file: &ElfFile64<'_, Endianness>,
+        names: &SectionNames<'_>,
         symbols: &Symbols<'_>,
         idx: SectionIndex,
         map_syms: &mut [usize],
     ) {
         let Ok(sec) = file.section_by_index(idx) else { return };
-        let section = sec.name().unwrap_or("maps").to_owned();
+        let section = names.of(sec.elf_section_header()).unwrap_or("maps").to_owned();
         let data = match sec.data() {
             Ok(d) => d,
             Err(source) => return self.error(ElfError::SectionData { section, source }),
@@ -1316,7 +1347,7 @@ impl Object {
     }
 }
 
-impl Object {
+impl Object<'_> {
     /// The first code section named `section`: a search, since a text report asks once per capability of each of
     /// up to [`MAX_OBJECT_FUNCS`] programs.
     pub fn section_named(&self, section: &str) -> Option<&CodeSection> {

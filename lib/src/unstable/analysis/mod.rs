@@ -294,7 +294,7 @@ thread_local! {
 }
 
 struct Ctx<'o, 'b> {
-    obj: &'o Object,
+    obj: &'o Object<'o>,
     prog: &'o ProgramEntry,
     /// Taken from `buf` for the analysis (it is used everywhere).
     funcs: Vec<Func>,
@@ -318,7 +318,7 @@ struct Ctx<'o, 'b> {
 /// Limits, by design: a function's inputs are the join over its call sites (context-insensitive); branch
 /// conditions do not refine values; a pointer stored into map or context memory is not tracked (the verifier only
 /// lets programs spill pointers to the stack, and kptrs loaded from maps are treated as BTF pointers).
-pub fn analyze(obj: &Object, prog: &ProgramEntry) -> Result<ProgramMetadata, AnalysisError> {
+pub fn analyze(obj: &Object<'_>, prog: &ProgramEntry) -> Result<ProgramMetadata, AnalysisError> {
     let mut unlimited = usize::MAX;
     analyze_within(obj, prog, &mut unlimited).map(|a| a.metadata)
 }
@@ -338,14 +338,14 @@ pub struct Analyzed {
 /// [`analyze`], charging the instructions the program reaches and the maps it lists to `budget`, which the
 /// programs of one object share (start it at [`MAX_OBJECT_WORK`]). A program that would exceed what is left is
 /// not analyzed ([`AnalysisError::ObjectTooLarge`]).
-pub fn analyze_within(obj: &Object, prog: &ProgramEntry, budget: &mut usize) -> Result<Analyzed, AnalysisError> {
+pub fn analyze_within(obj: &Object<'_>, prog: &ProgramEntry, budget: &mut usize) -> Result<Analyzed, AnalysisError> {
     analyze_for(obj, prog, budget, &Target::ANY)
 }
 
 /// [`analyze_within`] for a target kernel: helper calls it cannot execute ([`Target::helper_executable`]) grant
 /// no class.
 pub fn analyze_for(
-    obj: &Object,
+    obj: &Object<'_>,
     prog: &ProgramEntry,
     budget: &mut usize,
     target: &Target,
@@ -365,7 +365,13 @@ pub fn analyze_for(
     })
 }
 
-fn analyze_with(obj: &Object, prog: &ProgramEntry, buf: &mut Buffers, budget: &mut usize, target: Target) -> Outcome {
+fn analyze_with(
+    obj: &Object<'_>,
+    prog: &ProgramEntry,
+    buf: &mut Buffers,
+    budget: &mut usize,
+    target: Target,
+) -> Outcome {
     buf.clear();
     let funcs = std::mem::take(&mut buf.funcs);
     let mut cx = Ctx {
@@ -459,7 +465,7 @@ pub const PARALLEL_ABOVE: usize = 8192;
 /// caller's view of the gate) shares the threads. A result it ran on may still be replaced by the budget's
 /// error, as above.
 pub fn analyze_programs(
-    obj: &Object,
+    obj: &Object<'_>,
     target: &Target,
     then: &(dyn Fn(&mut Analyzed) + Sync),
 ) -> Vec<Result<Analyzed, AnalysisError>> {
@@ -468,7 +474,7 @@ pub fn analyze_programs(
 
 /// [`analyze_programs`] with an object budget of `total`, on up to `threads` threads.
 fn analyze_programs_within(
-    obj: &Object,
+    obj: &Object<'_>,
     total: usize,
     threads: usize,
     target: &Target,
@@ -715,7 +721,11 @@ mod tests_support {
 
     /// An object with one kprobe section holding `insns`, map 0 (`m`, an array), relocations of `ld_map`
     /// slots at `map_relocs`, and function symbols at `funcs` (the program is the first).
-    pub(super) fn object(insns: Vec<RawInsn>, map_relocs: &[usize], funcs: &[usize]) -> (Object, ProgramEntry) {
+    pub(super) fn object(
+        insns: Vec<RawInsn>,
+        map_relocs: &[usize],
+        funcs: &[usize],
+    ) -> (Object<'static>, ProgramEntry) {
         let len = insns.len();
         let mut relocs = BTreeMap::new();
         for &at in map_relocs {
@@ -1074,7 +1084,8 @@ mod parallel {
             STARTED.fetch_add(1, Ordering::Relaxed);
         }
         set_worker_hooks(WorkerHooks { spawning: || 7, started });
-        let obj = Object::parse(&shared_subprogram(8, 9_000)).expect("parses");
+        let bytes = shared_subprogram(8, 9_000);
+        let obj = Object::parse(&bytes).expect("parses");
         let before = STARTED.load(Ordering::Relaxed);
         let results = analyze_programs_within(&obj, MAX_OBJECT_WORK, 3, &Target::ANY, &|_| {});
         assert_eq!(results.len(), 8);
@@ -1083,7 +1094,7 @@ mod parallel {
     }
 
     /// The results of `obj`'s programs analyzed one after the other with an object budget of `total`.
-    fn one_after_the_other(obj: &Object, total: usize) -> Vec<Result<ProgramMetadata, AnalysisError>> {
+    fn one_after_the_other(obj: &Object<'_>, total: usize) -> Vec<Result<ProgramMetadata, AnalysisError>> {
         let mut budget = total;
         let mut out = Vec::new();
         for prog in &obj.programs {
@@ -1117,7 +1128,8 @@ mod parallel {
             let end = starts.get(i + 1).copied().unwrap_or(code.len());
             e.func(&format!("p{i}"), s, start, end - start);
         }
-        let obj = Object::parse(&e.finish()).expect("parses");
+        let bytes = e.finish();
+        let obj = Object::parse(&bytes).expect("parses");
         for total in [MAX_OBJECT_WORK, 40_000] {
             let one_by_one = one_after_the_other(&obj, total);
             for threads in [2, 3] {
@@ -1137,7 +1149,8 @@ mod parallel {
         // 22nd.
         for total in [MAX_OBJECT_WORK, 200_000] {
             let n = 40;
-            let obj = Object::parse(&shared_subprogram(n, 9_000)).expect("parses");
+            let bytes = shared_subprogram(n, 9_000);
+            let obj = Object::parse(&bytes).expect("parses");
             let one_by_one = one_after_the_other(&obj, total);
             for threads in [1, 2, 3] {
                 let got: Vec<_> =
