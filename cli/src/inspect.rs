@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Threads: for the files (read and analyzed ahead, reports written in argument order) and for the programs
-    /// of a large object. 0: one per core. The reports are the same whatever the number.
+    /// of a large object. 0: one per CPU it may run on (its affinity, as `nproc` counts). The reports are the same whatever the number.
     #[arg(long, short = 'j', default_value_t = 0)]
     jobs: usize,
     /// The target kernel's BTF (`/sys/kernel/btf/vmlinux` or a raw BTF file): report each object as libbpf will
@@ -142,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // whose size has no useful bound, is streamed through a `BufWriter` instead of held whole.
     let mut out: Vec<u8> = Vec::with_capacity(2 * FLUSH_AT);
     let jobs = match args.jobs {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        0 => crate::spread::cpus(),
         n => n,
     };
     bpfgate::unstable::analysis::set_threads(jobs);

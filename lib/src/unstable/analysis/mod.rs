@@ -435,10 +435,12 @@ pub fn set_worker_hooks(hooks: WorkerHooks) {
     let _ = WORKER_HOOKS.set(hooks);
 }
 
-/// The threads [`set_threads`] asked for, resolved.
+/// The threads [`set_threads`] asked for, resolved. The core count is read once: it reads files of /proc and
+/// /sys (the cgroup's CPU quota), which costs as much as analyzing a small object.
 pub fn threads() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match THREADS.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        0 => *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get)),
         n => n,
     }
 }
@@ -469,14 +471,15 @@ pub fn analyze_programs(
     target: &Target,
     then: &(dyn Fn(&mut Analyzed) + Sync),
 ) -> Vec<Result<Analyzed, AnalysisError>> {
-    analyze_programs_within(obj, MAX_OBJECT_WORK, threads(), target, then)
+    analyze_programs_within(obj, MAX_OBJECT_WORK, threads, target, then)
 }
 
-/// [`analyze_programs`] with an object budget of `total`, on up to `threads` threads.
+/// [`analyze_programs`] with an object budget of `total`, on up to `threads()` threads (asked only for a large
+/// object).
 fn analyze_programs_within(
     obj: &Object<'_>,
     total: usize,
-    threads: usize,
+    threads: impl FnOnce() -> usize,
     target: &Target,
     then: &(dyn Fn(&mut Analyzed) + Sync),
 ) -> Vec<Result<Analyzed, AnalysisError>> {
@@ -488,10 +491,10 @@ fn analyze_programs_within(
     };
     let progs = &obj.programs;
     let code: usize = obj.sections.iter().map(|s| s.insns.len()).sum();
-    let threads = threads.min(progs.len());
+    let threads = if progs.len() > 1 && code >= PARALLEL_ABOVE { threads().min(progs.len()) } else { 1 };
     let mut budget = total;
     let mut out = Vec::with_capacity(progs.len());
-    if threads <= 1 || code < PARALLEL_ABOVE {
+    if threads <= 1 {
         for prog in progs {
             let result = then_ok(analyze_for(obj, prog, &mut budget, target));
             let stop = matches!(result, Err(AnalysisError::ObjectTooLarge { .. }));
@@ -1087,7 +1090,7 @@ mod parallel {
         let bytes = shared_subprogram(8, 9_000);
         let obj = Object::parse(&bytes).expect("parses");
         let before = STARTED.load(Ordering::Relaxed);
-        let results = analyze_programs_within(&obj, MAX_OBJECT_WORK, 3, &Target::ANY, &|_| {});
+        let results = analyze_programs_within(&obj, MAX_OBJECT_WORK, || 3, &Target::ANY, &|_| {});
         assert_eq!(results.len(), 8);
         assert!(STARTED.load(Ordering::Relaxed) >= before + 2, "two workers started");
         assert_eq!(BAD.load(Ordering::Relaxed), 0, "a worker got another value or number 0");
@@ -1133,8 +1136,10 @@ mod parallel {
         for total in [MAX_OBJECT_WORK, 40_000] {
             let one_by_one = one_after_the_other(&obj, total);
             for threads in [2, 3] {
-                let got: Vec<_> =
-                    analyze_programs_within(&obj, total, threads, &Target::ANY, &|_| {}).iter().map(outcome).collect();
+                let got: Vec<_> = analyze_programs_within(&obj, total, || threads, &Target::ANY, &|_| {})
+                    .iter()
+                    .map(outcome)
+                    .collect();
                 assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
             }
             assert_eq!(one_by_one.len() < n, total < MAX_OBJECT_WORK, "the small budget runs out, the large not");
@@ -1153,8 +1158,10 @@ mod parallel {
             let obj = Object::parse(&bytes).expect("parses");
             let one_by_one = one_after_the_other(&obj, total);
             for threads in [1, 2, 3] {
-                let got: Vec<_> =
-                    analyze_programs_within(&obj, total, threads, &Target::ANY, &|_| {}).iter().map(outcome).collect();
+                let got: Vec<_> = analyze_programs_within(&obj, total, || threads, &Target::ANY, &|_| {})
+                    .iter()
+                    .map(outcome)
+                    .collect();
                 assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
             }
             if total < MAX_OBJECT_WORK {
