@@ -233,6 +233,39 @@ fn load_overrides_set_what_the_loader_sets() {
     assert_eq!(report.programs.len(), 1, "the programs are still analyzed");
 }
 
+/// An LSM program declared `void` (its hook returns nothing) need not set r0; one declared `int` must. Only the
+/// programs' own entry functions are looked up, among many FUNCs (a GCC object declares every kernel function
+/// it names), some of them `void` and sharing a first letter with a program.
+#[test]
+fn lsm_programs_declared_void_need_no_r0() {
+    use bpfgate_test_support::btf::{Btf, KIND_FUNC, KIND_FUNC_PROTO};
+    let mut b = Btf::new();
+    let int = b.int("int", 4, 1);
+    let void_proto = b.add("", KIND_FUNC_PROTO, 0, false, 0, &[]);
+    let int_proto = b.add("", KIND_FUNC_PROTO, 0, false, int, &[]);
+    for k in 0..300 {
+        b.add(&format!("f{k}"), KIND_FUNC, 2, false, if k % 2 == 0 { void_proto } else { int_proto }, &[]);
+    }
+    b.add("free_hook", KIND_FUNC, 1, false, void_proto, &[]);
+    b.add("file_hook", KIND_FUNC, 1, false, int_proto, &[]);
+    let mut e = Elf::new();
+    e.license();
+    e.btf(b.finish());
+    let free = e.code("lsm/file_free_security", &[exit()]);
+    e.func("free_hook", free, 0, 1);
+    let file = e.code("lsm/file_open", &[exit()]);
+    e.func("file_hook", file, 0, 1);
+    let report = inspect("lsm_void.o", &e.finish());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let notes = |name: &str| report.programs.iter().find(|p| p.name == name).expect(name).notes.clone();
+    assert_eq!(notes("free_hook"), Vec::<String>::new(), "declared void: r0 is not read");
+    let file_notes = notes("file_hook");
+    assert!(
+        file_notes.len() == 1 && file_notes[0].contains("r0 is read before it is set"),
+        "declared int: r0 is read: {file_notes:?}"
+    );
+}
+
 /// The kernel checks a struct_ops program's r0 at exit only if the map member pointing to it returns a value:
 /// the member's BTF prototype decides, over the program's own.
 #[test]

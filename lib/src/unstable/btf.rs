@@ -585,13 +585,36 @@ fn type_offsets(r: Reader<'_>, layout: &[u8], base: u64, str_len: u32) -> Result
     }
 }
 
+/// The bytes a type of `kind` takes after its 12-byte header: a fixed part and a part per `vlen` item, for the
+/// kinds this reader knows (index: kind; `None` for the others, sized by the kind layout section).
+const KIND_SIZES: [Option<(u64, u64)>; 32] = {
+    let mut t = [None; 32];
+    let mut k = 1;
+    while k <= KIND_ENUM64 as usize {
+        t[k] = Some((0, 0));
+        k += 1;
+    }
+    t[KIND_INT as usize] = Some((4, 0));
+    t[KIND_VAR as usize] = Some((4, 0));
+    t[KIND_DECL_TAG as usize] = Some((4, 0));
+    t[KIND_ARRAY as usize] = Some((12, 0));
+    t[KIND_STRUCT as usize] = Some((0, 12));
+    t[KIND_UNION as usize] = Some((0, 12));
+    t[KIND_DATASEC as usize] = Some((0, 12));
+    t[KIND_ENUM64 as usize] = Some((0, 12));
+    t[KIND_ENUM as usize] = Some((0, 8));
+    t[KIND_FUNC_PROTO as usize] = Some((0, 8));
+    t
+};
+
 /// [`type_offsets`] for one byte order, `LE` a constant so that every word read is one load (a third of the
-/// walk's instructions went to testing the byte order per word).
+/// walk's instructions went to testing the byte order per word). The per-type work is kept small: a large
+/// object's BTF (GCC emits every kernel type a program names) has ~10,000 types, and this walk was most of
+/// inspecting it.
 fn type_offsets_in<const LE: bool>(data: &[u8], layout: &[u8], base: u64, str_len: u32) -> Result<Walk, BtfError> {
-    let le = LE;
-    let len = data.len() as u64;
+    let len = data.len();
     let mut walk = Walk {
-        offsets: Vec::with_capacity(to_usize(len / TYPE_LEN)),
+        offsets: Vec::with_capacity(len / TYPE_LEN as usize),
         datasecs: Vec::new(),
         names_ok: true,
         max_ref: 0,
@@ -599,27 +622,27 @@ fn type_offsets_in<const LE: bool>(data: &[u8], layout: &[u8], base: u64, str_le
         func_ids: Vec::new(),
         func_tags: Vec::new(),
     };
-    let offsets = &mut walk.offsets;
-    let mut pos: u64 = 0;
+    // The largest name offset and type id seen: every name is in bounds if the largest is.
+    let mut names = 0u32;
+    let mut refs = 0u32;
+    let mut pos = 0usize;
+    // At most len / 12 types, so the id fits in u32 whenever the type section length does.
+    let mut type_id = 0u32;
     while pos < len {
-        // At most len / 12 types, so the id fits in u32 whenever the type section length does.
-        let type_id = u32::try_from(offsets.len()).unwrap_or(u32::MAX).saturating_add(1);
-        let offset = base + pos;
-        let left = len - pos;
+        type_id = type_id.saturating_add(1);
+        let offset = base + pos as u64;
+        let left = (len - pos) as u64;
         let truncated = |kind: u32, need: u64| BtfError::TypeTruncated { type_id, offset, kind, need, avail: left };
-        if left < TYPE_LEN {
+        let Some(head) = data.get(pos..pos + TYPE_LEN as usize) else {
             return Err(truncated(0, TYPE_LEN));
-        }
-        let info = word(le, data.get(to_usize(pos) + 4..).unwrap_or_default());
+        };
+        let info = word(LE, &head[4..]);
+        let size_or_type = word(LE, &head[8..]);
+        names = names.max(word(LE, head));
         let kind = (info >> 24) & 0x7f;
-        let vlen64 = u64::from(info & 0x00ff_ffff);
-        let extra: u64 = match kind {
-            KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
-            | KIND_FLOAT | KIND_TYPE_TAG => 0,
-            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-            KIND_ARRAY => 12,
-            KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen64,
-            KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen64,
+        let vlen = u64::from(info & 0x00ff_ffff);
+        let extra = match KIND_SIZES[kind as usize & 31] {
+            Some((fixed, per_item)) if kind < 32 => fixed + per_item * vlen,
             _ => {
                 let entry = to_usize(u64::from(kind) * 4);
                 let (Some(&info_sz), Some(&elem_sz)) = (layout.get(entry), layout.get(entry.saturating_add(1))) else {
@@ -628,62 +651,58 @@ fn type_offsets_in<const LE: bool>(data: &[u8], layout: &[u8], base: u64, str_le
                 if info_sz % 4 != 0 || elem_sz % 4 != 0 {
                     return Err(BtfError::BadKindLayout { type_id, offset, kind, info_sz, elem_sz });
                 }
-                u64::from(info_sz) + u64::from(elem_sz) * vlen64
+                u64::from(info_sz) + u64::from(elem_sz) * vlen
             }
         };
         let need = TYPE_LEN + extra;
         if need > left {
             return Err(truncated(kind, need));
         }
-        // The type is in bounds: read its words, names and type ids as `validate` tells them apart.
-        let body = data.get(to_usize(pos)..to_usize(pos + need)).unwrap_or_default();
-        let (head, items) = body.split_at(body.len().min(TYPE_LEN as usize));
-        let mut names = word(le, head);
-        let size_or_type = word(le, head.get(8..).unwrap_or_default());
-        let mut refs = 0;
+        // The type is in bounds: its items' names and type ids, as `validate` tells them apart.
+        let items = data.get(pos + TYPE_LEN as usize..pos + to_usize(need)).unwrap_or_default();
         match kind {
-            KIND_DECL_TAG => {
-                refs = size_or_type;
-                if word(le, items) as i32 == -1 {
-                    walk.func_tags.push(type_id);
-                }
-            }
             KIND_PTR | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_VAR | KIND_TYPE_TAG => {
-                refs = size_or_type;
+                refs = refs.max(size_or_type);
             }
-            KIND_ARRAY => refs = word(le, items).max(word(le, items.get(4..).unwrap_or_default())),
             KIND_STRUCT | KIND_UNION => {
                 for m in items.chunks_exact(12) {
-                    names = names.max(word(le, m));
-                    refs = refs.max(word(le, &m[4..]));
+                    names = names.max(word(LE, m));
+                    refs = refs.max(word(LE, &m[4..]));
                 }
             }
-            KIND_ENUM => items.chunks_exact(8).for_each(|v| names = names.max(word(le, v))),
-            KIND_ENUM64 => items.chunks_exact(12).for_each(|v| names = names.max(word(le, v))),
             KIND_FUNC => {
-                refs = size_or_type;
-                walk.funcs.push(refs);
+                refs = refs.max(size_or_type);
+                walk.funcs.push(size_or_type);
                 walk.func_ids.push(type_id);
             }
             KIND_FUNC_PROTO => {
-                refs = size_or_type;
+                refs = refs.max(size_or_type);
                 for p in items.chunks_exact(8) {
-                    names = names.max(word(le, p));
-                    refs = refs.max(word(le, &p[4..]));
+                    names = names.max(word(LE, p));
+                    refs = refs.max(word(LE, &p[4..]));
                 }
             }
+            KIND_ENUM => items.chunks_exact(8).for_each(|v| names = names.max(word(LE, v))),
+            KIND_ENUM64 => items.chunks_exact(12).for_each(|v| names = names.max(word(LE, v))),
+            KIND_ARRAY => refs = refs.max(word(LE, items)).max(word(LE, items.get(4..).unwrap_or_default())),
             KIND_DATASEC => {
-                items.chunks_exact(12).for_each(|v| refs = refs.max(word(le, v)));
+                items.chunks_exact(12).for_each(|v| refs = refs.max(word(LE, v)));
                 walk.datasecs.push(type_id);
+            }
+            KIND_DECL_TAG => {
+                refs = refs.max(size_or_type);
+                if word(LE, items) as i32 == -1 {
+                    walk.func_tags.push(type_id);
+                }
             }
             _ => {}
         }
-        walk.names_ok &= names < str_len;
-        walk.max_ref = walk.max_ref.max(refs);
         // pos < len <= u32::MAX: the type section length is a u32.
-        offsets.push(u32::try_from(pos).unwrap_or(u32::MAX));
-        pos += need;
+        walk.offsets.push(u32::try_from(pos).unwrap_or(u32::MAX));
+        pos += to_usize(need);
     }
+    walk.names_ok = names < str_len;
+    walk.max_ref = refs;
     Ok(walk)
 }
 
@@ -1065,13 +1084,22 @@ impl<'a> BtfIndex<'a> {
         out
     }
 
-    /// The names of the FUNCs whose prototype returns `void` (type 0), sorted.
-    pub fn void_funcs(&self) -> Vec<String> {
+    /// The FUNCs named in `names` (sorted) whose prototype returns `void` (type 0), sorted. A GCC object's BTF
+    /// declares every kernel function it names (~1,500): one byte of each name rules most of them out.
+    pub fn void_funcs(&self, names: &[&str]) -> Vec<String> {
+        let mut first = [false; 256];
+        for n in names {
+            first[usize::from(n.as_bytes().first().copied().unwrap_or(0))] = true;
+        }
         let mut out = Vec::new();
         for &id in self.funcs.iter() {
             let Some(func) = self.raw(id).filter(|t| t.kind() == KIND_FUNC) else { continue };
-            let proto = self.raw(func.size_or_type).filter(|t| t.kind() == KIND_FUNC_PROTO);
-            if let (Some(proto), Some(name)) = (proto, self.name(func.name_off)) {
+            let byte = usize::try_from(func.name_off).ok().and_then(|o| self.strings.get(o));
+            if !byte.is_some_and(|&b| first[usize::from(b)]) {
+                continue;
+            }
+            let Some(name) = self.name(func.name_off).filter(|n| names.binary_search(n).is_ok()) else { continue };
+            if let Some(proto) = self.raw(func.size_or_type).filter(|t| t.kind() == KIND_FUNC_PROTO) {
                 if proto.size_or_type == 0 {
                     out.push(name.to_owned());
                 }

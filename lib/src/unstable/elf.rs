@@ -265,8 +265,9 @@ pub struct Object<'data> {
     pub errors: Vec<ElfError>,
     /// How loaders read the object, for the report ([`crate::ObjectReport::notes`]).
     pub notes: Vec<String>,
-    /// Functions whose BTF prototype returns `void`, sorted: the entry of a struct_ops or LSM program declared
-    /// so need not set r0 (the kernel skips the return check for hooks returning `void`).
+    /// Programs' entry functions ([`Object::entry_name`]) whose BTF prototype returns `void`, sorted: the entry of
+    /// a struct_ops or LSM program declared so need not set r0 (the kernel skips the return check for hooks
+    /// returning `void`).
     pub void_funcs: Vec<String>,
     /// Functions struct_ops map members point to, sorted, and whether those members' prototypes all return
     /// `void`: what the kernel checks the program's return by.
@@ -744,7 +745,6 @@ impl<'data> Object<'data> {
         if let Some(b) = btf {
             obj.externs = externs(b);
             obj.exception_callbacks = b.exception_callbacks();
-            obj.void_funcs = b.void_funcs();
         }
         // `.kconfig` externs: BTF's .kconfig DATASEC names them; without BTF, libbpf's naming convention does.
         let kconfig = btf.and_then(|b| b.datasec(".kconfig"));
@@ -766,6 +766,12 @@ impl<'data> Object<'data> {
         let map_syms = obj.read_maps(&file, &names, &syms, &layout);
         obj.read_funcs(&syms, &layout)?;
         obj.find_programs(layout.legacy_maps_exact);
+        if let Some(b) = layout.btf.as_ref() {
+            let mut entries: Vec<&str> = obj.programs.iter().map(|p| obj.entry_name(p)).collect();
+            entries.sort_unstable();
+            let void_funcs = b.void_funcs(&entries);
+            obj.void_funcs = void_funcs;
+        }
         // Sorted once: every relocation against an undefined symbol asks.
         let kconfig_names: Option<Vec<&str>> = kconfig.as_ref().map(|vars| {
             let mut v: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
@@ -1348,6 +1354,11 @@ impl<'data> Object<'data> {
 }
 
 impl Object<'_> {
+    /// The name of `prog`'s entry function: its symbol's, or the program's where no symbol names it.
+    pub fn entry_name<'a>(&'a self, prog: &'a ProgramEntry) -> &'a str {
+        self.sections.get(prog.section).and_then(|s| s.func_name(prog.start)).unwrap_or(&prog.name)
+    }
+
     /// The first code section named `section`: a search, since a text report asks once per capability of each of
     /// up to [`MAX_OBJECT_FUNCS`] programs.
     pub fn section_named(&self, section: &str) -> Option<&CodeSection> {

@@ -403,7 +403,7 @@ impl Ctx<'_, '_> {
     fn returns_void(&self) -> bool {
         let info = &self.prog.info;
         let obj = self.obj;
-        let name = obj.sections[self.prog.section].func_name(self.prog.start).unwrap_or(&self.prog.name);
+        let name = obj.entry_name(self.prog);
         let own = || obj.void_funcs.binary_search_by(|v| v.as_str().cmp(name)).is_ok();
         match info.prog_type {
             ProgType::StructOps => match obj.struct_ops_members.binary_search_by(|(f, _)| f.as_str().cmp(name)) {
