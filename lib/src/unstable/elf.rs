@@ -253,8 +253,8 @@ pub struct Object<'data> {
     /// `(entry function, exception callback)` pairs from BTF decl tags ([`crate::btf::BtfIndex::exception_callbacks`]).
     pub exception_callbacks: Vec<(String, String)>,
     /// The `.BTF` section as read, for what is judged at load time (CO-RE relocations, externs): see
-    /// [`crate::unstable::core_reloc`]. Kept with what indexing it found: change it by replacing the vector, not
-    /// by writing into it (bytes of the same address and length are taken for the ones parsed).
+    /// [`crate::unstable::core_reloc`]. Kept with what indexing it found: change it by replacing it, not by
+    /// writing into it (bytes of the same address and length are taken for the ones parsed).
     pub btf_data: Option<Cow<'data, [u8]>>,
     /// The `.BTF.ext` section as read: function and line info, and CO-RE relocation records.
     pub btf_ext_data: Option<Cow<'data, [u8]>>,
@@ -280,8 +280,8 @@ pub struct Object<'data> {
     pub(crate) btf_parts: Option<BtfParts>,
 }
 
-/// [`crate::btf::IndexParts`] of the bytes of one `btf_data`: the buffer's address and length tell whether
-/// `btf_data` is still the vector they were found in.
+/// [`crate::btf::IndexParts`] of the bytes of one `btf_data`: their address and length tell whether `btf_data`
+/// are still the bytes they were found in.
 #[derive(Debug)]
 pub(crate) struct BtfParts {
     at: (usize, usize),
@@ -290,7 +290,7 @@ pub(crate) struct BtfParts {
 
 impl Object<'_> {
     /// The index of `btf_data`, for a caller that took it out of the object (see `core_reloc::rewrite`): from
-    /// what parsing the object found when `data` is still the vector it parsed, by [`crate::btf::index`]
+    /// what parsing the object found when `data` are still the bytes it parsed, by [`crate::btf::index`]
     /// otherwise; `None` when the section does not index.
     pub(crate) fn btf_index<'a>(
         data: &'a [u8],
