@@ -266,10 +266,8 @@ pub fn inspect_object_for(file: &str, obj: &elf::Object<'_>, target: &Target) ->
     // In program order, on several threads for a large object, sharing the object's budget (see
     // `analysis::MAX_OBJECT_WORK`, `analysis::analyze_programs`).
     // The gate's view of each program is computed beside its analysis, on the same threads.
-    let view = |a: &mut Analyzed| {
-        let m = &a.metadata;
-        a.metadata.kernel_view =
-            kernel_view::compute_for(obj, m.prog_type, m.attach_type, a.funcs.iter().copied(), &a.calls, target);
+    let view = |prog: &elf::ProgramEntry, funcs: &[(usize, usize, usize)], calls: &[(u32, u32)]| {
+        kernel_view::compute_for(obj, prog.info.prog_type, prog.info.attach_type, funcs.iter().copied(), calls, target)
     };
     for ((i, prog), result) in obj.programs.iter().enumerate().zip(analysis::analyze_programs(obj, target, &view)) {
         let entry = obj.sections.get(prog.section).map(|cs| (prog.section, prog.start, cs.func_end(prog.start)));

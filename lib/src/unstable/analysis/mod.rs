@@ -350,9 +350,20 @@ pub fn analyze_for(
     budget: &mut usize,
     target: &Target,
 ) -> Result<Analyzed, AnalysisError> {
+    analyze_beside(obj, prog, budget, target, None)
+}
+
+/// [`analyze_for`], and `view` of the program's layout on a second thread while the analysis goes on.
+fn analyze_beside(
+    obj: &Object<'_>,
+    prog: &ProgramEntry,
+    budget: &mut usize,
+    target: &Target,
+    view: Option<&View<'_>>,
+) -> Result<Analyzed, AnalysisError> {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
-            let result = analyze_with(obj, prog, &mut buf, budget, *target).result;
+            let result = analyze_with(obj, prog, &mut buf, budget, *target, view).result;
             // Keep the buffers of ordinary programs only: a thread that once analyzed a huge one should not hold
             // its memory for good.
             if buf.ops.capacity() > RETAINED_INSNS {
@@ -361,7 +372,7 @@ pub fn analyze_for(
             result
         }
         // Only if an analysis were running on this thread already: it keeps its buffers.
-        Err(_) => analyze_with(obj, prog, &mut Buffers::default(), budget, *target).result,
+        Err(_) => analyze_with(obj, prog, &mut Buffers::default(), budget, *target, view).result,
     })
 }
 
@@ -371,6 +382,7 @@ fn analyze_with(
     buf: &mut Buffers,
     budget: &mut usize,
     target: Target,
+    view: Option<&View<'_>>,
 ) -> Outcome {
     buf.clear();
     let funcs = std::mem::take(&mut buf.funcs);
@@ -386,7 +398,10 @@ fn analyze_with(
         discovered: 0,
         target,
     };
-    let result = cx.run();
+    let result = match view {
+        Some(view) => cx.run_beside(view),
+        None => cx.run(),
+    };
     // Reached instructions are charged whether or not the analysis succeeded: decoding them was the work.
     let reached: usize = cx.funcs.iter().map(|f| f.end - f.start).sum();
     let report = result.as_ref().map_or(ENTRY_WORK + prog.name.len(), |a| report_work(&a.metadata));
@@ -463,16 +478,17 @@ pub const PARALLEL_ABOVE: usize = 8192;
 /// after it finished first) is analyzed again on the calling thread with exactly that budget, so no program is
 /// skipped and every result is the one-after-the-other one.
 ///
-/// `then` runs on each program analyzed, on the thread that analyzed it: work on one program's result (the
-/// caller's view of the gate) shares the threads. A result it ran on may still be replaced by the budget's
-/// error, as above.
-pub fn analyze_programs(
-    obj: &Object<'_>,
-    target: &Target,
-    then: &(dyn Fn(&mut Analyzed) + Sync),
-) -> Vec<Result<Analyzed, AnalysisError>> {
-    analyze_programs_within(obj, MAX_OBJECT_WORK, threads, target, then)
+/// `view` gives each program analyzed its `kernel_view`, from the program's layout alone, and shares the
+/// threads: on the thread that analyzed the program, or, for a large object with fewer programs than threads,
+/// on a thread of its own while the program's analysis goes on. A result it ran on may still be replaced by the
+/// budget's error, as above.
+pub fn analyze_programs(obj: &Object<'_>, target: &Target, view: &View<'_>) -> Vec<Result<Analyzed, AnalysisError>> {
+    analyze_programs_within(obj, MAX_OBJECT_WORK, threads, target, view)
 }
+
+/// What [`analyze_programs`]' caller computes from a program's layout alone (its functions and calls, as in
+/// [`Analyzed`]): the gate's view of it.
+pub type View<'a> = dyn Fn(&ProgramEntry, &[(usize, usize, usize)], &[(u32, u32)]) -> KernelView + Sync + 'a;
 
 /// [`analyze_programs`] with an object budget of `total`, on up to `threads()` threads (asked only for a large
 /// object).
@@ -481,22 +497,27 @@ fn analyze_programs_within(
     total: usize,
     threads: impl FnOnce() -> usize,
     target: &Target,
-    then: &(dyn Fn(&mut Analyzed) + Sync),
+    view: &View<'_>,
 ) -> Vec<Result<Analyzed, AnalysisError>> {
-    let then_ok = |mut r: Result<Analyzed, AnalysisError>| {
+    let with_view = |prog: &ProgramEntry, mut r: Result<Analyzed, AnalysisError>| {
         if let Ok(a) = &mut r {
-            then(a);
+            a.metadata.kernel_view = view(prog, &a.funcs, &a.calls);
         }
         r
     };
     let progs = &obj.programs;
     let code: usize = obj.sections.iter().map(|s| s.insns.len()).sum();
-    let threads = if progs.len() > 1 && code >= PARALLEL_ABOVE { threads().min(progs.len()) } else { 1 };
+    let cores = if !progs.is_empty() && code >= PARALLEL_ABOVE { threads() } else { 1 };
+    let threads = cores.min(progs.len());
     let mut budget = total;
     let mut out = Vec::with_capacity(progs.len());
     if threads <= 1 {
         for prog in progs {
-            let result = then_ok(analyze_for(obj, prog, &mut budget, target));
+            let result = if cores > 1 {
+                analyze_beside(obj, prog, &mut budget, target, Some(view))
+            } else {
+                with_view(prog, analyze_for(obj, prog, &mut budget, target))
+            };
             let stop = matches!(result, Err(AnalysisError::ObjectTooLarge { .. }));
             out.push(result);
             if stop {
@@ -505,13 +526,13 @@ fn analyze_programs_within(
         }
         return out;
     }
-    // One program on this thread, with `left` of the budget, and `then` on its result.
+    // One program on this thread, with `left` of the budget, and its view.
     let analyze_here = |prog: &ProgramEntry, left: &mut usize| {
         let mut o = BUFFERS.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => analyze_with(obj, prog, &mut buf, left, *target),
-            Err(_) => analyze_with(obj, prog, &mut Buffers::default(), left, *target),
+            Ok(mut buf) => analyze_with(obj, prog, &mut buf, left, *target, None),
+            Err(_) => analyze_with(obj, prog, &mut Buffers::default(), left, *target, None),
         });
-        o.result = then_ok(o.result);
+        o.result = with_view(prog, o.result);
         o
     };
     // Longest entry function first, so that no long program starts last while the other threads run out of
@@ -552,22 +573,8 @@ fn analyze_programs_within(
     };
     let mut outcomes: Vec<Option<Outcome>> = progs.iter().map(|_| None).collect();
     std::thread::scope(|s| {
-        // The `started` hook and what `spawning` gave, when hooks are set.
-        let placed = WORKER_HOOKS.get().map(|h| (h.started, (h.spawning)()));
-        let others: Vec<_> = (1..threads)
-            .map(|k| {
-                let worker = s.spawn(move || {
-                    if let Some((started, here)) = placed {
-                        started(here, k);
-                    }
-                    work()
-                });
-                if placed.is_some() {
-                    std::thread::yield_now();
-                }
-                worker
-            })
-            .collect();
+        let placed = placement();
+        let others: Vec<_> = (1..threads).map(|k| spawn_placed(s, placed, k, work)).collect();
         let mine = work();
         // A worker that panicked would have panicked the caller alone too; its programs are reported missing below.
         for (i, o) in mine.into_iter().chain(others.into_iter().flat_map(|h| h.join().unwrap_or_default())) {
@@ -597,10 +604,59 @@ fn analyze_programs_within(
     out
 }
 
+/// The `started` hook and what `spawning` gave ([`WorkerHooks`]).
+type Placed = (fn(usize, usize), usize);
+
+/// The hooks' placement for workers started now, when hooks are set.
+fn placement() -> Option<Placed> {
+    WORKER_HOOKS.get().map(|h| (h.started, (h.spawning)()))
+}
+
+/// Starts worker `k` on `s`, placed by the hooks (and the starter yields its CPU once, so it runs promptly).
+fn spawn_placed<'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    placed: Option<Placed>,
+    k: usize,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    let worker = s.spawn(move || {
+        if let Some((started, here)) = placed {
+            started(here, k);
+        }
+        f()
+    });
+    if placed.is_some() {
+        std::thread::yield_now();
+    }
+    worker
+}
+
 impl Ctx<'_, '_> {
     fn run(&mut self) -> Result<Analyzed, AnalysisError> {
+        self.discover()?;
+        self.after_discovery()
+    }
+
+    /// [`Ctx::run`], with `view` of the layout on a second thread from the end of discovery on: a large object's
+    /// only program would otherwise leave the other cores idle.
+    fn run_beside(&mut self, view: &View<'_>) -> Result<Analyzed, AnalysisError> {
+        self.discover()?;
+        let (funcs, calls) = self.layout();
+        let prog = self.prog;
+        std::thread::scope(|s| {
+            let beside = spawn_placed(s, placement(), 1, || view(prog, &funcs, &calls));
+            let result = self.after_discovery();
+            let kernel_view = beside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            result.map(|mut a| {
+                a.metadata.kernel_view = kernel_view;
+                a
+            })
+        })
+    }
+
+    /// Everything after discovery: the fixpoint, the callbacks, the report.
+    fn after_discovery(&mut self) -> Result<Analyzed, AnalysisError> {
         let cx = self;
-        cx.discover()?;
         let mut entry_input = [Value::BOTTOM; 5];
         entry_input[0] = Value::kind(CTX);
         cx.funcs[0].input = entry_input;
@@ -1090,10 +1146,37 @@ mod parallel {
         let bytes = shared_subprogram(8, 9_000);
         let obj = Object::parse(&bytes).expect("parses");
         let before = STARTED.load(Ordering::Relaxed);
-        let results = analyze_programs_within(&obj, MAX_OBJECT_WORK, || 3, &Target::ANY, &|_| {});
+        let results =
+            analyze_programs_within(&obj, MAX_OBJECT_WORK, || 3, &Target::ANY, &|_, _, _| KernelView::default());
         assert_eq!(results.len(), 8);
         assert!(STARTED.load(Ordering::Relaxed) >= before + 2, "two workers started");
         assert_eq!(BAD.load(Ordering::Relaxed), 0, "a worker got another value or number 0");
+    }
+
+    /// A large object's only program: its view runs on a second thread when there is one, and sees the layout
+    /// the finished analysis reports (the calls between its functions included); on one thread, on that one.
+    #[test]
+    fn a_lone_programs_view_runs_beside_its_analysis() {
+        type Seen = (std::thread::ThreadId, Vec<(usize, usize, usize)>, Vec<(u32, u32)>);
+        let bytes = shared_subprogram(1, 9_000);
+        let obj = Object::parse(&bytes).expect("parses");
+        assert_eq!(obj.programs.len(), 1);
+        for threads in [1, 2] {
+            let seen: std::sync::Mutex<Vec<Seen>> = std::sync::Mutex::new(Vec::new());
+            let view = |_: &ProgramEntry, funcs: &[(usize, usize, usize)], calls: &[(u32, u32)]| {
+                seen.lock().expect("lock").push((std::thread::current().id(), funcs.to_vec(), calls.to_vec()));
+                KernelView { classes: vec![Capability::MapWrite], ..KernelView::default() }
+            };
+            let results = analyze_programs_within(&obj, MAX_OBJECT_WORK, || threads, &Target::ANY, &view);
+            let a = results[0].as_ref().expect("analyzed");
+            assert_eq!(a.metadata.kernel_view.classes, vec![Capability::MapWrite], "the view's result is kept");
+            let seen = seen.into_inner().expect("lock");
+            assert_eq!(seen.len(), 1, "one view per program");
+            let (on, funcs, calls) = &seen[0];
+            assert_eq!((funcs, calls), (&a.funcs, &a.calls), "the layout known after discovery is the final one");
+            assert!(!calls.is_empty(), "the program calls its subprogram");
+            assert_eq!(*on == std::thread::current().id(), threads == 1, "{threads} threads");
+        }
     }
 
     /// The results of `obj`'s programs analyzed one after the other with an object budget of `total`.
@@ -1136,10 +1219,11 @@ mod parallel {
         for total in [MAX_OBJECT_WORK, 40_000] {
             let one_by_one = one_after_the_other(&obj, total);
             for threads in [2, 3] {
-                let got: Vec<_> = analyze_programs_within(&obj, total, || threads, &Target::ANY, &|_| {})
-                    .iter()
-                    .map(outcome)
-                    .collect();
+                let got: Vec<_> =
+                    analyze_programs_within(&obj, total, || threads, &Target::ANY, &|_, _, _| KernelView::default())
+                        .iter()
+                        .map(outcome)
+                        .collect();
                 assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
             }
             assert_eq!(one_by_one.len() < n, total < MAX_OBJECT_WORK, "the small budget runs out, the large not");
@@ -1158,10 +1242,11 @@ mod parallel {
             let obj = Object::parse(&bytes).expect("parses");
             let one_by_one = one_after_the_other(&obj, total);
             for threads in [1, 2, 3] {
-                let got: Vec<_> = analyze_programs_within(&obj, total, || threads, &Target::ANY, &|_| {})
-                    .iter()
-                    .map(outcome)
-                    .collect();
+                let got: Vec<_> =
+                    analyze_programs_within(&obj, total, || threads, &Target::ANY, &|_, _, _| KernelView::default())
+                        .iter()
+                        .map(outcome)
+                        .collect();
                 assert_eq!(got, one_by_one, "budget {total}, {threads} threads");
             }
             if total < MAX_OBJECT_WORK {

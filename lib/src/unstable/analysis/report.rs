@@ -94,15 +94,7 @@ impl Ctx<'_, '_> {
         facts.helpers.dedup();
         facts.kfuncs.sort_unstable();
         facts.kfuncs.dedup();
-        let calls: Vec<(u32, u32)> = self
-            .buf
-            .calls
-            .iter()
-            .filter_map(|&(caller, target, pc)| {
-                let site = self.at(caller, pc);
-                Some((site, self.funcs.get(self.buf.func_at(target)?)?.layout))
-            })
-            .collect();
+        let (funcs, calls) = self.layout();
         let metadata = ProgramMetadata {
             name: prog.name.clone(),
             kernel_name: prog.kernel_name.clone(),
@@ -127,9 +119,27 @@ impl Ctx<'_, '_> {
             kernel_view: KernelView::default(),
             notes: prog.notes.clone(),
         };
-        Analyzed { metadata, funcs: self.funcs.iter().map(|f| (f.section, f.start, f.end)).collect(), calls }
+        Analyzed { metadata, funcs, calls }
+    }
+
+    /// The linked program's functions, `(section, start, end)` in layout order, and the calls between them (call
+    /// instruction, callee's first instruction; linked indexes): known once discovery ends ([`Analyzed`]).
+    pub(super) fn layout(&self) -> Layout {
+        let calls = self
+            .buf
+            .calls
+            .iter()
+            .filter_map(|&(caller, target, pc)| {
+                let site = self.at(caller, pc);
+                Some((site, self.funcs.get(self.buf.func_at(target)?)?.layout))
+            })
+            .collect();
+        (self.funcs.iter().map(|f| (f.section, f.start, f.end)).collect(), calls)
     }
 }
+
+/// A linked program's functions and calls ([`Ctx::layout`]).
+pub(super) type Layout = (Vec<(usize, usize, usize)>, Vec<(u32, u32)>);
 
 /// What a report counts against [`MAX_OBJECT_WORK`]: [`ENTRY_WORK`] per entry, a unit per byte of its names and
 /// per evidence instruction.
