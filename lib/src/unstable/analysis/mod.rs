@@ -479,9 +479,9 @@ pub const PARALLEL_ABOVE: usize = 8192;
 /// skipped and every result is the one-after-the-other one.
 ///
 /// `view` gives each program analyzed its `kernel_view`, from the program's layout alone, and shares the
-/// threads: on the thread that analyzed the program, or, for a large object with fewer programs than threads,
-/// on a thread of its own while the program's analysis goes on. A result it ran on may still be replaced by the
-/// budget's error, as above.
+/// threads: on the thread that analyzed the program, or, for a large object's only program, on a thread of its
+/// own while the program's analysis goes on. A result it ran on may still be replaced by the budget's error, as
+/// above.
 pub fn analyze_programs(obj: &Object<'_>, target: &Target, view: &View<'_>) -> Vec<Result<Analyzed, AnalysisError>> {
     analyze_programs_within(obj, MAX_OBJECT_WORK, threads, target, view)
 }
