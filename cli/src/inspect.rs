@@ -24,7 +24,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Threads: for the files (read and analyzed ahead, reports written in argument order) and for the programs
-    /// of a large object. 0: one per CPU it may run on (its affinity, as `nproc` counts). The reports are the same whatever the number.
+    /// of a large object. 0: one per CPU it may run on (its affinity, as `nproc` counts). The reports are the same
+    /// whatever the number.
     #[arg(long, short = 'j', default_value_t = 0)]
     jobs: usize,
     /// The target kernel's BTF (`/sys/kernel/btf/vmlinux` or a raw BTF file): report each object as libbpf will

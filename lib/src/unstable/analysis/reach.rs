@@ -125,7 +125,7 @@ impl Ctx<'_, '_> {
         let entry = (self.prog.section, self.prog.start);
         // An exception callback is reached through no instruction: the kernel calls it when bpf_throw unwinds.
         // Queued as a function whose address is taken, so it is analyzed with what any caller could pass.
-        let entry_name = self.obj.sections[entry.0].func_name(entry.1).unwrap_or(&self.prog.name);
+        let entry_name = self.obj.entry_name(self.prog);
         let mut callbacks = Vec::new();
         for (_, cb) in self.obj.exception_callbacks.iter().filter(|(f, _)| f == entry_name) {
             let found = self
