@@ -153,11 +153,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut denied, mut failed) = (false, false);
     let mut files = Vec::new();
     let mut text_out = String::new();
-    let mut buf = Vec::new();
+    let mut buf = crate::readbuf::ReadBuf::default();
     for path in &args.files {
         let name = path.display().to_string();
-        let report = match crate::inspect::read_file(path, &mut buf) {
-            Ok(len) => bpfgate::inspect_with(&name, &buf[..len], &options),
+        let report = match buf.read(path) {
+            Ok(bytes) => bpfgate::inspect_with(&name, bytes, &options),
             Err(e) => {
                 let mut r = bpfgate::inspect(&name, &[]);
                 let message = format!("{name}: cannot read file: {e}");

@@ -1,13 +1,15 @@
 //! `bpfgate inspect`: capability reports for BPF objects.
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use bpfgate::metadata::{to_cbor, InspectError, InspectErrorKind, ObjectReport};
 use bpfgate::Disassembly;
+
+use crate::readbuf::ReadBuf;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -49,13 +51,13 @@ struct Inspected {
 }
 
 /// Reads and inspects one file; `buf` is the worker's read buffer.
-fn inspect_one(path: &Path, format: Format, options: &bpfgate::InspectOptions<'_>, buf: &mut Vec<u8>) -> Inspected {
+fn inspect_one(path: &Path, format: Format, options: &bpfgate::InspectOptions<'_>, buf: &mut ReadBuf) -> Inspected {
     // Borrowed for UTF-8 paths (no allocation); the same text as `display`, lossy otherwise.
     let name = path.to_string_lossy();
-    let read = read_file(path, buf);
-    let large = read.as_ref().is_ok_and(|&len| len > STREAM_ABOVE);
+    let read = buf.read(path);
+    let large = read.as_ref().is_ok_and(|bytes| bytes.len() > STREAM_ABOVE);
     // The text report disassembles evidence, so it keeps the parsed object instead of parsing twice.
-    let (report, obj) = match read.map(|len| &buf[..len]) {
+    let (report, obj) = match read {
         Ok(bytes) if matches!(format, Format::Text) => {
             let (report, dis) = bpfgate::inspect_disassembled_with(&name, bytes, options);
             (report, Some(dis))
@@ -82,8 +84,8 @@ fn for_each_report(
 ) -> anyhow::Result<()> {
     let jobs = jobs.min(files.len());
     if jobs <= 1 {
-        // One read buffer for every file (see `read_file`).
-        let mut buf = Vec::new();
+        // One read buffer for every file.
+        let mut buf = ReadBuf::default();
         for path in files {
             each(inspect_one(path, format, options, &mut buf))?;
         }
@@ -99,7 +101,7 @@ fn for_each_report(
                 let (tx, rx) = std::sync::mpsc::sync_channel(2);
                 s.spawn(move || {
                     crate::spread::start(here, w);
-                    let mut buf = Vec::new();
+                    let mut buf = ReadBuf::default();
                     for path in files.iter().skip(w).step_by(jobs) {
                         // The receiver is gone only when writing failed; then there is nothing left to do.
                         if tx.send(inspect_one(path, format, options, &mut buf)).is_err() {
@@ -203,64 +205,6 @@ const FLUSH_AT: usize = 8 * 1024;
 
 /// Objects larger than this have their report streamed rather than held whole in memory.
 const STREAM_ABOVE: usize = 256 * 1024;
-
-/// Initial size of the read buffer: larger than most BPF objects. Not larger: each page of it is zeroed, a page
-/// fault the first time, and page faults are a good part of a short run.
-const READ_BUFFER: usize = 16 * 1024;
-
-/// Reads a whole file into the front of `buf` (a reused scratch buffer) and returns its length: open, read until
-/// EOF, close. `std::fs::read` would also stat the file and allocate per file; `read_to_end` reads 8 KiB first.
-/// A file larger than the buffer has the rest appended by `read_to_end`, which sizes it by the file's length and
-/// does not zero it (doubling a zeroed buffer cost a 616 KB object 2 MB of `memset` and its page faults).
-pub fn read_file(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut file = std::fs::File::open(path)?;
-    if buf.len() < READ_BUFFER {
-        buf.resize(READ_BUFFER, 0);
-    }
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.truncate(len);
-            // The size `read_to_end` would reserve, reserved here to populate it first.
-            let size = file.metadata().map_or(0, |m| usize::try_from(m.len()).unwrap_or(0));
-            buf.reserve(size.saturating_sub(len).saturating_add(1));
-            populate(buf.spare_capacity_mut());
-            file.read_to_end(buf)?;
-            return Ok(buf.len());
-        }
-        match file.read(&mut buf[len..]) {
-            Ok(0) => return Ok(len),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Makes the pages of `spare` in one call (`MADV_POPULATE_WRITE`, Linux 5.14) rather than one page fault each
-/// as the read copies into them: ~20% of the time of reading a 2-4 MB object here (docs/benchmarks.md).
-/// Advice only: a kernel without it, or a range that spans no whole page, is left to fault as before.
-fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
-    const ABOVE: usize = 256 * 1024;
-    if spare.len() < ABOVE {
-        return;
-    }
-    // SAFETY: sysconf reads a constant.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
-    if !page.is_power_of_two() {
-        return;
-    }
-    let start = spare.as_mut_ptr() as usize;
-    let (Some(begin), Some(end)) = (start.checked_next_multiple_of(page), start.checked_add(spare.len())) else {
-        return;
-    };
-    let end = end & !(page - 1);
-    if end > begin {
-        // SAFETY: [begin, end) lies within `spare`, memory this Vec owns and nothing reads while it is unset;
-        // populating writes no byte of it.
-        unsafe { libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_POPULATE_WRITE) };
-    }
-}
 
 fn text_report(report: &ObjectReport, obj: Option<&Disassembly>) -> String {
     let mut s = String::new();
@@ -392,28 +336,4 @@ pub fn load_note(rw: &bpfgate::metadata::LoadRewrites) -> Option<String> {
     }
     let list: Vec<String> = rw.poisoned.iter().map(|p| format!("{}:{} ({})", p.section, p.insn, p.what)).collect();
     Some(format!("instructions the loader poisons (dead code the verifier removes): {}", list.join(", ")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One buffer over files smaller and larger than it, in turns: each read gives exactly the file's bytes,
-    /// whatever the buffer held before (the larger-than-the-buffer path appends with `read_to_end`).
-    #[test]
-    fn read_file_reuses_its_buffer_over_small_and_large_files() {
-        let dir = std::env::temp_dir().join(format!("bpfgate-read-file-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sizes = [10, 3 * READ_BUFFER + 5, 0, READ_BUFFER, READ_BUFFER + 1, 100, 2 * STREAM_ABOVE + 7];
-        let mut buf = Vec::new();
-        for (i, &n) in sizes.iter().enumerate() {
-            let path = dir.join(format!("f{i}"));
-            let bytes: Vec<u8> = (0..n).map(|j| (j * 7 + i) as u8).collect();
-            std::fs::write(&path, &bytes).unwrap();
-            let len = read_file(&path, &mut buf).unwrap();
-            assert_eq!(&buf[..len], &bytes[..], "file {i} of {n} bytes");
-        }
-        assert!(read_file(&dir.join("missing"), &mut buf).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

@@ -13,6 +13,7 @@ mod follow;
 mod inspect;
 mod notify;
 mod policy;
+mod readbuf;
 mod spread;
 mod status;
 mod suggest;

@@ -1,0 +1,251 @@
+//! A reused buffer that holds one whole file at a time: what `inspect` and `check` read objects into.
+//!
+//! Reading a file costs its pages as much as its bytes: every new page of the buffer is zeroed and charged by the
+//! kernel. A large object (Cilium's datapath, 1-2 MB; Falco's probe, 4-6 MB) goes into anonymous memory aligned to
+//! 2 MiB and advised `MADV_HUGEPAGE`, so that the kernel can make it of a few transparent huge pages instead of
+//! hundreds of small ones: 0.7 -> 0.3 ms for a 1.8 MB object, 2.0 -> 0.95 ms for 4 MB here (docs/benchmarks.md).
+//! The file is still `read` into it, not mapped: another process writing or truncating a mapped file would change
+//! bytes the parser holds, or kill it with `SIGBUS`.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::ptr::NonNull;
+
+/// Initial size of the small buffer: larger than most BPF objects. Not larger: each page of it is zeroed, a page
+/// fault the first time, and page faults are a good part of a short run.
+const SMALL: usize = 16 * 1024;
+
+/// Files of this size or more go into huge-page memory. Below it a 2 MiB page zeroes more than the file's small
+/// pages cost.
+const HUGE_ABOVE: usize = 512 * 1024;
+
+/// A transparent huge page on x86-64 (and arm64 with 4 KiB pages); elsewhere only the alignment is wasted.
+const HUGE_PAGE: usize = 2 * 1024 * 1024;
+
+/// Above this, small-page memory is populated in one call rather than faulted page by page as the read copies.
+const POPULATE_ABOVE: usize = 256 * 1024;
+
+#[derive(Default)]
+pub struct ReadBuf {
+    small: Vec<u8>,
+    huge: Option<HugeRegion>,
+}
+
+impl ReadBuf {
+    /// Reads the whole file at `path` (open, read until EOF, close) and returns its bytes, which stay valid until
+    /// the next read. `std::fs::read` would also allocate per file and stat every file; `read_to_end` reads 8 KiB
+    /// first.
+    pub fn read(&mut self, path: &Path) -> std::io::Result<&[u8]> {
+        let mut file = std::fs::File::open(path)?;
+        if self.small.len() < SMALL {
+            self.small.resize(SMALL, 0);
+        }
+        let mut len = 0;
+        while len < self.small.len() {
+            match file.read(&mut self.small[len..]) {
+                Ok(0) => return Ok(&self.small[..len]),
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Larger than the small buffer: the rest goes where the file's size says.
+        let size = file.metadata().map_or(0, |m| usize::try_from(m.len()).unwrap_or(0));
+        self.read_rest(&mut file, len, size)
+    }
+
+    /// The rest of a file whose first `head` bytes fill the small buffer; `size` is the file's length as its
+    /// metadata said, which a file written meanwhile can outgrow.
+    fn read_rest(&mut self, file: &mut std::fs::File, head: usize, size: usize) -> std::io::Result<&[u8]> {
+        if size >= HUGE_ABOVE {
+            if let (Some(len), Some(huge)) = (self.read_huge(file, head, size)?, &self.huge) {
+                return Ok(&huge.bytes()[..len]);
+            }
+        } else {
+            self.small.truncate(head);
+        }
+        // The size `read_to_end` would reserve, reserved here to populate it first. Not zeroed: doubling a zeroed
+        // buffer cost a 616 KB object 2 MB of `memset` and its page faults.
+        self.small.reserve(size.saturating_sub(self.small.len()).saturating_add(1));
+        populate(self.small.spare_capacity_mut());
+        file.read_to_end(&mut self.small)?;
+        Ok(&self.small)
+    }
+
+    /// The rest of a large file, after the `head` bytes in the small buffer, into the huge-page region (made or
+    /// grown for `size`): the file's length. None when no region could be made, or when the file outgrew `size`
+    /// while read; then the small buffer holds exactly the bytes read so far.
+    fn read_huge(&mut self, file: &mut std::fs::File, head: usize, size: usize) -> std::io::Result<Option<usize>> {
+        // One byte more than the size: a read that fills it found a file longer than its size said.
+        let want = size.saturating_add(1);
+        if self.huge.as_ref().is_none_or(|h| h.len < want) {
+            self.huge = None; // unmapped before mapping a larger one
+            self.huge = HugeRegion::new(want);
+        }
+        let Some(huge) = self.huge.as_mut() else {
+            self.small.truncate(head);
+            return Ok(None);
+        };
+        let buf = huge.bytes_mut();
+        buf[..head].copy_from_slice(&self.small[..head]);
+        let mut len = head;
+        while len < buf.len() {
+            match file.read(&mut buf[len..]) {
+                Ok(0) => return Ok(Some(len)),
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.small.clear();
+        self.small.extend_from_slice(&buf[..len]);
+        Ok(None)
+    }
+}
+
+/// Private anonymous memory, `len` bytes from a 2 MiB boundary, advised `MADV_HUGEPAGE` and populated.
+struct HugeRegion {
+    /// The mapping as made (over-sized by one huge page for the alignment) and its length, for `munmap`.
+    map: NonNull<libc::c_void>,
+    map_len: usize,
+    /// The aligned start inside it and the usable length (a multiple of HUGE_PAGE).
+    data: NonNull<u8>,
+    len: usize,
+}
+
+impl HugeRegion {
+    fn new(want: usize) -> Option<Self> {
+        let len = want.checked_next_multiple_of(HUGE_PAGE)?;
+        let map_len = len.checked_add(HUGE_PAGE)?;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return None;
+        }
+        let map = NonNull::new(map)?;
+        let skip = (map.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - map.as_ptr() as usize;
+        // SAFETY: skip < HUGE_PAGE, so [data, data + len) lies within the mapping of len + HUGE_PAGE bytes.
+        let data = unsafe { map.cast::<u8>().add(skip) };
+        // Advice only: without transparent huge pages (or MADV_POPULATE_WRITE, Linux 5.14) the pages are small,
+        // or made as the read copies into them.
+        // SAFETY: advice on memory this region owns; neither call changes its contents (zeros).
+        unsafe {
+            libc::madvise(data.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
+            libc::madvise(data.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE);
+        }
+        Some(HugeRegion { map, map_len, data, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: [data, data + len) is mapped readable and writable for as long as self lives, initialized (an
+        // anonymous mapping reads as zeros), and only borrowed through self.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for HugeRegion {
+    fn drop(&mut self) {
+        // SAFETY: the mapping this region made, unmapped once; no borrow of it outlives self.
+        unsafe { libc::munmap(self.map.as_ptr(), self.map_len) };
+    }
+}
+
+/// Makes the pages of `spare` in one call (`MADV_POPULATE_WRITE`, Linux 5.14) rather than one page fault each
+/// as the read copies into them: ~20% of the time of reading a 2-4 MB object with small pages here
+/// (docs/benchmarks.md). Advice only: a kernel without it, or a range that spans no whole page, is left to fault.
+fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
+    if spare.len() < POPULATE_ABOVE {
+        return;
+    }
+    // SAFETY: sysconf reads a constant.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+    if !page.is_power_of_two() {
+        return;
+    }
+    let start = spare.as_mut_ptr() as usize;
+    let (Some(begin), Some(end)) = (start.checked_next_multiple_of(page), start.checked_add(spare.len())) else {
+        return;
+    };
+    let end = end & !(page - 1);
+    if end > begin {
+        // SAFETY: [begin, end) lies within `spare`, memory this Vec owns and nothing reads while it is unset;
+        // populating writes no byte of it.
+        unsafe { libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_POPULATE_WRITE) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("bpfgate-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// One buffer over files smaller and larger than each of its parts, in turns: each read gives exactly the
+    /// file's bytes, whatever the buffer held before (small, grown small, huge-page memory reused and grown).
+    #[test]
+    fn reads_give_each_files_bytes_over_small_and_large_files() {
+        let dir = temp_dir("readbuf");
+        let sizes = [
+            10,
+            3 * SMALL + 5,
+            0,
+            SMALL,
+            SMALL + 1,
+            HUGE_ABOVE - 1,
+            HUGE_ABOVE,
+            100,
+            HUGE_PAGE,
+            HUGE_PAGE - 1,
+            2 * HUGE_PAGE + 7,
+            HUGE_ABOVE + 3,
+        ];
+        let mut buf = ReadBuf::default();
+        for (i, &n) in sizes.iter().enumerate() {
+            let path = dir.join(format!("f{i}"));
+            let bytes: Vec<u8> = (0..n).map(|j| (j * 7 + i) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            let read = buf.read(&path).unwrap();
+            assert_eq!(read, &bytes[..], "file {i} of {n} bytes");
+            // Which memory held it: the huge-page region exactly for the large files.
+            let at = read.as_ptr();
+            assert_eq!(buf.huge.as_ref().is_some_and(|h| h.bytes().as_ptr() == at), n >= HUGE_ABOVE, "file {i}");
+        }
+        assert!(buf.read(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file longer than its size said when it was opened (it grew meanwhile) is read whole, into the small
+    /// buffer: no byte past the region is lost or invented.
+    #[test]
+    fn a_file_that_outgrows_its_size_is_read_whole() {
+        let dir = temp_dir("readbuf-grown");
+        let path = dir.join("grown");
+        let bytes: Vec<u8> = (0..3 * HUGE_PAGE).map(|j| (j * 13) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut buf = ReadBuf { small: bytes[..SMALL].to_vec(), ..Default::default() };
+        let mut file = std::fs::File::open(&path).unwrap();
+        file.read_exact(&mut [0; SMALL]).unwrap();
+        // Its size said to be a third of what it is, as if it tripled after the stat.
+        assert!(buf.read_rest(&mut file, SMALL, HUGE_PAGE).unwrap() == bytes, "the whole file");
+        assert!(buf.huge.is_some(), "read through the huge-page region");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
