@@ -352,7 +352,7 @@ static __always_inline int refuse_prog(__u32 op, struct gate_subject *s, struct 
  */
 static __always_inline int gate_prog_unrecorded(struct bpf_prog *prog, struct bpf_prog_aux *aux)
 {
-	__u32 id = BPF_CORE_READ(aux, id);
+	__u32 id = aux->id;
 	__u64 key = (__u64)aux;
 	struct gate_subject s = {};
 	struct verdict v = {};
@@ -391,7 +391,7 @@ static __always_inline int gate_prog_decided(struct bpf_prog_aux *aux)
 
 	if (!loaded)
 		return -EPERM;
-	return gate_prog_open(aux, BPF_CORE_READ(aux, id), loaded);
+	return gate_prog_open(aux, aux->id, loaded);
 }
 
 /*
@@ -540,7 +540,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	/* This call may be another subject's open by id, racing the loader's own: judged as any open. */
 	struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
 
-	return loaded ? gate_prog_open(aux, BPF_CORE_READ(aux, id), loaded) : 0;
+	return loaded ? gate_prog_open(aux, aux->id, loaded) : 0;
 }
 
 /*
@@ -628,7 +628,6 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 {
 	struct gate_subject s = {};
 	struct verdict v = { .rule = GATE_RULE_DEFAULT };
-	__u64 tid = bpf_get_current_pid_tgid();
 	__u32 *cmd = NULL;
 	__u32 id;
 	__u64 key = (__u64)map;
@@ -637,8 +636,11 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 	if (ret)
 		return ret;
 	id = map->id;
-	if (*(volatile __s64 *)&obj_gets_in_flight)
+	if (*(volatile __s64 *)&obj_gets_in_flight) {
+		__u64 tid = bpf_get_current_pid_tgid();
+
 		cmd = bpf_map_lookup_elem(&thread_cmds, &tid);
+	}
 	if (cmd && *cmd == BPF_OBJ_GET) {
 		/* Reached through a pin: shared, whoever created it. */
 		struct gate_map_owner *o = bpf_map_lookup_elem(&map_owners, &key);
@@ -654,14 +656,19 @@ int BPF_PROG(gate_map_fd, struct bpf_map *map, unsigned int fmode, int ret)
 	if (!(fmode & FMODE_WRITE))
 		return 0;
 	current_subject(&s);
+	/*
+	 * The common case first, before the gate_objects lookup: a loader's own map. None of the gate's own maps has
+	 * a known owner in its map_owners: they are created before its hooks attach (lsm/bpf_map_create records
+	 * the maps created after), and a pin marks a record pinned, never known.
+	 */
+	map_facts(map, &s, &m.own, &m.pinned);
+	if (m.own && !m.pinned)
+		return 0;
 	if (gate_object(GATE_KIND_MAP, id)) {
 		if (is_daemon())
 			return 0;
 		refuse_gate_object(&v);
 	} else {
-		map_facts(map, &s, &m.own, &m.pinned);
-		if (m.own && !m.pinned)
-			return 0; /* the common case: a loader's own maps */
 		BPF_CORE_READ_STR_INTO(&m.name, map, name);
 
 		/* The subject's rule decides as for a program that writes this map. */
