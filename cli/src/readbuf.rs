@@ -103,7 +103,8 @@ impl ReadBuf {
     }
 }
 
-/// Private anonymous memory, `len` bytes from a 2 MiB boundary, advised `MADV_HUGEPAGE` and populated.
+/// Private anonymous memory, `len` bytes from a 2 MiB boundary, advised `MADV_HUGEPAGE`, its first `want` bytes
+/// populated.
 struct HugeRegion {
     /// The mapping as made (over-sized by one huge page for the alignment) and its length, for `munmap`.
     map: NonNull<libc::c_void>,
@@ -136,11 +137,12 @@ impl HugeRegion {
         // SAFETY: skip < HUGE_PAGE, so [data, data + len) lies within the mapping of len + HUGE_PAGE bytes.
         let data = unsafe { map.cast::<u8>().add(skip) };
         // Advice only: without transparent huge pages (or MADV_POPULATE_WRITE, Linux 5.14) the pages are small,
-        // or made as the read copies into them.
-        // SAFETY: advice on memory this region owns; neither call changes its contents (zeros).
+        // or made as the read copies into them. Only what the file needs is populated: with huge pages that is
+        // every page it touches anyway, without them no small page more than it fills.
+        // SAFETY: advice on memory this region owns (want <= len); neither call changes its contents (zeros).
         unsafe {
             libc::madvise(data.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
-            libc::madvise(data.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE);
+            libc::madvise(data.as_ptr().cast(), want, libc::MADV_POPULATE_WRITE);
         }
         Some(HugeRegion { map, map_len, data, len })
     }
