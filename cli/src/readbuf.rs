@@ -40,16 +40,11 @@ impl ReadBuf {
         if self.small.len() < SMALL {
             self.small.resize(SMALL, 0);
         }
-        let mut len = 0;
-        while len < self.small.len() {
-            match file.read(&mut self.small[len..]) {
-                Ok(0) => return Ok(&self.small[..len]),
-                Ok(n) => len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let len = fill(&mut file, &mut self.small)?;
+        if len < self.small.len() {
+            return Ok(&self.small[..len]);
         }
-        // Larger than the small buffer: the rest goes where the file's size says.
+        // As large as the small buffer or larger: the rest goes where the file's size says.
         let size = file.metadata().map_or(0, |m| usize::try_from(m.len()).unwrap_or(0));
         self.read_rest(&mut file, len, size)
     }
@@ -88,19 +83,28 @@ impl ReadBuf {
         };
         let buf = huge.bytes_mut();
         buf[..head].copy_from_slice(&self.small[..head]);
-        let mut len = head;
-        while len < buf.len() {
-            match file.read(&mut buf[len..]) {
-                Ok(0) => return Ok(Some(len)),
-                Ok(n) => len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let len = head + fill(file, &mut buf[head..])?;
+        if len < buf.len() {
+            return Ok(Some(len));
         }
         self.small.clear();
         self.small.extend_from_slice(&buf[..len]);
         Ok(None)
     }
+}
+
+/// Reads into `buf` until it is full or the file ends; returns how many bytes were read.
+fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
 }
 
 /// Private anonymous memory, `len` bytes from a 2 MiB boundary, advised `MADV_HUGEPAGE`, its first `want` bytes
