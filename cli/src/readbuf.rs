@@ -50,8 +50,9 @@ impl ReadBuf {
     }
 
     /// The rest of a file whose first `head` bytes fill the small buffer; `size` is the file's length as its
-    /// metadata said, which a file written meanwhile can outgrow.
+    /// metadata said, which a file written meanwhile can outgrow, or fall short of what was read (truncated).
     fn read_rest(&mut self, file: &mut std::fs::File, head: usize, size: usize) -> std::io::Result<&[u8]> {
+        let size = size.max(head);
         if size >= HUGE_ABOVE {
             if let (Some(len), Some(huge)) = (self.read_huge(file, head, size)?, &self.huge) {
                 return Ok(&huge.bytes()[..len]);
@@ -235,6 +236,24 @@ mod tests {
             assert_eq!(buf.huge.as_ref().is_some_and(|h| h.bytes().as_ptr() == at), n >= HUGE_ABOVE, "file {i}");
         }
         assert!(buf.read(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A size smaller than what the small buffer already holds (the file truncated between the read and the
+    /// stat) still reads the file whole, and never indexes past the huge-page region.
+    #[test]
+    fn a_size_below_what_was_read_is_taken_as_what_was_read() {
+        let dir = temp_dir("readbuf-truncated");
+        let path = dir.join("big");
+        let head = HUGE_PAGE + 4096;
+        let bytes: Vec<u8> = (0..head + 3).map(|j| (j * 5) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        // A previous file left the small buffer `head` long, and this one filled it.
+        let mut buf = ReadBuf { small: bytes[..head].to_vec(), ..Default::default() };
+        let mut file = std::fs::File::open(&path).unwrap();
+        file.read_exact(&mut vec![0; head]).unwrap();
+        // Its size said to be less than the region it would need for what was read.
+        assert!(buf.read_rest(&mut file, head, HUGE_ABOVE).unwrap() == bytes, "the whole file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
