@@ -130,13 +130,6 @@ mod tests {
 
     use super::*;
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("bpfgate-follow-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     /// What the kubelet does to a ConfigMap volume: the files in a timestamped directory, `..data` a symlink to
     /// it, each key a symlink through `..data`; an update writes a new directory and renames a new `..data`
     /// symlink over the old one (atomic), then removes the old directory.
@@ -158,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_configmap_symlink_swap_is_a_change_once() {
-        let dir = temp_dir("configmap");
+        let dir = crate::test_dir("follow-configmap");
         configmap_write(&dir, 0, "version: 1\nrules: []\n");
         let mut watch = PolicyWatch::new(&dir.join("policy.yaml"));
         assert!(!watch.changed(), "nothing changed yet");
@@ -185,7 +178,7 @@ mod tests {
     /// file written in place.
     #[test]
     fn changes_are_seen_at_once_without_waiting_for_the_interval() {
-        let dir = temp_dir("inotify");
+        let dir = crate::test_dir("follow-inotify");
         configmap_write(&dir, 0, "version: 1\nrules: []\n");
         let path = dir.join("policy.yaml");
         let control = Control { reload: AtomicBool::new(false), stop: AtomicBool::new(false) };
@@ -222,7 +215,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_moment_is_not_a_change() {
-        let dir = temp_dir("missing");
+        let dir = crate::test_dir("follow-missing");
         let file = dir.join("policy.yaml");
         std::fs::write(&file, "a").unwrap();
         let mut watch = PolicyWatch::new(&file);
@@ -237,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_file_missing_at_start_is_a_change_when_it_appears() {
-        let dir = temp_dir("late");
+        let dir = crate::test_dir("follow-late");
         let file = dir.join("policy.yaml");
         let mut watch = PolicyWatch::new(&file);
         assert!(!watch.changed());
@@ -248,7 +241,7 @@ mod tests {
 
     #[test]
     fn follow_sets_the_reload_flag_and_stops_with_the_loop() {
-        let dir = temp_dir("thread");
+        let dir = crate::test_dir("follow-thread");
         let file = dir.join("policy.yaml");
         std::fs::write(&file, "a").unwrap();
         let control = Control { reload: AtomicBool::new(false), stop: AtomicBool::new(false) };

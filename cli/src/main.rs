@@ -43,6 +43,16 @@ enum Command {
     GenerateAssets(assets::Args),
 }
 
+/// A fresh directory for one unit test, `bpfgate-{tag}-{pid}` in the temporary directory, emptied of what an
+/// earlier run left.
+#[cfg(test)]
+fn test_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bpfgate-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     spread::install();

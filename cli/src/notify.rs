@@ -129,16 +129,9 @@ mod tests {
         String::from_utf8(buf[..n].to_vec()).unwrap()
     }
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("bpfgate-notify-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn notifies_a_path_socket() {
-        let dir = temp_dir("path");
+        let dir = crate::test_dir("notify-path");
         let path = dir.join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
         let n = Notifier::new(path.as_os_str()).unwrap();
@@ -164,7 +157,7 @@ mod tests {
 
     #[test]
     fn lifecycle_sends_ready_reloading_ready_stopping() {
-        let dir = temp_dir("lifecycle");
+        let dir = crate::test_dir("notify-lifecycle");
         let path = dir.join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
         let mut log = Vec::new();
@@ -198,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_gone_socket_is_reported_once_and_not_fatal() {
-        let dir = temp_dir("gone");
+        let dir = crate::test_dir("notify-gone");
         let path = dir.join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
         let n = Notifier::new(path.as_os_str()).unwrap();

@@ -199,17 +199,11 @@ fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("bpfgate-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     /// One buffer over files smaller and larger than each of its parts, in turns: each read gives exactly the
     /// file's bytes, whatever the buffer held before (small, grown small, huge-page memory reused and grown).
     #[test]
     fn reads_give_each_files_bytes_over_small_and_large_files() {
-        let dir = temp_dir("readbuf");
+        let dir = crate::test_dir("readbuf");
         let sizes = [
             10,
             3 * SMALL + 5,
@@ -243,7 +237,7 @@ mod tests {
     /// stat) still reads the file whole, and never indexes past the huge-page region.
     #[test]
     fn a_size_below_what_was_read_is_taken_as_what_was_read() {
-        let dir = temp_dir("readbuf-truncated");
+        let dir = crate::test_dir("readbuf-truncated");
         let path = dir.join("big");
         let head = HUGE_PAGE + 4096;
         let bytes: Vec<u8> = (0..head + 3).map(|j| (j * 5) as u8).collect();
@@ -261,7 +255,7 @@ mod tests {
     /// buffer: no byte past the region is lost or invented.
     #[test]
     fn a_file_that_outgrows_its_size_is_read_whole() {
-        let dir = temp_dir("readbuf-grown");
+        let dir = crate::test_dir("readbuf-grown");
         let path = dir.join("grown");
         let bytes: Vec<u8> = (0..3 * HUGE_PAGE).map(|j| (j * 13) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
