@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod assets;
+mod bigalloc;
 mod check;
 mod enforce;
 mod follow;
@@ -52,6 +53,9 @@ fn test_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[global_allocator]
+static ALLOC: bigalloc::BigAlloc = bigalloc::BigAlloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

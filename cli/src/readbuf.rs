@@ -11,6 +11,8 @@ use std::io::Read as _;
 use std::path::Path;
 use std::ptr::NonNull;
 
+use crate::bigalloc;
+
 /// Initial size of the small buffer: larger than most BPF objects. Not larger: each page of it is zeroed, a page
 /// fault the first time, and page faults are a good part of a short run.
 const SMALL: usize = 16 * 1024;
@@ -18,9 +20,6 @@ const SMALL: usize = 16 * 1024;
 /// Files of this size or more go into huge-page memory. Below it a 2 MiB page zeroes more than the file's small
 /// pages cost.
 const HUGE_ABOVE: usize = 512 * 1024;
-
-/// A transparent huge page on x86-64 (and arm64 with 4 KiB pages); elsewhere only the alignment is wasted.
-const HUGE_PAGE: usize = 2 * 1024 * 1024;
 
 /// Above this, small-page memory is populated in one call rather than faulted page by page as the read copies.
 const POPULATE_ABOVE: usize = 256 * 1024;
@@ -108,48 +107,23 @@ fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(len)
 }
 
-/// Private anonymous memory, `len` bytes from a 2 MiB boundary, advised `MADV_HUGEPAGE`, its first `want` bytes
-/// populated.
+/// A block of huge-page memory (`bigalloc::map`), `len` bytes, its first `want` bytes populated.
 struct HugeRegion {
-    /// The mapping as made (over-sized by one huge page for the alignment) and its length, for `munmap`.
-    map: NonNull<libc::c_void>,
-    map_len: usize,
-    /// The aligned start inside it and the usable length (a multiple of HUGE_PAGE).
     data: NonNull<u8>,
     len: usize,
 }
 
 impl HugeRegion {
     fn new(want: usize) -> Option<Self> {
-        let len = want.checked_next_multiple_of(HUGE_PAGE)?;
-        let map_len = len.checked_add(HUGE_PAGE)?;
-        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return None;
-        }
-        let map = NonNull::new(map)?;
-        let skip = (map.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - map.as_ptr() as usize;
-        // SAFETY: skip < HUGE_PAGE, so [data, data + len) lies within the mapping of len + HUGE_PAGE bytes.
-        let data = unsafe { map.cast::<u8>().add(skip) };
-        // Advice only: without transparent huge pages (or MADV_POPULATE_WRITE, Linux 5.14) the pages are small,
-        // or made as the read copies into them. Only what the file needs is populated: with huge pages that is
-        // every page it touches anyway, without them no small page more than it fills.
-        // SAFETY: advice on memory this region owns (want <= len); neither call changes its contents (zeros).
-        unsafe {
-            libc::madvise(data.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
-            libc::madvise(data.as_ptr().cast(), want, libc::MADV_POPULATE_WRITE);
-        }
-        Some(HugeRegion { map, map_len, data, len })
+        let data = bigalloc::map(want)?;
+        // SAFETY: a block from `map`, still mapped.
+        let len = unsafe { bigalloc::room(data) };
+        // Only what the file needs is populated: with huge pages that is every page it touches anyway, without
+        // them no small page more than it fills. Advice only: without MADV_POPULATE_WRITE (Linux 5.14) the pages
+        // are made as the read copies into them.
+        // SAFETY: advice on memory this region owns (want <= len); it changes no byte (zeros).
+        unsafe { libc::madvise(data.as_ptr().cast(), want, libc::MADV_POPULATE_WRITE) };
+        Some(HugeRegion { data, len })
     }
 
     fn bytes(&self) -> &[u8] {
@@ -166,8 +140,8 @@ impl HugeRegion {
 
 impl Drop for HugeRegion {
     fn drop(&mut self) {
-        // SAFETY: the mapping this region made, unmapped once; no borrow of it outlives self.
-        unsafe { libc::munmap(self.map.as_ptr(), self.map_len) };
+        // SAFETY: the block `map` made, unmapped once; no borrow of it outlives self.
+        unsafe { bigalloc::unmap(self.data) };
     }
 }
 
@@ -198,6 +172,7 @@ fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bigalloc::HUGE_PAGE;
 
     /// One buffer over files smaller and larger than each of its parts, in turns: each read gives exactly the
     /// file's bytes, whatever the buffer held before (small, grown small, huge-page memory reused and grown).

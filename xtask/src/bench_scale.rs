@@ -154,40 +154,48 @@ pub fn scaling(bpfgate: &Path, rounds: usize, max: usize, keep: Option<&Path>) -
     }
     println!("   max/min");
     let result = (|| -> Result<()> {
+        // Every file first, then the rounds over all of them, so that a slow minute of the shared machine
+        // lands on one round of every size rather than on every round of one.
+        let mut cells = Vec::new();
         for shape in SHAPES {
-            print!("  {shape:<10}");
-            // Per size: CPU, system and minor faults of the run with the least CPU, per instruction.
-            let mut row = Vec::new();
             for &n in &sizes {
                 let path = dir.join(format!("{shape}-{n}.o"));
                 let (elf, insns) = synthetic(shape, n);
                 std::fs::write(&path, elf)?;
                 let copies = (1_000_000 / n).max(1);
-                let files: Vec<&Path> = std::iter::repeat_n(path.as_path(), copies).collect();
-                // CPU time (user + system): on a shared machine it moves far less than wall time.
-                let mut best: Option<Sample> = None;
-                for _ in 0..rounds {
-                    let s = sample(inspect(bpfgate, 1, &files))?;
-                    if best.as_ref().is_none_or(|b| s.cpu < b.cpu) {
-                        best = Some(s);
-                    }
-                }
-                let best = best.context("no rounds")?;
-                let per = |d: Duration| d.as_secs_f64() * 1e9 / (insns * copies) as f64;
-                let faults = best.minor_faults as f64 * 1000.0 / (insns * copies) as f64;
-                row.push((per(best.cpu), per(best.system), faults));
-                print!(" {:>9.1}", per(best.cpu));
+                cells.push((path, insns * copies, copies, None::<Sample>));
             }
-            let lo = row.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
-            let hi = row.iter().map(|r| r.0).fold(0.0, f64::max);
+        }
+        for _ in 0..rounds {
+            for (path, _, copies, best) in &mut cells {
+                let files: Vec<&Path> = std::iter::repeat_n(path.as_path(), *copies).collect();
+                // CPU time (user + system): on a shared machine it moves far less than wall time.
+                let s = sample(inspect(bpfgate, 1, &files))?;
+                if best.as_ref().is_none_or(|b| s.cpu < b.cpu) {
+                    *best = Some(s);
+                }
+            }
+        }
+        for (shape, row) in SHAPES.iter().zip(cells.chunks(sizes.len())) {
+            // Per size: CPU, system and minor faults of the run with the least CPU, per instruction.
+            let mut per_insn = Vec::new();
+            for (_, insns, _, best) in row {
+                let best = best.as_ref().context("no rounds")?;
+                let per = |d: Duration| d.as_secs_f64() * 1e9 / *insns as f64;
+                per_insn.push((per(best.cpu), per(best.system), best.minor_faults as f64 * 1000.0 / *insns as f64));
+            }
+            print!("  {shape:<10}");
+            per_insn.iter().for_each(|r| print!(" {:>9.1}", r.0));
+            let lo = per_insn.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+            let hi = per_insn.iter().map(|r| r.0).fold(0.0, f64::max);
             println!("   {:>7.2}", hi / lo);
             // Where a rise comes from: system time is mostly the first touch of fresh memory (a page fault per
             // 4 KiB), which a run over many copies of a small file does once and reuses.
             print!("  {:<10}", "  system");
-            row.iter().for_each(|r| print!(" {:>9.1}", r.1));
+            per_insn.iter().for_each(|r| print!(" {:>9.1}", r.1));
             println!();
             print!("  {:<10}", "  faults/k");
-            row.iter().for_each(|r| print!(" {:>9.1}", r.2));
+            per_insn.iter().for_each(|r| print!(" {:>9.1}", r.2));
             println!();
         }
         Ok(())
