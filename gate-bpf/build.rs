@@ -18,6 +18,8 @@ const PROGRAMS: &[&str] = &[
     // Test-only: used by tests/live.rs to prove the live-kernel harness.
     "smoke", // The gate (issue 5).
     "gate",
+    // Benchmark-only: the floor of an LSM program on the fd-by-id hooks (gate-load-bench --syscalls).
+    "floor",
 ];
 
 fn fail(what: String) -> ! {

@@ -1156,9 +1156,56 @@ fn close_fd(fd: i32) -> i32 {
     }
 }
 
+mod floor_skel {
+    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
+}
+
+/// The floor of any gate on the fd-by-id hooks (floor.bpf.c): programs on `lsm/bpf_map` and `lsm/bpf_prog` that
+/// only count their calls, attached while measured instead of the gate.
+struct Floor<'obj> {
+    skel: floor_skel::FloorSkel<'obj>,
+    links: Vec<libbpf_rs::Link>,
+}
+
+impl<'obj> Floor<'obj> {
+    fn load(storage: &'obj mut std::mem::MaybeUninit<libbpf_rs::OpenObject>) -> Result<Self, Error> {
+        use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
+        let skel = floor_skel::FloorSkelBuilder::default().open(storage)?.load()?;
+        Ok(Floor { skel, links: Vec::new() })
+    }
+
+    fn attach(&mut self) -> Result<(), Error> {
+        self.links = vec![self.skel.progs.floor_map.attach_lsm()?, self.skel.progs.floor_prog.attach_lsm()?];
+        Ok(())
+    }
+
+    /// Closes the links (fd-bound: the trampolines no longer run the programs when this returns).
+    fn detach(&mut self) {
+        self.links.clear();
+    }
+
+    /// Calls of either program so far.
+    fn calls(&self) -> Result<u64, Error> {
+        let bss = self.skel.maps.bss_data.as_deref().ok_or("the floor's .bss is not memory-mapped")?;
+        // SAFETY: a field of the .bss mapping the skeleton keeps for its life; the programs write it, so it is
+        // read with a volatile load.
+        Ok(unsafe { std::ptr::read_volatile(&raw const bss.calls) })
+    }
+}
+
+/// What a batch runs under: nothing, the floor's programs, or the gate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Without,
+    Floor,
+    Gate,
+}
+
 fn run_syscalls(opts: &Options) -> Result<bool, Error> {
     let Setup { release, clock, mut gate, generation: _ } = setup()?;
     let hot = HotPath::new(&mut gate, opts.kind)?;
+    let mut storage = std::mem::MaybeUninit::uninit();
+    let mut floor = Floor::load(&mut storage)?;
     let mut stream = gate.events()?;
     let calls = u32::try_from(opts.calls).map_err(|_| "--calls is too large")?;
     let target = opts.target.unwrap_or(1.02);
@@ -1166,51 +1213,69 @@ fn run_syscalls(opts: &Options) -> Result<bool, Error> {
         "gate hot path: kernel {release}, clocksource {clock}, {} rounds x {calls} calls per syscall and state",
         opts.rounds
     );
-    // Per syscall: ns per call without and with the gate, and the ratio of each round.
-    let mut without = vec![Vec::new(); Syscall::ALL.len()];
-    let mut with = vec![Vec::new(); Syscall::ALL.len()];
-    let mut ratios = vec![Vec::new(); Syscall::ALL.len()];
+    // Per state (State as index) and syscall: ns per call, one per round.
+    let mut per_call = vec![vec![Vec::new(); Syscall::ALL.len()]; 3];
     let started = Instant::now();
     for round in 0..opts.rounds {
-        let mut per_state = [vec![0.0; Syscall::ALL.len()], vec![0.0; Syscall::ALL.len()]];
-        // Each round in the other order than the last: slow drift affects both states alike.
-        let gate_first = round % 2 == 1;
-        for with_gate in [gate_first, !gate_first] {
-            if with_gate {
-                gate.attach()?;
-            } else {
-                gate.detach();
+        // Each round starts with another state than the last: slow drift affects all three alike.
+        let order = [State::Without, State::Floor, State::Gate];
+        for k in 0..order.len() {
+            let state = order[(round + k) % order.len()];
+            gate.detach();
+            floor.detach();
+            match state {
+                State::Without => {}
+                State::Floor => floor.attach()?,
+                State::Gate => gate.attach()?,
             }
             for (i, &op) in Syscall::ALL.iter().enumerate() {
                 hot.prepare(op, calls)?;
                 // Warm: the first calls after a switch fault in the hook's paths.
                 hot.batch(op, calls.min(64))?;
                 hot.prepare(op, calls)?;
+                let before = floor.calls()?;
                 let took = in_child(|| hot.batch(op, calls))?;
-                per_state[usize::from(with_gate)][i] = took.as_nanos() as f64 / f64::from(calls);
+                // The floor ran once per fd made, and only while attached.
+                let made = if matches!(op, Syscall::MapFdById | Syscall::ProgFdById) { u64::from(calls) } else { 0 };
+                let ran = floor.calls()? - before;
+                if ran != if state == State::Floor { made } else { 0 } {
+                    return Err(
+                        format!("the floor's programs ran {ran} times in {calls} calls of {}", op.name()).into()
+                    );
+                }
+                per_call[state as usize][i].push(took.as_nanos() as f64 / f64::from(calls));
                 stream.drain()?;
             }
-        }
-        for i in 0..Syscall::ALL.len() {
-            without[i].push(per_state[0][i]);
-            with[i].push(per_state[1][i]);
-            ratios[i].push(per_state[1][i] / per_state[0][i]);
         }
         eprintln!("round {}/{} done after {:.0}s", round + 1, opts.rounds, started.elapsed().as_secs_f64());
     }
     gate.detach();
+    floor.detach();
+    // Per round, a state's time over the time without anything.
+    let ratios = |state: State, i: usize| -> Vec<f64> {
+        let without = &per_call[State::Without as usize][i];
+        per_call[state as usize][i].iter().zip(without).map(|(t, wo)| t / wo).collect()
+    };
 
-    println!("{:>18} | {:>9} | {:>9} | {:>6} | {:>5} | {:>5}", "syscall", "without", "with", "ratio", "min", "max");
+    println!(
+        "{:>18} | {:>9} | {:>9} | {:>6} | {:>9} | {:>6} | {:>5} | {:>5}",
+        "syscall", "without", "floor", "ratio", "with", "ratio", "min", "max"
+    );
     let mut lines = Vec::new();
     let mut worst: f64 = 0.0;
     for (i, op) in Syscall::ALL.iter().enumerate() {
-        let (wo, wi, ratio) = (median_f64(&without[i]), median_f64(&with[i]), median_f64(&ratios[i]));
-        let (lo, hi) = min_max(&ratios[i]);
+        let median = |state: State| median_f64(&per_call[state as usize][i]);
+        let (wo, fl, wi) = (median(State::Without), median(State::Floor), median(State::Gate));
+        let (floor_ratio, ratio) = (median_f64(&ratios(State::Floor, i)), median_f64(&ratios(State::Gate, i)));
+        let (lo, hi) = min_max(&ratios(State::Gate, i));
         worst = worst.max(ratio);
-        println!("{:>18} | {wo:>6.0} ns | {wi:>6.0} ns | {ratio:>6.3} | {lo:>5.3} | {hi:>5.3}", op.name());
+        println!(
+            "{:>18} | {wo:>6.0} ns | {fl:>6.0} ns | {floor_ratio:>6.3} | {wi:>6.0} ns | {ratio:>6.3} | {lo:>5.3} | {hi:>5.3}",
+            op.name()
+        );
         lines.push(format!(
             "BENCH-SYSCALL kernel={release} syscall={} rounds={} calls={calls} without_ns={wo:.0} with_ns={wi:.0} \
-             ratio={ratio:.4} ratio_min={lo:.4} ratio_max={hi:.4}",
+             ratio={ratio:.4} ratio_min={lo:.4} ratio_max={hi:.4} floor_ns={fl:.0} floor_ratio={floor_ratio:.4}",
             op.name(),
             opts.rounds
         ));
