@@ -2,15 +2,17 @@
 //!
 //! A program of a million instructions needs ~40 MB of per-instruction arrays (decoded instructions, slots, block
 //! numbers), touched for the first time as the analysis fills them: ~10,000 page faults in 4 KiB pages, a
-//! quarter of the run on a virtual machine (~2 µs each here), ~20 in 2 MiB pages. So a block of 1 MiB or more is
-//! a private mapping of its own, aligned to 2 MiB and advised `MADV_HUGEPAGE`: the time per instruction of
-//! programs of 100k to 1M instructions then stays that of small ones (docs/benchmarks.md). Without transparent
-//! huge pages the advice does nothing and the pages are small, as the system allocator's would be.
+//! quarter of the run on a virtual machine (~2 µs each here), ~20 in 2 MiB pages. So a block allocated at 1 MiB
+//! or more is a private mapping of its own, aligned to 2 MiB and advised `MADV_HUGEPAGE`: the time per
+//! instruction of programs of 100k to 1M instructions then stays near that of small ones (docs/benchmarks.md).
+//! Without transparent huge pages the advice does nothing and the pages are small, as the system allocator's
+//! would be.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr::{null_mut, NonNull};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Blocks of at least this many bytes are mappings of their own. Smaller ones could waste most of a huge page,
+/// Blocks allocated at this many bytes or more are mappings of their own. Smaller ones could waste most of a huge page,
 /// which their first touch zeroes whole; 4 MiB left programs of 100k-300k instructions on small pages.
 const BIG: usize = 1024 * 1024;
 
@@ -20,9 +22,9 @@ pub const HUGE_PAGE: usize = 2 * 1024 * 1024;
 /// Below each block, in its mapping: the mapping's start and length.
 const HEADER: usize = 2 * size_of::<usize>();
 
-/// Maps a block of at least `size` bytes, aligned to 2 MiB and advised `MADV_HUGEPAGE`; its bytes are zero.
-/// None when the mapping fails.
-pub fn map(size: usize) -> Option<NonNull<u8>> {
+/// Maps a block of at least `size` bytes, aligned to 2 MiB and, if `huge`, advised `MADV_HUGEPAGE`; its bytes
+/// are zero. None when the mapping fails.
+pub fn map(size: usize, huge: bool) -> Option<NonNull<u8>> {
     // One huge page more than the size, for the alignment and the header.
     let len = size.checked_next_multiple_of(HUGE_PAGE)?.checked_add(HUGE_PAGE)?;
     // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
@@ -42,7 +44,9 @@ pub fn map(size: usize) -> Option<NonNull<u8>> {
     unsafe {
         (block as *mut usize).sub(2).write(start);
         (block as *mut usize).sub(1).write(len);
-        libc::madvise(block as *mut libc::c_void, start + len - block, libc::MADV_HUGEPAGE);
+        if huge {
+            libc::madvise(block as *mut libc::c_void, start + len - block, libc::MADV_HUGEPAGE);
+        }
     }
     NonNull::new(block as *mut u8)
 }
@@ -80,13 +84,13 @@ pub unsafe fn unmap(block: NonNull<u8>) {
 }
 
 /// A block grown past its mapping's end: a new mapping, into which the old block's pages are moved rather than
-/// copied (`mremap`; both blocks are 2 MiB aligned, so huge pages move whole). None when either call fails;
-/// the old block is then as it was.
+/// copied (`mremap`; both blocks are 2 MiB aligned, so huge pages move whole). What it grows by gets small pages
+/// (see `BigAlloc`). None when either call fails; the old block is then as it was.
 ///
 /// # Safety
 /// `block` came from `map`, holds `old` bytes and is not used afterwards unless this fails; `new > old`.
 unsafe fn grow(block: NonNull<u8>, old: usize, new: usize) -> Option<NonNull<u8>> {
-    let to = map(new)?;
+    let to = map(new, false)?;
     // Whole huge pages: both blocks have room for the old size rounded up to one.
     let moved = old.next_multiple_of(HUGE_PAGE);
     // SAFETY: [block, block + moved) lies in the old block's mapping and [to, to + moved) in the new one, which
@@ -109,40 +113,57 @@ unsafe fn grow(block: NonNull<u8>, old: usize, new: usize) -> Option<NonNull<u8>
     Some(to)
 }
 
-/// The allocator: [`System`]'s, but a block of `BIG` bytes or more, of an alignment a page gives, is a mapping
-/// from [`map`].
+/// The allocator: [`System`]'s, but a block allocated at `BIG` bytes or more, of an alignment a page gives, is a
+/// mapping from [`map`] with huge pages (arrays made at their length). A block that grows into that size stays
+/// the system allocator's: a growing `Vec` doubles its capacity and fills only part of the new half, and moving it
+/// into a fresh mapping cost more than the huge pages saved (strobemeta's state pool, 1.0 -> 1.3 MiB: 7% slower).
+/// Likewise what a mapped block grows by gets small pages.
 pub struct BigAlloc;
 
 fn big(layout: Layout) -> bool {
     layout.size() >= BIG && layout.align() <= 4096
 }
 
+/// The mapped blocks alive, by address (0: a free slot): a block of a big layout may also be the system
+/// allocator's (grown into it), so `dealloc` and `realloc` ask here. When every slot is taken, new blocks are the
+/// system allocator's.
+static MAPPED: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+
+/// Puts `block` in the slot holding `old` (0: any free slot); false when there is none.
+fn swap_mapped(old: usize, block: usize) -> bool {
+    MAPPED.iter().any(|slot| slot.compare_exchange(old, block, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+}
+
 impl BigAlloc {
-    /// A new block for `new`, the bytes both layouts hold copied, the old block freed; null (the old block
-    /// kept) when no new block could be had.
-    ///
-    /// # Safety
-    /// `ptr` is a live block of `old`, and `new` a valid layout of the same alignment.
-    unsafe fn copy(&self, ptr: *mut u8, old: Layout, new: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract; the blocks do not overlap (both live at once).
-        unsafe {
-            let block = self.alloc(new);
-            if !block.is_null() {
-                std::ptr::copy_nonoverlapping(ptr, block, old.size().min(new.size()));
-                self.dealloc(ptr, old);
+    /// A new mapped block of `size` bytes (huge pages if `huge`), or the system allocator's when it cannot be
+    /// mapped or recorded.
+    fn new_block(size: usize, align: usize, huge: bool, zeroed: bool) -> *mut u8 {
+        if let Some(block) = map(size, huge) {
+            if swap_mapped(0, block.as_ptr() as usize) {
+                return block.as_ptr();
             }
-            block
+            // SAFETY: the block just mapped, not handed out.
+            unsafe { unmap(block) };
+        }
+        // SAFETY: a valid layout: the caller's.
+        unsafe {
+            let layout = Layout::from_size_align_unchecked(size, align);
+            if zeroed {
+                System.alloc_zeroed(layout)
+            } else {
+                System.alloc(layout)
+            }
         }
     }
 }
 
-// SAFETY: a big block is a mapping of its own from `map`, 2 MiB aligned (so aligned as `big` admits) and at least
-// its size long, and it is unmapped only by `dealloc` or `realloc`, which know it as big by the layout it was made
-// or last grown for. Every other block is the system allocator's.
+// SAFETY: a mapped block is a mapping of its own from `map`, 2 MiB aligned (so aligned as `big` admits) and at
+// least its size long, recorded in MAPPED from its making to its unmapping (by `dealloc` or `realloc`, the only
+// places that remove it). Every other block is the system allocator's, and goes back to it.
 unsafe impl GlobalAlloc for BigAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if big(layout) {
-            map(layout.size()).map_or(null_mut(), NonNull::as_ptr)
+            Self::new_block(layout.size(), layout.align(), true, false)
         } else {
             // SAFETY: the caller's layout, passed on.
             unsafe { System.alloc(layout) }
@@ -152,7 +173,7 @@ unsafe impl GlobalAlloc for BigAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if big(layout) {
             // A fresh mapping reads as zeros: nothing to write, no page touched.
-            map(layout.size()).map_or(null_mut(), NonNull::as_ptr)
+            Self::new_block(layout.size(), layout.align(), true, true)
         } else {
             // SAFETY: the caller's layout, passed on.
             unsafe { System.alloc_zeroed(layout) }
@@ -161,33 +182,41 @@ unsafe impl GlobalAlloc for BigAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match NonNull::new(ptr) {
-            // SAFETY: a block of a big layout came from `map`; the caller frees it once.
-            Some(block) if big(layout) => unsafe { unmap(block) },
+            // SAFETY: a recorded block came from `map`; the caller frees it once.
+            Some(block) if big(layout) && swap_mapped(ptr as usize, 0) => unsafe { unmap(block) },
             // SAFETY: the caller's block and layout, passed on.
             _ => unsafe { System.dealloc(ptr, layout) },
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's promise that the new layout is valid.
-        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let Some(block) = NonNull::new(ptr).filter(|_| big(layout) && big(new)) else {
-            if !big(layout) && !big(new) {
-                // SAFETY: the caller's block and layout, passed on.
-                return unsafe { System.realloc(ptr, layout, new_size) };
-            }
-            // SAFETY: the caller's contract.
-            return unsafe { self.copy(ptr, layout, new) };
+        let mapped = big(layout) && MAPPED.iter().any(|slot| slot.load(Ordering::Acquire) == ptr as usize);
+        let Some(block) = NonNull::new(ptr).filter(|_| mapped) else {
+            // SAFETY: the caller's block and layout, passed on: the system allocator's, at any new size.
+            return unsafe { System.realloc(ptr, layout, new_size) };
         };
-        // SAFETY: a block of a big layout came from `map`; `grow` only when it must grow.
+        // SAFETY: a recorded block came from `map`, is the caller's and lives until it is replaced here.
         unsafe {
-            if new_size <= room(block) {
+            if new_size <= room(block) && new_size >= BIG {
                 return ptr; // in place, larger or smaller
             }
-            match grow(block, layout.size(), new_size) {
-                Some(to) => to.as_ptr(),
-                None => self.copy(ptr, layout, new),
+            if new_size > room(block) {
+                if let Some(to) = grow(block, layout.size(), new_size) {
+                    if swap_mapped(ptr as usize, to.as_ptr() as usize) {
+                        return to.as_ptr();
+                    }
+                    unmap(to); // cannot happen: the old block's slot is this thread's to replace
+                    return null_mut();
+                }
             }
+            // Shrunk below BIG, or not grown in place: a new block, the bytes copied.
+            let new = Layout::from_size_align_unchecked(new_size, layout.align());
+            let to = if big(new) { Self::new_block(new_size, layout.align(), false, false) } else { System.alloc(new) };
+            if !to.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, to, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            to
         }
     }
 }
@@ -210,27 +239,39 @@ mod tests {
         }
     }
 
-    /// Blocks across the threshold, grown and shrunk through every path (system, in place, moved pages, copy
-    /// both ways) keep their bytes and their alignment; zeroed blocks read as zeros.
+    fn is_mapped(p: *mut u8) -> bool {
+        MAPPED.iter().any(|slot| slot.load(Ordering::Acquire) == p as usize)
+    }
+
+    /// Blocks across the threshold, grown and shrunk through every path (the system's, in place, moved pages, copy
+    /// both ways) keep their bytes and their alignment, and are mapped exactly when made big or grown from big;
+    /// zeroed blocks read as zeros.
     #[test]
     fn blocks_keep_their_bytes_as_they_grow_and_shrink() {
         let a = BigAlloc;
-        let sizes = [100, BIG - 1, BIG, BIG + 1, BIG + HUGE_PAGE - HEADER, 3 * BIG + 5, 7 * BIG, BIG / 2, 10, 2 * BIG];
-        for align in [1, 8, 64, 4096] {
-            let mut layout = Layout::from_size_align(sizes[0], align).unwrap();
-            // SAFETY: a valid layout of nonzero size.
-            let mut p = unsafe { a.alloc(layout) };
-            fill(p, layout.size(), align);
-            for &n in &sizes[1..] {
-                // SAFETY: p is a live block of `layout`; n is nonzero and valid for the alignment.
-                p = unsafe { a.realloc(p, layout, n) };
-                assert!(!p.is_null() && (p as usize).is_multiple_of(align), "{n} bytes aligned to {align}");
-                check(p, layout.size().min(n), align);
-                layout = Layout::from_size_align(n, align).unwrap();
-                fill(p, n, align);
+        let mid = [BIG + 1, BIG + HUGE_PAGE - HEADER, 3 * BIG + 5, 7 * BIG, BIG / 2, 10, 2 * BIG];
+        for first in [100, BIG - 1, BIG] {
+            for align in [1, 8, 64, 4096] {
+                let mut layout = Layout::from_size_align(first, align).unwrap();
+                // SAFETY: a valid layout of nonzero size.
+                let mut p = unsafe { a.alloc(layout) };
+                // Mapped while it has only been big since it was made; the system's once it was small.
+                let mut mapped = first >= BIG;
+                assert_eq!(is_mapped(p), mapped, "{first} bytes");
+                fill(p, layout.size(), align);
+                for &n in &mid {
+                    // SAFETY: p is a live block of `layout`; n is nonzero and valid for the alignment.
+                    p = unsafe { a.realloc(p, layout, n) };
+                    assert!(!p.is_null() && (p as usize).is_multiple_of(align), "{n} bytes aligned to {align}");
+                    mapped &= n >= BIG;
+                    assert_eq!(is_mapped(p), mapped, "{first} bytes grown to {n}");
+                    check(p, layout.size().min(n), align);
+                    layout = Layout::from_size_align(n, align).unwrap();
+                    fill(p, n, align);
+                }
+                // SAFETY: the live block of `layout`.
+                unsafe { a.dealloc(p, layout) };
             }
-            // SAFETY: the live block of `layout`.
-            unsafe { a.dealloc(p, layout) };
         }
         for n in [BIG, 3 * BIG + 1] {
             let layout = Layout::from_size_align(n, 8).unwrap();
@@ -238,7 +279,7 @@ mod tests {
             let p = unsafe { a.alloc_zeroed(layout) };
             // SAFETY: n bytes of the block.
             assert!(unsafe { std::slice::from_raw_parts(p, n) }.iter().all(|&b| b == 0));
-            assert!((p as usize).is_multiple_of(HUGE_PAGE), "a big block starts on a huge page");
+            assert!(is_mapped(p) && (p as usize).is_multiple_of(HUGE_PAGE), "a big block starts on a huge page");
             // SAFETY: the live block of `layout`.
             unsafe { a.dealloc(p, layout) };
         }

@@ -115,7 +115,7 @@ struct HugeRegion {
 
 impl HugeRegion {
     fn new(want: usize) -> Option<Self> {
-        let data = bigalloc::map(want)?;
+        let data = bigalloc::map(want, true)?;
         // SAFETY: a block from `map`, still mapped.
         let len = unsafe { bigalloc::room(data) };
         // Only what the file needs is populated: with huge pages that is every page it touches anyway, without
