@@ -5,7 +5,7 @@
 //!   ELF writer. Each is inspected by one process given the file `max(1, 1M / n)` times, so every row does about
 //!   a million instructions of work and the process start-up is a small part of it; the time per instruction
 //!   must stay flat as `n` grows. The best CPU time (user + system) of `--rounds` runs is taken (the machine is
-//!   shared: wall time moves with its load far more).
+//!   shared: wall time moves with its load far more), each round going over every shape and size in turn.
 //! - **Large objects**: every corpus object of 40 KB or more, each inspected alone with one thread and with
 //!   all, and disassembled by `llvm-objdump -d`, round by round (the tools alternate, so they see the same
 //!   background load); per file the median of each and the ratios. Then all those files in one process, one
