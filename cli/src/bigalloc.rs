@@ -129,6 +129,11 @@ fn big(layout: Layout) -> bool {
 /// system allocator's.
 static MAPPED: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
 
+/// Whether `ptr` is a mapped block alive.
+fn is_mapped(ptr: *mut u8) -> bool {
+    MAPPED.iter().any(|slot| slot.load(Ordering::Acquire) == ptr as usize)
+}
+
 /// Puts `block` in the slot holding `old` (0: any free slot); false when there is none.
 fn swap_mapped(old: usize, block: usize) -> bool {
     MAPPED.iter().any(|slot| slot.compare_exchange(old, block, Ordering::AcqRel, Ordering::Relaxed).is_ok())
@@ -190,8 +195,7 @@ unsafe impl GlobalAlloc for BigAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let mapped = big(layout) && MAPPED.iter().any(|slot| slot.load(Ordering::Acquire) == ptr as usize);
-        let Some(block) = NonNull::new(ptr).filter(|_| mapped) else {
+        let Some(block) = NonNull::new(ptr).filter(|_| big(layout) && is_mapped(ptr)) else {
             // SAFETY: the caller's block and layout, passed on: the system allocator's, at any new size.
             return unsafe { System.realloc(ptr, layout, new_size) };
         };
@@ -237,10 +241,6 @@ mod tests {
             // SAFETY: i < n, within the block.
             assert_eq!(unsafe { p.add(i).read() }, (i / 4093 + seed) as u8, "byte {i} of {n}");
         }
-    }
-
-    fn is_mapped(p: *mut u8) -> bool {
-        MAPPED.iter().any(|slot| slot.load(Ordering::Acquire) == p as usize)
     }
 
     /// Blocks across the threshold, grown and shrunk through every path (the system's, in place, moved pages, copy

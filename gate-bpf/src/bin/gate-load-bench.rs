@@ -1266,8 +1266,9 @@ fn run_syscalls(opts: &Options) -> Result<bool, Error> {
     for (i, op) in Syscall::ALL.iter().enumerate() {
         let median = |state: State| median_f64(&per_call[state as usize][i]);
         let (wo, fl, wi) = (median(State::Without), median(State::Floor), median(State::Gate));
-        let (floor_ratio, ratio) = (median_f64(&ratios(State::Floor, i)), median_f64(&ratios(State::Gate, i)));
-        let (lo, hi) = min_max(&ratios(State::Gate, i));
+        let gate_ratios = ratios(State::Gate, i);
+        let (floor_ratio, ratio) = (median_f64(&ratios(State::Floor, i)), median_f64(&gate_ratios));
+        let (lo, hi) = min_max(&gate_ratios);
         worst = worst.max(ratio);
         println!(
             "{:>18} | {wo:>6.0} ns | {fl:>6.0} ns | {floor_ratio:>6.3} | {wi:>6.0} ns | {ratio:>6.3} | {lo:>5.3} | {hi:>5.3}",
