@@ -82,18 +82,17 @@ static __always_inline int slot_of(__s64 off)
 	return off >= -MAX_BPF_STACK && off < 0 ? (int)((off + MAX_BPF_STACK) >> 3) : -1;
 }
 
-/* OR-joins the tags `from` into `to` (same layout in scan_ctx and scan_join). */
-static __always_inline void join_tags(__u64 *to_slots, __u8 *to_regs, const __u64 *from_slots,
-				      const __u8 *from_regs)
+/*
+ * OR-joins the tags `from` into `to` (same layout in scan_ctx and scan_join), a word at a time: the register
+ * tags are 8-aligned, and through a __u8 pointer clang would join them a byte at a time.
+ */
+static __always_inline void join_tags(__u64 *to_slots, __u64 *to_regs, const __u64 *from_slots,
+				      const __u64 *from_regs)
 {
-	__u64 r0, r1;
-
 	for (int k = 0; k < 8; k++)
 		to_slots[k] |= from_slots[k];
-	__builtin_memcpy(&r0, from_regs, 8);
-	__builtin_memcpy(&r1, from_regs + 8, 8);
-	((__u64 *)to_regs)[0] |= r0;
-	((__u64 *)to_regs)[1] |= r1;
+	to_regs[0] |= from_regs[0];
+	to_regs[1] |= from_regs[1];
 }
 
 /*
@@ -127,7 +126,7 @@ static __always_inline void enter_insn(struct scan_ctx *c, struct jump_targets *
 		__builtin_memcpy(c->slots, e->slots, sizeof(c->slots));
 		__builtin_memcpy(c->regs, e->regs, sizeof(c->regs));
 	} else if (hit) {
-		join_tags(c->slots, c->regs, e->slots, e->regs);
+		join_tags(c->slots, (__u64 *)c->regs, e->slots, (const __u64 *)e->regs);
 	}
 }
 
@@ -151,7 +150,7 @@ static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *j
 	set_insn_bit(jt->words, t);
 
 	if (e->target == t) {
-		join_tags(e->slots, e->regs, c->slots, c->regs);
+		join_tags(e->slots, (__u64 *)e->regs, c->slots, (const __u64 *)c->regs);
 	} else if (!e->target) {
 		__builtin_memcpy(e->slots, c->slots, sizeof(c->slots));
 		__builtin_memcpy(e->regs, c->regs, sizeof(c->regs));
@@ -390,13 +389,12 @@ static __always_inline __u8 ld_imm64_tag(struct scan_ctx *c, __u8 src)
 	return src == BPF_PSEUDO_FUNC ? GATE_T_OTHER : GATE_T_SCALAR;
 }
 
+/* An ALU64 instruction's result: d the destination's tag, s the source's (scalar for an immediate). */
 static __always_inline __u8 alu64_tag(__u8 code, __u8 d, __u8 s, __s16 off)
 {
 	bool x = BPF_SRC(code) == BPF_X;
 	__u8 op = BPF_OP(code);
 
-	if (!x)
-		s = GATE_T_SCALAR;
 	if (op == BPF_MOV) /* mov; movsx and addr_space_cast (off 1: an arena pointer) when off is set */
 		return x && off == 1 ? GATE_T_ANY : off == 0 ? s : GATE_T_SCALAR;
 	if (op == BPF_NEG || op == BPF_END) /* neg, bswap */
@@ -413,7 +411,8 @@ static __always_inline void alu_tag(struct scan_ctx *c, __u8 code, __u8 dst, __u
 	if (BPF_CLASS(code) == BPF_ALU)
 		c->regs[dst] = GATE_T_SCALAR;
 	else
-		c->regs[dst] = alu64_tag(code, c->regs[dst], c->regs[src], off);
+		c->regs[dst] = alu64_tag(code, c->regs[dst],
+					 BPF_SRC(code) == BPF_X ? c->regs[src] : GATE_T_SCALAR, off);
 }
 
 /* A jump whose target is in off (imm for ja32): every JMP/JMP32 instruction but call, callx, exit and gotox. */
@@ -614,10 +613,19 @@ static __always_inline __u64 chunk_targets(struct jump_targets *jt, __u64 chunk)
 	return jt->words[chunk & (GATE_MAX_INSNS / 64 - 1)];
 }
 
-/* Second pass, one chunk: the tags and classes. */
+/* A conditional jump's op (BPF_OP >> 4: jeq .. jsge, jlt .. jsle, jcond): bit k of this mask. */
+#define COND_JUMP_OPS 0x7cfeU
+
+/*
+ * Second pass, one chunk: the tags and classes. The commonest instructions are done here, each on its own
+ * short path (ALU on scalars, the frame through r10, plain context loads, conditional jumps, helper calls);
+ * the rest through gate_scan_insn, whose call costs more than what those do (it is a global function so
+ * that the verifier checks its many branches once).
+ */
 __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
 	__u64 n = read_chunk(ts, jt, chunk);
+	__u64 base = chunk * GATE_CHUNK;
 	struct scan_ctx *c;
 	__u64 targets;
 	__u64 ended;
@@ -635,87 +643,90 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 	for (__u64 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
 			break;
-		__u64 at = chunk * GATE_CHUNK + j;
-		__u64 target = (targets >> j) & 1;
-		__u8 code = ts->scan_buf[j].code;
+		struct raw_insn *p = &ts->scan_buf[j];
+		__u8 code = p->code;
 		__u8 cls = BPF_CLASS(code);
-		__u64 raw;
+		__u8 dst = p->regs & 0x0f;
+		__u8 src = p->regs >> 4;
+		__u64 target = (targets >> j) & 1;
 
-		if (target || ended) {
-			gate_scan_enter(c, jt, at, target);
+		if (target | ended) {
+			gate_scan_enter(c, jt, base + j, target);
 			ended = c->flags & SCAN_GOTOX;
 		}
-		/*
-		 * ALU instructions, conditional jumps, the second half of an ld_imm64 and accesses to the frame
-		 * through r10 are done here: the call to gate_scan_insn costs more than what they do (it is a
-		 * global function so that the verifier checks its many branches once).
-		 */
-		if (cls == BPF_ALU || cls == BPF_ALU64) {
-			alu_tag(c, code, ts->scan_buf[j].regs & 0x0f, ts->scan_buf[j].regs >> 4,
-				ts->scan_buf[j].off);
+		if (cls == BPF_ALU64 || cls == BPF_ALU) {
+			__u8 d = c->regs[dst];
+			__u8 s = code & BPF_X ? c->regs[src] : GATE_T_SCALAR;
+
+			/* Scalars in, a scalar out: no tag changes (but a cast to an arena pointer, mov with off 1). */
+			if ((d | s) == GATE_T_SCALAR &&
+			    (code != (BPF_ALU64 | BPF_MOV | BPF_X) || p->off != 1))
+				continue;
+			c->regs[dst] = cls == BPF_ALU ? GATE_T_SCALAR : alu64_tag(code, d, s, p->off);
 			continue;
 		}
-		if (has_target(code) && code != (BPF_JMP | BPF_JA) && code != (BPF_JMP32 | BPF_JA)) {
-			jump_tags(c, jt, at, (__s64)at + 1 + ts->scan_buf[j].off);
+		__s16 off = p->off;
+
+		/* A store to the frame through r10 (store_tag's work for it: no class; one or two slots). */
+		if ((code & 0xe6) == (BPF_MEM | BPF_ST) && dst == BPF_REG_10 &&
+		    c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK && off < 0) {
+			__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
+
+			if (BPF_SIZE(code) == BPF_DW && !(off & 7)) {
+				*slot = cls == BPF_ST ? GATE_T_SCALAR : c->regs[src];
+				continue;
+			}
+			/* What is left of a pointer partly overwritten is no pointer. */
+			__s32 last = off +
+				     (BPF_SIZE(code) == BPF_H	? 2
+				      : BPF_SIZE(code) == BPF_B ? 1
+								: 4) -
+				     1;
+
+			*slot = GATE_T_SCALAR;
+			if (last < 0)
+				slot_bytes(c)[((last + MAX_BPF_STACK) >> 3) & 63] = GATE_T_SCALAR;
+			continue;
+		}
+		if (cls == BPF_LDX && (BPF_MODE(code) == BPF_MEM || BPF_MODE(code) == BPF_MEMSX)) {
+			__u8 b = c->regs[src];
+
+			/* From the context, a field that is neither BTF-typed nor a packet pointer: a scalar. */
+			if (b == GATE_T_CTX && !c->ctx_btf && (__u16)off != (__u16)c->ctx_fields &&
+			    (__u16)off != (__u16)(c->ctx_fields >> 16)) {
+				c->regs[dst] = GATE_T_SCALAR;
+				continue;
+			}
+			/* From the frame through r10 (load_tag's work for it). */
+			if (src == BPF_REG_10 && b == GATE_T_STACK && off >= -MAX_BPF_STACK && off < 0) {
+				__u8 v = BPF_SIZE(code) == BPF_DW && !(off & 7) && BPF_MODE(code) == BPF_MEM
+						 ? slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63]
+						 : GATE_T_SCALAR;
+
+				c->regs[dst] = v ? v : GATE_T_SCALAR;
+				continue;
+			}
+		}
+		if ((cls == BPF_JMP || cls == BPF_JMP32) && ((COND_JUMP_OPS >> (code >> 4)) & 1)) {
+			jump_tags(c, jt, base + j, (__s64)(base + j) + 1 + off);
 			targets = chunk_targets(jt, chunk);
 			continue;
 		}
-		if (code == (BPF_JMP | BPF_CALL) && (ts->scan_buf[j].regs >> 4) == HELPER_CALL) {
-			gate_scan_helper(c, jt, ts->scan_buf[j].imm, at);
+		if (code == (BPF_JMP | BPF_CALL) && src == HELPER_CALL) {
+			gate_scan_helper(c, jt, p->imm, base + j);
 			continue;
 		}
 		/* An ld_imm64's second half (or another no-op of class LD): nothing. */
 		if (code == 0)
 			continue;
-		/*
-		 * A load or store at r10 + off inside the frame, the commonest memory access: what load_tag and
-		 * store_tag do for it (no class; one register, or one or two slots).
-		 */
-		__s16 off = ts->scan_buf[j].off;
-		__u8 r = ts->scan_buf[j].regs;
-		__u8 mode = BPF_MODE(code);
-		bool store = (cls == BPF_ST || cls == BPF_STX) && mode == BPF_MEM && (r & 0x0f) == BPF_REG_10;
-		bool load = cls == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX) && r >> 4 == BPF_REG_10;
+		__u64 raw;
 
-		/* A load from the context that is neither BTF-typed nor a packet pointer field: a scalar. */
-		if (cls == BPF_LDX && (mode == BPF_MEM || mode == BPF_MEMSX) &&
-		    c->regs[r >> 4] == GATE_T_CTX && !btf_typed(c->prog_type) &&
-		    !packet_ctx_field(c->prog_type, off)) {
-			c->regs[r & 0x0f] = GATE_T_SCALAR;
-			continue;
-		}
-		if ((store || load) && c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK &&
-		    off < 0) {
-			__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
-			bool whole = BPF_SIZE(code) == BPF_DW && !(off & 7);
-
-			if (load) {
-				__u8 v = whole && mode == BPF_MEM ? *slot : GATE_T_SCALAR;
-
-				c->regs[r & 0x0f] = v ? v : GATE_T_SCALAR;
-			} else if (whole) {
-				*slot = cls == BPF_ST ? GATE_T_SCALAR : c->regs[r >> 4];
-			} else {
-				/* What is left of a pointer partly overwritten is no pointer. */
-				__s32 last = off +
-					     (BPF_SIZE(code) == BPF_DW	? 8
-					      : BPF_SIZE(code) == BPF_H ? 2
-					      : BPF_SIZE(code) == BPF_B ? 1
-									: 4) -
-					     1;
-
-				*slot = GATE_T_SCALAR;
-				if (last < 0)
-					slot_bytes(c)[((last + MAX_BPF_STACK) >> 3) & 63] = GATE_T_SCALAR;
-			}
-			continue;
-		}
-		__builtin_memcpy(&raw, &ts->scan_buf[j], sizeof(raw));
-		gate_scan_insn(c, jt, raw, at);
+		__builtin_memcpy(&raw, p, sizeof(raw));
+		gate_scan_insn(c, jt, raw, base + j);
 		targets = chunk_targets(jt, chunk);
 		ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
 	}
-	c->scanned = chunk * GATE_CHUNK + n;
+	c->scanned = base + n;
 	/* One pass was not enough: stop; scan_program starts again with the marking pass. */
 	return c->flags & SCAN_RESCAN ? 1 : 0;
 }
@@ -755,6 +766,8 @@ static __always_inline void scan_start(struct scan_ctx *c)
 	/* Before any call is scanned, a function starts with a scalar, or what callbacks get. */
 	__builtin_memset(c->args, GATE_T_SCALAR | (c->flags & SCAN_FUNC_ADDR ? c->callbacks : 0),
 			 sizeof(c->args));
+	c->ctx_btf = btf_typed(c->prog_type);
+	c->ctx_fields = packet_ctx_fields(c->prog_type);
 	c->scanned = 0;
 	c->classes = 0;
 	c->unknown_helper = 0;

@@ -44,7 +44,7 @@ struct raw_insn {
 /* The state forward jumps carry to `target` (0: a free entry; no forward jump reaches insn 0), joined. */
 struct scan_join {
 	__u64 slots[8];
-	__u8 regs[16];
+	__u8 regs[16] __attribute__((aligned(8))); /* joined as two words */
 	__u32 target;
 	__u32 reserved;
 };
@@ -60,12 +60,14 @@ struct kfunc_btf {
 struct scan_ctx {
 	__u64 insns; /* kernel address of prog->insnsi */
 	__u64 slots[8]; /* a tag per byte: the 64 slots of the frame, r10-512 first */
-	__u8 regs[16]; /* r0-r10; r11-r15 only keep a bad register field in bounds */
+	__u8 regs[16]
+		__attribute__((aligned(8))); /* r0-r10; r11-r15 only keep a bad register field in bounds */
 	/* What r1-r5 may hold where a function starts (kernel_view's Scan::args), and, from the first
 	 * pass, what the helpers and kfuncs the program calls hand callbacks. */
 	__u8 args[5];
 	__u8 callbacks;
-	__u8 reserved[2];
+	__u8 ctx_btf; /* btf_typed(prog_type) */
+	__u8 reserved;
 	__u32 len;
 	__u32 scanned;
 	__u32 prog_type;
@@ -85,6 +87,8 @@ struct scan_ctx {
 	__u64 fd_array;
 	__u32 kfunc_btf_cnt;
 	struct kfunc_btf kfunc_btfs[GATE_KFUNC_BTFS];
+	__u32 ctx_fields; /* packet_ctx_fields(prog_type) */
+	__u32 reserved2;
 };
 
 /*
