@@ -869,6 +869,13 @@ fn run(opts: &Options) -> Result<bool, Error> {
             r.gate_ns = Some(ns);
             r.gate_parts = parts;
         }
+        // How close each program came to the verifier's limit: the scan's chunk loop is walked once per
+        // iteration, so what goes into it is paid for here too.
+        let mut verified = Vec::new();
+        for (name, fd) in &gate_progs {
+            verified.push(format!("{name} {}", prog_info(fd)?.verified_insns));
+        }
+        println!("verifier: instructions processed per gate program (limit 1000000): {}", verified.join(", "));
     }
     bench.drain_foreign()?;
 
