@@ -607,6 +607,17 @@ __noinline int gate_clear_chunk(struct jump_targets *jt, __u64 i)
 
 _Static_assert(GATE_CHUNK == 64, "a chunk's jump target bits are one jump_targets word");
 
+/*
+ * The chunk's instructions that start a block because of what came before (flags): every one after an
+ * indirect jump, or `next` (a bit), the one after a block's end (0 past the chunk: the next chunk reads the
+ * flag). Branch-free: the verifier walks the chunk loop, and a branch here would multiply its states.
+ */
+static __always_inline __u64 ends_bits(__u32 flags, __u64 next)
+{
+	_Static_assert(SCAN_BLOCK_ENDS == 1U << 2 && SCAN_GOTOX == 1U << 3, "the shifts below");
+	return (((flags >> 2) & 1) * next) | -(__u64)((flags >> 3) & 1);
+}
+
 /* Chunk `chunk`'s jump target bits, instruction j of the chunk at bit j. */
 static __always_inline __u64 chunk_targets(struct jump_targets *jt, __u64 chunk)
 {
@@ -627,18 +638,16 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 	__u64 n = read_chunk(ts, jt, chunk);
 	__u64 base = chunk * GATE_CHUNK;
 	struct scan_ctx *c;
-	__u64 targets;
-	__u64 ended;
+	__u64 entries;
 
 	if (!n)
 		return 1;
 	c = &ts->scan;
 	/*
-	 * The chunk's target bits and whether a block ended or an indirect jump resets every instruction, in
-	 * registers: read again after what could change them (a jump marks its target in one pass).
+	 * The chunk's instructions that start a block, in a register: its jump targets, and the first after a
+	 * block's end. A jump can add a target, and an instruction a block's end, so both add their bits.
 	 */
-	targets = chunk_targets(jt, chunk);
-	ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
+	entries = chunk_targets(jt, chunk) | ends_bits(c->flags, 1);
 #pragma clang loop unroll(disable)
 	for (__u64 j = 0; j < GATE_CHUNK; j++) {
 		if (j >= n)
@@ -648,15 +657,12 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		__u8 cls = BPF_CLASS(code);
 		__u8 dst = p->regs & 0x0f;
 		__u8 src = p->regs >> 4;
-		__u64 target = (targets >> j) & 1;
 
-		if (target | ended) {
-			gate_scan_enter(c, jt, base + j, target);
-			ended = c->flags & SCAN_GOTOX;
-		}
+		if ((entries >> j) & 1)
+			gate_scan_enter(c, jt, base + j, (chunk_targets(jt, chunk) >> j) & 1);
 		if (cls == BPF_ALU64 || cls == BPF_ALU) {
-			__u8 d = c->regs[dst];
-			__u8 s = code & BPF_X ? c->regs[src] : GATE_T_SCALAR;
+			__u64 d = c->regs[dst];
+			__u64 s = code & BPF_X ? c->regs[src] : GATE_T_SCALAR;
 
 			/* Scalars in, a scalar out: no tag changes (but a cast to an arena pointer, mov with off 1). */
 			if ((d | s) == GATE_T_SCALAR &&
@@ -709,7 +715,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		}
 		if ((cls == BPF_JMP || cls == BPF_JMP32) && ((COND_JUMP_OPS >> (code >> 4)) & 1)) {
 			jump_tags(c, jt, base + j, (__s64)(base + j) + 1 + off);
-			targets = chunk_targets(jt, chunk);
+			entries |= chunk_targets(jt, chunk);
 			continue;
 		}
 		if (code == (BPF_JMP | BPF_CALL) && src == HELPER_CALL) {
@@ -723,8 +729,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 
 		__builtin_memcpy(&raw, p, sizeof(raw));
 		gate_scan_insn(c, jt, raw, base + j);
-		targets = chunk_targets(jt, chunk);
-		ended = c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX);
+		entries |= chunk_targets(jt, chunk) | ends_bits(c->flags, 2ULL << j);
 	}
 	c->scanned = base + n;
 	/* One pass was not enough: stop; scan_program starts again with the marking pass. */
