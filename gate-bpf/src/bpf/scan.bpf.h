@@ -529,6 +529,13 @@ static __always_inline __u64 read_chunk(struct pending_load *ts, struct jump_tar
 	/* Explicit bounds: the verifier needs them for the size and address below. */
 	if (start >= len || start >= GATE_MAX_INSNS)
 		return 0;
+	/*
+	 * The program's last chunk: what follows its end reads as instructions of code 0, which the tag pass
+	 * passes over (the second half of an ld_imm64), so its loop needs no bound but the chunk's. (Before n
+	 * is bounded: 6.1's verifier loses the bound across the memset.)
+	 */
+	if (len - start < GATE_CHUNK)
+		__builtin_memset(ts->scan_buf, 0, sizeof(ts->scan_buf));
 	n = len - start;
 	if (n > GATE_CHUNK)
 		n = GATE_CHUNK;
@@ -624,6 +631,10 @@ static __always_inline __u64 chunk_targets(struct jump_targets *jt, __u64 chunk)
 	return jt->words[chunk & (GATE_MAX_INSNS / 64 - 1)];
 }
 
+/* The frame's lowest offset, -MAX_BPF_STACK, as an instruction's 16 bits. */
+#define FRAME_OFF_MIN ((__u16) - MAX_BPF_STACK)
+_Static_assert(FRAME_OFF_MIN == 0xfe00 && !(FRAME_OFF_MIN & 7), "a frame slot is bits 3-8 of its offset");
+
 /* A conditional jump's op (BPF_OP >> 4: jeq .. jsge, jlt .. jsle, jcond): bit k of this mask. */
 #define COND_JUMP_OPS 0x7cfeU
 
@@ -643,6 +654,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 	if (!n)
 		return 1;
 	c = &ts->scan;
+	c->scanned = base + n;
 	/*
 	 * The chunk's instructions that start a block, in a register: its jump targets, and the first after a
 	 * block's end. A jump can add a target, and an instruction a block's end, so both add their bits.
@@ -650,16 +662,28 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 	entries = chunk_targets(jt, chunk) | ends_bits(c->flags, 1);
 #pragma clang loop unroll(disable)
 	for (__u64 j = 0; j < GATE_CHUNK; j++) {
-		if (j >= n)
-			break;
 		struct raw_insn *p = &ts->scan_buf[j];
 		__u8 code = p->code;
 		__u8 cls = BPF_CLASS(code);
 		__u8 dst = p->regs & 0x0f;
 		__u8 src = p->regs >> 4;
 
-		if ((entries >> j) & 1)
-			gate_scan_enter(c, jt, base + j, (chunk_targets(jt, chunk) >> j) & 1);
+		if ((entries >> j) & 1) {
+			struct scan_join *e = &jt->joins[(base + j) & (GATE_JOIN_SLOTS - 1)];
+
+			/*
+			 * The commonest entry, as enter_insn does it: forward jumps' state joined with the
+			 * fall-through's. (An entry joined here is a jump target: a join entry names only those,
+			 * and never instruction 0.)
+			 */
+			if (!(c->flags & (SCAN_BLOCK_ENDS | SCAN_GOTOX)) && e->target == base + j &&
+			    !insn_bit(jt->resets, base + j)) {
+				e->target = 0;
+				join_tags(c->slots, (__u64 *)c->regs, e->slots, (const __u64 *)e->regs);
+			} else {
+				gate_scan_enter(c, jt, base + j, (chunk_targets(jt, chunk) >> j) & 1);
+			}
+		}
 		if (cls == BPF_ALU64 || cls == BPF_ALU) {
 			__u64 d = c->regs[dst];
 			__u64 s = code & BPF_X ? c->regs[src] : GATE_T_SCALAR;
@@ -673,40 +697,46 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		}
 		__s16 off = p->off;
 
+		/*
+		 * Frame offsets as the 16 bits they are: -512..-1 is 0xfe00..0xffff, and its slot is bits 3-8
+		 * (slot_of), with no sign extension.
+		 */
+		__u64 uoff = (__u16)off;
+
 		/* A store to the frame through r10 (store_tag's work for it: no class; one or two slots). */
 		if ((code & 0xe6) == (BPF_MEM | BPF_ST) && dst == BPF_REG_10 &&
-		    c->regs[BPF_REG_10] == GATE_T_STACK && off >= -MAX_BPF_STACK && off < 0) {
-			__u8 *slot = &slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63];
+		    c->regs[BPF_REG_10] == GATE_T_STACK && uoff >= FRAME_OFF_MIN) {
+			__u8 *slot = &slot_bytes(c)[(uoff >> 3) & 63];
 
-			if (BPF_SIZE(code) == BPF_DW && !(off & 7)) {
+			if (BPF_SIZE(code) == BPF_DW && !(uoff & 7)) {
 				*slot = cls == BPF_ST ? GATE_T_SCALAR : c->regs[src];
 				continue;
 			}
 			/* What is left of a pointer partly overwritten is no pointer. */
-			__s32 last = off +
+			__u64 last = uoff +
 				     (BPF_SIZE(code) == BPF_H	? 2
 				      : BPF_SIZE(code) == BPF_B ? 1
 								: 4) -
 				     1;
 
 			*slot = GATE_T_SCALAR;
-			if (last < 0)
-				slot_bytes(c)[((last + MAX_BPF_STACK) >> 3) & 63] = GATE_T_SCALAR;
+			if (last <= 0xffff)
+				slot_bytes(c)[(last >> 3) & 63] = GATE_T_SCALAR;
 			continue;
 		}
 		if (cls == BPF_LDX && (BPF_MODE(code) == BPF_MEM || BPF_MODE(code) == BPF_MEMSX)) {
 			__u8 b = c->regs[src];
 
 			/* From the context, a field that is neither BTF-typed nor a packet pointer: a scalar. */
-			if (b == GATE_T_CTX && !c->ctx_btf && (__u16)off != (__u16)c->ctx_fields &&
-			    (__u16)off != (__u16)(c->ctx_fields >> 16)) {
+			if (b == GATE_T_CTX && !c->ctx_btf && uoff != (c->ctx_fields & 0xffff) &&
+			    uoff != c->ctx_fields >> 16) {
 				c->regs[dst] = GATE_T_SCALAR;
 				continue;
 			}
 			/* From the frame through r10 (load_tag's work for it). */
-			if (src == BPF_REG_10 && b == GATE_T_STACK && off >= -MAX_BPF_STACK && off < 0) {
-				__u8 v = BPF_SIZE(code) == BPF_DW && !(off & 7) && BPF_MODE(code) == BPF_MEM
-						 ? slot_bytes(c)[((off + MAX_BPF_STACK) >> 3) & 63]
+			if (src == BPF_REG_10 && b == GATE_T_STACK && uoff >= FRAME_OFF_MIN) {
+				__u8 v = BPF_SIZE(code) == BPF_DW && !(uoff & 7) && BPF_MODE(code) == BPF_MEM
+						 ? slot_bytes(c)[(uoff >> 3) & 63]
 						 : GATE_T_SCALAR;
 
 				c->regs[dst] = v ? v : GATE_T_SCALAR;
@@ -719,10 +749,34 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 			continue;
 		}
 		if (code == (BPF_JMP | BPF_CALL) && src == HELPER_CALL) {
-			gate_scan_helper(c, jt, p->imm, base + j);
+			__u32 id = p->imm;
+			__u32 k = id & (BPFGATE_HELPER_TABLE - 1);
+
+			/*
+			 * The commonest call: a helper that proves no class not proved yet, writes through no
+			 * argument and runs no callback (scan_call's work for it: r0 gets what it returns).
+			 */
+			if (id < BPFGATE_HELPER_COUNT && helper_executable(id) && !bpfgate_helper_flags[k] &&
+			    !(bpfgate_helper_classes[id] & ~c->classes)) {
+				__u8 ret = bpfgate_helper_ret[k];
+
+				if (ret & GATE_T_BTF)
+					c->flags |= SCAN_BTF_SOURCE;
+				c->regs[0] = ret;
+				__builtin_memset(&c->regs[1], GATE_T_SCALAR, 5);
+				continue;
+			}
+			gate_scan_helper(c, jt, id, base + j);
 			continue;
 		}
-		/* An ld_imm64's second half (or another no-op of class LD): nothing. */
+		/* A map's address (ld_imm64_tag's work for it), in every program that uses a map. */
+		if (code == (BPF_LD | BPF_IMM | BPF_DW) &&
+		    (src == BPF_PSEUDO_MAP_FD || src == BPF_PSEUDO_MAP_IDX)) {
+			c->flags |= SCAN_MAP_REF;
+			c->regs[dst] = GATE_T_OTHER;
+			continue;
+		}
+		/* An ld_imm64's second half (or another no-op of class LD, or past the program's end): nothing. */
 		if (code == 0)
 			continue;
 		__u64 raw;
@@ -731,7 +785,6 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 		gate_scan_insn(c, jt, raw, base + j);
 		entries |= chunk_targets(jt, chunk) | ends_bits(c->flags, 2ULL << j);
 	}
-	c->scanned = base + n;
 	/* One pass was not enough: stop; scan_program starts again with the marking pass. */
 	return c->flags & SCAN_RESCAN ? 1 : 0;
 }
