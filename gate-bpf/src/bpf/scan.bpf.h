@@ -714,7 +714,8 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 			}
 			/* What is left of a pointer partly overwritten is no pointer. */
 			__u64 last = uoff +
-				     (BPF_SIZE(code) == BPF_H	? 2
+				     (BPF_SIZE(code) == BPF_DW	? 8
+				      : BPF_SIZE(code) == BPF_H ? 2
 				      : BPF_SIZE(code) == BPF_B ? 1
 								: 4) -
 				     1;

@@ -2306,6 +2306,50 @@ fn gate_counts_kernel_read_through_a_kptr_it_lost_track_of() {
     assert!(theirs.iter().all(|e| e.verdict == VERDICT_ALLOW && (e.classes | e.maybe_classes) & read == 0));
 }
 
+/// A pointer spilled to the frame and then partly overwritten is no pointer when filled again, however the
+/// overwrite is aligned: the gate's short path for frame stores clears both slots an unaligned 8-byte store
+/// touches, as the library does (`kernel_view`), and a spill left whole keeps its tag (the control).
+#[test]
+fn gate_partly_overwritten_spill_is_no_pointer() {
+    use bpfgate_test_support::insn::{ld_imm64, stx_dw};
+    let Some(_guard) = live("gate_partly_overwritten_spill_is_no_pointer") else { return };
+    // SAFETY: the name is NUL-terminated; null opts means defaults.
+    let map = unsafe {
+        libbpf_sys::bpf_map_create(libbpf_sys::BPF_MAP_TYPE_ARRAY, c"values".as_ptr(), 4, 8, 1, std::ptr::null())
+    };
+    assert!(map >= 0, "creating the map: {}", std::io::Error::from_raw_os_error(-map));
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-map-writes\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [map_write]\n"
+    ));
+    g.take();
+    // r1 = &value; spill it at fp-8; (an 8-byte store at fp-12, over half of it); fill r2; *(u64 *)r2 = 1.
+    let program = |overwrite: Option<Insn>| {
+        let mut p = ld_imm64(1, op::PSEUDO_MAP_VALUE, map).to_vec();
+        p.push(stx_dw(10, -8, 1));
+        p.extend(overwrite);
+        p.extend([ldx_dw(2, 10, -8), st_imm(op::DW, 2, 0, 1), mov_imm(0, 0), exit()]);
+        p
+    };
+    let mut seen = Vec::new();
+    for (name, overwrite) in [
+        ("spill_whole", None),
+        ("spill_dw_at_12", Some(st_imm(op::DW, 10, -12, 0))),
+        ("spill_dw_at_4", Some(st_imm(op::DW, 10, -4, 0))),
+    ] {
+        let result = load_insns(name, &program(overwrite));
+        let events = g.take();
+        let e = *named(&events, name).first().unwrap_or_else(|| panic!("{name}: no decision"));
+        report!("{name}: {result:?}: {}", g.describe(e));
+        seen.push((name, result == Err(libc::EPERM), (e.classes | e.maybe_classes) & Capability::MapWrite.bit() != 0));
+    }
+    // SAFETY: an fd we created and close once.
+    unsafe { libc::close(map) };
+    assert_eq!(seen, [("spill_whole", true, true), ("spill_dw_at_12", false, false), ("spill_dw_at_4", false, false)]);
+}
+
 /// A kernel BTF object by name (`vmlinux`, a module's): a new fd to it and its id.
 fn kernel_btf(name: &str) -> Option<(i32, u32)> {
     let (id, _) = bpfgate_gate::kernel_btfs().into_iter().find(|(_, n)| n == name)?;
