@@ -92,7 +92,7 @@ fn kernel_version() -> (u32, u32) {
     (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
 }
 
-fn deny_policy(exe: &str, class: Capability) -> String {
+pub(crate) fn deny_policy(exe: &str, class: Capability) -> String {
     format!(
         "version: 1\ndefault: allow\nrules:\n  - name: deny-{class}\n    subject:\n      exe: {exe}\n    \
          capabilities:\n      deny: [{class}]\n"

@@ -2320,10 +2320,7 @@ fn gate_partly_overwritten_spill_is_no_pointer() {
     assert!(map >= 0, "creating the map: {}", std::io::Error::from_raw_os_error(-map));
     let exe = this_exe();
     let mut g = Live::new();
-    g.install(&format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: no-map-writes\n    subject:\n      exe: {exe}\n    \
-         capabilities:\n      deny: [map_write]\n"
-    ));
+    g.install(&crate::evasion::deny_policy(&exe, Capability::MapWrite));
     g.take();
     // r1 = &value; spill it at fp-8; (an 8-byte store at fp-12, over half of it); fill r2; *(u64 *)r2 = 1.
     let program = |overwrite: Option<Insn>| {
