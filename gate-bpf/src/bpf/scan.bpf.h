@@ -639,10 +639,12 @@ _Static_assert(FRAME_OFF_MIN == 0xfe00 && !(FRAME_OFF_MIN & 7), "a frame slot is
 #define COND_JUMP_OPS 0x7cfeU
 
 /*
- * Second pass, one chunk: the tags and classes. The commonest instructions are done here, each on its own
- * short path (ALU on scalars, the frame through r10, plain context loads, conditional jumps, helper calls);
- * the rest through gate_scan_insn, whose call costs more than what those do (it is a global function so
- * that the verifier checks its many branches once).
+ * Second pass, one chunk: the tags and classes. The commonest instructions and block entries are done here,
+ * each on its own short path (ALU on scalars, the frame through r10, plain context loads, conditional jumps,
+ * helper calls that prove nothing new, map addresses, the join at a forward jump's target); the rest through
+ * gate_scan_insn, gate_scan_helper and gate_scan_enter, whose calls cost more than what those do (they are
+ * global functions so that the verifier checks their many branches once). The verifier walks this loop once
+ * per iteration: what goes into it costs verifier work too (gate-load-bench prints how much).
  */
 __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt, __u64 chunk)
 {
