@@ -160,6 +160,12 @@ static __always_inline void jump_tags(struct scan_ctx *c, struct jump_targets *j
 	}
 }
 
+/* The bytes a load or store of `code` accesses. */
+static __always_inline __u32 access_size(__u8 code)
+{
+	return BPF_SIZE(code) == BPF_DW ? 8 : BPF_SIZE(code) == BPF_H ? 2 : BPF_SIZE(code) == BPF_B ? 1 : 4;
+}
+
 /* Memory tagged t is written at insn `at` (stored as at + 1). */
 static __always_inline void written(struct scan_ctx *c, __u32 at, __u8 t)
 {
@@ -462,10 +468,7 @@ __noinline int gate_scan_insn(struct scan_ctx *c, struct jump_targets *jt, __u64
 	__s32 imm = (__s32)(raw >> 32);
 	__u8 cls = BPF_CLASS(code);
 	__u8 mode = BPF_MODE(code);
-	__u32 size = BPF_SIZE(code) == BPF_DW  ? 8
-		     : BPF_SIZE(code) == BPF_H ? 2
-		     : BPF_SIZE(code) == BPF_B ? 1
-					       : 4;
+	__u32 size = access_size(code);
 
 	if (has_target(code)) {
 		jump_tags(c, jt, at, (__s64)at + 1 + (code == (BPF_JMP32 | BPF_JA) ? imm : off));
@@ -715,12 +718,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 				continue;
 			}
 			/* What is left of a pointer partly overwritten is no pointer. */
-			__u64 last = uoff +
-				     (BPF_SIZE(code) == BPF_DW	? 8
-				      : BPF_SIZE(code) == BPF_H ? 2
-				      : BPF_SIZE(code) == BPF_B ? 1
-								: 4) -
-				     1;
+			__u64 last = uoff + access_size(code) - 1;
 
 			*slot = GATE_T_SCALAR;
 			if (last <= 0xffff)
@@ -765,8 +763,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 
 				if (ret & GATE_T_BTF)
 					c->flags |= SCAN_BTF_SOURCE;
-				c->regs[0] = ret;
-				__builtin_memset(&c->regs[1], GATE_T_SCALAR, 5);
+				call_tags(c, ret, false);
 				continue;
 			}
 			gate_scan_helper(c, jt, id, base + j);
