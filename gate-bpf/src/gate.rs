@@ -939,6 +939,16 @@ impl Gate {
         }
     }
 
+    /// Loads the gate holds a record of while it decides them (its count of `pending_loads` records, which an
+    /// fd by id skips looking in while it is 0): 0 when no load is in flight. Never below the records.
+    pub fn loads_in_flight(&self) -> i64 {
+        match self.skel.maps.bss_data.as_deref() {
+            // SAFETY: a field of the live .bss mapping, written by the program concurrently: read volatile.
+            Some(bss) => unsafe { std::ptr::read_volatile(&bss.pending_records) },
+            None => 0,
+        }
+    }
+
     /// Events lost because the ring buffer was full, summed over CPUs.
     pub fn dropped(&self) -> Result<u64, GateError> {
         let per_cpu = self

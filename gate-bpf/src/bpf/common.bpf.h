@@ -49,9 +49,10 @@ static __always_inline bool has_prefix(const char *s, const char *prefix, int le
 }
 
 /*
- * The loading task: executable, cgroup, real uid. The exe is read through the task's BTF pointer (loads the
- * JIT guards against faults, as a probe read does, but without a helper call per pointer: this runs on every fd
- * by id). A task without mm (a kernel thread) reads NULLs, and zeros from them: no exe.
+ * The loading task: executable, cgroup, real uid, all read through the task's BTF pointers: loads the JIT
+ * guards against faults, as a probe read does, without a helper call per pointer or per field (this runs on
+ * every fd by id). The uid and cgroup id are what bpf_get_current_uid_gid and bpf_get_current_cgroup_id
+ * return. A task without mm (a kernel thread) reads NULLs, and zeros from them: no exe.
  */
 static __always_inline void current_subject(struct gate_subject *s)
 {
@@ -59,8 +60,8 @@ static __always_inline void current_subject(struct gate_subject *s)
 	struct mm_struct *mm = task->mm;
 	struct file *exe_file = mm ? mm->exe_file : NULL;
 
-	s->uid = (__u32)bpf_get_current_uid_gid();
-	s->cgroup_id = bpf_get_current_cgroup_id();
+	s->uid = task->cred->uid.val;
+	s->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 	if (exe_file) {
 		struct inode *inode = exe_file->f_inode;
 

@@ -131,15 +131,40 @@ struct {
 	__type(value, struct pending_load);
 } pending_zero SEC(".maps");
 
+/*
+ * The records in pending_loads, never fewer: raised before a record is made, lowered after one is deleted (by
+ * the call whose delete found it). lsm/bpf_prog skips its lookup while this is 0, which most fds by id find:
+ * a record is only pending while its load is in flight. That skip is safe because a program has a record before
+ * it has an id (the record is made at the load's scan, the id after verification, published under the id
+ * lock that an open by id takes), so an open that finds the program by id also reads this raised.
+ */
+__s64 pending_records = 0;
+
 /* A fresh pending_loads record for `key`, all zeros; NULL when there is no room (the caller fails closed). */
 static __always_inline struct pending_load *new_pending_load(__u64 key)
 {
 	__u32 zero = 0;
 	struct pending_load *zeros = bpf_map_lookup_elem(&pending_zero, &zero);
+	long err;
 
-	if (!zeros || bpf_map_update_elem(&pending_loads, &key, zeros, BPF_ANY))
+	if (!zeros)
 		return NULL;
+	__sync_fetch_and_add(&pending_records, 1);
+	err = bpf_map_update_elem(&pending_loads, &key, zeros, BPF_NOEXIST);
+	if (err) {
+		__sync_fetch_and_add(&pending_records, -1);
+		/* A stale record under this key (counted already) is reset; one deleted meanwhile fails closed. */
+		if (err != -EEXIST || bpf_map_update_elem(&pending_loads, &key, zeros, BPF_EXIST))
+			return NULL;
+	}
 	return bpf_map_lookup_elem(&pending_loads, &key);
+}
+
+/* Deletes `key`'s pending_loads record, if it has one, and counts it out. */
+static __always_inline void drop_pending_load(__u64 key)
+{
+	if (!bpf_map_delete_elem(&pending_loads, &key))
+		__sync_fetch_and_add(&pending_records, -1);
 }
 
 /* A load with no room for its record: denied (fail closed), with its event; the verdict goes to `v`. */
@@ -295,7 +320,7 @@ static __always_inline int gate_prog_load(struct bpf_prog *prog, union bpf_attr 
 	 * event read its facts and scan from it.
 	 */
 	if (v.decision == GATE_VERDICT_DENY) {
-		bpf_map_delete_elem(&pending_loads, &key);
+		drop_pending_load(key);
 		return -EPERM;
 	}
 	return 0;
@@ -413,7 +438,7 @@ static __always_inline int gate_prog_unscanned(struct bpf_prog *prog, struct bpf
 	/* Not enforced for this subject: no policy, audit mode, or an audit rule. */
 	if ((v.flags & (GATE_F_NO_POLICY | GATE_F_AUDIT_MODE)) ||
 	    (judge && rm.r->action == GATE_ACTION_AUDIT)) {
-		bpf_map_delete_elem(&pending_loads, &key);
+		drop_pending_load(key);
 		return 0;
 	}
 	if (__sync_val_compare_and_swap(&ts->state, state, GATE_LOAD_DENIED) != state)
@@ -444,7 +469,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 
 	if (ret)
 		return ret;
-	ts = bpf_map_lookup_elem(&pending_loads, &key);
+	ts = *(volatile __s64 *)&pending_records ? bpf_map_lookup_elem(&pending_loads, &key) : NULL;
 	if (!ts)
 		return gate_prog_unrecorded(prog, aux);
 	__u64 state = *(volatile __u64 *)&ts->state;
@@ -536,7 +561,7 @@ int BPF_PROG(gate_prog_fd, struct bpf_prog *prog, int ret)
 	/* A denied record stays until the program is freed (lsm/bpf_prog_free), refusing every fd meanwhile. */
 	if (deny)
 		return -EPERM;
-	bpf_map_delete_elem(&pending_loads, &key);
+	drop_pending_load(key);
 	/* This call may be another subject's open by id, racing the loader's own: judged as any open. */
 	struct facts *loaded = bpf_map_lookup_elem(&loaded_progs, &key);
 
@@ -551,7 +576,7 @@ static __always_inline int gate_prog_freed(struct bpf_prog_aux *aux)
 {
 	__u64 key = (__u64)aux;
 
-	bpf_map_delete_elem(&pending_loads, &key);
+	drop_pending_load(key);
 	bpf_map_delete_elem(&loaded_progs, &key);
 	return 0;
 }

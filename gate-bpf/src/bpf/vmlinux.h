@@ -138,16 +138,18 @@ enum {
 /* Map flag: programs cannot write the map (libbpf sets it on .rodata and .kconfig). */
 #define BPF_F_RDONLY_PROG (1U << 7)
 
-/* Kernel macros: the verifier's stack frame (linux/bpf.h), a file mode bit (linux/fs.h), an errno. */
+/* Kernel macros: the verifier's stack frame (linux/bpf.h), a file mode bit (linux/fs.h), errnos. */
 #define MAX_BPF_STACK 512
 #define FMODE_WRITE 0x2
 #define EPERM 1
+#define EEXIST 17
 
 /* libbpf's bpf_helpers.h uses these map flags in __uint() declarations. */
 #define BPF_F_NO_PREALLOC (1U << 0)
 /* bpf_map_update_elem flags */
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
+#define BPF_EXIST 2
 
 struct bpf_insn {
 	__u8 code;
@@ -262,9 +264,35 @@ struct files_struct {
 	struct fdtable *fdt;
 } __attribute__((preserve_access_index));
 
+/*
+ * The task's real uid and its cgroup on the default hierarchy, read as bpf_get_current_uid_gid (the uid in the
+ * initial namespace is the kernel's) and bpf_get_current_cgroup_id read them: cred->uid, cgroups->dfl_cgrp->kn->id.
+ */
+typedef struct {
+	__u32 val;
+} kuid_t;
+
+struct cred {
+	kuid_t uid;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	struct mm_struct *mm;
 	struct files_struct *files;
+	const struct cred *cred;
+	struct css_set *cgroups;
 } __attribute__((preserve_access_index));
 
 /* BPF_PROG_LOAD's fd_array sits in one of the union's anonymous structs; CO-RE finds it by name. */

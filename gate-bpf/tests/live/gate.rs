@@ -889,6 +889,74 @@ fn gate_reload_is_atomic_under_concurrent_loads() {
     assert!(ok > 0 && eperm > 0, "both policies must have decided some loads");
 }
 
+/// The gate's count of loads in flight (`pending_records`, which lets an fd by id skip the pending-load lookup
+/// while it is 0) never falls below 0 under concurrent loads of every outcome (allowed, denied by the gate,
+/// refused by the verifier) and comes back to 0 once they are done: a count left above 0 would only cost the
+/// skip, one below the records would let an fd by id pass a load not yet decided (`first_fd` tests that race).
+#[test]
+fn gate_counts_loads_in_flight_back_to_zero() {
+    let Some(_guard) = live("gate_counts_loads_in_flight_back_to_zero") else { return };
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [send_signal]\n"
+    ));
+    g.take();
+    assert_eq!(g.gate.loads_in_flight(), 0, "before any load");
+    const ROUNDS: usize = 40;
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let loaders: Vec<_> = (0..2)
+        .map(|_| {
+            let done = std::sync::Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut outcomes = BTreeMap::<&str, Vec<Result<(), i32>>>::new();
+                let mut kept = Vec::new();
+                for _ in 0..ROUNDS {
+                    match load_insns_fd("bpfgate_fl_ok", &[mov_imm(0, 0), exit()]) {
+                        Ok(fd) => kept.push(fd),
+                        Err(e) => outcomes.entry("allowed").or_default().push(Err(e)),
+                    }
+                    let signal = [mov_imm(1, 10), call_helper(109), mov_imm(0, 0), exit()];
+                    let r = load_typed_fd(libbpf_sys::BPF_PROG_TYPE_KPROBE, "bpfgate_fl_sig", &signal).map(fd_result);
+                    outcomes.entry("send_signal").or_default().push(r.map(drop));
+                    // r0 is never set: the verifier refuses it after the gate's scan.
+                    outcomes.entry("unverifiable").or_default().push(load_insns("bpfgate_fl_bad", &[exit()]));
+                }
+                for fd in kept {
+                    fd_result(fd);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                outcomes
+            })
+        })
+        .collect();
+    let (mut samples, mut busy) = (0u32, 0u32);
+    while done.load(Ordering::Relaxed) < 2 {
+        let n = g.gate.loads_in_flight();
+        assert!(n >= 0, "loads in flight {n}");
+        samples += 1;
+        busy += u32::from(n > 0);
+        std::thread::yield_now();
+    }
+    let mut wrong = Vec::new();
+    for outcomes in loaders.into_iter().map(|l| l.join().expect("loader thread")) {
+        for (what, results) in outcomes {
+            let want = match what {
+                "allowed" => Ok(()),
+                "send_signal" => Err(libc::EPERM),
+                _ => Err(libc::EACCES),
+            };
+            wrong.extend(results.into_iter().filter(|r| *r != want).map(|r| format!("{what}: {r:?}")));
+        }
+    }
+    // A program is freed from deferred work after its last fd closes (RCU): its record goes then.
+    wait_for("the loads in flight to come back to 0", Duration::from_secs(10), || g.gate.loads_in_flight() == 0);
+    g.take();
+    report!("loads in flight: {samples} samples while {} loads ran, {busy} above 0; back to 0", 2 * 3 * ROUNDS);
+    assert!(wrong.is_empty(), "unexpected outcomes: {wrong:?}");
+}
+
 pub(crate) fn run_with_timeout(
     cmd: &mut Command,
     timeout: Duration,
@@ -1307,6 +1375,9 @@ fn gate_child_actions() {
                 r
             }
             "send_signal" => load_object(fixture("send_signal.bpf.o").bytes, |_| true).err().unwrap_or(0),
+            // The real uid only: the effective uid stays 0, so the child keeps its capabilities.
+            // SAFETY: setresuid has no memory preconditions.
+            "ruid" => unsafe { libc::setresuid(id, 0, 0) },
             "lsm_bpf_hook" => super::load_smoke().err().unwrap_or(0),
             other => panic!("unknown child action {other}"),
         };
@@ -1387,6 +1458,31 @@ fn gate_cgroup_subject_is_enforced() {
     let denied = denied.unwrap_or_else(|| panic!("no deny event"));
     assert_ne!(denied.cgroup_id, 0);
     assert_eq!(denied.rule, 0);
+}
+
+/// A uid is a subject: the task's real uid (`docs/policy.md`), read from its credentials. A child whose real uid
+/// is 4242 (effective uid 0: still privileged) is denied by a rule for uid 4242; the same child as root is not.
+#[test]
+fn gate_uid_subject_is_the_real_uid() {
+    let Some(_guard) = live("gate_uid_subject_is_the_real_uid") else { return };
+    let mut g = Live::new();
+    g.install(
+        "version: 1\ndefault: allow\nrules:\n  - name: uid\n    subject:\n      uid: 4242\n    capabilities:\n      \
+         deny: [send_signal]\n",
+    );
+    g.take();
+    let as_4242 = run_child(None, &["ruid:4242".into(), "send_signal".into()]);
+    let as_root = run_child(None, &["send_signal".into()]);
+    let events = g.take();
+    for e in named(&events, "send_signal") {
+        report!("uid subject: {}", g.describe(e));
+    }
+    assert_eq!(as_4242.get("ruid"), Some(&0), "setresuid in the child");
+    assert_eq!(as_4242.get("send_signal"), Some(&libc::EPERM), "real uid 4242 must be denied");
+    assert_eq!(as_root.get("send_signal"), Some(&0), "root must be allowed");
+    let uids: Vec<(u32, u8)> = named(&events, "send_signal").iter().map(|e| (e.uid, e.verdict)).collect();
+    assert!(uids.contains(&(4242, VERDICT_DENY)), "a deny event with uid 4242: {uids:?}");
+    assert!(uids.iter().all(|&(uid, v)| (uid == 4242) == (v == VERDICT_DENY)), "{uids:?}");
 }
 
 /// A map created by one subject cannot be opened writable, or written by a program, of another subject
