@@ -442,10 +442,7 @@ fn gate_other_subjects_are_unaffected() {
     let other = std::env::temp_dir().join(format!("bpfgate-other-subject-{}", std::process::id()));
     std::fs::copy(&exe, &other).expect("copying the test binary");
     let mut g = Live::new();
-    g.install(&format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
-         capabilities:\n      deny: [send_signal]\n"
-    ));
+    g.install(&no_signals_policy());
     let here = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
     let status = Command::new(&other)
         .args(["--exact", "gate::gate_child_loader", "--test-threads=1", "--nocapture"])
@@ -896,12 +893,8 @@ fn gate_reload_is_atomic_under_concurrent_loads() {
 #[test]
 fn gate_counts_loads_in_flight_back_to_zero() {
     let Some(_guard) = live("gate_counts_loads_in_flight_back_to_zero") else { return };
-    let exe = this_exe();
     let mut g = Live::new();
-    g.install(&format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
-         capabilities:\n      deny: [send_signal]\n"
-    ));
+    g.install(&no_signals_policy());
     g.take();
     assert_eq!(g.gate.loads_in_flight(), 0, "before any load");
     const ROUNDS: usize = 40;
@@ -1081,10 +1074,7 @@ fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
     let Some(_guard) = live("gate_enforce_loop_reloads_refuses_bad_policy_and_stops") else { return };
     let exe = this_exe();
     let path = std::env::temp_dir().join(format!("bpfgate-enforce-{}.yaml", std::process::id()));
-    let deny = format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
-         capabilities:\n      deny: [send_signal]\n"
-    );
+    let deny = no_signals_policy();
     let allow = format!("version: 1\ndefault: allow\nrules:\n  - name: anything\n    subject:\n      exe: {exe}\n");
     std::fs::write(&path, &deny).expect("writing the policy");
     let control = std::sync::Arc::new(Control::default());
@@ -1153,16 +1143,8 @@ fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
 fn gate_enforce_loop_json_audit() {
     use bpfgate_gate::daemon::{self, Control, Options};
     let Some(_guard) = live("gate_enforce_loop_json_audit") else { return };
-    let exe = this_exe();
     let path = std::env::temp_dir().join(format!("bpfgate-enforce-json-{}.yaml", std::process::id()));
-    std::fs::write(
-        &path,
-        format!(
-            "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
-             capabilities:\n      deny: [send_signal]\n"
-        ),
-    )
-    .expect("writing the policy");
+    std::fs::write(&path, no_signals_policy()).expect("writing the policy");
     let control = std::sync::Arc::new(Control::default());
     let out = Shared::default();
     let ready = std::sync::Arc::new(AtomicBool::new(false));
@@ -1241,12 +1223,8 @@ fn gate_scans_a_program_at_the_kernel_limit() {
     insns.push(mov_imm(1, 10));
     insns.push(call_helper(109)); // bpf_send_signal
     insns.push(exit());
-    let exe = this_exe();
     let mut g = Live::new();
-    g.install(&format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
-         capabilities:\n      deny: [send_signal]\n"
-    ));
+    g.install(&no_signals_policy());
     g.take();
     let start = Instant::now();
     let result = load_insns("bpfgate_1m", &insns);
@@ -2095,7 +2073,7 @@ fn gate_exe_identity_follows_replacement_and_deletion() {
     assert!(allowed_after_reinstall < limit);
 }
 
-fn no_signals_policy() -> String {
+pub(crate) fn no_signals_policy() -> String {
     format!(
         "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {}\n    \
          capabilities:\n      deny: [send_signal]\n",
@@ -2219,10 +2197,7 @@ fn gate_cli_enforce_denies_reloads_and_stops() {
     }
     let exe = this_exe();
     let path = std::env::temp_dir().join(format!("bpfgate-cli-{}.yaml", std::process::id()));
-    let deny = format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {exe}\n    \
-         capabilities:\n      deny: [send_signal]\n"
-    );
+    let deny = no_signals_policy();
     let allow = format!("version: 1\ndefault: allow\nrules:\n  - name: anything\n    subject:\n      exe: {exe}\n");
     std::fs::write(&path, &deny).expect("writing the policy");
     let mut child = Command::new(cli)

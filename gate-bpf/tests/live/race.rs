@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bpfgate_test_support::insn::{call_helper, exit, mov_imm, Insn};
 use libbpf_rs::libbpf_sys;
 
-use super::gate::{this_exe, Live};
+use super::gate::{no_signals_policy, Live};
 use super::live;
 
 const GET_PRANDOM_U32: i32 = 7;
@@ -78,11 +78,7 @@ fn gate_race_user_buffer_rewritten_during_loads() {
     let denied = insns(SEND_SIGNAL).map(word);
     let buf: [AtomicU64; 4] = harmless.map(AtomicU64::new);
     let mut g = Live::new();
-    g.install(&format!(
-        "version: 1\ndefault: allow\nrules:\n  - name: no-signals\n    subject:\n      exe: {}\n    \
-         capabilities:\n      deny: [send_signal]\n",
-        this_exe()
-    ));
+    g.install(&no_signals_policy());
 
     // Each form alone: the harmless one loads (its translation is the reference), the denied one is refused.
     let fd = load(&buf).expect("the harmless form loads");
