@@ -265,8 +265,9 @@ struct files_struct {
 } __attribute__((preserve_access_index));
 
 /*
- * The task's real uid and its cgroup on the default hierarchy, read as bpf_get_current_uid_gid (the uid in the
- * initial namespace is the kernel's) and bpf_get_current_cgroup_id read them: cred->uid, cgroups->dfl_cgrp->kn->id.
+ * The task's real uid and its cgroup on the default hierarchy, where bpf_get_current_uid_gid and
+ * bpf_get_current_cgroup_id read them: cred->uid (the kernel's uid is the initial namespace's) and
+ * cgroups->dfl_cgrp->kn->id.
  */
 typedef struct {
 	__u32 val;
