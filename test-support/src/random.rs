@@ -16,7 +16,9 @@
 //! set up, atomics, forward and backward jumps, subprogram calls and callbacks; programs long enough to cross the
 //! scan's 64-instruction chunks and to fill its 32-entry table of pending forward jumps.
 
-use crate::elf::{Elf, R_BPF_64_64, SHF_ALLOC, SHF_WRITE, SHT_PROGBITS, STB_GLOBAL, STT_OBJECT};
+use crate::elf::{
+    Elf, R_BPF_64_32, R_BPF_64_64, SHF_ALLOC, SHF_WRITE, SHT_PROGBITS, STB_GLOBAL, STT_NOTYPE, STT_OBJECT,
+};
 use crate::insn::{self, insn, ld_imm64, op, Insn};
 
 /// splitmix64: small, and the same sequence on every host.
@@ -115,6 +117,8 @@ pub enum Item {
     Map(u8),
     /// `dst = &variable`, relocated against [`DATA_NAME`]: a map value.
     MapValue(u8),
+    /// A call of the vmlinux kfunc of this name: by BTF id in the kernel, relocated against the name in the object.
+    Kfunc(&'static str),
 }
 
 impl Item {
@@ -138,6 +142,8 @@ pub struct Program {
 pub enum Reloc {
     Map,
     Data,
+    /// A kfunc call, against the kfunc's name.
+    Kfunc(&'static str),
 }
 
 /// A program laid out: its instructions as the kernel gets them, where each function starts (in layout order),
@@ -150,8 +156,9 @@ pub struct Linked {
 }
 
 impl Program {
-    /// A program of about `size` items (at least a few), from `rng`.
-    pub fn generate(rng: &mut Rng, size: usize) -> Program {
+    /// A program of about `size` items (at least a few), from `rng`, calling some of `kfuncs` (vmlinux kfuncs by
+    /// name) among its calls.
+    pub fn generate(rng: &mut Rng, size: usize, kfuncs: &[&'static str]) -> Program {
         let kind = rng.pick(KINDS);
         let wild = rng.chance(50);
         let subprograms = match if wild { rng.below(10) } else { 0 } {
@@ -163,8 +170,15 @@ impl Program {
         let mut funcs = Vec::with_capacity(nfuncs);
         for f in 0..nfuncs {
             let len = if f == 0 { size.max(2) } else { rng.range(2, 40) as usize };
-            let mut g =
-                Gen { rng: &mut *rng, kind, nfuncs, wild, items: Vec::with_capacity(len + 8), targets: Vec::new() };
+            let mut g = Gen {
+                rng: &mut *rng,
+                kind,
+                nfuncs,
+                wild,
+                kfuncs,
+                items: Vec::with_capacity(len + 8),
+                targets: Vec::new(),
+            };
             g.body(f, len);
             funcs.push(g.finish());
         }
@@ -214,8 +228,9 @@ impl Program {
         Program { kind: self.kind, funcs }
     }
 
-    /// The program laid out as libbpf would, with `map_fd` in its map references.
-    pub fn link(&self, map_fd: i32) -> Linked {
+    /// The program laid out as libbpf would, with `map_fd` in its map references and `kfunc_id` giving each kfunc's
+    /// BTF id.
+    pub fn link(&self, map_fd: i32, kfunc_id: &dyn Fn(&str) -> i32) -> Linked {
         // Depth first from the entry function: a function goes where it is first referred to.
         let mut order = vec![0];
         let mut placed = vec![false; self.funcs.len()];
@@ -264,6 +279,10 @@ impl Program {
                         relocs.push((insns.len(), Reloc::Data));
                         insns.extend(ld_imm64(dst, op::PSEUDO_MAP_VALUE, map_fd));
                     }
+                    Item::Kfunc(name) => {
+                        relocs.push((insns.len(), Reloc::Kfunc(name)));
+                        insns.push(insn::call_kfunc(kfunc_id(name), 0));
+                    }
                 }
             }
         }
@@ -297,12 +316,26 @@ impl Program {
         let map = e.symbol(MAP_NAME, STB_GLOBAL | STT_OBJECT, maps, 0, 20);
         let data = e.section(".data", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, vec![0; 64]);
         let var = e.symbol(DATA_NAME, STB_GLOBAL | STT_OBJECT, data, 0, 8);
-        if !linked.relocs.is_empty() {
-            let relocs = linked
-                .relocs
-                .iter()
-                .map(|&(at, r)| (at as u64 * 8, if r == Reloc::Map { map } else { var }, R_BPF_64_64));
-            e.rel(code, relocs.collect::<Vec<_>>());
+        // Each kfunc an undefined symbol, as clang leaves an extern.
+        let mut externs: Vec<(&str, u32)> = Vec::new();
+        let mut relocs = Vec::with_capacity(linked.relocs.len());
+        for &(at, r) in &linked.relocs {
+            let (sym, typ) = match r {
+                Reloc::Map => (map, R_BPF_64_64),
+                Reloc::Data => (var, R_BPF_64_64),
+                Reloc::Kfunc(name) => match externs.iter().find(|(n, _)| *n == name) {
+                    Some(&(_, sym)) => (sym, R_BPF_64_32),
+                    None => {
+                        let sym = e.symbol(name, STB_GLOBAL | STT_NOTYPE, 0, 0, 0);
+                        externs.push((name, sym));
+                        (sym, R_BPF_64_32)
+                    }
+                },
+            };
+            relocs.push((at as u64 * 8, sym, typ));
+        }
+        if !relocs.is_empty() {
+            e.rel(code, relocs);
         }
         e.finish()
     }
@@ -325,6 +358,7 @@ struct Gen<'a> {
     /// Backward jumps, subprograms and callbacks, calls of anything, r10 changed: what makes tags unknown. Without
     /// them the tags stay precise, and a slip in following them shows in the classes.
     wild: bool,
+    kfuncs: &'a [&'static str],
     items: Vec<Item>,
     /// Jumps waiting for a target: (item index of the jump, how far ahead in items).
     targets: Vec<(usize, usize)>,
@@ -459,6 +493,11 @@ impl Gen<'_> {
                 for a in 1..=self.rng.range(0, 3) as u8 {
                     let src = self.rng.pick(&[s, 0, 6, 10, 7]);
                     self.push(insn::mov(a, src));
+                }
+                if !self.kfuncs.is_empty() && self.rng.chance(20) {
+                    let k = self.rng.pick(self.kfuncs);
+                    self.items.push(Item::Kfunc(k));
+                    return;
                 }
                 let id = match self.rng.below(if self.wild { 10 } else { 6 }) {
                     0..=5 => self.rng.pick(HELPERS),
@@ -639,7 +678,7 @@ mod tests {
                 vec![exit], // nothing refers to it
             ],
         };
-        let l = p.link(7);
+        let l = p.link(7, &|_| 0);
         // main (0..5), 2 at 5, 3 at 7 (from 2), 1 at 8.
         assert_eq!(l.funcs, vec![(0, 5), (5, 2), (7, 1), (8, 1)]);
         assert_eq!(l.insns[0], insn::call_local(4));
@@ -662,7 +701,7 @@ mod tests {
     fn same_seed_same_programs() {
         let gen = |seed| {
             let mut rng = Rng::new(seed);
-            (0..20).map(|_| Program::generate(&mut rng, 50).link(3).insns).collect::<Vec<_>>()
+            (0..20).map(|_| Program::generate(&mut rng, 50, &["k"]).link(3, &|_| 9).insns).collect::<Vec<_>>()
         };
         assert_eq!(gen(1), gen(1));
         assert_ne!(gen(1), gen(2));

@@ -421,8 +421,8 @@ fn random_programs_for_the_gate_are_analyzed_as_laid_out() {
     let (mut insns, mut conservative) = (0, 0);
     for i in 0..1500 {
         let size = if i % 4 == 0 { 300 } else { 2 + i % 90 };
-        let prog = Program::generate(&mut rng, size);
-        let linked = prog.link(100);
+        let prog = Program::generate(&mut rng, size, &["bpf_rdonly_cast", "bpf_list_push_front_impl", "nope"]);
+        let linked = prog.link(100, &|_| 7);
         let name = format!("d{i}");
         let report = bpfgate::inspect("random.o", &prog.object(&name, &linked));
         let Some(p) = report.programs.iter().find(|p| p.name == name) else {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use bpfgate::metadata::{Capability, ClassSet, ProgramMetadata};
 use bpfgate_gate::event::{evidence, scan_flags, RawEvent, VERDICT_AUDIT};
 use bpfgate_test_support::insn::Insn;
-use bpfgate_test_support::random::{Kind, Program, Rng};
+use bpfgate_test_support::random::{Kind, Linked, Program, Rng, KINDS};
 use libbpf_rs::libbpf_sys;
 
 use super::gate::{class_names, named, this_exe, Live};
@@ -59,7 +59,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 /// The program of `index` in the run of `seed`, on its own stream so that each can be generated alone.
-fn generate(seed: u64, index: u64) -> Program {
+fn generate(seed: u64, index: u64, kfuncs: &[&'static str]) -> Program {
     let mut rng = Rng::new(seed ^ index.wrapping_mul(0xd1b5_4a32_d192_ed03));
     // Mostly short and medium programs, a third long enough for several chunks and a full join table.
     let size = match rng.below(10) {
@@ -67,16 +67,16 @@ fn generate(seed: u64, index: u64) -> Program {
         3..=6 => rng.range(20, 120),
         _ => rng.range(120, 350),
     };
-    Program::generate(&mut rng, size as usize)
+    Program::generate(&mut rng, size as usize, kfuncs)
 }
 
 /// Loads `insns` as a program of `kind` named `name` (closing it if it verifies): the errno of a refused load.
-fn load(kind: Kind, name: &str, insns: &[Insn]) -> Result<(), i32> {
+fn load(kind: Kind, name: &str, insns: &[Insn], attach_btf_id: u32) -> Result<(), i32> {
     let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
     let mut opts = libbpf_sys::bpf_prog_load_opts {
         sz: size_of::<libbpf_sys::bpf_prog_load_opts>() as libbpf_sys::size_t,
         expected_attach_type: kind.attach_type,
-        attach_btf_id: kind.btf_func.map_or(0, vmlinux_func),
+        attach_btf_id,
         ..Default::default()
     };
     // SAFETY: every pointer is valid for the call (Insn has struct bpf_insn's layout); opts is sized.
@@ -101,15 +101,21 @@ fn load(kind: Kind, name: &str, insns: &[Insn]) -> Result<(), i32> {
 /// What a program's side-by-side comparison needs besides the program.
 struct Bench {
     g: Live,
+    /// The BTF ids of the vmlinux functions programs name: kfuncs they call, functions they attach to.
+    funcs: BTreeMap<&'static str, u32>,
     generation: u64,
     loads: u64,
     verified: u64,
 }
 
 impl Bench {
+    fn link(&self, prog: &Program) -> Linked {
+        prog.link(MAP_FD, &|name| self.funcs.get(name).map_or(0, |&id| id as i32))
+    }
+
     /// Judges `prog` on both sides under the name `name`.
     fn judge(&mut self, prog: &Program, name: &str) -> Outcome {
-        let linked = prog.link(MAP_FD);
+        let linked = self.link(prog);
         let object = prog.object(name, &linked);
         let options = bpfgate::InspectOptions { target: self.g.target(), ..Default::default() };
         let report = bpfgate::inspect_with(name, &object, &options);
@@ -117,7 +123,8 @@ impl Bench {
             let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
             return Outcome::Unanalyzed(errors.join("; "));
         };
-        let result = load(prog.kind, name, &linked.insns);
+        let attach = prog.kind.btf_func.map_or(0, |f| self.funcs[f]);
+        let result = load(prog.kind, name, &linked.insns, attach);
         self.loads += 1;
         self.verified += u64::from(result.is_ok());
         let events = self.g.take();
@@ -220,8 +227,7 @@ fn sides(p: &ProgramMetadata, e: &RawEvent) -> String {
 
 /// The program as laid out, one instruction a line: index, then `code regs off imm` in hex (dst in the low nibble
 /// of regs) and the function starts.
-fn listing(prog: &Program) -> String {
-    let linked = prog.link(MAP_FD);
+fn listing(prog: &Program, linked: &Linked) -> String {
     let mut out = format!("{} ({} insns, functions at {:?})\n", prog.kind.section, linked.insns.len(), linked.funcs);
     for (k, i) in linked.insns.iter().enumerate() {
         out +=
@@ -259,21 +265,24 @@ impl Drop for FixedMap {
     }
 }
 
-/// The BTF id of function `name` in vmlinux, which tracing and lsm programs attach to (looked up once).
-fn vmlinux_func(name: &str) -> u32 {
-    static IDS: std::sync::Mutex<BTreeMap<String, u32>> = std::sync::Mutex::new(BTreeMap::new());
-    let mut ids = IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    *ids.entry(name.to_owned()).or_insert_with(|| {
-        let c = std::ffi::CString::new(name).expect("a function name");
-        // SAFETY: libbpf parses the running kernel's BTF; the handle is freed below.
-        let btf = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
-        assert!(!btf.is_null(), "vmlinux BTF");
-        // SAFETY: btf is a live handle; the name is NUL-terminated.
-        let id = unsafe { libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
-        // SAFETY: freed once.
-        unsafe { libbpf_sys::btf__free(btf) };
-        u32::try_from(id).unwrap_or_else(|_| panic!("{name} is not in vmlinux BTF: {id}"))
-    })
+/// The BTF ids of those of `names` that are functions of vmlinux: what tracing and lsm programs attach to, and
+/// kfunc calls name.
+fn vmlinux_funcs(names: impl IntoIterator<Item = &'static str>) -> BTreeMap<&'static str, u32> {
+    // SAFETY: libbpf parses the running kernel's BTF; the handle is freed below.
+    let btf = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
+    assert!(!btf.is_null(), "vmlinux BTF");
+    let ids = names
+        .into_iter()
+        .filter_map(|name| {
+            let c = std::ffi::CString::new(name).expect("a function name");
+            // SAFETY: btf is a live handle; the name is NUL-terminated.
+            let id = unsafe { libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
+            Some((name, u32::try_from(id).ok()?))
+        })
+        .collect();
+    // SAFETY: freed once.
+    unsafe { libbpf_sys::btf__free(btf) };
+    ids
 }
 
 /// On random programs of every kind the generator makes, the gate's proved and conservative classes, the
@@ -292,13 +301,24 @@ fn gate_matches_kernel_view_on_random_programs() {
     ));
     g.take();
     let _map = FixedMap::create();
-    let mut bench = Bench { g, generation, loads: 0, verified: 0 };
+    // Every catalogued kfunc of vmlinux, and one vmlinux function no catalogue names (unknown on both sides).
+    let kfuncs = vmlinux_funcs(bpfgate::helpers::KFUNCS.iter().map(|k| k.name).chain(["do_nanosleep"]));
+    let kfunc_names: Vec<&'static str> = kfuncs.keys().copied().collect();
+    let targets: Vec<&'static str> = KINDS.iter().filter_map(|k| k.btf_func).collect();
+    let mut funcs = vmlinux_funcs(targets.iter().copied());
+    assert_eq!(
+        funcs.len(),
+        targets.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        "not all of {targets:?} in vmlinux BTF"
+    );
+    funcs.extend(kfuncs);
+    let mut bench = Bench { g, funcs, generation, loads: 0, verified: 0 };
     let start = Instant::now();
     let (mut same, mut unanalyzed, mut undecided, mut contended) = (0u64, Vec::new(), Vec::new(), 0u64);
     let (mut insns, mut with_conservative) = (0usize, 0u64);
     let mut mismatches = Vec::new();
     for index in 0..programs {
-        let prog = generate(seed, index);
+        let prog = generate(seed, index, &kfunc_names);
         let name = format!("bgd{index:05}");
         match bench.judge(&prog, &name) {
             Outcome::Same { insns: n, conservative } => {
@@ -323,9 +343,9 @@ fn gate_matches_kernel_view_on_random_programs() {
                      loads: {why}\n{}",
                     prog.kind.section,
                     bad.join("; "),
-                    prog.link(MAP_FD).insns.len(),
-                    small.link(MAP_FD).insns.len(),
-                    listing(&small)
+                    bench.link(&prog).insns.len(),
+                    bench.link(&small).insns.len(),
+                    listing(&small, &bench.link(&small))
                 );
                 report!("{text}");
                 mismatches.push(text);
@@ -336,12 +356,14 @@ fn gate_matches_kernel_view_on_random_programs() {
     report!(
         "differential (seed {seed:#x}, {SEED_ENV} to change): {programs} programs, {same} the same on both sides \
          ({insns} instructions, {with_conservative} with a conservative class), {} mismatches, {} not analyzed by \
-         the library, {} without a decision, {contended} contended; {} loads ({} verified) in {secs:.1}s",
+         the library, {} without a decision, {contended} contended; {} loads ({} verified) in {secs:.1}s; {} kfuncs \
+         of vmlinux called",
         mismatches.len(),
         unanalyzed.len(),
         undecided.len(),
         bench.loads,
-        bench.verified
+        bench.verified,
+        kfunc_names.len()
     );
     for line in unanalyzed.iter().chain(&undecided).take(10) {
         report!("  {line}");
