@@ -35,6 +35,10 @@ mod gate;
 #[path = "live/evasion.rs"]
 mod evasion;
 
+// The gate's scan against the library's model of it, on random programs.
+#[path = "live/differential.rs"]
+mod differential;
+
 // The binary as services run it: systemd notifications and --follow (issue 20).
 #[path = "live/ops.rs"]
 mod ops;

@@ -84,7 +84,10 @@ pub mod op {
     pub const B: u8 = 0x10;
     pub const DW: u8 = 0x18;
     pub const IMM: u8 = 0x00;
+    pub const ABS: u8 = 0x20;
+    pub const IND: u8 = 0x40;
     pub const MEM: u8 = 0x60;
+    pub const MEMSX: u8 = 0x80;
     pub const ATOMIC: u8 = 0xc0;
     // Operand source.
     pub const K: u8 = 0x00;
@@ -103,6 +106,7 @@ pub mod op {
     pub const XOR: u8 = 0xa0;
     pub const MOV: u8 = 0xb0;
     pub const ARSH: u8 = 0xc0;
+    pub const END: u8 = 0xd0;
     // Jump operations.
     pub const JA: u8 = 0x00;
     pub const JEQ: u8 = 0x10;
@@ -118,6 +122,8 @@ pub mod op {
     pub const JLE: u8 = 0xb0;
     pub const JSLT: u8 = 0xc0;
     pub const JSLE: u8 = 0xd0;
+    /// `may_goto` (src_reg 0).
+    pub const JCOND: u8 = 0xe0;
     // `src_reg` of an `ld_imm64`.
     pub const PSEUDO_MAP_FD: u8 = 1;
     pub const PSEUDO_MAP_VALUE: u8 = 2;

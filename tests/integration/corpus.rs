@@ -409,6 +409,37 @@ fn kernel_view_follows_calls_and_callbacks() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// The random programs of the live differential test (`gate_matches_kernel_view_on_random_programs`) are what the
+/// library analyzes, laid out as the kernel gets them: every one analyzed, its instruction count the laid-out
+/// program's, and a fair share of them with a conservative class in the gate's view (not all: a generator whose
+/// programs all saturate the view would test little).
+#[test]
+fn random_programs_for_the_gate_are_analyzed_as_laid_out() {
+    use bpfgate_test_support::random::{Program, Rng};
+    let mut rng = Rng::new(0x5eed_d1ff);
+    let mut failures = Vec::new();
+    let (mut insns, mut conservative) = (0, 0);
+    for i in 0..1500 {
+        let size = if i % 4 == 0 { 300 } else { 2 + i % 90 };
+        let prog = Program::generate(&mut rng, size, &["bpf_rdonly_cast", "bpf_list_push_front_impl", "nope"]);
+        let linked = prog.link(100, &|_| 7);
+        let name = format!("d{i}");
+        let report = bpfgate::inspect("random.o", &prog.object(&name, &linked));
+        let Some(p) = report.programs.iter().find(|p| p.name == name) else {
+            failures.push(format!("{i} ({}): not analyzed: {:?}", prog.kind.section, report.errors));
+            continue;
+        };
+        insns += linked.insns.len();
+        conservative += usize::from(!p.kernel_view.conservative.is_empty());
+        if p.insn_count as usize != linked.insns.len() {
+            failures.push(format!("{i} ({}): {} insns of {}", prog.kind.section, p.insn_count, linked.insns.len()));
+        }
+    }
+    assert!(failures.is_empty(), "{} of 1500:\n{}", failures.len(), failures.join("\n"));
+    assert!(insns > 100_000, "{insns} instructions");
+    assert!((300..1200).contains(&conservative), "{conservative} of 1500 with a conservative class");
+}
+
 /// `kernel_view::judged`, what `check --gate` evaluates: the view's classes, no attach target for a kprobe, and,
 /// with map_write, every map the program uses written except read-only ones, plus an unattributed write when one
 /// of them is a map-in-map. The program is rodata_read's, given a map_write and two more maps.

@@ -186,6 +186,11 @@ impl Live {
     pub(crate) fn describe(&self, raw: &RawEvent) -> String {
         Event::from_raw(raw, self.gate.names()).to_string()
     }
+
+    /// The kernel the gate judges for (its last helper id), for the library to judge the same.
+    pub(crate) fn target(&self) -> bpfgate::target::Target {
+        self.gate.target()
+    }
 }
 
 /// The decisions on loads of programs named `name` (map events may carry the same name).

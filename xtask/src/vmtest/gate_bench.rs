@@ -119,6 +119,8 @@ pub fn run(args: Args) -> Result<bool> {
         verbose: args.verbose,
         guest_files: Vec::new(),
         soak_secs: None,
+        diff_seed: None,
+        diff_programs: None,
         guest_bins: vec![(GUEST_PATH.to_owned(), binary)],
         no_tests: true,
     };

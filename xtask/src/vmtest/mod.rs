@@ -78,6 +78,13 @@ pub struct Args {
     /// `--filter soak --soak-secs 600` for a long soak.
     #[arg(long)]
     soak_secs: Option<u64>,
+    /// The seed of the differential test's random programs (`differential::gate_matches_kernel_view_on_random_programs`,
+    /// BPFGATE_DIFF_SEED), to replay a run: e.g. `--filter gate_matches --diff-seed 0x1234`.
+    #[arg(long)]
+    diff_seed: Option<String>,
+    /// How many random programs the differential test judges (BPFGATE_DIFF_PROGRAMS, default 3000).
+    #[arg(long)]
+    diff_programs: Option<u64>,
     /// Also echo the kernel's boot messages, not only the guest's test output.
     #[arg(long, short)]
     verbose: bool,
@@ -152,7 +159,18 @@ pub fn run(args: Args) -> Result<bool> {
         guest_bins.push((guest.to_owned(), PathBuf::from(host)));
     }
     guest_bins.extend(live_bins.into_iter().map(|b| (b.name, b.path)));
-    let env: Vec<(&str, String)> = args.soak_secs.map(|s| ("BPFGATE_SOAK_SECS", s.to_string())).into_iter().collect();
+    if let Some(seed) = &args.diff_seed {
+        let hex = seed.strip_prefix("0x").map(|h| u64::from_str_radix(h, 16));
+        hex.unwrap_or_else(|| seed.parse()).with_context(|| format!("--diff-seed {seed:?}: not a number"))?;
+    }
+    let env: Vec<(&str, String)> = [
+        args.soak_secs.map(|s| ("BPFGATE_SOAK_SECS", s.to_string())),
+        args.diff_seed.clone().map(|s| ("BPFGATE_DIFF_SEED", s)),
+        args.diff_programs.map(|n| ("BPFGATE_DIFF_PROGRAMS", n.to_string())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let size =
         build_initramfs(&tests, &guest_bins, &modules, args.exec.as_deref(), args.filter.as_deref(), &env, &initrd.0)?;
     eprintln!("vmtest: initramfs {} ({} MiB) in {:.1}s", initrd.0.display(), size >> 20, t.elapsed().as_secs_f64());
