@@ -14,7 +14,7 @@
 //! - `packet_write` the same through a packet pointer (a context field [`ProgType::packet_ctx_fields`](crate::progtype::ProgType::packet_ctx_fields) names);
 //! - each of the three, too, for an access through an *unknown* register, when the program could hold such a
 //!   pointer at all (a BTF-typed type, a BTF source or a map that may hold kptrs, [`MapDef::may_hold_kptr`]; a
-//!   map reference; a packet program type), and map_write
+//!   map reference or an arena cast; a packet program type), and map_write
 //!   and packet_write for a call to an uncatalogued helper or kfunc, which could write anything.
 //!
 //! The tags follow the code in one linear pass. A forward jump's state waits at its target in a table of
@@ -676,8 +676,13 @@ fn scan(s: &mut Scan, obj: &Object<'_>, at: u32, insn: &RawInsn, reloc: Option<&
             let x = insn.code & SRC_X != 0;
             let srct = if x { s.t.regs[src] } else { tag::SCALAR };
             s.t.regs[dst] = match insn.code & OP_MASK {
-                // mov; movsx and addr_space_cast (off 1, to an arena pointer) when off is set.
-                OP_MOV if x && insn.off == 1 => tag::ANY,
+                // addr_space_cast to an arena pointer: the verifier wants an arena bound, which fd_array binds with
+                // no ld_imm64 naming it, so stores through unknown registers may write a map.
+                OP_MOV if x && insn.off == 1 => {
+                    s.map_ref = true;
+                    tag::ANY
+                }
+                // mov; movsx when off is set.
                 OP_MOV if insn.off == 0 => srct,
                 OP_MOV | OP_NEG | OP_END => tag::SCALAR,
                 // add, sub: a pointer moves.

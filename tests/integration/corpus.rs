@@ -257,6 +257,15 @@ fn kernel_view_tags_what_registers_hold() {
             &[KernelRead],
             Some((KernelRead, 10)),
         ),
+        // r1 = addr_space_cast(r2, 0, 1): an arena pointer, with no ld_imm64 naming the arena (fd_array can bind
+        // it); a store through it may write that map.
+        (
+            "store through an arena cast",
+            "kprobe/f",
+            vec![mov_imm(2, 0), insn(0xbf, 1, 2, 1, 1), st(1, 0)],
+            &[MapWrite],
+            Some((MapWrite, 2)),
+        ),
         // The same load with no map that could hold a kptr, in a non-BTF program: nothing to read through.
         ("unknown load without a kptr source", "kprobe/f", cat(&[&[mov(0, 1)], &loop_then_load]), &[], None),
         ("kprobe context load", "kprobe/f", vec![ldx_dw(2, 1, 0), ldx_dw(3, 2, 0)], &[], None),

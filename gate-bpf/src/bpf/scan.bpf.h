@@ -396,13 +396,21 @@ static __always_inline __u8 ld_imm64_tag(struct scan_ctx *c, __u8 src)
 }
 
 /* An ALU64 instruction's result: d the destination's tag, s the source's (scalar for an immediate). */
-static __always_inline __u8 alu64_tag(__u8 code, __u8 d, __u8 s, __s16 off)
+static __always_inline __u8 alu64_tag(struct scan_ctx *c, __u8 code, __u8 d, __u8 s, __s16 off)
 {
 	bool x = BPF_SRC(code) == BPF_X;
 	__u8 op = BPF_OP(code);
 
-	if (op == BPF_MOV) /* mov; movsx and addr_space_cast (off 1: an arena pointer) when off is set */
-		return x && off == 1 ? GATE_T_ANY : off == 0 ? s : GATE_T_SCALAR;
+	if (op == BPF_MOV && x && off == 1) {
+		/*
+		 * addr_space_cast to an arena pointer: the verifier wants an arena bound, which fd_array binds with no
+		 * ld_imm64 naming it, so stores through unknown registers may write a map, as after a map's ld_imm64.
+		 */
+		c->flags |= SCAN_MAP_REF;
+		return GATE_T_ANY;
+	}
+	if (op == BPF_MOV) /* mov; movsx when off is set */
+		return off == 0 ? s : GATE_T_SCALAR;
 	if (op == BPF_NEG || op == BPF_END) /* neg, bswap */
 		return GATE_T_SCALAR;
 	if (op == BPF_ADD || op == BPF_SUB) /* add, sub: a pointer moves */
@@ -417,7 +425,7 @@ static __always_inline void alu_tag(struct scan_ctx *c, __u8 code, __u8 dst, __u
 	if (BPF_CLASS(code) == BPF_ALU)
 		c->regs[dst] = GATE_T_SCALAR;
 	else
-		c->regs[dst] = alu64_tag(code, c->regs[dst],
+		c->regs[dst] = alu64_tag(c, code, c->regs[dst],
 					 BPF_SRC(code) == BPF_X ? c->regs[src] : GATE_T_SCALAR, off);
 }
 
@@ -697,7 +705,7 @@ __noinline int gate_scan_chunk(struct pending_load *ts, struct jump_targets *jt,
 			if ((d | s) == GATE_T_SCALAR &&
 			    (code != (BPF_ALU64 | BPF_MOV | BPF_X) || p->off != 1))
 				continue;
-			c->regs[dst] = cls == BPF_ALU ? GATE_T_SCALAR : alu64_tag(code, d, s, p->off);
+			c->regs[dst] = cls == BPF_ALU ? GATE_T_SCALAR : alu64_tag(c, code, d, s, p->off);
 			continue;
 		}
 		__s16 off = p->off;

@@ -15,7 +15,7 @@
 
 /* Scan flags. */
 #define SCAN_BTF_SOURCE (1U << 0) /* a kfunc, a helper returning a BTF pointer, an ld_imm64 of a BTF id */
-#define SCAN_MAP_REF (1U << 1) /* an ld_imm64 of a map or map value */
+#define SCAN_MAP_REF (1U << 1) /* a map is used: an ld_imm64 of a map or map value, an arena cast */
 #define SCAN_BLOCK_ENDS (1U << 2) /* the last instruction ended a block (exit, ja, gotox) */
 #define SCAN_GOTOX (1U << 3) /* an indirect jump: any instruction may start a block */
 #define SCAN_CONTENDED (1U << 4) /* another load took this CPU's jump_targets during the scan */

@@ -2423,6 +2423,32 @@ fn gate_partly_overwritten_spill_is_no_pointer() {
     assert_eq!(seen, [("spill_whole", true, true), ("spill_dw_at_12", false, false), ("spill_dw_at_4", false, false)]);
 }
 
+/// A store through an arena pointer (`addr_space_cast`, mov with off 1) counts `map_write` even with no ld_imm64
+/// naming the arena: a loader can bind it through `fd_array` (6.14+). Found by the differential test. The gate
+/// decides before the verifier, which refuses both programs here (no arena is bound): the decision is the
+/// evidence. The control moves the same scalar without the cast.
+#[test]
+fn gate_counts_a_store_through_an_arena_cast() {
+    let Some(_guard) = live("gate_counts_a_store_through_an_arena_cast") else { return };
+    let mut g = Live::new();
+    g.install(&crate::evasion::deny_policy(&this_exe(), Capability::MapWrite));
+    g.take();
+    let write = Capability::MapWrite.bit();
+    let mut seen = Vec::new();
+    // r2 = 0; r1 = r2 (with off 1: addr_space_cast(r2, 0, 1)); *(u64 *)(r1 + 0) = 1; r0 = 0; exit
+    for (name, off) in [("arena_store", 1), ("scalar_store", 0)] {
+        let program =
+            [mov_imm(2, 0), insn(0xbf, 1, 2, off, i32::from(off)), st_imm(op::DW, 1, 0, 1), mov_imm(0, 0), exit()];
+        let result = load_typed_fd(libbpf_sys::BPF_PROG_TYPE_KPROBE, name, &program).map(fd_result);
+        let events = g.take();
+        let e = *named(&events, name).first().unwrap_or_else(|| panic!("{name}: no decision"));
+        report!("{name}: {result:?}: {}", g.describe(e));
+        seen.push((name, e.verdict, e.maybe_classes & write != 0, e.evidence[Capability::MapWrite as usize]));
+    }
+    let at_store = evidence::INSN | 2;
+    assert_eq!(seen, [("arena_store", VERDICT_DENY, true, at_store), ("scalar_store", VERDICT_ALLOW, false, 0)]);
+}
+
 /// A kernel BTF object by name (`vmlinux`, a module's): a new fd to it and its id.
 fn kernel_btf(name: &str) -> Option<(i32, u32)> {
     let (id, _) = bpfgate_gate::kernel_btfs().into_iter().find(|(_, n)| n == name)?;
