@@ -18,7 +18,7 @@ use bpfgate_test_support::insn::Insn;
 use bpfgate_test_support::random::{Kind, Linked, Program, Rng, KINDS};
 use libbpf_rs::libbpf_sys;
 
-use super::gate::{class_names, named, this_exe, Live};
+use super::gate::{audit_deny_everything, class_names, named, this_exe, Live};
 use super::live;
 
 const SEED_ENV: &str = "BPFGATE_DIFF_SEED";
@@ -295,10 +295,7 @@ fn gate_matches_kernel_view_on_random_programs() {
     let programs = env_number(PROGRAMS_ENV, DEFAULT_PROGRAMS);
     let exe = this_exe();
     let mut g = Live::new();
-    let generation = g.install(&format!(
-        "version: 1\nmode: audit\ndefault: deny\nrules:\n  - name: deny-everything\n    subject:\n      \
-         exe: {exe}\n    action: deny\n"
-    ));
+    let generation = g.install(&audit_deny_everything(&exe));
     g.take();
     let _map = FixedMap::create();
     // Every catalogued kfunc of vmlinux, and one vmlinux function no catalogue names (unknown on both sides).

@@ -659,10 +659,7 @@ fn gate_conformance_with_the_library_in_audit_mode() {
     let Some(_guard) = live("gate_conformance_with_the_library_in_audit_mode") else { return };
     let exe = this_exe();
     let mut g = Live::new();
-    let generation = g.install(&format!(
-        "version: 1\nmode: audit\ndefault: deny\nrules:\n  - name: deny-everything\n    subject:\n      \
-         exe: {exe}\n    action: deny\n"
-    ));
+    let generation = g.install(&audit_deny_everything(&exe));
     g.take();
     let mut compared = 0;
     let mut failures = Vec::new();
@@ -755,6 +752,14 @@ fn gate_conformance_with_the_library_in_audit_mode() {
     report!("conformance ({compared} programs decided):\n{}", table.join("\n"));
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
     assert!(compared >= 30, "only {compared} fixture programs reached the gate");
+}
+
+/// An audit-mode policy whose rule for `exe` denies everything: every load is decided, reported and let through.
+pub(crate) fn audit_deny_everything(exe: &str) -> String {
+    format!(
+        "version: 1\nmode: audit\ndefault: deny\nrules:\n  - name: deny-everything\n    subject:\n      \
+         exe: {exe}\n    action: deny\n"
+    )
 }
 
 /// `bpfgate check --gate` predicts the gate: under an enforced policy that restricts the conservative classes and
