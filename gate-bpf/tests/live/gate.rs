@@ -942,7 +942,7 @@ fn gate_counts_loads_in_flight_back_to_zero() {
         busy += u32::from(n > 0);
         std::thread::yield_now();
     }
-    let mut wrong = Vec::new();
+    let (mut wrong, mut refused) = (Vec::new(), 0);
     for outcomes in loaders.into_iter().map(|l| l.join().expect("loader thread")) {
         for (what, results) in outcomes {
             let want = match what {
@@ -950,14 +950,28 @@ fn gate_counts_loads_in_flight_back_to_zero() {
                 "send_signal" => Err(libc::EPERM),
                 _ => Err(libc::EACCES),
             };
-            wrong.extend(results.into_iter().filter(|r| *r != want).map(|r| format!("{what}: {r:?}")));
+            for r in results.into_iter().filter(|r| *r != want) {
+                // 6.1: a load that preempts the other thread's scan on the one CPU is not scanned (the fentry
+                // program is already active there) and is denied, fail closed (`unscanned_loads_fail_closed`).
+                if what == "allowed" && r == Err(libc::EPERM) {
+                    refused += 1;
+                } else {
+                    wrong.push(format!("{what}: {r:?}"));
+                }
+            }
         }
     }
     // A program is freed from deferred work after its last fd closes (RCU): its record goes then.
     wait_for("the loads in flight to come back to 0", Duration::from_secs(10), || g.gate.loads_in_flight() == 0);
-    g.take();
-    report!("loads in flight: {samples} samples while {} loads ran, {busy} above 0; back to 0", 2 * 3 * ROUNDS);
+    let events = g.take();
+    let denied: Vec<_> = named(&events, "bpfgate_fl_ok").into_iter().filter(|e| e.verdict == VERDICT_DENY).collect();
+    report!(
+        "loads in flight: {samples} samples while {} loads ran, {busy} above 0; back to 0 ({refused} unscanned and denied)",
+        2 * 3 * ROUNDS
+    );
     assert!(wrong.is_empty(), "unexpected outcomes: {wrong:?}");
+    assert_eq!(denied.len(), refused, "one unscanned denial per refused allowed load");
+    assert!(denied.iter().all(|e| e.scanned == 0 && e.reasons == 0), "denied only as unscanned");
 }
 
 pub(crate) fn run_with_timeout(
