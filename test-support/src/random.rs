@@ -25,6 +25,15 @@ use crate::elf::{
 };
 use crate::insn::{self, insn, ld_imm64, op, Insn};
 
+/// A seed or count as written on a command line or in the environment: decimal, or hex after `0x`.
+pub fn parse_number(s: &str) -> Result<u64, std::num::ParseIntError> {
+    let s = s.trim();
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+}
+
 /// splitmix64: small, and the same sequence on every host.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

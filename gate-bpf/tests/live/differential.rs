@@ -14,11 +14,10 @@ use std::time::Instant;
 
 use bpfgate::metadata::{Capability, ClassSet, ProgramMetadata};
 use bpfgate_gate::event::{evidence, scan_flags, RawEvent, VERDICT_AUDIT};
-use bpfgate_test_support::insn::Insn;
-use bpfgate_test_support::random::{Kind, Linked, Program, Rng, KINDS};
+use bpfgate_test_support::random::{parse_number, Linked, Program, Rng, KINDS};
 use libbpf_rs::libbpf_sys;
 
-use super::gate::{audit_deny_everything, class_names, named, this_exe, Live};
+use super::gate::{audit_deny_everything, class_names, fd_result, load_attached_fd, named, this_exe, Live};
 use super::live;
 
 const SEED_ENV: &str = "BPFGATE_DIFF_SEED";
@@ -48,14 +47,7 @@ enum Outcome {
 
 /// The environment's number, or the default.
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).map_or(default, |v| {
-        let v = v.trim();
-        let parsed = match v.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => v.parse(),
-        };
-        parsed.unwrap_or_else(|e| panic!("{name}={v}: {e}"))
-    })
+    std::env::var(name).map_or(default, |v| parse_number(&v).unwrap_or_else(|e| panic!("{name}={v}: {e}")))
 }
 
 /// The program of `index` in the run of `seed`, on its own stream so that each can be generated alone.
@@ -68,34 +60,6 @@ fn generate(seed: u64, index: u64, kfuncs: &[&'static str]) -> Program {
         _ => rng.range(120, 350),
     };
     Program::generate(&mut rng, size as usize, kfuncs)
-}
-
-/// Loads `insns` as a program of `kind` named `name` (closing it if it verifies): the errno of a refused load.
-fn load(kind: Kind, name: &str, insns: &[Insn], attach_btf_id: u32) -> Result<(), i32> {
-    let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
-    let mut opts = libbpf_sys::bpf_prog_load_opts {
-        sz: size_of::<libbpf_sys::bpf_prog_load_opts>() as libbpf_sys::size_t,
-        expected_attach_type: kind.attach_type,
-        attach_btf_id,
-        ..Default::default()
-    };
-    // SAFETY: every pointer is valid for the call (Insn has struct bpf_insn's layout); opts is sized.
-    let fd = unsafe {
-        libbpf_sys::bpf_prog_load(
-            kind.prog_type,
-            name.as_ptr(),
-            c"GPL".as_ptr(),
-            insns.as_ptr().cast(),
-            insns.len() as _,
-            &mut opts,
-        )
-    };
-    if fd < 0 {
-        return Err(-fd);
-    }
-    // SAFETY: a fresh fd this process owns.
-    unsafe { libc::close(fd) };
-    Ok(())
 }
 
 /// What a program's side-by-side comparison needs besides the program.
@@ -124,7 +88,10 @@ impl Bench {
             return Outcome::Unanalyzed(errors.join("; "));
         };
         let attach = prog.kind.btf_func.map_or(0, |f| self.funcs[f]);
-        let result = load(prog.kind, name, &linked.insns, attach);
+        let result =
+            load_attached_fd(prog.kind.prog_type, prog.kind.attach_type, attach, name, &linked.insns).map(|fd| {
+                fd_result(fd);
+            });
         self.loads += 1;
         self.verified += u64::from(result.is_ok());
         let events = self.g.take();

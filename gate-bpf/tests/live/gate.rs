@@ -1220,8 +1220,25 @@ fn load_insns_fd(name: &str, insns: &[Insn]) -> Result<i32, i32> {
 
 /// Loads `insns` as a GPL program of `prog_type` named `name`; the fd, which the caller closes, or the errno.
 pub(crate) fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, insns: &[Insn]) -> Result<i32, i32> {
+    load_attached_fd(prog_type, 0, 0, name, insns)
+}
+
+/// As `load_typed_fd`, with the expected attach type and the attach target's BTF id (0: none).
+pub(crate) fn load_attached_fd(
+    prog_type: libbpf_sys::bpf_prog_type,
+    attach_type: libbpf_sys::bpf_attach_type,
+    attach_btf_id: u32,
+    name: &str,
+    insns: &[Insn],
+) -> Result<i32, i32> {
     let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
-    // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); null opts means defaults.
+    let mut opts = libbpf_sys::bpf_prog_load_opts {
+        sz: size_of::<libbpf_sys::bpf_prog_load_opts>() as libbpf_sys::size_t,
+        expected_attach_type: attach_type,
+        attach_btf_id,
+        ..Default::default()
+    };
+    // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); opts is sized.
     let fd = unsafe {
         libbpf_sys::bpf_prog_load(
             prog_type,
@@ -1229,7 +1246,7 @@ pub(crate) fn load_typed_fd(prog_type: libbpf_sys::bpf_prog_type, name: &str, in
             c"GPL".as_ptr(),
             insns.as_ptr().cast(),
             insns.len() as _,
-            std::ptr::null_mut(),
+            &mut opts,
         )
     };
     if fd < 0 {

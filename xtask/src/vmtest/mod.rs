@@ -160,8 +160,8 @@ pub fn run(args: Args) -> Result<bool> {
     }
     guest_bins.extend(live_bins.into_iter().map(|b| (b.name, b.path)));
     if let Some(seed) = &args.diff_seed {
-        let hex = seed.strip_prefix("0x").map(|h| u64::from_str_radix(h, 16));
-        hex.unwrap_or_else(|| seed.parse()).with_context(|| format!("--diff-seed {seed:?}: not a number"))?;
+        bpfgate_test_support::random::parse_number(seed)
+            .with_context(|| format!("--diff-seed {seed:?}: not a number"))?;
     }
     let env: Vec<(&str, String)> = [
         args.soak_secs.map(|s| ("BPFGATE_SOAK_SECS", s.to_string())),
