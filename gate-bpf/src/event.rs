@@ -147,6 +147,9 @@ pub struct Event {
     /// The load was decided at another task's open of the program by id, before its loader's own fd (the
     /// event's process is still the loader).
     pub decided_at_other_open: bool,
+    /// A module kfunc call's fd_array slot was on a page the gate could not read: the call was judged by the
+    /// one module with that kfunc, and checked after verification.
+    pub fd_array_unread: bool,
 }
 
 /// Names for what the raw event only has numbers for.
@@ -263,6 +266,7 @@ impl Event {
             kptr_read: raw.scan_flags & scan_flags::KPTR_READ != 0,
             not_executable_calls: raw.scan_flags & scan_flags::NOT_EXECUTABLE != 0,
             decided_at_other_open: raw.scan_flags & scan_flags::OTHER_TASK != 0,
+            fd_array_unread: raw.scan_flags & scan_flags::FD_ARRAY_UNREAD != 0,
         }
     }
 
@@ -370,6 +374,9 @@ impl Event {
         if self.decided_at_other_open {
             f.write_str(" (decided at another process's open by id)")?;
         }
+        if self.fd_array_unread {
+            f.write_str(" (fd_array not readable at load: module kfuncs judged by their only module)")?;
+        }
         Ok(())
     }
 }
@@ -451,12 +458,23 @@ mod tests {
     }
 
     #[test]
-    fn a_decision_at_another_open_is_reported() {
-        let r = RawEvent { scan_flags: scan_flags::OTHER_TASK, ..raw() };
-        let e = Event::from_raw(&r, &Names::default());
-        assert!(e.decided_at_other_open);
-        assert!(e.to_string().ends_with(" (decided at another process's open by id)"), "{e}");
-        assert_eq!(serde_json::to_value(&e).expect("serializes")["decided_at_other_open"], true);
+    fn scan_flags_are_reported_in_text_and_json() {
+        let cases = [
+            (scan_flags::OTHER_TASK, "decided_at_other_open", " (decided at another process's open by id)"),
+            (
+                scan_flags::FD_ARRAY_UNREAD,
+                "fd_array_unread",
+                " (fd_array not readable at load: module kfuncs judged by their only module)",
+            ),
+        ];
+        for (flag, field, text) in cases {
+            let e = Event::from_raw(&RawEvent { scan_flags: flag, ..raw() }, &Names::default());
+            assert!(e.to_string().ends_with(text), "{e}");
+            let json = serde_json::to_value(&e).expect("serializes");
+            assert_eq!(json[field], true, "{json}");
+            let plain = serde_json::to_value(Event::from_raw(&raw(), &Names::default())).expect("serializes");
+            assert_eq!(plain[field], false, "{plain}");
+        }
     }
 
     /// Helper ids of 2^30 and more do not fit the evidence word: `unknown`'s id comes whole from its own field,

@@ -330,6 +330,9 @@ pub struct Gate {
     kfuncs_found: usize,
     /// `kfunc_classes` keys of module kfuncs, dropped when [`Gate::refresh_kfuncs`] finds the module gone.
     module_kfuncs: Vec<[u8; KfuncKey::SIZE]>,
+    /// `module_kfunc_owners` keys: module kfunc BTF ids only one module has (when a call's fd_array slot
+    /// cannot be read, the gate takes that module).
+    module_kfunc_owners: Vec<u32>,
     /// The gate's own maps, programs and links, as recorded for self-protection.
     objects: Vec<GateObject>,
     /// What `bpfgate status` reads (crate::status): the record, its map, and the policy file installed next.
@@ -449,6 +452,7 @@ impl Gate {
             names: Names::default(),
             kfuncs_found: 0,
             module_kfuncs: Vec::new(),
+            module_kfunc_owners: Vec::new(),
             objects: Vec::new(),
             status_map,
             record,
@@ -510,18 +514,33 @@ impl Gate {
         self.fill_module_kfuncs(vmlinux)
     }
 
+    /// Module kfuncs into `kfunc_classes`, and the ids only one module has into `module_kfunc_owners`
+    /// (replacing the owners recorded before).
     fn fill_module_kfuncs(&mut self, vmlinux: &KernelBtf) -> Result<(), GateError> {
         let catalogue: std::collections::HashMap<&str, usize> =
             bpfgate::helpers::KFUNCS.iter().enumerate().map(|(i, k)| (k.name, i)).collect();
+        // Each id's module, None once a second module has a catalogued kfunc at that id too.
+        let mut owners: std::collections::BTreeMap<u32, Option<u32>> = std::collections::BTreeMap::new();
         for obj in module_btf_ids() {
             let Some(module) = vmlinux.module(obj) else { continue };
             for (id, name) in module.own_funcs() {
                 if let Some(&index) = catalogue.get(name.as_str()) {
                     let key = self.record_kfunc(obj, id, index)?;
                     self.module_kfuncs.push(key);
+                    owners.entry(id).and_modify(|o| *o = o.filter(|&o| o == obj)).or_insert(Some(obj));
                 }
             }
         }
+        let map = &self.skel.maps.module_kfunc_owners;
+        let unique: Vec<(u32, u32)> = owners.into_iter().filter_map(|(id, o)| Some((id, o?))).collect();
+        for (id, obj) in &unique {
+            map.update(&id.to_ne_bytes(), &obj.to_ne_bytes(), MapFlags::ANY)
+                .map_err(bpf("recording a module kfunc's owner"))?;
+        }
+        for id in self.module_kfunc_owners.iter().filter(|id| !unique.iter().any(|(u, _)| u == *id)) {
+            delete_if_present(map, &id.to_ne_bytes())?;
+        }
+        self.module_kfunc_owners = unique.into_iter().map(|(id, _)| id).collect();
         Ok(())
     }
 

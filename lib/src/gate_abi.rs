@@ -394,6 +394,10 @@ pub mod scan_flags {
         /// The load's final decision ran in another task's request for an fd to the program (an open by id before
         /// the loader's own fd); pid, tgid and comm are the loader's, recorded at the load.
         pub const OTHER_TASK: u16 = 1 << 4;
+        /// A module kfunc call's fd_array slot was on a page the gate could not read (not mapped then): the
+        /// call was judged by the one module with a catalogued kfunc at its BTF id (checked at lsm/bpf_prog
+        /// against what the verifier bound), or `unknown` where no one module has it.
+        pub const FD_ARRAY_UNREAD: u16 = 1 << 5;
     }
 }
 

@@ -291,7 +291,8 @@ static __always_inline struct pending_load *gate_scan(struct bpf_prog *prog, __u
 		e->attach_btf_id = btf_id;
 		e->scanned = sc->scanned;
 		e->scan_flags = (sc->flags & SCAN_CONTENDED ? GATE_SCAN_CONTENDED : 0) |
-				(sc->flags & SCAN_NOT_EXECUTABLE ? GATE_SCAN_NOT_EXECUTABLE : 0);
+				(sc->flags & SCAN_NOT_EXECUTABLE ? GATE_SCAN_NOT_EXECUTABLE : 0) |
+				(sc->flags & SCAN_FD_ARRAY_UNREAD ? GATE_SCAN_FD_ARRAY_UNREAD : 0);
 		e->unknown_helper = sc->unknown_helper;
 #pragma unroll
 		for (int k = 0; k < GATE_CLASS_SLOTS; k++)

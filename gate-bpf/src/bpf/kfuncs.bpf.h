@@ -14,12 +14,25 @@ struct {
 } kfunc_classes SEC(".maps");
 
 /*
- * The BTF object a module kfunc call names: its off indexes the load's fd_array (user memory, or kernel
- * memory for a load from the kernel), whose fd this task holds. The verifier reads fd_array again later,
- * so lsm/bpf_prog checks the objects it bound against these (kfunc_btfs_changed). 0 when unreadable, or
- * past GATE_KFUNC_BTFS distinct indexes: the call is then unknown.
+ * The module BTF object of each catalogued module kfunc's BTF id that only one loaded module has (filled
+ * by the loader beside kfunc_classes): the object a call names when its fd_array slot cannot be read.
  */
-__noinline __u32 gate_module_btf(struct scan_ctx *c, __s32 off)
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GATE_MAX_KFUNCS);
+	__type(key, __u32);
+	__type(value, __u32);
+} module_kfunc_owners SEC(".maps");
+
+/*
+ * The BTF object a module kfunc call (BTF id btf_id) names: its off indexes the load's fd_array (user
+ * memory, or kernel memory for a load from the kernel), whose fd this task holds. A slot on a page not
+ * mapped now cannot be read here (no faults): the one module with a catalogued kfunc at btf_id is taken
+ * instead. The verifier reads fd_array again later, so lsm/bpf_prog checks the objects it bound against
+ * these either way (kfunc_btfs_changed). 0 when unresolved, or past GATE_KFUNC_BTFS distinct indexes: the
+ * call is then unknown.
+ */
+__noinline __u32 gate_module_btf(struct scan_ctx *c, __s32 off, __u32 btf_id)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct file *file = NULL;
@@ -43,17 +56,22 @@ __noinline __u32 gate_module_btf(struct scan_ctx *c, __s32 off)
 		return 0;
 	const void *slot = (const void *)(c->fd_array + (__u64)off * sizeof(fd));
 
-	if (bpf_probe_read_user(&fd, sizeof(fd), slot) && bpf_probe_read_kernel(&fd, sizeof(fd), slot))
-		return 0;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return 0;
-	/* Not checked to be a BTF fd: if it is not, the verifier refuses the load or binds another object. */
-	btf = BPF_CORE_READ(file, private_data);
-	id = btf ? BPF_CORE_READ(btf, id) : 0;
+	if (!bpf_probe_read_user(&fd, sizeof(fd), slot) || !bpf_probe_read_kernel(&fd, sizeof(fd), slot)) {
+		fdt = BPF_CORE_READ(task, files, fdt);
+		if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+			return 0;
+		fds = BPF_CORE_READ(fdt, fd);
+		if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+			return 0;
+		/* Not checked to be a BTF fd: if it is not, the verifier refuses the load or binds another object. */
+		btf = BPF_CORE_READ(file, private_data);
+		id = btf ? BPF_CORE_READ(btf, id) : 0;
+	} else {
+		__u32 *owner = bpf_map_lookup_elem(&module_kfunc_owners, &btf_id);
+
+		c->flags |= SCAN_FD_ARRAY_UNREAD;
+		id = owner ? *owner : 0;
+	}
 	if (!id)
 		return 0;
 	c->kfunc_btfs[n & (GATE_KFUNC_BTFS - 1)].off = off;

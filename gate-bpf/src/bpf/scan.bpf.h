@@ -317,8 +317,8 @@ static __always_inline void scan_call(struct scan_ctx *c, struct jump_targets *j
 		struct gate_kfunc_key key = { .btf_id = (__u32)imm };
 		__u64 *found = NULL;
 
-		/* vmlinux's kfuncs by id; a module's by its BTF object too (none if its fd cannot be read). */
-		if (off == 0 || (key.btf_obj = gate_module_btf(c, off)))
+		/* vmlinux's kfuncs by id; a module's by its BTF object too (none if it cannot be told). */
+		if (off == 0 || (key.btf_obj = gate_module_btf(c, off, key.btf_id)))
 			found = bpf_map_lookup_elem(&kfunc_classes, &key);
 		c->flags |= SCAN_BTF_SOURCE; /* kfuncs trade in BTF pointers */
 		if (found) {
@@ -871,7 +871,7 @@ static __always_inline void scan_program(struct pending_load *ts, struct jump_ta
 	for (int k = 0; k < GATE_JOIN_SLOTS; k++)
 		jt->joins[k].target = 0;
 	bpf_loop((c->len + 511) / 512, clear_chunk, &loop, 0);
-	c->flags = 0;
+	c->flags &= SCAN_FD_ARRAY_UNREAD; /* kept with the module BTF objects (scan_start) */
 	c->callbacks = 0;
 	bpf_loop(chunks, mark_chunk, &loop, 0);
 	scan_start(c);

@@ -21,6 +21,7 @@
 #define SCAN_CONTENDED (1U << 4) /* another load took this CPU's jump_targets during the scan */
 #define SCAN_FUNC_ADDR (1U << 5) /* an ld_imm64 of a function: the program runs callbacks */
 #define SCAN_NOT_EXECUTABLE (1U << 6) /* a helper call the kernel cannot execute (bpfgate::target) */
+#define SCAN_FD_ARRAY_UNREAD (1U << 9) /* a module kfunc call's fd_array slot could not be read */
 /*
  * The tag pass runs without the marking pass (scan_program): forward targets are marked as their jumps are
  * met. It needs the marking pass after all (SCAN_RESCAN) at a backward jump or call, an indirect jump, or

@@ -1231,14 +1231,22 @@ pub(crate) fn load_attached_fd(
     name: &str,
     insns: &[Insn],
 ) -> Result<i32, i32> {
+    let opts =
+        libbpf_sys::bpf_prog_load_opts { expected_attach_type: attach_type, attach_btf_id, ..Default::default() };
+    load_with_opts(prog_type, name, insns, opts)
+}
+
+/// `bpf_prog_load` with these options (`sz` is set here): a new fd or the errno.
+fn load_with_opts(
+    prog_type: libbpf_sys::bpf_prog_type,
+    name: &str,
+    insns: &[Insn],
+    mut opts: libbpf_sys::bpf_prog_load_opts,
+) -> Result<i32, i32> {
     let name = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
-    let mut opts = libbpf_sys::bpf_prog_load_opts {
-        sz: size_of::<libbpf_sys::bpf_prog_load_opts>() as libbpf_sys::size_t,
-        expected_attach_type: attach_type,
-        attach_btf_id,
-        ..Default::default()
-    };
-    // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout); opts is sized.
+    opts.sz = size_of::<libbpf_sys::bpf_prog_load_opts>() as libbpf_sys::size_t;
+    // SAFETY: all pointers are valid for the call (Insn has struct bpf_insn's layout; the caller keeps what
+    // opts points to alive); opts is sized.
     let fd = unsafe {
         libbpf_sys::bpf_prog_load(
             prog_type,
@@ -2512,6 +2520,31 @@ fn module_func_id(obj: u32, func: &CStr) -> i32 {
     id
 }
 
+/// An XDP program that looks a TCP tuple up in conntrack (`bpf_xdp_ct_lookup`, BTF id `lookup`) and releases what
+/// it found (`bpf_ct_release`, `release`), both kfuncs named through fd_array slot 1. Returns no verdict yet.
+fn ct_lookup_release(lookup: i32, release: i32) -> Vec<Insn> {
+    let st = |size: u8, off: i16, imm: i32| st_imm(size, 10, off, imm);
+    vec![
+        mov(6, 1),          // r6 = ctx
+        st(op::DW, -32, 0), // the tuple (ipv4, 12 bytes) at r10 - 32
+        st(op::DW, -24, 0),
+        st(op::W, -16, -1), // opts at r10 - 16: netns_id -1, error 0, l4proto 6 (TCP)
+        st(op::W, -12, 0),
+        st(op::W, -8, 6),
+        mov(1, 6),
+        mov(2, 10),
+        add_imm(2, -32),
+        mov_imm(3, 12),
+        mov(4, 10),
+        add_imm(4, -16),
+        mov_imm(5, 12),
+        call_kfunc(lookup, 1), // both kfuncs from the BTF of fd_array[1]
+        jeq_imm(0, 0, 2),
+        mov(1, 0),
+        call_kfunc(release, 1),
+    ]
+}
+
 /// A loader that rewrites fd_array while the kernel handles its load gains nothing: the gate judges module
 /// kfuncs by the BTF object the scan read from fd_array, and after verification compares it with the one the
 /// verifier bound. Here fd_array[1] flips between nf_conntrack's BTF (where the program's kfunc ids are) and
@@ -2536,26 +2569,7 @@ fn gate_checks_module_btfs_against_what_the_verifier_bound() {
         return;
     };
     let (lookup, release) = (module_func_id(ct_id, c"bpf_xdp_ct_lookup"), module_func_id(ct_id, c"bpf_ct_release"));
-    let st = |size: u8, off: i16, imm: i32| st_imm(size, 10, off, imm);
-    let mut insns = vec![
-        mov(6, 1),          // r6 = ctx
-        st(op::DW, -32, 0), // the tuple (ipv4, 12 bytes) at r10 - 32
-        st(op::DW, -24, 0),
-        st(op::W, -16, -1), // opts at r10 - 16: netns_id -1, error 0, l4proto 6 (TCP)
-        st(op::W, -12, 0),
-        st(op::W, -8, 6),
-        mov(1, 6),
-        mov(2, 10),
-        add_imm(2, -32),
-        mov_imm(3, 12),
-        mov(4, 10),
-        add_imm(4, -16),
-        mov_imm(5, 12),
-        call_kfunc(lookup, 1), // both kfuncs from the BTF of fd_array[1]
-        jeq_imm(0, 0, 2),
-        mov(1, 0),
-        call_kfunc(release, 1),
-    ];
+    let mut insns = ct_lookup_release(lookup, release);
     // A long scan after the calls: the window in which the other thread may run and flip the slot.
     insns.resize(insns.len() + 50_000, mov_imm(7, 0));
     insns.push(mov_imm(0, 2)); // XDP_PASS
@@ -2581,34 +2595,14 @@ fn gate_checks_module_btfs_against_what_the_verifier_bound() {
             }
         });
         for attempt in 0..300 {
-            let mut opts = bpf_prog_load_opts {
-                sz: size_of::<bpf_prog_load_opts>() as _,
-                fd_array: fd_array.as_ptr().cast(),
-                ..Default::default()
-            };
             let name = format!("bpfgate_fda{attempt}");
-            let cname = std::ffi::CString::new(name.clone()).expect("name");
-            // SAFETY: insns and fd_array outlive the call (Insn has struct bpf_insn's layout, AtomicI32 i32's);
-            // opts is sized.
-            let fd = unsafe {
-                bpf_prog_load(
-                    BPF_PROG_TYPE_XDP,
-                    cname.as_ptr(),
-                    c"GPL".as_ptr(),
-                    insns.as_ptr().cast(),
-                    insns.len() as _,
-                    &mut opts,
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: our fd, closed once.
-                unsafe { libc::close(fd) };
-            }
+            let opts = bpf_prog_load_opts { fd_array: fd_array.as_ptr().cast(), ..Default::default() };
+            let result = load_with_opts(BPF_PROG_TYPE_XDP, &name, &insns, opts).map(fd_result);
             let events = g.take();
             let ours = named(&events, &name);
             let at_load = ours.iter().find(|e| e.op == OP_PROG_LOAD).map_or(0, |e| e.classes | e.maybe_classes);
             let after = ours.iter().find(|e| e.op == OP_PROG_MAPS).map(|e| **e);
-            outcomes.push((if fd >= 0 { Ok(()) } else { Err(-fd) }, at_load, after));
+            outcomes.push((result.map(drop), at_load, after));
             let seen =
                 |flag: bool| outcomes.iter().any(|(r, _, a)| r.is_ok() && a.is_some_and(|a| changed(&a)) == flag);
             if seen(true) && seen(false) || Instant::now() > deadline {
@@ -2641,4 +2635,87 @@ fn gate_checks_module_btfs_against_what_the_verifier_bound() {
     }
     assert!(!caught.is_empty(), "the flip never fell between the scan and the verifier in {} loads", outcomes.len());
     assert!(caught.len() < loaded.len(), "no load read the same BTF as the verifier in {} loads", outcomes.len());
+}
+
+/// The gate cannot fault in user memory: a loader's fd_array on a page not mapped yet (here a file mapping no
+/// one has touched; in the wild a page being migrated or collapsed into a huge page) cannot be read at load.
+/// A module kfunc call through it is then judged by the one module whose BTF has that kfunc at that id, and
+/// lsm/bpf_prog checks that the verifier bound that module, as for a slot it read. Both loads (fd_array on the
+/// heap and on the untouched mapping) are allowed under a rule that denies `unknown` and packet_write, with no
+/// class; only the second is flagged.
+#[test]
+fn gate_judges_module_kfuncs_through_an_unmapped_fd_array() {
+    use libbpf_sys::*;
+    let Some(_guard) = live("gate_judges_module_kfuncs_through_an_unmapped_fd_array") else { return };
+    let Some((ct_fd, ct_id)) = kernel_btf("nf_conntrack") else {
+        assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness loads nf_conntrack");
+        report!("SKIPPED gate_judges_module_kfuncs_through_an_unmapped_fd_array: no nf_conntrack");
+        return;
+    };
+    let (lookup, release) = (module_func_id(ct_id, c"bpf_xdp_ct_lookup"), module_func_id(ct_id, c"bpf_ct_release"));
+    let mut insns = ct_lookup_release(lookup, release);
+    insns.push(mov_imm(0, 2)); // XDP_PASS
+    insns.push(exit());
+    let exe = this_exe();
+    let mut g = Live::new();
+    g.install(&format!(
+        "version: 1\ndefault: allow\nrules:\n  - name: no-unknown\n    subject:\n      exe: {exe}\n    \
+         capabilities:\n      deny: [unknown, packet_write]\n"
+    ));
+    g.take();
+    let heap = vec![ct_fd; 2];
+    let unmapped = UnmappedInts::new(&heap);
+    let mut seen = Vec::new();
+    for (name, fd_array) in [("bpfgate_fda_heap", heap.as_ptr()), ("bpfgate_fda_unmapped", unmapped.as_ptr())] {
+        let opts = bpf_prog_load_opts { fd_array: fd_array.cast(), ..Default::default() };
+        let result = load_with_opts(BPF_PROG_TYPE_XDP, name, &insns, opts).map(fd_result);
+        let events = g.take();
+        let ours = named(&events, name);
+        let e = *ours.iter().find(|e| e.op == OP_PROG_LOAD).unwrap_or_else(|| panic!("{name}: no decision"));
+        report!("{name}: {result:?}: {}", g.describe(e));
+        let after = ours.iter().find(|e| e.op == OP_PROG_MAPS);
+        assert!(after.is_none(), "{name}: the decision changed after verification: {}", g.describe(after.unwrap()));
+        let unread = e.scan_flags & scan_flags::FD_ARRAY_UNREAD != 0;
+        seen.push((name, result, e.verdict, e.classes | e.maybe_classes, unread));
+    }
+    // SAFETY: our fd, closed once.
+    unsafe { libc::close(ct_fd) };
+    assert_eq!(
+        seen,
+        [("bpfgate_fda_heap", Ok(0), VERDICT_ALLOW, 0, false), ("bpfgate_fda_unmapped", Ok(0), VERDICT_ALLOW, 0, true)]
+    );
+}
+
+/// Integers in a shared file mapping whose page no one has touched: a read that cannot fault fails on it.
+struct UnmappedInts {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl UnmappedInts {
+    fn new(values: &[i32]) -> Self {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        // SAFETY: a new memfd, written through the syscall (not a mapping), then mapped and never read here.
+        unsafe {
+            let fd = libc::memfd_create(c"bpfgate-fd-array".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+            let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+            assert_eq!(written, bytes.len() as isize, "writing the memfd");
+            let addr = libc::mmap(std::ptr::null_mut(), bytes.len(), libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+            assert_ne!(addr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+            libc::close(fd);
+            Self { addr, len: bytes.len() }
+        }
+    }
+
+    fn as_ptr(&self) -> *const i32 {
+        self.addr.cast()
+    }
+}
+
+impl Drop for UnmappedInts {
+    fn drop(&mut self) {
+        // SAFETY: our mapping, unmapped once.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
 }
