@@ -130,7 +130,8 @@ pub enum Item {
     Map(u8),
     /// `dst = &variable`, relocated against [`DATA_NAME`]: a map value.
     MapValue(u8),
-    /// A call of the vmlinux kfunc of this name: by BTF id in the kernel, relocated against the name in the object.
+    /// A call of the kfunc of this name (vmlinux's or a module's): by BTF id and fd_array index in the kernel,
+    /// relocated against the name in the object.
     Kfunc(&'static str),
 }
 
@@ -170,8 +171,8 @@ pub struct Linked {
 }
 
 impl Program {
-    /// A program of about `size` items (at least a few), from `rng`, calling some of `kfuncs` (vmlinux kfuncs by
-    /// name) among its calls.
+    /// A program of about `size` items (at least a few), from `rng`, calling some of `kfuncs` (kfuncs by name)
+    /// among its calls.
     pub fn generate(rng: &mut Rng, size: usize, kfuncs: &[&'static str]) -> Program {
         let kind = rng.pick(KINDS);
         let wild = rng.chance(50);
@@ -242,9 +243,9 @@ impl Program {
         Program { kind: self.kind, funcs }
     }
 
-    /// The program laid out as libbpf would, with `map_fd` in its map references and `kfunc_id` giving each kfunc's
-    /// BTF id.
-    pub fn link(&self, map_fd: i32, kfunc_id: &dyn Fn(&str) -> i32) -> Linked {
+    /// The program laid out as libbpf would, with `map_fd` in its map references and `kfunc` giving each kfunc's
+    /// BTF id and the fd_array index of its BTF object (0: vmlinux).
+    pub fn link(&self, map_fd: i32, kfunc: &dyn Fn(&str) -> (i32, i16)) -> Linked {
         // Depth first from the entry function: a function goes where it is first referred to.
         let mut order = vec![0];
         let mut placed = vec![false; self.funcs.len()];
@@ -295,7 +296,8 @@ impl Program {
                     }
                     Item::Kfunc(name) => {
                         relocs.push((insns.len(), Reloc::Kfunc(name)));
-                        insns.push(insn::call_kfunc(kfunc_id(name), 0));
+                        let (id, slot) = kfunc(name);
+                        insns.push(insn::call_kfunc(id, slot));
                     }
                 }
             }
@@ -317,10 +319,17 @@ impl Program {
 
     /// The object a loader would read the program `name` from: one code section of the kind's name with the
     /// laid-out functions (`name`, then `name_1`, ...), the map definition (legacy `maps` section: an array, no
-    /// kptrs) and a `.data` variable, and the relocations of their references.
+    /// kptrs) and a `.data` variable, and the relocations of their references. A kfunc call's fd_array index is
+    /// the loader's to fill in: 0 in the object.
     pub fn object(&self, name: &str, linked: &Linked) -> Vec<u8> {
         let (main_len, rest) = linked.funcs.split_first().map_or((0, &[][..]), |(&(_, len), rest)| (len, rest));
-        let (mut e, code) = Elf::program(self.kind.section, name, &linked.insns, main_len);
+        let mut insns = linked.insns.clone();
+        for &(at, r) in &linked.relocs {
+            if let (Reloc::Kfunc(_), Some(i)) = (r, insns.get_mut(at)) {
+                i.off = 0;
+            }
+        }
+        let (mut e, code) = Elf::program(self.kind.section, name, &insns, main_len);
         for (k, &(start, len)) in rest.iter().enumerate() {
             e.func(&format!("{name}_{}", k + 1), code, start, len);
         }
@@ -694,7 +703,7 @@ mod tests {
                 vec![exit], // nothing refers to it
             ],
         };
-        let l = p.link(7, &|_| 0);
+        let l = p.link(7, &|_| (0, 0));
         // main (0..5), 2 at 5, 3 at 7 (from 2), 1 at 8.
         assert_eq!(l.funcs, vec![(0, 5), (5, 2), (7, 1), (8, 1)]);
         assert_eq!(l.insns[0], insn::call_local(4));
@@ -717,7 +726,7 @@ mod tests {
     fn same_seed_same_programs() {
         let gen = |seed| {
             let mut rng = Rng::new(seed);
-            (0..20).map(|_| Program::generate(&mut rng, 50, &["k"]).link(3, &|_| 9).insns).collect::<Vec<_>>()
+            (0..20).map(|_| Program::generate(&mut rng, 50, &["k"]).link(3, &|_| (9, 0)).insns).collect::<Vec<_>>()
         };
         assert_eq!(gen(1), gen(1));
         assert_ne!(gen(1), gen(2));

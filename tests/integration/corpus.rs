@@ -431,7 +431,8 @@ fn random_programs_for_the_gate_are_analyzed_as_laid_out() {
     for i in 0..1500 {
         let size = if i % 4 == 0 { 300 } else { 2 + i % 90 };
         let prog = Program::generate(&mut rng, size, &["bpf_rdonly_cast", "bpf_list_push_front_impl", "nope"]);
-        let linked = prog.link(100, &|_| 7);
+        // One kfunc as if a module's (fd_array index 1 in the kernel's copy; the object's call says 0).
+        let linked = prog.link(100, &|k| (7, i16::from(k == "bpf_list_push_front_impl")));
         let name = format!("d{i}");
         let report = bpfgate::inspect("random.o", &prog.object(&name, &linked));
         let Some(p) = report.programs.iter().find(|p| p.name == name) else {

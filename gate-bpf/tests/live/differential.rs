@@ -8,16 +8,24 @@
 //! load event there), so every load is judged. `BPFGATE_DIFF_SEED` and `BPFGATE_DIFF_PROGRAMS` choose the
 //! programs (`cargo xtask vmtest --diff-seed`, `--diff-programs`); a mismatch prints the seed, the program shrunk
 //! to what still differs, and both sides.
+//!
+//! Module kfuncs (the catalogued ones of nf_conntrack and nf_nat, which the VM harness loads) are called through
+//! fd_array slots 1 and 2, as libbpf lays them out; every other program's fd_array is on a page the gate cannot
+//! read at load (a shared file mapping whose page table entries were dropped), so both ways the gate finds a
+//! module's BTF are compared with the library, which knows kfuncs by name.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bpfgate::metadata::{Capability, ClassSet, ProgramMetadata};
 use bpfgate_gate::event::{evidence, scan_flags, RawEvent, VERDICT_AUDIT};
+use bpfgate_test_support::insn::op;
 use bpfgate_test_support::random::{parse_number, Linked, Program, Rng, KINDS};
 use libbpf_rs::libbpf_sys;
 
-use super::gate::{audit_deny_everything, class_names, fd_result, load_attached_fd, named, this_exe, Live};
+use super::gate::{
+    audit_deny_everything, class_names, fd_result, kernel_btf, load_with_opts, named, this_exe, Live, UnmappedInts,
+};
 use super::live;
 
 const SEED_ENV: &str = "BPFGATE_DIFF_SEED";
@@ -30,11 +38,14 @@ const MAP_FD: i32 = 900;
 const SHRINK_BUDGET: usize = 400;
 /// Mismatches shrunk and printed whole; the rest are named (a broken scan would otherwise shrink hundreds).
 const SHRUNK: usize = 3;
+/// The modules whose catalogued kfuncs programs call, by their fd_array index (slot 0 is vmlinux's).
+const MODULES: [&str; 2] = ["nf_conntrack", "nf_nat"];
 
 /// What the two sides said about one program.
 enum Outcome {
-    /// Equal: the program's instruction count, and whether the gate counted a conservative class.
-    Same { insns: usize, conservative: bool },
+    /// Equal: the program's instruction count, whether the gate counted a conservative class, and whether it
+    /// calls a module's kfunc.
+    Same { insns: usize, conservative: bool, module: bool },
     /// The library did not analyze the program (its errors).
     Unanalyzed(String),
     /// The gate sent no decision (the load's result).
@@ -65,8 +76,14 @@ fn generate(seed: u64, index: u64, kfuncs: &[&'static str]) -> Program {
 /// What a program's side-by-side comparison needs besides the program.
 struct Bench {
     g: Live,
-    /// The BTF ids of the vmlinux functions programs name: kfuncs they call, functions they attach to.
+    /// The BTF ids of the vmlinux functions programs attach to.
     funcs: BTreeMap<&'static str, u32>,
+    /// The kfuncs programs call: BTF id and fd_array index of their BTF object.
+    kfuncs: BTreeMap<&'static str, (i32, i16)>,
+    /// The fd_array the loads pass, with the modules' BTF fds at their indexes: on the heap, and on a page the
+    /// gate cannot read.
+    fd_array: Vec<i32>,
+    unmapped: UnmappedInts,
     generation: u64,
     loads: u64,
     verified: u64,
@@ -74,11 +91,12 @@ struct Bench {
 
 impl Bench {
     fn link(&self, prog: &Program) -> Linked {
-        prog.link(MAP_FD, &|name| self.funcs.get(name).map_or(0, |&id| id as i32))
+        prog.link(MAP_FD, &|name| self.kfuncs.get(name).copied().unwrap_or((0, 0)))
     }
 
-    /// Judges `prog` on both sides under the name `name`.
-    fn judge(&mut self, prog: &Program, name: &str) -> Outcome {
+    /// Judges `prog` on both sides under the name `name`, loaded with the fd_array the gate cannot read if
+    /// `unmapped`.
+    fn judge(&mut self, prog: &Program, name: &str, unmapped: bool) -> Outcome {
         let linked = self.link(prog);
         let object = prog.object(name, &linked);
         let options = bpfgate::InspectOptions { target: self.g.target(), ..Default::default() };
@@ -88,10 +106,21 @@ impl Bench {
             return Outcome::Unanalyzed(errors.join("; "));
         };
         let attach = prog.kind.btf_func.map_or(0, |f| self.funcs[f]);
-        let result =
-            load_attached_fd(prog.kind.prog_type, prog.kind.attach_type, attach, name, &linked.insns).map(|fd| {
-                fd_result(fd);
-            });
+        let fd_array = if unmapped {
+            self.unmapped.unmap();
+            self.unmapped.as_ptr()
+        } else {
+            self.fd_array.as_ptr()
+        };
+        let opts = libbpf_sys::bpf_prog_load_opts {
+            expected_attach_type: prog.kind.attach_type,
+            attach_btf_id: attach,
+            fd_array: fd_array.cast(),
+            ..Default::default()
+        };
+        let result = load_with_opts(prog.kind.prog_type, name, &linked.insns, opts).map(|fd| {
+            fd_result(fd);
+        });
         self.loads += 1;
         self.verified += u64::from(result.is_ok());
         let events = self.g.take();
@@ -100,16 +129,25 @@ impl Bench {
         if e.scan_flags & scan_flags::CONTENDED != 0 {
             return Outcome::Contended;
         }
-        let bad = compare(p, e, &ours, self.generation, result.is_ok());
+        let mut bad = compare(p, e, &ours, self.generation, result.is_ok());
+        // A module kfunc call's slot is read, or taken from the only module with that kfunc where it cannot be.
+        let module =
+            linked.insns.iter().any(|i| i.code == op::JMP | op::CALL && i.src() == op::PSEUDO_KFUNC_CALL && i.off != 0);
+        if (e.scan_flags & scan_flags::FD_ARRAY_UNREAD != 0) != (module && unmapped) {
+            bad.push(format!(
+                "fd_array_unread {:#x} (module kfunc calls: {module}, unmapped: {unmapped})",
+                e.scan_flags
+            ));
+        }
         if bad.is_empty() {
-            Outcome::Same { insns: linked.insns.len(), conservative: e.maybe_classes != 0 }
+            Outcome::Same { insns: linked.insns.len(), conservative: e.maybe_classes != 0, module }
         } else {
             Outcome::Differs(bad, sides(p, e))
         }
     }
 
     /// `prog` without as much as can go while it still differs: chunks of items, halved until single ones.
-    fn shrink(&mut self, prog: &Program) -> (Program, usize) {
+    fn shrink(&mut self, prog: &Program, unmapped: bool) -> (Program, usize) {
         let mut p = prog.clone();
         let mut tries = 0;
         let mut chunk = p.len().div_ceil(2);
@@ -119,7 +157,8 @@ impl Bench {
             while at < p.len() && tries < SHRINK_BUDGET {
                 let q = p.without(at, at + chunk);
                 tries += 1;
-                if q.len() < p.len() && matches!(self.judge(&q, &format!("bgs{tries}")), Outcome::Differs(..)) {
+                if q.len() < p.len() && matches!(self.judge(&q, &format!("bgs{tries}"), unmapped), Outcome::Differs(..))
+                {
                     p = q;
                     shrunk = true;
                 } else {
@@ -168,6 +207,9 @@ fn compare(p: &ProgramMetadata, e: &RawEvent, ours: &[&RawEvent], generation: u6
     }
     if ours.iter().any(|o| o.classes != e.classes || o.maybe_classes != e.maybe_classes) {
         bad.push("the load's decisions disagree".to_owned());
+    }
+    if ours.iter().any(|o| o.scan_flags & scan_flags::KFUNC_BTF_CHANGED != 0) {
+        bad.push("the verifier bound other module BTFs than the gate judged".to_owned());
     }
     bad
 }
@@ -232,23 +274,37 @@ impl Drop for FixedMap {
     }
 }
 
-/// The BTF ids of those of `names` that are functions of vmlinux: what tracing and lsm programs attach to, and
-/// kfunc calls name.
-fn vmlinux_funcs(names: impl IntoIterator<Item = &'static str>) -> BTreeMap<&'static str, u32> {
-    // SAFETY: libbpf parses the running kernel's BTF; the handle is freed below.
-    let btf = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
-    assert!(!btf.is_null(), "vmlinux BTF");
+/// The BTF ids of those of `names` that are functions of vmlinux (`module` None: what tracing and lsm programs
+/// attach to, and kfunc calls name), or of kernel BTF object `module`'s own (a module's, split on vmlinux).
+fn kernel_funcs(module: Option<u32>, names: impl IntoIterator<Item = &'static str>) -> BTreeMap<&'static str, u32> {
+    // SAFETY: libbpf parses the running kernel's BTF; the handles are freed below.
+    let vmlinux = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
+    assert!(!vmlinux.is_null(), "vmlinux BTF");
+    let (btf, first) = match module {
+        // SAFETY: vmlinux is a live handle; a split BTF's own types follow its base's.
+        Some(obj) => unsafe {
+            let btf = libbpf_sys::btf__load_from_kernel_by_id_split(obj, vmlinux);
+            assert!(!btf.is_null(), "module BTF {obj}");
+            (btf, libbpf_sys::btf__type_cnt(vmlinux))
+        },
+        None => (vmlinux, 0),
+    };
     let ids = names
         .into_iter()
         .filter_map(|name| {
             let c = std::ffi::CString::new(name).expect("a function name");
             // SAFETY: btf is a live handle; the name is NUL-terminated.
             let id = unsafe { libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
-            Some((name, u32::try_from(id).ok()?))
+            Some((name, u32::try_from(id).ok().filter(|&id| id >= first)?))
         })
         .collect();
-    // SAFETY: freed once.
-    unsafe { libbpf_sys::btf__free(btf) };
+    // SAFETY: each freed once, a split one before its base.
+    unsafe {
+        if module.is_some() {
+            libbpf_sys::btf__free(btf);
+        }
+        libbpf_sys::btf__free(vmlinux);
+    }
     ids
 }
 
@@ -265,30 +321,48 @@ fn gate_matches_kernel_view_on_random_programs() {
     let generation = g.install(&audit_deny_everything(&exe));
     g.take();
     let _map = FixedMap::create();
+    let catalogue = || bpfgate::helpers::KFUNCS.iter().map(|k| k.name);
     // Every catalogued kfunc of vmlinux, and one vmlinux function no catalogue names (unknown on both sides).
-    let kfuncs = vmlinux_funcs(bpfgate::helpers::KFUNCS.iter().map(|k| k.name).chain(["do_nanosleep"]));
+    let mut kfuncs: BTreeMap<&'static str, (i32, i16)> = kernel_funcs(None, catalogue().chain(["do_nanosleep"]))
+        .into_iter()
+        .map(|(n, id)| (n, (id as i32, 0)))
+        .collect();
+    // The modules' catalogued kfuncs, through their fd_array slots.
+    let mut fd_array = vec![0];
+    for (slot, module) in (1..).zip(MODULES) {
+        let Some((fd, obj)) = kernel_btf(module) else {
+            assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness loads {module}");
+            report!("no {module} BTF: its kfuncs are not called");
+            continue;
+        };
+        fd_array.push(fd);
+        kfuncs.extend(kernel_funcs(Some(obj), catalogue()).into_iter().map(|(n, id)| (n, (id as i32, slot))));
+    }
+    let module_kfuncs = kfuncs.values().filter(|&&(_, slot)| slot != 0).count();
     let kfunc_names: Vec<&'static str> = kfuncs.keys().copied().collect();
     let targets: Vec<&'static str> = KINDS.iter().filter_map(|k| k.btf_func).collect();
-    let mut funcs = vmlinux_funcs(targets.iter().copied());
+    let funcs = kernel_funcs(None, targets.iter().copied());
     assert_eq!(
         funcs.len(),
         targets.iter().collect::<std::collections::BTreeSet<_>>().len(),
         "not all of {targets:?} in vmlinux BTF"
     );
-    funcs.extend(kfuncs);
-    let mut bench = Bench { g, funcs, generation, loads: 0, verified: 0 };
+    let unmapped = UnmappedInts::new(&fd_array);
+    let mut bench = Bench { g, funcs, kfuncs, fd_array, unmapped, generation, loads: 0, verified: 0 };
     let start = Instant::now();
     let (mut same, mut unanalyzed, mut undecided, mut contended) = (0u64, Vec::new(), Vec::new(), 0u64);
-    let (mut insns, mut with_conservative) = (0usize, 0u64);
+    let (mut insns, mut with_conservative, mut with_module) = (0usize, 0u64, [0u64; 2]);
     let mut mismatches = Vec::new();
     for index in 0..programs {
         let prog = generate(seed, index, &kfunc_names);
         let name = format!("bgd{index:05}");
-        match bench.judge(&prog, &name) {
-            Outcome::Same { insns: n, conservative } => {
+        let unmapped = index % 2 == 1;
+        match bench.judge(&prog, &name, unmapped) {
+            Outcome::Same { insns: n, conservative, module } => {
                 same += 1;
                 insns += n;
                 with_conservative += u64::from(conservative);
+                with_module[usize::from(unmapped)] += u64::from(module);
             }
             Outcome::Unanalyzed(errors) => unanalyzed.push(format!("{index}: {errors}")),
             Outcome::Undecided(result) => undecided.push(format!("{index}: load {result:?}")),
@@ -297,14 +371,14 @@ fn gate_matches_kernel_view_on_random_programs() {
                 mismatches.push(format!("program {index} ({}): {}", prog.kind.section, bad.join("; ")));
             }
             Outcome::Differs(bad, _) => {
-                let (small, tries) = bench.shrink(&prog);
-                let why = match bench.judge(&small, "bgd_shrunk") {
+                let (small, tries) = bench.shrink(&prog, unmapped);
+                let why = match bench.judge(&small, "bgd_shrunk", unmapped) {
                     Outcome::Differs(bad, sides) => format!("{}\n{sides}", bad.join("; ")),
                     _ => "(the shrunk program no longer differs)".to_owned(),
                 };
                 let text = format!(
-                    "MISMATCH seed {seed:#x} program {index} ({}): {}\nshrunk from {} to {} instructions in {tries} \
-                     loads: {why}\n{}",
+                    "MISMATCH seed {seed:#x} program {index} ({}, fd_array unmapped: {unmapped}): {}\nshrunk from {} \
+                     to {} instructions in {tries} loads: {why}\n{}",
                     prog.kind.section,
                     bad.join("; "),
                     bench.link(&prog).insns.len(),
@@ -321,13 +395,15 @@ fn gate_matches_kernel_view_on_random_programs() {
         "differential (seed {seed:#x}, {SEED_ENV} to change): {programs} programs, {same} the same on both sides \
          ({insns} instructions, {with_conservative} with a conservative class), {} mismatches, {} not analyzed by \
          the library, {} without a decision, {contended} contended; {} loads ({} verified) in {secs:.1}s; {} kfuncs \
-         of vmlinux called",
+         called ({module_kfuncs} of modules: by {} programs with fd_array readable, {} with it not)",
         mismatches.len(),
         unanalyzed.len(),
         undecided.len(),
         bench.loads,
         bench.verified,
-        kfunc_names.len()
+        kfunc_names.len(),
+        with_module[0],
+        with_module[1]
     );
     for line in unanalyzed.iter().chain(&undecided).take(10) {
         report!("  {line}");
@@ -342,4 +418,13 @@ fn gate_matches_kernel_view_on_random_programs() {
     assert!(unanalyzed.is_empty() && undecided.len() as u64 * 50 <= programs, "{unanalyzed:?} {undecided:?}");
     assert!(same * 10 >= programs * 9, "only {same} of {programs} programs compared");
     assert!(with_conservative * 5 >= same && with_conservative * 5 <= same * 4, "{with_conservative} of {same}");
+    // Module kfuncs called both ways the gate finds their BTF, where the harness loaded the modules (~3% of the
+    // programs each way: 11 of the 139 kfuncs on 6.12).
+    if module_kfuncs > 0 && programs >= 1000 {
+        assert!(with_module.iter().all(|&n| n * 200 >= programs), "module kfunc programs: {with_module:?}");
+    }
+    for fd in bench.fd_array.iter().skip(1) {
+        // SAFETY: our BTF fds, closed once.
+        unsafe { libc::close(*fd) };
+    }
 }

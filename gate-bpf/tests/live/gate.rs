@@ -1237,7 +1237,7 @@ pub(crate) fn load_attached_fd(
 }
 
 /// `bpf_prog_load` with these options (`sz` is set here): a new fd or the errno.
-fn load_with_opts(
+pub(crate) fn load_with_opts(
     prog_type: libbpf_sys::bpf_prog_type,
     name: &str,
     insns: &[Insn],
@@ -2494,7 +2494,7 @@ fn gate_counts_a_store_through_an_arena_cast() {
 }
 
 /// A kernel BTF object by name (`vmlinux`, a module's): a new fd to it and its id.
-fn kernel_btf(name: &str) -> Option<(i32, u32)> {
+pub(crate) fn kernel_btf(name: &str) -> Option<(i32, u32)> {
     let (id, _) = bpfgate_gate::kernel_btfs().into_iter().find(|(_, n)| n == name)?;
     // SAFETY: no preconditions; a negative result means the object went away meanwhile.
     let fd = unsafe { libbpf_sys::bpf_btf_get_fd_by_id(id) };
@@ -2686,14 +2686,15 @@ fn gate_judges_module_kfuncs_through_an_unmapped_fd_array() {
     );
 }
 
-/// Integers in a shared file mapping whose page no one has touched: a read that cannot fault fails on it.
-struct UnmappedInts {
+/// Integers in a shared file mapping whose page no one has touched (or not since [`UnmappedInts::unmap`]): a read
+/// that cannot fault fails on it.
+pub(crate) struct UnmappedInts {
     addr: *mut libc::c_void,
     len: usize,
 }
 
 impl UnmappedInts {
-    fn new(values: &[i32]) -> Self {
+    pub(crate) fn new(values: &[i32]) -> Self {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
         // SAFETY: a new memfd, written through the syscall (not a mapping), then mapped and never read here.
         unsafe {
@@ -2708,8 +2709,15 @@ impl UnmappedInts {
         }
     }
 
-    fn as_ptr(&self) -> *const i32 {
+    pub(crate) fn as_ptr(&self) -> *const i32 {
         self.addr.cast()
+    }
+
+    /// Takes the page out of this process' page tables again (the kernel's reads fault it in); the file keeps it.
+    pub(crate) fn unmap(&self) {
+        // SAFETY: our mapping; MADV_DONTNEED on a shared file mapping drops the page table entries, not the data.
+        let r = unsafe { libc::madvise(self.addr, self.len, libc::MADV_DONTNEED) };
+        assert_eq!(r, 0, "madvise: {}", std::io::Error::last_os_error());
     }
 }
 
