@@ -73,6 +73,27 @@ pub struct Summary {
     pub refused_reloads: u32,
     /// Installs of the policy in force with fresh identities, after a watched executable changed.
     pub re_resolutions: u32,
+    /// Refreshes of the module kfuncs after the kernel's modules with BTF changed.
+    pub module_refreshes: u32,
+}
+
+/// The kernel's module BTF objects as `/sys/kernel/btf` lists them (name and inode: a module unloaded and loaded
+/// again between two looks has a new one). The loop looks every 100 ms, a directory read, and maps the kfuncs of
+/// modules loaded since: without it they stayed `unknown` until the next reload.
+#[derive(PartialEq, Eq)]
+struct ModuleBtfs(Vec<(std::ffi::OsString, u64)>);
+
+impl ModuleBtfs {
+    fn read() -> ModuleBtfs {
+        use std::os::unix::fs::DirEntryExt;
+        let mut v: Vec<_> = std::fs::read_dir("/sys/kernel/btf")
+            .map(|d| {
+                d.filter_map(Result::ok).map(|e| (e.file_name(), e.ino())).filter(|(n, _)| n != "vmlinux").collect()
+            })
+            .unwrap_or_default();
+        v.sort_unstable();
+        ModuleBtfs(v)
+    }
 }
 
 /// `bpfgate enforce --stop`: removes a persisted gate (its pins in `dir`), which detaches it.
@@ -249,10 +270,26 @@ pub fn run_with(
         gate.kfuncs_found()
     );
     lifecycle.ready();
-    let (mut reloads, mut refused_reloads, mut re_resolutions) = (0, 0, 0);
+    let (mut reloads, mut refused_reloads, mut re_resolutions, mut module_refreshes) = (0, 0, 0, 0);
+    let mut modules = ModuleBtfs::read();
     while !control.stop.load(Ordering::SeqCst) {
         for raw in stream.poll(Duration::from_millis(100))? {
             print(&gate, &raw, opts.json, &classes, out)?;
+        }
+        let now = ModuleBtfs::read();
+        if now != modules {
+            modules = now;
+            module_refreshes += 1;
+            match gate.refresh_kfuncs() {
+                Ok(()) => {
+                    let (n, found) = (modules.0.len(), gate.kfuncs_found());
+                    let _ =
+                        writeln!(log, "bpfgate: {n} modules with BTF now: {found} catalogued kfuncs in this kernel");
+                }
+                Err(e) => {
+                    let _ = writeln!(log, "bpfgate: warning: module kfuncs not refreshed: {e}");
+                }
+            }
         }
         if control.reload.swap(false, Ordering::SeqCst) {
             lifecycle.reloading();
@@ -332,5 +369,5 @@ pub fn run_with(
     if let Some(dir) = &opts.persist {
         let _ = writeln!(log, "bpfgate: the gate stays attached (pinned in {})", dir.display());
     }
-    Ok(Summary { decisions, denials, dropped, reloads, refused_reloads, re_resolutions })
+    Ok(Summary { decisions, denials, dropped, reloads, refused_reloads, re_resolutions, module_refreshes })
 }

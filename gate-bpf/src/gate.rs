@@ -560,7 +560,7 @@ impl Gate {
 
     /// Maps the kfuncs of modules loaded since the gate started (or the last refresh) and forgets those of
     /// modules since unloaded. Until then a module's kfuncs are `unknown` to the gate. The daemon refreshes
-    /// on every policy reload.
+    /// on every policy reload and when `/sys/kernel/btf` changes.
     pub fn refresh_kfuncs(&mut self) -> Result<(), GateError> {
         let vmlinux = KernelBtf::vmlinux()?;
         let old = std::mem::take(&mut self.module_kfuncs);

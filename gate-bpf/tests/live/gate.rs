@@ -1090,35 +1090,73 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `bpfgate enforce`'s loop on a thread of this process (`daemon::run`), with its output and log kept.
+struct RunningDaemon {
+    control: std::sync::Arc<bpfgate_gate::daemon::Control>,
+    out: Shared,
+    log: Shared,
+    /// Taken by `stop`; a test that panics first stops the loop when this drops (its gate must not outlive the
+    /// test: it would judge the next tests' loads).
+    thread: Option<std::thread::JoinHandle<Result<bpfgate_gate::daemon::Summary, bpfgate_gate::daemon::DaemonError>>>,
+}
+
+impl RunningDaemon {
+    /// Starts the loop with the policy file at `policy` and returns once the gate enforces it.
+    fn start(policy: &std::path::Path, audit: bool, json: bool) -> RunningDaemon {
+        use bpfgate_gate::daemon::{self, Control, Options};
+        let control = std::sync::Arc::new(Control::default());
+        let (out, log) = (Shared::default(), Shared::default());
+        let ready = std::sync::Arc::new(AtomicBool::new(false));
+        let opts = Options {
+            policy: policy.to_owned(),
+            audit,
+            json,
+            persist: None,
+            metrics: None,
+            link_guard: LinkGuard::Auto,
+        };
+        let thread = {
+            let (control, mut out, mut log, ready) = (control.clone(), out.clone(), log.clone(), ready.clone());
+            std::thread::spawn(move || {
+                daemon::run(&opts, &control, &mut out, &mut log, &mut || ready.store(true, Ordering::SeqCst))
+            })
+        };
+        wait_for("the gate to enforce", Duration::from_secs(300), || {
+            ready.load(Ordering::SeqCst) || thread.is_finished()
+        });
+        RunningDaemon { control, out, log, thread: Some(thread) }
+    }
+
+    /// Stops the loop once it has printed what happened so far; its summary.
+    fn stop(mut self) -> bpfgate_gate::daemon::Summary {
+        std::thread::sleep(Duration::from_millis(300));
+        self.control.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread.take().expect("running");
+        thread.join().expect("the loop thread").unwrap_or_else(|e| panic!("bpfgate enforce loop: {e}"))
+    }
+}
+
+impl Drop for RunningDaemon {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.control.stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The loop behind `bpfgate enforce`: prints decisions, reloads (refusing a bad policy, keeping the old one),
 /// and stops, taking the gate with it.
 #[test]
 fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
-    use bpfgate_gate::daemon::{self, Control, Options};
     let Some(_guard) = live("gate_enforce_loop_reloads_refuses_bad_policy_and_stops") else { return };
     let exe = this_exe();
     let path = std::env::temp_dir().join(format!("bpfgate-enforce-{}.yaml", std::process::id()));
     let deny = no_signals_policy();
     let allow = format!("version: 1\ndefault: allow\nrules:\n  - name: anything\n    subject:\n      exe: {exe}\n");
     std::fs::write(&path, &deny).expect("writing the policy");
-    let control = std::sync::Arc::new(Control::default());
-    let (out, log) = (Shared::default(), Shared::default());
-    let ready = std::sync::Arc::new(AtomicBool::new(false));
-    let daemon = {
-        let (control, mut out, mut log, ready) = (control.clone(), out.clone(), log.clone(), ready.clone());
-        let opts = Options {
-            policy: path.clone(),
-            audit: false,
-            json: false,
-            persist: None,
-            metrics: None,
-            link_guard: LinkGuard::Auto,
-        };
-        std::thread::spawn(move || {
-            daemon::run(&opts, &control, &mut out, &mut log, &mut || ready.store(true, Ordering::SeqCst))
-        })
-    };
-    wait_for("the gate to enforce", Duration::from_secs(300), || ready.load(Ordering::SeqCst) || daemon.is_finished());
+    let daemon = RunningDaemon::start(&path, false, false);
+    let (control, out, log) = (daemon.control.clone(), daemon.out.clone(), daemon.log.clone());
     let send_signal = fixture("send_signal.bpf.o").bytes;
     let reload = |text: &str, expect: &str| {
         let before = log.text().matches(expect).count();
@@ -1134,9 +1172,7 @@ fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
     let allowed = load_object(send_signal, |_| true);
     reload(&deny, "bpfgate: reloaded");
     let denied_again = load_object(send_signal, |_| true);
-    std::thread::sleep(Duration::from_millis(300));
-    control.stop.store(true, Ordering::SeqCst);
-    let summary = daemon.join().expect("the loop thread").unwrap_or_else(|e| panic!("bpfgate enforce loop: {e}"));
+    let summary = daemon.stop();
     let after_stop = load_object(send_signal, |_| true);
     let _ = std::fs::remove_file(&path);
 
@@ -1165,32 +1201,13 @@ fn gate_enforce_loop_reloads_refuses_bad_policy_and_stops() {
 
 #[test]
 fn gate_enforce_loop_json_audit() {
-    use bpfgate_gate::daemon::{self, Control, Options};
     let Some(_guard) = live("gate_enforce_loop_json_audit") else { return };
     let path = std::env::temp_dir().join(format!("bpfgate-enforce-json-{}.yaml", std::process::id()));
     std::fs::write(&path, no_signals_policy()).expect("writing the policy");
-    let control = std::sync::Arc::new(Control::default());
-    let out = Shared::default();
-    let ready = std::sync::Arc::new(AtomicBool::new(false));
-    let daemon = {
-        let (control, mut out, ready) = (control.clone(), out.clone(), ready.clone());
-        let opts = Options {
-            policy: path.clone(),
-            audit: true,
-            json: true,
-            persist: None,
-            metrics: None,
-            link_guard: LinkGuard::Auto,
-        };
-        std::thread::spawn(move || {
-            daemon::run(&opts, &control, &mut out, &mut std::io::sink(), &mut || ready.store(true, Ordering::SeqCst))
-        })
-    };
-    wait_for("the gate to enforce", Duration::from_secs(300), || ready.load(Ordering::SeqCst) || daemon.is_finished());
+    let daemon = RunningDaemon::start(&path, true, true);
+    let out = daemon.out.clone();
     let loaded = load_object(fixture("send_signal.bpf.o").bytes, |_| true);
-    std::thread::sleep(Duration::from_millis(300));
-    control.stop.store(true, Ordering::SeqCst);
-    daemon.join().expect("the loop thread").unwrap_or_else(|e| panic!("bpfgate enforce loop: {e}"));
+    daemon.stop();
     let _ = std::fs::remove_file(&path);
     assert_eq!(loaded, Ok(()), "--audit never denies");
     let text = out.text();
@@ -2229,6 +2246,59 @@ fn gate_resolves_module_kfuncs() {
         assert_eq!(e.evidence[Capability::PacketWrite as usize], ev, "{text}");
         assert!(text.contains("kfunc bpf_ct_set_nat_info"), "{text}");
     }
+}
+
+/// `bpfgate enforce` maps the kfuncs of a module loaded after it started, with no reload: nf_nat is unloaded and
+/// loaded again (a new BTF object), and once the daemon has logged both changes a program calling its
+/// bpf_ct_set_nat_info loads under a rule that denies `unknown`, its event naming the kfunc. (Before, those kfuncs
+/// stayed `unknown` until a SIGHUP.)
+#[test]
+fn gate_daemon_maps_kfuncs_of_a_module_loaded_after_it_started() {
+    let Some(_guard) = live("gate_daemon_maps_kfuncs_of_a_module_loaded_after_it_started") else { return };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let modules = std::path::Path::new("/lib/modules").join(release.trim());
+    let order = std::fs::read_to_string(modules.join("load-order")).unwrap_or_default();
+    let Some(ko) =
+        order.lines().find(|l| l.rsplit('/').next() == Some("nf_nat")).map(|l| modules.join(format!("{l}.ko")))
+    else {
+        assert!(std::env::var_os("BPFGATE_VMTEST").is_none(), "the VM harness loads nf_nat from {}", modules.display());
+        report!(
+            "SKIPPED gate_daemon_maps_kfuncs_of_a_module_loaded_after_it_started: nf_nat was not loaded by the harness"
+        );
+        return;
+    };
+    let exe = this_exe();
+    let path = std::env::temp_dir().join(format!("bpfgate-modules-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\ndefault: allow\nrules:\n  - name: no-unknown\n    subject:\n      exe: {exe}\n    \
+             capabilities:\n      deny: [unknown]\n"
+        ),
+    )
+    .expect("writing the policy");
+    let daemon = RunningDaemon::start(&path, false, false);
+    let changes = || daemon.log.text().matches(" modules with BTF now: ").count();
+    // The guest's module tools are busybox's.
+    let run = |cmd: &str, arg: &std::path::Path| {
+        let status = Command::new("/bin/busybox").arg(cmd).arg(arg).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        assert!(status.success(), "{cmd} {}: {status}", arg.display());
+    };
+    run("rmmod", std::path::Path::new("nf_nat"));
+    wait_for("the daemon to see nf_nat go", Duration::from_secs(60), || changes() >= 1);
+    run("insmod", &ko);
+    wait_for("the daemon to see nf_nat back", Duration::from_secs(60), || changes() >= 2);
+    let nat = load_object(fixture("module_kfunc.bpf.o").bytes, |n| n == "ct_nat");
+    let (out, log) = (daemon.out.clone(), daemon.log.clone());
+    let summary = daemon.stop();
+    let _ = std::fs::remove_file(&path);
+    let (out, log) = (out.text(), log.text());
+    report!("module refreshes: {}; log:\n{log}", summary.module_refreshes);
+    let line = out.lines().find(|l| l.contains("name: ct_nat")).unwrap_or_else(|| panic!("no ct_nat event:\n{out}"));
+    report!("ct_nat: {nat:?}: {line}");
+    assert_eq!(nat, Ok(()), "{line}");
+    assert!(line.contains("kfunc bpf_ct_set_nat_info") && !line.contains("unknown("), "{line}");
+    assert_eq!(summary.module_refreshes, 2, "{log}");
 }
 
 /// The `bpfgate` binary itself (the VM harness puts it at /usr/bin/bpfgate): `bpfgate enforce` denies by its
