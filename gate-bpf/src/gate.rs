@@ -538,7 +538,7 @@ impl Gate {
                 .map_err(bpf("recording a module kfunc's owner"))?;
         }
         for id in self.module_kfunc_owners.iter().filter(|id| !unique.iter().any(|(u, _)| u == *id)) {
-            delete_if_present(map, &id.to_ne_bytes())?;
+            delete_if_present(map, &id.to_ne_bytes(), "a module kfunc's owner")?;
         }
         self.module_kfunc_owners = unique.into_iter().map(|(id, _)| id).collect();
         Ok(())
@@ -568,7 +568,7 @@ impl Gate {
         // Entries still valid are overwritten in place, so no load finds them missing meanwhile.
         let filled = self.fill_module_kfuncs(&vmlinux);
         for key in old.iter().filter(|k| !self.module_kfuncs.contains(k)) {
-            delete_if_present(&self.skel.maps.kfunc_classes, key)?;
+            delete_if_present(&self.skel.maps.kfunc_classes, key, "an unloaded module's kfunc")?;
         }
         filled
     }
@@ -862,13 +862,13 @@ impl Gate {
             .update(&slot.to_ne_bytes(), &[0u8; Header::SIZE], MapFlags::ANY)
             .map_err(bpf("clearing a policy header"))?;
         for k in &keys.exe {
-            delete_if_present(&maps.policy_exe, k)?;
+            delete_if_present(&maps.policy_exe, k, "an old subject key")?;
         }
         for k in &keys.cgroup {
-            delete_if_present(&maps.policy_cgroup, k)?;
+            delete_if_present(&maps.policy_cgroup, k, "an old subject key")?;
         }
         for k in &keys.uid {
-            delete_if_present(&maps.policy_uid, k)?;
+            delete_if_present(&maps.policy_uid, k, "an old subject key")?;
         }
         // Forgotten only once gone: after a failure the next clear tries them again.
         self.slots[slot as usize] = SlotKeys::default();
@@ -1095,11 +1095,12 @@ pub fn object_id(fd: std::os::fd::RawFd) -> Result<u32, GateError> {
     Ok((info[0] >> 32) as u32)
 }
 
-fn delete_if_present(map: &dyn MapCore, key: &[u8]) -> Result<(), GateError> {
+/// Deletes `key` from `map` unless it is gone already; `what` names the entry in an error.
+fn delete_if_present(map: &dyn MapCore, key: &[u8], what: &str) -> Result<(), GateError> {
     match map.delete(key) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(GateError::Bpf { what: "removing an old subject key".into(), error: e }),
+        Err(e) => Err(GateError::Bpf { what: format!("removing {what}"), error: e }),
     }
 }
 
