@@ -532,15 +532,16 @@ impl Gate {
             }
         }
         let map = &self.skel.maps.module_kfunc_owners;
-        let unique: Vec<(u32, u32)> = owners.into_iter().filter_map(|(id, o)| Some((id, o?))).collect();
+        let unique: std::collections::BTreeMap<u32, u32> =
+            owners.into_iter().filter_map(|(id, o)| Some((id, o?))).collect();
         for (id, obj) in &unique {
             map.update(&id.to_ne_bytes(), &obj.to_ne_bytes(), MapFlags::ANY)
                 .map_err(bpf("recording a module kfunc's owner"))?;
         }
-        for id in self.module_kfunc_owners.iter().filter(|id| !unique.iter().any(|(u, _)| u == *id)) {
+        for id in self.module_kfunc_owners.iter().filter(|id| !unique.contains_key(id)) {
             delete_if_present(map, &id.to_ne_bytes(), "a module kfunc's owner")?;
         }
-        self.module_kfunc_owners = unique.into_iter().map(|(id, _)| id).collect();
+        self.module_kfunc_owners = unique.into_keys().collect();
         Ok(())
     }
 

@@ -1127,9 +1127,9 @@ impl RunningDaemon {
         RunningDaemon { control, out, log, thread: Some(thread) }
     }
 
-    /// Stops the loop once it has printed what happened so far; its summary.
+    /// Stops the loop; its summary. Every decision made so far is printed by then: the loop drains the event
+    /// ring after it detaches the gate, and a decision's event is in the ring before its syscall returns.
     fn stop(mut self) -> bpfgate_gate::daemon::Summary {
-        std::thread::sleep(Duration::from_millis(300));
         self.control.stop.store(true, Ordering::SeqCst);
         let thread = self.thread.take().expect("running");
         thread.join().expect("the loop thread").unwrap_or_else(|e| panic!("bpfgate enforce loop: {e}"))
