@@ -127,6 +127,9 @@ pub mod op {
     // `src_reg` of an `ld_imm64`.
     pub const PSEUDO_MAP_FD: u8 = 1;
     pub const PSEUDO_MAP_VALUE: u8 = 2;
+    /// A map, or its value, by index into the load's fd_array (libbpf's light skeletons load so).
+    pub const PSEUDO_MAP_IDX: u8 = 5;
+    pub const PSEUDO_MAP_IDX_VALUE: u8 = 6;
     pub const PSEUDO_FUNC: u8 = 4;
     // `src_reg` of a call.
     pub const PSEUDO_CALL: u8 = 1;

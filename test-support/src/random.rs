@@ -151,6 +151,16 @@ pub struct Program {
     pub funcs: Vec<Vec<Item>>,
 }
 
+/// How the kernel's copy of a program names the map its references are relocated against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapRef {
+    /// By fd (`BPF_PSEUDO_MAP_FD`, `BPF_PSEUDO_MAP_VALUE`), as libbpf loads.
+    Fd(i32),
+    /// By index into the load's fd_array (`BPF_PSEUDO_MAP_IDX`, `BPF_PSEUDO_MAP_IDX_VALUE`), as libbpf's light
+    /// skeletons load.
+    Index(i32),
+}
+
 /// A relocation of the laid-out code: the `ld_imm64` at an instruction refers to the map or the variable, or the
 /// call there to a kfunc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,9 +253,13 @@ impl Program {
         Program { kind: self.kind, funcs }
     }
 
-    /// The program laid out as libbpf would, with `map_fd` in its map references and `kfunc` giving each kfunc's
-    /// BTF id and the fd_array index of its BTF object (0: vmlinux).
-    pub fn link(&self, map_fd: i32, kfunc: &dyn Fn(&str) -> (i32, i16)) -> Linked {
+    /// The program laid out as libbpf would, its map references naming the map as `map` says, and `kfunc` giving
+    /// each kfunc's BTF id and the fd_array index of its BTF object (0: vmlinux).
+    pub fn link(&self, map: MapRef, kfunc: &dyn Fn(&str) -> (i32, i16)) -> Linked {
+        let (map_src, value_src, map_imm) = match map {
+            MapRef::Fd(fd) => (op::PSEUDO_MAP_FD, op::PSEUDO_MAP_VALUE, fd),
+            MapRef::Index(i) => (op::PSEUDO_MAP_IDX, op::PSEUDO_MAP_IDX_VALUE, i),
+        };
         // Depth first from the entry function: a function goes where it is first referred to.
         let mut order = vec![0];
         let mut placed = vec![false; self.funcs.len()];
@@ -288,11 +302,11 @@ impl Program {
                     Item::FuncAddr(dst, g) => insns.extend(ld_imm64(dst, op::PSEUDO_FUNC, rel(start[g]))),
                     Item::Map(dst) => {
                         relocs.push((insns.len(), Reloc::Map));
-                        insns.extend(insn::ld_map_fd(dst, map_fd));
+                        insns.extend(ld_imm64(dst, map_src, map_imm));
                     }
                     Item::MapValue(dst) => {
                         relocs.push((insns.len(), Reloc::Data));
-                        insns.extend(ld_imm64(dst, op::PSEUDO_MAP_VALUE, map_fd));
+                        insns.extend(ld_imm64(dst, value_src, map_imm));
                     }
                     Item::Kfunc(name) => {
                         relocs.push((insns.len(), Reloc::Kfunc(name)));
@@ -319,14 +333,17 @@ impl Program {
 
     /// The object a loader would read the program `name` from: one code section of the kind's name with the
     /// laid-out functions (`name`, then `name_1`, ...), the map definition (legacy `maps` section: an array, no
-    /// kptrs) and a `.data` variable, and the relocations of their references. A kfunc call's fd_array index is
-    /// the loader's to fill in: 0 in the object.
+    /// kptrs) and a `.data` variable, and the relocations of their references. What the loader fills in is as
+    /// libbpf's object reader leaves it: a kfunc call's fd_array index 0, map references by fd.
     pub fn object(&self, name: &str, linked: &Linked) -> Vec<u8> {
         let (main_len, rest) = linked.funcs.split_first().map_or((0, &[][..]), |(&(_, len), rest)| (len, rest));
         let mut insns = linked.insns.clone();
         for &(at, r) in &linked.relocs {
-            if let (Reloc::Kfunc(_), Some(i)) = (r, insns.get_mut(at)) {
-                i.off = 0;
+            let Some(i) = insns.get_mut(at) else { continue };
+            match r {
+                Reloc::Kfunc(_) => i.off = 0,
+                Reloc::Map => *i = insn::insn(i.code, i.dst(), op::PSEUDO_MAP_FD, i.off, i.imm),
+                Reloc::Data => *i = insn::insn(i.code, i.dst(), op::PSEUDO_MAP_VALUE, i.off, i.imm),
             }
         }
         let (mut e, code) = Elf::program(self.kind.section, name, &insns, main_len);
@@ -703,7 +720,7 @@ mod tests {
                 vec![exit], // nothing refers to it
             ],
         };
-        let l = p.link(7, &|_| (0, 0));
+        let l = p.link(MapRef::Fd(7), &|_| (0, 0));
         // main (0..5), 2 at 5, 3 at 7 (from 2), 1 at 8.
         assert_eq!(l.funcs, vec![(0, 5), (5, 2), (7, 1), (8, 1)]);
         assert_eq!(l.insns[0], insn::call_local(4));
@@ -726,7 +743,9 @@ mod tests {
     fn same_seed_same_programs() {
         let gen = |seed| {
             let mut rng = Rng::new(seed);
-            (0..20).map(|_| Program::generate(&mut rng, 50, &["k"]).link(3, &|_| (9, 0)).insns).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| Program::generate(&mut rng, 50, &["k"]).link(MapRef::Fd(3), &|_| (9, 0)).insns)
+                .collect::<Vec<_>>()
         };
         assert_eq!(gen(1), gen(1));
         assert_ne!(gen(1), gen(2));

@@ -424,15 +424,17 @@ fn kernel_view_follows_calls_and_callbacks() {
 /// programs all saturate the view would test little).
 #[test]
 fn random_programs_for_the_gate_are_analyzed_as_laid_out() {
-    use bpfgate_test_support::random::{Program, Rng};
+    use bpfgate_test_support::random::{MapRef, Program, Rng};
     let mut rng = Rng::new(0x5eed_d1ff);
     let mut failures = Vec::new();
     let (mut insns, mut conservative) = (0, 0);
     for i in 0..1500 {
         let size = if i % 4 == 0 { 300 } else { 2 + i % 90 };
         let prog = Program::generate(&mut rng, size, &["bpf_rdonly_cast", "bpf_list_push_front_impl", "nope"]);
-        // One kfunc as if a module's (fd_array index 1 in the kernel's copy; the object's call says 0).
-        let linked = prog.link(100, &|k| (7, i16::from(k == "bpf_list_push_front_impl")));
+        // One kfunc as if a module's (fd_array index 1 in the kernel's copy; the object's call says 0), and every
+        // other program's maps by fd_array index (the object names them by fd).
+        let maps = if i % 2 == 0 { MapRef::Fd(100) } else { MapRef::Index(3) };
+        let linked = prog.link(maps, &|k| (7, i16::from(k == "bpf_list_push_front_impl")));
         let name = format!("d{i}");
         let report = bpfgate::inspect("random.o", &prog.object(&name, &linked));
         let Some(p) = report.programs.iter().find(|p| p.name == name) else {

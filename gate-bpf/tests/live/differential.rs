@@ -12,7 +12,8 @@
 //! Module kfuncs (the catalogued ones of nf_conntrack and nf_nat, which the VM harness loads) are called through
 //! fd_array slots 1 and 2, as libbpf lays them out; every other program's fd_array is on a page the gate cannot
 //! read at load (a shared file mapping whose page table entries were dropped), so both ways the gate finds a
-//! module's BTF are compared with the library, which knows kfuncs by name.
+//! module's BTF are compared with the library, which knows kfuncs by name. Every other pair of programs names
+//! its map by fd_array index (`BPF_PSEUDO_MAP_IDX`, as libbpf's light skeletons load) instead of by fd.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use std::time::Instant;
 use bpfgate::metadata::{Capability, ClassSet, ProgramMetadata};
 use bpfgate_gate::event::{evidence, scan_flags, RawEvent, VERDICT_AUDIT};
 use bpfgate_test_support::insn::op;
-use bpfgate_test_support::random::{parse_number, Linked, Program, Rng, KINDS};
+use bpfgate_test_support::random::{parse_number, Linked, MapRef, Program, Rng, KINDS};
 use libbpf_rs::libbpf_sys;
 
 use super::gate::{
@@ -80,24 +81,41 @@ struct Bench {
     funcs: BTreeMap<&'static str, u32>,
     /// The kfuncs programs call: BTF id and fd_array index of their BTF object.
     kfuncs: BTreeMap<&'static str, (i32, i16)>,
-    /// The fd_array the loads pass, with the modules' BTF fds at their indexes: on the heap, and on a page the
-    /// gate cannot read.
+    /// The fd_array the loads pass, with the modules' BTF fds and the map's at their indexes: on the heap, and on
+    /// a page the gate cannot read.
     fd_array: Vec<i32>,
     unmapped: UnmappedInts,
+    /// The map's index in `fd_array`.
+    map_index: i32,
     generation: u64,
     loads: u64,
     verified: u64,
 }
 
+/// How a program is loaded: with the fd_array the gate cannot read, and with map references by fd_array index.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    unmapped: bool,
+    map_index: bool,
+}
+
+impl Mode {
+    /// Program `index`'s: all four in turn.
+    fn of(index: u64) -> Mode {
+        Mode { unmapped: index % 2 == 1, map_index: index / 2 % 2 == 1 }
+    }
+}
+
 impl Bench {
-    fn link(&self, prog: &Program) -> Linked {
-        prog.link(MAP_FD, &|name| self.kfuncs.get(name).copied().unwrap_or((0, 0)))
+    fn link(&self, prog: &Program, mode: Mode) -> Linked {
+        let maps = if mode.map_index { MapRef::Index(self.map_index) } else { MapRef::Fd(MAP_FD) };
+        prog.link(maps, &|name| self.kfuncs.get(name).copied().unwrap_or((0, 0)))
     }
 
-    /// Judges `prog` on both sides under the name `name`, loaded with the fd_array the gate cannot read if
-    /// `unmapped`.
-    fn judge(&mut self, prog: &Program, name: &str, unmapped: bool) -> Outcome {
-        let linked = self.link(prog);
+    /// Judges `prog` on both sides under the name `name`, loaded as `mode` says.
+    fn judge(&mut self, prog: &Program, name: &str, mode: Mode) -> Outcome {
+        let Mode { unmapped, .. } = mode;
+        let linked = self.link(prog, mode);
         let object = prog.object(name, &linked);
         let options = bpfgate::InspectOptions { target: self.g.target(), ..Default::default() };
         let report = bpfgate::inspect_with(name, &object, &options);
@@ -147,7 +165,7 @@ impl Bench {
     }
 
     /// `prog` without as much as can go while it still differs: chunks of items, halved until single ones.
-    fn shrink(&mut self, prog: &Program, unmapped: bool) -> (Program, usize) {
+    fn shrink(&mut self, prog: &Program, mode: Mode) -> (Program, usize) {
         let mut p = prog.clone();
         let mut tries = 0;
         let mut chunk = p.len().div_ceil(2);
@@ -157,8 +175,7 @@ impl Bench {
             while at < p.len() && tries < SHRINK_BUDGET {
                 let q = p.without(at, at + chunk);
                 tries += 1;
-                if q.len() < p.len() && matches!(self.judge(&q, &format!("bgs{tries}"), unmapped), Outcome::Differs(..))
-                {
+                if q.len() < p.len() && matches!(self.judge(&q, &format!("bgs{tries}"), mode), Outcome::Differs(..)) {
                     p = q;
                     shrunk = true;
                 } else {
@@ -347,8 +364,10 @@ fn gate_matches_kernel_view_on_random_programs() {
         targets.iter().collect::<std::collections::BTreeSet<_>>().len(),
         "not all of {targets:?} in vmlinux BTF"
     );
+    let map_index = fd_array.len() as i32;
+    fd_array.push(MAP_FD);
     let unmapped = UnmappedInts::new(&fd_array);
-    let mut bench = Bench { g, funcs, kfuncs, fd_array, unmapped, generation, loads: 0, verified: 0 };
+    let mut bench = Bench { g, funcs, kfuncs, fd_array, unmapped, map_index, generation, loads: 0, verified: 0 };
     let start = Instant::now();
     let (mut same, mut unanalyzed, mut undecided, mut contended) = (0u64, Vec::new(), Vec::new(), 0u64);
     let (mut insns, mut with_conservative, mut with_module) = (0usize, 0u64, [0u64; 2]);
@@ -356,13 +375,13 @@ fn gate_matches_kernel_view_on_random_programs() {
     for index in 0..programs {
         let prog = generate(seed, index, &kfunc_names);
         let name = format!("bgd{index:05}");
-        let unmapped = index % 2 == 1;
-        match bench.judge(&prog, &name, unmapped) {
+        let mode = Mode::of(index);
+        match bench.judge(&prog, &name, mode) {
             Outcome::Same { insns: n, conservative, module } => {
                 same += 1;
                 insns += n;
                 with_conservative += u64::from(conservative);
-                with_module[usize::from(unmapped)] += u64::from(module);
+                with_module[usize::from(mode.unmapped)] += u64::from(module);
             }
             Outcome::Unanalyzed(errors) => unanalyzed.push(format!("{index}: {errors}")),
             Outcome::Undecided(result) => undecided.push(format!("{index}: load {result:?}")),
@@ -371,19 +390,19 @@ fn gate_matches_kernel_view_on_random_programs() {
                 mismatches.push(format!("program {index} ({}): {}", prog.kind.section, bad.join("; ")));
             }
             Outcome::Differs(bad, _) => {
-                let (small, tries) = bench.shrink(&prog, unmapped);
-                let why = match bench.judge(&small, "bgd_shrunk", unmapped) {
+                let (small, tries) = bench.shrink(&prog, mode);
+                let why = match bench.judge(&small, "bgd_shrunk", mode) {
                     Outcome::Differs(bad, sides) => format!("{}\n{sides}", bad.join("; ")),
                     _ => "(the shrunk program no longer differs)".to_owned(),
                 };
                 let text = format!(
-                    "MISMATCH seed {seed:#x} program {index} ({}, fd_array unmapped: {unmapped}): {}\nshrunk from {} \
+                    "MISMATCH seed {seed:#x} program {index} ({}, {mode:?}): {}\nshrunk from {} \
                      to {} instructions in {tries} loads: {why}\n{}",
                     prog.kind.section,
                     bad.join("; "),
-                    bench.link(&prog).insns.len(),
-                    bench.link(&small).insns.len(),
-                    listing(&small, &bench.link(&small))
+                    bench.link(&prog, mode).insns.len(),
+                    bench.link(&small, mode).insns.len(),
+                    listing(&small, &bench.link(&small, mode))
                 );
                 report!("{text}");
                 mismatches.push(text);
@@ -423,8 +442,8 @@ fn gate_matches_kernel_view_on_random_programs() {
     if module_kfuncs > 0 && programs >= 1000 {
         assert!(with_module.iter().all(|&n| n * 200 >= programs), "module kfunc programs: {with_module:?}");
     }
-    for fd in bench.fd_array.iter().skip(1) {
-        // SAFETY: our BTF fds, closed once.
+    for fd in &bench.fd_array[1..bench.map_index as usize] {
+        // SAFETY: our BTF fds, closed once (the map's is FixedMap's).
         unsafe { libc::close(*fd) };
     }
 }
