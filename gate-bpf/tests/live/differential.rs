@@ -25,7 +25,8 @@ use bpfgate_test_support::random::{parse_number, Linked, MapRef, Program, Rng, K
 use libbpf_rs::libbpf_sys;
 
 use super::gate::{
-    audit_deny_everything, class_names, fd_result, kernel_btf, load_with_opts, named, this_exe, Live, UnmappedInts,
+    audit_deny_everything, class_names, fd_result, kernel_btf, kernel_funcs, load_with_opts, named, this_exe, Live,
+    UnmappedInts,
 };
 use super::live;
 
@@ -289,40 +290,6 @@ impl Drop for FixedMap {
         // SAFETY: the fd create() made.
         unsafe { libc::close(MAP_FD) };
     }
-}
-
-/// The BTF ids of those of `names` that are functions of vmlinux (`module` None: what tracing and lsm programs
-/// attach to, and kfunc calls name), or of kernel BTF object `module`'s own (a module's, split on vmlinux).
-fn kernel_funcs(module: Option<u32>, names: impl IntoIterator<Item = &'static str>) -> BTreeMap<&'static str, u32> {
-    // SAFETY: libbpf parses the running kernel's BTF; the handles are freed below.
-    let vmlinux = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
-    assert!(!vmlinux.is_null(), "vmlinux BTF");
-    let (btf, first) = match module {
-        // SAFETY: vmlinux is a live handle; a split BTF's own types follow its base's.
-        Some(obj) => unsafe {
-            let btf = libbpf_sys::btf__load_from_kernel_by_id_split(obj, vmlinux);
-            assert!(!btf.is_null(), "module BTF {obj}");
-            (btf, libbpf_sys::btf__type_cnt(vmlinux))
-        },
-        None => (vmlinux, 0),
-    };
-    let ids = names
-        .into_iter()
-        .filter_map(|name| {
-            let c = std::ffi::CString::new(name).expect("a function name");
-            // SAFETY: btf is a live handle; the name is NUL-terminated.
-            let id = unsafe { libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
-            Some((name, u32::try_from(id).ok().filter(|&id| id >= first)?))
-        })
-        .collect();
-    // SAFETY: each freed once, a split one before its base.
-    unsafe {
-        if module.is_some() {
-            libbpf_sys::btf__free(btf);
-        }
-        libbpf_sys::btf__free(vmlinux);
-    }
-    ids
 }
 
 /// On random programs of every kind the generator makes, the gate's proved and conservative classes, the

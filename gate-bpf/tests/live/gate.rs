@@ -2571,23 +2571,47 @@ pub(crate) fn kernel_btf(name: &str) -> Option<(i32, u32)> {
     (fd >= 0).then_some((fd, id))
 }
 
-/// The BTF id of function `func` in kernel BTF object `obj` (a module's, split on vmlinux).
-fn module_func_id(obj: u32, func: &CStr) -> i32 {
-    // SAFETY: libbpf parses the running kernel's BTF; both handles are freed below.
+/// The BTF ids of those of `names` that are functions of vmlinux (`module` None: what tracing and lsm programs
+/// attach to, and kfunc calls name), or of kernel BTF object `module`'s own (a module's, split on vmlinux).
+pub(crate) fn kernel_funcs(
+    module: Option<u32>,
+    names: impl IntoIterator<Item = &'static str>,
+) -> BTreeMap<&'static str, u32> {
+    // SAFETY: libbpf parses the running kernel's BTF; the handles are freed below.
     let vmlinux = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
     assert!(!vmlinux.is_null(), "vmlinux BTF");
-    // SAFETY: vmlinux is a live handle.
-    let module = unsafe { libbpf_sys::btf__load_from_kernel_by_id_split(obj, vmlinux) };
-    assert!(!module.is_null(), "module BTF {obj}");
-    // SAFETY: module is a live handle; func is NUL-terminated.
-    let id = unsafe { libbpf_sys::btf__find_by_name_kind(module, func.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
-    // SAFETY: each handle freed once, the split one first.
+    let (btf, first) = match module {
+        // SAFETY: vmlinux is a live handle; a split BTF's own types follow its base's.
+        Some(obj) => unsafe {
+            let btf = libbpf_sys::btf__load_from_kernel_by_id_split(obj, vmlinux);
+            assert!(!btf.is_null(), "module BTF {obj}");
+            (btf, libbpf_sys::btf__type_cnt(vmlinux))
+        },
+        None => (vmlinux, 0),
+    };
+    let ids = names
+        .into_iter()
+        .filter_map(|name| {
+            let c = std::ffi::CString::new(name).expect("a function name");
+            // SAFETY: btf is a live handle; the name is NUL-terminated.
+            let id = unsafe { libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), libbpf_sys::BTF_KIND_FUNC) };
+            Some((name, u32::try_from(id).ok().filter(|&id| id >= first)?))
+        })
+        .collect();
+    // SAFETY: each freed once, a split one before its base.
     unsafe {
-        libbpf_sys::btf__free(module);
+        if module.is_some() {
+            libbpf_sys::btf__free(btf);
+        }
         libbpf_sys::btf__free(vmlinux);
     }
-    assert!(id > 0, "{func:?} in module BTF {obj}");
-    id
+    ids
+}
+
+/// The BTF id of function `func` in kernel BTF object `obj` (a module's own, split on vmlinux).
+fn module_func_id(obj: u32, func: &'static str) -> i32 {
+    let id = kernel_funcs(Some(obj), [func]).get(func).copied();
+    id.unwrap_or_else(|| panic!("{func} in module BTF {obj}")) as i32
 }
 
 /// An XDP program that looks a TCP tuple up in conntrack (`bpf_xdp_ct_lookup`, BTF id `lookup`) and releases what
@@ -2638,7 +2662,7 @@ fn gate_checks_module_btfs_against_what_the_verifier_bound() {
         );
         return;
     };
-    let (lookup, release) = (module_func_id(ct_id, c"bpf_xdp_ct_lookup"), module_func_id(ct_id, c"bpf_ct_release"));
+    let (lookup, release) = (module_func_id(ct_id, "bpf_xdp_ct_lookup"), module_func_id(ct_id, "bpf_ct_release"));
     let mut insns = ct_lookup_release(lookup, release);
     // A long scan after the calls: the window in which the other thread may run and flip the slot.
     insns.resize(insns.len() + 50_000, mov_imm(7, 0));
@@ -2722,7 +2746,7 @@ fn gate_judges_module_kfuncs_through_an_unmapped_fd_array() {
         report!("SKIPPED gate_judges_module_kfuncs_through_an_unmapped_fd_array: no nf_conntrack");
         return;
     };
-    let (lookup, release) = (module_func_id(ct_id, c"bpf_xdp_ct_lookup"), module_func_id(ct_id, c"bpf_ct_release"));
+    let (lookup, release) = (module_func_id(ct_id, "bpf_xdp_ct_lookup"), module_func_id(ct_id, "bpf_ct_release"));
     let mut insns = ct_lookup_release(lookup, release);
     insns.push(mov_imm(0, 2)); // XDP_PASS
     insns.push(exit());
